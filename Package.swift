@@ -1,0 +1,46 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "switchyard",
+    products: [
+        .executable(name: "switchyard", targets: ["switchyard"]),
+    ],
+    targets: [
+        // MARK: - System libraries and C shims
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .systemLibrary(
+            name: "CNcurses",
+            pkgConfig: "ncursesw",
+            providers: [.apt(["libncurses-dev"])]
+        ),
+        .target(name: "CSystem"),
+
+        // MARK: - Layers (dependencies point down only; see shared/DESIGN.md)
+        .target(name: "Scoring", swiftSettings: strict),
+        .target(name: "Registry", dependencies: ["Scoring", "CSQLite"], swiftSettings: strict),
+        .executableTarget(
+            name: "switchyard",
+            dependencies: ["Scoring", "Registry", "CSystem"],
+            swiftSettings: strict
+        ),
+
+        // MARK: - Tests
+        .testTarget(name: "ScoringTests", dependencies: ["Scoring"], swiftSettings: strict),
+        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["switchyard", "Scoring", "CSystem"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,26 @@
+// What Glibc's Swift module does not import: epoll, eventfd, and a few
+// helpers whose C definitions are macros or variadic.
+#ifndef SWITCHYARD_CSYSTEM_H
+#define SWITCHYARD_CSYSTEM_H
+
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <fcntl.h>
+#include <time.h>
+
+/// Monotonic clock in nanoseconds (CLOCK_MONOTONIC, served by the vDSO).
+static inline uint64_t csystem_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/// fcntl(fd, F_SETFL, flags | O_NONBLOCK); fcntl is variadic and not callable from Swift.
+int csystem_set_nonblocking(int fd);
+
+/// The terminal's width in columns, or 0 when fd is not a terminal.
+int csystem_terminal_columns(int fd);
+
+#endif

@@ -1,0 +1,343 @@
+import Foundation
+import Scoring
+
+/// Model versions, aliases and the audit log, in SWITCHYARD_HOME.
+///
+/// A version is immutable: its artifact is the canonical JSON of the model
+/// document, stored under its sha256, and registering the same content under
+/// the same name again returns the existing version. Every change (register,
+/// promote, rollback) is one transaction that also appends to the audit log;
+/// the log refuses updates and deletes (triggers), so it is append-only.
+public final class ModelRegistry: @unchecked Sendable {
+    // Safety: `database` is used only while holding `lock`.
+    private let database: Database
+    private let lock = NSLock()
+    public let home: Home
+    private let now: @Sendable () -> Date
+
+    /// Opens (and creates or upgrades) the registry in `home`.
+    public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        try home.prepare()
+        self.home = home
+        self.now = now
+        database = try Database(path: home.databasePath)
+        try database.migrate(Self.migrations)
+    }
+
+    /// Schema steps, applied once each, in order. Later components append steps.
+    static let migrations: [String] = [
+        """
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE versions (
+            model TEXT NOT NULL REFERENCES models(name),
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            PRIMARY KEY (model, version),
+            UNIQUE (model, sha256)
+        );
+        CREATE TABLE aliases (
+            model TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            PRIMARY KEY (model, alias),
+            FOREIGN KEY (model, version) REFERENCES versions(model, version)
+        );
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            model TEXT NOT NULL,
+            alias TEXT,
+            from_version INTEGER,
+            to_version INTEGER,
+            detail TEXT
+        );
+        CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+            BEGIN SELECT RAISE(ABORT, 'model versions are immutable'); END;
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        """
+    ]
+
+    // MARK: - Types
+
+    public struct Version: Sendable, Equatable {
+        public var model: String
+        public var version: Int
+        public var sha256: String
+        public var createdAt: String
+        public var createdBy: String
+        /// Held-out training metrics, from the model's metadata.
+        public var metrics: [String: Double]
+        /// Aliases that point at this version now.
+        public var aliases: [String]
+
+        public var reference: String { "\(model)@\(version)" }
+    }
+
+    public struct AuditEntry: Sendable, Equatable {
+        public var id: Int
+        public var at: String
+        public var who: String
+        public var action: String
+        public var model: String
+        public var alias: String?
+        public var fromVersion: Int?
+        public var toVersion: Int?
+        public var detail: String?
+    }
+
+    /// The outcome of `register`: the version, and whether it already existed.
+    public struct Registration: Sendable {
+        public var version: Version
+        public var existed: Bool
+    }
+
+    // MARK: - Changes
+
+    /// Registers `document` as the next version of its `metadata.name`.
+    @discardableResult
+    public func register(_ document: ModelDocument, who: String) throws(RegistryError) -> Registration {
+        let name = document.metadata.name
+        try Self.checkName(name, what: "model name")
+        do { try document.validate() } catch { throw RegistryError("\(error)") }
+        let bytes = document.encoded()
+        let sha = SHA256.hex([UInt8](bytes))
+        let artifact = home.artifacts.appendingPathComponent("\(sha).json")
+        if !FileManager.default.fileExists(atPath: artifact.path) {
+            try writeAtomically(bytes, to: artifact)
+        }
+        let metrics = document.metadata.training?.metrics ?? [:]
+        let metricsText = String(decoding: (try? JSONEncoder.sorted.encode(metrics)) ?? Data("{}".utf8), as: UTF8.self)
+        let at = timestamp()
+        return try locked { () throws(RegistryError) in
+            try database.transaction { () throws(RegistryError) in
+                if let existing = try database.query(
+                    "SELECT version FROM versions WHERE model = ? AND sha256 = ?", [.text(name), .text(sha)]
+                ).first?.first?.integer {
+                    return Registration(version: try version(name, Int(existing)), existed: true)
+                }
+                try database.query("INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)", [.text(name), .text(at)])
+                let next = (try database.query("SELECT MAX(version) FROM versions WHERE model = ?", [.text(name)])
+                    .first?.first?.integer ?? 0) + 1
+                try database.query(
+                    "INSERT INTO versions (model, version, sha256, created_at, created_by, metrics) VALUES (?, ?, ?, ?, ?, ?)",
+                    [.text(name), .integer(next), .text(sha), .text(at), .text(who), .text(metricsText)])
+                try appendAudit(at: at, who: who, action: "register", model: name, alias: nil, from: nil, to: Int(next), detail: "sha256 \(sha)")
+                return Registration(version: try version(name, Int(next)), existed: false)
+            }
+        }
+    }
+
+    /// Points `alias` of `model` at `version`. Returns the version it pointed at before.
+    @discardableResult
+    public func promote(model: String, version: Int, alias: String, who: String) throws(RegistryError) -> Int? {
+        try Self.checkAlias(alias)
+        return try locked { () throws(RegistryError) in
+            try database.transaction { () throws(RegistryError) -> Int? in
+                _ = try self.version(model, version)
+                let previous = try aliasTarget(model, alias)
+                if previous == version { return previous }
+                try setAlias(model: model, alias: alias, version: version, who: who)
+                try appendAudit(at: timestamp(), who: who, action: "promote", model: model, alias: alias, from: previous, to: version, detail: nil)
+                return previous
+            }
+        }
+    }
+
+    /// Moves `alias` back to where it pointed before its latest change (a second
+    /// rollback undoes the first). Returns (from, to).
+    @discardableResult
+    public func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int) {
+        try locked { () throws(RegistryError) in
+            try database.transaction { () throws(RegistryError) -> (from: Int, to: Int) in
+                guard let current = try aliasTarget(model, alias) else {
+                    throw RegistryError("\(model) has no alias \"\(alias)\"; see 'switchyard models show \(model)'")
+                }
+                let last = try database.query(
+                    "SELECT from_version FROM audit WHERE model = ? AND alias = ? AND action IN ('promote', 'rollback') ORDER BY id DESC LIMIT 1",
+                    [.text(model), .text(alias)])
+                guard let previous = last.first?.first?.integer.map(Int.init) else {
+                    throw RegistryError("\(model)@\(alias) has no earlier version to roll back to")
+                }
+                try setAlias(model: model, alias: alias, version: previous, who: who)
+                try appendAudit(at: timestamp(), who: who, action: "rollback", model: model, alias: alias, from: current, to: previous, detail: nil)
+                return (current, previous)
+            }
+        }
+    }
+
+    // MARK: - Reading
+
+    /// Resolves `NAME`, `NAME@VERSION` or `NAME@ALIAS`. A bare name means its
+    /// `production` alias, or its latest version when it has none.
+    public func resolve(_ reference: String) throws(RegistryError) -> Version {
+        let parts = reference.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let name = parts[0]
+        return try locked { () throws(RegistryError) in
+            guard try database.query("SELECT 1 FROM models WHERE name = ?", [.text(name)]).first != nil else {
+                let known = try database.query("SELECT name FROM models ORDER BY name").compactMap { $0.first?.text }
+                let hint = known.isEmpty ? "the registry is empty; train or register a model first" : "models: \(known.joined(separator: ", "))"
+                throw RegistryError("no model named \"\(name)\" (\(hint))")
+            }
+            if parts.count == 1 {
+                if let v = try aliasTarget(name, "production") { return try version(name, v) }
+                let latest = try database.query("SELECT MAX(version) FROM versions WHERE model = ?", [.text(name)])
+                return try version(name, Int(latest.first?.first?.integer ?? 0))
+            }
+            let tag = parts[1]
+            if let number = Int(tag) { return try version(name, number) }
+            guard let v = try aliasTarget(name, tag) else {
+                let aliases = try database.query("SELECT alias FROM aliases WHERE model = ? ORDER BY alias", [.text(name)])
+                    .compactMap { $0.first?.text }
+                throw RegistryError(
+                    "\(name) has no alias \"\(tag)\" (aliases: \(aliases.isEmpty ? "none" : aliases.joined(separator: ", ")))")
+            }
+            return try version(name, v)
+        }
+    }
+
+    /// The model document of a version, read from its artifact and checked against its sha256.
+    public func document(_ version: Version) throws(RegistryError) -> ModelDocument {
+        let url = home.artifacts.appendingPathComponent("\(version.sha256).json")
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw RegistryError("the artifact of \(version.reference) is missing: \(url.path)")
+        }
+        guard SHA256.hex([UInt8](data)) == version.sha256 else {
+            throw RegistryError("the artifact of \(version.reference) is corrupt: its sha256 no longer matches \(url.path)")
+        }
+        do { return try ModelDocument.decode(data) } catch { throw RegistryError("\(version.reference): \(error)") }
+    }
+
+    /// Every model's versions, newest last.
+    public func versions(model: String? = nil) throws(RegistryError) -> [Version] {
+        try locked { () throws(RegistryError) in
+            let rows = try database.query(
+                model == nil
+                    ? "SELECT model, version FROM versions ORDER BY model, version"
+                    : "SELECT model, version FROM versions WHERE model = ? ORDER BY version",
+                model.map { [.text($0)] } ?? [])
+            var out: [Version] = []
+            for row in rows { out.append(try version(row[0].text ?? "", Int(row[1].integer ?? 0))) }
+            return out
+        }
+    }
+
+    /// Aliases of `model` and the versions they point at.
+    public func aliases(model: String) throws(RegistryError) -> [(alias: String, version: Int)] {
+        try locked { () throws(RegistryError) in
+            try database.query("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", [.text(model)])
+                .map { ($0[0].text ?? "", Int($0[1].integer ?? 0)) }
+        }
+    }
+
+    /// The audit log, oldest first; `model` narrows it to one model.
+    public func audit(model: String? = nil, limit: Int = 1000) throws(RegistryError) -> [AuditEntry] {
+        try locked { () throws(RegistryError) in
+            let filter = model == nil ? "" : "WHERE model = ?"
+            let rows = try database.query(
+                "SELECT id, at, who, action, model, alias, from_version, to_version, detail FROM audit \(filter) ORDER BY id DESC LIMIT \(max(1, limit))",
+                model.map { [.text($0)] } ?? [])
+            return rows.reversed().map { row in
+                AuditEntry(
+                    id: Int(row[0].integer ?? 0), at: row[1].text ?? "", who: row[2].text ?? "", action: row[3].text ?? "",
+                    model: row[4].text ?? "", alias: row[5].text, fromVersion: row[6].integer.map(Int.init),
+                    toVersion: row[7].integer.map(Int.init), detail: row[8].text)
+            }
+        }
+    }
+
+    // MARK: - Helpers (called with the lock held)
+
+    private func version(_ model: String, _ number: Int) throws(RegistryError) -> Version {
+        guard let row = try database.query(
+            "SELECT sha256, created_at, created_by, metrics FROM versions WHERE model = ? AND version = ?",
+            [.text(model), .integer(Int64(number))]
+        ).first else {
+            let last = try database.query("SELECT MAX(version) FROM versions WHERE model = ?", [.text(model)]).first?.first?.integer
+            throw RegistryError("\(model) has no version \(number)\(last.map { " (versions are 1 to \($0))" } ?? "")")
+        }
+        let metrics = (try? JSONDecoder().decode([String: Double].self, from: Data((row[3].text ?? "{}").utf8))) ?? [:]
+        let aliases = try database.query(
+            "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias", [.text(model), .integer(Int64(number))]
+        ).compactMap { $0.first?.text }
+        return Version(
+            model: model, version: number, sha256: row[0].text ?? "", createdAt: row[1].text ?? "",
+            createdBy: row[2].text ?? "", metrics: metrics, aliases: aliases)
+    }
+
+    private func aliasTarget(_ model: String, _ alias: String) throws(RegistryError) -> Int? {
+        try database.query("SELECT version FROM aliases WHERE model = ? AND alias = ?", [.text(model), .text(alias)])
+            .first?.first?.integer.map(Int.init)
+    }
+
+    private func setAlias(model: String, alias: String, version: Int, who: String) throws(RegistryError) {
+        try database.query(
+            """
+            INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (model, alias) DO UPDATE SET version = excluded.version,
+                updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            """,
+            [.text(model), .text(alias), .integer(Int64(version)), .text(timestamp()), .text(who)])
+    }
+
+    private func appendAudit(
+        at: String, who: String, action: String, model: String, alias: String?, from: Int?, to: Int?, detail: String?
+    ) throws(RegistryError) {
+        try database.query(
+            "INSERT INTO audit (at, who, action, model, alias, from_version, to_version, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                .text(at), .text(who), .text(action), .text(model), alias.map(Database.Value.text) ?? .null,
+                from.map { .integer(Int64($0)) } ?? .null, to.map { .integer(Int64($0)) } ?? .null,
+                detail.map(Database.Value.text) ?? .null,
+            ])
+    }
+
+    private func locked<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    private func timestamp() -> String { isoTimestamp(now()) }
+
+    static func checkName(_ name: String, what: String) throws(RegistryError) {
+        let allowed = name.utf8.allSatisfy { b in
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || b == 0x2D || b == 0x5F || b == 0x2E
+        }
+        guard !name.isEmpty, name.utf8.count <= 64, allowed else {
+            throw RegistryError("\(what) \"\(name)\" must be 1 to 64 letters, digits, '.', '-' or '_'")
+        }
+    }
+
+    static func checkAlias(_ alias: String) throws(RegistryError) {
+        try checkName(alias, what: "alias")
+        guard Int(alias) == nil else { throw RegistryError("alias \"\(alias)\" must not be a number (numbers name versions)") }
+    }
+}
+
+/// ISO 8601 in UTC with milliseconds, e.g. 2026-11-24T22:39:37.123Z.
+public func isoTimestamp(_ date: Date) -> String {
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: date)
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }
+}

@@ -1,0 +1,67 @@
+/// Writes compact JSON into a byte buffer. Non-finite numbers, which JSON
+/// cannot express, are written as `null`.
+public struct JSONWriter {
+    public private(set) var bytes: [UInt8] = []
+
+    public init() {}
+
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    public mutating func value(_ value: JSONValue) {
+        switch value {
+        case .null: raw("null")
+        case .bool(let b): raw(b ? "true" : "false")
+        case .number(let n): number(n)
+        case .string(let s): string(s)
+        case .array(let a):
+            bytes.append(UInt8(ascii: "["))
+            for (i, element) in a.enumerated() {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                self.value(element)
+            }
+            bytes.append(UInt8(ascii: "]"))
+        case .object(let o):
+            bytes.append(UInt8(ascii: "{"))
+            for i in 0..<o.count {
+                if i > 0 { bytes.append(UInt8(ascii: ",")) }
+                string(o.keys[i])
+                bytes.append(UInt8(ascii: ":"))
+                self.value(o.values[i])
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+    }
+
+    public mutating func raw(_ text: String) {
+        bytes.append(contentsOf: text.utf8)
+    }
+
+    public mutating func number(_ n: Double) {
+        raw(Self.numberText(n))
+    }
+
+    /// Shortest text that reads back as the same double; integers without ".0".
+    public static func numberText(_ n: Double) -> String {
+        guard n.isFinite else { return "null" }
+        if n == n.rounded(), abs(n) < 1e15 { return String(Int64(n)) }
+        return n.description
+    }
+
+    public mutating func string(_ s: String) {
+        bytes.append(UInt8(ascii: "\""))
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): raw("\\\"")
+            case UInt8(ascii: "\\"): raw("\\\\")
+            case 0x0A: raw("\\n")
+            case 0x0D: raw("\\r")
+            case 0x09: raw("\\t")
+            case 0..<0x20:
+                let hex = String(b, radix: 16)
+                raw("\\u" + String(repeating: "0", count: 4 - hex.count) + hex)
+            default: bytes.append(b)
+            }
+        }
+        bytes.append(UInt8(ascii: "\""))
+    }
+}

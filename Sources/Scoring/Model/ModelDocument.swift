@@ -1,0 +1,260 @@
+import Foundation
+
+/// A Switchyard model file (`"format": "switchyard.model"`, `format_version` 1):
+/// the input schema, the preprocessing that turns a record into the estimator's
+/// design vector, the estimator, the outputs and metadata. The README documents
+/// every field; `Scorer` compiles a document for fast scoring.
+public struct ModelDocument: Codable, Sendable, Equatable {
+    public static let formatName = "switchyard.model"
+    public static let currentFormatVersion = 1
+
+    public var format: String
+    public var formatVersion: Int
+    public var metadata: Metadata
+    public var schema: Schema
+    public var preprocessing: [PreprocessingStep]
+    public var estimator: Estimator
+    public var outputs: Outputs
+
+    public init(
+        metadata: Metadata, schema: Schema, preprocessing: [PreprocessingStep],
+        estimator: Estimator, outputs: Outputs
+    ) {
+        self.format = Self.formatName
+        self.formatVersion = Self.currentFormatVersion
+        self.metadata = metadata
+        self.schema = schema
+        self.preprocessing = preprocessing
+        self.estimator = estimator
+        self.outputs = outputs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case format, formatVersion = "format_version", metadata, schema, preprocessing, estimator, outputs
+    }
+
+    // MARK: - Schema
+
+    /// The typed input: what a record must carry.
+    public struct Schema: Codable, Sendable, Equatable {
+        public var fields: [Field]
+        public init(fields: [Field]) { self.fields = fields }
+    }
+
+    /// One input field. `values` lists a category field's allowed values, in the
+    /// order their one-hot columns take.
+    public struct Field: Codable, Sendable, Equatable {
+        public var name: String
+        public var type: FieldType
+        public var values: [String]?
+        /// What a missing value (absent, `null`, empty CSV cell) does.
+        public var missing: MissingPolicy
+        /// What a category outside `values` does (category fields only).
+        public var unknown: UnknownPolicy?
+
+        public init(
+            name: String, type: FieldType, values: [String]? = nil,
+            missing: MissingPolicy = .error, unknown: UnknownPolicy? = nil
+        ) {
+            self.name = name
+            self.type = type
+            self.values = values
+            self.missing = missing
+            self.unknown = unknown
+        }
+    }
+
+    public enum FieldType: String, Codable, Sendable {
+        case number
+        case category
+    }
+
+    public enum MissingPolicy: String, Codable, Sendable {
+        /// The record is rejected, naming the field.
+        case error
+        /// Numbers: the preprocessing step's `impute` value is used.
+        case impute
+        /// Categories: every one-hot column is 0 (scikit-learn's "ignore").
+        case allZeros = "all_zeros"
+    }
+
+    public enum UnknownPolicy: String, Codable, Sendable {
+        case error
+        case allZeros = "all_zeros"
+    }
+
+    // MARK: - Preprocessing
+
+    /// Turns one field into design-vector columns, in the order the steps are listed.
+    public struct PreprocessingStep: Codable, Sendable, Equatable {
+        public var field: String
+        public var transform: Transform
+        /// `standardize`: (x - mean) / scale.
+        public var mean: Double?
+        public var scale: Double?
+        /// The value a missing number takes before the transform (policy `impute`).
+        public var impute: Double?
+
+        public init(field: String, transform: Transform, mean: Double? = nil, scale: Double? = nil, impute: Double? = nil) {
+            self.field = field
+            self.transform = transform
+            self.mean = mean
+            self.scale = scale
+            self.impute = impute
+        }
+    }
+
+    public enum Transform: String, Codable, Sendable {
+        /// A number as it is: one column.
+        case identity
+        /// A number as (x - mean) / scale: one column.
+        case standardize
+        /// A category as one column per allowed value.
+        case oneHot = "one_hot"
+    }
+
+    // MARK: - Estimator
+
+    /// The estimator over the design vector. `type` selects the kind; only
+    /// `logistic_regression` exists in format version 1, tree ensembles come next.
+    public struct Estimator: Codable, Sendable, Equatable {
+        public var type: EstimatorType
+        /// One row per margin: 1 row for a binary model (the positive class's
+        /// log-odds, scikit-learn's `coef_` shape), one per class for softmax.
+        public var coefficients: [[Double]]
+        public var intercepts: [Double]
+        public var link: Link
+
+        public init(type: EstimatorType = .logisticRegression, coefficients: [[Double]], intercepts: [Double], link: Link) {
+            self.type = type
+            self.coefficients = coefficients
+            self.intercepts = intercepts
+            self.link = link
+        }
+    }
+
+    public enum EstimatorType: String, Codable, Sendable {
+        case logisticRegression = "logistic_regression"
+    }
+
+    public enum Link: String, Codable, Sendable {
+        /// Binary: p(classes[1]) = 1 / (1 + e^-margin), p(classes[0]) = 1 - that.
+        case logistic
+        /// Multinomial: p(class k) = e^margin_k / sum_j e^margin_j.
+        case softmax
+    }
+
+    // MARK: - Outputs and metadata
+
+    /// The classes, in the order probabilities are given; the label is the most probable.
+    public struct Outputs: Codable, Sendable, Equatable {
+        public var classes: [String]
+        public init(classes: [String]) { self.classes = classes }
+    }
+
+    public struct Metadata: Codable, Sendable, Equatable {
+        public var name: String
+        public var description: String?
+        /// ISO 8601, UTC.
+        public var created: String
+        public var training: Training?
+
+        public init(name: String, description: String? = nil, created: String, training: Training? = nil) {
+            self.name = name
+            self.description = description
+            self.created = created
+            self.training = training
+        }
+    }
+
+    /// How the model was made, for the audit trail.
+    public struct Training: Codable, Sendable, Equatable {
+        /// sha256 of the training file's bytes.
+        public var dataSHA256: String
+        public var dataRows: Int
+        public var label: String
+        public var holdout: Double
+        public var seed: UInt64
+        public var algorithm: String
+        /// scikit-learn's C: the inverse of the L2 strength.
+        public var c: Double
+        public var iterations: Int
+        /// Held-out metrics: `auc`, `accuracy`, `log_loss` (and row counts).
+        public var metrics: [String: Double]
+
+        enum CodingKeys: String, CodingKey {
+            case dataSHA256 = "data_sha256", dataRows = "data_rows", label, holdout, seed, algorithm
+            case c = "C", iterations, metrics
+        }
+
+        public init(
+            dataSHA256: String, dataRows: Int, label: String, holdout: Double, seed: UInt64,
+            algorithm: String, c: Double, iterations: Int, metrics: [String: Double]
+        ) {
+            self.dataSHA256 = dataSHA256
+            self.dataRows = dataRows
+            self.label = label
+            self.holdout = holdout
+            self.seed = seed
+            self.algorithm = algorithm
+            self.c = c
+            self.iterations = iterations
+            self.metrics = metrics
+        }
+    }
+}
+
+// MARK: - Reading and writing
+
+extension ModelDocument {
+    /// Decodes and validates a model file; the error says which field is wrong.
+    public static func decode(_ data: Data) throws(ModelFormatError) -> ModelDocument {
+        let document: ModelDocument
+        do {
+            document = try JSONDecoder().decode(ModelDocument.self, from: data)
+        } catch let error as DecodingError {
+            throw ModelFormatError(Self.describe(error))
+        } catch {
+            throw ModelFormatError("not a model file: \(error)")
+        }
+        try document.validate()
+        return document
+    }
+
+    /// Pretty, key-sorted JSON: the same document always gives the same bytes,
+    /// so its sha256 names it.
+    public func encoded() -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        // Every field is a plain value; encoding cannot fail.
+        return (try? encoder.encode(self)) ?? Data()
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let p = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+            return p.isEmpty ? "the document" : String(p.dropFirst(p.hasPrefix(".") ? 1 : 0))
+        }
+        switch error {
+        case .keyNotFound(let key, let context):
+            let at = context.codingPath.isEmpty ? "" : " in \(path(context))"
+            return "missing field \"\(key.stringValue)\"\(at)"
+        case .typeMismatch(let type, let context):
+            return "\(path(context)): expected \(type)"
+        case .valueNotFound(let type, let context):
+            return "\(path(context)): expected \(type), got null"
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty { return "not valid JSON: \(context.debugDescription)" }
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default:
+            return "\(error)"
+        }
+    }
+}
+
+/// A model file that cannot be used, with what is wrong in it.
+public struct ModelFormatError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { "invalid model file: \(message)" }
+}

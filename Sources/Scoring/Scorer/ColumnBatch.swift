@@ -1,0 +1,137 @@
+/// Records held column by column, ready for `Scorer.score(_:into:)`: one
+/// `Double` column per number field (NaN marks a missing value) and one code
+/// column per category field. Cells are parsed as they are set, so a bad cell
+/// is recorded against its row at once; the row is then rejected, never dropped.
+public struct ColumnBatch: Sendable {
+    /// Codes below 0 in a category column.
+    public static let unknownCode: Int32 = -1
+    public static let missingCode: Int32 = -2
+
+    /// The row number of the first record, for error messages (1 by default).
+    public var firstRow: Int
+    public private(set) var count = 0
+    var numbers: [[Double]]
+    var codes: [[Int32]]
+    /// The text of each unknown category, kept for the error message: (row index, slot, text).
+    var unknownTexts: [(Int, Int, String)] = []
+    /// Errors found while setting cells, by row index.
+    var cellErrors: [ScoringError] = []
+    var rejected: [Bool] = []
+    let scorer: Scorer
+
+    /// An empty batch for `scorer`'s schema.
+    public init(for scorer: Scorer, capacity: Int = 0, firstRow: Int = 1) {
+        self.scorer = scorer
+        self.firstRow = firstRow
+        numbers = Array(repeating: [], count: scorer.numberFields.count)
+        codes = Array(repeating: [], count: scorer.categoryFields.count)
+        reserveCapacity(capacity)
+    }
+
+    public mutating func reserveCapacity(_ capacity: Int) {
+        for i in numbers.indices { numbers[i].reserveCapacity(capacity) }
+        for i in codes.indices { codes[i].reserveCapacity(capacity) }
+        rejected.reserveCapacity(capacity)
+    }
+
+    /// Empties the batch, keeping its storage, and sets the next first row.
+    public mutating func removeAll(firstRow: Int) {
+        self.firstRow = firstRow
+        count = 0
+        for i in numbers.indices { numbers[i].removeAll(keepingCapacity: true) }
+        for i in codes.indices { codes[i].removeAll(keepingCapacity: true) }
+        rejected.removeAll(keepingCapacity: true)
+        unknownTexts.removeAll()
+        cellErrors.removeAll()
+    }
+
+    /// Starts a new record with every field missing; set its cells next.
+
+    public mutating func appendRow() {
+        for i in numbers.indices { numbers[i].append(.nan) }
+        for i in codes.indices { codes[i].append(Self.missingCode) }
+        rejected.append(false)
+        count += 1
+    }
+
+    /// Sets field `field` of the last row from a text cell (CSV). An empty cell is missing.
+
+    public mutating func setText(field: Int, _ bytes: UnsafeRawBufferPointer) {
+        let r = count - 1
+        if bytes.isEmpty { return }
+        switch scorer.plans[field] {
+        case .number(let slot):
+            if let x = DecimalParser.parse(bytes) {
+                numbers[slot][r] = x
+            } else {
+                reject(r, field: field, "expected a number, got \"\(String(decoding: bytes.prefix(40), as: UTF8.self))\"")
+            }
+        case .category(let slot):
+            let code = scorer.categoryTables[slot].code(of: bytes)
+            codes[slot][r] = code
+            if code < 0 { unknownTexts.append((r, slot, String(decoding: bytes, as: UTF8.self))) }
+        }
+    }
+
+    /// Sets field `field` of the last row from a number (NaN is missing).
+
+    public mutating func setNumber(field: Int, _ x: Double) {
+        let r = count - 1
+        switch scorer.plans[field] {
+        case .number(let slot):
+            numbers[slot][r] = x
+        case .category:
+            var text = JSONWriter.numberText(x)
+            text.withUTF8 { setText(field: field, UnsafeRawBufferPointer($0)) }
+        }
+    }
+
+    /// Sets field `field` of the last row from a JSON value; `null` is missing.
+    public mutating func setJSON(field: Int, _ value: JSONValue) {
+        switch value {
+        case .null: return
+        case .number(let x): setNumber(field: field, x)
+        case .string(var text):
+            if case .number = scorer.plans[field] {
+                reject(count - 1, field: field, "expected a number, got \(value.excerpt)")
+            } else if text.isEmpty {
+                // JSON "" is a category text, not a missing value (only CSV's empty cell is).
+                if case .category(let slot) = scorer.plans[field] {
+                    codes[slot][count - 1] = scorer.categoryTables[slot].code(of: "")
+                    if codes[slot][count - 1] < 0 { unknownTexts.append((count - 1, slot, "")) }
+                }
+            } else {
+                text.withUTF8 { setText(field: field, UnsafeRawBufferPointer($0)) }
+            }
+        default:
+            let expected = if case .number = scorer.plans[field] { "a number" } else { "a category (a string)" }
+            reject(count - 1, field: field, "expected \(expected), got \(value.excerpt)")
+        }
+    }
+
+    /// Rejects the last row with a message about the whole record.
+    public mutating func rejectRow(_ message: String) {
+        reject(count - 1, field: nil, message)
+    }
+
+
+    mutating func reject(_ r: Int, field: Int?, _ message: String) {
+        guard !rejected[r] else { return }
+        rejected[r] = true
+        cellErrors.append(ScoringError(row: firstRow + r, field: field.map { scorer.fieldNames[$0] }, message: message))
+    }
+}
+
+/// What `Scorer.score(_:into:)` gives for a batch.
+public struct BatchOutput: Sendable {
+    /// Row-major, `classes.count` per row; NaN for a rejected row.
+    public var probabilities: [Double] = []
+    /// The label's class index per row; -1 for a rejected row.
+    public var labels: [Int32] = []
+    /// One error per rejected row, in row order.
+    public var errors: [ScoringError] = []
+    /// Rows scored; `labels.count == scored + errors.count` always holds.
+    public var scored = 0
+
+    public init() {}
+}

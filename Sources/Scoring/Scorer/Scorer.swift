@@ -1,0 +1,342 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The embedded scorer: a model document compiled for scoring, immutable and
+/// shared by every thread. A swap replaces the whole `Scorer`.
+///
+/// Preprocessing is folded into the estimator at compile time:
+/// `w·(x − mean)/scale + b` becomes `(w/scale)·x + (b − w·mean/scale)`, and a
+/// one-hot block becomes a weight lookup by category code, so a record costs
+/// one multiply-add per number and one load per category.
+public final class Scorer: Sendable {
+    public let document: ModelDocument
+    /// Output classes, in probability order.
+    public let classes: [String]
+    /// Input field names, in schema order.
+    public let fieldNames: [String]
+
+    let marginCount: Int
+    let link: ModelDocument.Link
+    let bias: [Double]
+    let plans: [Plan]
+
+    // Number slots, in schema order of the number fields.
+    let numberWeights: [Double]  // slot * marginCount + k, already divided by scale
+    let numberImpute: [Double]  // NaN where a missing value is an error
+    let numberFields: [Int]
+
+    // Category slots.
+    let categoryTables: [CategoryTable]
+    let categoryWeights: [[Double]]  // code * marginCount + k
+    let categoryMissingIsError: [Bool]
+    let categoryUnknownIsError: [Bool]
+    let categoryFields: [Int]
+
+    let fieldTable: CategoryTable
+
+
+    enum Plan: Sendable {
+        case number(slot: Int)
+        case category(slot: Int)
+    }
+
+    /// Compiles a validated document.
+    public init(_ document: ModelDocument) throws(ModelFormatError) {
+        try document.validate()
+        self.document = document
+        let fields = document.schema.fields
+        classes = document.outputs.classes
+        fieldNames = fields.map(\.name)
+        fieldTable = CategoryTable(fieldNames)
+        link = document.estimator.link
+        let coefficients = document.estimator.coefficients
+        let m = coefficients.count
+        marginCount = m
+
+        var offset: [String: Int] = [:]
+        var stepOf: [String: ModelDocument.PreprocessingStep] = [:]
+        var column = 0
+        for step in document.preprocessing {
+            offset[step.field] = column
+            stepOf[step.field] = step
+            if step.transform == .oneHot,
+                let values = fields.first(where: { $0.name == step.field })?.values
+            {
+                column += values.count
+            } else {
+                column += 1
+            }
+        }
+
+        var bias = document.estimator.intercepts
+        var plans: [Plan] = []
+        var numberWeights: [Double] = []
+        var numberImpute: [Double] = []
+        var numberFields: [Int] = []
+        var categoryTables: [CategoryTable] = []
+        var categoryWeights: [[Double]] = []
+        var categoryMissingIsError: [Bool] = []
+        var categoryUnknownIsError: [Bool] = []
+        var categoryFields: [Int] = []
+
+        // validate() guarantees every field has exactly one step and an offset.
+        for (index, field) in fields.enumerated() {
+            let step = stepOf[field.name]!
+            let at = offset[field.name]!
+            switch field.type {
+            case .number:
+                plans.append(.number(slot: numberFields.count))
+                numberFields.append(index)
+                let mean = step.transform == .standardize ? step.mean! : 0
+                let scale = step.transform == .standardize ? step.scale! : 1
+                for k in 0..<m {
+                    let w = coefficients[k][at] / scale
+                    numberWeights.append(w)
+                    bias[k] -= w * mean
+                }
+                numberImpute.append(field.missing == .impute ? step.impute! : .nan)
+            case .category:
+                let values = field.values!
+                plans.append(.category(slot: categoryFields.count))
+                categoryFields.append(index)
+                categoryTables.append(CategoryTable(values))
+                var weights: [Double] = []
+                weights.reserveCapacity(values.count * m)
+                for code in values.indices {
+                    for k in 0..<m { weights.append(coefficients[k][at + code]) }
+                }
+                categoryWeights.append(weights)
+                categoryMissingIsError.append(field.missing == .error)
+                categoryUnknownIsError.append(field.unknown == .error)
+            }
+        }
+        self.bias = bias
+        self.plans = plans
+        self.numberWeights = numberWeights
+        self.numberImpute = numberImpute
+        self.numberFields = numberFields
+        self.categoryTables = categoryTables
+        self.categoryWeights = categoryWeights
+        self.categoryMissingIsError = categoryMissingIsError
+        self.categoryUnknownIsError = categoryUnknownIsError
+        self.categoryFields = categoryFields
+    }
+
+    /// The field named `name`'s index in schema order.
+    public func fieldIndex(_ name: String) -> Int? {
+        let code = fieldTable.code(of: name)
+        return code < 0 ? nil : Int(code)
+    }
+
+    // MARK: - One record
+
+    /// Scores a typed record given in schema order.
+    public func predict(_ values: [FieldValue], row: Int? = nil) throws(ScoringError) -> Prediction {
+        guard values.count == plans.count else {
+            throw ScoringError(row: row, field: nil, message: "expected \(plans.count) values in schema order, got \(values.count)")
+        }
+        var out = startMargins()
+        for i in plans.indices {
+            switch values[i] {
+            case .number(let x): try addNumber(field: i, x, &out, row)
+            case .text(let text): try addText(field: i, text, &out, row)
+            case .missing: try addMissing(field: i, &out, row, record: nil)
+            }
+        }
+        return try finish(&out, row: row)
+    }
+
+    /// Scores a record given as a JSON object (by field name; other fields are
+    /// ignored) or a JSON array (schema order).
+    public func predict(json record: JSONValue, row: Int? = nil) throws(ScoringError) -> Prediction {
+        var out = startMargins()
+        switch record {
+        case .object(let object):
+            for i in plans.indices {
+                // Clients usually send fields in schema order: try that position first.
+                let value: JSONValue?
+                if i < object.count, object.keys[i] == fieldNames[i] {
+                    value = object.values[i]
+                } else {
+                    value = object[fieldNames[i]]
+                }
+                try addJSON(field: i, value, &out, row, record: object)
+            }
+        case .array(let array):
+            guard array.count == plans.count else {
+                throw ScoringError(
+                    row: row, field: nil,
+                    message: "expected an array of \(plans.count) values in schema order (\(fieldList)), got \(array.count)")
+            }
+            for i in plans.indices { try addJSON(field: i, array[i], &out, row, record: nil) }
+        default:
+            throw ScoringError(row: row, field: nil, message: "expected a record (a JSON object or array), got \(record.excerpt)")
+        }
+        return try finish(&out, row: row)
+    }
+
+    private var fieldList: String {
+        fieldNames.count <= 8 ? fieldNames.joined(separator: ", ") : fieldNames.prefix(8).joined(separator: ", ") + ", …"
+    }
+
+    /// The output buffer, with the margins (the intercepts so far) at its front.
+    private func startMargins() -> [Double] {
+        var out = [Double](repeating: 0, count: classes.count)
+        for k in 0..<marginCount { out[k] = bias[k] }
+        return out
+    }
+
+    private func addJSON(
+        field i: Int, _ value: JSONValue?, _ margins: inout [Double], _ row: Int?, record: JSONObject?
+    ) throws(ScoringError) {
+        switch value {
+        case nil:
+            try addMissing(field: i, &margins, row, record: record)
+        case .null?:
+            try addMissing(field: i, &margins, row, record: nil)
+        case .number(let x)?:
+            try addNumber(field: i, x, &margins, row)
+        case .string(let text)?:
+            guard case .category = plans[i] else {
+                throw ScoringError(row: row, field: fieldNames[i], message: "expected a number, got \(value!.excerpt)")
+            }
+            try addText(field: i, text, &margins, row)
+        case let other?:
+            let expected = if case .number = plans[i] { "a number" } else { "a category (a string)" }
+            throw ScoringError(row: row, field: fieldNames[i], message: "expected \(expected), got \(other.excerpt)")
+        }
+    }
+
+    private func addNumber(field i: Int, _ x: Double, _ margins: inout [Double], _ row: Int?) throws(ScoringError) {
+        guard case .number(let slot) = plans[i] else {
+            // A number given for a category field matches its text ("36" for 36).
+            return try addText(field: i, JSONWriter.numberText(x), &margins, row)
+        }
+        guard x.isFinite else {
+            throw ScoringError(row: row, field: fieldNames[i], message: "expected a finite number, got \(x)")
+        }
+        let base = slot * marginCount
+        for k in 0..<marginCount { margins[k] += numberWeights[base + k] * x }
+    }
+
+    private func addText(field i: Int, _ text: String, _ margins: inout [Double], _ row: Int?) throws(ScoringError) {
+        switch plans[i] {
+        case .number:
+            let cut = text.count > 40 ? String(text.prefix(40)) + "…" : text
+            throw ScoringError(row: row, field: fieldNames[i], message: "expected a number, got \"\(cut)\"")
+        case .category(let slot):
+            let code = categoryTables[slot].code(of: text)
+            if code >= 0 {
+                let base = Int(code) * marginCount
+                for k in 0..<marginCount { margins[k] += categoryWeights[slot][base + k] }
+            } else if categoryUnknownIsError[slot] {
+                throw unknownCategory(field: i, text, row: row)
+            }
+        }
+    }
+
+    private func addMissing(field i: Int, _ margins: inout [Double], _ row: Int?, record: JSONObject?) throws(ScoringError) {
+        switch plans[i] {
+        case .number(let slot):
+            let x = numberImpute[slot]
+            guard !x.isNaN else { throw missingValue(field: i, row: row, record: record) }
+            let base = slot * marginCount
+            for k in 0..<marginCount { margins[k] += numberWeights[base + k] * x }
+        case .category(let slot):
+            if categoryMissingIsError[slot] { throw missingValue(field: i, row: row, record: record) }
+        }
+    }
+
+    /// Applies the link to the margins at the front of `out`.
+    private func finish(_ out: inout [Double], row: Int?) throws(ScoringError) -> Prediction {
+        let label = out.withUnsafeMutableBufferPointer { buffer in
+            applyLink(buffer.baseAddress!)
+        }
+        guard label >= 0 else { throw overflow(row: row) }
+        return Prediction(probabilities: out, labelIndex: label, label: classes[label])
+    }
+
+    /// Turns margins at `p[0..<marginCount]` into probabilities at `p[0..<classes.count]`;
+    /// returns the label index, or -1 when the margins are not numbers.
+    @inline(__always)
+
+    func applyLink(_ p: UnsafeMutablePointer<Double>) -> Int {
+        switch link {
+        case .logistic:
+            let z = p[0]
+            guard !z.isNaN else { return -1 }
+            // scipy's expit, then 1 − p, as scikit-learn's predict_proba does.
+            let p1 = 1 / (1 + exp(-z))
+            p[0] = 1 - p1
+            p[1] = p1
+            return z > 0 ? 1 : 0
+        case .softmax:
+            let n = classes.count
+            var best = 0
+            var top = -Double.infinity
+            for k in 0..<n {
+                // Clamped so that an infinite margin cannot make ∞ − ∞.
+                let z = Swift.min(Swift.max(p[k], -Double.greatestFiniteMagnitude), Double.greatestFiniteMagnitude)
+                guard !z.isNaN else { return -1 }
+                p[k] = z
+                if z > top {
+                    top = z
+                    best = k
+                }
+            }
+            var sum = 0.0
+            for k in 0..<n {
+                let e = exp(p[k] - top)
+                p[k] = e
+                sum += e
+            }
+            for k in 0..<n { p[k] /= sum }
+            return best
+        }
+    }
+
+    // MARK: - Error messages
+
+    func unknownCategory(field i: Int, _ text: String, row: Int?) -> ScoringError {
+        let values = document.schema.fields[i].values ?? []
+        let shown = values.count <= 12 ? values.joined(separator: ", ") : values.prefix(12).joined(separator: ", ") + ", … (\(values.count) in all)"
+        let cut = text.count > 40 ? String(text.prefix(40)) + "…" : text
+        return ScoringError(row: row, field: fieldNames[i], message: "unknown category \"\(cut)\"; expected one of \(shown)")
+    }
+
+    func missingValue(field i: Int, row: Int?, record: JSONObject?) -> ScoringError {
+        let name = fieldNames[i]
+        // An absent field: point at the record's field that looks like a misspelling of it.
+        let unknown = record?.keys.filter { fieldIndex($0) == nil } ?? []
+        if let near = unknown.min(by: { editDistance($0, name) < editDistance($1, name) }),
+            editDistance(near, name) <= max(2, name.count / 3)
+        {
+            return ScoringError(
+                row: row, field: name, message: "missing (the record has an unknown field \"\(near)\" — a misspelling?)")
+        }
+        return ScoringError(row: row, field: name, message: "missing, and the model requires a value")
+    }
+
+    func overflow(row: Int?) -> ScoringError {
+        ScoringError(row: row, field: nil, message: "the inputs overflow the model's arithmetic (a value is too large in magnitude)")
+    }
+}
+
+/// Levenshtein distance, case-insensitive, for "did you mean" hints.
+package func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.lowercased().unicodeScalars)
+    let b = Array(b.lowercased().unicodeScalars)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous = Array(0...b.count)
+    var current = previous
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        swap(&previous, &current)
+    }
+    return previous[b.count]
+}

@@ -1,0 +1,41 @@
+/// Why a record could not be scored, naming the record and the field:
+/// `row 17, field "income": expected a number, got "abc"`.
+public struct ScoringError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// 1-based record number within the request, batch or file; nil for a single record.
+    public var row: Int?
+    public var field: String?
+    public var message: String
+
+    public init(row: Int?, field: String?, message: String) {
+        self.row = row
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String {
+        var parts: [String] = []
+        if let row { parts.append("row \(row)") }
+        if let field { parts.append("field \"\(field)\"") }
+        return parts.isEmpty ? message : parts.joined(separator: ", ") + ": " + message
+    }
+}
+
+/// One record's answer: a probability per class (in `Scorer.classes` order) and the label.
+public struct Prediction: Sendable, Equatable {
+    public var probabilities: [Double]
+    public var labelIndex: Int
+    public var label: String
+
+    public init(probabilities: [Double], labelIndex: Int, label: String) {
+        self.probabilities = probabilities
+        self.labelIndex = labelIndex
+        self.label = label
+    }
+}
+
+/// A value of one field in a typed record (schema order).
+public enum FieldValue: Sendable, Equatable {
+    case number(Double)
+    case text(String)
+    case missing
+}

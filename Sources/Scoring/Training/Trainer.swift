@@ -1,0 +1,287 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Fits an L2-regularized logistic regression (binary, or multinomial for more
+/// than two classes) with L-BFGS on standardized numbers and one-hot
+/// categories, exactly scikit-learn's objective: `0.5‖W‖² + C·Σ log-loss`,
+/// intercepts unpenalized. Evaluates on a held-out split through the compiled
+/// `Scorer`, so the metrics are those of the model as it will be served.
+public enum Trainer {
+    public struct Configuration: Sendable {
+        public var name: String
+        public var label: String
+        /// The share of rows held out for evaluation.
+        public var holdout: Double
+        public var seed: UInt64
+        /// scikit-learn's C: the inverse of the L2 strength.
+        public var c: Double
+        /// Columns that are not features (identifiers); only those present are left out.
+        public var ignore: [String]
+        public var maximumIterations: Int
+        /// ISO 8601 creation time, written into the metadata.
+        public var created: String
+
+        public init(
+            name: String, label: String, holdout: Double = 0.2, seed: UInt64 = 42, c: Double = 1.0,
+            ignore: [String] = ["id"], maximumIterations: Int = 1000, created: String
+        ) {
+            self.name = name
+            self.label = label
+            self.holdout = holdout
+            self.seed = seed
+            self.c = c
+            self.ignore = ignore
+            self.maximumIterations = maximumIterations
+            self.created = created
+        }
+    }
+
+    public struct Report: Sendable {
+        public var document: ModelDocument
+        public var trainRows: Int
+        public var holdoutRows: Int
+        public var iterations: Int
+        public var converged: Bool
+        public var numberFeatures: [String]
+        public var categoryFeatures: [String]
+        public var ignored: [String]
+    }
+
+    /// Whether data row `index` (0-based, header excluded) is held out: the
+    /// (index+1)-th SplitMix64 output for `seed`, as a uniform in [0, 1), is
+    /// below `share`. fixtures/sklearn_reference.py computes the same split.
+    public static func isHeldOut(row index: Int, seed: UInt64, share: Double) -> Bool {
+        let u = Double(SplitMix64.mix(seed &+ UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15) >> 11) * 0x1p-53
+        return u < share
+    }
+
+    public static func train(csv: [UInt8], _ configuration: Configuration) throws(TrainingError) -> Report {
+        guard configuration.holdout > 0, configuration.holdout < 1 else {
+            throw TrainingError("--holdout must be between 0 and 1 (exclusive), got \(configuration.holdout)")
+        }
+        guard configuration.c > 0, configuration.c.isFinite else { throw TrainingError("C must be a positive number") }
+        let table = try TrainingTable(csv: csv)
+        guard let labelColumn = table.index(of: configuration.label) else {
+            throw TrainingError(
+                "no column \"\(configuration.label)\" in the header; columns are: \(table.names.joined(separator: ", "))")
+        }
+
+        // MARK: Classes
+        let classes: [String]
+        var truth = [Int](repeating: 0, count: table.rowCount)
+        switch table.columns[labelColumn] {
+        case .numbers(let values):
+            if let i = values.firstIndex(where: \.isNaN) {
+                throw TrainingError("data row \(i + 1): the label \"\(configuration.label)\" is empty")
+            }
+            let distinct = Array(Set(values)).sorted()
+            classes = distinct.map(JSONWriter.numberText)
+            let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
+            for i in values.indices { truth[i] = index[values[i]]! }
+        case .categories(let codes, let values):
+            if let i = codes.firstIndex(of: -1) {
+                throw TrainingError("data row \(i + 1): the label \"\(configuration.label)\" is empty")
+            }
+            let used = Set(codes).sorted()
+            classes = used.map { values[Int($0)] }
+            let index = Dictionary(uniqueKeysWithValues: used.enumerated().map { ($1, $0) })
+            for i in codes.indices { truth[i] = index[codes[i]]! }
+        }
+        guard classes.count >= 2 else {
+            throw TrainingError("the label \"\(configuration.label)\" has only one value (\(classes.first ?? "")); nothing to learn")
+        }
+
+        // MARK: Split
+        var trainRows: [Int] = []
+        var holdoutRows: [Int] = []
+        for i in 0..<table.rowCount {
+            if isHeldOut(row: i, seed: configuration.seed, share: configuration.holdout) { holdoutRows.append(i) } else { trainRows.append(i) }
+        }
+        guard !trainRows.isEmpty, !holdoutRows.isEmpty else {
+            throw TrainingError("\(table.rowCount) rows are too few to hold out \(configuration.holdout) of them; add rows or change --holdout")
+        }
+
+        // MARK: Schema and preprocessing, fitted on the training rows
+        let ignored = configuration.ignore.filter { table.index(of: $0) != nil && $0 != configuration.label }
+        var fields: [ModelDocument.Field] = []
+        var numberSteps: [ModelDocument.PreprocessingStep] = []
+        var categorySteps: [ModelDocument.PreprocessingStep] = []
+        var numberColumns: [(values: [Double], mean: Double, scale: Double)] = []
+        var categoryColumns: [(codes: [Int32], width: Int)] = []  // codes in the field's value list, -1 none
+        for (c, name) in table.names.enumerated() where c != labelColumn && !ignored.contains(name) {
+            switch table.columns[c] {
+            case .numbers(let values):
+                var sum = 0.0
+                var count = 0
+                for i in trainRows where !values[i].isNaN {
+                    sum += values[i]
+                    count += 1
+                }
+                guard count > 0 else { throw TrainingError("column \"\(name)\" has no values in the training rows") }
+                let mean = sum / Double(count)
+                var squares = 0.0
+                for i in trainRows where !values[i].isNaN { squares += (values[i] - mean) * (values[i] - mean) }
+                let std = (squares / Double(count)).squareRoot()
+                let scale = std > 0 && std.isFinite ? std : 1  // scikit-learn's StandardScaler does the same
+                let hasMissing = values.contains { $0.isNaN }
+                fields.append(.init(name: name, type: .number, missing: hasMissing ? .impute : .error))
+                numberSteps.append(.init(field: name, transform: .standardize, mean: mean, scale: scale, impute: hasMissing ? mean : nil))
+                numberColumns.append((values, mean, scale))
+            case .categories(let codes, let values):
+                // Categories seen in training only; others are unknown (all zeros), as OneHotEncoder(handle_unknown="ignore").
+                let seen = Set(trainRows.map { codes[$0] }).subtracting([-1]).sorted()
+                guard !seen.isEmpty else { throw TrainingError("column \"\(name)\" has no values in the training rows") }
+                var recode = [Int32](repeating: -1, count: values.count)
+                for (new, old) in seen.enumerated() { recode[Int(old)] = Int32(new) }
+                let hasMissing = codes.contains(-1)
+                fields.append(.init(
+                    name: name, type: .category, values: seen.map { values[Int($0)] },
+                    missing: hasMissing ? .allZeros : .error, unknown: .allZeros))
+                categorySteps.append(.init(field: name, transform: .oneHot))
+                categoryColumns.append((codes.map { $0 < 0 ? -1 : recode[Int($0)] }, seen.count))
+            }
+        }
+        guard !fields.isEmpty else { throw TrainingError("no feature columns are left besides the label") }
+
+        // MARK: Design matrix (numbers standardized, then one-hot blocks)
+        let width = numberColumns.count + categoryColumns.reduce(0) { $0 + $1.width }
+        let n = trainRows.count
+        var design = [Double](repeating: 0, count: n * width)
+        for (r, i) in trainRows.enumerated() {
+            var j = 0
+            for column in numberColumns {
+                let x = column.values[i]
+                design[r * width + j] = x.isNaN ? 0 : (x - column.mean) / column.scale
+                j += 1
+            }
+            for column in categoryColumns {
+                let code = column.codes[i]
+                if code >= 0 { design[r * width + j + Int(code)] = 1 }
+                j += column.width
+            }
+        }
+        let y = trainRows.map { truth[$0] }
+
+        // MARK: Fit
+        let margins = classes.count == 2 ? 1 : classes.count
+        let stride = width + 1  // coefficients, then the intercept
+        var lbfgs = LBFGS.Configuration()
+        lbfgs.maximumIterations = configuration.maximumIterations
+        let l2 = 1 / (configuration.c * Double(n))
+        let result = design.withUnsafeBufferPointer { x in
+            LBFGS.minimize([Double](repeating: 0, count: margins * stride), configuration: lbfgs) { params, gradient in
+                logLoss(x, y, n: n, width: width, margins: margins, l2: l2, params, &gradient)
+            }
+        }
+
+        let coefficients = (0..<margins).map { k in Array(result.x[(k * stride)..<(k * stride + width)]) }
+        let intercepts = (0..<margins).map { k in result.x[k * stride + width] }
+        var document = ModelDocument(
+            metadata: .init(name: configuration.name, created: configuration.created),
+            schema: .init(fields: fields),
+            preprocessing: numberSteps + categorySteps,
+            estimator: .init(coefficients: coefficients, intercepts: intercepts, link: margins == 1 ? .logistic : .softmax),
+            outputs: .init(classes: classes))
+
+        // MARK: Evaluate on the held-out rows with the compiled scorer
+        let scorer: Scorer
+        do { scorer = try Scorer(document) } catch { throw TrainingError("internal error: the trained model does not compile: \(error)") }
+        var batch = ColumnBatch(for: scorer, capacity: holdoutRows.count)
+        for i in holdoutRows {
+            batch.appendRow()
+            for (c, name) in table.names.enumerated() {
+                guard let field = scorer.fieldIndex(name) else { continue }
+                switch table.columns[c] {
+                case .numbers(let values): batch.setNumber(field: field, values[i])
+                case .categories(let codes, let values):
+                    if codes[i] >= 0 {
+                        var text = values[Int(codes[i])]
+                        text.withUTF8 { batch.setText(field: field, UnsafeRawBufferPointer($0)) }
+                    }
+                }
+            }
+        }
+        var output = BatchOutput()
+        scorer.score(batch, into: &output)
+        if let first = output.errors.first {
+            throw TrainingError("internal error: a held-out row could not be scored: \(first)")
+        }
+        let heldTruth = holdoutRows.map { truth[$0] }
+        var correct = 0
+        for (r, t) in heldTruth.enumerated() where Int(output.labels[r]) == t { correct += 1 }
+        var metrics: [String: Double] = [
+            "accuracy": Double(correct) / Double(heldTruth.count),
+            "log_loss": Metrics.logLoss(probabilities: output.probabilities, classes: classes.count, truth: heldTruth),
+            "holdout_rows": Double(holdoutRows.count),
+            "train_rows": Double(n),
+        ]
+        if let auc = Metrics.macroAUC(probabilities: output.probabilities, classes: classes.count, truth: heldTruth) {
+            metrics["auc"] = auc
+        }
+        var hasher = SHA256()
+        hasher.update(csv)
+        document.metadata.training = .init(
+            dataSHA256: SHA256.hexString(hasher.finalize()), dataRows: table.rowCount, label: configuration.label,
+            holdout: configuration.holdout, seed: configuration.seed, algorithm: "lbfgs", c: configuration.c,
+            iterations: result.iterations, metrics: metrics)
+        return Report(
+            document: document, trainRows: n, holdoutRows: holdoutRows.count, iterations: result.iterations,
+            converged: result.converged, numberFeatures: numberSteps.map(\.field),
+            categoryFeatures: categorySteps.map(\.field), ignored: ignored)
+    }
+
+    /// The mean log-loss plus the L2 term, and its gradient, for `margins`
+    /// coefficient rows of `width + 1` (the intercept last).
+    private static func logLoss(
+        _ x: UnsafeBufferPointer<Double>, _ y: [Int], n: Int, width: Int, margins: Int, l2: Double,
+        _ params: [Double], _ gradient: inout [Double]
+    ) -> Double {
+        let stride = width + 1
+        for i in gradient.indices { gradient[i] = 0 }
+        var loss = 0.0
+        var z = [Double](repeating: 0, count: margins)
+        var p = [Double](repeating: 0, count: max(margins, 2))
+        for r in 0..<n {
+            let row = x.baseAddress! + r * width
+            for k in 0..<margins {
+                var sum = params[k * stride + width]
+                let w = k * stride
+                for j in 0..<width { sum += params[w + j] * row[j] }
+                z[k] = sum
+            }
+            if margins == 1 {
+                let s = z[0]
+                // softplus(s) − y·s, written to stay finite for large |s|.
+                loss += (s > 0 ? s + log1p(exp(-s)) : log1p(exp(s))) - (y[r] == 1 ? s : 0)
+                p[0] = 1 / (1 + exp(-s)) - (y[r] == 1 ? 1 : 0)
+            } else {
+                let top = z.max()!
+                var total = 0.0
+                for k in 0..<margins {
+                    p[k] = exp(z[k] - top)
+                    total += p[k]
+                }
+                loss += log(total) + top - z[y[r]]
+                for k in 0..<margins { p[k] = p[k] / total - (k == y[r] ? 1 : 0) }
+            }
+            for k in 0..<margins {
+                let residual = p[k]
+                let w = k * stride
+                for j in 0..<width { gradient[w + j] += residual * row[j] }
+                gradient[w + width] += residual
+            }
+        }
+        let scale = 1 / Double(n)
+        var penalty = 0.0
+        for k in 0..<margins {
+            for j in 0..<width {
+                let i = k * stride + j
+                gradient[i] = gradient[i] * scale + l2 * params[i]
+                penalty += params[i] * params[i]
+            }
+            gradient[k * stride + width] *= scale
+        }
+        return loss * scale + 0.5 * l2 * penalty
+    }
+}

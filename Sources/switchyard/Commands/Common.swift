@@ -1,0 +1,73 @@
+import Foundation
+import Registry
+import Scoring
+
+/// The registry in SWITCHYARD_HOME, with the error turned into a command error.
+func openRegistry() throws -> ModelRegistry {
+    do {
+        return try ModelRegistry(home: Home.fromEnvironment())
+    } catch {
+        throw CommandError(error.message)
+    }
+}
+
+/// Who the audit log names for a command-line change.
+func cliActor() -> String {
+    let env = ProcessInfo.processInfo.environment
+    if let user = env["USER"] ?? env["LOGNAME"] { return "cli:" + user }
+    if let entry = getpwuid(getuid()), let name = entry.pointee.pw_name { return "cli:" + String(cString: name) }
+    return "cli:uid\(getuid())"
+}
+
+/// Reads a whole file, naming it when it cannot be read.
+func readFile(_ path: String) throws -> [UInt8] {
+    if path == "-" { return [UInt8](FileHandle.standardInput.readDataToEndOfFile()) }
+    guard FileManager.default.fileExists(atPath: path) else { throw CommandError("no such file: \(path)") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read \(path)") }
+    return [UInt8](data)
+}
+
+/// Loads and compiles the version `reference` names.
+func loadScorer(_ registry: ModelRegistry, _ reference: String) throws -> (ModelRegistry.Version, Scorer) {
+    let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
+    let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
+    do {
+        return (version, try Scorer(document))
+    } catch {
+        throw CommandError("\(version.reference): \(error)")
+    }
+}
+
+/// Runs a registry call, turning its error into a command error.
+func registryCall<T>(_ body: () throws(RegistryError) -> T) throws -> T {
+    do { return try body() } catch { throw CommandError(error.message) }
+}
+
+/// `0.812345` → "0.8123"; metrics print with 4 decimals.
+func format4(_ x: Double?) -> String {
+    guard let x else { return "-" }
+    return String(format: "%.4f", x)
+}
+
+/// Left-aligned text columns, two spaces apart.
+func table(_ header: [String], _ rows: [[String]]) -> String {
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+    func line(_ cells: [String]) -> String {
+        cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ")
+    }
+    return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
+}
+
+/// The JSON of a prediction: label, probability per class, and which model answered.
+func predictionJSON(_ p: Prediction, classes: [String], model: String, row: Int?) -> JSONValue {
+    var object = JSONObject()
+    if let row { object.append("row", .number(Double(row))) }
+    object.append("label", .string(p.label))
+    var probabilities = JSONObject()
+    for (k, c) in classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
+    object.append("probabilities", .object(probabilities))
+    object.append("model", .string(model))
+    return .object(object)
+}

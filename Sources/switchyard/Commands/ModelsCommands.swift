@@ -1,0 +1,188 @@
+import Foundation
+import Registry
+import Scoring
+
+let modelsListCommand = Command(
+    words: ["models", "list"],
+    summary: "List model versions with their aliases and held-out AUC",
+    options: [Option(name: "json", help: "print JSON Lines, one version a line")],
+    run: { args in
+        let registry = try openRegistry()
+        let versions = try registryCall { () throws(RegistryError) in try registry.versions() }
+        if args.flag("json") {
+            for v in versions { print(versionJSON(v).jsonText) }
+            return Exit.ok
+        }
+        if versions.isEmpty {
+            print("no models yet; train one: switchyard train --data FILE.csv --label COL")
+            return Exit.ok
+        }
+        print(table(
+            ["MODEL", "VERSION", "ALIASES", "AUC", "CREATED", "BY", "SHA256"],
+            versions.map {
+                [$0.model, "\($0.version)", $0.aliases.joined(separator: ","), format4($0.metrics["auc"]),
+                 String($0.createdAt.prefix(19)), $0.createdBy, String($0.sha256.prefix(12))]
+            }), terminator: "")
+        return Exit.ok
+    })
+
+let modelsShowCommand = Command(
+    words: ["models", "show"],
+    summary: "Show one version: metrics, aliases, input schema and classes",
+    positionals: ["NAME[@VERSION|@ALIAS]"],
+    options: [Option(name: "json", help: "print the model file itself")],
+    run: { args in
+        let registry = try openRegistry()
+        let (version, scorer) = try loadScorer(registry, args.positional(0)!)
+        let document = scorer.document
+        if args.flag("json") {
+            print(String(decoding: document.encoded(), as: UTF8.self))
+            return Exit.ok
+        }
+        print("\(version.reference)  sha256 \(version.sha256)")
+        print("created \(version.createdAt) by \(version.createdBy)")
+        let aliases = try registryCall { () throws(RegistryError) in try registry.aliases(model: version.model) }
+        print("aliases: " + (aliases.isEmpty ? "none" : aliases.map { "\($0.alias)→v\($0.version)" }.joined(separator: "  ")))
+        if let t = document.metadata.training {
+            print("trained on \(t.dataRows) rows (sha256 \(t.dataSHA256.prefix(12))), label \"\(t.label)\", \(t.algorithm), C=\(t.c), \(t.iterations) iterations")
+            print("held out: AUC \(format4(t.metrics["auc"]))  accuracy \(format4(t.metrics["accuracy"]))  log-loss \(format4(t.metrics["log_loss"]))")
+        }
+        print("estimator: \(document.estimator.type.rawValue), link \(document.estimator.link.rawValue), classes \(document.outputs.classes.joined(separator: ", "))")
+        print("\ninputs (schema order):")
+        let steps = Dictionary(uniqueKeysWithValues: document.preprocessing.map { ($0.field, $0) })
+        print(table(
+            ["FIELD", "TYPE", "MISSING", "UNKNOWN", "TRANSFORM / VALUES"],
+            document.schema.fields.map { f in
+                let step = steps[f.name]
+                let detail: String
+                switch f.type {
+                case .number:
+                    detail = step?.transform == .standardize
+                        ? "standardize (mean \(String(format: "%.4g", step?.mean ?? 0)), scale \(String(format: "%.4g", step?.scale ?? 1)))"
+                        : "identity"
+                case .category: detail = (f.values ?? []).joined(separator: ", ")
+                }
+                return [f.name, f.type.rawValue, f.missing.rawValue, f.unknown?.rawValue ?? "", detail]
+            }), terminator: "")
+        return Exit.ok
+    })
+
+let modelsRegisterCommand = Command(
+    words: ["models", "register"],
+    summary: "Register a model file (Switchyard model format) as a new version",
+    positionals: ["FILE.json"],
+    options: [
+        Option(name: "name", value: "NAME", help: "register under this name instead of metadata.name"),
+        Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
+    ],
+    run: { args in
+        let path = args.positional(0)!
+        var document: ModelDocument
+        do {
+            document = try ModelDocument.decode(Data(try readFile(path)))
+        } catch let error as ModelFormatError {
+            throw CommandError("\(path): \(error)", code: Exit.dataError)
+        }
+        if let name = args.string("name") { document.metadata.name = name }
+        let registry = try openRegistry()
+        let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: cliActor()) }
+        let v = registration.version
+        print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
+        if let alias = args.string("promote") {
+            let previous = try registryCall { () throws(RegistryError) in
+                try registry.promote(model: v.model, version: v.version, alias: alias, who: cliActor())
+            }
+            print("\(v.model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(v.version)")
+        }
+        return Exit.ok
+    })
+
+let modelsPromoteCommand = Command(
+    words: ["models", "promote"],
+    summary: "Point an alias (production, candidate, any name) at a version",
+    positionals: ["NAME@VERSION"],
+    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move", defaultValue: "production")],
+    run: { args in
+        let reference = args.positional(0)!
+        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let number = Int(parts[1]) else {
+            throw UsageError("expected NAME@VERSION with a version number, got \"\(reference)\"")
+        }
+        let alias = args.string("alias") ?? "production"
+        let registry = try openRegistry()
+        let previous = try registryCall { () throws(RegistryError) in
+            try registry.promote(model: parts[0], version: number, alias: alias, who: cliActor())
+        }
+        if previous == number {
+            print("\(parts[0])@\(alias) already points at v\(number)")
+        } else {
+            print("\(parts[0])@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(number)")
+        }
+        return Exit.ok
+    })
+
+let modelsRollbackCommand = Command(
+    words: ["models", "rollback"],
+    summary: "Move an alias back to the version it pointed at before its last change",
+    positionals: ["NAME"],
+    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move back", defaultValue: "production")],
+    details: "A second rollback undoes the first. Every move is in 'switchyard models audit'.",
+    run: { args in
+        let name = args.positional(0)!
+        let alias = args.string("alias") ?? "production"
+        let registry = try openRegistry()
+        let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: name, alias: alias, who: cliActor()) }
+        print("\(name)@\(alias): v\(moved.from) → v\(moved.to)")
+        return Exit.ok
+    })
+
+let modelsAuditCommand = Command(
+    words: ["models", "audit"],
+    summary: "Show the append-only audit log: who changed what, when, from → to",
+    positionals: ["NAME?"],
+    options: [
+        Option(name: "limit", value: "N", help: "the newest N entries", defaultValue: "100"),
+        Option(name: "json", help: "print JSON Lines"),
+    ],
+    run: { args in
+        let registry = try openRegistry()
+        let limit = try args.integer("limit", range: 1...1_000_000) ?? 100
+        let entries = try registryCall { () throws(RegistryError) in try registry.audit(model: args.positional(0), limit: limit) }
+        if args.flag("json") {
+            for e in entries {
+                var o = JSONObject()
+                o.append("id", .number(Double(e.id)))
+                o.append("at", .string(e.at))
+                o.append("who", .string(e.who))
+                o.append("action", .string(e.action))
+                o.append("model", .string(e.model))
+                o.append("alias", e.alias.map(JSONValue.string) ?? .null)
+                o.append("from", e.fromVersion.map { .number(Double($0)) } ?? .null)
+                o.append("to", e.toVersion.map { .number(Double($0)) } ?? .null)
+                o.append("detail", e.detail.map(JSONValue.string) ?? .null)
+                print(JSONValue.object(o).jsonText)
+            }
+            return Exit.ok
+        }
+        print(table(
+            ["AT", "WHO", "ACTION", "MODEL", "ALIAS", "FROM → TO", "DETAIL"],
+            entries.map {
+                [String($0.at.prefix(23)), $0.who, $0.action, $0.model, $0.alias ?? "",
+                 "\($0.fromVersion.map { "v\($0)" } ?? "-") → \($0.toVersion.map { "v\($0)" } ?? "-")", $0.detail ?? ""]
+            }), terminator: "")
+        return Exit.ok
+    })
+
+private func versionJSON(_ v: ModelRegistry.Version) -> JSONValue {
+    var o = JSONObject()
+    o.append("model", .string(v.model))
+    o.append("version", .number(Double(v.version)))
+    o.append("sha256", .string(v.sha256))
+    o.append("created_at", .string(v.createdAt))
+    o.append("created_by", .string(v.createdBy))
+    o.append("aliases", .array(v.aliases.map(JSONValue.string)))
+    var metrics = JSONObject()
+    for key in v.metrics.keys.sorted() { metrics.append(key, .number(v.metrics[key]!)) }
+    o.append("metrics", .object(metrics))
+    return .object(o)
+}

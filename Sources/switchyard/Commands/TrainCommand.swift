@@ -1,0 +1,81 @@
+import Foundation
+import Registry
+import Scoring
+
+let trainCommand = Command(
+    words: ["train"],
+    summary: "Fit a logistic regression on a CSV file and register it as a new model version",
+    options: [
+        Option(name: "data", value: "FILE.csv", help: "training data: CSV with a header line", required: true),
+        Option(name: "label", value: "COL", help: "the column to predict", required: true),
+        Option(name: "name", value: "NAME", help: "model name", defaultValue: "the data file's name"),
+        Option(name: "holdout", value: "SHARE", help: "share of rows held out for evaluation", defaultValue: "0.2"),
+        Option(name: "seed", value: "N", help: "seed of the train/holdout split", defaultValue: "42"),
+        Option(name: "C", value: "C", help: "inverse L2 strength, as scikit-learn's C", defaultValue: "1.0"),
+        Option(name: "ignore", value: "COL", help: "a column that is not a feature (repeatable)", defaultValue: "id", repeatable: true),
+        Option(name: "max-iterations", value: "N", help: "L-BFGS iteration limit", defaultValue: "1000"),
+        Option(name: "promote", value: "ALIAS", help: "also point ALIAS (e.g. production) at the new version"),
+        Option(name: "out", value: "FILE.json", help: "also write the model file here"),
+    ],
+    details: """
+        Numbers are standardized and categories one-hot encoded (a column is a number
+        column when every non-empty cell is a number). Binary labels fit one logistic
+        regression; three or more classes fit a multinomial (softmax) one. The held-out
+        AUC, accuracy and log-loss are stored in the model's metadata.
+
+        Example:
+          switchyard train --data credit.csv --label label --name credit --promote production
+        """,
+    run: { args in
+        let path = try args.require("data")
+        let holdout = try args.double("holdout") ?? 0.2
+        guard holdout > 0, holdout < 1 else { throw UsageError("--holdout must be between 0 and 1, got \(holdout)") }
+        let c = try args.double("C") ?? 1
+        guard c > 0 else { throw UsageError("--C must be positive, got \(c)") }
+        guard let seed = UInt64(args.string("seed") ?? "42") else { throw UsageError("--seed expects a whole number ≥ 0") }
+        let iterations = try args.integer("max-iterations", range: 1...100_000) ?? 1000
+        let name = args.string("name").flatMap { $0 == "the data file's name" ? nil : $0 }
+            ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let ignore = args.strings("ignore").isEmpty ? ["id"] : args.strings("ignore")
+
+        let bytes = try readFile(path)
+        let started = Date()
+        let report: Trainer.Report
+        do {
+            report = try Trainer.train(
+                csv: bytes,
+                .init(
+                    name: name, label: try args.require("label"), holdout: holdout, seed: seed, c: c, ignore: ignore,
+                    maximumIterations: iterations, created: isoTimestamp(Date())))
+        } catch let error as TrainingError {
+            throw CommandError("\(path): \(error.message)", code: Exit.dataError)
+        }
+        let training = report.document.metadata.training!
+        print("read \(path): \(training.dataRows) rows (sha256 \(training.dataSHA256.prefix(12)))")
+        print("features: \(report.numberFeatures.count) numbers (\(report.numberFeatures.joined(separator: ", "))), "
+            + "\(report.categoryFeatures.count) categories (\(report.categoryFeatures.joined(separator: ", ")))"
+            + (report.ignored.isEmpty ? "" : "; ignored: \(report.ignored.joined(separator: ", "))"))
+        print("classes: \(report.document.outputs.classes.joined(separator: ", ")); "
+            + "split: \(report.trainRows) train / \(report.holdoutRows) held out (seed \(seed))")
+        let seconds = Date().timeIntervalSince(started)
+        print("fitted with L-BFGS in \(report.iterations) iterations, \(String(format: "%.2f", seconds)) s"
+            + (report.converged ? "" : " — did not fully converge; raise --max-iterations or lower --C"))
+        let m = training.metrics
+        print("held out: AUC \(format4(m["auc"]))  accuracy \(format4(m["accuracy"]))  log-loss \(format4(m["log_loss"]))")
+
+        if let out = args.string("out") {
+            try registryCall { () throws(RegistryError) in try writeAtomically(report.document.encoded(), to: URL(fileURLWithPath: out)) }
+            print("wrote \(out)")
+        }
+        let registry = try openRegistry()
+        let registration = try registryCall { () throws(RegistryError) in try registry.register(report.document, who: cliActor()) }
+        let v = registration.version
+        print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
+        if let alias = args.string("promote") {
+            let previous = try registryCall { () throws(RegistryError) in
+                try registry.promote(model: v.model, version: v.version, alias: alias, who: cliActor())
+            }
+            print("\(v.model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(v.version)")
+        }
+        return Exit.ok
+    })

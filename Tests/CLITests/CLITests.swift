@@ -1,0 +1,214 @@
+import Foundation
+import Synchronization
+import Testing
+
+/// The built `switchyard` executable: beside the test bundle in the build folder.
+let switchyardBinary: URL = {
+    if let path = ProcessInfo.processInfo.environment["SWITCHYARD_BIN"] { return URL(fileURLWithPath: path) }
+    var folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = folder.appendingPathComponent("switchyard")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        folder = folder.deletingLastPathComponent()
+    }
+    return URL(fileURLWithPath: ".build/debug/switchyard")
+}()
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("fixtures")
+
+struct Outcome {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs switchyard with `arguments` in `home`, feeding `input`; killed after 120 s.
+func switchyard(_ arguments: [String], home: URL, input: String? = nil, in directory: URL? = nil) throws -> Outcome {
+    let process = Process()
+    process.executableURL = switchyardBinary
+    process.arguments = arguments
+    var environment = ProcessInfo.processInfo.environment
+    environment["SWITCHYARD_HOME"] = home.path
+    process.environment = environment
+    let directory = directory ?? home.deletingLastPathComponent()
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    process.currentDirectoryURL = directory
+    let out = Pipe(), err = Pipe(), inp = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = inp
+    try process.run()
+    let timer = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + 120, execute: timer)
+    DispatchQueue.global().async {
+        if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
+        try? inp.fileHandleForWriting.close()
+    }
+    let stdout = out.fileHandleForReading.readDataToEndOfFile()
+    let stderr = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    timer.cancel()
+    return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+}
+
+func temporaryFolder() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-cli-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+@Suite struct CLIUsageTests {
+    let home = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-cli-usage/home")
+
+    @Test func helpListsEveryCommandAndExitsZero() throws {
+        let help = try switchyard(["--help"], home: home)
+        #expect(help.status == 0)
+        for command in ["train", "fixtures credit", "predict", "models list", "models promote", "models rollback", "models audit", "bench score"] {
+            #expect(help.stdout.contains("  \(command) "), "\(command)")
+        }
+        let train = try switchyard(["train", "--help"], home: home)
+        #expect(train.status == 0)
+        #expect(train.stdout.contains("Usage: switchyard train --data FILE.csv --label COL [options]"))
+        #expect(train.stdout.contains("--holdout SHARE"))
+    }
+
+    @Test(arguments: [
+        ([], "Usage: switchyard COMMAND"),
+        (["trian"], #"unknown command "trian" (did you mean "train"?)"#),
+        (["train", "--data", "x.csv"], "switchyard train: missing --label COL (see 'switchyard train --help')"),
+        (["train", "--data", "x.csv", "--label", "y", "--holdot", "0.3"], "unknown option --holdot (did you mean --holdout?)"),
+        (["train", "--data", "x.csv", "--label", "y", "--holdout", "2"], "--holdout must be between 0 and 1, got 2.0"),
+        (["fixtures", "credit", "--rows", "many", "--out", "x"], #"--rows expects a whole number, got "many""#),
+        (["fixtures", "credit", "--rows", "5", "--out", "x", "--format", "xml"], "--format must be one of csv, jsonl"),
+        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, promote, rollback, audit"),
+        (["models", "promote", "credit"], #"expected NAME@VERSION with a version number, got "credit""#),
+        (["predict"], "missing NAME[@VERSION|@ALIAS]"),
+        (["models", "show", "a", "b"], #"unexpected argument "b""#),
+    ])
+    func usageErrorsExit64WithOneLine(arguments: [String], message: String) throws {
+        let outcome = try switchyard(arguments, home: home)
+        #expect(outcome.status == 64)
+        let text = arguments.isEmpty ? outcome.stdout : outcome.stderr
+        #expect(text.contains(message), "\(text)")
+        if !arguments.isEmpty {
+            #expect(outcome.stderr.split(separator: "\n").count == 1, "\(outcome.stderr)")
+        }
+    }
+}
+
+@Suite struct CLIWorkflowTests {
+    @Test func fixturesTrainPromotePredictAuditRollback() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+
+        // An empty registry says what to do.
+        let empty = try switchyard(["predict", "credit", "--json", "{}"], home: home)
+        #expect(empty.status == 1)
+        #expect(empty.stderr.contains("the registry is empty; train or register a model first"))
+
+        let csv = folder.appendingPathComponent("credit.csv").path
+        #expect(try switchyard(["fixtures", "credit", "--rows", "3000", "--seed", "7", "--out", csv], home: home).status == 0)
+        let again = folder.appendingPathComponent("again.csv").path
+        #expect(try switchyard(["fixtures", "credit", "--rows", "3000", "--seed", "7", "--out", again], home: home).status == 0)
+        #expect(FileManager.default.contents(atPath: csv) == FileManager.default.contents(atPath: again))
+
+        let train = try switchyard(["train", "--data", csv, "--label", "label", "--name", "credit", "--promote", "production"], home: home)
+        #expect(train.status == 0, "\(train.stderr)")
+        #expect(train.stdout.contains("registered credit@1"))
+        #expect(train.stdout.contains("held out: AUC 0.7") || train.stdout.contains("held out: AUC 0.8"))
+        #expect(train.stdout.contains("credit@production: none → v1"))
+
+        let record = #"{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+        let one = try switchyard(["predict", "credit@production", "--json", record], home: home)
+        #expect(one.status == 0, "\(one.stderr)")
+        #expect(one.stdout.hasPrefix(#"{"label":""#) && one.stdout.contains(#""model":"credit@1""#))
+
+        let bad = try switchyard(["predict", "credit", "--json", #"{"amount": "abc"}"#], home: home)
+        #expect(bad.status == 65)
+        #expect(bad.stderr.contains(#"field "amount": expected a number, got "abc""#))
+
+        // JSON Lines: one line out per line in, errors in place, exit 65.
+        let lines = try switchyard(["predict", "credit"], home: home, input: record + "\n\nnot json\n" + record + "\n")
+        #expect(lines.status == 65)
+        let out = lines.stdout.split(separator: "\n")
+        #expect(out.count == 3)
+        #expect(out[0].contains(#""row":1"#) && out[0].contains("probabilities"))
+        #expect(out[1].contains(#""row":2,"error":"row 2: invalid JSON at byte 0"#))
+        #expect(out[2].contains(#""row":3"#) && out[2].contains("probabilities"))
+
+        // A second version from a file, promoted, then rolled back.
+        let register = try switchyard(["models", "register", fixtures.appendingPathComponent("sklearn-credit-model.json").path, "--name", "credit"], home: home)
+        #expect(register.status == 0, "\(register.stderr)")
+        #expect(register.stdout.contains("registered credit@2"))
+        #expect(try switchyard(["models", "promote", "credit@2"], home: home).stdout.contains("credit@production: v1 → v2"))
+        #expect(try switchyard(["predict", "credit", "--json", record], home: home).stdout.contains(#""model":"credit@2""#))
+        #expect(try switchyard(["models", "rollback", "credit"], home: home).stdout.contains("credit@production: v2 → v1"))
+
+        let list = try switchyard(["models", "list", "--json"], home: home)
+        #expect(list.stdout.split(separator: "\n").count == 2)
+        #expect(list.stdout.contains(#""aliases":["production"]"#))
+        let audit = try switchyard(["models", "audit", "credit", "--json"], home: home)
+        let actions = audit.stdout.split(separator: "\n").map { line in
+            ["register", "promote", "rollback"].first { line.contains(#""action":"\#($0)""#) } ?? "?"
+        }
+        #expect(actions == ["register", "promote", "register", "promote", "rollback"])
+        let show = try switchyard(["models", "show", "credit@1"], home: home)
+        #expect(show.status == 0)
+        #expect(show.stdout.contains("aliases: production→v1"))
+        #expect(show.stdout.contains("region         category"))
+
+        // A broken model file is refused with the reason.
+        let broken = folder.appendingPathComponent("broken.json")
+        try Data(#"{"format": "switchyard.model", "format_version": 9}"#.utf8).write(to: broken)
+        let refused = try switchyard(["models", "register", broken.path], home: home)
+        #expect(refused.status == 65)
+        #expect(refused.stderr.contains("invalid model file"))
+    }
+
+    @Test func concurrentProcessesRegisterAndPromoteWithoutLoss() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        _ = try switchyard(["models", "list"], home: home)  // creates the registry
+        let base = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json"))) as! [String: Any]
+        let processes = 4, each = 5
+        var paths: [[String]] = []
+        for p in 0..<processes {
+            var mine: [String] = []
+            for i in 0..<each {
+                var document = base
+                var estimator = document["estimator"] as! [String: Any]
+                estimator["intercepts"] = [Double(p * 100 + i) / 1000]
+                document["estimator"] = estimator
+                let url = folder.appendingPathComponent("m\(p)-\(i).json")
+                try JSONSerialization.data(withJSONObject: document).write(to: url)
+                mine.append(url.path)
+            }
+            paths.append(mine)
+        }
+        // Each worker is a shell loop of register + promote commands, all four at once.
+        let results = Mutex([Int32](repeating: -2, count: processes))
+        let files = paths
+        DispatchQueue.concurrentPerform(iterations: processes) { p in
+            var status: Int32 = 0
+            for file in files[p] {
+                guard let r = try? switchyard(["models", "register", file, "--name", "shared", "--promote", "production"], home: home) else {
+                    status = -1
+                    break
+                }
+                if r.status != 0 { status = r.status }
+            }
+            results.withLock { $0[p] = status }
+        }
+        #expect(results.withLock { $0 } == Array(repeating: 0, count: processes))
+        let list = try switchyard(["models", "list", "--json"], home: home)
+        let versions = list.stdout.split(separator: "\n")
+        #expect(versions.count == processes * each)
+        for v in 1...(processes * each) { #expect(versions.contains { $0.contains(#""version":\#(v),"#) }) }
+        let audit = try switchyard(["models", "audit", "shared", "--json", "--limit", "1000"], home: home)
+        #expect(audit.stdout.split(separator: "\n").filter { $0.contains(#""action":"register""#) }.count == processes * each)
+        #expect(audit.stdout.split(separator: "\n").filter { $0.contains(#""action":"promote""#) }.count == processes * each)
+    }
+}

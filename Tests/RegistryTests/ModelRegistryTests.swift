@@ -1,0 +1,133 @@
+import Foundation
+import Registry
+import Scoring
+import Testing
+
+func temporaryHome() -> Home {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-test-\(UUID().uuidString)")
+    return Home(url)
+}
+
+/// A valid model whose content differs by `variant`.
+func model(_ name: String, variant: Double = 0) -> ModelDocument {
+    ModelDocument(
+        metadata: .init(name: name, created: "2026-11-24T00:00:00Z"),
+        schema: .init(fields: [.init(name: "x", type: .number)]),
+        preprocessing: [.init(field: "x", transform: .identity)],
+        estimator: .init(coefficients: [[1 + variant]], intercepts: [0], link: .logistic),
+        outputs: .init(classes: ["0", "1"]))
+}
+
+@Suite struct ModelRegistryTests {
+    @Test func versionsAreContentAddressedAndImmutable() throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let registry = try ModelRegistry(home: home)
+        let first = try registry.register(model("credit"), who: "test")
+        #expect(first.version.version == 1 && !first.existed)
+        let again = try registry.register(model("credit"), who: "test")
+        #expect(again.existed && again.version.version == 1)
+        let second = try registry.register(model("credit", variant: 1), who: "test")
+        #expect(second.version.version == 2)
+        #expect(second.version.sha256 != first.version.sha256)
+        // The artifact is the canonical bytes, named by their sha256.
+        let artifact = home.artifacts.appendingPathComponent("\(first.version.sha256).json")
+        let bytes = try Data(contentsOf: artifact)
+        #expect(SHA256.hex([UInt8](bytes)) == first.version.sha256)
+        #expect(try registry.document(first.version) == model("credit"))
+
+        // A changed artifact is detected, not served.
+        try Data("{}".utf8).write(to: artifact)
+        #expect { try registry.document(first.version) } throws: { ($0 as? RegistryError)?.message.contains("corrupt") == true }
+
+        // Versions cannot be rewritten, even with SQL.
+        let database = try Database(path: home.databasePath)
+        #expect(throws: RegistryError.self) { try database.execute("UPDATE versions SET sha256 = 'x' WHERE version = 1") }
+    }
+
+    @Test func aliasesPromoteRollBackAndResolve() throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let registry = try ModelRegistry(home: home)
+        for v in 0..<3 { try registry.register(model("m", variant: Double(v)), who: "alice") }
+        #expect(try registry.resolve("m").version == 3)  // no production alias yet: the latest
+        #expect(try registry.promote(model: "m", version: 1, alias: "production", who: "alice") == nil)
+        #expect(try registry.promote(model: "m", version: 2, alias: "production", who: "bob") == 1)
+        #expect(try registry.promote(model: "m", version: 3, alias: "candidate", who: "bob") == nil)
+        #expect(try registry.resolve("m").version == 2)
+        #expect(try registry.resolve("m@production").version == 2)
+        #expect(try registry.resolve("m@candidate").version == 3)
+        #expect(try registry.resolve("m@1").version == 1)
+        #expect(try registry.resolve("m@2").aliases == ["production"])
+
+        let back = try registry.rollback(model: "m", alias: "production", who: "carol")
+        #expect(back.from == 2 && back.to == 1)
+        #expect(try registry.resolve("m@production").version == 1)
+        let undo = try registry.rollback(model: "m", alias: "production", who: "carol")
+        #expect(undo.from == 1 && undo.to == 2)
+
+        let audit = try registry.audit(model: "m")
+        #expect(audit.map(\.action) == ["register", "register", "register", "promote", "promote", "promote", "rollback", "rollback"])
+        #expect(audit[4].who == "bob" && audit[4].fromVersion == 1 && audit[4].toVersion == 2 && audit[4].alias == "production")
+        #expect(audit[6].who == "carol" && audit[6].fromVersion == 2 && audit[6].toVersion == 1)
+    }
+
+    @Test func errorsSayWhatExists() throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let registry = try ModelRegistry(home: home)
+        #expect { try registry.resolve("nope") } throws: { ($0 as? RegistryError)?.message.contains("the registry is empty") == true }
+        try registry.register(model("m"), who: "t")
+        #expect { try registry.resolve("nope") } throws: { ($0 as? RegistryError)?.message.contains("models: m") == true }
+        #expect { try registry.resolve("m@7") } throws: { ($0 as? RegistryError)?.message.contains("versions are 1 to 1") == true }
+        #expect { try registry.resolve("m@prod") } throws: { ($0 as? RegistryError)?.message.contains("aliases: none") == true }
+        #expect { try registry.promote(model: "m", version: 1, alias: "12", who: "t") } throws: { _ in true }
+        #expect { try registry.promote(model: "m", version: 9, alias: "production", who: "t") } throws: { _ in true }
+        #expect { try registry.rollback(model: "m", alias: "production", who: "t") } throws: {
+            ($0 as? RegistryError)?.message.contains("no alias") == true
+        }
+        try registry.promote(model: "m", version: 1, alias: "production", who: "t")
+        #expect { try registry.register(model("bad name!"), who: "t") } throws: { _ in true }
+    }
+
+    @Test func theAuditLogIsAppendOnly() throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let registry = try ModelRegistry(home: home)
+        try registry.register(model("m"), who: "t")
+        let database = try Database(path: home.databasePath)
+        #expect(throws: RegistryError.self) { try database.execute("UPDATE audit SET who = 'mallory'") }
+        #expect(throws: RegistryError.self) { try database.execute("DELETE FROM audit") }
+        #expect(try registry.audit().count == 1)
+    }
+
+    @Test func concurrentWritersOnSeparateConnectionsLoseNothing() async throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        _ = try ModelRegistry(home: home)
+        let writers = 4, each = 10
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    let registry = try ModelRegistry(home: home)  // its own connection
+                    for i in 0..<each {
+                        let r = try registry.register(model("shared", variant: Double(w * 100 + i)), who: "writer\(w)")
+                        try registry.promote(model: "shared", version: r.version.version, alias: "production", who: "writer\(w)")
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let registry = try ModelRegistry(home: home)
+        let versions = try registry.versions(model: "shared")
+        #expect(versions.map(\.version) == Array(1...(writers * each)))
+        #expect(Set(versions.map(\.sha256)).count == writers * each)
+        let audit = try registry.audit(model: "shared", limit: 10_000)
+        #expect(audit.filter { $0.action == "register" }.count == writers * each)
+        #expect(audit.filter { $0.action == "promote" }.count == writers * each)
+        // Each promote's "from" is the version the alias held just before: the chain is unbroken.
+        let promotes = audit.filter { $0.action == "promote" }
+        for (a, b) in zip(promotes, promotes.dropFirst()) { #expect(b.fromVersion == a.toVersion) }
+        #expect(try registry.resolve("shared@production").version == promotes.last?.toVersion)
+    }
+}
