@@ -71,3 +71,24 @@ func predictionJSON(_ p: Prediction, classes: [String], model: String, row: Int?
     object.append("model", .string(model))
     return .object(object)
 }
+
+/// Registers `document`, says which version it became, and points `alias` at it if given.
+func registerAndReport(_ document: ModelDocument, promote alias: String?) throws {
+    let registry = try openRegistry()
+    let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: cliActor()) }
+    let v = registration.version
+    print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
+    if let alias { try promoteAndReport(registry, model: v.model, version: v.version, alias: alias) }
+}
+
+/// Points `alias` at `version` and prints from → to.
+func promoteAndReport(_ registry: ModelRegistry, model: String, version: Int, alias: String) throws {
+    let previous = try registryCall { () throws(RegistryError) in
+        try registry.promote(model: model, version: version, alias: alias, who: cliActor())
+    }
+    if previous == version {
+        print("\(model)@\(alias) already points at v\(version)")
+    } else {
+        print("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
+    }
+}

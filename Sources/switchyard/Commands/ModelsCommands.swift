@@ -84,16 +84,7 @@ let modelsRegisterCommand = Command(
             throw CommandError("\(path): \(error)", code: Exit.dataError)
         }
         if let name = args.string("name") { document.metadata.name = name }
-        let registry = try openRegistry()
-        let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: cliActor()) }
-        let v = registration.version
-        print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
-        if let alias = args.string("promote") {
-            let previous = try registryCall { () throws(RegistryError) in
-                try registry.promote(model: v.model, version: v.version, alias: alias, who: cliActor())
-            }
-            print("\(v.model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(v.version)")
-        }
+        try registerAndReport(document, promote: args.string("promote"))
         return Exit.ok
     })
 
@@ -109,15 +100,7 @@ let modelsPromoteCommand = Command(
             throw UsageError("expected NAME@VERSION with a version number, got \"\(reference)\"")
         }
         let alias = args.string("alias") ?? "production"
-        let registry = try openRegistry()
-        let previous = try registryCall { () throws(RegistryError) in
-            try registry.promote(model: parts[0], version: number, alias: alias, who: cliActor())
-        }
-        if previous == number {
-            print("\(parts[0])@\(alias) already points at v\(number)")
-        } else {
-            print("\(parts[0])@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(number)")
-        }
+        try promoteAndReport(try openRegistry(), model: parts[0], version: number, alias: alias)
         return Exit.ok
     })
 

@@ -67,15 +67,6 @@ let trainCommand = Command(
             try registryCall { () throws(RegistryError) in try writeAtomically(report.document.encoded(), to: URL(fileURLWithPath: out)) }
             print("wrote \(out)")
         }
-        let registry = try openRegistry()
-        let registration = try registryCall { () throws(RegistryError) in try registry.register(report.document, who: cliActor()) }
-        let v = registration.version
-        print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
-        if let alias = args.string("promote") {
-            let previous = try registryCall { () throws(RegistryError) in
-                try registry.promote(model: v.model, version: v.version, alias: alias, who: cliActor())
-            }
-            print("\(v.model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(v.version)")
-        }
+        try registerAndReport(report.document, promote: args.string("promote"))
         return Exit.ok
     })
