@@ -20,6 +20,9 @@ static inline uint64_t csystem_monotonic_ns(void) {
 /// fcntl(fd, F_SETFL, flags | O_NONBLOCK); fcntl is variadic and not callable from Swift.
 int csystem_set_nonblocking(int fd);
 
+/// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); accept4 needs _GNU_SOURCE.
+int csystem_accept_nonblocking(int fd);
+
 /// The terminal's width in columns, or 0 when fd is not a terminal.
 int csystem_terminal_columns(int fd);
 

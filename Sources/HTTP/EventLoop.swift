@@ -1,0 +1,266 @@
+import CSystem
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One epoll loop on one thread. It owns its listening socket and the
+/// connections it accepted; other threads only call `requestStop()`, which
+/// writes the loop's eventfd.
+///
+/// Safety: every mutable field is touched only by the loop's own thread; the
+/// only cross-thread operations are the atomic stop flag and the eventfd write.
+final class EventLoop: @unchecked Sendable {
+    let index: Int
+    private let epfd: Int32
+    private let listener: Int32
+    private let wakeFD: Int32
+    private unowned let server: HTTPServer
+    private let stopping = Atomic<Bool>(false)
+    private var connections: [Int32: Connection] = [:]
+    private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    private let limits: HTTPRequestParser.Limits
+
+    /// Output beyond this stops reading from the connection until the client reads.
+    private static let outputHighWater = 1 << 20
+
+    init(index: Int, listener: Int32, server: HTTPServer) throws(IOError) {
+        self.index = index
+        self.listener = listener
+        self.server = server
+        var limits = HTTPRequestParser.Limits()
+        limits.headBytes = server.configuration.headBytes
+        limits.bodyBytes = server.configuration.bodyBytes
+        self.limits = limits
+        epfd = try Epoll.create()
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        guard wakeFD >= 0 else { throw IOError(errno: errno, function: "eventfd") }
+        try Epoll.control(epfd, Epoll.add, listener, events: Epoll.readable)
+        try Epoll.control(epfd, Epoll.add, wakeFD, events: Epoll.readable)
+    }
+
+    func requestStop() {
+        stopping.store(true, ordering: .releasing)
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    func run() {
+        var events = [epoll_event](repeating: epoll_event(), count: 256)
+        var lastSweep = monotonicNanoseconds()
+        while !stopping.load(ordering: .acquiring) {
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 256, 100) }
+            if n < 0 && errno != EINTR { break }
+            for i in 0..<max(0, Int(n)) {
+                let fd = events[i].data.fd
+                let flags = events[i].events
+                if fd == listener {
+                    acceptAll()
+                } else if fd == wakeFD {
+                    var value: UInt64 = 0
+                    _ = read(wakeFD, &value, 8)
+                } else if let connection = connections[fd] {
+                    if flags & Epoll.readable != 0 || flags & Epoll.hangup != 0 { readFrom(connection) }
+                    if flags & Epoll.writable != 0, connections[fd] != nil { flush(connection) }
+                }
+            }
+            let now = monotonicNanoseconds()
+            if now - lastSweep >= 100_000_000 {
+                sweepTimeouts(now)
+                lastSweep = now
+            }
+        }
+        closeAll()
+    }
+
+    func closeAll() {
+        for fd in Array(connections.keys) { closeConnection(fd) }
+        close(listener)
+        close(wakeFD)
+        close(epfd)
+    }
+
+    // MARK: - Accept
+
+    private func acceptAll() {
+        while true {
+            let fd = csystem_accept_nonblocking(listener)
+            if fd < 0 {
+                // EAGAIN: drained (another loop may have taken it). EMFILE and the like: try on the next event.
+                return
+            }
+            let open = server.connectionCount.wrappingAdd(1, ordering: .relaxed).newValue
+            if open > server.configuration.maxConnections {
+                var out: [UInt8] = []
+                HTTPResponse.error(503, "too many connections (limit \(server.configuration.maxConnections)); retry later", close: true)
+                    .serialize(into: &out, keepAlive: false)
+                _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                close(fd)
+                server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
+                server.observer?(index, 503, 0)
+                continue
+            }
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            let connection = Connection(fd: fd, limits: limits, now: monotonicNanoseconds())
+            connections[fd] = connection
+            do {
+                try Epoll.control(epfd, Epoll.add, fd, events: Epoll.readable | UInt32(EPOLLRDHUP.rawValue))
+            } catch {
+                closeConnection(fd)
+            }
+        }
+    }
+
+    // MARK: - Reading and handling
+
+    private func readFrom(_ connection: Connection) {
+        let fd = connection.fd
+        var received = 0
+        while received < 4 * readBuffer.count {
+            let n = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 {
+                connection.peerClosed = true
+                break
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { break }
+                closeConnection(fd)
+                return
+            }
+            received += n
+            let now = monotonicNanoseconds()
+            connection.lastActivity = now
+            if !connection.closing {
+                let events = readBuffer.withUnsafeBytes { connection.parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                handle(events, on: connection)
+            }
+            if connection.parser.phase == .idle {
+                connection.requestStarted = nil
+            } else if connection.requestStarted == nil {
+                connection.requestStarted = now
+            }
+            if connection.output.count - connection.outputOffset > Self.outputHighWater { break }
+        }
+        if connection.peerClosed {
+            connection.closing = true
+        }
+        flush(connection)
+    }
+
+    private func handle(_ events: [HTTPRequestParser.Event], on connection: Connection) {
+        for event in events {
+            guard !connection.closing else { return }
+            switch event {
+            case .request(let wrapped):
+                let request = wrapped.request
+                let received = monotonicNanoseconds()
+                var response = server.handler(request, HTTPServer.Context(loop: index, receivedNanoseconds: received))
+                if request.method == "HEAD" { response.body = [] }
+                let keepAlive = request.keepAlive && !response.close
+                response.serialize(into: &connection.output, keepAlive: keepAlive)
+                server.observer?(index, response.status, monotonicNanoseconds() - received)
+                if !keepAlive { connection.closing = true }
+            case .continueNeeded:
+                connection.output.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
+            case .error(let status, let reason):
+                HTTPResponse.error(status, reason, close: true).serialize(into: &connection.output, keepAlive: false)
+                server.observer?(index, status, 0)
+                connection.closing = true
+            }
+        }
+    }
+
+    // MARK: - Writing
+
+    private func flush(_ connection: Connection) {
+        let fd = connection.fd
+        while connection.outputOffset < connection.output.count {
+            let n = connection.output.withUnsafeBytes {
+                send(fd, $0.baseAddress! + connection.outputOffset, $0.count - connection.outputOffset, Int32(MSG_NOSIGNAL))
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EAGAIN || errno == EWOULDBLOCK { break }
+                closeConnection(fd)
+                return
+            }
+            connection.outputOffset += n
+            connection.lastWrite = monotonicNanoseconds()
+        }
+        if connection.outputOffset == connection.output.count {
+            connection.output.removeAll(keepingCapacity: connection.output.capacity <= 1 << 16)
+            connection.outputOffset = 0
+            if connection.closing {
+                closeConnection(fd)
+                return
+            }
+        }
+        let pending = connection.output.count > connection.outputOffset
+        let wantRead = !connection.closing && connection.output.count - connection.outputOffset <= Self.outputHighWater
+        let interest = (wantRead ? Epoll.readable | UInt32(EPOLLRDHUP.rawValue) : 0) | (pending ? Epoll.writable : 0)
+        if interest != connection.interest {
+            connection.interest = interest
+            try? Epoll.control(epfd, Epoll.modify, fd, events: interest)
+        }
+        if pending && connection.writeStalledSince == nil { connection.writeStalledSince = monotonicNanoseconds() }
+        if !pending { connection.writeStalledSince = nil }
+    }
+
+    private func closeConnection(_ fd: Int32) {
+        guard connections.removeValue(forKey: fd) != nil else { return }
+        _ = try? Epoll.control(epfd, Epoll.delete, fd, events: 0)
+        close(fd)
+        server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
+    }
+
+    // MARK: - Timeouts
+
+    private func sweepTimeouts(_ now: UInt64) {
+        let c = server.configuration
+        for (fd, connection) in connections {
+            if let stalled = connection.writeStalledSince, Double(now - max(stalled, connection.lastWrite)) / 1e9 > c.writeTimeout {
+                closeConnection(fd)
+                continue
+            }
+            if let started = connection.requestStarted, !connection.closing {
+                let limit = connection.parser.phase == .body ? c.bodyTimeout : c.headerTimeout
+                if Double(now - started) / 1e9 > limit {
+                    let what = connection.parser.phase == .body ? "body" : "head"
+                    HTTPResponse.error(408, "the request \(what) did not arrive within \(Int(limit)) s", close: true)
+                        .serialize(into: &connection.output, keepAlive: false)
+                    server.observer?(index, 408, 0)
+                    connection.closing = true
+                    flush(connection)
+                    continue
+                }
+            } else if connection.output.isEmpty, Double(now - connection.lastActivity) / 1e9 > c.idleTimeout {
+                closeConnection(fd)
+            }
+        }
+    }
+}
+
+/// A connection's state, owned by its loop.
+final class Connection {
+    let fd: Int32
+    var parser: HTTPRequestParser
+    var output: [UInt8] = []
+    var outputOffset = 0
+    var lastActivity: UInt64
+    var lastWrite: UInt64 = 0
+    var requestStarted: UInt64?
+    var writeStalledSince: UInt64?
+    var closing = false
+    var peerClosed = false
+    var interest: UInt32 = Epoll.readable | UInt32(EPOLLRDHUP.rawValue)
+
+    init(fd: Int32, limits: HTTPRequestParser.Limits, now: UInt64) {
+        self.fd = fd
+        parser = HTTPRequestParser(limits: limits)
+        lastActivity = now
+        output.reserveCapacity(4096)
+    }
+}

@@ -1,0 +1,173 @@
+import CSystem
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An HTTP/1.1 server on epoll: one event loop per thread, each with its own
+/// SO_REUSEPORT listening socket (the kernel spreads connections), keep-alive,
+/// pipelining, Content-Length and chunked bodies, and limits on every size and
+/// time a client controls. The handler runs on the loop thread that read the
+/// request, so it must be quick (scoring is microseconds) and thread-safe.
+public final class HTTPServer: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        /// 0 picks a free port; `start()` returns the one bound.
+        public var port: Int
+        public var threads: Int
+        public var headBytes: Int
+        public var bodyBytes: Int
+        /// From a request's first byte to the end of its head (408 and close).
+        public var headerTimeout: Double
+        /// From a request's first byte to the end of its body (408 and close).
+        public var bodyTimeout: Double
+        /// A keep-alive connection with nothing in flight is closed after this.
+        public var idleTimeout: Double
+        /// A response the client does not read for this long closes the connection.
+        public var writeTimeout: Double
+        /// Connections beyond this get 503 and are closed.
+        public var maxConnections: Int
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 0, threads: Int = ProcessInfo.processInfo.activeProcessorCount,
+            headBytes: Int = 16 * 1024, bodyBytes: Int = 1024 * 1024, headerTimeout: Double = 10, bodyTimeout: Double = 30,
+            idleTimeout: Double = 75, writeTimeout: Double = 30, maxConnections: Int = 4096
+        ) {
+            self.host = host
+            self.port = port
+            self.threads = max(1, threads)
+            self.headBytes = headBytes
+            self.bodyBytes = bodyBytes
+            self.headerTimeout = headerTimeout
+            self.bodyTimeout = bodyTimeout
+            self.idleTimeout = idleTimeout
+            self.writeTimeout = writeTimeout
+            self.maxConnections = maxConnections
+        }
+    }
+
+    /// What a handler knows besides the request.
+    public struct Context: Sendable {
+        /// The event loop (thread) index, for per-thread telemetry.
+        public var loop: Int
+        /// When the request was complete (monotonic ns).
+        public var receivedNanoseconds: UInt64
+    }
+
+    public typealias Handler = @Sendable (HTTPRequest, Context) -> HTTPResponse
+    /// Called after every response, including the server's own 4xx/5xx: loop, status, ns since the request was complete.
+    public typealias Observer = @Sendable (_ loop: Int, _ status: Int, _ nanoseconds: UInt64) -> Void
+
+    public let configuration: Configuration
+    let handler: Handler
+    let observer: Observer?
+    let connectionCount = Atomic<Int>(0)
+    private let state = Mutex<(loops: [EventLoop], port: Int, threads: [Thread])>(([], 0, []))
+    private let finished = DispatchGroup()
+
+    public init(configuration: Configuration = .init(), observer: Observer? = nil, handler: @escaping Handler) {
+        self.configuration = configuration
+        self.handler = handler
+        self.observer = observer
+    }
+
+    /// Binds and starts the loops; returns the port.
+    @discardableResult
+    public func start() throws -> Int {
+        var port = configuration.port
+        var loops: [EventLoop] = []
+        do {
+            for index in 0..<configuration.threads {
+                let listener = try Socket.listen(host: configuration.host, port: port)
+                if port == 0 { port = try Socket.localPort(listener) }
+                loops.append(try EventLoop(index: index, listener: listener, server: self))
+            }
+        } catch {
+            for loop in loops { loop.closeAll() }
+            throw error
+        }
+        var threads: [Thread] = []
+        for loop in loops {
+            finished.enter()
+            let thread = Thread { [finished] in
+                loop.run()
+                finished.leave()
+            }
+            thread.name = "http-loop-\(loop.index)"
+            threads.append(thread)
+        }
+        state.withLock { $0 = (loops, port, threads) }
+        for thread in threads { thread.start() }
+        return port
+    }
+
+    public var port: Int { state.withLock { $0.port } }
+
+    /// Stops accepting, closes every connection and waits for the loops to end.
+    public func stop() {
+        let loops = state.withLock { $0.loops }
+        for loop in loops { loop.requestStop() }
+        finished.wait()
+        state.withLock { $0 = ([], 0, []) }
+    }
+
+    /// Open connections now.
+    public var connections: Int { connectionCount.load(ordering: .relaxed) }
+}
+
+/// Sockets, wrapped.
+enum Socket {
+    static func listen(host: String, port: Int) throws(IOError) -> Int32 {
+        var v4 = sockaddr_in()
+        var v6 = sockaddr_in6()
+        let isV6: Bool
+        if inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &v4.sin_addr) == 1 {
+            isV6 = false
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = in_port_t(UInt16(port).bigEndian)
+        } else if inet_pton(AF_INET6, host, &v6.sin6_addr) == 1 {
+            isV6 = true
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = in_port_t(UInt16(port).bigEndian)
+        } else {
+            throw IOError(errno: EINVAL, function: "inet_pton(\(host)): not an IP address")
+        }
+        let fd = socket(isV6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw IOError(errno: errno, function: "socket") }
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
+        let rc: Int32 = isV6
+            ? withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            : withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            throw IOError(errno: e, function: "bind(\(host):\(port))")
+        }
+        guard Glibc.listen(fd, 1024) == 0 else {
+            let e = errno
+            close(fd)
+            throw IOError(errno: e, function: "listen")
+        }
+        return fd
+    }
+
+    static func localPort(_ fd: Int32) throws(IOError) -> Int {
+        var storage = sockaddr_storage()
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let rc = withUnsafeMutablePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard rc == 0 else { throw IOError(errno: errno, function: "getsockname") }
+        let family = storage.ss_family
+        return withUnsafePointer(to: &storage) { pointer in
+            if family == sa_family_t(AF_INET6) {
+                return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin6_port)) }
+            }
+            return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+        }
+    }
+}

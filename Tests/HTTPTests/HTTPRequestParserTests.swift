@@ -1,0 +1,122 @@
+@testable import HTTP
+import Testing
+
+/// Feeds `text` in two pieces split at `split`, collecting events.
+func parse(_ bytes: [UInt8], splitAt split: Int? = nil, limits: HTTPRequestParser.Limits = .init()) -> [HTTPRequestParser.Event] {
+    var parser = HTTPRequestParser(limits: limits)
+    var events: [HTTPRequestParser.Event] = []
+    let pieces = split.map { [Array(bytes[..<$0]), Array(bytes[$0...])] } ?? [bytes]
+    for piece in pieces { events += piece.withUnsafeBytes { parser.feed($0) } }
+    return events
+}
+
+func requests(_ events: [HTTPRequestParser.Event]) -> [HTTPRequest] {
+    events.compactMap { if case .request(let r) = $0 { r.request } else { nil } }
+}
+
+func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
+    for e in events { if case .error(let status, _) = e { return status } }
+    return nil
+}
+
+@Suite struct HTTPRequestParserTests {
+    static let pipelined = Array((
+        "POST /v2/models/credit/infer?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\": true}"
+        + "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
+        + "POST /score HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n"
+        + "GET /bye HTTP/1.0\r\n\r\n"
+    ).utf8)
+
+    @Test func parsesPipelinedRequestsWithEveryBodyFraming() {
+        let rs = requests(parse(Self.pipelined))
+        #expect(rs.map(\.method) == ["POST", "GET", "POST", "GET"])
+        #expect(rs.map(\.target) == ["/v2/models/credit/infer?x=1", "/healthz", "/score", "/bye"])
+        #expect(rs[0].body == Array(#"{"a": true}"#.utf8))
+        #expect(rs[0].headers["content-type"] == "application/json")
+        #expect(rs[0].path == "/v2/models/credit/infer" && rs[0].query == ["x": "1"])
+        #expect(rs[2].body == Array("Wikipedia".utf8))
+        #expect(rs.map(\.keepAlive) == [true, true, true, false])
+    }
+
+    @Test func givesTheSameRequestsWhereverTheBytesAreSplit() {
+        let whole = parse(Self.pipelined)
+        for split in 0...Self.pipelined.count {
+            #expect(parse(Self.pipelined, splitAt: split) == whole, "split at \(split)")
+        }
+        // And one byte at a time.
+        var parser = HTTPRequestParser()
+        var events: [HTTPRequestParser.Event] = []
+        for b in Self.pipelined { events += [b].withUnsafeBytes { parser.feed($0) } }
+        #expect(events == whole)
+    }
+
+    @Test(arguments: [
+        ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("GET / HTTP/2.0\r\n\r\n", 505),
+        ("GET / FTP/1.1\r\n\r\n", 400),
+        ("GET  / HTTP/1.1\r\n\r\n", 400),
+        ("G(T / HTTP/1.1\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nA: b\u{1}c\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX", 400),
+        ("GET /a\u{7F} HTTP/1.1\r\n\r\n", 400),
+    ])
+    func refusesMalformedRequests(text: String, status: Int) {
+        #expect(errorStatus(parse(Array(text.utf8))) == status, "\(text.debugDescription)")
+    }
+
+    @Test func enforcesHeadAndBodyLimits() {
+        var limits = HTTPRequestParser.Limits()
+        limits.headBytes = 100
+        limits.bodyBytes = 10
+        let longHead = "GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 200) + "\r\n\r\n"
+        #expect(errorStatus(parse(Array(longHead.utf8), limits: limits)) == 431)
+        // A head that never ends is refused as soon as it passes the limit.
+        #expect(errorStatus(parse(Array(("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 200)).utf8), limits: limits)) == 431)
+        #expect(errorStatus(parse(Array("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n".utf8), limits: limits)) == 413)
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+        #expect(errorStatus(parse(Array(chunked.utf8), limits: limits)) == 413)
+        #expect(requests(parse(Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789".utf8), limits: limits)).count == 1)
+    }
+
+    @Test func asksForContinueAndTracksItsPhase() {
+        var parser = HTTPRequestParser()
+        let head = Array("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".utf8)
+        #expect(parser.phase == .idle)
+        let partial = Array(head[0..<10])
+        _ = partial.withUnsafeBytes { parser.feed($0) }
+        #expect(parser.phase == .head)
+        let events = Array(head[10...]).withUnsafeBytes { parser.feed($0) }
+        #expect(events == [.continueNeeded])
+        #expect(parser.phase == .body)
+        let done = Array("abc".utf8).withUnsafeBytes { parser.feed($0) }
+        #expect(requests(done).first?.body == Array("abc".utf8))
+        #expect(parser.phase == .idle)
+    }
+
+    @Test func survivesRandomMutations() {
+        var random = SystemRandomNumberGenerator()
+        for _ in 0..<20_000 {
+            var bytes = Self.pipelined
+            for _ in 0..<Int.random(in: 1...6, using: &random) {
+                let i = Int.random(in: 0..<bytes.count, using: &random)
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: bytes[i] = UInt8.random(in: 0...255, using: &random)
+                case 1: bytes.remove(at: i)
+                default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: i)
+                }
+            }
+            let split = Int.random(in: 0...bytes.count, using: &random)
+            let events = parse(bytes, splitAt: split)
+            // At most one error, and it is the last event.
+            if let i = events.firstIndex(where: { if case .error = $0 { true } else { false } }) { #expect(i == events.count - 1) }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+@testable import HTTP
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An echo server: the response body is "METHOD TARGET BODY".
+func echoServer(_ configure: (inout HTTPServer.Configuration) -> Void = { _ in }) throws -> HTTPServer {
+    var configuration = HTTPServer.Configuration(threads: 2)
+    configure(&configuration)
+    let server = HTTPServer(configuration: configuration) { request, _ in
+        HTTPResponse(status: 200, contentType: "text/plain", body: "\(request.method) \(request.target) \(String(decoding: request.body, as: UTF8.self))")
+    }
+    try server.start()
+    return server
+}
+
+func residentKiB() -> Int {
+    let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+    for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+        return Int(line.split(separator: " ")[1]) ?? 0
+    }
+    return 0
+}
+
+@Suite(.serialized) struct HTTPServerTests {
+    @Test func keepAliveAndPipelining() throws {
+        let server = try echoServer()
+        defer { server.stop() }
+        let client = HTTPClient(port: server.port)
+        for i in 0..<50 {
+            let r = try client.request("POST", "/x?i=\(i)", body: Array("body\(i)".utf8))
+            #expect(r.status == 200)
+            #expect(r.text == "POST /x?i=\(i) body\(i)")
+        }
+        // Three requests in one write come back in order on one connection.
+        let raw = HTTPClient(port: server.port)
+        try raw.sendRaw(Array("GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /3 HTTP/1.1\r\nConnection: close\r\n\r\n".utf8))
+        #expect(try raw.readResponse().text == "GET /1 ")
+        #expect(try raw.readResponse().text == "POST /2 abc")
+        let last = try raw.readResponse()
+        #expect(last.text == "GET /3 " && last.headers["Connection"] == "close")
+    }
+
+    @Test func malformedRequestsGet400AndTheConnectionCloses() throws {
+        let server = try echoServer()
+        defer { server.stop() }
+        let raw = HTTPClient(port: server.port)
+        try raw.sendRaw(Array("GARBAGE\r\n\r\nGET / HTTP/1.1\r\n\r\n".utf8))
+        let text = String(decoding: raw.readUntilClosed(), as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
+        #expect(text.contains(#"{"error":"malformed request line"}"#))
+        #expect(!text.contains("HTTP/1.1 200"))  // nothing after the error is served
+    }
+
+    @Test func limitsAnswer431And413() throws {
+        let server = try echoServer { $0.headBytes = 1024; $0.bodyBytes = 2048 }
+        defer { server.stop() }
+        let big = HTTPClient(port: server.port)
+        #expect(try big.request("GET", "/", headers: [("X-Big", String(repeating: "a", count: 2000))]).status == 431)
+        let body = HTTPClient(port: server.port)
+        #expect(try body.request("POST", "/", body: [UInt8](repeating: 65, count: 4096)).status == 413)
+        #expect(try HTTPClient(port: server.port).request("POST", "/", body: [UInt8](repeating: 65, count: 2048)).status == 200)
+    }
+
+    @Test func slowClientsGet408AndIdleOnesAreClosed() throws {
+        let server = try echoServer { $0.headerTimeout = 0.5; $0.bodyTimeout = 0.5; $0.idleTimeout = 0.5 }
+        defer { server.stop() }
+        // Slowloris: a byte at a time, never finishing the head.
+        let slow = HTTPClient(port: server.port, timeout: 5)
+        let start = Date()
+        try slow.sendRaw(Array("GET / HTTP/1.1\r\n".utf8))
+        for _ in 0..<3 {
+            usleep(200_000)
+            try? slow.sendRaw(Array("X".utf8))
+        }
+        let text = String(decoding: slow.readUntilClosed(), as: UTF8.self)
+        #expect(text.hasPrefix("HTTP/1.1 408"))
+        #expect(Date().timeIntervalSince(start) < 3)
+        // A body that stops arriving.
+        let stalled = HTTPClient(port: server.port, timeout: 5)
+        try stalled.sendRaw(Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".utf8))
+        #expect(String(decoding: stalled.readUntilClosed(), as: UTF8.self).hasPrefix("HTTP/1.1 408"))
+        // An idle keep-alive connection is closed without a response.
+        let idle = HTTPClient(port: server.port, timeout: 5)
+        #expect(try idle.request("GET", "/").status == 200)
+        #expect(idle.readUntilClosed().isEmpty)
+    }
+
+    @Test func connectionsBeyondTheLimitGet503() throws {
+        let server = try echoServer { $0.maxConnections = 4; $0.threads = 1 }
+        defer { server.stop() }
+        var held: [HTTPClient] = []
+        for _ in 0..<4 {
+            let c = HTTPClient(port: server.port)
+            #expect(try c.request("GET", "/").status == 200)
+            held.append(c)
+        }
+        let extra = HTTPClient(port: server.port)
+        #expect(try extra.request("GET", "/").status == 503)
+        held[0].close()
+        usleep(200_000)
+        #expect(try HTTPClient(port: server.port).request("GET", "/").status == 200)
+    }
+
+    @Test func survivesFuzzingAndKeepsServingWithoutGrowing() throws {
+        let server = try echoServer()
+        defer { server.stop() }
+        let valid = Array("POST /v2/models/credit/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 13\r\n\r\n{\"inputs\": 1}".utf8)
+        var random = SystemRandomNumberGenerator()
+        func round(_ count: Int) throws {
+            for i in 0..<count {
+                var bytes: [UInt8]
+                if i % 5 == 0 {
+                    bytes = (0..<Int.random(in: 1...512, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+                } else {
+                    bytes = valid
+                    for _ in 0..<Int.random(in: 1...8, using: &random) {
+                        let j = Int.random(in: 0..<bytes.count, using: &random)
+                        switch Int.random(in: 0..<3, using: &random) {
+                        case 0: bytes[j] = UInt8.random(in: 0...255, using: &random)
+                        case 1: bytes.remove(at: j)
+                        default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: j)
+                        }
+                    }
+                }
+                let c = HTTPClient(port: server.port, timeout: 0.3)
+                try? c.sendRaw(bytes)
+                c.close()  // hang up mid-request, as fuzzers and crashed clients do
+            }
+        }
+        try round(1500)
+        usleep(300_000)
+        let before = residentKiB()
+        try round(1500)
+        usleep(300_000)
+        let after = residentKiB()
+        // Valid requests still work, on every loop.
+        for _ in 0..<20 { #expect(try HTTPClient(port: server.port).request("POST", "/ok", body: [65]).text == "POST /ok A") }
+        #expect(after - before < 8 * 1024, "RSS grew from \(before) KiB to \(after) KiB")
+        usleep(200_000)
+        #expect(server.connections == 0)
+    }
+}
