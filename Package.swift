@@ -27,6 +27,7 @@ let package = Package(
 
         // MARK: - Layers (dependencies point down only; see shared/DESIGN.md)
         .target(name: "Scoring", swiftSettings: strict),
+        .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "Registry", dependencies: ["Scoring", "CSQLite"], swiftSettings: strict),
         .executableTarget(
@@ -38,6 +39,7 @@ let package = Package(
         // MARK: - Tests
         .testTarget(name: "ScoringTests", dependencies: ["Scoring"], swiftSettings: strict),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: strict),
+        .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: strict),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",

@@ -26,4 +26,14 @@ int csystem_accept_nonblocking(int fd);
 /// The terminal's width in columns, or 0 when fd is not a terminal.
 int csystem_terminal_columns(int fd);
 
+/// Single-writer counters: the owning thread adds with a relaxed load and store
+/// (no locked instruction); any thread reads with a relaxed load.
+static inline void csystem_counter_add(uint64_t *counter, uint64_t value) {
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + value, __ATOMIC_RELAXED);
+}
+
+static inline uint64_t csystem_counter_load(const uint64_t *counter) {
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
+}
+
 #endif
