@@ -30,9 +30,14 @@ let package = Package(
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "Registry", dependencies: ["Scoring", "CSQLite"], swiftSettings: strict),
+        .target(
+            name: "Components",
+            dependencies: ["Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "switchyard",
-            dependencies: ["Scoring", "Registry", "CSystem"],
+            dependencies: ["Scoring", "Registry", "HTTP", "Components", "CSystem"],
             swiftSettings: strict
         ),
 
@@ -40,6 +45,11 @@ let package = Package(
         .testTarget(name: "ScoringTests", dependencies: ["Scoring"], swiftSettings: strict),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: strict),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: strict),
+        .testTarget(
+            name: "ComponentsTests",
+            dependencies: ["Components", "HTTP", "Registry", "Scoring", "Telemetry"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",

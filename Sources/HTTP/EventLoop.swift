@@ -5,8 +5,8 @@ import Synchronization
 import Glibc
 #endif
 
-/// One epoll loop on one thread. It owns its listening socket and the
-/// connections it accepted; other threads only call `requestStop()`, which
+/// One epoll loop on one thread. It shares the server's listening socket
+/// (EPOLLEXCLUSIVE) and owns the connections it accepted; other threads only call `requestStop()`, which
 /// writes the loop's eventfd.
 ///
 /// Safety: every mutable field is touched only by the loop's own thread; the
@@ -36,7 +36,7 @@ final class EventLoop: @unchecked Sendable {
         epfd = try Epoll.create()
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw IOError(errno: errno, function: "eventfd") }
-        try Epoll.control(epfd, Epoll.add, listener, events: Epoll.readable)
+        try Epoll.control(epfd, Epoll.add, listener, events: Epoll.readable | UInt32(EPOLLEXCLUSIVE.rawValue))
         try Epoll.control(epfd, Epoll.add, wakeFD, events: Epoll.readable)
     }
 
@@ -76,7 +76,6 @@ final class EventLoop: @unchecked Sendable {
 
     func closeAll() {
         for fd in Array(connections.keys) { closeConnection(fd) }
-        close(listener)
         close(wakeFD)
         close(epfd)
     }

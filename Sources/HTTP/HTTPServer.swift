@@ -6,8 +6,9 @@ import Synchronization
 import Glibc
 #endif
 
-/// An HTTP/1.1 server on epoll: one event loop per thread, each with its own
-/// SO_REUSEPORT listening socket (the kernel spreads connections), keep-alive,
+/// An HTTP/1.1 server on epoll: one event loop per thread, all waiting on one
+/// listening socket with EPOLLEXCLUSIVE (one loop is woken per connection;
+/// no SO_REUSEPORT, so a second server on the same port fails), keep-alive,
 /// pipelining, Content-Length and chunked bodies, and limits on every size and
 /// time a client controls. The handler runs on the loop thread that read the
 /// request, so it must be quick (scoring is microseconds) and thread-safe.
@@ -64,7 +65,7 @@ public final class HTTPServer: Sendable {
     let handler: Handler
     let observer: Observer?
     let connectionCount = Atomic<Int>(0)
-    private let state = Mutex<(loops: [EventLoop], port: Int, threads: [Thread])>(([], 0, []))
+    private let state = Mutex<(loops: [EventLoop], port: Int, listener: Int32)>(([], 0, -1))
     private let finished = DispatchGroup()
 
     public init(configuration: Configuration = .init(), observer: Observer? = nil, handler: @escaping Handler) {
@@ -76,16 +77,17 @@ public final class HTTPServer: Sendable {
     /// Binds and starts the loops; returns the port.
     @discardableResult
     public func start() throws -> Int {
-        var port = configuration.port
+        let listener = try Socket.listen(host: configuration.host, port: configuration.port)
         var loops: [EventLoop] = []
+        let port: Int
         do {
+            port = try Socket.localPort(listener)
             for index in 0..<configuration.threads {
-                let listener = try Socket.listen(host: configuration.host, port: port)
-                if port == 0 { port = try Socket.localPort(listener) }
                 loops.append(try EventLoop(index: index, listener: listener, server: self))
             }
         } catch {
             for loop in loops { loop.closeAll() }
+            close(listener)
             throw error
         }
         var threads: [Thread] = []
@@ -98,7 +100,7 @@ public final class HTTPServer: Sendable {
             thread.name = "http-loop-\(loop.index)"
             threads.append(thread)
         }
-        state.withLock { $0 = (loops, port, threads) }
+        state.withLock { $0 = (loops, port, listener) }
         for thread in threads { thread.start() }
         return port
     }
@@ -107,10 +109,11 @@ public final class HTTPServer: Sendable {
 
     /// Stops accepting, closes every connection and waits for the loops to end.
     public func stop() {
-        let loops = state.withLock { $0.loops }
+        let (loops, listener) = state.withLock { ($0.loops, $0.listener) }
         for loop in loops { loop.requestStop() }
         finished.wait()
-        state.withLock { $0 = ([], 0, []) }
+        if listener >= 0 { close(listener) }
+        state.withLock { $0 = ([], 0, -1) }
     }
 
     /// Open connections now.
@@ -138,7 +141,6 @@ enum Socket {
         guard fd >= 0 else { throw IOError(errno: errno, function: "socket") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, socklen_t(MemoryLayout<Int32>.size))
         let rc: Int32 = isV6
             ? withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
             : withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }

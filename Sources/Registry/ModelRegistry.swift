@@ -17,14 +17,22 @@ public final class ModelRegistry: @unchecked Sendable {
 
     /// Opens (and creates or upgrades) the registry in `home`.
     public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
-        try home.prepare()
         self.home = home
         self.now = now
-        database = try Database(path: home.databasePath)
-        try database.migrate(Self.migrations)
+        database = try Database.open(home)
+    }
+}
+
+extension Database {
+    /// Opens the registry database in `home`, creating or upgrading its schema.
+    package static func open(_ home: Home) throws(RegistryError) -> Database {
+        try home.prepare()
+        let database = try Database(path: home.databasePath)
+        try database.migrate(migrations)
+        return database
     }
 
-    /// Schema steps, applied once each, in order. Later components append steps.
+    /// Schema steps, applied once each, in order. Append new steps; never edit one.
     static let migrations: [String] = [
         """
         CREATE TABLE models (
@@ -67,8 +75,32 @@ public final class ModelRegistry: @unchecked Sendable {
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
         CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+        """,
         """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            name TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE fleet (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            url TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            model TEXT,
+            started_at TEXT NOT NULL,
+            heartbeat_at REAL NOT NULL
+        );
+        """,
     ]
+}
+
+extension ModelRegistry {
 
     // MARK: - Types
 

@@ -144,3 +144,14 @@ func residentKiB() -> Int {
         #expect(server.connections == 0)
     }
 }
+
+@Suite struct HTTPServerBindingTests {
+    @Test func aSecondServerOnTheSamePortFailsInsteadOfSharingIt() throws {
+        let first = try echoServer()
+        defer { first.stop() }
+        let second = HTTPServer(configuration: .init(port: first.port, threads: 2)) { _, _ in HTTPResponse(status: 500) }
+        #expect { try second.start() } throws: { ($0 as? IOError)?.errno == EADDRINUSE }
+        // Both loops of the first server accept: many connections all get answers.
+        for _ in 0..<40 { #expect(try HTTPClient(port: first.port).request("GET", "/").status == 200) }
+    }
+}

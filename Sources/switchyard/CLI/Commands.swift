@@ -3,7 +3,9 @@ let commands: [Command] = [
     trainCommand,
     fixturesCreditCommand,
     predictCommand,
+    serveCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
+    keysCreateCommand, keysListCommand, keysRevokeCommand,
     benchScoreCommand,
 ]

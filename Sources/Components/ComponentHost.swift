@@ -1,0 +1,109 @@
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// Runs a component: its HTTP server (the control API plus the component's
+/// routes), a ticker that takes the per-second sample, follows aliases and
+/// refreshes keys, and its record in the fleet directory.
+package final class ComponentHost: Sendable {
+    package let control: ControlAPI
+    package let server: HTTPServer
+    private let fleet: FleetDirectory?
+    private let stopping = Atomic<Bool>(false)
+    private let tickerStarted = Atomic<Bool>(false)
+    private let tickerDone = DispatchSemaphore(value: 0)
+
+    /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
+    package static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Checks the security rules before anything binds: a non-loopback address
+    /// needs API keys to exist, and `open` (no key for scoring) is loopback only.
+    package static func checkExposure(host: String, open: Bool, authenticator: Authenticator) throws {
+        if !isLoopback(host) {
+            if open {
+                throw HTTPError(400, "--open serves predictions without a key, so it is only allowed on a loopback address, not \(host)")
+            }
+            if !authenticator.hasKeys {
+                throw HTTPError(400, "refusing to listen on \(host) with no API keys: anyone could reach it. Create one with 'switchyard keys create --scope admin', or bind 127.0.0.1")
+            }
+        }
+    }
+
+    package init(
+        component: any Component, observer: HTTPServer.Observer?, configuration: HTTPServer.Configuration,
+        authenticator: Authenticator, events: EventLog, fleet: FleetDirectory?
+    ) {
+        let id = "\(component.kind)-\(ProcessInfo.processInfo.hostName.split(separator: ".").first ?? "host")-\(getpid())"
+        let control = ControlAPI(component: component, id: id, authenticator: authenticator, events: events)
+        self.control = control
+        self.fleet = fleet
+        server = HTTPServer(configuration: configuration, observer: observer) { request, context in
+            control.handle(request, context)
+        }
+    }
+
+    /// Binds, starts the loops and the ticker; returns the bound port.
+    @discardableResult
+    package func start() throws -> Int {
+        let port = try server.start()
+        let host = server.configuration.host
+        let shownHost = host.contains(":") ? "[\(host)]" : host
+        control.setURL("http://\(shownHost):\(port)")
+        control.events.append("start", "\(control.component.kind) listening on \(control.baseURL)")
+        heartbeat()
+        let thread = Thread { [self] in
+            runTicker()
+            tickerDone.signal()
+        }
+        thread.name = "component-ticker"
+        tickerStarted.store(true, ordering: .releasing)
+        thread.start()
+        return port
+    }
+
+    /// Stops the ticker and the server and removes the fleet record.
+    package func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if tickerStarted.load(ordering: .acquiring) { tickerDone.wait() }
+        try? fleet?.remove(id: control.id)
+        server.stop()
+    }
+
+    private func runTicker() {
+        var last = Date()
+        var ticks = 0
+        while !stopping.load(ordering: .acquiring) {
+            // Sleep to the next whole second, in short naps so stop() is prompt.
+            let next = last.addingTimeInterval(1)
+            while Date() < next && !stopping.load(ordering: .acquiring) { usleep(20_000) }
+            if stopping.load(ordering: .acquiring) { break }
+            let now = Date()
+            if let serve = control.component as? ServeComponent { serve.connections.store(server.connections, ordering: .relaxed) }
+            control.takeSample(interval: now.timeIntervalSince(last))
+            last = now
+            control.component.tick()
+            ticks += 1
+            if ticks % 2 == 0 {
+                control.authenticator.refresh()
+                heartbeat()
+            }
+        }
+    }
+
+    private func heartbeat() {
+        guard let fleet else { return }
+        var model: String?
+        for (key, value) in control.component.statusFields() where key == "model" {
+            if case .string(let reference)? = value["reference"] { model = reference }
+        }
+        try? fleet.heartbeat(.init(
+            id: control.id, kind: control.component.kind, url: control.baseURL, pid: Int(getpid()),
+            host: ProcessInfo.processInfo.hostName, model: model, startedAt: control.startedAt,
+            heartbeat: Date().timeIntervalSince1970))
+    }
+}

@@ -1,0 +1,246 @@
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// Who made a request: a key (its id and scope), or nobody.
+package struct Principal: Sendable {
+    package var keyID: String?
+    package var scope: Scope?
+
+    package static let anonymous = Principal(keyID: nil, scope: nil)
+    /// For the audit trail: the key id, or "anonymous".
+    package var name: String { keyID.map { "key:\($0)" } ?? "anonymous" }
+}
+
+/// What each component (serve, batch, stream) adds to the shared control API.
+package protocol Component: AnyObject, Sendable {
+    var kind: String { get }
+    /// `model` ({name, version, sha256}), `state` and `counters` for /v1/status.
+    func statusFields() -> [(String, JSONValue)]
+    /// Whether /readyz answers 200.
+    var isReady: Bool { get }
+    /// Fields of a per-second sample for /v1/timeseries.
+    func sample(interval: Double) -> [String: Double]
+    var sampleFields: [String] { get }
+    /// Component metrics for /metrics.
+    func metrics(_ text: inout PrometheusText)
+    /// POST /v1/model with `{"version": N}` or `{"alias": "A"}`.
+    func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse
+    /// Every other route; nil means 404.
+    func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse?
+    /// Called once a second off the request path (alias polling and the like).
+    func tick()
+}
+
+/// A request's context inside a component.
+package struct RequestContext: Sendable {
+    package var loop: Int
+    package var receivedNanoseconds: UInt64
+    package var requestID: String
+    package var principal: Principal
+}
+
+/// Checks `Authorization: Bearer KEY` against the active keys, kept in memory
+/// and refreshed from the registry every couple of seconds.
+package final class Authenticator: Sendable {
+    private let keys: Published<[String: KeyEntry]>
+    private let store: KeyStore?
+
+    package struct KeyEntry: Sendable {
+        var id: String
+        var scope: Scope
+    }
+
+    package init(store: KeyStore?, loops: Int) {
+        self.store = store
+        keys = Published([:], loops: loops)
+        refresh()
+    }
+
+    /// Reloads the key table; a failed read keeps the previous one.
+    package func refresh() {
+        guard let store, let active = try? store.activeKeys() else { return }
+        keys.publish(active.mapValues { KeyEntry(id: $0.id, scope: $0.scope) })
+    }
+
+    package var hasKeys: Bool { !keys.current.isEmpty }
+
+    /// The principal, or the 401/403 response when `needed` is not met.
+    package func authorize(_ request: HTTPRequest, loop: Int, needed: Scope?) -> Result<Principal, HTTPError> {
+        var principal = Principal.anonymous
+        if let header = request.headers["Authorization"] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+                return .failure(HTTPError(401, "the Authorization header must be 'Bearer KEY'"))
+            }
+            guard let entry = keys.read(loop: loop)[KeyStore.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))] else {
+                return .failure(HTTPError(401, "unknown or revoked API key"))
+            }
+            principal = Principal(keyID: entry.id, scope: entry.scope)
+        }
+        guard let needed else { return .success(principal) }
+        guard let scope = principal.scope else {
+            return .failure(HTTPError(401, "this needs an API key with scope '\(needed.rawValue)': send 'Authorization: Bearer KEY' (create one with 'switchyard keys create --scope \(needed.rawValue)')"))
+        }
+        guard scope >= needed else {
+            return .failure(HTTPError(403, "key \(principal.keyID ?? "") has scope '\(scope.rawValue)'; this needs '\(needed.rawValue)'"))
+        }
+        return .success(principal)
+    }
+}
+
+/// An HTTP status and message on its way to becoming `{"error": ...}`.
+package struct HTTPError: Error, Sendable {
+    package var status: Int
+    package var message: String
+    package init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+    package var response: HTTPResponse { .error(status, message) }
+}
+
+/// The control API every component speaks (shared/DESIGN.md): health,
+/// status, time series, events, metrics and model swaps, with scopes, plus
+/// `x-request-id` on every response. Everything else goes to the component.
+package final class ControlAPI: Sendable {
+    package let component: any Component
+    package let id: String
+    package let startedAt: String
+    package let events: EventLog
+    package let series: TimeSeries
+    package let authenticator: Authenticator
+    private let url = Mutex<String>("")
+    private let requestCounter = Atomic<UInt64>(0)
+    private let requestPrefix: String
+
+    package init(component: any Component, id: String, authenticator: Authenticator, events: EventLog) {
+        self.component = component
+        self.id = id
+        self.authenticator = authenticator
+        self.events = events
+        series = TimeSeries(fields: component.sampleFields)
+        startedAt = isoTimestamp(Date())
+        requestPrefix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+    }
+
+    package func setURL(_ value: String) { url.withLock { $0 = value } }
+    package var baseURL: String { url.withLock { $0 } }
+
+    /// The server's handler.
+    package func handle(_ request: HTTPRequest, _ context: HTTPServer.Context) -> HTTPResponse {
+        let requestID = request.headers["x-request-id"].flatMap { $0.isEmpty || $0.utf8.count > 200 ? nil : $0 }
+            ?? "\(requestPrefix)-\(String(requestCounter.wrappingAdd(1, ordering: .relaxed).newValue, radix: 16))"
+        var ctx = RequestContext(loop: context.loop, receivedNanoseconds: context.receivedNanoseconds, requestID: requestID, principal: .anonymous)
+        var response = route(request, &ctx)
+        response.headers.add("x-request-id", requestID)
+        return response
+    }
+
+    private func route(_ request: HTTPRequest, _ ctx: inout RequestContext) -> HTTPResponse {
+        let path = request.path
+        func needs(_ scope: Scope?) -> HTTPResponse? {
+            switch authenticator.authorize(request, loop: ctx.loop, needed: scope) {
+            case .success(let principal):
+                ctx.principal = principal
+                return nil
+            case .failure(let error):
+                return error.response
+            }
+        }
+        switch (request.method, path) {
+        case ("GET", "/healthz"), ("HEAD", "/healthz"):
+            return json(200, .object(JSONObject(["status": .string("ok")])))
+        case ("GET", "/readyz"), ("HEAD", "/readyz"):
+            return component.isReady
+                ? json(200, .object(JSONObject(["status": .string("ready")])))
+                : .error(503, "not ready: no model loaded yet")
+        case ("GET", "/v1/status"):
+            if let denied = needs(.read) { return denied }
+            return json(200, status())
+        case ("GET", "/v1/timeseries"):
+            if let denied = needs(.read) { return denied }
+            let window = Int(request.query["window"] ?? "600") ?? 600
+            return json(200, timeseries(window: min(max(window, 1), 3600)))
+        case ("GET", "/v1/events"):
+            if let denied = needs(.read) { return denied }
+            let after = Int(request.query["after"] ?? "0") ?? 0
+            let list = events.after(after).map { e -> JSONValue in
+                .object(JSONObject(["id": .number(Double(e.id)), "at": .string(e.at), "kind": .string(e.kind), "message": .string(e.message)]))
+            }
+            return json(200, .object(JSONObject(["events": .array(list)])))
+        case ("GET", "/metrics"):
+            if let denied = needs(.read) { return denied }
+            var text = PrometheusText()
+            component.metrics(&text)
+            return HTTPResponse(status: 200, contentType: PrometheusText.contentType, body: text.text)
+        case ("POST", "/v1/model"):
+            if let denied = needs(.admin) { return denied }
+            if let wrongType = requireJSON(request) { return wrongType }
+            guard let body = try? JSONValue.parse(request.body) else {
+                return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+            }
+            return component.swapModel(body, by: ctx.principal)
+        default:
+            if let response = component.route(request, ctx) { return response }
+            if ["/healthz", "/readyz", "/v1/status", "/v1/timeseries", "/v1/events", "/metrics", "/v1/model"].contains(String(path)) {
+                return .error(405, "\(request.method) is not allowed on \(path)")
+            }
+            return .error(404, "no route for \(request.method) \(path)")
+        }
+    }
+
+    /// `{kind, id, url, version, model, state, started_at, counters}`.
+    package func status() -> JSONValue {
+        var o = JSONObject()
+        o.append("kind", .string(component.kind))
+        o.append("id", .string(id))
+        o.append("url", .string(baseURL))
+        o.append("version", .string(switchyardVersion))
+        o.append("pid", .number(Double(getpid())))
+        o.append("started_at", .string(startedAt))
+        for (key, value) in component.statusFields() { o.append(key, value) }
+        return .object(o)
+    }
+
+    private func timeseries(window: Int) -> JSONValue {
+        let samples = series.window(window).map { s -> JSONValue in
+            var o = JSONObject()
+            o.append("t", .number(s.time))
+            for field in series.fields { o.append(field, .number(s.values[field] ?? 0)) }
+            return .object(o)
+        }
+        return .object(JSONObject([
+            "interval_s": .number(1), "fields": .array(series.fields.map(JSONValue.string)), "samples": .array(samples),
+        ]))
+    }
+
+    /// Takes this second's sample; called by the component host.
+    package func takeSample(interval: Double) {
+        series.append(.init(time: Date().timeIntervalSince1970, values: component.sample(interval: interval)))
+    }
+}
+
+/// The switchyard release, reported in /v1/status.
+package let switchyardVersion = "0.1.0"
+
+/// A JSON response.
+package func json(_ status: Int, _ value: JSONValue, headers: [(String, String)] = []) -> HTTPResponse {
+    var writer = JSONWriter()
+    writer.value(value)
+    var h = HTTPHeaders()
+    h.add("Content-Type", "application/json")
+    for (name, v) in headers { h.add(name, v) }
+    return HTTPResponse(status: status, headers: h, body: writer.bytes)
+}
+
+/// 415 unless the request says it is JSON (a missing Content-Type is taken as JSON).
+package func requireJSON(_ request: HTTPRequest) -> HTTPResponse? {
+    guard let type = request.headers["Content-Type"]?.lowercased() else { return nil }
+    let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+    if base == "application/json" || base.hasSuffix("+json") { return nil }
+    return .error(415, "Content-Type \(base) is not accepted here; send Content-Type: application/json")
+}

@@ -1,0 +1,49 @@
+import Synchronization
+
+/// A value replaced now and then (a model, the key table) and read on every
+/// request. Readers on event-loop threads keep their own copy and take the
+/// lock only when the generation number has moved, so the request path costs
+/// one relaxed atomic load. A reader that took a copy finishes with it even if
+/// the value is replaced meanwhile.
+///
+/// Safety: `caches[i]` is touched only by the thread of event loop `i`.
+package final class Published<Value: Sendable>: @unchecked Sendable {
+    private let value: Mutex<(generation: Int, value: Value)>
+    private let generation = Atomic<Int>(0)
+    private let caches: UnsafeMutablePointer<(generation: Int, value: Value?)>
+    private let loops: Int
+
+    package init(_ initial: Value, loops: Int) {
+        value = Mutex((0, initial))
+        self.loops = loops
+        caches = .allocate(capacity: loops)
+        caches.initialize(repeating: (-1, nil), count: loops)
+    }
+
+    deinit {
+        caches.deinitialize(count: loops)
+        caches.deallocate()
+    }
+
+    /// Replaces the value; readers see it at their next read.
+    package func publish(_ newValue: Value) {
+        value.withLock { state in
+            state.generation += 1
+            state.value = newValue
+            generation.store(state.generation, ordering: .releasing)
+        }
+    }
+
+    /// The current value, from event loop `loop`'s thread.
+    @inline(__always)
+    package func read(loop: Int) -> Value {
+        let g = generation.load(ordering: .acquiring)
+        if caches[loop].generation == g, let cached = caches[loop].value { return cached }
+        let (fresh, current) = value.withLock { ($0.generation, $0.value) }
+        caches[loop] = (fresh, current)
+        return current
+    }
+
+    /// The current value, from any thread.
+    package var current: Value { value.withLock { $0.value } }
+}

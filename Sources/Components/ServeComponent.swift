@@ -1,0 +1,370 @@
+import CSystem
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// The model a serve component answers with: immutable, shared by every loop.
+/// A request takes one snapshot and finishes on it, whatever swaps meanwhile.
+package final class ModelSnapshot: Sendable {
+    package let scorer: Scorer
+    package let version: ModelRegistry.Version
+    /// Requests answered with this version, per loop and status (single-writer counters).
+    package let counters: StatusCounters
+    /// A valid record for warm-up and examples.
+    package let example: JSONValue
+
+    init(scorer: Scorer, version: ModelRegistry.Version, loops: Int) {
+        self.scorer = scorer
+        self.version = version
+        counters = StatusCounters(loops: loops)
+        example = exampleRecord(scorer.document)
+    }
+
+    var label: String { version.reference }
+}
+
+/// Counters with one row per event loop: each loop adds only to its own row
+/// (relaxed single-writer stores, no locked instruction); readers sum the rows.
+///
+/// Safety: row `loop` is written only by that loop's thread; readers use relaxed loads.
+package final class LoopCounters: @unchecked Sendable {
+    private let loops: Int
+    let width: Int
+    private let storage: UnsafeMutablePointer<UInt64>
+
+    init(loops: Int, width: Int) {
+        self.loops = loops
+        self.width = width
+        storage = .allocate(capacity: loops * width)
+        storage.initialize(repeating: 0, count: loops * width)
+    }
+
+    deinit { storage.deallocate() }
+
+    /// Adds `value` (wrapping, so `UInt64.max` subtracts one).
+    @inline(__always)
+    func add(loop: Int, column: Int = 0, _ value: UInt64 = 1) {
+        csystem_counter_add(storage + loop * width + column, value)
+    }
+
+    func sum(column: Int = 0) -> UInt64 {
+        var total: UInt64 = 0
+        for loop in 0..<loops { total &+= csystem_counter_load(storage + loop * width + column) }
+        return total
+    }
+}
+
+/// Responses by status code, per loop.
+package final class StatusCounters: Sendable {
+    static let statuses = [200, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429, 431, 500, 501, 503, 505]
+    private let counters: LoopCounters
+
+    init(loops: Int) { counters = LoopCounters(loops: loops, width: Self.statuses.count + 1) }
+
+    @inline(__always)
+    func record(loop: Int, status: Int) {
+        counters.add(loop: loop, column: Self.statuses.firstIndex(of: status) ?? Self.statuses.count)
+    }
+
+    /// Totals by status (codes outside the list under 0), nonzero ones only.
+    func totals() -> [(status: Int, count: UInt64)] {
+        (0..<counters.width).compactMap { column in
+            let sum = counters.sum(column: column)
+            return sum == 0 ? nil : (column < Self.statuses.count ? Self.statuses[column] : 0, sum)
+        }
+    }
+
+    var total: UInt64 { totals().reduce(0) { $0 + $1.count } }
+    var errors: UInt64 { totals().filter { $0.status >= 500 || $0.status == 0 }.reduce(0) { $0 + $1.count } }
+    var clientErrors: UInt64 { totals().filter { $0.status >= 400 && $0.status < 500 }.reduce(0) { $0 + $1.count } }
+}
+
+/// The web scoring service: Open Inference Protocol v2, Azure ML and MLflow
+/// endpoints over one model, hot swaps, and serve telemetry.
+package final class ServeComponent: Component {
+    package let kind = "serve"
+    let registry: ModelRegistry
+    package let model: Published<ModelSnapshot?>
+    let events: EventLog
+    let authenticator: Authenticator
+    let loops: Int
+    /// Scoring without a key (loopback only).
+    let open: Bool
+    /// What the component follows: an alias it re-resolves every second, or a pinned version.
+    private let target: Mutex<(model: String, alias: String?)>
+    private let history = Mutex<[ModelSnapshot]>([])
+    private let swapLock = Mutex<Void>(())
+    private let swaps = Atomic<Int>(0)
+    private let failedSwaps = Atomic<Int>(0)
+    private let lastPollError = Mutex<String?>(nil)
+    /// Latency and status of every response, per loop.
+    let latency: [LatencyHistogram]
+    let responses: StatusCounters
+    private let inFlight: LoopCounters
+    private let sampling = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, clientErrors: UInt64)>(
+        (HistogramSnapshot(), 0, 0, 0))
+    /// Set by the host so status can report open connections.
+    package let connections = Atomic<Int>(0)
+
+    /// Loads the model `reference` names (`NAME@ALIAS` is followed; `NAME@VERSION` is pinned).
+    package init(
+        registry: ModelRegistry, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator
+    ) throws {
+        self.registry = registry
+        self.authenticator = authenticator
+        self.loops = loops
+        self.open = open
+        self.events = events
+        model = Published(nil, loops: loops)
+        latency = (0..<loops).map { _ in LatencyHistogram() }
+        responses = StatusCounters(loops: loops)
+        inFlight = LoopCounters(loops: loops, width: 1)
+        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+        let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
+        target = Mutex((parts[0], alias))
+        let version = try registryCall { () throws(RegistryError) in
+            try registry.resolve(parts.count == 1 ? "\(parts[0])@production" : reference)
+        }
+        let snapshot = try load(version)
+        publish(snapshot, reason: "loaded \(snapshot.label)" + (alias.map { " (following \(parts[0])@\($0))" } ?? ""))
+    }
+
+    package var isReady: Bool { model.current != nil }
+
+    // MARK: - Loading and swapping
+
+    /// Reads, compiles and warms a version. Throws with the reason it cannot serve.
+    private func load(_ version: ModelRegistry.Version) throws -> ModelSnapshot {
+        let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
+        let scorer: Scorer
+        do { scorer = try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
+        let snapshot = ModelSnapshot(scorer: scorer, version: version, loops: loops)
+        // Warm up: the first predictions pay for page faults and lazy initialization.
+        for _ in 0..<200 {
+            do { _ = try scorer.predict(json: snapshot.example) } catch {
+                throw HTTPError(422, "\(version.reference) cannot score its own example record: \(error)")
+            }
+        }
+        return snapshot
+    }
+
+    private func publish(_ snapshot: ModelSnapshot, reason: String) {
+        history.withLock {
+            $0.append(snapshot)
+            if $0.count > 50 { $0.removeFirst() }
+        }
+        model.publish(snapshot)
+        events.append("model", reason)
+    }
+
+    /// Swaps to `version` unless it is already served; one swap at a time.
+    @discardableResult
+    private func swap(to version: ModelRegistry.Version, reason: String) throws -> (from: ModelSnapshot?, to: ModelSnapshot) {
+        try swapLock.withLock { _ in
+            let current = model.current
+            if let current, current.version.version == version.version, current.version.model == version.model {
+                return (current, current)
+            }
+            do {
+                let snapshot = try load(version)
+                swaps.wrappingAdd(1, ordering: .relaxed)
+                publish(snapshot, reason: "swapped \(current?.label ?? "none") → \(snapshot.label): \(reason)")
+                return (current, snapshot)
+            } catch {
+                failedSwaps.wrappingAdd(1, ordering: .relaxed)
+                events.append("error", "swap to \(version.reference) failed, still serving \(current?.label ?? "nothing"): \(error)")
+                throw error
+            }
+        }
+    }
+
+    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+        let name = target.withLock { $0.model }
+        let version: ModelRegistry.Version
+        var follow: String?
+        do {
+            if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
+                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(Int(n))") }
+            } else if case .string(let text)? = body["version"], let n = Int(text) {
+                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(n)") }
+            } else if case .string(let alias)? = body["alias"] {
+                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
+                follow = alias
+            } else {
+                return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+            }
+        } catch let error as HTTPError {
+            return .error(404, error.message)
+        } catch {
+            return .error(404, "\(error)")
+        }
+        do {
+            let result = try swap(to: version, reason: "requested by \(principal.name)" + (follow.map { ", now following alias \($0)" } ?? ", pinned"))
+            target.withLock { $0.alias = follow }
+            return json(200, .object(JSONObject([
+                "previous": result.from.map { modelJSON($0) } ?? .null,
+                "model": modelJSON(result.to),
+                "following": follow.map(JSONValue.string) ?? .null,
+            ])))
+        } catch let error as HTTPError {
+            return error.response
+        } catch {
+            return .error(500, "\(error)")
+        }
+    }
+
+    /// Follows the alias: a move in the registry is picked up within a second.
+    package func tick() {
+        let (name, alias) = target.withLock { ($0.model, $0.alias) }
+        guard let alias else { return }
+        do {
+            let version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
+            if version.version != model.current?.version.version {
+                try swap(to: version, reason: "alias \(alias) moved in the registry")
+            }
+            lastPollError.withLock { $0 = nil }
+        } catch {
+            let message = "\(error)"
+            let repeated = lastPollError.withLock { last in
+                defer { last = message }
+                return last == message
+            }
+            if !repeated { events.append("error", "following \(name)@\(alias): \(message)") }
+        }
+    }
+
+    // MARK: - Telemetry
+
+    /// Records a response; called by the HTTP server on the loop's thread.
+    package func observe(loop: Int, status: Int, nanoseconds: UInt64) {
+        latency[loop].record(nanoseconds)
+        responses.record(loop: loop, status: status)
+    }
+
+    package let sampleFields = ["requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms", "in_flight", "connections"]
+
+    package func sample(interval: Double) -> [String: Double] {
+        let merged = latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }
+        let requests = responses.total, errors = responses.errors, clientErrors = responses.clientErrors
+        let previous = sampling.withLock { state in
+            defer { state = (merged, requests, errors, clientErrors) }
+            return state
+        }
+        let delta = merged - previous.histogram
+        func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
+        let busy = inFlight.sum()
+        return [
+            "requests": Double(requests - previous.requests) / interval,
+            "errors": Double(errors - previous.errors) / interval,
+            "client_errors": Double(clientErrors - previous.clientErrors) / interval,
+            "p50_ms": ms(0.5), "p95_ms": ms(0.95), "p99_ms": ms(0.99),
+            "in_flight": Double(busy),
+            "connections": Double(connections.load(ordering: .relaxed)),
+        ]
+    }
+
+    package func statusFields() -> [(String, JSONValue)] {
+        let current = model.current
+        let following = target.withLock { $0.alias }
+        return [
+            ("model", current.map { modelJSON($0) } ?? .null),
+            ("following", following.map(JSONValue.string) ?? .null),
+            ("state", .string(current == nil ? "loading" : "serving")),
+            ("counters", .object(JSONObject([
+                "requests": .number(Double(responses.total)),
+                "errors": .number(Double(responses.errors)),
+                "client_errors": .number(Double(responses.clientErrors)),
+                "swaps": .number(Double(swaps.load(ordering: .relaxed))),
+                "failed_swaps": .number(Double(failedSwaps.load(ordering: .relaxed))),
+                "connections": .number(Double(connections.load(ordering: .relaxed))),
+            ]))),
+        ]
+    }
+
+    package func metrics(_ text: inout PrometheusText) {
+        let merged = latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }
+        text.histogram(
+            "switchyard_http_request_duration_seconds", help: "Time from a complete request to its response.", merged,
+            bounds: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+        text.describe("switchyard_http_responses_total", "counter", "Responses by status, including the server's own 4xx/5xx.")
+        for (status, count) in responses.totals() {
+            text.sample("switchyard_http_responses_total", [("status", status == 0 ? "other" : "\(status)")], Double(count))
+        }
+        text.describe("switchyard_http_requests_total", "counter", "Requests handled, by status and the model version that answered.")
+        for snapshot in history.withLock({ $0 }) {
+            for (status, count) in snapshot.counters.totals() {
+                text.sample("switchyard_http_requests_total",
+                            [("status", status == 0 ? "other" : "\(status)"), ("model", snapshot.version.model), ("model_version", "\(snapshot.version.version)")],
+                            Double(count))
+            }
+        }
+        text.describe("switchyard_model_swaps_total", "counter", "Model swaps completed.")
+        text.sample("switchyard_model_swaps_total", [], Double(swaps.load(ordering: .relaxed)))
+        text.describe("switchyard_model_swap_failures_total", "counter", "Model swaps that failed (the old version kept serving).")
+        text.sample("switchyard_model_swap_failures_total", [], Double(failedSwaps.load(ordering: .relaxed)))
+        text.describe("switchyard_http_connections", "gauge", "Open connections.")
+        text.sample("switchyard_http_connections", [], Double(connections.load(ordering: .relaxed)))
+    }
+
+    // MARK: - Routing
+
+    package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        inFlight.add(loop: context.loop)
+        defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
+        guard let snapshot = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }
+        var response: HTTPResponse
+        if let r = routeProtocols(request, context, snapshot) {
+            response = r
+        } else {
+            return nil
+        }
+        response.headers.add("x-model-version", "\(snapshot.version.version)")
+        response.headers.add("x-model", snapshot.version.model)
+        snapshot.counters.record(loop: context.loop, status: response.status)
+        return response
+    }
+
+    /// Checks the caller may score: scope `predict`, unless the server is open.
+    func authorizeScoring(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        switch authenticator.authorize(request, loop: context.loop, needed: open ? nil : .predict) {
+        case .success: return nil
+        case .failure(let error): return error.response
+        }
+    }
+}
+
+/// `{name, version, sha256, reference}` of a snapshot.
+func modelJSON(_ snapshot: ModelSnapshot) -> JSONValue {
+    .object(JSONObject([
+        "name": .string(snapshot.version.model),
+        "version": .number(Double(snapshot.version.version)),
+        "sha256": .string(snapshot.version.sha256),
+        "reference": .string(snapshot.label),
+    ]))
+}
+
+/// A record built from the schema: numbers at their training mean (or impute
+/// value, or 0), categories at their first value.
+func exampleRecord(_ document: ModelDocument) -> JSONValue {
+    var o = JSONObject()
+    let steps = Dictionary(uniqueKeysWithValues: document.preprocessing.map { ($0.field, $0) })
+    for field in document.schema.fields {
+        switch field.type {
+        case .number:
+            let step = steps[field.name]
+            let value = step?.impute ?? step?.mean ?? 0
+            o.append(field.name, .number((value * 100).rounded() / 100))
+        case .category:
+            o.append(field.name, .string(field.values?.first ?? ""))
+        }
+    }
+    return .object(o)
+}
+
+/// Runs a registry call, turning its error into an HTTP 404-style error.
+func registryCall<T>(_ body: () throws(RegistryError) -> T) throws -> T {
+    do { return try body() } catch { throw HTTPError(404, error.message) }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import Scoring
+
+/// What a key may do, from least to most; each scope includes those below it.
+public enum Scope: String, Sendable, Comparable, CaseIterable {
+    case read, predict, operate, admin
+
+    public static func < (a: Scope, b: Scope) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// API keys, stored as sha256 hashes: a key is shown once, when it is created.
+/// A key reads `sy_<id>_<secret>`; the id names it in logs and audit records.
+public final class KeyStore: @unchecked Sendable {
+    // Safety: `database` is used only while holding `lock`.
+    private let database: Database
+    private let lock = NSLock()
+
+    public struct Key: Sendable, Equatable {
+        public var id: String
+        public var scope: Scope
+        public var name: String?
+        public var createdAt: String
+        public var createdBy: String
+        public var revoked: Bool
+    }
+
+    public init(home: Home) throws(RegistryError) {
+        database = try Database.open(home)
+    }
+
+    /// Creates a key; returns its record and the key itself (never stored).
+    public func create(scope: Scope, name: String?, who: String) throws(RegistryError) -> (Key, String) {
+        var random = SystemRandomNumberGenerator()
+        let id = String((0..<8).map { _ in "0123456789abcdef".randomElement(using: &random)! })
+        let secret = String((0..<40).map { _ in "0123456789abcdef".randomElement(using: &random)! })
+        let key = "sy_\(id)_\(secret)"
+        let at = isoTimestamp(Date())
+        _ = try locked { () throws(RegistryError) in
+            try database.query(
+                "INSERT INTO api_keys (id, hash, scope, name, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+                [.text(id), .text(Self.hash(key)), .text(scope.rawValue), name.map(Database.Value.text) ?? .null, .text(at), .text(who)])
+        }
+        return (Key(id: id, scope: scope, name: name, createdAt: at, createdBy: who, revoked: false), key)
+    }
+
+    public func list() throws(RegistryError) -> [Key] {
+        try locked { () throws(RegistryError) in
+            try database.query("SELECT id, scope, name, created_at, created_by, revoked_at FROM api_keys ORDER BY created_at").map {
+                Key(id: $0[0].text ?? "", scope: Scope(rawValue: $0[1].text ?? "") ?? .read, name: $0[2].text,
+                    createdAt: $0[3].text ?? "", createdBy: $0[4].text ?? "", revoked: $0[5] != .null)
+            }
+        }
+    }
+
+    public func revoke(id: String) throws(RegistryError) {
+        try locked { () throws(RegistryError) in
+            let found = try database.query("SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL", [.text(id)])
+            guard !found.isEmpty else { throw RegistryError("no active key with id \(id); see 'switchyard keys list'") }
+            try database.query("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [.text(isoTimestamp(Date())), .text(id)])
+        }
+    }
+
+    /// Active keys by hash, for a component's in-memory check.
+    public func activeKeys() throws(RegistryError) -> [String: (id: String, scope: Scope)] {
+        try locked { () throws(RegistryError) in
+            var out: [String: (id: String, scope: Scope)] = [:]
+            for row in try database.query("SELECT hash, id, scope FROM api_keys WHERE revoked_at IS NULL") {
+                if let hash = row[0].text, let id = row[1].text, let scope = Scope(rawValue: row[2].text ?? "") {
+                    out[hash] = (id, scope)
+                }
+            }
+            return out
+        }
+    }
+
+    public static func hash(_ key: String) -> String { SHA256.hex(Array(key.utf8)) }
+
+    private func locked<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+}
+
+/// The fleet directory: running components record themselves (kind, id, URL,
+/// pid, heartbeat) so the console can find them; a record goes when its
+/// component stops, and one whose heartbeat is stale is ignored.
+public final class FleetDirectory: @unchecked Sendable {
+    // Safety: `database` is used only while holding `lock`.
+    private let database: Database
+    private let lock = NSLock()
+
+    public struct Member: Sendable, Equatable {
+        public var id: String
+        public var kind: String
+        public var url: String
+        public var pid: Int
+        public var host: String
+        public var model: String?
+        public var startedAt: String
+        /// Unix seconds.
+        public var heartbeat: Double
+
+        public init(id: String, kind: String, url: String, pid: Int, host: String, model: String?, startedAt: String, heartbeat: Double) {
+            self.id = id
+            self.kind = kind
+            self.url = url
+            self.pid = pid
+            self.host = host
+            self.model = model
+            self.startedAt = startedAt
+            self.heartbeat = heartbeat
+        }
+    }
+
+    public init(home: Home) throws(RegistryError) {
+        database = try Database.open(home)
+    }
+
+    /// Records or refreshes a member.
+    public func heartbeat(_ member: Member) throws(RegistryError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try database.query(
+            """
+            INSERT INTO fleet (id, kind, url, pid, host, model, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET url = excluded.url, pid = excluded.pid, model = excluded.model,
+                heartbeat_at = excluded.heartbeat_at
+            """,
+            [.text(member.id), .text(member.kind), .text(member.url), .integer(Int64(member.pid)), .text(member.host),
+             member.model.map(Database.Value.text) ?? .null, .text(member.startedAt), .real(member.heartbeat)])
+    }
+
+    public func remove(id: String) throws(RegistryError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try database.query("DELETE FROM fleet WHERE id = ?", [.text(id)])
+    }
+
+    /// Members whose heartbeat is at most `maxAge` seconds old.
+    public func members(maxAge: Double = 15) throws(RegistryError) -> [Member] {
+        lock.lock()
+        defer { lock.unlock() }
+        let cutoff = Date().timeIntervalSince1970 - maxAge
+        return try database.query(
+            "SELECT id, kind, url, pid, host, model, started_at, heartbeat_at FROM fleet WHERE heartbeat_at >= ? ORDER BY kind, id",
+            [.real(cutoff)]
+        ).map {
+            let heartbeat: Double = if case .real(let v) = $0[7] { v } else { Double($0[7].integer ?? 0) }
+            return Member(id: $0[0].text ?? "", kind: $0[1].text ?? "", url: $0[2].text ?? "", pid: Int($0[3].integer ?? 0),
+                          host: $0[4].text ?? "", model: $0[5].text, startedAt: $0[6].text ?? "", heartbeat: heartbeat)
+        }
+    }
+}

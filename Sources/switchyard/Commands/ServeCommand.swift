@@ -1,0 +1,153 @@
+import Components
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Telemetry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let serveCommand = Command(
+    words: ["serve"],
+    summary: "Serve a model over HTTP: Open Inference Protocol v2, Azure ML /score, MLflow /invocations",
+    options: [
+        Option(name: "model", value: "NAME@ALIAS", help: "the model; an alias is followed as it moves, a version number is pinned", required: true),
+        Option(name: "port", value: "PORT", help: "port to listen on (0 picks a free one)", defaultValue: "8080"),
+        Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
+        Option(name: "threads", value: "N", help: "event loops (threads)", defaultValue: "one per core"),
+        Option(name: "open", help: "score without an API key (loopback only); control actions still need keys"),
+        Option(name: "max-body", value: "BYTES", help: "largest request body (413 beyond)", defaultValue: "1048576"),
+        Option(name: "max-head", value: "BYTES", help: "largest request line + headers (431 beyond)", defaultValue: "16384"),
+        Option(name: "max-connections", value: "N", help: "open connections beyond this get 503", defaultValue: "4096"),
+        Option(name: "header-timeout", value: "SECONDS", help: "time to send a request head (408 after)", defaultValue: "10"),
+        Option(name: "body-timeout", value: "SECONDS", help: "time to send a request body (408 after)", defaultValue: "30"),
+        Option(name: "idle-timeout", value: "SECONDS", help: "idle keep-alive connections close after this", defaultValue: "75"),
+    ],
+    details: """
+        Endpoints (the same model behind all of them):
+          POST /v2/models/NAME[/versions/V]/infer   Open Inference Protocol v2 (KServe, Triton)
+          GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME[/versions/V][/ready]
+          POST /score  {"data": [...]}                Azure ML; GET / says Healthy; GET /swagger.json
+          POST /invocations                          MLflow: dataframe_split, dataframe_records,
+                                                     instances, inputs, or text/csv; GET /ping, /health
+        Control API (shared/DESIGN.md): /healthz /readyz /v1/status /v1/timeseries /v1/events
+        /metrics (scope read) and POST /v1/model {"version": N} | {"alias": "A"} (scope admin).
+        Scoring needs a key with scope predict unless --open. Keys: 'switchyard keys create'.
+        Every response carries x-request-id and, from scoring routes, x-model-version.
+
+        Example:
+          switchyard serve --model credit@production --port 8080
+        """,
+    run: { args in
+        let reference = try args.require("model")
+        let port = try args.integer("port", range: 0...65535) ?? 8080
+        let host = args.string("host") ?? "127.0.0.1"
+        let threadsText = args.string("threads")
+        let threads = threadsText == nil || threadsText == "one per core"
+            ? ProcessInfo.processInfo.activeProcessorCount : try args.integer("threads", range: 1...256)!
+        var configuration = HTTPServer.Configuration(host: host, port: port, threads: threads)
+        configuration.bodyBytes = try args.integer("max-body", range: 1...1 << 30) ?? configuration.bodyBytes
+        configuration.headBytes = try args.integer("max-head", range: 256...1 << 20) ?? configuration.headBytes
+        configuration.maxConnections = try args.integer("max-connections", range: 1...1_000_000) ?? configuration.maxConnections
+        configuration.headerTimeout = try args.double("header-timeout") ?? configuration.headerTimeout
+        configuration.bodyTimeout = try args.double("body-timeout") ?? configuration.bodyTimeout
+        configuration.idleTimeout = try args.double("idle-timeout") ?? configuration.idleTimeout
+        let open = args.flag("open")
+
+        let home = Home.fromEnvironment()
+        let registry = try openRegistry()
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
+        let authenticator = Authenticator(store: keys, loops: threads)
+        let events = EventLog()
+        let serve: ServeComponent
+        do {
+            try ComponentHost.checkExposure(host: host, open: open, authenticator: authenticator)
+            serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
+        } catch let error as HTTPError {
+            throw CommandError(error.message)
+        }
+        let host_ = ComponentHost(
+            component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
+            authenticator: authenticator, events: events, fleet: fleet)
+        let bound: Int
+        do {
+            bound = try host_.start()
+        } catch let error as IOError where error.errno == EADDRINUSE {
+            throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
+        } catch {
+            throw CommandError("cannot listen on \(host):\(port): \(error)")
+        }
+        let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
+        print("serving \(model) on http://\(host):\(bound) with \(threads) event loops"
+            + (open ? "; scoring is open (no key)" : "; scoring needs a key with scope predict"))
+        print("  POST /v2/models/\(model.split(separator: "@")[0])/infer   POST /score   POST /invocations   GET /v1/status")
+        fflush(nil)
+        waitForTermination()
+        print("stopping")
+        host_.stop()
+        return Exit.ok
+    })
+
+/// Blocks until SIGINT or SIGTERM.
+func waitForTermination() {
+    let done = DispatchSemaphore(value: 0)
+    var sources: [any DispatchSourceSignal] = []
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler { done.signal() }
+        source.resume()
+        sources.append(source)
+    }
+    done.wait()
+    _ = sources
+}
+
+let keysCreateCommand = Command(
+    words: ["keys", "create"],
+    summary: "Create an API key; it is printed once and stored only as a hash",
+    options: [
+        Option(name: "scope", value: "read|predict|operate|admin", help: "what the key may do (each scope includes those before it)", required: true),
+        Option(name: "name", value: "TEXT", help: "a note: who or what holds the key"),
+    ],
+    run: { args in
+        let scopeText = try args.require("scope")
+        guard let scope = Scope(rawValue: scopeText) else {
+            throw UsageError("--scope must be one of read, predict, operate, admin, got \"\(scopeText)\"")
+        }
+        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+        let (key, secret) = try registryCall { () throws(RegistryError) in try store.create(scope: scope, name: args.string("name"), who: cliActor()) }
+        print(secret)
+        writeError("created key \(key.id) with scope \(scope.rawValue); it is shown only this once. Send it as 'Authorization: Bearer KEY'.")
+        return Exit.ok
+    })
+
+let keysListCommand = Command(
+    words: ["keys", "list"],
+    summary: "List API keys (ids and scopes, never the keys)",
+    run: { _ in
+        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+        let keys = try registryCall { () throws(RegistryError) in try store.list() }
+        if keys.isEmpty {
+            print("no keys; create one: switchyard keys create --scope predict")
+            return Exit.ok
+        }
+        print(table(["ID", "SCOPE", "NAME", "CREATED", "BY", "STATE"], keys.map {
+            [$0.id, $0.scope.rawValue, $0.name ?? "", String($0.createdAt.prefix(19)), $0.createdBy, $0.revoked ? "revoked" : "active"]
+        }), terminator: "")
+        return Exit.ok
+    })
+
+let keysRevokeCommand = Command(
+    words: ["keys", "revoke"],
+    summary: "Revoke an API key; running components stop accepting it within 2 s",
+    positionals: ["ID"],
+    run: { args in
+        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+        try registryCall { () throws(RegistryError) in try store.revoke(id: args.positional(0)!) }
+        print("revoked key \(args.positional(0)!)")
+        return Exit.ok
+    })
