@@ -1,0 +1,336 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Components
+@testable import HTTP
+import Registry
+import Scoring
+import Telemetry
+
+let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent().appendingPathComponent("fixtures")
+
+let creditRecord = #"{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+let creditArray = #"[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]"#
+
+/// A serve component on a free loopback port over a fresh SWITCHYARD_HOME with
+/// two versions of the scikit-learn credit model (v2 shifted so answers differ).
+final class ServeFixture {
+    let home: Home
+    let registry: ModelRegistry
+    let keys: KeyStore
+    let serve: ServeComponent
+    let host: ComponentHost
+    let port: Int
+    var documents: [Int: ModelDocument] = [:]
+    var adminKey = "", predictKey = "", readKey = "", operateKey = ""
+
+    init(open: Bool = false, reference: String = "credit@production", threads: Int = 2) throws {
+        home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-\(UUID().uuidString)"))
+        registry = try ModelRegistry(home: home)
+        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+        document.metadata.name = "credit"
+        try registry.register(document, who: "test")
+        documents[1] = document
+        document.estimator.intercepts[0] += 0.5
+        try registry.register(document, who: "test")
+        documents[2] = document
+        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        keys = try KeyStore(home: home)
+        adminKey = try keys.create(scope: .admin, name: nil, who: "test").1
+        predictKey = try keys.create(scope: .predict, name: nil, who: "test").1
+        readKey = try keys.create(scope: .read, name: nil, who: "test").1
+        operateKey = try keys.create(scope: .operate, name: nil, who: "test").1
+        let authenticator = Authenticator(store: keys, loops: threads)
+        let events = EventLog()
+        let serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
+        self.serve = serve
+        host = ComponentHost(
+            component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
+            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events,
+            fleet: try FleetDirectory(home: home))
+        port = try host.start()
+    }
+
+    func stop() {
+        host.stop()
+        try? FileManager.default.removeItem(at: home.url)
+    }
+
+    func client() -> HTTPClient { HTTPClient(port: port) }
+
+    func post(_ path: String, _ body: String, key: String? = nil, type: String = "application/json", headers: [(String, String)] = []) throws -> HTTPClient.Response {
+        var h = [("Content-Type", type)] + headers
+        if let key { h.append(("Authorization", "Bearer \(key)")) }
+        return try client().request("POST", path, headers: h, body: Array(body.utf8))
+    }
+
+    func get(_ path: String, key: String? = nil) throws -> HTTPClient.Response {
+        try client().request("GET", path, headers: key.map { [("Authorization", "Bearer \($0)")] } ?? [])
+    }
+
+    /// The embedded scorer's answer for `version`.
+    func expected(_ version: Int, _ record: String = creditRecord) throws -> Prediction {
+        try Scorer(documents[version]!).predict(json: try JSONValue.parse(record))
+    }
+}
+
+func body(_ response: HTTPClient.Response) throws -> JSONValue { try JSONValue.parse(response.body) }
+
+func numbers(_ value: JSONValue?) -> [Double] {
+    guard case .array(let a)? = value else { return [] }
+    return a.compactMap { if case .number(let x) = $0 { x } else { nil } }
+}
+
+@Suite(.serialized) struct ServeProtocolTests {
+    @Test func openInferenceProtocolV2() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        let expected = try f.expected(1)
+        #expect(try f.get("/v2/health/live").status == 200)
+        #expect(try f.get("/v2/health/ready").status == 200)
+        #expect(try body(try f.get("/v2"))["name"] == .string("switchyard"))
+        let metadata = try body(try f.get("/v2/models/credit"))
+        #expect(metadata["versions"] == .array([.string("1")]))
+        if case .array(let inputs)? = metadata["inputs"] { #expect(inputs.count == 15) } else { Issue.record("no inputs") }
+        #expect(try f.get("/v2/models/credit/versions/1/ready").status == 200)
+
+        // One [N, F] tensor in schema order, the id echoed.
+        let single = try f.post("/v2/models/credit/infer", #"{"id": "req-7", "inputs": [{"name": "input", "shape": [2, 15], "datatype": "BYTES", "data": [\#(creditArray), \#(creditArray)]}]}"#, key: f.predictKey)
+        #expect(single.status == 200)
+        #expect(single.headers["x-model-version"] == "1")
+        let answer = try body(single)
+        #expect(answer["id"] == .string("req-7"))
+        #expect(answer["model_version"] == .string("1"))
+        guard case .array(let outputs)? = answer["outputs"] else { Issue.record("no outputs"); return }
+        #expect(outputs[0]["shape"] == .array([.number(2), .number(2)]))
+        #expect(numbers(outputs[0]["data"]) == expected.probabilities + expected.probabilities)
+        #expect(outputs[1]["data"] == .array([.string(expected.label), .string(expected.label)]))
+
+        // One tensor per feature, with a version in the path and only the label asked for.
+        let record = try JSONValue.parse(creditRecord)
+        guard case .object(let fields) = record else { return }
+        let tensors = zip(fields.keys, fields.values).map { name, value -> String in
+            let type = if case .string = value { "BYTES" } else { "FP64" }
+            return #"{"name": "\#(name)", "shape": [1], "datatype": "\#(type)", "data": [\#(value.jsonText)]}"#
+        }
+        let perFeature = try f.post("/v2/models/credit/versions/1/infer", #"{"inputs": [\#(tensors.joined(separator: ","))], "outputs": [{"name": "label"}]}"#, key: f.predictKey)
+        #expect(perFeature.status == 200)
+        guard case .array(let labelOnly)? = try body(perFeature)["outputs"] else { return }
+        #expect(labelOnly.count == 1 && labelOnly[0]["name"] == .string("label"))
+
+        // Errors: bad field value (row and field named), unknown model, unloaded version, wrong type.
+        let bad = try f.post("/v2/models/credit/infer", #"{"inputs": [{"name": "input", "shape": [2, 15], "datatype": "BYTES", "data": [\#(creditArray), \#(creditArray.replacingOccurrences(of: "12042.41", with: "\"abc\""))]}]}"#, key: f.predictKey)
+        #expect(bad.status == 400)
+        #expect(try body(bad)["error"] == .string(#"row 2, field "amount": expected a number, got "abc""#))
+        #expect(try f.post("/v2/models/other/infer", "{}", key: f.predictKey).status == 404)
+        let unloaded = try f.post("/v2/models/credit/versions/2/infer", "{}", key: f.predictKey)
+        #expect(unloaded.status == 404)
+        #expect(try body(unloaded)["error"] == .string("version 2 of credit is not loaded; this server serves credit@1 (swap with POST /v1/model)"))
+        #expect(try f.post("/v2/models/credit/infer", "x", key: f.predictKey, type: "text/plain").status == 415)
+        #expect(try f.post("/v2/models/credit/infer", "{not json", key: f.predictKey).status == 400)
+        #expect(try f.post("/v2/models/credit/infer", #"{"inputs": [{"name": "nope", "shape": [1], "datatype": "FP64", "data": [1]}]}"#, key: f.predictKey).status == 400)
+    }
+
+    @Test func azureMLAndMLflowEndpoints() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        let expected = try f.expected(1)
+        let healthy = try f.get("/")
+        #expect(healthy.status == 200 && healthy.text == "Healthy")
+        let swagger = try body(try f.get("/swagger.json"))
+        #expect(swagger["openapi"] == .string("3.0.3"))
+        #expect(swagger["paths"]?["/score"]?["post"] != nil)
+
+        for payload in [#"{"data": [\#(creditRecord)]}"#, #"{"data": [\#(creditArray)]}"#] {
+            let r = try f.post("/score", payload, key: f.predictKey)
+            #expect(r.status == 200)
+            guard case .array(let predictions) = try body(r) else { Issue.record("not an array"); continue }
+            #expect(predictions.first?["label"] == .string(expected.label))
+            #expect(predictions.first?["probabilities"]?["1"] == .number(expected.probabilities[1]))
+        }
+        let azureBad = try f.post("/score", #"{"data": [{"amount": 1}]}"#, key: f.predictKey)
+        #expect(azureBad.status == 400)
+        #expect(try body(azureBad)["error"] == .string(#"row 1, field "term": missing, and the model requires a value"#))
+
+        guard case .object(let fields) = try JSONValue.parse(creditRecord) else { return }
+        let columns = fields.keys.map { "\"\($0)\"" }.joined(separator: ",")
+        let values = fields.values.map(\.jsonText).joined(separator: ",")
+        let formats = [
+            #"{"dataframe_split": {"columns": [\#(columns)], "data": [[\#(values)]]}}"#,
+            #"{"dataframe_records": [\#(creditRecord)]}"#,
+            #"{"instances": [\#(creditRecord)]}"#,
+            #"{"inputs": {\#(zip(fields.keys, fields.values).map { "\"\($0)\": [\($1.jsonText)]" }.joined(separator: ","))}}"#,
+        ]
+        for payload in formats {
+            let r = try f.post("/invocations", payload, key: f.predictKey)
+            #expect(r.status == 200, "\(payload): \(r.text)")
+            guard case .array(let predictions)? = try body(r)["predictions"] else { Issue.record("no predictions"); continue }
+            #expect(predictions.first?["probabilities"]?["1"] == .number(expected.probabilities[1]))
+        }
+        let csv = "id," + fields.keys.joined(separator: ",") + "\n7," + fields.values.map { if case .string(let s) = $0 { s } else { $0.jsonText } }.joined(separator: ",") + "\n"
+        let csvResponse = try f.post("/invocations", csv, key: f.predictKey, type: "text/csv")
+        #expect(csvResponse.status == 200)
+        #expect(try body(csvResponse)["predictions"]?.excerpt == "an array of 1")
+        #expect(try f.post("/invocations", #"{"rows": []}"#, key: f.predictKey).status == 400)
+        #expect(try f.post("/invocations", "a=b", key: f.predictKey, type: "application/x-www-form-urlencoded").status == 415)
+        #expect(try f.get("/ping").status == 200 && f.get("/health").status == 200)
+
+        // x-request-id: echoed when sent, generated otherwise.
+        let echoed = try f.post("/score", #"{"data": [\#(creditRecord)]}"#, key: f.predictKey, headers: [("x-request-id", "trace-42")])
+        #expect(echoed.headers["x-request-id"] == "trace-42")
+        #expect(try f.get("/nowhere").headers["x-request-id"]?.isEmpty == false)
+        #expect(try f.get("/nowhere").status == 404)
+    }
+
+    @Test func keysAndScopes() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        let score = #"{"data": [\#(creditRecord)]}"#
+        #expect(try f.post("/score", score).status == 401)
+        #expect(try f.post("/score", score, key: "sy_bogus_key").status == 401)
+        #expect(try f.post("/score", score, key: f.readKey).status == 403)
+        #expect(try f.post("/score", score, key: f.predictKey).status == 200)
+        #expect(try f.post("/score", score, key: f.adminKey).status == 200)
+        #expect(try f.get("/v1/status").status == 401)
+        #expect(try f.get("/v1/status", key: f.readKey).status == 200)
+        #expect(try f.get("/metrics", key: f.readKey).status == 200)
+        #expect(try f.get("/healthz").status == 200 && f.get("/readyz").status == 200)
+        #expect(try f.post("/v1/model", #"{"version": 2}"#, key: f.operateKey).status == 403)
+        #expect(try f.post("/v1/model", #"{"version": 2}"#, key: f.predictKey).status == 403)
+        // A revoked key stops working once the server refreshes its key table.
+        let id = try f.keys.list().first { $0.scope == .predict }!.id
+        try f.keys.revoke(id: id)
+        f.host.control.authenticator.refresh()
+        #expect(try f.post("/score", score, key: f.predictKey).status == 401)
+    }
+
+    @Test func openScoringNeedsNoKeyButControlStillDoes() throws {
+        let f = try ServeFixture(open: true)
+        defer { f.stop() }
+        #expect(try f.post("/score", #"{"data": [\#(creditRecord)]}"#).status == 200)
+        #expect(try f.post("/v1/model", #"{"version": 2}"#).status == 401)
+        let noKeys = Authenticator(store: nil, loops: 1)
+        #expect(throws: (any Error).self) { try ComponentHost.checkExposure(host: "0.0.0.0", open: false, authenticator: noKeys) }
+        #expect(throws: (any Error).self) { try ComponentHost.checkExposure(host: "0.0.0.0", open: true, authenticator: f.host.control.authenticator) }
+        try ComponentHost.checkExposure(host: "0.0.0.0", open: false, authenticator: f.host.control.authenticator)
+        try ComponentHost.checkExposure(host: "127.0.0.1", open: true, authenticator: noKeys)
+    }
+}
+
+@Suite(.serialized) struct ServeSwapTests {
+    @Test func twentySwapsUnderLoadFailNoRequest() throws {
+        let f = try ServeFixture(threads: 2)
+        defer { f.stop() }
+        let answers = [1: try f.expected(1).probabilities, 2: try f.expected(2).probabilities]
+        let stop = Atomic<Bool>(false)
+        let tallies = Mutex<(ok: Int, failed: [String], byVersion: [String: Int], mismatched: Int)>((0, [], [:], 0))
+        let payload = Array(#"{"data": [\#(creditRecord)]}"#.utf8)
+        let key = f.predictKey, port = f.port
+        let workers = (0..<4).map { _ in
+            Thread {
+                let client = HTTPClient(port: port)
+                let deadline = Date().addingTimeInterval(30)
+                while !stop.load(ordering: .relaxed) && Date() < deadline {
+                    do {
+                        let r = try client.request("POST", "/score", headers: [("Content-Type", "application/json"), ("Authorization", "Bearer \(key)")], body: payload)
+                        let version = r.headers["x-model-version"] ?? "?"
+                        var consistent = false
+                        if case .array(let p) = try JSONValue.parse(r.body), case .number(let p1)? = p.first?["probabilities"]?["1"] {
+                            consistent = p1 == answers[Int(version) ?? 0]?[1]
+                        }
+                        tallies.withLock {
+                            if r.status == 200 { $0.ok += 1 } else { $0.failed.append("\(r.status) \(r.text)") }
+                            $0.byVersion[version, default: 0] += 1
+                            if !consistent { $0.mismatched += 1 }
+                        }
+                    } catch {
+                        tallies.withLock { $0.failed.append("\(error)") }
+                    }
+                }
+            }
+        }
+        workers.forEach { $0.start() }
+        usleep(200_000)
+        for i in 0..<20 {
+            let r = try f.post("/v1/model", #"{"version": \#(i % 2 == 0 ? 2 : 1)}"#, key: f.adminKey)
+            #expect(r.status == 200, "swap \(i): \(r.text)")
+            usleep(50_000)
+        }
+        stop.store(true, ordering: .relaxed)
+        while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }
+        let t = tallies.withLock { $0 }
+        #expect(t.failed.isEmpty, "\(t.failed.prefix(3))")
+        #expect(t.ok > 100)
+        #expect(t.mismatched == 0)  // every answer came from the version its header names
+        #expect((t.byVersion["1"] ?? 0) > 0 && (t.byVersion["2"] ?? 0) > 0)
+        let status = try body(try f.get("/v1/status", key: f.readKey))
+        #expect(status["counters"]?["swaps"] == .number(20))
+        #expect(status["model"]?["version"] == .number(1))
+        let metrics = try f.get("/metrics", key: f.readKey).text
+        #expect(metrics.contains(#"switchyard_http_requests_total{status="200",model="credit",model_version="2"}"#))
+        #expect(metrics.contains("switchyard_model_swaps_total 20"))
+    }
+
+    @Test func anAliasMovedInTheRegistryIsServedWithinTwoSeconds() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        #expect(try f.post("/score", #"{"data": [\#(creditRecord)]}"#, key: f.predictKey).headers["x-model-version"] == "1")
+        let moved = Date()
+        try f.registry.promote(model: "credit", version: 2, alias: "production", who: "test")
+        var version = "1"
+        while version != "2" && Date().timeIntervalSince(moved) < 5 {
+            usleep(50_000)
+            version = try f.post("/score", #"{"data": [\#(creditRecord)]}"#, key: f.predictKey).headers["x-model-version"] ?? ""
+        }
+        #expect(version == "2")
+        #expect(Date().timeIntervalSince(moved) <= 2.0)
+    }
+
+    @Test func aVersionThatFailsToLoadLeavesTheOldOneServing() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        var broken = f.documents[1]!
+        broken.estimator.intercepts[0] = 42
+        let v3 = try f.registry.register(broken, who: "test").version
+        try Data("{\"not\": \"a model\"}".utf8).write(to: f.home.artifacts.appendingPathComponent("\(v3.sha256).json"))
+        let r = try f.post("/v1/model", #"{"version": 3}"#, key: f.adminKey)
+        #expect(r.status >= 400)
+        #expect(r.text.contains("corrupt"))
+        #expect(try f.post("/score", #"{"data": [\#(creditRecord)]}"#, key: f.predictKey).headers["x-model-version"] == "1")
+        let events = try f.get("/v1/events", key: f.readKey).text
+        #expect(events.contains("swap to credit@3 failed, still serving credit@1"))
+        #expect(try f.post("/v1/model", #"{"version": 99}"#, key: f.adminKey).status == 404)
+        #expect(try f.post("/v1/model", #"{"alias": "production"}"#, key: f.adminKey).status == 200)
+    }
+
+    @Test func theFleetDirectoryListsTheComponentUntilItStops() throws {
+        let f = try ServeFixture()
+        let fleet = try FleetDirectory(home: f.home)
+        let members = try fleet.members()
+        #expect(members.count == 1)
+        #expect(members.first?.kind == "serve")
+        #expect(members.first?.url == "http://127.0.0.1:\(f.port)")
+        #expect(members.first?.model == "credit@1")
+        f.host.stop()
+        #expect(try fleet.members().isEmpty)
+        try? FileManager.default.removeItem(at: f.home.url)
+    }
+
+    @Test func timeseriesReportsRequestsAndLatency() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        let client = f.client()
+        let start = Date()
+        while Date().timeIntervalSince(start) < 2.3 {
+            _ = try client.request("POST", "/score", headers: [("Content-Type", "application/json"), ("Authorization", "Bearer \(f.predictKey)")], body: Array(#"{"data": [\#(creditRecord)]}"#.utf8))
+        }
+        let series = try body(try f.get("/v1/timeseries?window=5", key: f.readKey))
+        guard case .array(let samples)? = series["samples"] else { Issue.record("no samples"); return }
+        #expect(samples.count >= 2)
+        let busiest = samples.compactMap { if case .number(let r)? = $0["requests"] { r } else { nil } }.max() ?? 0
+        #expect(busiest > 10)
+        #expect(samples.contains { if case .number(let p)? = $0["p99_ms"] { p > 0 } else { false } })
+    }
+}
