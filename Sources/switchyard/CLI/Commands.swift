@@ -7,5 +7,5 @@ let commands: [Command] = [
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
-    benchScoreCommand,
+    benchScoreCommand, benchServeCommand,
 ]

@@ -1,7 +1,11 @@
 import CSystem
+import Components
 import Foundation
+import HTTP
 import Registry
 import Scoring
+import Synchronization
+import Telemetry
 
 let benchScoreCommand = Command(
     words: ["bench", "score"],
@@ -112,15 +116,110 @@ let benchScoreCommand = Command(
         return Exit.ok
     })
 
-/// A credit model trained in memory, so the benchmark runs on a fresh machine.
+/// A credit model trained in memory, so the benchmarks run on a fresh machine.
 private func trainBenchModel() throws -> Scorer {
+    do { return try Scorer(try trainBenchDocument()) } catch { throw CommandError("could not compile the benchmark model: \(error)") }
+}
+
+private func trainBenchDocument() throws -> ModelDocument {
     var generator = CreditFixture(seed: 7)
     var csv = Array(CreditFixture.csvHeader.utf8)
     for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
     do {
-        let report = try Trainer.train(csv: csv, .init(name: "credit", label: "label", created: isoTimestamp(Date())))
-        return try Scorer(report.document)
+        return try Trainer.train(csv: csv, .init(name: "credit", label: "label", created: isoTimestamp(Date()))).document
     } catch {
         throw CommandError("could not train the benchmark model: \(error)")
     }
 }
+
+let benchServeCommand = Command(
+    words: ["bench", "serve"],
+    summary: "Measure the web service: requests/s and p50/p99 at 1, 16 and 64 connections, and swaps under load",
+    options: [
+        Option(name: "duration", value: "SECONDS", help: "length of each run", defaultValue: "5"),
+        Option(name: "connections", value: "LIST", help: "connection counts to run", defaultValue: "1,16,64"),
+        Option(name: "threads", value: "N", help: "server event loops", defaultValue: "one per core"),
+        Option(name: "swaps", value: "N", help: "model swaps during the final 64-connection run", defaultValue: "20"),
+    ],
+    details: """
+        Starts a serve component in this process on a free loopback port (a credit model
+        trained in memory, in a temporary SWITCHYARD_HOME) and drives it with the built-in
+        closed-loop load generator: one thread, keep-alive connections, each sending a
+        single-record Open Inference Protocol request as soon as the last one is answered.
+        The generator shares the machine's cores with the server, as wrk would.
+        """,
+    run: { args in
+        let duration = try args.double("duration") ?? 5
+        guard duration > 0, duration <= 120 else { throw UsageError("--duration must be between 0 and 120 seconds") }
+        let counts = try (args.string("connections") ?? "1,16,64").split(separator: ",").map { text -> Int in
+            guard let n = Int(text), n >= 1, n <= 1024 else { throw UsageError("--connections takes numbers from 1 to 1024, got \"\(text)\"") }
+            return n
+        }
+        let threadsText = args.string("threads")
+        let threads = threadsText == nil || threadsText == "one per core"
+            ? ProcessInfo.processInfo.activeProcessorCount : try args.integer("threads", range: 1...64)!
+        let swaps = try args.integer("swaps", range: 0...1000) ?? 20
+
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = Home(folder)
+        var document = try trainBenchDocument()
+        let (registry, keys, adminKey) = try registryCall { () throws(RegistryError) in
+            let registry = try ModelRegistry(home: home)
+            try registry.register(document, who: "bench")
+            document.estimator.intercepts[0] += 0.25
+            try registry.register(document, who: "bench")
+            try registry.promote(model: "credit", version: 1, alias: "production", who: "bench")
+            let keys = try KeyStore(home: home)
+            return (registry, keys, try keys.create(scope: .admin, name: "bench", who: "bench").1)
+        }
+        let authenticator = Authenticator(store: keys, loops: threads)
+        let events = EventLog()
+        let serve: ServeComponent
+        do {
+            serve = try ServeComponent(registry: registry, reference: "credit@production", loops: threads, open: true, events: events, authenticator: authenticator)
+        } catch let error as HTTPError {
+            throw CommandError(error.message)
+        }
+        let host = ComponentHost(
+            component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
+            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+        let port = try host.start()
+        defer { host.stop() }
+
+        let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
+        let request = Array("POST /v2/models/credit/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        print("server: \(threads) event loops on 127.0.0.1:\(port); load: 1 generator thread, \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+        print("request: single-record POST /v2/models/credit/infer (\(request.count) bytes)\n")
+        _ = LoadGenerator.run(port: port, request: request, connections: 4, duration: 0.5)  // warm up
+        print("connections  requests/s   p50        p99        non-2xx  broken")
+        func report(_ c: Int, _ r: LoadGenerator.Result) {
+            func us(_ ns: Double) -> String { String(format: "%.0f µs", ns / 1000).padding(toLength: 11, withPad: " ", startingAt: 0) }
+            print(String(c).padding(toLength: 13, withPad: " ", startingAt: 0)
+                + String(Int(r.rate)).padding(toLength: 13, withPad: " ", startingAt: 0)
+                + us(r.quantile(0.5)) + us(r.quantile(0.99)) + String(r.failed).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(r.broken)")
+        }
+        for c in counts { report(c, LoadGenerator.run(port: port, request: request, connections: c, duration: duration)) }
+
+        if swaps > 0 {
+            let outcome = Mutex<LoadGenerator.Result?>(nil)
+            let load = Thread {
+                outcome.withLock { $0 = LoadGenerator.run(port: port, request: request, connections: 64, duration: duration) }
+            }
+            load.start()
+            let client = HTTPClient(port: port)
+            var swapFailures = 0
+            let pause = UInt32(duration * 0.8 / Double(swaps) * 1e6)
+            for i in 0..<swaps {
+                usleep(pause)
+                let r = try? client.request("POST", "/v1/model", headers: [("Content-Type", "application/json"), ("Authorization", "Bearer \(adminKey)")],
+                                            body: Array(#"{"version": \#(i % 2 == 0 ? 2 : 1)}"#.utf8))
+                if r?.status != 200 { swapFailures += 1 }
+            }
+            while !load.isFinished { usleep(10_000) }
+            let r = outcome.withLock { $0 }!
+            print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run: \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
+            report(64, r)
+        }
+        return Exit.ok
+    })
