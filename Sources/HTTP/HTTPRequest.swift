@@ -13,6 +13,7 @@ public struct HTTPRequest: Sendable {
     public init(method: String, target: String, minorVersion: Int = 1, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], keepAlive: Bool = true) {
         self.method = method
         self.target = target
+        if let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) { path = target[..<q] } else { path = target[...] }
         self.minorVersion = minorVersion
         self.headers = headers
         self.body = body
@@ -20,10 +21,7 @@ public struct HTTPRequest: Sendable {
     }
 
     /// The path without the query.
-    public var path: Substring {
-        if let q = target.firstIndex(of: "?") { return target[..<q] }
-        return target[...]
-    }
+    public let path: Substring
 
     /// Query parameters (percent-decoding `%XX` and `+`).
     public var query: [String: String] {
@@ -53,20 +51,18 @@ public struct HTTPHeaders: Sendable, Sequence {
 
     /// Replaces every field named `name` with one.
     public mutating func set(_ name: String, _ value: String) {
-        fields.removeAll { $0.name.lowercased() == name.lowercased() }
+        fields.removeAll { equalsIgnoringASCIICase($0.name, name) }
         fields.append((name, value))
     }
 
     /// The first value of `name`.
     public subscript(name: String) -> String? {
-        for field in fields where field.name.count == name.count && field.name.lowercased() == name.lowercased() {
-            return field.value
-        }
+        for field in fields where equalsIgnoringASCIICase(field.name, name) { return field.value }
         return nil
     }
 
     public func values(_ name: String) -> [String] {
-        fields.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
+        fields.filter { equalsIgnoringASCIICase($0.name, name) }.map(\.value)
     }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
@@ -176,4 +172,35 @@ private func percentDecode(_ text: Substring) -> String {
         i = utf8.index(after: i)
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// ASCII case-insensitive equality, without making lowercased copies.
+@inline(__always)
+public func equalsIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
+    var a = a.utf8.makeIterator(), b = b.utf8.makeIterator()
+    while true {
+        switch (a.next(), b.next()) {
+        case (nil, nil): return true
+        case (let x?, let y?):
+            if x == y { continue }
+            let lx = x >= 0x41 && x <= 0x5A ? x | 0x20 : x
+            let ly = y >= 0x41 && y <= 0x5A ? y | 0x20 : y
+            if lx != ly { return false }
+        default: return false
+        }
+    }
+}
+
+/// Whether `text` starts with `prefix` (given in lowercase), ignoring ASCII case.
+@inline(__always)
+public func hasPrefixIgnoringASCIICase(_ text: String, _ prefix: StaticString) -> Bool {
+    let p = UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
+    var i = 0
+    for b in text.utf8 {
+        if i == p.count { return true }
+        let lower = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
+        if lower != p[i] { return false }
+        i += 1
+    }
+    return i == p.count
 }

@@ -75,8 +75,17 @@ package struct HTTPRequestParser {
                     i += 1
                     continue
                 }
-                while i < n && !headComplete(appending: bytes[i]) { i += 1 }
-                if i < n { i += 1 }  // the final LF
+                // Append what is here (up to the limit), then look for the empty line that ends the head.
+                let before = head.count
+                let take = min(n - i, limits.headBytes + 1 - before)
+                head.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[i..<(i + take)]))
+                if let end = headEnd(from: max(0, before - 3)) {
+                    i += end + 1 - before
+                    head.removeSubrange((end + 1)...)
+                    headDone = true
+                } else {
+                    i += take
+                }
                 if head.count > limits.headBytes {
                     return fail(&events, 431, "the request line and headers exceed \(limits.headBytes) bytes")
                 }
@@ -165,15 +174,18 @@ package struct HTTPRequestParser {
 
     private var headDone = false
 
-    /// Appends a head byte; true when it completes the head (an empty line).
-    private mutating func headComplete(appending b: UInt8) -> Bool {
-        head.append(b)
-        guard b == 0x0A else { return false }
+    /// The index of the LF that ends the head ("\n\n" or "\r\n\r\n"), searching from `start`.
+    private func headEnd(from start: Int) -> Int? {
+        var i = start
         let count = head.count
-        // "\n\n" or "\r\n\r\n" (or a mix) ends the head.
-        if count >= 2 && head[count - 2] == 0x0A { headDone = true }
-        if count >= 3 && head[count - 2] == 0x0D && head[count - 3] == 0x0A { headDone = true }
-        return headDone || count > limits.headBytes
+        while i < count {
+            if head[i] == 0x0A {
+                if i >= 1 && head[i - 1] == 0x0A { return i }
+                if i >= 2 && head[i - 1] == 0x0D && head[i - 2] == 0x0A { return i }
+            }
+            i += 1
+        }
+        return nil
     }
 
     private enum BodyFraming {
@@ -249,8 +261,11 @@ package struct HTTPRequestParser {
         }
 
         let method = String(decoding: parts[0], as: UTF8.self)
-        let connection = headers.values("Connection").joined(separator: ",").lowercased()
-        let keepAlive = minor == 1 ? !connection.contains("close") : connection.contains("keep-alive")
+        var keepAlive = minor == 1
+        if headers["Connection"] != nil {
+            let tokens = headers.values("Connection").flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: " \t").lowercased() }
+            keepAlive = minor == 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
+        }
         var request = HTTPRequestHeadAndBody(
             request: HTTPRequest(
                 method: method, target: String(decoding: parts[1], as: UTF8.self), minorVersion: minor,
@@ -287,7 +302,7 @@ package struct HTTPRequestParser {
             framing = .fixedBody(length)
             request.request.body.reserveCapacity(length)
         }
-        let expect = headers["Expect"]?.lowercased() == "100-continue"
+        let expect = headers["Expect"].map { equalsIgnoringASCIICase($0, "100-continue") } ?? false
         return ParsedHead(request: request, bodyState: framing, expectContinue: expect)
     }
 

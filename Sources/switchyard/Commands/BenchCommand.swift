@@ -193,13 +193,21 @@ let benchServeCommand = Command(
         print("request: single-record POST /v2/models/credit/infer (\(request.count) bytes)\n")
         _ = LoadGenerator.run(port: port, request: request, connections: 4, duration: 0.5)  // warm up
         print("connections  requests/s   p50        p99        non-2xx  broken")
-        func report(_ c: Int, _ r: LoadGenerator.Result) {
+        func report(_ c: Int, _ r: LoadSummary) {
             func us(_ ns: Double) -> String { String(format: "%.0f µs", ns / 1000).padding(toLength: 11, withPad: " ", startingAt: 0) }
             print(String(c).padding(toLength: 13, withPad: " ", startingAt: 0)
                 + String(Int(r.rate)).padding(toLength: 13, withPad: " ", startingAt: 0)
-                + us(r.quantile(0.5)) + us(r.quantile(0.99)) + String(r.failed).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(r.broken)")
+                + us(r.p50) + us(r.p99) + String(r.failed).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(r.broken)")
         }
-        for c in counts { report(c, LoadGenerator.run(port: port, request: request, connections: c, duration: duration)) }
+        let wrk = findExecutable("wrk")
+        for c in counts {
+            if let wrk {
+                report(c, try runWrk(wrk, port: port, body: body, connections: c, duration: duration))
+            } else {
+                report(c, LoadSummary(LoadGenerator.run(port: port, request: request, connections: c, duration: duration)))
+            }
+        }
+        if wrk != nil { print("(load: wrk -t1 with --latency; wrk's percentiles are its own)") }
 
         if swaps > 0 {
             let outcome = Mutex<LoadGenerator.Result?>(nil)
@@ -219,7 +227,70 @@ let benchServeCommand = Command(
             while !load.isFinished { usleep(10_000) }
             let r = outcome.withLock { $0 }!
             print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run: \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
-            report(64, r)
+            report(64, LoadSummary(r))
         }
         return Exit.ok
     })
+
+/// The path of `name` on PATH, if any.
+func findExecutable(_ name: String) -> String? {
+    for folder in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+        let path = "\(folder)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}
+
+/// Runs wrk (one thread, `connections` connections) with a POST script; parses rate, p50, p99 and non-2xx.
+private func runWrk(_ wrk: String, port: Int, body: String, connections: Int, duration: Double) throws -> LoadSummary {
+    let script = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-wrk-\(getpid()).lua")
+    defer { try? FileManager.default.removeItem(at: script) }
+    let escaped = body.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
+    try "wrk.method = 'POST'\nwrk.body = '\(escaped)'\nwrk.headers['Content-Type'] = 'application/json'\n".write(to: script, atomically: true, encoding: .utf8)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: wrk)
+    process.arguments = ["-t1", "-c\(connections)", "-d\(max(1, Int(duration)))s", "--latency", "-s", script.path, "http://127.0.0.1:\(port)/v2/models/credit/infer"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    func microseconds(_ text: Substring) -> Double {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.hasSuffix("us") { return (Double(t.dropLast(2)) ?? 0) * 1000 }
+        if t.hasSuffix("ms") { return (Double(t.dropLast(2)) ?? 0) * 1e6 }
+        if t.hasSuffix("s") { return (Double(t.dropLast(1)) ?? 0) * 1e9 }
+        return 0
+    }
+    var result = LoadSummary()
+    for line in output.split(separator: "\n") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+        if line.contains("Requests/sec:"), let v = fields.last.flatMap({ Double($0) }) { result.rate = v }
+        if fields.first == "50%", fields.count > 1 { result.p50 = microseconds(fields[1]) }
+        if fields.first == "99%", fields.count > 1 { result.p99 = microseconds(fields[1]) }
+        if line.contains("Non-2xx"), let v = fields.last.flatMap({ Int($0) }) { result.failed = v }
+        if line.contains("Socket errors") { result.broken = line.split(separator: ",").compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +) }
+    }
+    guard result.rate > 0 else { throw CommandError("wrk gave no result:\n\(output)") }
+    return result
+}
+
+/// One load run: rate, latency percentiles (ns), failures.
+struct LoadSummary {
+    var rate = 0.0
+    var p50 = 0.0
+    var p99 = 0.0
+    var failed = 0
+    var broken = 0
+
+    init() {}
+
+    init(_ r: LoadGenerator.Result) {
+        rate = r.rate
+        p50 = r.quantile(0.5)
+        p99 = r.quantile(0.99)
+        failed = r.failed
+        broken = r.broken
+    }
+}
