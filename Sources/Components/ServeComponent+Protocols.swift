@@ -103,111 +103,162 @@ extension ServeComponent {
     }
 
     private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
-        let body = try parseBody(request)
         let scorer = snapshot.scorer
-        guard case .array(let inputs)? = body["inputs"], !inputs.isEmpty else {
-            throw HTTPError(400, #"expected "inputs": a list of tensors ({"name", "shape", "datatype", "data"})"#)
-        }
-        let fieldCount = scorer.fieldNames.count
-        var tensors: [(name: String, shape: [Int], data: [JSONValue])] = []
-        for (i, tensor) in inputs.enumerated() {
-            guard case .string(let name)? = tensor["name"] else { throw HTTPError(400, "inputs[\(i)]: missing \"name\"") }
-            guard case .array(let shapeValues)? = tensor["shape"],
-                let shape = Optional(shapeValues.compactMap { v -> Int? in if case .number(let n) = v, n >= 0, n == n.rounded() { Int(n) } else { nil } }),
-                shape.count == shapeValues.count, !shape.isEmpty
-            else { throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers") }
-            guard case .string? = tensor["datatype"] else { throw HTTPError(400, "input \"\(name)\": missing \"datatype\"") }
-            guard case .array(let nested)? = tensor["data"] else { throw HTTPError(400, "input \"\(name)\": missing \"data\"") }
-            let data = flatten(nested)
-            guard data.count == shape.reduce(1, *) else {
-                throw HTTPError(400, "input \"\(name)\": shape \(shape) holds \(shape.reduce(1, *)) values, data has \(data.count)")
+        var tape = JSONTape()
+        return try request.body.withUnsafeBytes { body in
+            do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
+            guard let inputs = tape.member(tape.root, "inputs"), tape.kind(inputs) == .array, tape.nodes[inputs].count > 0 else {
+                throw HTTPError(400, #"expected "inputs": a list of tensors ({"name", "shape", "datatype", "data"})"#)
             }
-            tensors.append((name, shape, data))
-        }
-        var rows: [[FieldValue]]
-        if tensors.count == 1, tensors[0].shape.count == 2, tensors[0].shape[1] == fieldCount, scorer.fieldIndex(tensors[0].name) == nil || fieldCount == 1 {
-            // One [N, F] tensor, schema order.
-            let t = tensors[0]
-            rows = try (0..<t.shape[0]).map { r in
-                try (0..<fieldCount).map { f in try fieldValue(t.data[r * fieldCount + f], tensor: t.name, index: r * fieldCount + f) }
+            let fieldCount = scorer.fieldNames.count
+            var tensors: [(name: String, shape: [Int], data: [Int32])] = []
+            for (i, tensor) in tape.elements(inputs).enumerated() {
+                guard let nameNode = tape.member(tensor, "name"), let name = tape.string(nameNode) else {
+                    throw HTTPError(400, "inputs[\(i)]: missing \"name\"")
+                }
+                guard let shapeNode = tape.member(tensor, "shape"), tape.kind(shapeNode) == .array else {
+                    throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers")
+                }
+                let shape = tape.elements(shapeNode).compactMap { node -> Int? in
+                    guard let n = tape.number(node), n >= 0, n == n.rounded(), n < 1e9 else { return nil }
+                    return Int(n)
+                }
+                guard shape.count == Int(tape.nodes[shapeNode].count), !shape.isEmpty else {
+                    throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers")
+                }
+                guard let type = tape.member(tensor, "datatype"), tape.kind(type) == .string else {
+                    throw HTTPError(400, "input \"\(name)\": missing \"datatype\"")
+                }
+                guard let dataNode = tape.member(tensor, "data"), tape.kind(dataNode) == .array else {
+                    throw HTTPError(400, "input \"\(name)\": missing \"data\"")
+                }
+                var data: [Int32] = []
+                flatten(tape, dataNode, into: &data)
+                let expected = shape.reduce(1, *)
+                guard data.count == expected else {
+                    throw HTTPError(400, "input \"\(name)\": shape \(shape) holds \(expected) values, data has \(data.count)")
+                }
+                tensors.append((name, shape, data))
             }
-        } else {
-            // One tensor per feature.
-            var count: Int?
-            rows = []
-            for t in tensors {
-                guard let field = scorer.fieldIndex(t.name) else {
-                    throw HTTPError(400, "unknown input \"\(t.name)\"; the model's inputs are \(scorer.fieldNames.joined(separator: ", ")) (or one [N, \(fieldCount)] tensor in that order)")
+            // One tape node per (row, field); -1 where a field has no tensor.
+            let rows = tensors[0].shape[0]
+            var cells: [Int32]
+            if tensors.count == 1, tensors[0].shape.count == 2, tensors[0].shape[1] == fieldCount,
+                scorer.fieldIndex(tensors[0].name) == nil || fieldCount == 1
+            {
+                cells = tensors[0].data  // one [N, F] tensor, schema order
+            } else {
+                cells = [Int32](repeating: -1, count: rows * fieldCount)
+                for t in tensors {
+                    guard let field = scorer.fieldIndex(t.name) else {
+                        throw HTTPError(400, "unknown input \"\(t.name)\"; the model's inputs are \(scorer.fieldNames.joined(separator: ", ")) (or one [N, \(fieldCount)] tensor in that order)")
+                    }
+                    guard t.shape.count == 1 || (t.shape.count == 2 && t.shape[1] == 1) else {
+                        throw HTTPError(400, "input \"\(t.name)\": shape must be [N] or [N, 1], got \(t.shape)")
+                    }
+                    guard t.shape[0] == rows else {
+                        throw HTTPError(400, "input \"\(t.name)\" has \(t.shape[0]) rows, other inputs have \(rows)")
+                    }
+                    for r in 0..<rows { cells[r * fieldCount + field] = t.data[r] }
                 }
-                guard t.shape.count == 1 || (t.shape.count == 2 && t.shape[1] == 1) else {
-                    throw HTTPError(400, "input \"\(t.name)\": shape must be [N] or [N, 1], got \(t.shape)")
-                }
-                if let count, count != t.shape[0] {
-                    throw HTTPError(400, "input \"\(t.name)\" has \(t.shape[0]) rows, other inputs have \(count)")
-                }
-                if count == nil {
-                    count = t.shape[0]
-                    rows = Array(repeating: Array(repeating: .missing, count: fieldCount), count: t.shape[0])
-                }
-                for r in 0..<t.shape[0] { rows[r][field] = try fieldValue(t.data[r], tensor: t.name, index: r) }
             }
-        }
-        let predictions = try score(rows, scorer)
-        var wanted = Set(["probability", "label"])
-        if case .array(let requested)? = body["outputs"], !requested.isEmpty {
-            wanted = Set(requested.compactMap { if case .string(let n)? = $0["name"] { n } else { nil } })
-            if let unknown = wanted.first(where: { $0 != "probability" && $0 != "label" }) {
-                throw HTTPError(400, "unknown output \"\(unknown)\"; outputs are probability and label")
+            let c = scorer.classes.count
+            var probabilities = [Double](repeating: 0, count: rows * c)
+            var labels = [Int](repeating: 0, count: rows)
+            try probabilities.withUnsafeMutableBufferPointer { out in
+                try cells.withUnsafeBufferPointer { cells in
+                    for r in 0..<rows {
+                        let fields = UnsafeBufferPointer(rebasing: cells[(r * fieldCount)..<((r + 1) * fieldCount)])
+                        do {
+                            labels[r] = try scorer.predict(tape: tape, fieldNodes: fields, row: r + 1, record: nil, into: out.baseAddress! + r * c)
+                        } catch {
+                            throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
+                        }
+                    }
+                }
             }
+            var wantProbability = true, wantLabel = true
+            if let requested = tape.member(tape.root, "outputs"), tape.kind(requested) == .array, tape.nodes[requested].count > 0 {
+                wantProbability = false
+                wantLabel = false
+                for output in tape.elements(requested) {
+                    let name = tape.member(output, "name").flatMap { tape.string($0) } ?? ""
+                    switch name {
+                    case "probability": wantProbability = true
+                    case "label": wantLabel = true
+                    default: throw HTTPError(400, "unknown output \"\(name)\"; outputs are probability and label")
+                    }
+                }
+            }
+            var w = JSONWriter()
+            w.raw(#"{"model_name":"#)
+            w.string(snapshot.version.model)
+            w.raw(#","model_version":""# + String(snapshot.version.version) + "\"")
+            if let id = tape.member(tape.root, "id") {
+                w.raw(#","id":"#)
+                w.value(tape.value(id))
+            }
+            w.raw(#","outputs":["#)
+            if wantProbability {
+                w.raw(#"{"name":"probability","datatype":"FP64","shape":["# + String(rows) + "," + String(c) + #"],"data":["#)
+                for (i, p) in probabilities.enumerated() {
+                    if i > 0 { w.raw(",") }
+                    w.number(p)
+                }
+                w.raw("]}")
+            }
+            if wantLabel {
+                if wantProbability { w.raw(",") }
+                w.raw(#"{"name":"label","datatype":"BYTES","shape":["# + String(rows) + #"],"data":["#)
+                for (i, label) in labels.enumerated() {
+                    if i > 0 { w.raw(",") }
+                    w.string(scorer.classes[label])
+                }
+                w.raw("]}")
+            }
+            w.raw("]}")
+            return jsonBytes(200, w.bytes)
         }
-        var outputs: [JSONValue] = []
-        let c = scorer.classes.count
-        if wanted.contains("probability") {
-            outputs.append(.object(JSONObject([
-                "name": .string("probability"), "datatype": .string("FP64"),
-                "shape": .array([.number(Double(predictions.count)), .number(Double(c))]),
-                "data": .array(predictions.flatMap { $0.probabilities.map(JSONValue.number) }),
-            ])))
-        }
-        if wanted.contains("label") {
-            outputs.append(.object(JSONObject([
-                "name": .string("label"), "datatype": .string("BYTES"), "shape": .array([.number(Double(predictions.count))]),
-                "data": .array(predictions.map { .string($0.label) }),
-            ])))
-        }
-        var response = JSONObject()
-        response.append("model_name", .string(snapshot.version.model))
-        response.append("model_version", .string("\(snapshot.version.version)"))
-        if let id = body["id"] { response.append("id", id) }
-        response.append("outputs", .array(outputs))
-        return json(200, .object(response))
     }
 
-    private func flatten(_ values: [JSONValue]) -> [JSONValue] {
-        values.flatMap { if case .array(let inner) = $0 { flatten(inner) } else { [$0] } }
-    }
-
-    private func fieldValue(_ value: JSONValue, tensor: String, index: Int) throws -> FieldValue {
-        switch value {
-        case .number(let x): return .number(x)
-        case .string(let s): return .text(s)
-        case .null: return .missing
-        default: throw HTTPError(400, "input \"\(tensor)\", element \(index): expected a number, a string or null, got \(value.excerpt)")
+    private func flatten(_ tape: JSONTape, _ node: Int, into out: inout [Int32]) {
+        tape.forEachElement(node) { element in
+            if tape.kind(element) == .array { flatten(tape, element, into: &out) } else { out.append(Int32(element)) }
         }
     }
 
     // MARK: - Azure ML
 
     private func azureScore(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
-        let body = try parseBody(request)
-        let records: [JSONValue]
-        switch body["data"] {
-        case .array(let rows)?: records = rows
-        case .object?: records = [body["data"]!]
-        default: throw HTTPError(400, #"expected {"data": [[values in schema order], ...]} or {"data": [{"field": value, ...}, ...]}"#)
+        let scorer = snapshot.scorer
+        var tape = JSONTape()
+        return try request.body.withUnsafeBytes { body in
+            do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
+            guard let data = tape.member(tape.root, "data"), tape.kind(data) == .array || tape.kind(data) == .object else {
+                throw HTTPError(400, #"expected {"data": [[values in schema order], ...]} or {"data": [{"field": value, ...}, ...]}"#)
+            }
+            let records = tape.kind(data) == .object ? [data] : tape.elements(data)
+            var probabilities = [Double](repeating: 0, count: scorer.classes.count)
+            var fieldNodes: [Int32] = []
+            var w = JSONWriter()
+            w.raw("[")
+            for (r, record) in records.enumerated() {
+                let label: Int
+                do {
+                    label = try probabilities.withUnsafeMutableBufferPointer { out in
+                        Result { () throws(ScoringError) -> Int in
+                            try scorer.predict(tape: tape, record: record, row: r + 1, fieldNodes: &fieldNodes, into: out.baseAddress!)
+                        }
+                    }.get()
+                } catch {
+                    throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
+                }
+                if r > 0 { w.raw(",") }
+                writePrediction(&w, label: label, probabilities, scorer.classes)
+            }
+            w.raw("]")
+            return jsonBytes(200, w.bytes)
         }
-        let predictions = try score(records, snapshot.scorer)
-        return json(200, .array(predictions.map { predictionJSON($0, snapshot.scorer.classes) }))
     }
 
     /// An OpenAPI 3 document for `/score`, generated from the schema.
@@ -393,6 +444,27 @@ extension ServeComponent {
         }
         return out
     }
+}
+
+/// Writes `{"label": ..., "probabilities": {class: p, ...}}`.
+func writePrediction(_ w: inout JSONWriter, label: Int, _ probabilities: [Double], _ classes: [String]) {
+    w.raw(#"{"label":"#)
+    w.string(classes[label])
+    w.raw(#","probabilities":{"#)
+    for (k, c) in classes.enumerated() {
+        if k > 0 { w.raw(",") }
+        w.string(c)
+        w.raw(":")
+        w.number(probabilities[k])
+    }
+    w.raw("}}")
+}
+
+/// A JSON response from bytes already written.
+func jsonBytes(_ status: Int, _ bytes: [UInt8]) -> HTTPResponse {
+    var headers = HTTPHeaders()
+    headers.add("Content-Type", "application/json")
+    return HTTPResponse(status: status, headers: headers, body: bytes)
 }
 
 /// `{"label": ..., "probabilities": {class: p, ...}}`.

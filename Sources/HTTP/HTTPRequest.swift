@@ -107,14 +107,21 @@ public struct HTTPResponse: Sendable {
 
     /// Appends the status line, headers (with Content-Length) and body to `out`.
     public func serialize(into out: inout [UInt8], keepAlive: Bool) {
-        out.append(contentsOf: "HTTP/1.1 \(status) \(HTTPStatus.reason(status))\r\n".utf8)
+        out.reserveCapacity(out.count + 128 + body.count)
+        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        appendDecimal(status, &out)
+        out.append(0x20)
+        out.append(contentsOf: HTTPStatus.reason(status).utf8)
+        out.append(contentsOf: "\r\n".utf8)
         for (name, value) in headers.fields {
             out.append(contentsOf: name.utf8)
             out.append(contentsOf: ": ".utf8)
             out.append(contentsOf: value.utf8)
             out.append(contentsOf: "\r\n".utf8)
         }
-        out.append(contentsOf: "Content-Length: \(body.count)\r\n".utf8)
+        out.append(contentsOf: "Content-Length: ".utf8)
+        appendDecimal(body.count, &out)
+        out.append(contentsOf: "\r\n".utf8)
         if !keepAlive || close { out.append(contentsOf: "Connection: close\r\n".utf8) }
         out.append(contentsOf: "\r\n".utf8)
         out.append(contentsOf: body)
@@ -203,4 +210,21 @@ public func hasPrefixIgnoringASCIICase(_ text: String, _ prefix: StaticString) -
         i += 1
     }
     return i == p.count
+}
+
+/// Appends the decimal digits of a non-negative number.
+@inline(__always)
+func appendDecimal(_ value: Int, _ out: inout [UInt8]) {
+    if value < 10 {
+        out.append(UInt8(truncatingIfNeeded: value) &+ 0x30)
+        return
+    }
+    var divisor = 1
+    while divisor <= value / 10 { divisor *= 10 }
+    var rest = value
+    while divisor > 0 {
+        out.append(UInt8(truncatingIfNeeded: rest / divisor) &+ 0x30)
+        rest %= divisor
+        divisor /= 10
+    }
 }

@@ -200,67 +200,77 @@ package struct HTTPRequestParser {
     }
 
     private mutating func parseHead(_ events: inout [Event]) -> ParsedHead? {
-        var lines: [ArraySlice<UInt8>] = []
-        var start = 0
-        for (i, b) in head.enumerated() where b == 0x0A {
-            var end = i
-            if end > start && head[end - 1] == 0x0D { end -= 1 }
-            lines.append(head[start..<end])
-            start = i + 1
+        // One pass over the head bytes with indices: no line arrays, no splits.
+        let h = head
+        let n = h.count
+        func lineEnd(from i: Int) -> (content: Int, next: Int) {
+            var j = i
+            while j < n && h[j] != 0x0A { j += 1 }
+            let content = j > i && h[j - 1] == 0x0D ? j - 1 : j
+            return (content, min(j + 1, n))
         }
-        while let last = lines.last, last.isEmpty { lines.removeLast() }
-        guard let requestLine = lines.first else { fail(&events, 400, "empty request"); return nil }
-
-        // METHOD SP request-target SP HTTP-version
-        let parts = requestLine.split(separator: 0x20, omittingEmptySubsequences: false)
-        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy(isTokenByte) else {
+        // Request line: METHOD SP request-target SP HTTP-version
+        let (lineStop, afterLine) = lineEnd(from: 0)
+        guard lineStop > 0 else { fail(&events, 400, "empty request"); return nil }
+        var sp1 = 0
+        while sp1 < lineStop && h[sp1] != 0x20 { sp1 += 1 }
+        var sp2 = sp1 + 1
+        while sp2 < lineStop && h[sp2] != 0x20 { sp2 += 1 }
+        guard sp1 > 0, sp1 < lineStop, sp2 < lineStop, !h[sp2 + 1..<lineStop].contains(0x20), (0..<sp1).allSatisfy({ isTokenByte(h[$0]) })
+        else {
             fail(&events, 400, "malformed request line")
             return nil
         }
-        guard !parts[1].isEmpty, parts[1].allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+        guard sp2 > sp1 + 1, (sp1 + 1..<sp2).allSatisfy({ h[$0] > 0x20 && h[$0] < 0x7F }) else {
             fail(&events, 400, "malformed request target")
             return nil
         }
-        let version = Array(parts[2])
         let minor: Int
-        switch version {
-        case Array("HTTP/1.1".utf8): minor = 1
-        case Array("HTTP/1.0".utf8): minor = 0
-        default:
-            if version.starts(with: Array("HTTP/".utf8)) && version.count == 8 {
-                fail(&events, 505, "only HTTP/1.0 and HTTP/1.1 are served")
-            } else {
-                fail(&events, 400, "malformed HTTP version")
-            }
+        let versionLength = lineStop - (sp2 + 1)
+        let isHTTP = versionLength == 8 && h[sp2 + 1] == UInt8(ascii: "H") && h[sp2 + 2] == UInt8(ascii: "T") && h[sp2 + 3] == UInt8(ascii: "T")
+            && h[sp2 + 4] == UInt8(ascii: "P") && h[sp2 + 5] == UInt8(ascii: "/")
+        if isHTTP && h[sp2 + 6] == UInt8(ascii: "1") && h[sp2 + 7] == UInt8(ascii: ".") && (h[sp2 + 8] == UInt8(ascii: "1") || h[sp2 + 8] == UInt8(ascii: "0")) {
+            minor = h[sp2 + 8] == UInt8(ascii: "1") ? 1 : 0
+        } else if isHTTP {
+            fail(&events, 505, "only HTTP/1.0 and HTTP/1.1 are served")
+            return nil
+        } else {
+            fail(&events, 400, "malformed HTTP version")
             return nil
         }
 
         var headers = HTTPHeaders()
-        for line in lines.dropFirst() {
-            guard let first = line.first, first != 0x20, first != 0x09 else {
+        var i = afterLine
+        while i < n {
+            let (stop, next) = lineEnd(from: i)
+            defer { i = next }
+            if stop == i { continue }  // the empty line that ends the head
+            guard h[i] != 0x20, h[i] != 0x09 else {
                 fail(&events, 400, "obsolete header line folding is not accepted")
                 return nil
             }
-            guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else {
+            var colon = i
+            while colon < stop && h[colon] != UInt8(ascii: ":") { colon += 1 }
+            guard colon < stop else {
                 fail(&events, 400, "header line without ':'")
                 return nil
             }
-            let name = line[line.startIndex..<colon]
-            guard !name.isEmpty, name.allSatisfy(isTokenByte) else {
+            guard colon > i, (i..<colon).allSatisfy({ isTokenByte(h[$0]) }) else {
                 fail(&events, 400, "invalid header name")
                 return nil
             }
-            var value = line[(colon + 1)...]
-            while let f = value.first, f == 0x20 || f == 0x09 { value = value.dropFirst() }
-            while let l = value.last, l == 0x20 || l == 0x09 { value = value.dropLast() }
-            guard value.allSatisfy({ $0 >= 0x20 && $0 != 0x7F || $0 == 0x09 }) else {
+            var valueStart = colon + 1, valueEnd = stop
+            while valueStart < valueEnd && (h[valueStart] == 0x20 || h[valueStart] == 0x09) { valueStart += 1 }
+            while valueEnd > valueStart && (h[valueEnd - 1] == 0x20 || h[valueEnd - 1] == 0x09) { valueEnd -= 1 }
+            guard (valueStart..<valueEnd).allSatisfy({ h[$0] >= 0x20 && h[$0] != 0x7F || h[$0] == 0x09 }) else {
                 fail(&events, 400, "control character in a header value")
                 return nil
             }
-            headers.add(String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self))
+            headers.add(String(decoding: h[i..<colon], as: UTF8.self), String(decoding: h[valueStart..<valueEnd], as: UTF8.self))
         }
 
-        let method = String(decoding: parts[0], as: UTF8.self)
+        let method = String(decoding: h[0..<sp1], as: UTF8.self)
+        let target = String(decoding: h[(sp1 + 1)..<sp2], as: UTF8.self)
         var keepAlive = minor == 1
         if headers["Connection"] != nil {
             let tokens = headers.values("Connection").flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: " \t").lowercased() }
@@ -268,7 +278,7 @@ package struct HTTPRequestParser {
         }
         var request = HTTPRequestHeadAndBody(
             request: HTTPRequest(
-                method: method, target: String(decoding: parts[1], as: UTF8.self), minorVersion: minor,
+                method: method, target: target, minorVersion: minor,
                 headers: headers, body: [], keepAlive: keepAlive))
 
         let transferEncodings = headers.values("Transfer-Encoding")

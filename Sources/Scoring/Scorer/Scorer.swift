@@ -136,125 +136,143 @@ public final class Scorer: Sendable {
         guard values.count == plans.count else {
             throw ScoringError(row: row, field: nil, message: "expected \(plans.count) values in schema order, got \(values.count)")
         }
-        var out = startMargins()
-        for i in plans.indices {
-            switch values[i] {
-            case .number(let x): try addNumber(field: i, x, &out, row)
-            case .text(let text): try addText(field: i, text, &out, row)
-            case .missing: try addMissing(field: i, &out, row, record: nil)
+        return try withMargins(row: row) { m throws(ScoringError) in
+            for i in plans.indices {
+                switch values[i] {
+                case .number(let x): try addNumber(field: i, x, m, row)
+                case .text(let text): try addText(field: i, text, m, row)
+                case .missing: try addMissing(field: i, m, row, record: nil)
+                }
             }
         }
-        return try finish(&out, row: row)
     }
 
     /// Scores a record given as a JSON object (by field name; other fields are
     /// ignored) or a JSON array (schema order).
     public func predict(json record: JSONValue, row: Int? = nil) throws(ScoringError) -> Prediction {
-        var out = startMargins()
-        switch record {
-        case .object(let object):
-            for i in plans.indices {
-                // Clients usually send fields in schema order: try that position first.
-                let value: JSONValue?
-                if i < object.count, object.keys[i] == fieldNames[i] {
-                    value = object.values[i]
-                } else {
-                    value = object[fieldNames[i]]
+        try withMargins(row: row) { m throws(ScoringError) in
+            switch record {
+            case .object(let object):
+                for i in plans.indices {
+                    // Clients usually send fields in schema order: try that position first.
+                    let value: JSONValue?
+                    if i < object.count, object.keys[i] == fieldNames[i] {
+                        value = object.values[i]
+                    } else {
+                        value = object[fieldNames[i]]
+                    }
+                    try addJSON(field: i, value, m, row, record: object.keys)
                 }
-                try addJSON(field: i, value, &out, row, record: object)
+            case .array(let array):
+                guard array.count == plans.count else { throw arrayLength(array.count, row: row) }
+                for i in plans.indices { try addJSON(field: i, array[i], m, row, record: nil) }
+            default:
+                throw ScoringError(row: row, field: nil, message: "expected a record (a JSON object or array), got \(record.excerpt)")
             }
-        case .array(let array):
-            guard array.count == plans.count else {
-                throw ScoringError(
-                    row: row, field: nil,
-                    message: "expected an array of \(plans.count) values in schema order (\(fieldList)), got \(array.count)")
-            }
-            for i in plans.indices { try addJSON(field: i, array[i], &out, row, record: nil) }
-        default:
-            throw ScoringError(row: row, field: nil, message: "expected a record (a JSON object or array), got \(record.excerpt)")
         }
-        return try finish(&out, row: row)
+    }
+
+    func arrayLength(_ count: Int, row: Int?) -> ScoringError {
+        ScoringError(
+            row: row, field: nil,
+            message: "expected an array of \(plans.count) values in schema order (\(fieldList)), got \(count)")
     }
 
     private var fieldList: String {
         fieldNames.count <= 8 ? fieldNames.joined(separator: ", ") : fieldNames.prefix(8).joined(separator: ", ") + ", …"
     }
 
-    /// The output buffer, with the margins (the intercepts so far) at its front.
-    private func startMargins() -> [Double] {
+    /// Runs `body` on margins that start at the intercepts, then applies the link.
+    private func withMargins(row: Int?, _ body: (UnsafeMutablePointer<Double>) throws(ScoringError) -> Void) throws(ScoringError) -> Prediction {
         var out = [Double](repeating: 0, count: classes.count)
-        for k in 0..<marginCount { out[k] = bias[k] }
-        return out
+        let result = out.withUnsafeMutableBufferPointer { buffer in
+            Result { () throws(ScoringError) -> Int in
+                let m = buffer.baseAddress!
+                for k in 0..<marginCount { m[k] = bias[k] }
+                try body(m)
+                return try finish(m, row: row)
+            }
+        }
+        let label = try result.get()
+        return Prediction(probabilities: out, labelIndex: label, label: classes[label])
     }
 
     private func addJSON(
-        field i: Int, _ value: JSONValue?, _ margins: inout [Double], _ row: Int?, record: JSONObject?
+        field i: Int, _ value: JSONValue?, _ m: UnsafeMutablePointer<Double>, _ row: Int?, record: [String]?
     ) throws(ScoringError) {
         switch value {
         case nil:
-            try addMissing(field: i, &margins, row, record: record)
+            try addMissing(field: i, m, row, record: record)
         case .null?:
-            try addMissing(field: i, &margins, row, record: nil)
+            try addMissing(field: i, m, row, record: nil)
         case .number(let x)?:
-            try addNumber(field: i, x, &margins, row)
+            try addNumber(field: i, x, m, row)
         case .string(let text)?:
-            guard case .category = plans[i] else {
-                throw ScoringError(row: row, field: fieldNames[i], message: "expected a number, got \(value!.excerpt)")
-            }
-            try addText(field: i, text, &margins, row)
+            try addText(field: i, text, m, row)
         case let other?:
-            let expected = if case .number = plans[i] { "a number" } else { "a category (a string)" }
-            throw ScoringError(row: row, field: fieldNames[i], message: "expected \(expected), got \(other.excerpt)")
+            throw wrongType(field: i, other, row: row)
         }
     }
 
-    private func addNumber(field i: Int, _ x: Double, _ margins: inout [Double], _ row: Int?) throws(ScoringError) {
+    func wrongType(field i: Int, _ value: JSONValue, row: Int?) -> ScoringError {
+        let expected = if case .number = plans[i] { "a number" } else { "a category (a string)" }
+        return ScoringError(row: row, field: fieldNames[i], message: "expected \(expected), got \(value.excerpt)")
+    }
+
+    func addNumber(field i: Int, _ x: Double, _ m: UnsafeMutablePointer<Double>, _ row: Int?) throws(ScoringError) {
         guard case .number(let slot) = plans[i] else {
             // A number given for a category field matches its text ("36" for 36).
-            return try addText(field: i, JSONWriter.numberText(x), &margins, row)
+            return try addText(field: i, JSONWriter.numberText(x), m, row)
         }
         guard x.isFinite else {
             throw ScoringError(row: row, field: fieldNames[i], message: "expected a finite number, got \(x)")
         }
         let base = slot * marginCount
-        for k in 0..<marginCount { margins[k] += numberWeights[base + k] * x }
+        for k in 0..<marginCount { m[k] += numberWeights[base + k] * x }
     }
 
-    private func addText(field i: Int, _ text: String, _ margins: inout [Double], _ row: Int?) throws(ScoringError) {
+    func addText(field i: Int, _ text: String, _ m: UnsafeMutablePointer<Double>, _ row: Int?) throws(ScoringError) {
         switch plans[i] {
-        case .number:
-            let cut = text.count > 40 ? String(text.prefix(40)) + "…" : text
-            throw ScoringError(row: row, field: fieldNames[i], message: "expected a number, got \"\(cut)\"")
-        case .category(let slot):
-            let code = categoryTables[slot].code(of: text)
-            if code >= 0 {
-                let base = Int(code) * marginCount
-                for k in 0..<marginCount { margins[k] += categoryWeights[slot][base + k] }
-            } else if categoryUnknownIsError[slot] {
-                throw unknownCategory(field: i, text, row: row)
-            }
+        case .number: throw notANumber(field: i, text, row: row)
+        case .category(let slot): try addCode(field: i, slot, categoryTables[slot].code(of: text), m, row, text: text)
         }
     }
 
-    private func addMissing(field i: Int, _ margins: inout [Double], _ row: Int?, record: JSONObject?) throws(ScoringError) {
+    func notANumber(field i: Int, _ text: String, row: Int?) -> ScoringError {
+        let cut = text.count > 40 ? String(text.prefix(40)) + "…" : text
+        return ScoringError(row: row, field: fieldNames[i], message: "expected a number, got \"\(cut)\"")
+    }
+
+    /// Adds a category's weights by code; an unknown code follows the field's policy.
+    @inline(__always)
+    func addCode(
+        field i: Int, _ slot: Int, _ code: Int32, _ m: UnsafeMutablePointer<Double>, _ row: Int?, text: @autoclosure () -> String
+    ) throws(ScoringError) {
+        if code >= 0 {
+            let base = Int(code) * marginCount
+            for k in 0..<marginCount { m[k] += categoryWeights[slot][base + k] }
+        } else if categoryUnknownIsError[slot] {
+            throw unknownCategory(field: i, text(), row: row)
+        }
+    }
+
+    func addMissing(field i: Int, _ m: UnsafeMutablePointer<Double>, _ row: Int?, record: [String]?) throws(ScoringError) {
         switch plans[i] {
         case .number(let slot):
             let x = numberImpute[slot]
             guard !x.isNaN else { throw missingValue(field: i, row: row, record: record) }
             let base = slot * marginCount
-            for k in 0..<marginCount { margins[k] += numberWeights[base + k] * x }
+            for k in 0..<marginCount { m[k] += numberWeights[base + k] * x }
         case .category(let slot):
             if categoryMissingIsError[slot] { throw missingValue(field: i, row: row, record: record) }
         }
     }
 
-    /// Applies the link to the margins at the front of `out`.
-    private func finish(_ out: inout [Double], row: Int?) throws(ScoringError) -> Prediction {
-        let label = out.withUnsafeMutableBufferPointer { buffer in
-            applyLink(buffer.baseAddress!)
-        }
+    /// Applies the link to the margins at `m`; the label index.
+    func finish(_ m: UnsafeMutablePointer<Double>, row: Int?) throws(ScoringError) -> Int {
+        let label = applyLink(m)
         guard label >= 0 else { throw overflow(row: row) }
-        return Prediction(probabilities: out, labelIndex: label, label: classes[label])
+        return label
     }
 
     /// Turns margins at `p[0..<marginCount]` into probabilities at `p[0..<classes.count]`;
@@ -305,10 +323,11 @@ public final class Scorer: Sendable {
         return ScoringError(row: row, field: fieldNames[i], message: "unknown category \"\(cut)\"; expected one of \(shown)")
     }
 
-    func missingValue(field i: Int, row: Int?, record: JSONObject?) -> ScoringError {
+    /// `record`: the keys of an object record the field was absent from, for a misspelling hint.
+    func missingValue(field i: Int, row: Int?, record: [String]?) -> ScoringError {
         let name = fieldNames[i]
         // An absent field: point at the record's field that looks like a misspelling of it.
-        let unknown = record?.keys.filter { fieldIndex($0) == nil } ?? []
+        let unknown = record?.filter { fieldIndex($0) == nil } ?? []
         if let near = unknown.min(by: { editDistance($0, name) < editDistance($1, name) }),
             editDistance(near, name) <= max(2, name.count / 3)
         {
