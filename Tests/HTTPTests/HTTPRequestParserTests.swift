@@ -10,6 +10,20 @@ func parse(_ bytes: [UInt8], splitAt split: Int? = nil, limits: HTTPRequestParse
     return events
 }
 
+/// `seed` with `edits` random byte replacements, deletions and insertions (fuzzing).
+func mutated(_ seed: [UInt8], edits: ClosedRange<Int>, _ random: inout SystemRandomNumberGenerator) -> [UInt8] {
+    var bytes = seed
+    for _ in 0..<Int.random(in: edits, using: &random) {
+        let i = Int.random(in: 0..<max(bytes.count, 1), using: &random)
+        switch (Int.random(in: 0..<3, using: &random), bytes.isEmpty) {
+        case (0, false): bytes[i] = UInt8.random(in: 0...255, using: &random)
+        case (1, false): bytes.remove(at: i)
+        default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: min(i, bytes.count))
+        }
+    }
+    return bytes
+}
+
 func requests(_ events: [HTTPRequestParser.Event]) -> [HTTPRequest] {
     events.compactMap { if case .request(let r) = $0 { r.request } else { nil } }
 }
@@ -104,15 +118,7 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
     @Test func survivesRandomMutations() {
         var random = SystemRandomNumberGenerator()
         for _ in 0..<20_000 {
-            var bytes = Self.pipelined
-            for _ in 0..<Int.random(in: 1...6, using: &random) {
-                let i = Int.random(in: 0..<bytes.count, using: &random)
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: bytes[i] = UInt8.random(in: 0...255, using: &random)
-                case 1: bytes.remove(at: i)
-                default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: i)
-                }
-            }
+            let bytes = mutated(Self.pipelined, edits: 1...6, &random)
             let split = Int.random(in: 0...bytes.count, using: &random)
             let events = parse(bytes, splitAt: split)
             // At most one error, and it is the last event.

@@ -116,15 +116,7 @@ func residentKiB() -> Int {
                 if i % 5 == 0 {
                     bytes = (0..<Int.random(in: 1...512, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
                 } else {
-                    bytes = valid
-                    for _ in 0..<Int.random(in: 1...8, using: &random) {
-                        let j = Int.random(in: 0..<bytes.count, using: &random)
-                        switch Int.random(in: 0..<3, using: &random) {
-                        case 0: bytes[j] = UInt8.random(in: 0...255, using: &random)
-                        case 1: bytes.remove(at: j)
-                        default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: j)
-                        }
-                    }
+                    bytes = mutated(valid, edits: 1...8, &random)
                 }
                 let c = HTTPClient(port: server.port, timeout: 0.3)
                 try? c.sendRaw(bytes)

@@ -62,15 +62,7 @@ import Glibc
         var random = SystemRandomNumberGenerator()
         let seeds = [#"{"amount": 12000.5, "region": "north", "x": [1, {"y": null}]}"#]
         for _ in 0..<20_000 {
-            var bytes = Array(seeds[0].utf8)
-            for _ in 0..<Int.random(in: 1...4, using: &random) {
-                let i = Int.random(in: 0..<bytes.count, using: &random)
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: bytes[i] = UInt8.random(in: 0...255, using: &random)
-                case 1: bytes.remove(at: i)
-                default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: i)
-                }
-            }
+            let bytes = mutated(Array(seeds[0].utf8), edits: 1...4, &random)
             // Either a value or a JSONError; never a crash.
             _ = try? JSONValue.parse(bytes)
         }

@@ -26,15 +26,7 @@ import Testing
         var random = SystemRandomNumberGenerator()
         let seed = Array(#"{"a": [1, -2.5e3, true, false, null, "x\u00e9\n"], "b": {"c": "北京"}, "d": 0.1}"#.utf8)
         for _ in 0..<20_000 {
-            var bytes = seed
-            for _ in 0..<Int.random(in: 1...4, using: &random) {
-                let i = Int.random(in: 0..<bytes.count, using: &random)
-                switch Int.random(in: 0..<3, using: &random) {
-                case 0: bytes[i] = UInt8.random(in: 0...255, using: &random)
-                case 1: bytes.remove(at: i)
-                default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: i)
-                }
-            }
+            let bytes = mutated(seed, edits: 1...4, &random)
             var tape = JSONTape()
             let tapeOK = bytes.withUnsafeBytes { (try? tape.parse($0)) != nil }
             let valueOK = (try? JSONValue.parse(bytes)) != nil

@@ -44,3 +44,17 @@ func handProbability(income: Double, age: Double, cityCode: Int?) -> Double {
 func close(_ a: Double, _ b: Double, relative: Double) -> Bool {
     abs(a - b) <= relative * max(abs(b), 1e-300)
 }
+
+/// `seed` with `edits` random byte replacements, deletions and insertions (fuzzing).
+func mutated(_ seed: [UInt8], edits: ClosedRange<Int>, _ random: inout SystemRandomNumberGenerator) -> [UInt8] {
+    var bytes = seed
+    for _ in 0..<Int.random(in: edits, using: &random) {
+        let i = Int.random(in: 0..<max(bytes.count, 1), using: &random)
+        switch (Int.random(in: 0..<3, using: &random), bytes.isEmpty) {
+        case (0, false): bytes[i] = UInt8.random(in: 0...255, using: &random)
+        case (1, false): bytes.remove(at: i)
+        default: bytes.insert(UInt8.random(in: 0...255, using: &random), at: min(i, bytes.count))
+        }
+    }
+    return bytes
+}
