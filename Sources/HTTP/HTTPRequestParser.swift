@@ -41,7 +41,6 @@ package struct HTTPRequestParser {
     package let limits: Limits
     private var state = State.head
     private var head: [UInt8] = []
-    private var scanFrom = 0
     private var line: [UInt8] = []
     private var trailerBytes = 0
     private var current: HTTPRequestHeadAndBody?
@@ -93,7 +92,6 @@ package struct HTTPRequestParser {
                     headDone = false
                     guard let request = parseHead(&events) else { return events }
                     head.removeAll(keepingCapacity: true)
-                    scanFrom = 0
                     current = request.request
                     if request.expectContinue && request.bodyState != nil { events.append(.continueNeeded) }
                     switch request.bodyState {

@@ -19,7 +19,6 @@ package enum LoadGenerator {
         package var broken = 0
         package var seconds = 0.0
         package var latencies: [UInt64] = []  // sorted, ns
-        package var statuses: [Int: Int] = [:]
 
         package var rate: Double { Double(requests) / max(seconds, 1e-9) }
         package func quantile(_ q: Double) -> Double {
@@ -79,7 +78,6 @@ package enum LoadGenerator {
                     let done = csystem_monotonic_ns()
                     result.latencies.append(done - slot.sentAt)
                     result.requests += 1
-                    result.statuses[status, default: 0] += 1
                     if status < 200 || status >= 300 { result.failed += 1 }
                     if done < deadline && result.requests < maximumRequests {
                         send(slot, request, &result)

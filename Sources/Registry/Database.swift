@@ -5,10 +5,12 @@ import Foundation
 /// transactions that take the write lock up front (`BEGIN IMMEDIATE`) so two
 /// writers queue instead of failing halfway.
 ///
-/// Safety: a connection is used by one thread at a time (SQLite's "multi-thread"
-/// mode); callers that share one across threads serialize through their own lock.
+/// Safety: SQLite's "multi-thread" mode needs a connection used by one thread
+/// at a time; every entry point holds `lock` (recursive, so a transaction's
+/// body can run queries), so callers share a `Database` freely.
 package final class Database: @unchecked Sendable {
     private let handle: OpaquePointer
+    private let lock = NSRecursiveLock()
 
     /// How long a writer waits for another process's transaction before giving up.
     package static let busyTimeoutMilliseconds: Int32 = 15_000
@@ -33,6 +35,8 @@ package final class Database: @unchecked Sendable {
 
     /// Runs SQL with no results (several statements allowed).
     package func execute(_ sql: String) throws(RegistryError) {
+        lock.lock()
+        defer { lock.unlock() }
         var error: UnsafeMutablePointer<CChar>?
         let rc = sqlite3_exec(handle, sql, nil, nil, &error)
         if rc != SQLITE_OK {
@@ -45,6 +49,8 @@ package final class Database: @unchecked Sendable {
     /// Runs a query, returning every row as an array of column values.
     @discardableResult
     package func query(_ sql: String, _ arguments: [Value] = []) throws(RegistryError) -> [[Value]] {
+        lock.lock()
+        defer { lock.unlock() }
         var statement: OpaquePointer?
         guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
             throw RegistryError("database: \(String(cString: sqlite3_errmsg(handle))) in \(sql)")
@@ -82,6 +88,8 @@ package final class Database: @unchecked Sendable {
 
     /// Runs `body` in one write transaction; any error rolls it back.
     package func transaction<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
         try execute("BEGIN IMMEDIATE")
         do {
             let result = try body()
@@ -91,6 +99,13 @@ package final class Database: @unchecked Sendable {
             try? execute("ROLLBACK")
             throw error
         }
+    }
+
+    /// Runs several reads with no other thread's statements in between.
+    package func exclusive<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
     }
 
     /// Brings the schema up to `migrations.count`, each step once, recorded in `user_version`.

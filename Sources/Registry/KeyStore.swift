@@ -12,10 +12,8 @@ public enum Scope: String, Sendable, Comparable, CaseIterable {
 
 /// API keys, stored as sha256 hashes: a key is shown once, when it is created.
 /// A key reads `sy_<id>_<secret>`; the id names it in logs and audit records.
-public final class KeyStore: @unchecked Sendable {
-    // Safety: `database` is used only while holding `lock`.
+public final class KeyStore: Sendable {
     private let database: Database
-    private let lock = NSLock()
 
     public struct Key: Sendable, Equatable {
         public var id: String
@@ -37,16 +35,14 @@ public final class KeyStore: @unchecked Sendable {
         let secret = String((0..<40).map { _ in "0123456789abcdef".randomElement(using: &random)! })
         let key = "sy_\(id)_\(secret)"
         let at = isoTimestamp(Date())
-        _ = try locked { () throws(RegistryError) in
-            try database.query(
-                "INSERT INTO api_keys (id, hash, scope, name, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
-                [.text(id), .text(Self.hash(key)), .text(scope.rawValue), name.map(Database.Value.text) ?? .null, .text(at), .text(who)])
-        }
+        try database.query(
+            "INSERT INTO api_keys (id, hash, scope, name, created_at, created_by) VALUES (?, ?, ?, ?, ?, ?)",
+            [.text(id), .text(Self.hash(key)), .text(scope.rawValue), name.map(Database.Value.text) ?? .null, .text(at), .text(who)])
         return (Key(id: id, scope: scope, name: name, createdAt: at, createdBy: who, revoked: false), key)
     }
 
     public func list() throws(RegistryError) -> [Key] {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             try database.query("SELECT id, scope, name, created_at, created_by, revoked_at FROM api_keys ORDER BY created_at").map {
                 Key(id: $0[0].text ?? "", scope: Scope(rawValue: $0[1].text ?? "") ?? .read, name: $0[2].text,
                     createdAt: $0[3].text ?? "", createdBy: $0[4].text ?? "", revoked: $0[5] != .null)
@@ -55,7 +51,7 @@ public final class KeyStore: @unchecked Sendable {
     }
 
     public func revoke(id: String) throws(RegistryError) {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             let found = try database.query("SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL", [.text(id)])
             guard !found.isEmpty else { throw RegistryError("no active key with id \(id); see 'switchyard keys list'") }
             try database.query("UPDATE api_keys SET revoked_at = ? WHERE id = ?", [.text(isoTimestamp(Date())), .text(id)])
@@ -64,7 +60,7 @@ public final class KeyStore: @unchecked Sendable {
 
     /// Active keys by hash, for a component's in-memory check.
     public func activeKeys() throws(RegistryError) -> [String: (id: String, scope: Scope)] {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             var out: [String: (id: String, scope: Scope)] = [:]
             for row in try database.query("SELECT hash, id, scope FROM api_keys WHERE revoked_at IS NULL") {
                 if let hash = row[0].text, let id = row[1].text, let scope = Scope(rawValue: row[2].text ?? "") {
@@ -77,20 +73,13 @@ public final class KeyStore: @unchecked Sendable {
 
     public static func hash(_ key: String) -> String { SHA256.hex(Array(key.utf8)) }
 
-    private func locked<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body()
-    }
 }
 
 /// The fleet directory: running components record themselves (kind, id, URL,
 /// pid, heartbeat) so the console can find them; a record goes when its
 /// component stops, and one whose heartbeat is stale is ignored.
-public final class FleetDirectory: @unchecked Sendable {
-    // Safety: `database` is used only while holding `lock`.
+public final class FleetDirectory: Sendable {
     private let database: Database
-    private let lock = NSLock()
 
     public struct Member: Sendable, Equatable {
         public var id: String
@@ -121,8 +110,6 @@ public final class FleetDirectory: @unchecked Sendable {
 
     /// Records or refreshes a member.
     public func heartbeat(_ member: Member) throws(RegistryError) {
-        lock.lock()
-        defer { lock.unlock() }
         try database.query(
             """
             INSERT INTO fleet (id, kind, url, pid, host, model, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
@@ -134,15 +121,11 @@ public final class FleetDirectory: @unchecked Sendable {
     }
 
     public func remove(id: String) throws(RegistryError) {
-        lock.lock()
-        defer { lock.unlock() }
         try database.query("DELETE FROM fleet WHERE id = ?", [.text(id)])
     }
 
     /// Members whose heartbeat is at most `maxAge` seconds old.
     public func members(maxAge: Double = 15) throws(RegistryError) -> [Member] {
-        lock.lock()
-        defer { lock.unlock() }
         let cutoff = Date().timeIntervalSince1970 - maxAge
         return try database.query(
             "SELECT id, kind, url, pid, host, model, started_at, heartbeat_at FROM fleet WHERE heartbeat_at >= ? ORDER BY kind, id",

@@ -8,10 +8,8 @@ import Scoring
 /// the same name again returns the existing version. Every change (register,
 /// promote, rollback) is one transaction that also appends to the audit log;
 /// the log refuses updates and deletes (triggers), so it is append-only.
-public final class ModelRegistry: @unchecked Sendable {
-    // Safety: `database` is used only while holding `lock`.
+public final class ModelRegistry: Sendable {
     private let database: Database
-    private let lock = NSLock()
     public let home: Home
     private let now: @Sendable () -> Date
 
@@ -153,7 +151,7 @@ extension ModelRegistry {
         let metrics = document.metadata.training?.metrics ?? [:]
         let metricsText = String(decoding: (try? JSONEncoder.sorted.encode(metrics)) ?? Data("{}".utf8), as: UTF8.self)
         let at = timestamp()
-        return try locked { () throws(RegistryError) in
+        return try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) in
                 if let existing = try database.query(
                     "SELECT version FROM versions WHERE model = ? AND sha256 = ?", [.text(name), .text(sha)]
@@ -176,7 +174,7 @@ extension ModelRegistry {
     @discardableResult
     public func promote(model: String, version: Int, alias: String, who: String) throws(RegistryError) -> Int? {
         try Self.checkAlias(alias)
-        return try locked { () throws(RegistryError) in
+        return try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) -> Int? in
                 _ = try self.version(model, version)
                 let previous = try aliasTarget(model, alias)
@@ -192,7 +190,7 @@ extension ModelRegistry {
     /// rollback undoes the first). Returns (from, to).
     @discardableResult
     public func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int) {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) -> (from: Int, to: Int) in
                 guard let current = try aliasTarget(model, alias) else {
                     throw RegistryError("\(model) has no alias \"\(alias)\"; see 'switchyard models show \(model)'")
@@ -217,7 +215,7 @@ extension ModelRegistry {
     public func resolve(_ reference: String) throws(RegistryError) -> Version {
         let parts = reference.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         let name = parts[0]
-        return try locked { () throws(RegistryError) in
+        return try database.exclusive { () throws(RegistryError) in
             guard try database.query("SELECT 1 FROM models WHERE name = ?", [.text(name)]).first != nil else {
                 let known = try database.query("SELECT name FROM models ORDER BY name").compactMap { $0.first?.text }
                 let hint = known.isEmpty ? "the registry is empty; train or register a model first" : "models: \(known.joined(separator: ", "))"
@@ -254,7 +252,7 @@ extension ModelRegistry {
 
     /// Every model's versions, newest last.
     public func versions(model: String? = nil) throws(RegistryError) -> [Version] {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             let rows = try database.query(
                 model == nil
                     ? "SELECT model, version FROM versions ORDER BY model, version"
@@ -268,7 +266,7 @@ extension ModelRegistry {
 
     /// Aliases of `model` and the versions they point at.
     public func aliases(model: String) throws(RegistryError) -> [(alias: String, version: Int)] {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             try database.query("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", [.text(model)])
                 .map { ($0[0].text ?? "", Int($0[1].integer ?? 0)) }
         }
@@ -276,7 +274,7 @@ extension ModelRegistry {
 
     /// The audit log, oldest first; `model` narrows it to one model.
     public func audit(model: String? = nil, limit: Int = 1000) throws(RegistryError) -> [AuditEntry] {
-        try locked { () throws(RegistryError) in
+        try database.exclusive { () throws(RegistryError) in
             let filter = model == nil ? "" : "WHERE model = ?"
             let rows = try database.query(
                 "SELECT id, at, who, action, model, alias, from_version, to_version, detail FROM audit \(filter) ORDER BY id DESC LIMIT \(max(1, limit))",
@@ -290,7 +288,7 @@ extension ModelRegistry {
         }
     }
 
-    // MARK: - Helpers (called with the lock held)
+    // MARK: - Helpers
 
     private func version(_ model: String, _ number: Int) throws(RegistryError) -> Version {
         guard let row = try database.query(
@@ -334,12 +332,6 @@ extension ModelRegistry {
                 from.map { .integer(Int64($0)) } ?? .null, to.map { .integer(Int64($0)) } ?? .null,
                 detail.map(Database.Value.text) ?? .null,
             ])
-    }
-
-    private func locked<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body()
     }
 
     private func timestamp() -> String { isoTimestamp(now()) }

@@ -188,10 +188,10 @@ public enum Trainer {
         let scorer: Scorer
         do { scorer = try Scorer(document) } catch { throw TrainingError("internal error: the trained model does not compile: \(error)") }
         var batch = ColumnBatch(for: scorer, capacity: holdoutRows.count)
+        let featureColumns = table.names.enumerated().compactMap { c, name in scorer.fieldIndex(name).map { (c, $0) } }
         for i in holdoutRows {
             batch.appendRow()
-            for (c, name) in table.names.enumerated() {
-                guard let field = scorer.fieldIndex(name) else { continue }
+            for (c, field) in featureColumns {
                 switch table.columns[c] {
                 case .numbers(let values): batch.setNumber(field: field, values[i])
                 case .categories(let codes, let values):

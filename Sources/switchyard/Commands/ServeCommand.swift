@@ -69,12 +69,12 @@ let serveCommand = Command(
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
-        let host_ = ComponentHost(
+        let runner = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
             authenticator: authenticator, events: events, fleet: fleet)
         let bound: Int
         do {
-            bound = try host_.start()
+            bound = try runner.start()
         } catch let error as IOError where error.errno == EADDRINUSE {
             throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
         } catch {
@@ -87,7 +87,7 @@ let serveCommand = Command(
         fflush(nil)
         waitForTermination()
         print("stopping")
-        host_.stop()
+        runner.stop()
         return Exit.ok
     })
 
