@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CSystem"),
 
         // MARK: - Layers (dependencies point down only; see shared/DESIGN.md)
-        .target(name: "Scoring", swiftSettings: strict),
+        .target(name: "Scoring", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "Registry", dependencies: ["Scoring", "CSQLite"], swiftSettings: strict),
@@ -53,7 +53,7 @@ let package = Package(
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",
-            dependencies: ["switchyard", "Scoring", "CSystem"],
+            dependencies: ["switchyard", "Scoring", "HTTP", "CSystem"],
             swiftSettings: strict
         ),
     ]

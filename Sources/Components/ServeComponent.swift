@@ -205,8 +205,8 @@ package final class ServeComponent: Component {
             let result = try swap(to: version, reason: "requested by \(principal.name)" + (follow.map { ", now following alias \($0)" } ?? ", pinned"))
             target.withLock { $0.alias = follow }
             return json(200, .object(JSONObject([
-                "previous": result.from.map { modelJSON($0) } ?? .null,
-                "model": modelJSON(result.to),
+                "previous": result.from.map { modelJSON($0.version) } ?? .null,
+                "model": modelJSON(result.to.version),
                 "following": follow.map(JSONValue.string) ?? .null,
             ])))
         } catch let error as HTTPError {
@@ -270,7 +270,7 @@ package final class ServeComponent: Component {
         let current = model.current
         let following = target.withLock { $0.alias }
         return [
-            ("model", current.map { modelJSON($0) } ?? .null),
+            ("model", current.map { modelJSON($0.version) } ?? .null),
             ("following", following.map(JSONValue.string) ?? .null),
             ("state", .string(current == nil ? "loading" : "serving")),
             ("counters", .object(JSONObject([
@@ -334,16 +334,6 @@ package final class ServeComponent: Component {
         case .failure(let error): return error.response
         }
     }
-}
-
-/// `{name, version, sha256, reference}` of a snapshot.
-func modelJSON(_ snapshot: ModelSnapshot) -> JSONValue {
-    .object(JSONObject([
-        "name": .string(snapshot.version.model),
-        "version": .number(Double(snapshot.version.version)),
-        "sha256": .string(snapshot.version.sha256),
-        "reference": .string(snapshot.label),
-    ]))
 }
 
 /// A record built from the schema: numbers at their training mean (or impute

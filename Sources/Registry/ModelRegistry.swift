@@ -95,6 +95,33 @@ extension Database {
             heartbeat_at REAL NOT NULL
         );
         """,
+        """
+        CREATE TABLE batch_runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            rerun_of INTEGER REFERENCES batch_runs(id),
+            who TEXT NOT NULL,
+            idempotency_key TEXT,
+            model TEXT,
+            model_sha256 TEXT,
+            inputs TEXT NOT NULL DEFAULT '[]',
+            rows_read INTEGER NOT NULL DEFAULT 0,
+            rows_scored INTEGER NOT NULL DEFAULT 0,
+            rows_rejected INTEGER NOT NULL DEFAULT 0,
+            bytes_total INTEGER NOT NULL DEFAULT 0,
+            bytes_done INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,
+            queued_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            error TEXT,
+            scheduled_for REAL,
+            note TEXT,
+            UNIQUE (job, idempotency_key)
+        );
+        CREATE INDEX batch_runs_job_status ON batch_runs (job, status, id);
+        """,
     ]
 }
 

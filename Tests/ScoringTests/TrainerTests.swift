@@ -170,6 +170,20 @@ import Testing
             == "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
     }
 
+    @Test func sha256ExtensionsAgreeWithThePortableRounds() {
+        // Random lengths and split points, so both paths see partial and whole blocks.
+        var random = SplitMix64(seed: 5)
+        for _ in 0..<200 {
+            let bytes = (0..<Int(random.next() % 5000)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            let split = bytes.isEmpty ? 0 : Int(random.next() % UInt64(bytes.count))
+            var fast = SHA256(), portable = SHA256(accelerated: false)
+            fast.update(Array(bytes[..<split]))
+            fast.update(Array(bytes[split...]))
+            portable.update(bytes)
+            #expect(fast.finalize() == portable.finalize())
+        }
+    }
+
     @Test func aucCountsTiesAsHalf() {
         #expect(Metrics.auc(scores: [0.1, 0.4, 0.35, 0.8], positives: [false, false, true, true]) == 0.75)
         #expect(Metrics.auc(scores: [0.5, 0.5], positives: [false, true]) == 0.5)

@@ -36,4 +36,11 @@ static inline uint64_t csystem_counter_load(const uint64_t *counter) {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 
+/// Whether this CPU has the SHA extensions `csystem_sha256_blocks` needs.
+int csystem_sha256_accelerated(void);
+
+/// SHA-256 compression of `blocks` 64-byte blocks into `state`, with the x86
+/// SHA extensions; call only when `csystem_sha256_accelerated()` is true.
+void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks);
+
 #endif

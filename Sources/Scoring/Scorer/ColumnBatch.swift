@@ -10,8 +10,14 @@ public struct ColumnBatch: Sendable {
     /// The row number of the first record, for error messages (1 by default).
     public var firstRow: Int
     public private(set) var count = 0
-    var numbers: [[Double]]
-    var codes: [[Int32]]
+    /// Column storage, one column after another, `stride` rows of room each:
+    /// number slot `s`, row `r` is `numbers[s * stride + r]`. One flat array per
+    /// kind keeps a cell write to one bounds check and one uniqueness check.
+    private(set) var numbers: [Double] = []
+    private(set) var codes: [Int32] = []
+    private(set) var stride = 0
+    private let numberSlots: Int
+    private let codeSlots: Int
     /// The text of each unknown category, kept for the error message: (row index, slot, text).
     var unknownTexts: [(Int, Int, String)] = []
     /// Errors found while setting cells, by row index.
@@ -23,23 +29,45 @@ public struct ColumnBatch: Sendable {
     public init(for scorer: Scorer, capacity: Int = 0, firstRow: Int = 1) {
         self.scorer = scorer
         self.firstRow = firstRow
-        numbers = Array(repeating: [], count: scorer.numberFields.count)
-        codes = Array(repeating: [], count: scorer.categoryFields.count)
+        numberSlots = scorer.numberFields.count
+        codeSlots = scorer.categoryFields.count
         reserveCapacity(capacity)
     }
 
     public mutating func reserveCapacity(_ capacity: Int) {
-        for i in numbers.indices { numbers[i].reserveCapacity(capacity) }
-        for i in codes.indices { codes[i].reserveCapacity(capacity) }
+        if capacity > stride { grow(to: capacity) }
         rejected.reserveCapacity(capacity)
+    }
+
+    /// Moves the columns into storage with `rows` rows of room each.
+    private mutating func grow(to rows: Int) {
+        var newNumbers = [Double](repeating: .nan, count: numberSlots * rows)
+        var newCodes = [Int32](repeating: Self.missingCode, count: codeSlots * rows)
+        for s in 0..<numberSlots {
+            for r in 0..<count { newNumbers[s * rows + r] = numbers[s * stride + r] }
+        }
+        for s in 0..<codeSlots {
+            for r in 0..<count { newCodes[s * rows + r] = codes[s * stride + r] }
+        }
+        numbers = newNumbers
+        codes = newCodes
+        stride = rows
+    }
+
+    /// Number column `slot` of the rows so far.
+    func withNumbers<R>(slot: Int, _ body: (UnsafeBufferPointer<Double>) -> R) -> R {
+        numbers.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[(slot * stride)..<(slot * stride + count)])) }
+    }
+
+    /// Category code column `slot` of the rows so far.
+    func withCodes<R>(slot: Int, _ body: (UnsafeBufferPointer<Int32>) -> R) -> R {
+        codes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[(slot * stride)..<(slot * stride + count)])) }
     }
 
     /// Empties the batch, keeping its storage, and sets the next first row.
     public mutating func removeAll(firstRow: Int) {
         self.firstRow = firstRow
         count = 0
-        for i in numbers.indices { numbers[i].removeAll(keepingCapacity: true) }
-        for i in codes.indices { codes[i].removeAll(keepingCapacity: true) }
         rejected.removeAll(keepingCapacity: true)
         unknownTexts.removeAll()
         cellErrors.removeAll()
@@ -48,8 +76,14 @@ public struct ColumnBatch: Sendable {
     /// Starts a new record with every field missing; set its cells next.
 
     public mutating func appendRow() {
-        for i in numbers.indices { numbers[i].append(.nan) }
-        for i in codes.indices { codes[i].append(Self.missingCode) }
+        if count == stride { grow(to: max(64, stride * 2)) }
+        let r = count, stride = stride, numberSlots = numberSlots, codeSlots = codeSlots
+        numbers.withUnsafeMutableBufferPointer { p in
+            for s in 0..<numberSlots { p[s * stride + r] = .nan }
+        }
+        codes.withUnsafeMutableBufferPointer { p in
+            for s in 0..<codeSlots { p[s * stride + r] = Self.missingCode }
+        }
         rejected.append(false)
         count += 1
     }
@@ -62,13 +96,13 @@ public struct ColumnBatch: Sendable {
         switch scorer.plans[field] {
         case .number(let slot):
             if let x = DecimalParser.parse(bytes) {
-                numbers[slot][r] = x
+                numbers[slot * stride + r] = x
             } else {
                 reject(r, field: field, "expected a number, got \"\(String(decoding: bytes.prefix(40), as: UTF8.self))\"")
             }
         case .category(let slot):
             let code = scorer.categoryTables[slot].code(of: bytes)
-            codes[slot][r] = code
+            codes[slot * stride + r] = code
             if code < 0 { unknownTexts.append((r, slot, String(decoding: bytes, as: UTF8.self))) }
         }
     }
@@ -79,7 +113,7 @@ public struct ColumnBatch: Sendable {
         let r = count - 1
         switch scorer.plans[field] {
         case .number(let slot):
-            numbers[slot][r] = x
+            numbers[slot * stride + r] = x
         case .category:
             var text = JSONWriter.numberText(x)
             text.withUTF8 { setText(field: field, UnsafeRawBufferPointer($0)) }
@@ -97,8 +131,8 @@ public struct ColumnBatch: Sendable {
             } else if text.isEmpty {
                 // JSON "" is a category text, not a missing value (only CSV's empty cell is).
                 if case .category(let slot) = scorer.plans[field] {
-                    codes[slot][count - 1] = scorer.categoryTables[slot].code(of: "")
-                    if codes[slot][count - 1] < 0 { unknownTexts.append((count - 1, slot, "")) }
+                    codes[slot * stride + count - 1] = scorer.categoryTables[slot].code(of: "")
+                    if codes[slot * stride + count - 1] < 0 { unknownTexts.append((count - 1, slot, "")) }
                 }
             } else {
                 text.withUTF8 { setText(field: field, UnsafeRawBufferPointer($0)) }

@@ -21,7 +21,7 @@ extension Scorer {
 
         margins.withUnsafeMutableBufferPointer { margins in
             for slot in numberFields.indices {
-                batch.numbers[slot].withUnsafeBufferPointer { x in
+                batch.withNumbers(slot: slot) { x in
                     var poison = 0.0
                     for i in 0..<n { poison += x[i] * 0 }  // NaN iff some value is NaN or ±inf
                     if poison.isNaN {
@@ -55,7 +55,7 @@ extension Scorer {
             for slot in categoryFields.indices {
                 let weights = categoryWeights[slot]
                 weights.withUnsafeBufferPointer { weights in
-                    batch.codes[slot].withUnsafeBufferPointer { codes in
+                    batch.withCodes(slot: slot) { codes in
                         for i in 0..<n {
                             let code = codes[i]
                             if code >= 0 {

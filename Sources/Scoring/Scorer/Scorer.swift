@@ -16,7 +16,7 @@ public final class Scorer: Sendable {
     /// Input field names, in schema order.
     public let fieldNames: [String]
 
-    let marginCount: Int
+    package let marginCount: Int
     let link: ModelDocument.Link
     let bias: [Double]
     let plans: [Plan]
@@ -253,6 +253,14 @@ public final class Scorer: Sendable {
             for k in 0..<marginCount { m[k] += categoryWeights[slot][base + k] }
         } else if categoryUnknownIsError[slot] {
             throw unknownCategory(field: i, text(), row: row)
+        }
+    }
+
+    /// Whether field `i` may be absent (imputed or all zeros) rather than an error.
+    package func canBeMissing(field i: Int) -> Bool {
+        switch plans[i] {
+        case .number(let slot): !numberImpute[slot].isNaN
+        case .category(let slot): !categoryMissingIsError[slot]
         }
     }
 

@@ -4,27 +4,35 @@
 /// file chunk by chunk and carry the unfinished tail into the next chunk.
 /// Field storage is reused from record to record: nothing is allocated per row.
 package struct CSVReader {
-    /// Fields of the current record, as ranges into `buffer` or, for a quoted
-    /// field with doubled quotes, into `unescaped`.
-    private var starts: [Int] = []
-    private var ends: [Int] = []
-    private var inScratch: [Bool] = []
+    /// Fields of the current record: byte ranges into `buffer` or, for a quoted
+    /// field with doubled quotes, into `scratch` (one array, so a field costs one append).
+    private var spans: [Span] = []
     private var scratch: [UInt8] = []
     private var buffer = UnsafeRawBufferPointer(start: nil, count: 0)
     /// 1-based line number where the next record starts.
     package private(set) var line = 1
+    /// Byte offsets (into the buffer given to `read`) of the current record,
+    /// line end included; after a `CSVError`, where the failing record starts.
+    package private(set) var recordStart = 0
+    package private(set) var recordEnd = 0
+    /// After a `CSVError`, the offset of the byte that broke the record's syntax.
+    package private(set) var errorOffset = 0
 
     package init() {}
 
+    /// Continues counting lines from `line` (after the caller skipped a broken record).
+    package mutating func reset(line: Int) { self.line = line }
+
     /// The current record's field count.
-    package var fieldCount: Int { starts.count }
+    package var fieldCount: Int { spans.count }
 
     /// The bytes of field `i` of the current record, valid until the next record.
     package func field(_ i: Int) -> UnsafeRawBufferPointer {
-        if inScratch[i] {
-            return scratch.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[starts[i]..<ends[i]]) }
+        let span = spans[i]
+        if span.inScratch {
+            return scratch.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[span.start..<span.end]) }
         }
-        return UnsafeRawBufferPointer(rebasing: buffer[starts[i]..<ends[i]])
+        return UnsafeRawBufferPointer(rebasing: buffer[span.start..<span.end])
     }
 
     /// Field `i` as a String.
@@ -40,11 +48,10 @@ package struct CSVReader {
         var position = 0
         let n = bytes.count
         while position < n {
-            starts.removeAll(keepingCapacity: true)
-            ends.removeAll(keepingCapacity: true)
-            inScratch.removeAll(keepingCapacity: true)
-            scratch.removeAll(keepingCapacity: true)
+            spans.removeAll(keepingCapacity: true)
+            if !scratch.isEmpty { scratch.removeAll(keepingCapacity: true) }
             let recordLine = line
+            recordStart = position
             var newlines = 0
             var i = position
             var complete = false
@@ -71,6 +78,7 @@ package struct CSVReader {
                         i += 1
                     }
                     guard closed else {
+                        errorOffset = n
                         if final { throw CSVError(line: recordLine, message: "a quoted field is never closed") }
                         break fieldLoop
                     }
@@ -81,13 +89,9 @@ package struct CSVReader {
                             scratch.append(bytes[j])
                             j += bytes[j] == UInt8(ascii: "\"") ? 2 : 1
                         }
-                        starts.append(from)
-                        ends.append(scratch.count)
-                        inScratch.append(true)
+                        spans.append(Span(start: from, end: scratch.count, inScratch: true))
                     } else {
-                        starts.append(start)
-                        ends.append(i)
-                        inScratch.append(false)
+                        spans.append(Span(start: start, end: i, inScratch: false))
                     }
                     i += 1  // closing quote
                     guard i < n else {
@@ -100,6 +104,7 @@ package struct CSVReader {
                     case 0x0D where i + 1 < n && bytes[i + 1] == 0x0A: i += 2; newlines += 1; complete = true; break fieldLoop
                     case 0x0D where i + 1 == n && !final: break fieldLoop
                     default:
+                        errorOffset = i
                         throw CSVError(line: recordLine + newlines, message: "unexpected \(describeByte(bytes[i])) after a closing quote; expected ',' or a line end")
                     }
                 } else {
@@ -108,6 +113,7 @@ package struct CSVReader {
                         let b = bytes[i]
                         if b == UInt8(ascii: ",") || b == 0x0A { break }
                         if b == UInt8(ascii: "\"") {
+                            errorOffset = i
                             throw CSVError(line: recordLine + newlines, message: "a quote inside an unquoted field; quote the whole field and double the quote")
                         }
                         i += 1
@@ -116,16 +122,12 @@ package struct CSVReader {
                     if i == n {
                         guard final else { break fieldLoop }
                         if end > start, bytes[end - 1] == 0x0D { end -= 1 }
-                        starts.append(start)
-                        ends.append(end)
-                        inScratch.append(false)
+                        spans.append(Span(start: start, end: end, inScratch: false))
                         complete = true
                         break fieldLoop
                     }
                     if bytes[i] == 0x0A, end > start, bytes[end - 1] == 0x0D { end -= 1 }
-                    starts.append(start)
-                    ends.append(end)
-                    inScratch.append(false)
+                    spans.append(Span(start: start, end: end, inScratch: false))
                     if bytes[i] == UInt8(ascii: ",") {
                         i += 1
                         continue fieldLoop
@@ -138,13 +140,20 @@ package struct CSVReader {
             }
             guard complete else { break }
             position = i
+            recordEnd = i
             line = recordLine + newlines
             // A blank line is no record.
-            if starts.count == 1, ends[0] == starts[0], !inScratch[0] { continue }
+            if spans.count == 1, spans[0].end == spans[0].start, !spans[0].inScratch { continue }
             if try !body(&self, recordLine) { return position }
         }
         return position
     }
+}
+
+private struct Span {
+    var start: Int
+    var end: Int
+    var inScratch: Bool
 }
 
 /// A CSV syntax error with its line number.

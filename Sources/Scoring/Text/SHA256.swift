@@ -1,5 +1,13 @@
-/// SHA-256 (FIPS 180-4). Names model artifacts and training data, and hashes API keys.
+import CSystem
+
+/// SHA-256 (FIPS 180-4). Names model artifacts, training data and batch
+/// inputs, and hashes API keys. Uses the CPU's SHA extensions when it has
+/// them (about 2 GB/s instead of 0.3 GB/s); the portable rounds otherwise.
 package struct SHA256 {
+    /// Whether this machine runs the SHA extensions.
+    package static let accelerated = csystem_sha256_accelerated() != 0
+    private let useExtensions: Bool
+
     private static let k: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
         0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
@@ -14,7 +22,9 @@ package struct SHA256 {
     private var pending: [UInt8] = []  // fewer than 64 bytes not yet compressed
     private var length: UInt64 = 0  // bytes fed so far
 
-    package init() {}
+    package init(accelerated: Bool = SHA256.accelerated) {
+        useExtensions = accelerated && SHA256.accelerated
+    }
 
     package mutating func update(_ bytes: UnsafeRawBufferPointer) {
         length &+= UInt64(bytes.count)
@@ -28,6 +38,12 @@ package struct SHA256 {
                 pending.withUnsafeBytes { compress($0.baseAddress!) }
                 pending.removeAll(keepingCapacity: true)
             }
+        }
+        let blocks = (bytes.count - i) / 64
+        if useExtensions && blocks > 0 {
+            let start = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + i
+            h.withUnsafeMutableBufferPointer { csystem_sha256_blocks($0.baseAddress!, start, blocks) }
+            i += blocks * 64
         }
         while bytes.count - i >= 64 {
             compress(bytes.baseAddress! + i)

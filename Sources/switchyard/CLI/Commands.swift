@@ -4,8 +4,9 @@ let commands: [Command] = [
     fixturesCreditCommand,
     predictCommand,
     serveCommand,
+    batchCommand, batchRunCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
-    benchScoreCommand, benchServeCommand,
+    benchScoreCommand, benchServeCommand, benchBatchCommand,
 ]

@@ -121,7 +121,7 @@ private func trainBenchModel() throws -> Scorer {
     do { return try Scorer(try trainBenchDocument()) } catch { throw CommandError("could not compile the benchmark model: \(error)") }
 }
 
-private func trainBenchDocument() throws -> ModelDocument {
+func trainBenchDocument() throws -> ModelDocument {
     var generator = CreditFixture(seed: 7)
     var csv = Array(CreditFixture.csvHeader.utf8)
     for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }

@@ -1,0 +1,617 @@
+import CSystem
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// The batch scorer: runs over the files in an input folder, on a schedule or
+/// on demand, one at a time, recorded in the run ledger; plus its control
+/// API routes (/v1/runs …). A model swap takes effect at the next run.
+package final class BatchComponent: Component {
+    package let kind = "batch"
+    package let job: String
+    let ledger: RunLedger
+    let registry: ModelRegistry
+    let events: EventLog
+    package let inputDirectory: URL
+    /// fnmatch(3) pattern for input names; nil takes every .csv and .jsonl file.
+    package let pattern: String?
+    package let outputDirectory: URL
+    package let schedule: Schedule?
+    let options: Options
+    let authenticator: Authenticator
+
+    package struct Options: Sendable {
+        package var workers = ProcessInfo.processInfo.activeProcessorCount
+        package var idColumns: [String]?
+        package var rowsPerSecond: Double?
+        package var chunkBytes = 1 << 20
+        package init() {}
+    }
+
+    /// What the next run scores with: the model name and the alias it follows, or a pinned version.
+    private let target: Mutex<(model: String, alias: String?, version: Int?)>
+    /// The compiled model of the latest resolution (reused while the version stays).
+    private let loaded = Mutex<(version: ModelRegistry.Version, scorer: Scorer)?>(nil)
+    /// The running run, and totals of finished runs, changed together so a sample never counts a run twice.
+    private let state = Mutex<(active: ActiveRun?, totals: Totals)>((nil, Totals()))
+    private let nextSlot = Mutex<Date?>(nil)
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let workerDone = DispatchSemaphore(value: 0)
+    private let workerStarted = Atomic<Bool>(false)
+    private let sampling = Mutex<(rows: Int, bytes: Int64, rejected: Int)>((0, 0, 0))
+
+    struct ActiveRun {
+        var id: Int
+        var model: String
+        var progress: BatchProgress
+        var startedNanoseconds: UInt64
+    }
+
+    struct Totals {
+        var runs: [RunLedger.Status: Int] = [:]
+        var rows = 0
+        var bytes: Int64 = 0
+        var rejected = 0
+    }
+
+    package init(
+        registry: ModelRegistry, ledger: RunLedger, reference: String, job: String, input: URL, pattern: String?,
+        output: URL, schedule: Schedule?, options: Options, events: EventLog, authenticator: Authenticator
+    ) throws {
+        self.authenticator = authenticator
+        self.registry = registry
+        self.ledger = ledger
+        self.job = job
+        self.events = events
+        inputDirectory = input
+        self.pattern = pattern
+        outputDirectory = output
+        self.schedule = schedule
+        self.options = options
+        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+        let pinned = parts.count == 2 ? Int(parts[1]) : nil
+        target = Mutex((parts[0], pinned == nil ? (parts.count == 2 ? parts[1] : "production") : nil, pinned))
+        _ = try currentModel()
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+        removeStaleTemporaryFiles()
+    }
+
+    // MARK: - Lifecycle
+
+    /// Marks runs left `running` by a dead process, queues a catch-up run for
+    /// missed schedule slots, and starts the run thread.
+    package func start() throws {
+        let interrupted = try registryCall { () throws(RegistryError) in try ledger.markInterrupted(job: job) }
+        for id in interrupted {
+            events.append("run", "run \(id) was interrupted (its process stopped mid-run); rerun it with POST /v1/runs/\(id)/rerun")
+        }
+        if let schedule {
+            let now = Date()
+            if let last = try registryCall({ () throws(RegistryError) in try ledger.lastScheduledSlot(job: job) }),
+               let missed = schedule.missed(since: Date(timeIntervalSince1970: last), now: now) {
+                let note = "catch-up: \(missed.count) slot\(missed.count == 1 ? "" : "s") of \(schedule) missed while stopped"
+                let run = try registryCall { () throws(RegistryError) in
+                    try ledger.enqueue(job: job, trigger: .schedule, who: "schedule", scheduledFor: missed.latest.timeIntervalSince1970, note: note).run
+                }
+                events.append("run", "queued run \(run.id): \(note)")
+            }
+            nextSlot.withLock { $0 = schedule.next(after: now) }
+        }
+        let thread = Thread { [self] in
+            runLoop()
+            workerDone.signal()
+        }
+        thread.name = "batch-runs"
+        workerStarted.store(true, ordering: .releasing)
+        thread.start()
+    }
+
+    /// Cancels the running run (its outputs are not written), and stops.
+    package func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        state.withLock { $0.active?.progress.cancelled.store(true, ordering: .relaxed) }
+        wake.signal()
+        if workerStarted.load(ordering: .acquiring) { workerDone.wait() }
+    }
+
+    private func runLoop() {
+        while !stopping.load(ordering: .acquiring) {
+            let next: RunLedger.Run?
+            do {
+                next = try ledger.nextQueued(job: job)
+            } catch {
+                events.append("error", "reading the run ledger: \(error.message)")
+                _ = wake.wait(timeout: .now() + 2)
+                continue
+            }
+            guard let next else {
+                _ = wake.wait(timeout: .now() + 1)
+                continue
+            }
+            execute(next)
+        }
+    }
+
+    // MARK: - Runs
+
+    /// Queues a run and wakes the run thread.
+    package func trigger(
+        _ trigger: RunLedger.Trigger, who: String, rerunOf: Int? = nil, idempotencyKey: String? = nil, model: String? = nil,
+        scheduledFor: Double? = nil, note: String? = nil
+    ) throws(RegistryError) -> (run: RunLedger.Run, existed: Bool) {
+        let result = try ledger.enqueue(
+            job: job, trigger: trigger, who: who, rerunOf: rerunOf, idempotencyKey: idempotencyKey, model: model,
+            scheduledFor: scheduledFor, note: note)
+        if !result.existed {
+            events.append("run", "queued run \(result.run.id) (\(trigger.rawValue)\(rerunOf.map { " of run \($0)" } ?? "") by \(who))")
+            wake.signal()
+        }
+        return result
+    }
+
+    /// The files a run scores: for a rerun, the inputs of the run it repeats;
+    /// otherwise every matching file in the input folder now, by name.
+    func inputFiles(for run: RunLedger.Run) throws -> [URL] {
+        if let original = run.rerunOf, let repeated = try registryCall({ () throws(RegistryError) in try ledger.run(original) }),
+           !repeated.inputs.isEmpty {
+            return repeated.inputs.map { inputDirectory.appendingPathComponent($0.name) }
+        }
+        let names = try FileManager.default.contentsOfDirectory(atPath: inputDirectory.path)
+        return names.filter { name in
+            guard !name.hasPrefix("."), BatchFormat(fileName: name) != nil else { return false }
+            guard let pattern else { return true }
+            return fnmatch(pattern, name, 0) == 0
+        }.sorted().map { inputDirectory.appendingPathComponent($0) }
+    }
+
+    /// Runs `run` to its end and records it. Returns the final ledger record.
+    @discardableResult
+    package func execute(_ run: RunLedger.Run, progress: BatchProgress = BatchProgress(), report: (@Sendable (BatchProgress) -> Void)? = nil) -> RunLedger.Run? {
+        var inputs: [RunLedger.Input] = []
+        var read = 0, scored = 0, rejected = 0
+        var bytesDone: Int64 = 0
+        func finish(_ status: RunLedger.Status, _ error: String?) -> RunLedger.Run? {
+            do {
+                try ledger.finish(run.id, status: status, rowsRead: read, rowsScored: scored, rowsRejected: rejected,
+                                  bytesDone: bytesDone, inputs: inputs, error: error)
+            } catch {
+                events.append("error", "run \(run.id): recording its end: \(error.message)")
+            }
+            state.withLock {
+                $0.totals.runs[status, default: 0] += 1
+                $0.totals.rows += read
+                $0.totals.bytes += bytesDone
+                $0.totals.rejected += rejected
+                $0.active = nil
+            }
+            events.append(status == .succeeded ? "run" : "error",
+                          "run \(run.id) \(status.rawValue): \(read) rows read, \(scored) scored, \(rejected) rejected" + (error.map { "; \($0)" } ?? ""))
+            return try? ledger.run(run.id)
+        }
+
+        // The model: a rerun repeats its run's version; other runs take the current one.
+        let model: (version: ModelRegistry.Version, scorer: Scorer)
+        let files: [URL]
+        do {
+            model = try run.model.map { try load($0) } ?? currentModel()
+            files = try inputFiles(for: run)
+        } catch {
+            if (try? ledger.start(run.id, model: run.model ?? "", modelSHA256: "", bytesTotal: 0)) == true {
+                return finish(.failed, "\(error)")
+            }
+            return try? ledger.run(run.id)
+        }
+        var sizes: [Int64] = []
+        for file in files {
+            let size = (try? FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.int64Value ?? 0
+            sizes.append(size)
+            inputs.append(.init(name: file.lastPathComponent, size: size, sha256: ""))
+        }
+        let total = sizes.reduce(0, +)
+        do {
+            guard try ledger.start(run.id, model: model.version.reference, modelSHA256: model.version.sha256, bytesTotal: total) else {
+                return try? ledger.run(run.id)  // cancelled before it started
+            }
+            try ledger.progress(run.id, rowsRead: 0, rowsScored: 0, rowsRejected: 0, bytesDone: 0, inputs: inputs)
+        } catch {
+            events.append("error", "run \(run.id): \(error.message)")
+            return nil
+        }
+        progress.bytesTotal.store(total, ordering: .relaxed)
+        state.withLock { $0.active = ActiveRun(id: run.id, model: model.version.reference, progress: progress, startedNanoseconds: csystem_monotonic_ns()) }
+        defer { state.withLock { $0.active = nil } }
+        events.append("run", "run \(run.id) started: \(files.count) input\(files.count == 1 ? "" : "s"), \(total) bytes, model \(model.version.reference)")
+
+        var runner = BatchRunner(scorer: model.scorer, model: model.version.reference, outputDirectory: outputDirectory,
+                                 idColumns: options.idColumns, workers: options.workers)
+        runner.rowsPerSecond = options.rowsPerSecond
+        runner.chunkBytes = options.chunkBytes
+        var failures: [String] = []
+        var reporter: Thread?
+        let reporting = Atomic<Bool>(report != nil)
+        if let report {
+            reporter = Thread {
+                while reporting.load(ordering: .acquiring) {
+                    report(progress)
+                    usleep(200_000)
+                }
+            }
+            reporter?.start()
+        }
+        for (i, file) in files.enumerated() {
+            if progress.cancelled.load(ordering: .relaxed) { break }
+            progress.file.withLock { $0 = file.lastPathComponent }
+            let before = progress.bytesDone.load(ordering: .relaxed)
+            let result = runner.score(file, progress: progress)
+            // Progress counts bytes as chunks finish; settle this file at its size.
+            progress.bytesDone.store(before + sizes[i], ordering: .relaxed)
+            inputs[i] = result.input.sha256.isEmpty ? inputs[i] : result.input
+            read += result.rowsRead
+            scored += result.rowsScored
+            rejected += result.rowsRejected
+            bytesDone += sizes[i]
+            if let error = result.error, !progress.cancelled.load(ordering: .relaxed) { failures.append(error) }
+            try? ledger.progress(run.id, rowsRead: read, rowsScored: scored, rowsRejected: rejected, bytesDone: bytesDone, inputs: inputs)
+        }
+        reporting.store(false, ordering: .releasing)
+        if let report { report(progress) }
+        _ = reporter
+        if progress.cancelled.load(ordering: .relaxed) {
+            return finish(stopping.load(ordering: .relaxed) ? .interrupted : .cancelled,
+                          stopping.load(ordering: .relaxed) ? "the component stopped during the run; rerun it" : "cancelled; outputs written before the cancel remain")
+        }
+        if !failures.isEmpty {
+            return finish(.failed, "\(failures.count) of \(files.count) inputs failed: " + failures.joined(separator: "; "))
+        }
+        if files.isEmpty {
+            events.append("run", "run \(run.id) found no input files in \(inputDirectory.path)" + (pattern.map { " matching \($0)" } ?? ""))
+        }
+        return finish(.succeeded, nil)
+    }
+
+    /// Cancels a queued or running run.
+    func cancel(_ id: Int, by who: String) throws(RegistryError) -> HTTPResponse {
+        if try ledger.cancelQueued(id, who: who) {
+            events.append("run", "run \(id) cancelled before it started, by \(who)")
+            return try runResponse(202, id)
+        }
+        let cancelledActive = state.withLock { state -> Bool in
+            guard let run = state.active, run.id == id else { return false }
+            run.progress.cancelled.store(true, ordering: .relaxed)
+            return true
+        }
+        if cancelledActive {
+            events.append("run", "run \(id) cancelling at the next chunk, by \(who)")
+            return try runResponse(202, id)
+        }
+        guard let run = try ledger.run(id), run.job == job else { return .error(404, "no run \(id) in this job") }
+        return .error(409, "run \(id) already \(run.status.rawValue); only a queued or running run can be cancelled")
+    }
+
+    // MARK: - Models
+
+    /// Resolves the target and compiles its version (cached while it stays).
+    func currentModel() throws -> (version: ModelRegistry.Version, scorer: Scorer) {
+        let (name, alias, version) = target.withLock { ($0.model, $0.alias, $0.version) }
+        return try load(version.map { "\(name)@\($0)" } ?? "\(name)@\(alias ?? "production")")
+    }
+
+    private func load(_ reference: String) throws -> (version: ModelRegistry.Version, scorer: Scorer) {
+        let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
+        if let cached = loaded.withLock({ $0 }), cached.version == version { return cached }
+        let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
+        let scorer: Scorer
+        do { scorer = try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
+        loaded.withLock { $0 = (version, scorer) }
+        return (version, scorer)
+    }
+
+    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+        let name = target.withLock { $0.model }
+        var alias: String?, pinned: Int?
+        if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
+            pinned = Int(n)
+        } else if case .string(let text)? = body["version"], let n = Int(text) {
+            pinned = n
+        } else if case .string(let a)? = body["alias"] {
+            alias = a
+        } else {
+            return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+        }
+        let previous = loaded.withLock { $0?.version.reference }
+        let next: (version: ModelRegistry.Version, scorer: Scorer)
+        do {
+            next = try load(pinned.map { "\(name)@\($0)" } ?? "\(name)@\(alias!)")
+        } catch let error as HTTPError {
+            events.append("error", "model swap requested by \(principal.name) failed, keeping \(previous ?? "none"): \(error.message)")
+            return error.response
+        } catch {
+            return .error(500, "\(error)")
+        }
+        target.withLock { $0 = (name, alias, pinned) }
+        let running = state.withLock { $0.active.map { ($0.id, $0.model) } }
+        events.append("model", "next runs use \(next.version.reference) (was \(previous ?? "none")), set by \(principal.name)"
+            + (running.map { "; run \($0.0) finishes on \($0.1)" } ?? ""))
+        var o = JSONObject()
+        o.append("previous", previous.map(JSONValue.string) ?? .null)
+        o.append("model", modelJSON(next.version))
+        o.append("following", alias.map(JSONValue.string) ?? .null)
+        o.append("takes_effect", .string(running == nil ? "at the next run" : "at the next run; run \(running!.0) continues on \(running!.1)"))
+        return json(200, .object(o))
+    }
+
+    // MARK: - Ticks: the schedule and alias following
+
+    package func tick() { tick(now: Date()) }
+
+    func tick(now: Date) {
+        guard let schedule, let due = nextSlot.withLock({ $0 }), now >= due else { return }
+        nextSlot.withLock { $0 = schedule.next(after: now) }
+        do {
+            let waiting = try ledger.list(job: job, limit: 20).contains { $0.trigger == .schedule && $0.status == .queued }
+            if waiting {
+                events.append("run", "skipped the \(isoTimestamp(due)) slot of \(schedule): a scheduled run is still queued")
+                return
+            }
+            _ = try trigger(.schedule, who: "schedule", scheduledFor: due.timeIntervalSince1970)
+        } catch {
+            events.append("error", "schedule: \(error.message)")
+        }
+    }
+
+    // MARK: - Status and telemetry
+
+    package var isReady: Bool { loaded.withLock { $0 != nil } }
+
+    package let sampleFields = ["rows", "bytes", "rejected", "progress", "queue", "running"]
+
+    package func sample(interval: Double) -> [String: Double] {
+        let (rows, bytes, rejected) = totalsNow()
+        let previous = sampling.withLock { state in
+            defer { state = (rows, bytes, rejected) }
+            return state
+        }
+        let progress = state.withLock { $0.active.map { fraction($0.progress) } } ?? 0
+        let queue = (try? ledger.count(job: job, status: .queued)) ?? 0
+        return [
+            "rows": Double(rows - previous.rows) / interval,
+            "bytes": Double(bytes - previous.bytes) / interval,
+            "rejected": Double(rejected - previous.rejected) / interval,
+            "progress": progress,
+            "queue": Double(queue),
+            "running": state.withLock { $0.active == nil ? 0 : 1 },
+        ]
+    }
+
+    /// Rows, bytes and rejects so far, the running run's included.
+    private func totalsNow() -> (Int, Int64, Int) {
+        state.withLock { state in
+            let t = state.totals
+            guard let p = state.active?.progress else { return (t.rows, t.bytes, t.rejected) }
+            return (t.rows + p.rowsRead.load(ordering: .relaxed), t.bytes + p.bytesDone.load(ordering: .relaxed),
+                    t.rejected + p.rowsRejected.load(ordering: .relaxed))
+        }
+    }
+
+    private func fraction(_ progress: BatchProgress) -> Double {
+        let total = progress.bytesTotal.load(ordering: .relaxed)
+        return total > 0 ? min(1, Double(progress.bytesDone.load(ordering: .relaxed)) / Double(total)) : 0
+    }
+
+    package func statusFields() -> [(String, JSONValue)] {
+        let model = loaded.withLock { $0?.version }
+        let following = target.withLock { $0.alias }
+        let (current, t) = state.withLock { ($0.active, $0.totals) }
+        let queue = (try? ledger.count(job: job, status: .queued)) ?? 0
+        var counters = JSONObject()
+        for status in RunLedger.Status.allCases where status.isFinished {
+            counters.append("runs_\(status.rawValue)", .number(Double(t.runs[status] ?? 0)))
+        }
+        counters.append("rows", .number(Double(t.rows)))
+        counters.append("rows_rejected", .number(Double(t.rejected)))
+        var scheduleJSON: JSONValue = .null
+        if let schedule {
+            scheduleJSON = .object(JSONObject([
+                "schedule": .string(schedule.description),
+                "next_run_at": nextSlot.withLock { $0 }.map { .string(isoTimestamp($0)) } ?? .null,
+            ]))
+        }
+        return [
+            ("model", model.map(modelJSON) ?? .null),
+            ("following", following.map(JSONValue.string) ?? .null),
+            ("state", .string(current == nil ? "idle" : "running")),
+            ("job", .string(job)),
+            ("input", .string(inputDirectory.path + (pattern.map { "/" + $0 } ?? ""))),
+            ("output", .string(outputDirectory.path)),
+            ("schedule", scheduleJSON),
+            ("queue", .number(Double(queue))),
+            ("run", current.map { runProgressJSON($0) } ?? .null),
+            ("counters", .object(counters)),
+        ]
+    }
+
+    /// `{id, model, file, rows_done, rows_rejected, bytes_done, bytes_total, progress, rows_per_s, eta_s}`.
+    private func runProgressJSON(_ run: ActiveRun) -> JSONValue {
+        let p = run.progress
+        let elapsed = Double(csystem_monotonic_ns() - run.startedNanoseconds) / 1e9
+        let done = p.bytesDone.load(ordering: .relaxed), total = p.bytesTotal.load(ordering: .relaxed)
+        let rows = p.rowsRead.load(ordering: .relaxed)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        var o = JSONObject()
+        o.append("id", .number(Double(run.id)))
+        o.append("model", .string(run.model))
+        o.append("file", .string(p.file.withLock { $0 }))
+        o.append("rows_done", .number(Double(rows)))
+        o.append("rows_rejected", .number(Double(p.rowsRejected.load(ordering: .relaxed))))
+        o.append("bytes_done", .number(Double(done)))
+        o.append("bytes_total", .number(Double(total)))
+        o.append("progress", .number(fraction(p)))
+        o.append("rows_per_s", .number(elapsed > 0 ? (Double(rows) / elapsed).rounded() : 0))
+        o.append("eta_s", rate > 0 && done > 0 ? .number((Double(total - done) / rate * 10).rounded() / 10) : .null)
+        o.append("elapsed_s", .number((elapsed * 10).rounded() / 10))
+        return .object(o)
+    }
+
+    package func metrics(_ text: inout PrometheusText) {
+        let t = state.withLock { $0.totals }
+        text.describe("switchyard_batch_runs_total", "counter", "Runs finished by this process, by status.")
+        for status in RunLedger.Status.allCases where status.isFinished {
+            text.sample("switchyard_batch_runs_total", [("status", status.rawValue)], Double(t.runs[status] ?? 0))
+        }
+        text.describe("switchyard_batch_rows_total", "counter", "Rows read by finished files.")
+        text.sample("switchyard_batch_rows_total", [], Double(t.rows))
+        text.describe("switchyard_batch_rows_rejected_total", "counter", "Rows rejected (see the rejects files).")
+        text.sample("switchyard_batch_rows_rejected_total", [], Double(t.rejected))
+        text.describe("switchyard_batch_queue", "gauge", "Runs waiting to start.")
+        text.sample("switchyard_batch_queue", [], Double((try? ledger.count(job: job, status: .queued)) ?? 0))
+        text.describe("switchyard_batch_run_progress", "gauge", "Fraction of the running run's bytes done (0 when idle).")
+        text.sample("switchyard_batch_run_progress", [], state.withLock { $0.active.map { fraction($0.progress) } } ?? 0)
+    }
+
+    // MARK: - Routes
+
+    package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        let path = String(request.path)
+        guard path == "/v1/runs" || path.hasPrefix("/v1/runs/") else { return nil }
+        let parts = path.split(separator: "/").map(String.init)  // ["v1", "runs", id?, action?]
+        let needed: Scope = request.method == "GET" ? .read : .operate
+        var principal = context.principal
+        switch authenticator.authorize(request, loop: context.loop, needed: needed) {
+        case .success(let p): principal = p
+        case .failure(let error): return error.response
+        }
+        do {
+            switch (request.method, parts.count) {
+            case ("GET", 2):
+                let limit = min(max(Int(request.query["limit"] ?? "50") ?? 50, 1), 500)
+                let before = request.query["before"].flatMap { Int($0) }
+                let runs = try registryCall { () throws(RegistryError) in try ledger.list(job: job, before: before, limit: limit) }
+                var o = JSONObject()
+                o.append("runs", .array(runs.map { runJSON($0) }))
+                o.append("next_before", runs.count == limit ? .number(Double(runs.last!.id)) : .null)
+                return json(200, .object(o))
+            case ("POST", 2):
+                if let wrongType = requireJSON(request) { return wrongType }
+                let body = request.body.isEmpty ? JSONValue.object(JSONObject()) : (try? JSONValue.parse(request.body))
+                guard let body, case .object = body else { return .error(400, #"expected a JSON object like {"idempotency_key": "nightly-2026-11-24"} (or no body)"#) }
+                let key = idempotencyKey(request, body)
+                if let key, key.utf8.count > 200 { return .error(400, "the idempotency key is longer than 200 bytes") }
+                let result = try registryCall { () throws(RegistryError) in try trigger(.manual, who: principal.name, idempotencyKey: key) }
+                return json(result.existed ? 200 : 202, withExisting(runJSON(result.run), result.existed))
+            case ("GET", 3):
+                guard let id = Int(parts[2]) else { return .error(404, "no run \(parts[2])") }
+                guard let run = try registryCall({ () throws(RegistryError) in try ledger.run(id) }), run.job == job else {
+                    return .error(404, "no run \(id) in this job")
+                }
+                return json(200, runJSON(run))
+            case ("POST", 4) where parts[3] == "rerun":
+                guard let id = Int(parts[2]), let original = try registryCall({ () throws(RegistryError) in try ledger.run(id) }), original.job == job else {
+                    return .error(404, "no run \(parts[2]) in this job")
+                }
+                guard original.status.isFinished else {
+                    return .error(409, "run \(id) is \(original.status.rawValue); rerun a run once it has finished, or cancel it first")
+                }
+                let body = (try? JSONValue.parse(request.body)) ?? .object(JSONObject())
+                let key = idempotencyKey(request, body)
+                let result = try registryCall { () throws(RegistryError) in
+                    try trigger(.rerun, who: principal.name, rerunOf: id, idempotencyKey: key, model: original.model)
+                }
+                return json(result.existed ? 200 : 202, withExisting(runJSON(result.run), result.existed))
+            case ("POST", 4) where parts[3] == "cancel":
+                guard let id = Int(parts[2]) else { return .error(404, "no run \(parts[2])") }
+                return try registryCall { () throws(RegistryError) in try cancel(id, by: principal.name) }
+            default:
+                return .error(405, "\(request.method) is not allowed on \(path)")
+            }
+        } catch let error as HTTPError {
+            return error.response
+        } catch {
+            return .error(500, "\(error)")
+        }
+    }
+
+    private func idempotencyKey(_ request: HTTPRequest, _ body: JSONValue) -> String? {
+        if let header = request.headers["Idempotency-Key"], !header.isEmpty { return header }
+        if case .string(let key)? = body["idempotency_key"], !key.isEmpty { return key }
+        return nil
+    }
+
+    private func withExisting(_ run: JSONValue, _ existed: Bool) -> JSONValue {
+        guard existed, case .object(var o) = run else { return run }
+        o.append("existing", .bool(true))
+        return .object(o)
+    }
+
+    private func runResponse(_ status: Int, _ id: Int) throws(RegistryError) -> HTTPResponse {
+        guard let run = try ledger.run(id) else { return .error(404, "no run \(id)") }
+        return json(status, runJSON(run))
+    }
+
+    /// A ledger record as JSON, with live progress when it is the running run.
+    func runJSON(_ run: RunLedger.Run) -> JSONValue {
+        var o = JSONObject()
+        o.append("id", .number(Double(run.id)))
+        o.append("status", .string(run.status.rawValue))
+        o.append("trigger", .string(run.trigger.rawValue))
+        o.append("rerun_of", run.rerunOf.map { .number(Double($0)) } ?? .null)
+        o.append("who", .string(run.who))
+        o.append("idempotency_key", run.idempotencyKey.map(JSONValue.string) ?? .null)
+        o.append("model", run.model.map(JSONValue.string) ?? .null)
+        o.append("model_sha256", run.modelSHA256.map(JSONValue.string) ?? .null)
+        o.append("inputs", .array(run.inputs.map {
+            .object(JSONObject(["name": .string($0.name), "size": .number(Double($0.size)), "sha256": .string($0.sha256)]))
+        }))
+        var rowsRead = run.rowsRead, rowsScored = run.rowsScored, rowsRejected = run.rowsRejected
+        var bytesDone = run.bytesDone
+        if let live = state.withLock({ $0.active }), live.id == run.id {
+            rowsRead = live.progress.rowsRead.load(ordering: .relaxed)
+            rowsScored = live.progress.rowsScored.load(ordering: .relaxed)
+            rowsRejected = live.progress.rowsRejected.load(ordering: .relaxed)
+            bytesDone = live.progress.bytesDone.load(ordering: .relaxed)
+            o.append("progress", runProgressJSON(live))
+        }
+        o.append("rows_read", .number(Double(rowsRead)))
+        o.append("rows_scored", .number(Double(rowsScored)))
+        o.append("rows_rejected", .number(Double(rowsRejected)))
+        o.append("bytes_total", .number(Double(run.bytesTotal)))
+        o.append("bytes_done", .number(Double(bytesDone)))
+        o.append("queued_at", .string(run.queuedAt))
+        o.append("started_at", run.startedAt.map(JSONValue.string) ?? .null)
+        o.append("finished_at", run.finishedAt.map(JSONValue.string) ?? .null)
+        o.append("error", run.error.map(JSONValue.string) ?? .null)
+        o.append("scheduled_for", run.scheduledFor.map { .string(isoTimestamp(Date(timeIntervalSince1970: $0))) } ?? .null)
+        o.append("note", run.note.map(JSONValue.string) ?? .null)
+        o.append("output", .string(outputDirectory.path))
+        return .object(o)
+    }
+
+    // MARK: - Housekeeping
+
+    /// Removes temporary outputs left by a process that died mid-write
+    /// (`.NAME.PID.RANDOM.tmp`, see `AtomicFile`) whose process is gone.
+    private func removeStaleTemporaryFiles() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: outputDirectory.path) else { return }
+        for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+            let parts = name.split(separator: ".")
+            guard parts.count >= 4, let pid = Int32(parts[parts.count - 3]) else { continue }
+            if pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH {
+                unlink(outputDirectory.appendingPathComponent(name).path)
+                events.append("cleanup", "removed \(name), a partial output of a process (pid \(pid)) that stopped mid-write")
+            }
+        }
+    }
+}
+
+/// `{name, version, sha256, reference}` of a registry version.
+func modelJSON(_ version: ModelRegistry.Version) -> JSONValue {
+    .object(JSONObject([
+        "name": .string(version.model),
+        "version": .number(Double(version.version)),
+        "sha256": .string(version.sha256),
+        "reference": .string(version.reference),
+    ]))
+}

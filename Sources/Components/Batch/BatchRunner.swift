@@ -1,0 +1,766 @@
+import CSystem
+import Foundation
+import Registry
+import Scoring
+import Synchronization
+
+/// Input and output formats, by file extension.
+package enum BatchFormat: Sendable {
+    case csv, jsonLines
+
+    package init?(fileName: String) {
+        switch (fileName as NSString).pathExtension.lowercased() {
+        case "csv": self = .csv
+        case "jsonl", "ndjson": self = .jsonLines
+        default: return nil
+        }
+    }
+
+    var rejectsExtension: String { self == .csv ? "rejects.csv" : "rejects.jsonl" }
+}
+
+/// A run's progress, written by the run and read by the control API.
+package final class BatchProgress: Sendable {
+    package let rowsRead = Atomic<Int>(0)
+    package let rowsScored = Atomic<Int>(0)
+    package let rowsRejected = Atomic<Int>(0)
+    package let bytesDone = Atomic<Int64>(0)
+    package let bytesTotal = Atomic<Int64>(0)
+    package let cancelled = Atomic<Bool>(false)
+    package let file = Mutex<String>("")
+
+    package init() {}
+}
+
+/// What scoring one input file gave.
+package struct BatchFileResult: Sendable {
+    package var input: RunLedger.Input
+    package var rowsRead = 0
+    package var rowsScored = 0
+    package var rowsRejected = 0
+    /// Why the file could not be scored at all (unreadable, a header the model cannot use); nil when it was.
+    package var error: String?
+}
+
+/// Scores files: one output per input (id columns, a probability per class,
+/// label, model version) and a rejects file beside it (line, reason, record).
+///
+/// A file is read in chunks that end on a record boundary; chunks are parsed
+/// and scored on every core and written in order, so memory is bounded by
+/// the chunks in flight, not the file. Outputs are `AtomicFile`s: they appear
+/// complete or not at all. Every row read is either scored or rejected.
+package struct BatchRunner: Sendable {
+    package let scorer: Scorer
+    /// `NAME@VERSION`, written on every output row.
+    package let model: String
+    package let outputDirectory: URL
+    /// Columns copied to the output; nil means `id` when the input has it. Without
+    /// any, the output carries the input line number instead.
+    package var idColumns: [String]?
+    package var workers: Int
+    package var chunkBytes = 1 << 20
+    /// Slows the run to about this many rows a second (nil: as fast as it goes).
+    package var rowsPerSecond: Double?
+    /// The longest record; a quoted field left open longer than this is rejected.
+    package var maxRecordBytes = 8 << 20
+
+    package init(scorer: Scorer, model: String, outputDirectory: URL, idColumns: [String]? = nil, workers: Int) {
+        self.scorer = scorer
+        self.model = model
+        self.outputDirectory = outputDirectory
+        self.idColumns = idColumns
+        self.workers = max(1, workers)
+    }
+
+    package func outputURL(for input: URL) -> URL { outputDirectory.appendingPathComponent(input.lastPathComponent) }
+
+    package func rejectsURL(for input: URL) -> URL {
+        let format = BatchFormat(fileName: input.lastPathComponent) ?? .csv
+        let base = (input.lastPathComponent as NSString).deletingPathExtension
+        return outputDirectory.appendingPathComponent("\(base).\(format.rejectsExtension)")
+    }
+
+    /// Scores one file. Progress counts go to `progress` as chunks are written.
+    package func score(_ input: URL, progress: BatchProgress) -> BatchFileResult {
+        var result = BatchFileResult(input: .init(name: input.lastPathComponent, size: 0, sha256: ""))
+        guard let format = BatchFormat(fileName: input.lastPathComponent) else {
+            result.error = "\(input.lastPathComponent): unknown format; inputs are .csv (with a header) or .jsonl"
+            return result
+        }
+        do {
+            try FileScoring(runner: self, input: input, format: format, progress: progress).run(&result)
+        } catch {
+            result.error = "\(input.lastPathComponent): \(error.message)"
+        }
+        return result
+    }
+}
+
+// MARK: - One file
+
+/// The state of scoring one file: the reader side runs on the calling thread,
+/// chunks are scored on the global concurrent queue, and results are written
+/// back on the calling thread in chunk order.
+private struct FileScoring {
+    let runner: BatchRunner
+    let input: URL
+    let format: BatchFormat
+    let progress: BatchProgress
+
+    func run(_ result: inout BatchFileResult) throws(RegistryError) {
+        let fd = open(input.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError("cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var info = stat()
+        fstat(fd, &info)
+        result.input.size = Int64(info.st_size)
+
+        var source = ChunkSource(fd: fd, chunkBytes: runner.chunkBytes, maxRecordBytes: runner.maxRecordBytes, csv: format == .csv)
+        let layout: OutputLayout
+        var nextLine = 1
+        switch format {
+        case .csv:
+            let header = try source.readHeader()
+            nextLine += header.newlines
+            layout = try OutputLayout(csvHeader: header.fields, runner: runner)
+        case .jsonLines:
+            layout = OutputLayout(jsonIDs: runner.idColumns ?? ["id"], runner: runner)
+        }
+        progress.bytesDone.wrappingAdd(Int64(source.consumed), ordering: .relaxed)
+
+        let output = try AtomicFile(runner.outputURL(for: input))
+        let rejects = try AtomicFile(runner.rejectsURL(for: input))
+        try output.write(layout.outputHeader)
+        try rejects.write(layout.rejectsHeader)
+
+        let window = runner.workers + 2
+        var free = (0..<window).map { _ in Chunk(layout: layout, capacity: runner.chunkBytes) }
+        var inFlight: [Chunk] = []
+        let started = csystem_monotonic_ns()
+        var rows = 0
+
+        func complete(_ chunk: Chunk) throws(RegistryError) {
+            chunk.done.wait()
+            try output.write(chunk.output)
+            if !chunk.rejects.isEmpty { try rejects.write(chunk.rejects) }
+            result.rowsRead += chunk.rowsRead
+            result.rowsScored += chunk.rowsScored
+            result.rowsRejected += chunk.rowsRejected
+            progress.rowsRead.wrappingAdd(chunk.rowsRead, ordering: .relaxed)
+            progress.rowsScored.wrappingAdd(chunk.rowsScored, ordering: .relaxed)
+            progress.rowsRejected.wrappingAdd(chunk.rowsRejected, ordering: .relaxed)
+            progress.bytesDone.wrappingAdd(Int64(chunk.input.count), ordering: .relaxed)
+            rows += chunk.rowsRead
+            if let limit = runner.rowsPerSecond, limit > 0 {
+                let due = Double(rows) / limit
+                let elapsed = Double(csystem_monotonic_ns() - started) / 1e9
+                if due > elapsed { usleep(UInt32(min(due - elapsed, 10) * 1e6)) }
+            }
+            free.append(chunk)
+        }
+
+        while true {
+            if progress.cancelled.load(ordering: .relaxed) {
+                for chunk in inFlight { chunk.done.wait() }
+                output.abandon()
+                rejects.abandon()
+                throw RegistryError("cancelled")
+            }
+            if free.isEmpty { try complete(inFlight.removeFirst()) }
+            let chunk = free.removeLast()
+            guard try source.next(into: &chunk.input) else {
+                free.append(chunk)
+                break
+            }
+            chunk.firstLine = nextLine
+            nextLine += newlineCount(chunk.input)
+            inFlight.append(chunk)
+            DispatchQueue.global(qos: .userInitiated).async {
+                chunk.process()
+                chunk.done.signal()
+            }
+        }
+        while !inFlight.isEmpty { try complete(inFlight.removeFirst()) }
+        result.input.sha256 = source.digest()
+        try output.commit()
+        try rejects.commit()
+    }
+}
+
+private func newlineCount(_ bytes: [UInt8]) -> Int {
+    bytes.withUnsafeBufferPointer { b in
+        var n = 0
+        for byte in b where byte == 0x0A { n += 1 }
+        return n
+    }
+}
+
+// MARK: - Reading chunks
+
+/// Reads a file in chunks that end where a record ends, hashing every byte.
+private struct ChunkSource {
+    let fd: Int32
+    let chunkBytes: Int
+    let maxRecordBytes: Int
+    let csv: Bool
+    /// Bytes read but not yet handed out (the start of an unfinished record).
+    private var carry: [UInt8] = []
+    private var eof = false
+    private var hasher = SHA256()
+    /// Bytes handed out so far.
+    private(set) var consumed = 0
+
+    init(fd: Int32, chunkBytes: Int, maxRecordBytes: Int, csv: Bool) {
+        self.fd = fd
+        self.chunkBytes = chunkBytes
+        self.maxRecordBytes = maxRecordBytes
+        self.csv = csv
+    }
+
+    mutating func digest() -> String { SHA256.hexString(hasher.finalize()) }
+
+    /// Reads until `carry` holds at least `want` bytes or the file ends.
+    private mutating func fill(_ want: Int) throws(RegistryError) {
+        while carry.count < want && !eof {
+            let old = carry.count
+            let room = max(want - old, 1 << 16)
+            carry.reserveCapacity(old + room)
+            carry.append(contentsOf: repeatElement(0, count: room))
+            let got = carry.withUnsafeMutableBytes { buffer -> Int in
+                var r: Int
+                repeat { r = read(fd, buffer.baseAddress! + old, room) } while r < 0 && errno == EINTR
+                return r
+            }
+            guard got >= 0 else {
+                carry.removeLast(room)
+                throw RegistryError("read failed: \(String(cString: strerror(errno)))")
+            }
+            carry.removeLast(room - got)
+            if got == 0 { eof = true }
+            carry.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[old..<(old + got)])) }
+        }
+    }
+
+    /// The header record's fields and how many line ends it spans.
+    mutating func readHeader() throws(RegistryError) -> (fields: [String], newlines: Int) {
+        var want = 1 << 16
+        while true {
+            try fill(want)
+            var reader = CSVReader()
+            var fields: [String]?
+            let used: Int
+            do {
+                used = try carry.withUnsafeBytes { bytes throws(CSVError) -> Int in
+                    try reader.read(bytes, final: eof) { r, _ throws(CSVError) in
+                        fields = (0..<r.fieldCount).map { r.string($0) }
+                        return false
+                    }
+                }
+            } catch {
+                throw RegistryError("the header is not valid CSV: \(error)")
+            }
+            if let fields {
+                let newlines = carry[..<used].reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+                carry.removeFirst(used)
+                consumed += used
+                return (fields.map { $0.hasPrefix("\u{FEFF}") ? String($0.dropFirst()) : $0 }, newlines)
+            }
+            if eof { throw RegistryError("the file is empty; a CSV input starts with a header line naming its columns") }
+            guard want < maxRecordBytes else { throw RegistryError("the header line is longer than \(maxRecordBytes) bytes") }
+            want *= 4
+        }
+    }
+
+    /// Puts the next chunk (whole records) into `chunk`; false at the end of the file.
+    mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Bool {
+        var want = chunkBytes
+        while true {
+            try fill(want)
+            if carry.isEmpty { return false }
+            let boundary: Int? = eof ? carry.count : recordBoundary()
+            if let boundary, boundary > 0 {
+                chunk.removeAll(keepingCapacity: true)
+                chunk.append(contentsOf: carry[..<boundary])
+                carry.removeFirst(boundary)
+                consumed += boundary
+                return true
+            }
+            if carry.count >= maxRecordBytes {
+                // A quoted field that never closes: cut at the last line end and let the
+                // parser reject the broken record rather than holding the file in memory.
+                if let last = carry.lastIndex(of: 0x0A) {
+                    chunk.removeAll(keepingCapacity: true)
+                    chunk.append(contentsOf: carry[...last])
+                    carry.removeFirst(last + 1)
+                    consumed += last + 1
+                    return true
+                }
+                throw RegistryError("a line longer than \(maxRecordBytes) bytes after byte \(consumed)")
+            }
+            want = carry.count * 2
+        }
+    }
+
+    /// The offset after the last complete record in `carry`, or nil.
+    private func recordBoundary() -> Int? {
+        carry.withUnsafeBytes { bytes -> Int? in
+            let n = bytes.count
+            guard n > 0 else { return nil }
+            let base = bytes.baseAddress!
+            if !csv || memchr(base, Int32(UInt8(ascii: "\"")), n) == nil {
+                var i = n - 1
+                while i >= 0 && bytes[i] != 0x0A { i -= 1 }
+                return i >= 0 ? i + 1 : nil
+            }
+            // Quotes present: follow the CSV grammar (a quote opens a field only at
+            // its start; a broken record is skipped to its line end, as the parser does).
+            var state = 0  // 0 field start, 1 unquoted, 2 quoted, 3 quote in quoted, 4 skipping
+            var boundary: Int?
+            for i in 0..<n {
+                let b = bytes[i]
+                switch state {
+                case 0:
+                    if b == 0x22 { state = 2 } else if b == 0x0A { boundary = i + 1 } else if b != 0x2C { state = 1 }
+                case 1:
+                    if b == 0x2C { state = 0 } else if b == 0x0A { boundary = i + 1; state = 0 } else if b == 0x22 { state = 4 }
+                case 2:
+                    if b == 0x22 { state = 3 }
+                case 3:
+                    if b == 0x22 { state = 2 } else if b == 0x2C { state = 0 } else if b == 0x0A { boundary = i + 1; state = 0 } else { state = 4 }
+                default:
+                    if b == 0x0A { boundary = i + 1; state = 0 }
+                }
+            }
+            return boundary
+        }
+    }
+}
+
+// MARK: - Output layout
+
+/// How output rows are written: the header, id columns, and the fixed text
+/// after the probabilities (label and model version) per class.
+private struct OutputLayout: Sendable {
+    let format: BatchFormat
+    let scorer: Scorer
+    /// CSV: input column → schema field (-1: not a model field).
+    let columnFields: [Int]
+    let columnCount: Int
+    /// CSV: input columns copied to the output; JSON Lines: member names.
+    let idColumns: [Int]
+    let idNames: [String]
+    let outputHeader: [UInt8]
+    let rejectsHeader: [UInt8]
+    /// Per class: `,label,model\n` (CSV) or `},"label":"…","model_version":"…"}\n` (JSON Lines).
+    let tails: [[UInt8]]
+    /// JSON Lines: `"probabilities":{"c0":` then `,"c1":` …
+    let probabilityKeys: [[UInt8]]
+
+    init(csvHeader: [String], runner: BatchRunner) throws(RegistryError) {
+        format = .csv
+        scorer = runner.scorer
+        columnCount = csvHeader.count
+        var index: [String: Int] = [:]
+        for (i, name) in csvHeader.enumerated() where index[name] == nil { index[name] = i }
+        var fields = [Int](repeating: -1, count: csvHeader.count)
+        var absent: [String] = []
+        for (f, name) in scorer.fieldNames.enumerated() {
+            if let column = index[name] { fields[column] = f } else if !scorer.canBeMissing(field: f) { absent.append(name) }
+        }
+        guard absent.isEmpty else {
+            throw RegistryError(
+                "the header lacks \(absent.map { "\"\($0)\"" }.joined(separator: ", ")), which \(runner.model) needs; the header has: \(csvHeader.joined(separator: ","))")
+        }
+        columnFields = fields
+        let ids = runner.idColumns ?? (index["id"] != nil ? ["id"] : [])
+        var idColumns: [Int] = []
+        for name in ids {
+            guard let column = index[name] else {
+                throw RegistryError("--id names column \"\(name)\", which the header lacks; the header has: \(csvHeader.joined(separator: ","))")
+            }
+            idColumns.append(column)
+        }
+        self.idColumns = idColumns
+        idNames = ids
+        var header = (ids.isEmpty ? ["line"] : ids).map(csvField)
+        header += scorer.classes.map { csvField("probability_\($0)") }
+        header += ["label", "model_version"]
+        outputHeader = Array((header.joined(separator: ",") + "\n").utf8)
+        rejectsHeader = Array("line,reason,record\n".utf8)
+        tails = scorer.classes.map { Array(",\(csvField($0)),\(csvField(runner.model))\n".utf8) }
+        probabilityKeys = []
+    }
+
+    init(jsonIDs: [String], runner: BatchRunner) {
+        format = .jsonLines
+        scorer = runner.scorer
+        columnFields = []
+        columnCount = 0
+        idColumns = []
+        idNames = jsonIDs
+        outputHeader = []
+        rejectsHeader = []
+        tails = scorer.classes.map { Array(#"},"label":\#(jsonString($0)),"model_version":\#(jsonString(runner.model))}"#.utf8) + [0x0A] }
+        probabilityKeys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + jsonString(c) + ":").utf8) }
+    }
+}
+
+private func csvField(_ text: String) -> String {
+    guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+    return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+private func appendCSVField(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
+    var needsQuotes = false
+    for b in bytes where b == 0x2C || b == 0x22 || b == 0x0A || b == 0x0D {
+        needsQuotes = true
+        break
+    }
+    guard needsQuotes else {
+        out.append(contentsOf: bytes)
+        return
+    }
+    out.append(0x22)
+    for b in bytes {
+        if b == 0x22 { out.append(0x22) }
+        out.append(b)
+    }
+    out.append(0x22)
+}
+
+private func jsonString(_ text: String) -> String {
+    var writer = JSONWriter()
+    writer.string(text)
+    return String(decoding: writer.bytes, as: UTF8.self)
+}
+
+/// Appends a probability: 12 decimals, trailing zeros dropped, for values of at
+/// least 1e-4 (8 or more significant digits); smaller ones in full.
+@inline(__always)
+func appendProbability(_ p: Double, to out: inout [UInt8]) {
+    guard p >= 1e-4, p <= 1 else {
+        if p == 0 { out.append(0x30) } else { out.append(contentsOf: JSONWriter.numberText(p).utf8) }
+        return
+    }
+    let scaled = UInt64((p * 1e12).rounded())
+    if scaled >= 1_000_000_000_000 {
+        out.append(0x31)
+        return
+    }
+    out.append(0x30)
+    out.append(0x2E)
+    var digits = scaled
+    var count = 12
+    while digits % 10 == 0 {
+        digits /= 10
+        count -= 1
+    }
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12) { buffer in
+        var v = digits
+        for i in stride(from: count - 1, through: 0, by: -1) {
+            buffer[i] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+            v /= 10
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<count]))
+    }
+}
+
+// MARK: - A chunk
+
+/// One chunk's input and its scoring state and output. Touched by one thread
+/// at a time: the reader fills it, a worker processes it, then the writer
+/// drains it (`done` orders the hand-offs).
+private final class Chunk: @unchecked Sendable {
+    var input: [UInt8] = []
+    var firstLine = 0
+    let done = DispatchSemaphore(value: 0)
+    /// Taken out while a worker runs, so the hot loops work on local storage
+    /// (no exclusivity checks or uniqueness tests on class properties).
+    private var work: ChunkWork?
+
+    init(layout: OutputLayout, capacity: Int) {
+        input.reserveCapacity(capacity)
+        work = ChunkWork(layout: layout, capacity: capacity)
+    }
+
+    func process() {
+        var w = work.take()!
+        input.withUnsafeBytes { w.process($0, firstLine: firstLine) }
+        work = w
+    }
+
+    var output: [UInt8] { work!.output }
+    var rejects: [UInt8] { work!.rejects }
+    var rowsRead: Int { work!.rowsRead }
+    var rowsScored: Int { work!.rowsScored }
+    var rowsRejected: Int { work!.rowsRejected }
+}
+
+/// The buffers a chunk is scored with, reused from chunk to chunk.
+private struct ChunkWork {
+    let layout: OutputLayout
+    var output: [UInt8] = []
+    var rejects: [UInt8] = []
+    var rowsRead = 0
+    var rowsScored = 0
+    var rowsRejected = 0
+
+    private var batch: ColumnBatch
+    private var scored = BatchOutput()
+    private var reader = CSVReader()
+    private var rowLines: [Int] = []
+    private var rowRanges: [(Int, Int)] = []
+    /// The id fields of each row, CSV-escaped and comma-separated, end to end.
+    private var ids: [UInt8] = []
+    private var idEnds: [Int] = []
+    private var pending: [(line: Int, reason: String, record: UnsafeRawBufferPointer)] = []
+    private var tape = JSONTape()
+    private var fieldNodes: [Int32] = []
+    private var probabilities: [Double]
+
+    init(layout: OutputLayout, capacity: Int) {
+        self.layout = layout
+        output.reserveCapacity(capacity)
+        batch = ColumnBatch(for: layout.scorer, capacity: capacity / 64)
+        probabilities = [Double](repeating: 0, count: max(layout.scorer.classes.count, layout.scorer.marginCount))
+    }
+
+    mutating func process(_ bytes: UnsafeRawBufferPointer, firstLine: Int) {
+        output.removeAll(keepingCapacity: true)
+        rejects.removeAll(keepingCapacity: true)
+        pending.removeAll(keepingCapacity: true)
+        rowsRead = 0
+        rowsScored = 0
+        rowsRejected = 0
+        switch layout.format {
+        case .csv: processCSV(bytes, firstLine: firstLine)
+        case .jsonLines: processJSONLines(bytes, firstLine: firstLine)
+        }
+        writeRejects()
+    }
+
+    // MARK: CSV
+
+    private mutating func processCSV(_ bytes: UnsafeRawBufferPointer, firstLine: Int) {
+        batch.removeAll(firstRow: 0)
+        rowLines.removeAll(keepingCapacity: true)
+        rowRanges.removeAll(keepingCapacity: true)
+        ids.removeAll(keepingCapacity: true)
+        idEnds.removeAll(keepingCapacity: true)
+        reader.reset(line: firstLine)
+        var position = 0
+        let columnFields = layout.columnFields
+        let columnCount = layout.columnCount
+        let idColumns = layout.idColumns
+        // The reader is moved out of `self` while it calls back into `self`.
+        var reader = self.reader
+        while position < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[position...])
+            do {
+                let used = try reader.read(rest, final: true) { r, line throws(CSVError) in
+                    rowsRead += 1
+                    let range = (position + r.recordStart, position + r.recordEnd)
+                    guard r.fieldCount == columnCount else {
+                        pending.append((line, "expected \(columnCount) fields (as in the header), got \(r.fieldCount)", record(bytes, range)))
+                        return true
+                    }
+                    batch.appendRow()
+                    for column in 0..<columnCount {
+                        let field = columnFields[column]
+                        if field >= 0 { batch.setText(field: field, r.field(column)) }
+                    }
+                    for (n, column) in idColumns.enumerated() {
+                        if n > 0 { ids.append(0x2C) }
+                        appendCSVField(r.field(column), to: &ids)
+                    }
+                    idEnds.append(ids.count)
+                    rowLines.append(line)
+                    rowRanges.append(range)
+                    return true
+                }
+                position += used
+                break
+            } catch {
+                // A record that is not valid CSV: reject it and go on after its line end.
+                rowsRead += 1
+                let start = position + reader.recordStart
+                var resume = min(position + reader.errorOffset, bytes.count)
+                while resume < bytes.count && bytes[resume] != 0x0A { resume += 1 }
+                resume = min(resume + 1, bytes.count)
+                let startLine = reader.line  // still the failing record's first line
+                pending.append((startLine, "not valid CSV: \(error.message)", record(bytes, (start, resume))))
+                var newlines = 0
+                for i in start..<resume where bytes[i] == 0x0A { newlines += 1 }
+                reader.reset(line: startLine + newlines)
+                position = resume
+            }
+        }
+        self.reader = reader
+        layout.scorer.score(batch, into: &scored)
+        var errorIndex = 0
+        let classes = layout.scorer.classes.count
+        var idStart = 0
+        for i in 0..<batch.count {
+            defer { idStart = idEnds[i] }
+            let label = Int(scored.labels[i])
+            guard label >= 0 else {
+                let e = scored.errors[errorIndex]
+                errorIndex += 1
+                pending.append((rowLines[i], reason(e), record(bytes, rowRanges[i])))
+                continue
+            }
+            rowsScored += 1
+            if idColumns.isEmpty {
+                output.appendDecimal(rowLines[i])
+            } else {
+                output.append(contentsOf: ids[idStart..<idEnds[i]])
+            }
+            for k in 0..<classes {
+                output.append(0x2C)
+                appendProbability(scored.probabilities[i * classes + k], to: &output)
+            }
+            output.append(contentsOf: layout.tails[label])
+        }
+    }
+
+    // MARK: JSON Lines
+
+    private mutating func processJSONLines(_ bytes: UnsafeRawBufferPointer, firstLine: Int) {
+        var line = firstLine
+        var start = 0
+        let scorer = layout.scorer
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            defer {
+                start = end + 1
+                line += 1
+            }
+            var stop = end
+            if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
+            let text = UnsafeRawBufferPointer(rebasing: bytes[start..<stop])
+            if text.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // a blank line is no record
+            rowsRead += 1
+            do {
+                try tape.parse(text)
+            } catch {
+                pending.append((line, "not valid JSON: \(error)", text))
+                continue
+            }
+            guard tape.kind(tape.root) == .object else {
+                pending.append((line, "expected a JSON object, got \(tape.value(tape.root).excerpt)", text))
+                continue
+            }
+            let label: Int
+            do {
+                let tape = self.tape
+                label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) -> Int in
+                    try scorer.predict(tape: tape, record: tape.root, row: nil, fieldNodes: &fieldNodes, into: p.baseAddress!)
+                }
+            } catch {
+                pending.append((line, reason(error), text))
+                continue
+            }
+            rowsScored += 1
+            output.append(0x7B)
+            var wroteID = false
+            for name in layout.idNames {
+                var node: Int?
+                tape.forEachMember(tape.root) { key, value in
+                    if tape.string(key) == name { node = value }
+                }
+                guard let node else { continue }
+                output.append(contentsOf: jsonString(name).utf8)
+                output.append(0x3A)
+                switch tape.kind(node) {
+                case .string:
+                    output.append(0x22)
+                    output.append(contentsOf: tape.rawBytes(node))
+                    output.append(0x22)
+                case .object, .array, .number:
+                    output.append(contentsOf: tape.rawBytes(node))
+                default:
+                    var writer = JSONWriter()
+                    writer.value(tape.value(node))
+                    output.append(contentsOf: writer.bytes)
+                }
+                output.append(0x2C)
+                wroteID = true
+            }
+            if !wroteID {
+                output.append(contentsOf: #""line":"#.utf8)
+                output.appendDecimal(line)
+                output.append(0x2C)
+            }
+            for k in 0..<scorer.classes.count {
+                output.append(contentsOf: layout.probabilityKeys[k])
+                appendProbability(probabilities[k], to: &output)
+            }
+            output.append(contentsOf: layout.tails[label])
+        }
+    }
+
+    // MARK: Rejects
+
+    private func record(_ bytes: UnsafeRawBufferPointer, _ range: (Int, Int)) -> UnsafeRawBufferPointer {
+        var end = range.1
+        while end > range.0 && (bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D) { end -= 1 }
+        return UnsafeRawBufferPointer(rebasing: bytes[range.0..<end])
+    }
+
+    private func reason(_ error: ScoringError) -> String {
+        error.field.map { "field \"\($0)\": \(error.message)" } ?? error.message
+    }
+
+    /// Writes the rejects in line order; the record bytes point into the chunk's input.
+    private mutating func writeRejects() {
+        rowsRejected = pending.count
+        if pending.count > 1 { pending.sort { $0.line < $1.line } }
+        for reject in pending {
+            switch layout.format {
+            case .csv:
+                rejects.appendDecimal(reject.line)
+                rejects.append(0x2C)
+                rejects.append(contentsOf: csvField(reject.reason).utf8)
+                rejects.append(0x2C)
+                appendCSVField(reject.record, to: &rejects)
+                rejects.append(0x0A)
+            case .jsonLines:
+                var o = JSONObject()
+                o.append("line", .number(Double(reject.line)))
+                o.append("reason", .string(reject.reason))
+                o.append("record", .string(String(decoding: reject.record, as: UTF8.self)))
+                var writer = JSONWriter()
+                writer.value(.object(o))
+                rejects.append(contentsOf: writer.bytes)
+                rejects.append(0x0A)
+            }
+        }
+        pending.removeAll(keepingCapacity: true)
+    }
+}
+
+extension [UInt8] {
+    @inline(__always)
+    mutating func appendDecimal(_ value: Int) {
+        if value < 0 {
+            append(0x2D)
+            appendDecimal(-value)
+            return
+        }
+        if value < 10 {
+            append(UInt8(truncatingIfNeeded: 0x30 + value))
+            return
+        }
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buffer in
+            var v = value
+            var i = 20
+            while v > 0 {
+                i -= 1
+                buffer[i] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+                v /= 10
+            }
+            append(contentsOf: UnsafeBufferPointer(rebasing: buffer[i..<20]))
+        }
+    }
+}

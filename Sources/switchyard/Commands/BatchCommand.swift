@@ -1,0 +1,213 @@
+import CSystem
+import Components
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options both batch commands take.
+private let batchOptions: [Option] = [
+    Option(name: "input", value: "DIR[/GLOB]", help: "folder of inputs (.csv with a header, .jsonl); a glob like 'in/*.csv' picks some", required: true),
+    Option(name: "output", value: "DIR", help: "folder for outputs (same names) and rejects files (NAME.rejects.csv|jsonl)", required: true),
+    Option(name: "model", value: "NAME@ALIAS", help: "the model; an alias is resolved at the start of each run, a version is pinned", required: true),
+    Option(name: "job", value: "NAME", help: "the job's name in the run ledger", defaultValue: "the output folder's path"),
+    Option(name: "id", value: "COLUMNS", help: "comma-separated columns copied to each output row", defaultValue: "id, when present; else the line number"),
+    Option(name: "workers", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
+    Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
+]
+
+/// The pieces a batch component is built from, read from the arguments.
+private func makeBatchComponent(_ args: Arguments, events: EventLog, authenticator: Authenticator, schedule: Schedule?) throws -> BatchComponent {
+    let inputText = try args.require("input")
+    var input = URL(fileURLWithPath: inputText)
+    var pattern: String?
+    if input.lastPathComponent.contains(where: { "*?[".contains($0) }) {
+        pattern = input.lastPathComponent
+        input = input.deletingLastPathComponent()
+    }
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: input.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+        throw CommandError("--input \(input.path) is not a folder; give the folder the input files land in")
+    }
+    let output = URL(fileURLWithPath: try args.require("output")).standardizedFileURL
+    guard output.path != input.standardizedFileURL.path else {
+        throw CommandError("--output must differ from --input: outputs have the same names as their inputs")
+    }
+    var options = BatchComponent.Options()
+    if let workers = args.string("workers"), workers != "one per core" {
+        options.workers = try args.integer("workers", range: 1...256)!
+    }
+    if let ids = args.string("id"), !ids.hasPrefix("id, when") {
+        options.idColumns = ids.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+    if let rate = try args.double("max-rows-per-second") {
+        guard rate > 0 else { throw UsageError("--max-rows-per-second must be above 0") }
+        options.rowsPerSecond = rate
+    }
+    let jobText = args.string("job")
+    let job = jobText == nil || jobText == "the output folder's path" ? output.path : jobText!
+    let home = Home.fromEnvironment()
+    let registry = try openRegistry()
+    let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: home) }
+    do {
+        return try BatchComponent(
+            registry: registry, ledger: ledger, reference: try args.require("model"), job: job, input: input, pattern: pattern,
+            output: output, schedule: schedule, options: options, events: events, authenticator: authenticator)
+    } catch let error as HTTPError {
+        throw CommandError(error.message)
+    }
+}
+
+let batchCommand = Command(
+    words: ["batch"],
+    summary: "Run the batch scorer: scheduled and on-demand runs over a folder, with a run ledger and control API",
+    options: batchOptions + [
+        Option(name: "schedule", value: "\"every 15m\"", help: "run at a fixed interval (slots are multiples of it since the epoch)"),
+        Option(name: "cron", value: "\"0 2 * * *\"", help: "run on a 5-field cron schedule, local time"),
+        Option(name: "port", value: "PORT", help: "control API port (0 picks a free one)", defaultValue: "8081"),
+        Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
+    ],
+    details: """
+        A run scores every input file present when it starts and writes, per input, an output
+        with the same name (id columns, probability_<class>, label, model_version) and a rejects
+        file (line, reason, record). Both appear atomically. Rows read = scored + rejected.
+        Runs go one at a time; more triggers queue (the backlog). Missed schedule slots while
+        stopped: one catch-up run at start. A run that was running when the process died is
+        marked interrupted at the next start; rerun it.
+
+        Control API: /v1/status /v1/timeseries /v1/events /metrics, GET /v1/runs[?before=ID&limit=N],
+        GET /v1/runs/ID (scope read); POST /v1/runs {"idempotency_key": "..."} (or an
+        Idempotency-Key header), POST /v1/runs/ID/rerun, POST /v1/runs/ID/cancel (scope operate);
+        POST /v1/model {"version": N} | {"alias": "A"} (scope admin; from the next run).
+
+        Examples:
+          switchyard batch --input in --output out --model credit@production --schedule "every 15m"
+          curl -X POST -H "Authorization: Bearer $KEY" localhost:8081/v1/runs
+        """,
+    run: { args in
+        var schedule: Schedule?
+        do {
+            if let every = args.string("schedule") { schedule = try Schedule.interval(every) }
+            if let cron = args.string("cron") {
+                guard schedule == nil else { throw UsageError("give --schedule or --cron, not both") }
+                schedule = .cron(try CronExpression(cron))
+            }
+        } catch let error as ScheduleError {
+            throw UsageError(error.description)
+        }
+        let port = try args.integer("port", range: 0...65535) ?? 8081
+        let host = args.string("host") ?? "127.0.0.1"
+        let home = Home.fromEnvironment()
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
+        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        do {
+            try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)
+        } catch let error as HTTPError {
+            throw CommandError(error.message)
+        }
+        let batch = try makeBatchComponent(args, events: events, authenticator: authenticator, schedule: schedule)
+        try batch.start()
+        let host_ = ComponentHost(
+            component: batch, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
+            authenticator: authenticator, events: events, fleet: fleet)
+        let bound: Int
+        do {
+            bound = try host_.start()
+        } catch let error as IOError where error.errno == EADDRINUSE {
+            batch.stop()
+            throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
+        }
+        print("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
+        if let schedule { print("  schedule: \(schedule)") } else { print("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
+        fflush(nil)
+        waitForTermination()
+        print("stopping (a running run is cancelled and marked interrupted)")
+        host_.stop()
+        batch.stop()
+        return Exit.ok
+    })
+
+let batchRunCommand = Command(
+    words: ["batch", "run"],
+    summary: "Score a folder once, now, for cron or CI; the exit status is the run's outcome",
+    options: batchOptions + [
+        Option(name: "once", help: "run once and exit (the only mode; accepted for clarity in scripts)"),
+        Option(name: "idempotency-key", value: "KEY", help: "a key the job never runs twice for (e.g. the date)"),
+    ],
+    details: """
+        The run is recorded in the ledger like any other (trigger manual, who cli:USER).
+        Exit status: 0 succeeded (rejected rows are counted, not a failure), 1 failed or
+        cancelled, 64 usage. On a terminal a progress bar shows rows, rate and ETA.
+
+        Example:
+          switchyard batch run --once --input in --output out --model credit@production
+        """,
+    run: runBatchOnce)
+
+/// `batch run --once`: one run, now, in this process.
+private func runBatchOnce(_ args: Arguments) throws -> Int32 {
+    let events = EventLog()
+    let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil)
+    let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: Home.fromEnvironment()) }
+    let queued = try registryCall { () throws(RegistryError) in
+        try batch.trigger(.manual, who: cliActor(), idempotencyKey: args.string("idempotency-key"))
+    }
+    if queued.existed {
+        let r = queued.run
+        print("run \(r.id) already exists for idempotency key \"\(r.idempotencyKey ?? "")\": \(r.status.rawValue); nothing run")
+        return r.status == .succeeded || !r.status.isFinished ? Exit.ok : Exit.failure
+    }
+    let terminal = isatty(2) == 1
+    let progress = BatchProgress()
+    let cancel = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+    signal(SIGINT, SIG_IGN)
+    cancel.setEventHandler { progress.cancelled.store(true, ordering: .relaxed) }
+    cancel.resume()
+    let started = csystem_monotonic_ns()
+    var report: (@Sendable (BatchProgress) -> Void)?
+    if terminal { report = { @Sendable p in drawProgress(p, started: started) } }
+    let finished = batch.execute(queued.run, progress: progress, report: report)
+    if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+    let recorded: RunLedger.Run? = try? ledger.run(queued.run.id)
+    guard let run = finished ?? recorded else { throw CommandError("run \(queued.run.id) vanished from the ledger") }
+    let seconds = Double(csystem_monotonic_ns() - started) / 1e9
+    print("run \(run.id) \(run.status.rawValue): \(run.inputs.count) input\(run.inputs.count == 1 ? "" : "s"), \(run.rowsRead) rows read, \(run.rowsScored) scored, \(run.rowsRejected) rejected in \(String(format: "%.2f", seconds)) s with \(run.model ?? "no model")")
+    if run.rowsRejected > 0 { print("  rejected rows, with line numbers and reasons: \(batch.outputDirectory.path)/*.rejects.*") }
+    if let error = run.error { print("  \(error)") }
+    return run.status == .succeeded ? Exit.ok : Exit.failure
+}
+
+/// One line on stderr: a bar, rows, rate and ETA.
+private func drawProgress(_ p: BatchProgress, started: UInt64) {
+    let total = max(p.bytesTotal.load(ordering: .relaxed), 1)
+    let done = p.bytesDone.load(ordering: .relaxed)
+    let fraction = min(1, Double(done) / Double(total))
+    let elapsed = Double(csystem_monotonic_ns() - started) / 1e9
+    let rows = p.rowsRead.load(ordering: .relaxed)
+    let rate = elapsed > 0 ? Double(rows) / elapsed : 0
+    let eta = fraction > 0 ? elapsed * (1 - fraction) / fraction : 0
+    let width = 30
+    let filled = Int(fraction * Double(width))
+    let bar = String(repeating: "=", count: filled) + (filled < width ? ">" + String(repeating: " ", count: width - filled - 1) : "")
+    let line = String(format: "\r[%@] %3.0f%%  %@ rows  %@ rows/s  ETA %.0fs  %@   ",
+                      bar, fraction * 100, formatCount(Double(rows)), formatCount(rate), eta, p.file.withLock { $0 })
+    FileHandle.standardError.write(Data(line.utf8))
+}
+
+/// 1234567 → "1.23M".
+func formatCount(_ x: Double) -> String {
+    switch x {
+    case 1e9...: String(format: "%.2fG", x / 1e9)
+    case 1e6...: String(format: "%.2fM", x / 1e6)
+    case 1e4...: String(format: "%.1fk", x / 1e3)
+    default: String(format: "%.0f", x)
+    }
+}

@@ -1,0 +1,131 @@
+import Foundation
+import HTTP
+import Scoring
+import Synchronization
+import Testing
+
+/// A switchyard process left running (a component), with its output collected.
+final class RunningSwitchyard: @unchecked Sendable {
+    let process = Process()
+    private let output = Mutex<String>("")
+
+    init(_ arguments: [String], home: URL) throws {
+        process.executableURL = switchyardBinary
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWITCHYARD_HOME"] = home.path
+        process.environment = environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let handle = pipe.fileHandleForReading
+        DispatchQueue.global().async { [self] in
+            while true {
+                let data = handle.availableData
+                if data.isEmpty { break }
+                self.output.withLock { $0 += String(decoding: data, as: UTF8.self) }
+            }
+        }
+    }
+
+    var text: String { output.withLock { $0 } }
+
+    /// The port from "control API on http://127.0.0.1:PORT", waiting up to 20 s.
+    func port() throws -> Int {
+        for _ in 0..<2000 {
+            if let range = text.range(of: "control API on http://127.0.0.1:") {
+                let digits = text[range.upperBound...].prefix { $0.isNumber }
+                if let port = Int(digits) { return port }
+            }
+            guard process.isRunning else { break }
+            usleep(10_000)
+        }
+        throw CLITestError("no control API address in the output: \(text)")
+    }
+
+    func kill(_ signal: Int32) {
+        Glibc.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+}
+
+struct CLITestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+@Suite struct BatchProcessTests {
+    /// SIGKILL mid-run: no partial output is visible, the run is marked interrupted at
+    /// the next start, and its rerun writes outputs identical to an uninterrupted run.
+    @Test func aKilledRunIsInterruptedAndItsRerunMatchesAnUninterruptedRun() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        let input = root.appendingPathComponent("in"), output = root.appendingPathComponent("out"), reference = root.appendingPathComponent("ref")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
+                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        for (name, seed) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            let made = try switchyard(["fixtures", "credit", "--rows", "30000", "--seed", seed, "--out", input.appendingPathComponent("\(name).csv").path], home: home)
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        // A bad row, so the rejects files are compared too.
+        let b = try FileHandle(forWritingTo: input.appendingPathComponent("b.csv"))
+        try b.seekToEnd()
+        try b.write(contentsOf: Data("30001,lots,36,5,50000,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8))
+        try b.close()
+
+        let once = try switchyard(["batch", "run", "--once", "--input", input.path, "--output", reference.path, "--model", "credit@production"], home: home)
+        #expect(once.status == 0, "\(once.stdout) \(once.stderr)")
+        #expect(once.stdout.contains("90001 rows read, 90000 scored, 1 rejected"), "\(once.stdout)")
+        let key = try switchyard(["keys", "create", "--scope", "operate"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let arguments = ["batch", "--input", input.path, "--output", output.path, "--model", "credit@production", "--port", "0",
+                         "--max-rows-per-second", "40000"]
+        let auth = [("Authorization", "Bearer \(key)"), ("Content-Type", "application/json")]
+
+        // Start a run and kill the process once the first output has appeared.
+        let first = try RunningSwitchyard(arguments, home: home)
+        let trigger = try HTTPClient(port: try first.port()).request("POST", "/v1/runs", headers: auth)
+        #expect(trigger.status == 202)
+        let id = try #require(runID(trigger.body))
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: output.appendingPathComponent("a.csv").path) && Date() < deadline { usleep(5_000) }
+        first.kill(SIGKILL)
+        let visible = try FileManager.default.contentsOfDirectory(atPath: output.path).filter { !$0.hasPrefix(".") }
+        #expect(visible.contains("a.csv"))
+        #expect(!visible.contains("c.csv"), "the kill came before the last input was done")
+        for name in visible {  // whatever is visible is complete
+            #expect(try Data(contentsOf: output.appendingPathComponent(name)) == Data(contentsOf: reference.appendingPathComponent(name)), "\(name)")
+        }
+
+        // Restart: the run is interrupted, leftovers are gone, and a rerun completes it.
+        let second = try RunningSwitchyard(arguments, home: home)
+        defer { second.kill(SIGTERM) }
+        let client = HTTPClient(port: try second.port())
+        let interrupted = try JSONValue.parse(try client.request("GET", "/v1/runs/\(id)", headers: auth).body)
+        #expect(interrupted["status"] == .string("interrupted"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: output.path).allSatisfy { !$0.hasPrefix(".") }, "temporary files removed")
+        let rerun = try client.request("POST", "/v1/runs/\(id)/rerun", headers: auth)
+        #expect(rerun.status == 202)
+        let rerunID = try #require(runID(rerun.body))
+        var status = ""
+        for _ in 0..<1000 {
+            status = (try JSONValue.parse(try client.request("GET", "/v1/runs/\(rerunID)", headers: auth).body))["status"]?.stringValue ?? ""
+            if status != "queued" && status != "running" { break }
+            usleep(20_000)
+        }
+        #expect(status == "succeeded")
+        let names = try FileManager.default.contentsOfDirectory(atPath: reference.path).sorted()
+        #expect(names == ["a.csv", "a.rejects.csv", "b.csv", "b.rejects.csv", "c.csv", "c.rejects.csv"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: output.path).sorted() == names)
+        for name in names {
+            #expect(try Data(contentsOf: output.appendingPathComponent(name)) == Data(contentsOf: reference.appendingPathComponent(name)), "\(name)")
+        }
+    }
+}
+
+private func runID(_ body: [UInt8]) -> Int? {
+    if case .number(let id)? = (try? JSONValue.parse(body))?["id"] { return Int(id) }
+    return nil
+}

@@ -1,0 +1,462 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Components
+@testable import HTTP
+import Registry
+import Scoring
+import Telemetry
+
+private let utc: Calendar = {
+    var c = Calendar(identifier: .gregorian)
+    c.timeZone = TimeZone(identifier: "UTC")!
+    return c
+}()
+
+private func date(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
+
+@Suite struct ScheduleTests {
+    @Test(arguments: [
+        ("0 2 * * *", "2026-11-24T10:15:00Z", "2026-11-25T02:00:00Z"),
+        ("*/15 * * * *", "2026-11-24T10:15:00Z", "2026-11-24T10:30:00Z"),
+        ("5,35 9-17 * * mon-fri", "2026-11-27T17:40:00Z", "2026-11-30T09:05:00Z"),  // Friday evening → Monday
+        ("0 0 1 jan *", "2026-11-24T00:00:00Z", "2027-01-01T00:00:00Z"),
+        ("0 12 13 * 5", "2026-11-24T00:00:00Z", "2026-11-27T12:00:00Z"),  // day 13 OR Friday (Vixie rule)
+        ("0 0 * * 7", "2026-11-24T00:00:00Z", "2026-11-29T00:00:00Z"),  // 7 is Sunday
+        ("0 0 29 2 *", "2026-11-24T00:00:00Z", "2028-02-29T00:00:00Z"),  // the next leap day
+        ("@hourly", "2026-11-24T10:59:59Z", "2026-11-24T11:00:00Z"),
+        ("10/20 * * * *", "2026-11-24T10:31:00Z", "2026-11-24T10:50:00Z"),
+    ])
+    func cronNextRun(expression: String, after: String, next: String) throws {
+        let cron = try CronExpression(expression)
+        #expect(cron.next(after: date(after), calendar: utc) == date(next))
+    }
+
+    @Test(arguments: [
+        ("0 2 * *", "5 fields"),
+        ("60 * * * *", "minute field: 60 is out of range 0-59"),
+        ("0 24 * * *", "hour field: 24 is out of range 0-23"),
+        ("0 0 0 * *", "day-of-month field: 0 is out of range 1-31"),
+        ("0 0 * foo *", "month field: cannot read \"foo\""),
+        ("*/0 * * * *", "the step in \"*/0\" must be a positive number"),
+        ("0 5-2 * * *", "the range \"5-2\" runs backwards"),
+    ])
+    func cronErrorsNameTheField(expression: String, message: String) {
+        do {
+            _ = try CronExpression(expression)
+            Issue.record("accepted \(expression)")
+        } catch {
+            #expect(error.description.contains(message), "\(error.description)")
+        }
+    }
+
+    @Test func intervalsAreMultiplesSinceTheEpoch() throws {
+        let every15 = try Schedule.interval("every 15m")
+        #expect(every15 == .every(seconds: 900))
+        #expect(every15.next(after: date("2026-11-24T10:07:00Z")) == date("2026-11-24T10:15:00Z"))
+        #expect(every15.next(after: date("2026-11-24T10:15:00Z")) == date("2026-11-24T10:30:00Z"))
+        #expect(try Schedule.interval("2h") == .every(seconds: 7200))
+        #expect(throws: ScheduleError.self) { try Schedule.interval("every fortnight") }
+        #expect(throws: ScheduleError.self) { try Schedule.interval("every 0m") }
+    }
+
+    @Test func missedSlotsGiveOneCatchUpForTheLatest() throws {
+        let hourly = try Schedule.interval("every 1h")
+        let missed = hourly.missed(since: date("2026-11-24T07:00:00Z"), now: date("2026-11-24T10:20:00Z"))
+        #expect(missed?.latest == date("2026-11-24T10:00:00Z"))
+        #expect(missed?.count == 3)
+        #expect(hourly.missed(since: date("2026-11-24T10:00:00Z"), now: date("2026-11-24T10:59:00Z")) == nil)
+    }
+}
+
+/// A credit CSV in the fixture's columns, with `bad` lines mixed in.
+private func creditCSV(rows: Int, seed: UInt64) -> [UInt8] {
+    var generator = CreditFixture(seed: seed)
+    var csv = Array(CreditFixture.csvHeader.utf8)
+    for _ in 0..<rows { CreditFixture.appendCSV(generator.next(), to: &csv) }
+    return csv
+}
+
+/// A scratch home with the scikit-learn credit model as credit@1 (production) and a shifted credit@2.
+final class BatchFixture: @unchecked Sendable {
+    let root: URL
+    let home: Home
+    let registry: ModelRegistry
+    let ledger: RunLedger
+    let keys: KeyStore
+    let input: URL
+    let output: URL
+    var operateKey = "", readKey = "", adminKey = ""
+    var component: BatchComponent?
+    var host: ComponentHost?
+    var port = 0
+
+    init() throws {
+        root = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-batch-\(UUID().uuidString)")
+        home = Home(root.appendingPathComponent("home"))
+        registry = try ModelRegistry(home: home)
+        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+        document.metadata.name = "credit"
+        try registry.register(document, who: "test")
+        document.estimator.intercepts[0] += 0.5
+        try registry.register(document, who: "test")
+        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        ledger = try RunLedger(home: home)
+        keys = try KeyStore(home: home)
+        operateKey = try keys.create(scope: .operate, name: nil, who: "test").1
+        readKey = try keys.create(scope: .read, name: nil, who: "test").1
+        adminKey = try keys.create(scope: .admin, name: nil, who: "test").1
+        input = root.appendingPathComponent("in")
+        output = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+    }
+
+    func write(_ name: String, _ bytes: [UInt8]) throws {
+        try Data(bytes).write(to: input.appendingPathComponent(name))
+    }
+
+    func scorer(_ version: Int) throws -> Scorer {
+        try Scorer(try registry.document(try registry.resolve("credit@\(version)")))
+    }
+
+    @discardableResult
+    func start(schedule: Schedule? = nil, options: BatchComponent.Options = .init()) throws -> BatchComponent {
+        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        let batch = try BatchComponent(
+            registry: registry, ledger: ledger, reference: "credit@production", job: "test", input: input, pattern: nil,
+            output: output, schedule: schedule, options: options, events: events, authenticator: authenticator)
+        try batch.start()
+        let host = ComponentHost(component: batch, observer: nil, configuration: .init(port: 0, threads: 1),
+                                 authenticator: authenticator, events: events, fleet: nil)
+        port = try host.start()
+        component = batch
+        self.host = host
+        return batch
+    }
+
+    func stop() {
+        host?.stop()
+        component?.stop()
+        try? FileManager.default.removeItem(at: root)
+    }
+
+    func request(_ method: String, _ path: String, key: String?, body: String = "", headers: [(String, String)] = []) throws -> (status: Int, json: JSONValue) {
+        var h = headers + [("Content-Type", "application/json")]
+        if let key { h.append(("Authorization", "Bearer \(key)")) }
+        let response = try HTTPClient(port: port).request(method, path, headers: h, body: Array(body.utf8))
+        return (response.status, (try? JSONValue.parse(response.body)) ?? .null)
+    }
+
+    /// Polls run `id` until it has finished (10 s at most).
+    func waitForRun(_ id: Int) throws -> RunLedger.Run {
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if let run = try ledger.run(id), run.status.isFinished { return run }
+            usleep(20_000)
+        }
+        throw HTTPError(500, "run \(id) did not finish in 10 s")
+    }
+}
+
+@Suite struct BatchRunnerTests {
+    /// Every row is scored or rejected; outputs match the embedded scorer; rejects name line and reason.
+    @Test func rowsAreScoredOrRejectedNeverLost() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let good = creditCSV(rows: 300, seed: 3)
+        var csv = good
+        csv += Array("999,abc,36,5,50000,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8)  // line 302
+        csv += Array("1000,100,36\n".utf8)  // line 303
+        csv += Array("1001,\"1\"2,36,5,50000,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8)  // line 304
+        csv += Array("1002,100,36,5,,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8)  // line 305
+        try f.write("a.csv", csv)
+        let scorer = try f.scorer(1)
+        let runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: f.output, workers: 2)
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let progress = BatchProgress()
+        let result = runner.score(f.input.appendingPathComponent("a.csv"), progress: progress)
+        #expect(result.error == nil)
+        #expect(result.rowsRead == 304)
+        #expect(result.rowsRead == result.rowsScored + result.rowsRejected)
+        #expect(result.rowsRejected == 4)
+        #expect(result.input.sha256 == SHA256.hex(csv))
+        #expect(progress.rowsRead.load(ordering: .relaxed) == 304)
+
+        let rejects = try String(contentsOf: f.output.appendingPathComponent("a.rejects.csv"), encoding: .utf8)
+        let lines = rejects.split(separator: "\n")
+        #expect(lines[0] == "line,reason,record")
+        #expect(lines[1].hasPrefix(#"302,"field ""amount"": expected a number, got ""abc""","999,abc,36"#))
+        #expect(lines[2].hasPrefix(#"303,"expected 17 fields (as in the header), got 3","1000,100,36""#))
+        #expect(lines[3].hasPrefix("304,\"not valid CSV"))
+        #expect(lines[4].hasPrefix(#"305,"field ""income"": missing, and the model requires a value""#))
+
+        // Output rows: the id, the scorer's probabilities (12 decimals), label, version.
+        let output = try String(contentsOf: f.output.appendingPathComponent("a.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(output[0] == "id,probability_0,probability_1,label,model_version")
+        #expect(output.count == 301)
+        let records = try CSVTable(good)
+        for (i, row) in output.dropFirst().enumerated() {
+            let cells = row.split(separator: ",")
+            let expected = try scorer.predict(json: records.json(i, fields: scorer.fieldNames))
+            #expect(cells[0] == Substring(records.cell(i, "id")))
+            #expect(abs(Double(cells[2])! - expected.probabilities[1]) < 1e-12)
+            #expect(cells[3] == Substring(expected.label))
+            #expect(cells[4] == "credit@1")
+        }
+    }
+
+    /// Chunks cut anywhere give byte-identical outputs, with quoted fields holding
+    /// commas, doubled quotes and line ends, CRLF line ends, and broken records.
+    @Test func outputsDoNotDependOnChunkBoundaries() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        var csv = Array("id,amount,term,rate,income,age,tenure,utilization,inquiries,delinquencies,open_accounts,debt_ratio,credit_score,region,product,channel\r\n".utf8)
+        var generator = CreditFixture(seed: 9)
+        for i in 0..<400 {
+            var row: [UInt8] = []
+            CreditFixture.appendCSV(generator.next(), to: &row)
+            var text = String(decoding: row, as: UTF8.self)
+            text = String(text[..<text.lastIndex(of: ",")!])  // drop the label
+            var cells = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            switch i % 7 {
+            case 0: cells[0] = "\"id, with comma \(i)\""
+            case 1: cells[0] = "\"id \"\"quoted\"\"\n\(i)\""
+            case 2: cells[1] = "\"\(cells[1])\""
+            case 3 where i % 3 == 0: cells[2] = "3\"6"  // a stray quote: rejected
+            case 4 where i % 5 == 0: cells[3] = "\"17\"x"  // text after a closing quote: rejected
+            default: break
+            }
+            csv += Array((cells.joined(separator: ",") + (i % 2 == 0 ? "\r\n" : "\n")).utf8)
+        }
+        try f.write("q.csv", csv)
+        let scorer = try f.scorer(1)
+        var outputs: [[UInt8]] = []
+        var rejects: [[UInt8]] = []
+        for chunk in [1 << 20, 4096, 97, 1] {
+            let out = f.root.appendingPathComponent("out-\(chunk)")
+            try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
+            var runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: out, workers: 2)
+            runner.chunkBytes = chunk
+            let result = runner.score(f.input.appendingPathComponent("q.csv"), progress: BatchProgress())
+            #expect(result.error == nil)
+            #expect(result.rowsRead == 400)
+            #expect(result.rowsRead == result.rowsScored + result.rowsRejected)
+            #expect(result.rowsRejected > 0)
+            outputs.append([UInt8](try Data(contentsOf: out.appendingPathComponent("q.csv"))))
+            rejects.append([UInt8](try Data(contentsOf: out.appendingPathComponent("q.rejects.csv"))))
+        }
+        #expect(outputs.allSatisfy { $0 == outputs[0] })
+        #expect(rejects.allSatisfy { $0 == rejects[0] })
+        let text = String(decoding: outputs[0], as: UTF8.self)
+        #expect(text.contains("\"id, with comma 7\","))
+        #expect(text.contains("\"id \"\"quoted\"\"\n1\","))
+        // Rejected records keep their first line number: line 2 is the first record.
+        let firstReject = String(decoding: rejects[0], as: UTF8.self).split(separator: "\n")[1]
+        #expect(firstReject.hasPrefix("6,not valid CSV: a quote inside an unquoted field"))  // record 3 is on line 6: record 1 spans lines 3-4
+    }
+
+    @Test func jsonLinesInAndOut() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        var lines = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8)
+        lines += "\n{\"id\": \"x\", \"amount\": \"lots\"}\n[1,2]\nnot json\n"
+        try f.write("e.jsonl", Array(lines.utf8))
+        let runner = BatchRunner(scorer: try f.scorer(1), model: "credit@1", outputDirectory: f.output, workers: 2)
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let result = runner.score(f.input.appendingPathComponent("e.jsonl"), progress: BatchProgress())
+        #expect(result.rowsRead == 23)
+        #expect(result.rowsScored == 20)
+        #expect(result.rowsRejected == 3)
+        let out = try String(contentsOf: f.output.appendingPathComponent("e.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(out.count == 20)
+        let first = try JSONValue.parse(String(out[0]))
+        #expect(first["id"] == .number(1))
+        #expect(first["model_version"] == .string("credit@1"))
+        let rejects = try String(contentsOf: f.output.appendingPathComponent("e.rejects.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(rejects.count == 3)
+        let reject = try JSONValue.parse(String(rejects[0]))
+        #expect(reject["line"] == .number(22))
+        #expect(reject["reason"]?.stringValue?.contains("field \"amount\"") == true)
+    }
+
+    @Test func aHeaderWithoutARequiredFieldFailsTheFileWithItsName() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("h.csv", Array("id,amount\n1,100\n".utf8))
+        let runner = BatchRunner(scorer: try f.scorer(1), model: "credit@1", outputDirectory: f.output, workers: 1)
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let result = runner.score(f.input.appendingPathComponent("h.csv"), progress: BatchProgress())
+        #expect(result.error?.contains("the header lacks \"term\"") == true, "\(result.error ?? "")")
+        #expect(!FileManager.default.fileExists(atPath: f.output.appendingPathComponent("h.csv").path))
+        // Nothing half-written is left behind either.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.output.path).isEmpty)
+    }
+}
+
+@Suite(.serialized) struct BatchComponentTests {
+    @Test func triggersWithAndWithoutAnIdempotencyKey() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.start()
+        let statuses = Mutex<[(Int, Int)]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { i in
+            let keyed = try? f.request("POST", "/v1/runs", key: f.operateKey, body: #"{"idempotency_key": "nightly-2026-11-24"}"#)
+            let plain = try? f.request("POST", "/v1/runs", key: f.operateKey, headers: [("Idempotency-Key", "plain-\(i)")])
+            statuses.withLock {
+                if let keyed, case .number(let id)? = keyed.json["id"] { $0.append((keyed.status, Int(id))) }
+                if let plain, case .number(let id)? = plain.json["id"] { $0.append((plain.status + 1000, Int(id))) }
+            }
+        }
+        let all = statuses.withLock { $0 }
+        let keyed = all.filter { $0.0 < 1000 }, plain = all.filter { $0.0 >= 1000 }
+        #expect(keyed.count == 8 && plain.count == 8)
+        #expect(Set(keyed.map(\.1)).count == 1, "one run for one key")
+        #expect(keyed.filter { $0.0 == 202 }.count == 1)
+        #expect(keyed.filter { $0.0 == 200 }.count == 7)
+        #expect(Set(plain.map(\.1)).count == 8, "distinct keys start distinct runs")
+        for id in Set(all.map(\.1)) { #expect(try f.waitForRun(id).status == .succeeded) }
+        let page = try f.request("GET", "/v1/runs?limit=4", key: f.readKey)
+        #expect(page.status == 200)
+        guard case .array(let runs)? = page.json["runs"], case .number(let before)? = page.json["next_before"] else {
+            Issue.record("no page")
+            return
+        }
+        #expect(runs.count == 4)
+        let next = try f.request("GET", "/v1/runs?limit=4&before=\(Int(before))", key: f.readKey)
+        guard case .array(let more)? = next.json["runs"] else { return }
+        #expect(more.count == 4)
+        #expect(more.allSatisfy { (number($0["id"]) ?? 99) < before })
+    }
+
+    @Test func scopesGuardTheRunRoutes() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.start()
+        #expect(try f.request("POST", "/v1/runs", key: nil).status == 401)
+        #expect(try f.request("POST", "/v1/runs", key: f.readKey).status == 403)
+        #expect(try f.request("GET", "/v1/runs", key: f.readKey).status == 200)
+        #expect(try f.request("GET", "/v1/runs/99", key: f.readKey).status == 404)
+        #expect(try f.request("POST", "/v1/runs/1/rerun", key: f.operateKey).status == 404)
+        #expect(try f.request("POST", "/v1/model", key: f.operateKey, body: #"{"version": 2}"#).status == 403)
+    }
+
+    @Test func cancelARunningAndAQueuedRunAndRerun() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("big.csv", creditCSV(rows: 60_000, seed: 5))
+        var options = BatchComponent.Options()
+        options.rowsPerSecond = 20_000  // three seconds
+        options.chunkBytes = 64 << 10
+        try f.start(options: options)
+        let first = try f.request("POST", "/v1/runs", key: f.operateKey)
+        let second = try f.request("POST", "/v1/runs", key: f.operateKey)
+        #expect(first.status == 202 && second.status == 202)
+        let id1 = Int(number(first.json["id"])!), id2 = Int(number(second.json["id"])!)
+        // Wait until the first run has rows done, then look at its live progress.
+        var live: JSONValue = .null
+        for _ in 0..<200 {
+            live = try f.request("GET", "/v1/runs/\(id1)", key: f.readKey).json
+            if case .number(let rows)? = live["progress"]?["rows_done"], rows > 0 { break }
+            usleep(10_000)
+        }
+        #expect(live["status"] == .string("running"))
+        #expect((number(live["progress"]?["bytes_total"]) ?? 0) > 0)
+        let status = try f.request("GET", "/v1/status", key: f.readKey).json
+        #expect(status["state"] == .string("running"))
+        #expect(status["queue"] == .number(1))
+        // Cancel the queued one first, then the running one.
+        #expect(try f.request("POST", "/v1/runs/\(id2)/cancel", key: f.operateKey).status == 202)
+        #expect(try f.request("POST", "/v1/runs/\(id1)/cancel", key: f.operateKey).status == 202)
+        #expect(try f.waitForRun(id1).status == .cancelled)
+        #expect(try f.waitForRun(id2).status == .cancelled)
+        #expect(try f.request("POST", "/v1/runs/\(id1)/cancel", key: f.operateKey).status == 409)
+        // A cancelled run leaves no output, not even a temporary file.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.output.path).isEmpty)
+        // Rerun it with the model swapped meanwhile: a rerun repeats its run's version.
+        #expect(try f.request("POST", "/v1/model", key: f.adminKey, body: #"{"version": 2}"#).status == 200)
+        let rerun = try f.request("POST", "/v1/runs/\(id1)/rerun", key: f.operateKey)
+        #expect(rerun.status == 202)
+        #expect(rerun.json["rerun_of"] == .number(Double(id1)))
+        _ = try f.request("POST", "/v1/runs/\(Int(number(rerun.json["id"])!))/cancel", key: f.operateKey)
+        let fresh = try f.request("POST", "/v1/runs", key: f.operateKey)
+        _ = try f.request("POST", "/v1/runs/\(Int(number(fresh.json["id"])!))/cancel", key: f.operateKey)
+        let rerunRun = try f.waitForRun(Int(number(rerun.json["id"])!))
+        #expect(rerunRun.model == "credit@1" || rerunRun.status == .cancelled)
+    }
+
+    @Test func aModelSwapTakesEffectAtTheNextRun() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("a.csv", creditCSV(rows: 30_000, seed: 6))
+        var options = BatchComponent.Options()
+        options.rowsPerSecond = 30_000
+        options.chunkBytes = 64 << 10
+        try f.start(options: options)
+        let id = Int(try f.request("POST", "/v1/runs", key: f.operateKey).json["id"].flatMap(number)!)
+        while try f.ledger.run(id)?.status == .queued { usleep(10_000) }
+        let swap = try f.request("POST", "/v1/model", key: f.adminKey, body: #"{"version": 2}"#)
+        #expect(swap.status == 200)
+        #expect(swap.json["takes_effect"]?.stringValue?.contains("run \(id) continues on credit@1") == true)
+        #expect(try f.waitForRun(id).model == "credit@1")
+        let output = try String(contentsOf: f.output.appendingPathComponent("a.csv"), encoding: .utf8)
+        #expect(!output.contains("credit@2"))
+        let next = Int(try f.request("POST", "/v1/runs", key: f.operateKey).json["id"].flatMap(number)!)
+        #expect(try f.waitForRun(next).model == "credit@2")
+    }
+
+    @Test func missedSlotsWhileStoppedGiveOneCatchUpRun() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        // The last scheduled run was for a slot three hours ago.
+        let threeHoursAgo = (floor(Date().timeIntervalSince1970 / 3600) - 3) * 3600
+        let old = try f.ledger.enqueue(job: "test", trigger: .schedule, who: "schedule", scheduledFor: threeHoursAgo).run
+        _ = try f.ledger.cancelQueued(old.id, who: "test")
+        try f.start(schedule: try Schedule.interval("every 1h"))
+        let runs = try f.ledger.list(job: "test")
+        let catchUp = try #require(runs.first { $0.id != old.id })
+        #expect(catchUp.trigger == .schedule)
+        #expect(catchUp.note?.contains("catch-up: 3 slots") == true)
+        #expect(catchUp.scheduledFor == threeHoursAgo + 3 * 3600)
+        #expect(runs.count == 2, "one catch-up run, not one per missed slot")
+        let status = try f.request("GET", "/v1/status", key: f.readKey).json
+        #expect(status["schedule"]?["schedule"] == .string("every 1h"))
+        #expect(status["schedule"]?["next_run_at"]?.stringValue != nil)
+    }
+}
+
+private func number(_ value: JSONValue?) -> Double? {
+    if case .number(let x)? = value { return x }
+    return nil
+}
+
+/// A parsed CSV for checking outputs.
+private struct CSVTable {
+    var header: [String]
+    var rows: [[String]]
+
+    init(_ bytes: [UInt8]) throws {
+        var reader = CSVReader()
+        var all: [[String]] = []
+        _ = try bytes.withUnsafeBytes { b throws(CSVError) in
+            try reader.read(b, final: true) { r, _ in
+                all.append((0..<r.fieldCount).map { r.string($0) })
+                return true
+            }
+        }
+        header = all[0]
+        rows = all.dropFirst().filter { $0.count == all[0].count }
+    }
+
+    func cell(_ row: Int, _ name: String) -> String { rows[row][header.firstIndex(of: name)!] }
+
+    func json(_ row: Int, fields: [String]) -> JSONValue {
+        var o = JSONObject()
+        for name in fields {
+            let text = cell(row, name)
+            o.append(name, Double(text).map(JSONValue.number) ?? .string(text))
+        }
+        return .object(o)
+    }
+}
