@@ -37,27 +37,7 @@ public final class HTTPClient {
     /// Connects if not connected.
     public func connect() throws(IOError) {
         guard fd < 0 else { return }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else {
-            throw IOError(errno: EINVAL, function: "inet_pton(\(host))")
-        }
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else { throw IOError(errno: errno, function: "socket") }
-        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
-        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var one: Int32 = 1
-        setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else {
-            let e = errno
-            Glibc.close(s)
-            throw IOError(errno: e, function: "connect(\(host):\(port))")
-        }
+        let s = try connectTCP(host: host, port: port, timeout: timeout)
         fd = s
     }
 
@@ -165,4 +145,31 @@ public final class HTTPClient {
             throw IOError(errno: errno, function: "recv")
         }
     }
+}
+
+/// A blocking TCP connection to `host:port` (IPv4; "localhost" is 127.0.0.1) with
+/// send and receive timeouts and Nagle off. Returns the socket.
+public func connectTCP(host: String, port: Int, timeout: Double) throws(IOError) -> Int32 {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    guard inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host, &address.sin_addr) == 1 else {
+        throw IOError(errno: EINVAL, function: "inet_pton(\(host))")
+    }
+    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard s >= 0 else { throw IOError(errno: errno, function: "socket") }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var one: Int32 = 1
+    setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    let rc = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else {
+        let e = errno
+        Glibc.close(s)
+        throw IOError(errno: e, function: "connect(\(host):\(port))")
+    }
+    return s
 }

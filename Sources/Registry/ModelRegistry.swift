@@ -122,6 +122,17 @@ extension Database {
         );
         CREATE INDEX batch_runs_job_status ON batch_runs (job, status, id);
         """,
+        """
+        CREATE TABLE stream_files (
+            stream TEXT NOT NULL,
+            file TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            offset INTEGER NOT NULL DEFAULT 0,
+            line INTEGER NOT NULL DEFAULT 0,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (stream, file)
+        );
+        """,
     ]
 }
 

@@ -5,8 +5,9 @@ let commands: [Command] = [
     predictCommand,
     serveCommand,
     batchCommand, batchRunCommand,
+    streamCommand, streamProduceCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
-    benchScoreCommand, benchServeCommand, benchBatchCommand,
+    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand,
 ]

@@ -1,0 +1,211 @@
+import Foundation
+import HTTP
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A reply in the Redis serialization protocol (RESP2).
+package indirect enum RESP: Sendable, Equatable {
+    case simple(String)
+    case error(String)
+    case integer(Int)
+    case bulk([UInt8]?)
+    case array([RESP]?)
+
+    package var text: String? {
+        switch self {
+        case .simple(let s): s
+        case .bulk(let b?): String(decoding: b, as: UTF8.self)
+        case .integer(let i): String(i)
+        default: nil
+        }
+    }
+
+    package var integer: Int? {
+        switch self {
+        case .integer(let i): i
+        default: text.flatMap { Int($0) }
+        }
+    }
+
+    package var elements: [RESP] {
+        if case .array(let items?) = self { return items }
+        return []
+    }
+}
+
+/// Why a Redis command failed: the server's error reply, or the connection.
+package struct RedisError: Error, Sendable, CustomStringConvertible {
+    package var description: String
+    init(_ message: String) { description = message }
+}
+
+/// A blocking Redis client on one connection, speaking RESP over TCP (no
+/// client library): commands, and pipelines of commands sent in one write.
+package final class RedisClient {
+    package let host: String
+    package let port: Int
+    private var fd: Int32 = -1
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private let timeout: Double
+
+    /// Connects; `timeout` bounds each read and write (a blocking read is sized to its BLOCK).
+    package init(host: String, port: Int, timeout: Double = 5) throws {
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        try connect()
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    private func connect() throws {
+        do {
+            fd = try connectTCP(host: host, port: port, timeout: timeout)
+        } catch {
+            throw RedisError("cannot reach Redis at \(host):\(port): \(error); is redis-server running?")
+        }
+        buffer.removeAll(keepingCapacity: true)
+        position = 0
+    }
+
+    /// Runs one command; an error reply throws.
+    @discardableResult
+    package func command(_ arguments: [String]) throws -> RESP {
+        try pipeline([arguments.map { Array($0.utf8) }])[0].get()
+    }
+
+    /// Sends the commands in one write and reads one reply each.
+    package func pipeline(_ commands: [[[UInt8]]]) throws -> [Result<RESP, RedisError>] {
+        var out: [UInt8] = []
+        for arguments in commands { Self.encode(arguments, into: &out) }
+        try send(out)
+        var replies: [Result<RESP, RedisError>] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            let reply = try readReply()
+            if case .error(let message) = reply { replies.append(.failure(RedisError("Redis: \(message)"))) } else { replies.append(.success(reply)) }
+        }
+        return replies
+    }
+
+    /// `*N\r\n$len\r\narg\r\n…`
+    package static func encode(_ arguments: [[UInt8]], into out: inout [UInt8]) {
+        out.append(0x2A)
+        out.append(contentsOf: String(arguments.count).utf8)
+        out.append(contentsOf: [0x0D, 0x0A])
+        for argument in arguments {
+            out.append(0x24)
+            out.append(contentsOf: String(argument.count).utf8)
+            out.append(contentsOf: [0x0D, 0x0A])
+            out.append(contentsOf: argument)
+            out.append(contentsOf: [0x0D, 0x0A])
+        }
+    }
+
+    private func send(_ bytes: [UInt8]) throws {
+        var offset = 0
+        try bytes.withUnsafeBytes { raw in
+            while offset < raw.count {
+                let n = Glibc.send(fd, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw RedisError("writing to Redis at \(host):\(port): \(String(cString: strerror(errno)))")
+                }
+                offset += n
+            }
+        }
+    }
+
+    /// Sets the receive timeout (a BLOCK command waits longer than the default).
+    package func setReadTimeout(_ seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    private func fill() throws {
+        if position > 0 && position == buffer.count {
+            buffer.removeAll(keepingCapacity: true)
+            position = 0
+        } else if position > 1 << 20 {
+            buffer.removeFirst(position)
+            position = 0
+        }
+        let old = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: 1 << 16))
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + old, 1 << 16, 0) }
+        buffer.removeLast((1 << 16) - max(n, 0))
+        if n == 0 { throw RedisError("Redis at \(host):\(port) closed the connection") }
+        if n < 0 {
+            if errno == EINTR { return }
+            throw RedisError("reading from Redis at \(host):\(port): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func readLine() throws -> ArraySlice<UInt8> {
+        while true {
+            var i = position
+            while i + 1 < buffer.count {
+                if buffer[i] == 0x0D && buffer[i + 1] == 0x0A {
+                    let line = buffer[position..<i]
+                    position = i + 2
+                    return line
+                }
+                i += 1
+            }
+            try fill()
+        }
+    }
+
+    private func readReply() throws -> RESP {
+        let line = try readLine()
+        guard let kind = line.first else { throw RedisError("an empty reply line from Redis") }
+        let rest = String(decoding: line.dropFirst(), as: UTF8.self)
+        switch kind {
+        case 0x2B: return .simple(rest)
+        case 0x2D: return .error(rest)
+        case 0x3A: return .integer(Int(rest) ?? 0)
+        case 0x24:
+            guard let length = Int(rest) else { throw RedisError("a bad bulk length from Redis: \(rest)") }
+            if length < 0 { return .bulk(nil) }
+            while buffer.count - position < length + 2 { try fill() }
+            let bytes = Array(buffer[position..<(position + length)])
+            position += length + 2
+            return .bulk(bytes)
+        case 0x2A:
+            guard let count = Int(rest) else { throw RedisError("a bad array length from Redis: \(rest)") }
+            if count < 0 { return .array(nil) }
+            var items: [RESP] = []
+            items.reserveCapacity(count)
+            for _ in 0..<count { items.append(try readReply()) }
+            return .array(items)
+        default:
+            throw RedisError("an unexpected reply from Redis starting with byte \(kind)")
+        }
+    }
+}
+
+/// `redis://HOST:PORT/STREAM?group=G&consumer=C&maxlen=N`.
+package struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
+    package var host: String
+    package var port: Int
+    package var stream: String
+    package var parameters: [String: String]
+
+    package init(_ text: String) throws(RedisError) {
+        guard text.hasPrefix("redis://"), let components = URLComponents(string: text), let host = components.host else {
+            throw RedisError("expected redis://HOST:PORT/STREAM, got \(text)")
+        }
+        self.host = host
+        port = components.port ?? 6379
+        stream = String(components.path.drop { $0 == "/" })
+        guard !stream.isEmpty else { throw RedisError("\(text) names no stream: write redis://HOST:PORT/STREAM") }
+        var parameters: [String: String] = [:]
+        for item in components.queryItems ?? [] { parameters[item.name] = item.value ?? "" }
+        self.parameters = parameters
+    }
+
+    package var description: String { "redis://\(host):\(port)/\(stream)" }
+}

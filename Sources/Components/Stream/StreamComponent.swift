@@ -1,0 +1,520 @@
+import CSystem
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// A bounded hand-off between the reading thread and the scoring thread: a
+/// full queue blocks the reader, so a slow sink slows reading and memory stays
+/// at `capacity` micro-batches.
+final class BoundedQueue<Element: Sendable>: @unchecked Sendable {
+    private var items: [Element] = []
+    private let condition = NSCondition()
+    private let capacity: Int
+    private var closed = false
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Waits for room; false once closed.
+    func put(_ item: Element) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while items.count >= capacity && !closed { condition.wait() }
+        guard !closed else { return false }
+        items.append(item)
+        condition.broadcast()
+        return true
+    }
+
+    /// Waits up to `timeout` seconds for an item.
+    func take(timeout: Double) -> Element? {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while items.isEmpty && !closed {
+            if !condition.wait(until: deadline) { break }
+        }
+        guard !items.isEmpty else { return nil }
+        condition.broadcast()
+        return items.removeFirst()
+    }
+
+    var count: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return items.count
+    }
+
+    func close() {
+        condition.lock()
+        closed = true
+        condition.broadcast()
+        condition.unlock()
+    }
+}
+
+/// The stream scorer: micro-batches from a source, scored with the current
+/// model, predictions and dead letters to the sink, then committed at the
+/// source — at least once; a crash repeats at most the micro-batch that was
+/// written but not yet committed. Model swaps happen between micro-batches.
+package final class StreamComponent: Component {
+    package let kind = "stream"
+    package let name: String
+    package let source: any StreamSource
+    package let sink: any StreamSink
+    let registry: ModelRegistry
+    let events: EventLog
+    let authenticator: Authenticator
+    package let options: Options
+
+    package struct Options: Sendable {
+        package var maxBatchEvents = 20_000
+        package var maxBatchBytes = 8 << 20
+        package var queueCapacity = 2
+        package init() {}
+    }
+
+    private let target: Mutex<(model: String, alias: String?)>
+    private let model = Mutex<(version: ModelRegistry.Version, scorer: Scorer)?>(nil)
+    private let queue: BoundedQueue<MicroBatch>
+    package let paused = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    private let threadsDone = DispatchSemaphore(value: 0)
+    private let started = Atomic<Int>(0)
+    /// Counters: read, written (predictions), dead letters, micro-batches, source and sink errors.
+    package let read = Atomic<Int>(0)
+    package let written = Atomic<Int>(0)
+    package let dead = Atomic<Int>(0)
+    package let batches = Atomic<Int>(0)
+    private let failures = Atomic<Int>(0)
+    /// End-to-end latency (event time to prediction written); written by the scoring thread only.
+    package let latency = LatencyHistogram()
+    private let sampling = Mutex<(read: Int, written: Int, dead: Int, latency: HistogramSnapshot)>((0, 0, 0, HistogramSnapshot()))
+    private let backlogState = Mutex(BacklogState())
+    private let lastError = Mutex<String?>(nil)
+
+    struct BacklogState {
+        var current = Backlog(events: 0, bytes: nil, ageSeconds: nil, arrived: nil)
+        /// (time, backlog events, events written so far, arrived) over the last window.
+        var window: [(t: Double, events: Double, written: Int, arrived: Double?)] = []
+        var status = "OK"
+    }
+
+    package init(
+        registry: ModelRegistry, reference: String, name: String, source: any StreamSource, sink: any StreamSink,
+        options: Options, events: EventLog, authenticator: Authenticator
+    ) throws {
+        self.registry = registry
+        self.name = name
+        self.source = source
+        self.sink = sink
+        self.options = options
+        self.events = events
+        self.authenticator = authenticator
+        queue = BoundedQueue(capacity: options.queueCapacity)
+        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
+        let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
+        target = Mutex((parts[0], alias))
+        let loaded = try load(parts.count == 1 ? "\(parts[0])@production" : reference)
+        model.withLock { $0 = loaded }
+        events.append("model", "loaded \(loaded.version.reference)" + (alias.map { " (following \(parts[0])@\($0))" } ?? ""))
+    }
+
+    private func load(_ reference: String) throws -> (version: ModelRegistry.Version, scorer: Scorer) {
+        let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
+        if let current = model.withLock({ $0 }), current.version == version { return current }
+        let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
+        do { return (version, try Scorer(document)) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
+    }
+
+    // MARK: - Running
+
+    /// Starts the reading and scoring threads.
+    package func start() {
+        let reader = Thread { [self] in
+            readLoop()
+            threadsDone.signal()
+        }
+        reader.name = "stream-read"
+        let scorer = Thread { [self] in
+            scoreLoop()
+            threadsDone.signal()
+        }
+        scorer.name = "stream-score"
+        started.store(2, ordering: .releasing)
+        reader.start()
+        scorer.start()
+    }
+
+    /// Stops reading, finishes the micro-batches already read, and returns.
+    package func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for _ in 0..<started.load(ordering: .acquiring) { threadsDone.wait() }
+    }
+
+    private func readLoop() {
+        while !stopping.load(ordering: .acquiring) {
+            if paused.load(ordering: .relaxed) {
+                usleep(20_000)
+                continue
+            }
+            do {
+                guard let batch = try source.read(max: options.maxBatchEvents, maxBytes: options.maxBatchBytes) else {
+                    usleep(2_000)
+                    continue
+                }
+                read.wrappingAdd(batch.count, ordering: .relaxed)
+                if !queue.put(batch) { break }
+            } catch {
+                report("reading \(source.description): \(error)")
+                usleep(500_000)
+            }
+        }
+        queue.close()
+    }
+
+    private func scoreLoop() {
+        var work = ScoringWork()
+        while true {
+            guard let batch = queue.take(timeout: 0.2) else {
+                if stopping.load(ordering: .acquiring) && queue.count == 0 { break }
+                continue
+            }
+            // One model per micro-batch: a swap lands between two of them.
+            guard let current = model.withLock({ $0 }) else { continue }
+            work.score(batch, scorer: current.scorer, model: current.version.reference)
+            // Write, then commit; retried until it works (or the process stops), so nothing is skipped.
+            while true {
+                do {
+                    try sink.write(predictions: work.predictions, deadLetters: work.deadLetters)
+                    break
+                } catch {
+                    report("writing to \(sink.description): \(error); retrying")
+                    if stopping.load(ordering: .acquiring) { return }
+                    usleep(500_000)
+                }
+            }
+            let written = Date().timeIntervalSince1970
+            while true {
+                do {
+                    try source.commit(batch)
+                    break
+                } catch {
+                    report("committing at \(source.description): \(error); retrying")
+                    if stopping.load(ordering: .acquiring) { return }
+                    usleep(500_000)
+                }
+            }
+            for t in work.eventTimes where t.isFinite && t <= written {
+                latency.record(UInt64((written - t) * 1e9))
+            }
+            self.written.wrappingAdd(work.predictions.ranges.count, ordering: .relaxed)
+            dead.wrappingAdd(work.deadLetters.ranges.count, ordering: .relaxed)
+            batches.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    private func report(_ message: String) {
+        failures.wrappingAdd(1, ordering: .relaxed)
+        let repeated = lastError.withLock { last in
+            defer { last = message }
+            return last == message
+        }
+        if !repeated { events.append("error", message) }
+    }
+
+    // MARK: - Model
+
+    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+        let name = target.withLock { $0.model }
+        var reference: String
+        var alias: String?
+        if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
+            reference = "\(name)@\(Int(n))"
+        } else if case .string(let text)? = body["version"], let n = Int(text) {
+            reference = "\(name)@\(n)"
+        } else if case .string(let a)? = body["alias"] {
+            reference = "\(name)@\(a)"
+            alias = a
+        } else {
+            return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+        }
+        let previous = model.withLock { $0?.version }
+        do {
+            let next = try load(reference)
+            model.withLock { $0 = next }
+            target.withLock { $0.alias = alias }
+            events.append("model", "swapped \(previous?.reference ?? "none") → \(next.version.reference) between micro-batches, by \(principal.name)")
+            var o = JSONObject()
+            o.append("previous", previous.map(modelJSON) ?? .null)
+            o.append("model", modelJSON(next.version))
+            o.append("following", alias.map(JSONValue.string) ?? .null)
+            return json(200, .object(o))
+        } catch let error as HTTPError {
+            events.append("error", "swap to \(reference) failed, still scoring with \(previous?.reference ?? "nothing"): \(error.message)")
+            return error.response
+        } catch {
+            return .error(500, "\(error)")
+        }
+    }
+
+    package var isReady: Bool { model.withLock { $0 != nil } }
+
+    // MARK: - Ticks: alias following and the backlog
+
+    package func tick() {
+        let (name, alias) = target.withLock { ($0.model, $0.alias) }
+        if let alias, let next = try? load("\(name)@\(alias)") {
+            let previous = model.withLock { state -> ModelRegistry.Version? in
+                defer { state = next }
+                return state?.version
+            }
+            if previous != next.version {
+                events.append("model", "alias \(alias) moved: \(previous?.reference ?? "none") → \(next.version.reference), from the next micro-batch")
+            }
+        }
+        updateBacklog()
+    }
+
+    /// Samples the source's backlog and classifies it over the last 10 s, in the
+    /// manner of Burrow: STALLED (events wait and none were written), FALLING_BEHIND
+    /// (the backlog grew across the window), else OK.
+    func updateBacklog() {
+        let now = Date().timeIntervalSince1970
+        let backlog: Backlog
+        do {
+            backlog = try source.backlog()
+        } catch {
+            report("measuring the backlog of \(source.description): \(error)")
+            return
+        }
+        let writtenNow = written.load(ordering: .relaxed) + dead.load(ordering: .relaxed)
+        let previous = backlogState.withLock { $0.status }
+        let status = backlogState.withLock { state -> String in
+            state.current = backlog
+            state.window.append((now, backlog.events, writtenNow, backlog.arrived))
+            state.window.removeAll { now - $0.t > 10.5 }
+            guard let first = state.window.first, state.window.count >= 5 else { return state.status }
+            let progress = writtenNow - first.written
+            if backlog.events > 0 && progress == 0 {
+                state.status = paused.load(ordering: .relaxed) ? "PAUSED" : "STALLED"
+            } else if backlog.events > first.events * 1.05 + 100 {
+                state.status = "FALLING_BEHIND"
+            } else {
+                state.status = "OK"
+            }
+            return state.status
+        }
+        if status != previous { events.append(status == "OK" ? "stream" : "error", "backlog status \(previous) → \(status) (\(Int(backlog.events)) events waiting)") }
+    }
+
+    /// Events per second arriving and being written, over the backlog window.
+    private func rates() -> (input: Double?, processing: Double) {
+        backlogState.withLock { state in
+            guard let first = state.window.first, let last = state.window.last, last.t > first.t else { return (nil, 0) }
+            let span = last.t - first.t
+            let processing = Double(last.written - first.written) / span
+            var input: Double?
+            if let a = first.arrived, let b = last.arrived { input = (b - a) / span }
+            return (input, processing)
+        }
+    }
+
+    // MARK: - Status and telemetry
+
+    package let sampleFields = ["in", "out", "dead", "backlog", "backlog_age_s", "p50_ms", "p99_ms"]
+
+    package func sample(interval: Double) -> [String: Double] {
+        let r = read.load(ordering: .relaxed), w = written.load(ordering: .relaxed), d = dead.load(ordering: .relaxed)
+        let histogram = latency.snapshot()
+        let previous = sampling.withLock { state in
+            defer { state = (r, w, d, histogram) }
+            return state
+        }
+        let delta = histogram - previous.latency
+        func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
+        let backlog = backlogState.withLock { $0.current }
+        return [
+            "in": Double(r - previous.read) / interval,
+            "out": Double(w - previous.written) / interval,
+            "dead": Double(d - previous.dead) / interval,
+            "backlog": backlog.events,
+            "backlog_age_s": backlog.ageSeconds ?? 0,
+            "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+        ]
+    }
+
+    package func statusFields() -> [(String, JSONValue)] {
+        let current = model.withLock { $0?.version }
+        let (backlog, status) = backlogState.withLock { ($0.current, $0.status) }
+        let (input, processing) = rates()
+        let all = latency.snapshot()
+        var b = JSONObject()
+        b.append("status", .string(status))
+        b.append("events", .number(backlog.events))
+        b.append("bytes", backlog.bytes.map(JSONValue.number) ?? .null)
+        b.append("age_s", backlog.ageSeconds.map { .number(($0 * 1000).rounded() / 1000) } ?? .null)
+        b.append("input_per_s", input.map { .number($0.rounded()) } ?? .null)
+        b.append("processing_per_s", .number(processing.rounded()))
+        var counters = JSONObject()
+        counters.append("read", .number(Double(read.load(ordering: .relaxed))))
+        counters.append("written", .number(Double(written.load(ordering: .relaxed))))
+        counters.append("dead_letters", .number(Double(dead.load(ordering: .relaxed))))
+        counters.append("micro_batches", .number(Double(batches.load(ordering: .relaxed))))
+        counters.append("errors", .number(Double(failures.load(ordering: .relaxed))))
+        counters.append("e2e_p50_ms", all.quantile(0.5).map { .number(Double($0) / 1e6) } ?? .null)
+        counters.append("e2e_p99_ms", all.quantile(0.99).map { .number(Double($0) / 1e6) } ?? .null)
+        return [
+            ("model", current.map(modelJSON) ?? .null),
+            ("following", target.withLock { $0.alias }.map(JSONValue.string) ?? .null),
+            ("state", .string(paused.load(ordering: .relaxed) ? "paused" : "running")),
+            ("name", .string(name)),
+            ("source", .string(source.description)),
+            ("sink", .string(sink.description)),
+            ("backlog", .object(b)),
+            ("counters", .object(counters)),
+        ]
+    }
+
+    package func metrics(_ text: inout PrometheusText) {
+        text.describe("switchyard_stream_events_total", "counter", "Events by outcome: read, written (predictions), dead (dead letters).")
+        text.sample("switchyard_stream_events_total", [("outcome", "read")], Double(read.load(ordering: .relaxed)))
+        text.sample("switchyard_stream_events_total", [("outcome", "written")], Double(written.load(ordering: .relaxed)))
+        text.sample("switchyard_stream_events_total", [("outcome", "dead")], Double(dead.load(ordering: .relaxed)))
+        let backlog = backlogState.withLock { $0.current }
+        text.describe("switchyard_stream_backlog_events", "gauge", "Events waiting at the source.")
+        text.sample("switchyard_stream_backlog_events", [], backlog.events)
+        text.describe("switchyard_stream_backlog_age_seconds", "gauge", "Age of the oldest waiting event.")
+        text.sample("switchyard_stream_backlog_age_seconds", [], backlog.ageSeconds ?? 0)
+        text.histogram(
+            "switchyard_stream_e2e_latency_seconds", help: "Event time to prediction written.", latency.snapshot(),
+            bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])
+    }
+
+    // MARK: - Routes
+
+    package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        let path = String(request.path)
+        guard path == "/v1/pause" || path == "/v1/resume" else { return nil }
+        guard request.method == "POST" else { return .error(405, "\(request.method) is not allowed on \(path); use POST") }
+        let principal: Principal
+        switch authenticator.authorize(request, loop: context.loop, needed: .operate) {
+        case .success(let p): principal = p
+        case .failure(let error): return error.response
+        }
+        let pause = path == "/v1/pause"
+        let was = paused.exchange(pause, ordering: .acquiringAndReleasing)
+        if was != pause { events.append("stream", "\(pause ? "paused" : "resumed") by \(principal.name)") }
+        return json(200, .object(JSONObject(["state": .string(pause ? "paused" : "running"), "changed": .bool(was != pause)])))
+    }
+}
+
+/// The scoring thread's reusable buffers.
+private struct ScoringWork {
+    var predictions = SinkLines()
+    var deadLetters = SinkLines()
+    var eventTimes: [Double] = []
+    private var tape = JSONTape()
+    private var fieldNodes: [Int32] = []
+    private var probabilities = [Double](repeating: 0, count: 16)
+    private var cachedModel = ""
+    private var tails: [[UInt8]] = []
+    private var keys: [[UInt8]] = []
+
+    /// Scores every event of `batch`: a prediction line, or a dead letter with the reason.
+    mutating func score(_ batch: MicroBatch, scorer: Scorer, model: String) {
+        predictions.removeAll()
+        deadLetters.removeAll()
+        eventTimes.removeAll(keepingCapacity: true)
+        if cachedModel != model {
+            cachedModel = model
+            tails = scorer.classes.map { Array(#"},"label":\#(jsonText(.string($0))),"model_version":\#(jsonText(.string(model))),"event_time":"#.utf8) }
+            keys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + jsonText(.string(c)) + ":").utf8) }
+            if probabilities.count < max(scorer.classes.count, scorer.marginCount) {
+                probabilities = [Double](repeating: 0, count: max(scorer.classes.count, scorer.marginCount))
+            }
+        }
+        batch.bytes.withUnsafeBytes { all in
+            for (i, range) in batch.events.enumerated() {
+                let text = UnsafeRawBufferPointer(rebasing: all[range])
+                do {
+                    try tape.parse(text)
+                } catch {
+                    dead(batch.sourceIDs[i], "not valid JSON: \(error)", text, source: batch.sourceIDs[i])
+                    continue
+                }
+                guard tape.kind(tape.root) == .object else {
+                    dead(batch.sourceIDs[i], "expected a JSON object, got \(tape.value(tape.root).excerpt)", text, source: batch.sourceIDs[i])
+                    continue
+                }
+                let label: Int
+                do {
+                    let tape = self.tape
+                    label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) -> Int in
+                        try scorer.predict(tape: tape, record: tape.root, row: nil, fieldNodes: &fieldNodes, into: p.baseAddress!)
+                    }
+                } catch {
+                    let reason = (error as? ScoringError).map { e in e.field.map { "field \"\($0)\": \(e.message)" } ?? e.message }
+                    var id = batch.sourceIDs[i]
+                    if let node = tape.member(tape.root, "id"), tape.kind(node) == .number || tape.kind(node) == .string {
+                        id = String(decoding: tape.rawBytes(node), as: UTF8.self)
+                    }
+                    dead(id, reason ?? "\(error)", text, source: batch.sourceIDs[i])
+                    continue
+                }
+                let time = eventTime(tape) ?? batch.sourceTimes[i]
+                eventTimes.append(time)
+                let start = predictions.bytes.count
+                predictions.bytes.append(contentsOf: #"{"id":"#.utf8)
+                if let node = tape.member(tape.root, "id"), tape.kind(node) == .number || tape.kind(node) == .string {
+                    let raw = tape.rawBytes(node)
+                    if tape.kind(node) == .string { predictions.bytes.append(0x22) }
+                    predictions.bytes.append(contentsOf: raw)
+                    if tape.kind(node) == .string { predictions.bytes.append(0x22) }
+                    predictions.ids.append(String(decoding: raw, as: UTF8.self))
+                } else {
+                    predictions.bytes.append(contentsOf: jsonText(.string(batch.sourceIDs[i])).utf8)
+                    predictions.ids.append(batch.sourceIDs[i])
+                }
+                predictions.bytes.append(0x2C)
+                for k in 0..<scorer.classes.count {
+                    predictions.bytes.append(contentsOf: keys[k])
+                    appendProbability(probabilities[k], to: &predictions.bytes)
+                }
+                predictions.bytes.append(contentsOf: tails[label])
+                if time.isFinite {
+                    predictions.bytes.append(contentsOf: JSONWriter.numberText((time * 1000).rounded() / 1000).utf8)
+                } else {
+                    predictions.bytes.append(contentsOf: "null".utf8)
+                }
+                predictions.bytes.append(0x7D)
+                predictions.ranges.append(start..<predictions.bytes.count)
+                predictions.bytes.append(0x0A)
+            }
+        }
+    }
+
+    private mutating func dead(_ id: String, _ reason: String, _ text: UnsafeRawBufferPointer, source: String) {
+        var o = JSONObject()
+        o.append("id", .string(id))
+        o.append("source", .string(source))
+        o.append("reason", .string(reason))
+        o.append("event", .string(String(decoding: text, as: UTF8.self)))
+        o.append("at", .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000))
+        let start = deadLetters.bytes.count
+        var writer = JSONWriter()
+        writer.value(.object(o))
+        deadLetters.bytes.append(contentsOf: writer.bytes)
+        deadLetters.ranges.append(start..<deadLetters.bytes.count)
+        deadLetters.bytes.append(0x0A)
+        deadLetters.ids.append(id)
+    }
+}
+
+private func jsonText(_ value: JSONValue) -> String {
+    var writer = JSONWriter()
+    writer.value(value)
+    return String(decoding: writer.bytes, as: UTF8.self)
+}

@@ -1,0 +1,501 @@
+import CSystem
+import Foundation
+import Registry
+import Scoring
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Events read together and committed together: their JSON end to end in
+/// `bytes`, each one's range, the source's id for it, and what to commit.
+package struct MicroBatch: Sendable {
+    package var bytes: [UInt8] = []
+    package var events: [Range<Int>] = []
+    /// The source's name for each event ("file:line", or a Redis entry id).
+    package var sourceIDs: [String] = []
+    /// Event time per event from the source (Redis entry ids are milliseconds), or NaN.
+    package var sourceTimes: [Double] = []
+    package var commit: Commit = .files([])
+
+    package enum Commit: Sendable {
+        case files([(file: String, offset: Int64, line: Int)])
+        case redis([String])
+    }
+
+    package var count: Int { events.count }
+}
+
+/// How far behind a source is.
+package struct Backlog: Sendable {
+    /// Events waiting (Redis: group lag plus pending; folder: unread bytes / mean event size).
+    package var events: Double
+    /// Unread bytes, for a folder.
+    package var bytes: Double?
+    /// Now minus the event time of the oldest unprocessed event; nil when none is waiting.
+    package var ageSeconds: Double?
+    /// Events that ever arrived (for the input rate), when the source can tell.
+    package var arrived: Double?
+}
+
+package protocol StreamSource: AnyObject, Sendable {
+    var description: String { get }
+    /// The next micro-batch (at most `max` events), or nil when none is waiting yet.
+    func read(max: Int, maxBytes: Int) throws -> MicroBatch?
+    /// Marks a micro-batch done; called after the sink holds its predictions.
+    func commit(_ batch: MicroBatch) throws
+    /// Called from the ticker, on its own connection or file handles.
+    func backlog() throws -> Backlog
+}
+
+/// Lines of JSON (each ending in a line feed) written as a unit.
+package struct SinkLines: Sendable {
+    package var bytes: [UInt8] = []
+    package var ranges: [Range<Int>] = []
+    package var ids: [String] = []
+
+    package mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+        ranges.removeAll(keepingCapacity: true)
+        ids.removeAll(keepingCapacity: true)
+    }
+}
+
+package protocol StreamSink: AnyObject, Sendable {
+    var description: String { get }
+    /// Writes predictions and dead letters durably before returning.
+    func write(predictions: SinkLines, deadLetters: SinkLines) throws
+}
+
+/// A source or sink from its command-line form: `dir:PATH` or `redis://HOST:PORT/STREAM?…`.
+package enum Endpoint: Sendable, CustomStringConvertible {
+    case folder(URL)
+    case redis(RedisAddress)
+
+    package init(_ text: String) throws {
+        if text.hasPrefix("dir:") {
+            self = .folder(URL(fileURLWithPath: String(text.dropFirst(4))).standardizedFileURL)
+        } else if text.hasPrefix("redis://") {
+            self = .redis(try RedisAddress(text))
+        } else {
+            throw RedisError("expected dir:PATH or redis://HOST:PORT/STREAM, got \"\(text)\"")
+        }
+    }
+
+    package var description: String {
+        switch self {
+        case .folder(let url): "dir:\(url.path)"
+        case .redis(let address): address.description
+        }
+    }
+}
+
+/// The `event_time` member of an event (Unix seconds), read without parsing the whole line.
+func eventTime(_ tape: JSONTape) -> Double? {
+    guard let node = tape.member(tape.root, "event_time") else { return nil }
+    return tape.number(node)
+}
+
+// MARK: - Folder source
+
+/// New JSON Lines files in a folder, in arrival order (first seen; then
+/// modification time and name), read up to their last complete line and
+/// followed as they grow — what Databricks Auto Loader does for cloud storage.
+/// Offsets are committed in SQLite after the sink write.
+package final class FolderSource: StreamSource, @unchecked Sendable {
+    package let directory: URL
+    package let stream: String
+    private let checkpoints: StreamCheckpoints
+    /// Per file: committed and read positions. Guarded by `lock`.
+    private var files: [FileState] = []
+    private let lock = NSLock()
+    private var lastScan: UInt64 = 0
+    /// Mean bytes per event, for the backlog estimate.
+    private let meanEventBytes = Mutex<Double>(0)
+
+    struct FileState {
+        var name: String
+        var committedOffset: Int64
+        var committedLine: Int
+        var readOffset: Int64
+        var readLine: Int
+    }
+
+    package init(directory: URL, stream: String, checkpoints: StreamCheckpoints) throws {
+        self.directory = directory
+        self.stream = stream
+        self.checkpoints = checkpoints
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw RedisError("the source folder \(directory.path) does not exist")
+        }
+        files = try checkpoints.files(stream: stream).map {
+            FileState(name: $0.name, committedOffset: $0.offset, committedLine: $0.line, readOffset: $0.offset, readLine: $0.line)
+        }
+    }
+
+    package var description: String { "dir:\(directory.path)" }
+
+    /// Adds files not seen before, oldest modification first.
+    private func scan() throws {
+        let known = Set(files.map(\.name))
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter {
+            !$0.hasPrefix(".") && !known.contains($0) && ($0.hasSuffix(".jsonl") || $0.hasSuffix(".ndjson"))
+        }
+        guard !names.isEmpty else { return }
+        let dated = names.map { name -> (String, Double) in
+            var info = stat()
+            stat(directory.appendingPathComponent(name).path, &info)
+            return (name, Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+        }.sorted { $0.1 != $1.1 ? $0.1 < $1.1 : $0.0 < $1.0 }
+        for file in try checkpoints.add(stream: stream, files: dated.map(\.0)) {
+            files.append(FileState(name: file.name, committedOffset: 0, committedLine: 0, readOffset: 0, readLine: 0))
+        }
+    }
+
+    package func read(max: Int, maxBytes: Int) throws -> MicroBatch? {
+        lock.lock()
+        defer { lock.unlock() }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if now - lastScan > 100_000_000 || files.isEmpty {
+            try scan()
+            lastScan = now
+        }
+        var batch = MicroBatch()
+        var positions: [(file: String, offset: Int64, line: Int)] = []
+        for index in files.indices {
+            guard batch.count < max && batch.bytes.count < maxBytes else { break }
+            let path = directory.appendingPathComponent(files[index].name).path
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }  // gone or unreadable: try again at the next scan
+            defer { close(fd) }
+            var info = stat()
+            fstat(fd, &info)
+            let size = Int64(info.st_size)
+            var offset = files[index].readOffset
+            guard size > offset else { continue }
+            let want = Int(min(size - offset, Int64(maxBytes - batch.bytes.count)))
+            let base = batch.bytes.count
+            batch.bytes.append(contentsOf: repeatElement(0, count: want))
+            let got = batch.bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + base, want, off_t(offset)) }
+            guard got > 0 else {
+                batch.bytes.removeLast(want)
+                continue
+            }
+            batch.bytes.removeLast(want - got)
+            // Only complete lines: a file still being written is read up to its last line feed.
+            var end = batch.bytes.count
+            while end > base && batch.bytes[end - 1] != 0x0A { end -= 1 }
+            var line = files[index].readLine
+            if end == base && base == 0 && got == maxBytes {
+                // One line longer than a whole micro-batch: pass it on as one event (it
+                // becomes a dead letter) rather than waiting forever for its end.
+                batch.bytes.append(0x0A)
+                end = batch.bytes.count
+            }
+            batch.bytes.removeLast(batch.bytes.count - end)
+            var start = base
+            var i = base
+            while i < end && batch.count < max {
+                if batch.bytes[i] == 0x0A {
+                    line += 1
+                    var stop = i
+                    if stop > start && batch.bytes[stop - 1] == 0x0D { stop -= 1 }
+                    if stop > start && !batch.bytes[start..<stop].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                        batch.events.append(start..<stop)
+                        batch.sourceIDs.append("\(files[index].name):\(line)")
+                        batch.sourceTimes.append(.nan)
+                    }
+                    start = i + 1
+                }
+                i += 1
+            }
+            batch.bytes.removeLast(batch.bytes.count - start)  // lines beyond `max` are read next time
+            offset += Int64(min(start - base, got))  // a line feed added above is not in the file
+            if start > base {
+                files[index].readOffset = offset
+                files[index].readLine = line
+                positions.append((files[index].name, offset, line))
+            }
+        }
+        guard !positions.isEmpty else { return nil }
+        batch.commit = .files(positions)
+        if batch.count > 0 {
+            meanEventBytes.withLock { $0 = $0 == 0 ? Double(batch.bytes.count) / Double(batch.count) : 0.9 * $0 + 0.1 * Double(batch.bytes.count) / Double(batch.count) }
+        }
+        return batch
+    }
+
+    package func commit(_ batch: MicroBatch) throws {
+        guard case .files(let positions) = batch.commit else { return }
+        try checkpoints.commit(stream: stream, positions)
+        lock.lock()
+        defer { lock.unlock() }
+        for p in positions {
+            if let i = files.firstIndex(where: { $0.name == p.file }), files[i].committedOffset < p.offset {
+                files[i].committedOffset = p.offset
+                files[i].committedLine = p.line
+            }
+        }
+    }
+
+    package func backlog() throws -> Backlog {
+        lock.lock()
+        let snapshot = files
+        lock.unlock()
+        var unread: Int64 = 0
+        var oldest: (name: String, offset: Int64)?
+        var arrived: Int64 = 0
+        for file in snapshot {
+            var info = stat()
+            guard stat(directory.appendingPathComponent(file.name).path, &info) == 0 else { continue }
+            let size = Int64(info.st_size)
+            arrived += size
+            if size > file.committedOffset {
+                unread += size - file.committedOffset
+                if oldest == nil { oldest = (file.name, file.committedOffset) }
+            }
+        }
+        let mean = meanEventBytes.withLock { $0 }
+        var age: Double?
+        if let oldest, let handle = FileHandle(forReadingAtPath: directory.appendingPathComponent(oldest.name).path) {
+            defer { try? handle.close() }
+            try? handle.seek(toOffset: UInt64(oldest.offset))
+            if let data = try? handle.read(upToCount: 64 << 10), let newline = data.firstIndex(of: 0x0A) {
+                var tape = JSONTape()
+                let line = [UInt8](data[data.startIndex..<newline])
+                if (try? line.withUnsafeBytes { try tape.parse($0) }) != nil, let t = eventTime(tape) {
+                    age = max(0, Date().timeIntervalSince1970 - t)
+                }
+            }
+        }
+        return Backlog(events: mean > 0 ? (Double(unread) / mean).rounded() : Double(unread > 0 ? 1 : 0), bytes: Double(unread),
+                       ageSeconds: age, arrived: mean > 0 ? Double(arrived) / mean : nil)
+    }
+}
+
+// MARK: - Folder sink
+
+/// Rolling JSON Lines files: one per micro-batch, `part-NNNNNNNNNN.jsonl`, each
+/// appearing atomically; dead letters the same way under `dead-letters/`.
+package final class FolderSink: StreamSink, @unchecked Sendable {
+    package let directory: URL
+    package let deadLetters: URL
+    private var seq: Int
+    private let lock = NSLock()
+
+    package init(directory: URL) throws {
+        self.directory = directory
+        deadLetters = directory.appendingPathComponent("dead-letters")
+        try FileManager.default.createDirectory(at: deadLetters, withIntermediateDirectories: true)
+        var highest = 0
+        for folder in [directory, deadLetters] {
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix("part-") {
+                highest = max(highest, Int(name.dropFirst(5).prefix { $0.isNumber }) ?? 0)
+            }
+            // Temporary files of a process that died mid-write.
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [] where name.hasPrefix(".part-") && name.hasSuffix(".tmp") {
+                let parts = name.split(separator: ".")
+                if parts.count >= 4, let pid = Int32(parts[parts.count - 3]), pid != getpid(), kill(pid, 0) != 0 {
+                    unlink(folder.appendingPathComponent(name).path)
+                }
+            }
+        }
+        seq = highest
+    }
+
+    package var description: String { "dir:\(directory.path)" }
+
+    package func write(predictions: SinkLines, deadLetters lines: SinkLines) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        seq += 1
+        let name = String(format: "part-%010d.jsonl", seq)
+        if !predictions.bytes.isEmpty {
+            let file = try AtomicFile(directory.appendingPathComponent(name))
+            try file.write(predictions.bytes)
+            try file.commit()
+        }
+        if !lines.bytes.isEmpty {
+            let file = try AtomicFile(deadLetters.appendingPathComponent(name))
+            try file.write(lines.bytes)
+            try file.commit()
+        }
+    }
+}
+
+// MARK: - Redis source
+
+/// A Redis stream read through a consumer group (XREADGROUP with COUNT and
+/// BLOCK), acknowledged with XACK after the sink write. At start the consumer
+/// re-reads its own pending entries; every few seconds it takes over entries
+/// left pending longer than `claimIdle` by a dead consumer (XAUTOCLAIM), so
+/// several processes on several machines share one stream.
+package final class RedisSource: StreamSource, @unchecked Sendable {
+    package let address: RedisAddress
+    package let group: String
+    package let consumer: String
+    private let client: RedisClient
+    private let info: Mutex<RedisClient?>
+    private let claimIdleMilliseconds: Int
+    private var ownPendingDone = false
+    private var lastClaim: UInt64 = 0
+    private let lock = NSLock()
+
+    package init(address: RedisAddress) throws {
+        self.address = address
+        group = address.parameters["group"] ?? "switchyard"
+        consumer = address.parameters["consumer"] ?? ProcessInfo.processInfo.hostName
+        claimIdleMilliseconds = Int(address.parameters["claim_idle_ms"] ?? "") ?? 30_000
+        client = try RedisClient(host: address.host, port: address.port)
+        info = Mutex(try RedisClient(host: address.host, port: address.port))
+        do {
+            try client.command(["XGROUP", "CREATE", address.stream, group, address.parameters["start"] ?? "0", "MKSTREAM"])
+        } catch let error as RedisError where error.description.contains("BUSYGROUP") {
+            // The group exists: carry on from where it is.
+        }
+    }
+
+    package var description: String { "\(address)?group=\(group)&consumer=\(consumer)" }
+
+    package func read(max: Int, maxBytes: Int) throws -> MicroBatch? {
+        lock.lock()
+        defer { lock.unlock() }
+        var reply: RESP
+        if !ownPendingDone {
+            // Entries this consumer was given before a restart and never acknowledged.
+            reply = try client.command(["XREADGROUP", "GROUP", group, consumer, "COUNT", "\(max)", "STREAMS", address.stream, "0"])
+            let entries = reply.elements.first?.elements.dropFirst().first?.elements ?? []
+            if entries.isEmpty { ownPendingDone = true } else { return batch(entries) }
+        }
+        let now = DispatchTime.now().uptimeNanoseconds
+        if now - lastClaim > 5_000_000_000 {
+            lastClaim = now
+            reply = try client.command(["XAUTOCLAIM", address.stream, group, consumer, "\(claimIdleMilliseconds)", "0-0", "COUNT", "\(max)"])
+            let claimed = reply.elements.dropFirst().first?.elements.filter { $0.elements.count == 2 } ?? []
+            if !claimed.isEmpty { return batch(claimed) }
+        }
+        client.setReadTimeout(6)
+        reply = try client.command(["XREADGROUP", "GROUP", group, consumer, "COUNT", "\(max)", "BLOCK", "100", "STREAMS", address.stream, ">"])
+        let entries = reply.elements.first?.elements.dropFirst().first?.elements ?? []
+        return entries.isEmpty ? nil : batch(entries)
+    }
+
+    /// Entries `[id, [field, value, …]]` → a micro-batch of their `data` fields.
+    private func batch(_ entries: [RESP]) -> MicroBatch {
+        var batch = MicroBatch()
+        var ids: [String] = []
+        for entry in entries {
+            let parts = entry.elements
+            guard parts.count == 2, let id = parts[0].text else { continue }
+            ids.append(id)
+            let fields = parts[1].elements
+            var data: [UInt8] = Array("{}".utf8)
+            var i = 0
+            while i + 1 < fields.count {
+                if fields[i].text == "data", case .bulk(let value?) = fields[i + 1] { data = value }
+                i += 2
+            }
+            let start = batch.bytes.count
+            batch.bytes.append(contentsOf: data)
+            batch.events.append(start..<batch.bytes.count)
+            batch.sourceIDs.append(id)
+            batch.sourceTimes.append((Double(id.prefix { $0 != "-" }) ?? .nan) / 1000)
+        }
+        batch.commit = .redis(ids)
+        return batch
+    }
+
+    package func commit(_ batch: MicroBatch) throws {
+        guard case .redis(let ids) = batch.commit, !ids.isEmpty else { return }
+        lock.lock()
+        defer { lock.unlock() }
+        try client.command(["XACK", address.stream, group] + ids)
+    }
+
+    package func backlog() throws -> Backlog {
+        try info.withLock { connection -> Backlog in
+            if connection == nil { connection = try RedisClient(host: address.host, port: address.port) }
+            guard let client = connection else { throw RedisError("no connection") }
+            do {
+                let groups = try client.command(["XINFO", "GROUPS", address.stream]).elements
+                var lag = 0.0, pending = 0.0
+                var lastDelivered = "0-0"
+                for g in groups {
+                    let fields = g.elements
+                    var values: [String: RESP] = [:]
+                    var i = 0
+                    while i + 1 < fields.count {
+                        values[fields[i].text ?? ""] = fields[i + 1]
+                        i += 2
+                    }
+                    guard values["name"]?.text == group else { continue }
+                    lag = Double(values["lag"]?.integer ?? 0)
+                    pending = Double(values["pending"]?.integer ?? 0)
+                    lastDelivered = values["last-delivered-id"]?.text ?? "0-0"
+                }
+                // The oldest waiting event: the oldest pending entry, or the first one not yet delivered.
+                var oldest = Double.infinity
+                let summary = try client.command(["XPENDING", address.stream, group]).elements
+                if summary.count >= 2, let first = summary[1].text { oldest = min(oldest, Double(first.prefix { $0 != "-" }) ?? .infinity) }
+                let next = try client.command(["XRANGE", address.stream, "(\(lastDelivered)", "+", "COUNT", "1"]).elements
+                if let id = next.first?.elements.first?.text { oldest = min(oldest, Double(id.prefix { $0 != "-" }) ?? .infinity) }
+                let stream = try client.command(["XINFO", "STREAM", address.stream]).elements
+                var added: Double?
+                var i = 0
+                while i + 1 < stream.count {
+                    if stream[i].text == "entries-added" { added = stream[i + 1].integer.map(Double.init) }
+                    i += 2
+                }
+                return Backlog(events: lag + pending, bytes: nil,
+                               ageSeconds: oldest.isFinite && lag + pending > 0 ? max(0, Date().timeIntervalSince1970 - oldest / 1000) : nil,
+                               arrived: added)
+            } catch {
+                connection = nil
+                throw error
+            }
+        }
+    }
+}
+
+// MARK: - Redis sink
+
+/// Predictions appended to a Redis stream with XADD (MAXLEN ~ N), pipelined per
+/// micro-batch; dead letters to `STREAM:dead-letters`.
+package final class RedisSink: StreamSink, @unchecked Sendable {
+    package let address: RedisAddress
+    private let client: RedisClient
+    private let maxLength: String
+    private let lock = NSLock()
+
+    package init(address: RedisAddress) throws {
+        self.address = address
+        client = try RedisClient(host: address.host, port: address.port)
+        maxLength = address.parameters["maxlen"] ?? "1000000"
+    }
+
+    package var description: String { address.description }
+
+    package func write(predictions: SinkLines, deadLetters: SinkLines) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        var commands: [[[UInt8]]] = []
+        let head = [Array("XADD".utf8), Array(address.stream.utf8), Array("MAXLEN".utf8), Array("~".utf8), Array(maxLength.utf8), Array("*".utf8)]
+        let deadHead = [Array("XADD".utf8), Array("\(address.stream):dead-letters".utf8), Array("MAXLEN".utf8), Array("~".utf8), Array(maxLength.utf8), Array("*".utf8)]
+        for (lines, prefix) in [(predictions, head), (deadLetters, deadHead)] {
+            for (i, range) in lines.ranges.enumerated() {
+                commands.append(prefix + [Array("id".utf8), Array(lines.ids[i].utf8), Array("data".utf8), Array(lines.bytes[range])])
+            }
+        }
+        // Pipelines of at most 1,000 commands keep the reply buffer small.
+        var start = 0
+        while start < commands.count {
+            let end = min(start + 1000, commands.count)
+            for reply in try client.pipeline(Array(commands[start..<end])) {
+                if case .failure(let error) = reply { throw error }
+            }
+            start = end
+        }
+    }
+}
