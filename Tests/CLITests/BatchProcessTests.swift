@@ -129,3 +129,61 @@ private func runID(_ body: [UInt8]) -> Int? {
     if case .number(let id)? = (try? JSONValue.parse(body))?["id"] { return Int(id) }
     return nil
 }
+
+@Suite struct StreamProcessTests {
+    /// SIGKILL the stream at arbitrary moments while events arrive: after restarts every
+    /// event id is in the sink, and duplicates are at most one micro-batch per kill.
+    @Test func killedAndRestartedTheStreamLosesNoEvent() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        let source = root.appendingPathComponent("events"), sink = root.appendingPathComponent("scored")
+        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
+                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        let total = 60_000, batch = 1000
+        let producer = try RunningSwitchyard(["stream", "produce", "--to", "dir:\(source.path)", "--rate", "30000", "--count", "\(total)"], home: home)
+        let arguments = ["stream", "--source", "dir:\(source.path)", "--sink", "dir:\(sink.path)", "--model", "credit@production",
+                         "--port", "0", "--max-batch", "\(batch)"]
+        var kills = 0
+        for pause in [300_000, 450_000, 200_000] as [UInt32] {
+            let stream = try RunningSwitchyard(arguments, home: home)
+            _ = try stream.port()
+            usleep(pause)
+            stream.kill(SIGKILL)
+            kills += 1
+        }
+        producer.process.waitUntilExit()
+        let last = try RunningSwitchyard(arguments, home: home)
+        defer { last.kill(SIGTERM) }
+        _ = try last.port()
+        // Wait until the sink holds at least `total` lines and has stopped growing, then read it once.
+        func lineCount() throws -> Int {
+            try FileManager.default.contentsOfDirectory(atPath: sink.path).filter { $0.hasPrefix("part-") }.reduce(0) { sum, name in
+                sum + (try Data(contentsOf: sink.appendingPathComponent(name))).reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+            }
+        }
+        let deadline = Date().addingTimeInterval(60)
+        var previous = -1
+        while Date() < deadline {
+            usleep(300_000)
+            let count = try lineCount()
+            if count >= total && count == previous { break }
+            previous = count
+        }
+        var seen: [Int: Int] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: sink.path) where name.hasPrefix("part-") {
+            // Visible files are complete: every line is a whole prediction.
+            for line in try String(contentsOf: sink.appendingPathComponent(name), encoding: .utf8).split(separator: "\n") {
+                guard line.hasPrefix(#"{"id":"#), line.hasSuffix("}"), let id = Int(line.dropFirst(6).prefix { $0.isNumber }) else {
+                    Issue.record("a bad line in \(name): \(line.prefix(80))")
+                    return
+                }
+                seen[id, default: 0] += 1
+            }
+        }
+        #expect(seen.count == total, "every event scored")
+        #expect(Set(seen.keys) == Set(1...total))
+        let duplicates = seen.values.reduce(0) { $0 + $1 - 1 }
+        #expect(duplicates <= kills * batch, "\(duplicates) duplicates after \(kills) kills")
+    }
+}

@@ -175,20 +175,32 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             let size = Int64(info.st_size)
             var offset = files[index].readOffset
             guard size > offset else { continue }
-            let want = Int(min(size - offset, Int64(maxBytes - batch.bytes.count)))
+            // Read about what `max` events need (mean size known so far), not the whole
+            // byte budget; read more when not even one whole line came in.
+            let mean = meanEventBytes.withLock { $0 }
+            let room = Int(min(size - offset, Int64(maxBytes - batch.bytes.count)))
+            var want = min(room, Swift.max(64 << 10, Int(Double(max - batch.count) * (mean > 0 ? mean * 1.25 : 1024))))
             let base = batch.bytes.count
-            batch.bytes.append(contentsOf: repeatElement(0, count: want))
-            let got = batch.bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + base, want, off_t(offset)) }
+            var end = base
+            var got = 0
+            while true {
+                batch.bytes.removeLast(batch.bytes.count - base)
+                batch.bytes.append(contentsOf: repeatElement(0, count: want))
+                got = batch.bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + base, want, off_t(offset)) }
+                got = Swift.max(got, 0)
+                batch.bytes.removeLast(want - got)
+                // Only complete lines: a file still being written is read up to its last line feed.
+                end = batch.bytes.count
+                while end > base && batch.bytes[end - 1] != 0x0A { end -= 1 }
+                if end > base || got < want || want >= room { break }
+                want = min(room, want * 4)
+            }
             guard got > 0 else {
-                batch.bytes.removeLast(want)
+                batch.bytes.removeLast(batch.bytes.count - base)
                 continue
             }
-            batch.bytes.removeLast(want - got)
-            // Only complete lines: a file still being written is read up to its last line feed.
-            var end = batch.bytes.count
-            while end > base && batch.bytes[end - 1] != 0x0A { end -= 1 }
             var line = files[index].readLine
-            if end == base && base == 0 && got == maxBytes {
+            if end == base && base == 0 && got >= maxBytes {
                 // One line longer than a whole micro-batch: pass it on as one event (it
                 // becomes a dead letter) rather than waiting forever for its end.
                 batch.bytes.append(0x0A)
@@ -242,6 +254,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
 
     package func backlog() throws -> Backlog {
         lock.lock()
+        try? scan()  // files that arrived while paused count too
         let snapshot = files
         lock.unlock()
         var unread: Int64 = 0
@@ -257,7 +270,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
                 if oldest == nil { oldest = (file.name, file.committedOffset) }
             }
         }
-        let mean = meanEventBytes.withLock { $0 }
+        var mean = meanEventBytes.withLock { $0 }
         var age: Double?
         if let oldest, let handle = FileHandle(forReadingAtPath: directory.appendingPathComponent(oldest.name).path) {
             defer { try? handle.close() }
@@ -265,6 +278,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             if let data = try? handle.read(upToCount: 64 << 10), let newline = data.firstIndex(of: 0x0A) {
                 var tape = JSONTape()
                 let line = [UInt8](data[data.startIndex..<newline])
+                if mean == 0 { mean = Double(line.count + 1) }  // nothing scored yet: the first waiting line's size
                 if (try? line.withUnsafeBytes { try tape.parse($0) }) != nil, let t = eventTime(tape) {
                     age = max(0, Date().timeIntervalSince1970 - t)
                 }

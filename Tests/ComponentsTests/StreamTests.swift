@@ -1,0 +1,309 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Components
+@testable import HTTP
+import Registry
+import Scoring
+import Telemetry
+
+/// One credit event as a JSON line with `id` and `event_time`.
+private func eventLine(_ id: Int, seed: UInt64 = 1) -> String {
+    var generator = CreditFixture(seed: seed &+ UInt64(id))
+    var row = generator.next()
+    row.id = id
+    var out: [UInt8] = []
+    CreditFixture.appendJSON(row, to: &out)
+    out.removeLast(2)
+    return String(decoding: out, as: UTF8.self) + #","event_time":\#(Date().timeIntervalSince1970)}"# + "\n"
+}
+
+private func append(_ text: String, to url: URL) throws {
+    if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
+    let handle = try FileHandle(forWritingTo: url)
+    try handle.seekToEnd()
+    try handle.write(contentsOf: Data(text.utf8))
+    try handle.close()
+}
+
+/// Every JSON line of every part file in `folder`.
+private func lines(in folder: URL) throws -> [JSONValue] {
+    let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("part-") }.sorted()
+    return try names.flatMap { name in
+        try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
+    }
+}
+
+/// A sink that holds each write for a while: a slow downstream.
+private final class SlowSink: StreamSink, @unchecked Sendable {
+    let written = Atomic<Int>(0)
+    var description: String { "slow" }
+    func write(predictions: SinkLines, deadLetters: SinkLines) throws {
+        usleep(100_000)
+        written.wrappingAdd(predictions.ranges.count + deadLetters.ranges.count, ordering: .relaxed)
+    }
+}
+
+final class StreamFixture: @unchecked Sendable {
+    let batch: BatchFixture
+    let source: URL
+    let sink: URL
+    var stream: StreamComponent?
+    var host: ComponentHost?
+    var port = 0
+
+    init() throws {
+        batch = try BatchFixture()
+        source = batch.root.appendingPathComponent("events")
+        sink = batch.root.appendingPathComponent("scored")
+        try FileManager.default.createDirectory(at: source, withIntermediateDirectories: true)
+    }
+
+    @discardableResult
+    func start(name: String = "test", sink custom: (any StreamSink)? = nil, options: StreamComponent.Options = .init(), http: Bool = false) throws -> StreamComponent {
+        let authenticator = Authenticator(store: batch.keys, loops: 1)
+        let events = EventLog()
+        let component = try StreamComponent(
+            registry: batch.registry, reference: "credit@production", name: name,
+            source: try FolderSource(directory: source, stream: name, checkpoints: try StreamCheckpoints(home: batch.home)),
+            sink: try custom ?? FolderSink(directory: sink), options: options, events: events, authenticator: authenticator)
+        if http {
+            let host = ComponentHost(component: component, observer: nil, configuration: .init(port: 0, threads: 1),
+                                     authenticator: authenticator, events: events, fleet: nil)
+            port = try host.start()
+            batch.port = port
+            self.host = host
+        }
+        component.start()
+        stream = component
+        return component
+    }
+
+    func stopStream() {
+        host?.stop()
+        stream?.stop()
+        host = nil
+        stream = nil
+    }
+
+    func stop() {
+        stopStream()
+        batch.stop()
+    }
+
+    /// Waits until `count` events are out (written or dead), 10 s at most.
+    func waitFor(_ count: Int) throws {
+        let deadline = Date().addingTimeInterval(10)
+        while let s = stream, s.written.load(ordering: .relaxed) + s.dead.load(ordering: .relaxed) < count {
+            guard Date() < deadline else { throw HTTPError(500, "only \(s.written.load(ordering: .relaxed)) of \(count) events out after 10 s") }
+            usleep(5_000)
+        }
+    }
+}
+
+@Suite(.serialized) struct FolderStreamTests {
+    @Test func aGrowingFileIsReadLineByLineAndBadEventsGoToDeadLetters() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let file = f.source.appendingPathComponent("a.jsonl")
+        try append(eventLine(1) + eventLine(2), to: file)
+        let stream = try f.start()
+        try f.waitFor(2)
+        // Half a line: nothing happens until its line feed arrives.
+        let third = eventLine(3)
+        try append(String(third.prefix(40)), to: file)
+        usleep(200_000)
+        #expect(stream.read.load(ordering: .relaxed) == 2)
+        try append(String(third.dropFirst(40)) + #"{"id": 4, "amount": "lots"}"# + "\nnot json\n", to: file)
+        // A new file arriving later is read after the first.
+        try append(eventLine(5), to: f.source.appendingPathComponent("b.jsonl"))
+        try f.waitFor(6)
+        let out = try lines(in: f.sink)
+        #expect(out.compactMap { if case .number(let id)? = $0["id"] { Int(id) } else { nil } } == [1, 2, 3, 5])
+        #expect(out.allSatisfy { $0["model_version"] == .string("credit@1") })
+        let expected = try f.batch.scorer(1).predict(json: try JSONValue.parse(eventLine(1)))
+        if case .number(let p)? = out[0]["probabilities"]?["1"] { #expect(abs(p - expected.probabilities[1]) < 1e-12) }
+        let dead = try lines(in: f.sink.appendingPathComponent("dead-letters"))
+        #expect(dead.count == 2)
+        #expect(dead[0]["id"] == .string("4"))
+        #expect(dead[0]["source"] == .string("a.jsonl:4"))
+        #expect(dead[0]["reason"]?.stringValue?.contains(#"field "amount": expected a number"#) == true)
+        #expect(dead[1]["reason"]?.stringValue?.hasPrefix("not valid JSON") == true)
+        #expect(stream.dead.load(ordering: .relaxed) == 2)
+    }
+
+    @Test func aLineLongerThanAMicroBatchBecomesADeadLetterNotAStall() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let file = f.source.appendingPathComponent("a.jsonl")
+        try append(eventLine(1) + "{\"id\": 2, \"pad\": \"" + String(repeating: "x", count: 10_000) + "\"}\n" + eventLine(3), to: file)
+        var options = StreamComponent.Options()
+        options.maxBatchBytes = 4096
+        let stream = try f.start(options: options)
+        // The long line goes to the dead letters in pieces of at most a micro-batch; the stream goes on.
+        let deadline = Date().addingTimeInterval(10)
+        while stream.written.load(ordering: .relaxed) < 2 && Date() < deadline { usleep(5_000) }
+        #expect(try lines(in: f.sink).map { $0["id"] } == [.number(1), .number(3)])
+        #expect(stream.dead.load(ordering: .relaxed) >= 1)
+    }
+
+    @Test func checkpointsMeanARestartDoesNotRepeatCommittedEvents() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let file = f.source.appendingPathComponent("a.jsonl")
+        try append((1...500).map { eventLine($0) }.joined(), to: file)
+        try f.start()
+        try f.waitFor(500)
+        f.stopStream()
+        try append((501...600).map { eventLine($0) }.joined(), to: file)
+        try f.start()
+        try f.waitFor(100)
+        usleep(200_000)
+        let ids = try lines(in: f.sink).compactMap { if case .number(let id)? = $0["id"] { Int(id) } else { nil } }
+        #expect(ids.sorted() == Array(1...600), "each event once across the restart")
+        let checkpoint = try StreamCheckpoints(home: f.batch.home).files(stream: "test")
+        #expect(checkpoint.map(\.name) == ["a.jsonl"])
+        #expect(checkpoint.first?.line == 600)
+    }
+
+    @Test func aSlowSinkSlowsReadingAndMemoryStaysBounded() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        try append((1...3000).map { eventLine($0) }.joined(), to: f.source.appendingPathComponent("a.jsonl"))
+        var options = StreamComponent.Options()
+        options.maxBatchEvents = 100
+        options.queueCapacity = 2
+        let slow = SlowSink()
+        let stream = try f.start(sink: slow, options: options)
+        for _ in 0..<5 {
+            usleep(150_000)
+            let ahead = stream.read.load(ordering: .relaxed) - slow.written.load(ordering: .relaxed)
+            // At most the queue, the batch being scored and the one the reader holds.
+            #expect(ahead <= (options.queueCapacity + 2) * options.maxBatchEvents, "read \(ahead) events ahead of the sink")
+        }
+    }
+
+    @Test func pauseResumeBacklogAndSwapsBetweenMicroBatches() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let file = f.source.appendingPathComponent("a.jsonl")
+        let stream = try f.start(http: true)
+        #expect(try f.batch.request("POST", "/v1/pause", key: nil).status == 401)
+        #expect(try f.batch.request("POST", "/v1/pause", key: f.batch.readKey).status == 403)
+        #expect(try f.batch.request("POST", "/v1/pause", key: f.batch.operateKey).status == 200)
+        usleep(100_000)
+        try append((1...200).map { eventLine($0) }.joined(), to: file)
+        usleep(300_000)
+        #expect(stream.read.load(ordering: .relaxed) == 0, "paused: nothing read")
+        stream.updateBacklog()
+        let status = try f.batch.request("GET", "/v1/status", key: f.batch.readKey).json
+        #expect(status["state"] == .string("paused"))
+        #expect((status["backlog"]?["events"]).flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 0 >= 150)
+        #expect((status["backlog"]?["age_s"]).flatMap { if case .number(let n) = $0 { n } else { nil } } ?? -1 >= 0.3)
+        // Swap to v2 while paused; everything after resuming is scored by v2.
+        #expect(try f.batch.request("POST", "/v1/model", key: f.batch.adminKey, body: #"{"version": 2}"#).status == 200)
+        #expect(try f.batch.request("POST", "/v1/resume", key: f.batch.operateKey).status == 200)
+        try f.waitFor(200)
+        #expect(try lines(in: f.sink).allSatisfy { $0["model_version"] == .string("credit@2") })
+        stream.updateBacklog()
+        #expect(stream.statusFields().first { $0.0 == "backlog" }?.1["events"] == .number(0))
+        let series = try f.batch.request("GET", "/v1/timeseries?window=5", key: f.batch.readKey).json
+        #expect(series["fields"] == .array(["in", "out", "dead", "backlog", "backlog_age_s", "p50_ms", "p99_ms"].map(JSONValue.string)))
+    }
+}
+
+/// A redis-server on a free loopback port for one test, stopped by its pid.
+final class TestRedis {
+    let process = Process()
+    let port: Int
+    let folder: URL
+
+    init() throws {
+        guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw HTTPError(500, "redis-server is not installed (apt-get install redis-server); .ci/run installs it")
+        }
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let listener = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in .error(500, "") }
+        port = try listener.start()
+        listener.stop()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        for _ in 0..<500 {
+            if let client = try? RedisClient(host: "127.0.0.1", port: port), (try? client.command(["PING"])) != nil { return }
+            usleep(10_000)
+        }
+        stop()
+        throw HTTPError(500, "redis-server did not answer on port \(port)")
+    }
+
+    func client() throws -> RedisClient { try RedisClient(host: "127.0.0.1", port: port) }
+
+    func stop() {
+        // SIGKILL: no persistence is configured, so nothing is lost; wait at most 5 s.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        for _ in 0..<500 where process.isRunning { usleep(10_000) }
+        try? FileManager.default.removeItem(at: folder)
+    }
+}
+
+@Suite(.serialized) struct RedisStreamTests {
+    @Test func respEncodingAndReplies() throws {
+        var out: [UInt8] = []
+        RedisClient.encode([Array("SET".utf8), Array("k".utf8), Array("a\r\nb".utf8)], into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n")
+        let redis = try TestRedis()
+        defer { redis.stop() }
+        let client = try redis.client()
+        #expect(try client.command(["SET", "k", "a\r\nb"]) == .simple("OK"))
+        #expect(try client.command(["GET", "k"]) == .bulk(Array("a\r\nb".utf8)))
+        #expect(try client.command(["GET", "missing"]) == .bulk(nil))
+        #expect(try client.command(["INCR", "n"]) == .integer(1))
+        #expect(throws: RedisError.self) { try client.command(["NOSUCHCOMMAND"]) }
+        #expect(try client.command(["PING"]) == .simple("PONG"), "the connection survives an error reply")
+    }
+
+    @Test func consumerGroupScoresAcknowledgesAndClaimsFromADeadConsumer() throws {
+        let redis = try TestRedis()
+        defer { redis.stop() }
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let producer = try redis.client()
+        var commands: [[[UInt8]]] = []
+        for id in 1...2000 { commands.append(["XADD", "events", "*", "data"].map { Array($0.utf8) } + [Array(eventLine(id).dropLast().utf8)]) }
+        commands.append(["XADD", "events", "*", "data"].map { Array($0.utf8) } + [Array(#"{"id": 9999, "amount": "lots"}"#.utf8)])
+        _ = try producer.pipeline(commands)
+        // A consumer that took 5 entries and died without acknowledging them.
+        try producer.command(["XGROUP", "CREATE", "events", "g", "0"])
+        let ghost = try producer.command(["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "5", "STREAMS", "events", ">"])
+        #expect(ghost.elements.first?.elements.last?.elements.count == 5)
+        usleep(150_000)
+
+        let source = try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/events?group=g&consumer=me&claim_idle_ms=100"))
+        let sink = try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/predictions"))
+        let stream = try StreamComponent(registry: f.batch.registry, reference: "credit@production", name: "r", source: source, sink: sink,
+                                         options: .init(), events: EventLog(), authenticator: Authenticator(store: nil, loops: 1))
+        stream.start()
+        defer { stream.stop() }
+        let deadline = Date().addingTimeInterval(15)
+        while stream.written.load(ordering: .relaxed) + stream.dead.load(ordering: .relaxed) < 2001 && Date() < deadline { usleep(10_000) }
+        #expect(stream.written.load(ordering: .relaxed) == 2000)
+        #expect(stream.dead.load(ordering: .relaxed) == 1)
+        #expect(try producer.command(["XLEN", "predictions"]) == .integer(2000))
+        #expect(try producer.command(["XLEN", "predictions:dead-letters"]) == .integer(1))
+        let pending = try producer.command(["XPENDING", "events", "g"]).elements
+        #expect(pending.first == .integer(0), "everything acknowledged, the ghost's entries included")
+        // Each prediction carries the event id and the version.
+        let first = try producer.command(["XRANGE", "predictions", "-", "+", "COUNT", "1"]).elements[0].elements[1].elements
+        #expect(first[0].text == "id")
+        let data = try JSONValue.parse(first[3].text ?? "")
+        #expect(data["model_version"] == .string("credit@1"))
+        let backlog = try source.backlog()
+        #expect(backlog.events == 0)
+        #expect(backlog.ageSeconds == nil)
+    }
+}
