@@ -35,9 +35,14 @@ let package = Package(
             dependencies: ["Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
             swiftSettings: strict
         ),
+        .target(
+            name: "Console",
+            dependencies: ["Scoring", "Registry", "HTTP", "CNcurses", "CSystem"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "switchyard",
-            dependencies: ["Scoring", "Registry", "HTTP", "Components", "CSystem"],
+            dependencies: ["Scoring", "Registry", "HTTP", "Components", "Console", "CSystem"],
             swiftSettings: strict
         ),
 
@@ -51,6 +56,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
+        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Scoring"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",
             dependencies: ["switchyard", "Scoring", "HTTP", "CSystem"],

@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <sys/socket.h>
+#include <spawn.h>
 #include "CSystem.h"
 
 int csystem_set_nonblocking(int fd) {
@@ -80,3 +81,7 @@ void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks
 int csystem_sha256_accelerated(void) { return 0; }
 void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks) { (void)state; (void)data; (void)blocks; }
 #endif
+
+int csystem_spawn_add_closefrom(posix_spawn_file_actions_t *actions, int fd) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, fd);
+}

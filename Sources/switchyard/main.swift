@@ -98,5 +98,12 @@ func run(_ argv: [String]) -> Int32 {
     }
 }
 
+// A parent may have started us with signals blocked (Foundation's Process on Linux spawns
+// with the calling thread's mask): unblock them before any thread exists, so SIGINT and
+// SIGTERM reach the handlers that stop components cleanly.
+var unblocked = sigset_t()
+sigemptyset(&unblocked)
+pthread_sigmask(SIG_SETMASK, &unblocked, nil)
+
 let status = run(CommandLine.arguments)
 exit(status)

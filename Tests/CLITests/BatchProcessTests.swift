@@ -41,7 +41,8 @@ final class RunningSwitchyard: @unchecked Sendable {
             guard process.isRunning else { break }
             usleep(10_000)
         }
-        throw CLITestError("no control API address in the output: \(text)")
+        usleep(200_000)  // let the reader catch the last output of a process that exited
+        throw CLITestError("no control API address in the output of switchyard \(process.arguments?.first ?? ""): \(text)")
     }
 
     func kill(_ signal: Int32) {

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <fcntl.h>
 #include <time.h>
+#include <spawn.h>
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC, served by the vDSO).
 static inline uint64_t csystem_monotonic_ns(void) {
@@ -35,6 +36,9 @@ static inline void csystem_counter_add(uint64_t *counter, uint64_t value) {
 static inline uint64_t csystem_counter_load(const uint64_t *counter) {
     return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
+
+/// posix_spawn_file_actions_addclosefrom_np (a GNU extension): the child closes fds >= `fd`.
+int csystem_spawn_add_closefrom(posix_spawn_file_actions_t *actions, int fd);
 
 /// Whether this CPU has the SHA extensions `csystem_sha256_blocks` needs.
 int csystem_sha256_accelerated(void);

@@ -296,10 +296,14 @@ package final class StreamComponent: Component {
             state.current = backlog
             state.window.append((now, backlog.events, writtenNow, backlog.arrived))
             state.window.removeAll { now - $0.t > 10.5 }
+            if paused.load(ordering: .relaxed) {
+                state.status = "PAUSED"
+                return state.status
+            }
             guard let first = state.window.first, state.window.count >= 5 else { return state.status }
             let progress = writtenNow - first.written
             if backlog.events > 0 && progress == 0 {
-                state.status = paused.load(ordering: .relaxed) ? "PAUSED" : "STALLED"
+                state.status = "STALLED"
             } else if backlog.events > first.events * 1.05 + 100 {
                 state.status = "FALLING_BEHIND"
             } else {
@@ -307,7 +311,7 @@ package final class StreamComponent: Component {
             }
             return state.status
         }
-        if status != previous { events.append(status == "OK" ? "stream" : "error", "backlog status \(previous) → \(status) (\(Int(backlog.events)) events waiting)") }
+        if status != previous { events.append(status == "OK" || status == "PAUSED" ? "stream" : "error", "backlog status \(previous) → \(status) (\(Int(backlog.events)) events waiting)") }
     }
 
     /// Events per second arriving and being written, over the backlog window.

@@ -6,6 +6,7 @@ let commands: [Command] = [
     serveCommand,
     batchCommand, batchRunCommand,
     streamCommand, streamProduceCommand,
+    consoleCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,

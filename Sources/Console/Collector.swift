@@ -1,0 +1,232 @@
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+
+/// One component as the console last saw it.
+package struct ComponentView: Sendable {
+    package var url: String
+    package var kind: String
+    package var id: String
+    package var status: JSONValue?
+    /// Time series field → per-second values, oldest first.
+    package var series: [String: [Double]] = [:]
+    package var lastSeen: Date?
+    /// Why the last poll failed; nil when it answered.
+    package var error: String?
+    package var isDown: Bool { error != nil }
+
+    package init(url: String, kind: String = "?", id: String = "", status: JSONValue? = nil, series: [String: [Double]] = [:], lastSeen: Date? = nil, error: String? = nil) {
+        self.url = url
+        self.kind = kind
+        self.id = id
+        self.status = status
+        self.series = series
+        self.lastSeen = lastSeen
+        self.error = error
+    }
+
+    /// `credit@3`, from the status's model.
+    package var model: String? { status?["model"]?["reference"]?.stringValue }
+}
+
+/// A line of the events view: a component's event or an operator action.
+package struct EventItem: Sendable, Equatable {
+    package var at: String
+    package var source: String
+    package var kind: String
+    package var message: String
+}
+
+/// What the console shows, taken by the collector and read by the drawing thread.
+package struct FleetSnapshot: Sendable {
+    package var components: [ComponentView] = []
+    /// (model, alias, version) from the registry.
+    package var aliases: [(model: String, alias: String, version: Int)] = []
+    package var events: [EventItem] = []
+    package var takenAt = Date()
+    package init() {}
+}
+
+/// Polls every component's control API off the UI thread — in parallel, each
+/// request with a timeout, so a slow or dead component never holds up the
+/// others or the screen — and publishes immutable snapshots (btop's collect()).
+package final class Collector: @unchecked Sendable {
+    // Safety: `watched` and `eventCursors` are touched only by the collector thread.
+    private var watched: [String] = []
+    private var eventCursors: [String: Int] = [:]
+    private var known: [String: ComponentView] = [:]
+    private let endpoints: [String]
+    private let fleet: FleetDirectory?
+    private let registry: ModelRegistry?
+    private let key: String?
+    private let timeout: Double
+    private let state = Mutex(FleetSnapshot())
+    private let generation = Atomic<Int>(0)
+    private let intervalMilliseconds = Atomic<Int>(1000)
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let operatorEvents = Mutex<[EventItem]>([])
+
+    package init(endpoints: [String], fleet: FleetDirectory?, registry: ModelRegistry?, key: String?, timeout: Double = 1) {
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.fleet = fleet
+        self.registry = registry
+        self.key = key
+        self.timeout = timeout
+    }
+
+    package var snapshot: FleetSnapshot { state.withLock { $0 } }
+    package var version: Int { generation.load(ordering: .acquiring) }
+
+    package var interval: Double {
+        get { Double(intervalMilliseconds.load(ordering: .relaxed)) / 1000 }
+        set { intervalMilliseconds.store(Int(min(60, max(0.25, newValue)) * 1000), ordering: .relaxed) }
+    }
+
+    package func start() {
+        let thread = Thread { [self] in
+            while !stopping.load(ordering: .acquiring) {
+                collect()
+                _ = wake.wait(timeout: .now() + .milliseconds(intervalMilliseconds.load(ordering: .relaxed)))
+            }
+            done.signal()
+        }
+        thread.name = "console-collect"
+        thread.start()
+    }
+
+    package func stop() {
+        stopping.store(true, ordering: .releasing)
+        wake.signal()
+        done.wait()
+    }
+
+    /// Polls now instead of at the next tick.
+    package func refresh() { wake.signal() }
+
+    /// One round: find components, poll them all in parallel, publish.
+    package func collect() {
+        var found = endpoints
+        if let members = try? fleet?.members() { found += members.map(\.url) }
+        var seen = Set<String>()
+        let urls = found.filter { seen.insert($0).inserted }
+        let results = Mutex<[String: (view: ComponentView, cursor: Int, events: [EventItem])]>([:])
+        let cursors = eventCursors
+        let previous = known
+        DispatchQueue.concurrentPerform(iterations: urls.count) { i in
+            let url = urls[i]
+            var view = previous[url] ?? ComponentView(url: url)
+            var events: [EventItem] = []
+            var cursor = cursors[url] ?? 0
+            poll(&view, events: &events, cursor: &cursor)
+            results.withLock { $0[url] = (view, cursor, events) }
+        }
+        let all = results.withLock { $0 }
+        var added: [EventItem] = []
+        for url in urls {
+            guard let result = all[url] else { continue }
+            known[url] = result.view
+            eventCursors[url] = result.cursor
+            added += result.events
+        }
+        var aliases: [(String, String, Int)] = []
+        if let registry, let versions = try? registry.versions() {
+            for model in Set(versions.map(\.model)).sorted() {
+                for (alias, version) in (try? registry.aliases(model: model)) ?? [] { aliases.append((model, alias, version)) }
+            }
+        }
+        let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.url) < ($1.kind, $1.url) }
+        state.withLock { s in
+            s.components = components
+            s.aliases = aliases
+            let merged = s.events + added + operatorEvents.withLock { e in defer { e.removeAll() }; return e }
+            s.events = Array(merged.sorted { $0.at < $1.at }.suffix(500))  // ISO 8601 UTC sorts as text
+            s.takenAt = Date()
+        }
+        generation.wrappingAdd(1, ordering: .releasing)
+    }
+
+    private func headers() -> [(String, String)] { key.map { [("Authorization", "Bearer \($0)")] } ?? [] }
+
+    private func poll(_ view: inout ComponentView, events: inout [EventItem], cursor: inout Int) {
+        guard let (host, port) = Self.hostPort(view.url) else {
+            view.error = "not an http://HOST:PORT address"
+            return
+        }
+        let client = HTTPClient(host: host, port: port, timeout: timeout)
+        defer { client.close() }
+        do {
+            let status = try client.request("GET", "/v1/status", headers: headers())
+            guard status.status == 200, let json = try? JSONValue.parse(status.body) else {
+                view.error = "status \(status.status): " + ((try? JSONValue.parse(status.body))?["error"]?.stringValue ?? "")
+                return
+            }
+            view.status = json
+            view.kind = json["kind"]?.stringValue ?? "?"
+            view.id = json["id"]?.stringValue ?? view.url
+            if let series = try? JSONValue.parse(try client.request("GET", "/v1/timeseries?window=120", headers: headers()).body),
+               case .array(let samples)? = series["samples"], case .array(let fields)? = series["fields"] {
+                var out: [String: [Double]] = [:]
+                for case .string(let field) in fields {
+                    out[field] = samples.map { if case .number(let x)? = $0[field] { x } else { 0 } }
+                }
+                view.series = out
+            }
+            if let list = try? JSONValue.parse(try client.request("GET", "/v1/events?after=\(cursor)", headers: headers()).body),
+               case .array(let items)? = list["events"] {
+                for item in items {
+                    if case .number(let id)? = item["id"] { cursor = max(cursor, Int(id)) }
+                    events.append(EventItem(at: item["at"]?.stringValue ?? "", source: view.kind + " " + view.id,
+                                            kind: item["kind"]?.stringValue ?? "", message: item["message"]?.stringValue ?? ""))
+                }
+            }
+            view.lastSeen = Date()
+            view.error = nil
+        } catch {
+            view.error = "\(error)"
+        }
+    }
+
+    static func hostPort(_ url: String) -> (String, Int)? {
+        guard let components = URLComponents(string: url), let host = components.host, let port = components.port else { return nil }
+        return (host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+    }
+
+    // MARK: - Actions
+
+    /// Sends an operator action to a component; the outcome goes to `done` and the events view.
+    package func perform(_ method: String, _ path: String, body: String = "", on component: ComponentView, label: String,
+                         done: @escaping @Sendable (Result<JSONValue, ConsoleError>) -> Void) {
+        DispatchQueue.global().async { [self] in
+            let result: Result<JSONValue, ConsoleError>
+            if let (host, port) = Self.hostPort(component.url) {
+                let client = HTTPClient(host: host, port: port, timeout: 5)
+                do {
+                    let response = try client.request(method, path, headers: headers() + [("Content-Type", "application/json")], body: Array(body.utf8))
+                    let json = (try? JSONValue.parse(response.body)) ?? .null
+                    if response.status < 300 {
+                        result = .success(json)
+                    } else {
+                        result = .failure(ConsoleError("\(response.status): \(json["error"]?.stringValue ?? response.text)"))
+                    }
+                } catch {
+                    result = .failure(ConsoleError("\(error)"))
+                }
+                client.close()
+            } else {
+                result = .failure(ConsoleError("bad address \(component.url)"))
+            }
+            let message: String
+            switch result {
+            case .success: message = "\(label): done"
+            case .failure(let error): message = "\(label): failed — \(error.description)"
+            }
+            operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: "console", kind: "action", message: message)) }
+            done(result)
+            refresh()
+        }
+    }
+}

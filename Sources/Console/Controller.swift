@@ -1,0 +1,181 @@
+import Foundation
+import Scoring
+
+/// A key, as the terminal reports it.
+package enum Key: Equatable, Sendable {
+    case character(Character)
+    case up, down, left, right, tab, enter, escape, backspace, resize
+}
+
+/// What handling a key asks of the app (htop's HandlerResult).
+package enum Effect: Equatable, Sendable {
+    case none, redraw, quit, refresh
+    /// Send this action (already confirmed) to a component.
+    case perform(method: String, path: String, body: String, componentURL: String, label: String)
+}
+
+/// The console's key handling: a pure state machine over `ConsoleState`, so
+/// tests drive it without a terminal.
+package struct Controller: Sendable {
+    package var state = ConsoleState()
+    /// Training metrics of a registry version (`credit@3` → "auc 0.812"), for swap dialogs.
+    package var describe: @Sendable (String) -> String? = { _ in nil }
+
+    package init() {}
+
+    package mutating func handle(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
+        if state.confirm != nil { return handleConfirm(key) }
+        if state.commandLine != nil { return handleCommandLine(key, snapshot) }
+        if state.filtering { return handleFilter(key) }
+        if state.showHelp {
+            state.showHelp = false
+            return key == .character("q") ? .quit : .redraw
+        }
+        let count = snapshot.components.count
+        switch key {
+        case .character("q"), .escape: return .quit
+        case .character("?"): state.showHelp = true
+        case .character(let c) where ("1"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
+        case .tab: state.view = ConsoleView(rawValue: state.view.rawValue % ConsoleView.allCases.count + 1)!
+        case .up, .character("k"): state.selected = max(0, min(state.selected, count - 1) - 1)
+        case .down, .character("j"): state.selected = min(max(0, count - 1), state.selected + 1)
+        case .character("r"):
+            state.status = "refreshing"
+            return .refresh
+        case .character("+"): state.interval = max(0.25, state.interval / 2)
+        case .character("-"): state.interval = min(60, state.interval * 2)
+        case .character(":"): state.commandLine = ""
+        case .character("/"):
+            state.filtering = true
+            state.filter = ""
+        case .character("t"): return command("run", snapshot)
+        case .character("p"):
+            guard let stream = target("stream", snapshot) else { return fail("no stream component to pause") }
+            return command(stream.status?["state"]?.stringValue == "paused" ? "resume" : "pause", snapshot)
+        case .character("s"): state.commandLine = "swap "
+        case .resize: return .redraw
+        default: return .none
+        }
+        return .redraw
+    }
+
+    private mutating func handleConfirm(_ key: Key) -> Effect {
+        guard let pending = state.confirm else { return .none }
+        switch key {
+        case .character("y"), .character("Y"):
+            state.confirm = nil
+            state.status = "\(pending.label)…"
+            state.statusRole = .status
+            return .perform(method: pending.method, path: pending.path, body: pending.body, componentURL: pending.component.url, label: pending.label)
+        case .character("n"), .character("N"), .escape, .character("q"):
+            state.confirm = nil
+            state.status = "cancelled: \(pending.label)"
+            return .redraw
+        default:
+            return .none
+        }
+    }
+
+    private mutating func handleFilter(_ key: Key) -> Effect {
+        switch key {
+        case .enter: state.filtering = false
+        case .escape:
+            state.filtering = false
+            state.filter = ""
+        case .backspace: if !state.filter.isEmpty { state.filter.removeLast() }
+        case .character(let c): state.filter.append(c)
+        default: return .none
+        }
+        return .redraw
+    }
+
+    private mutating func handleCommandLine(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
+        guard var line = state.commandLine else { return .none }
+        switch key {
+        case .escape:
+            state.commandLine = nil
+        case .backspace:
+            if line.isEmpty { state.commandLine = nil } else {
+                line.removeLast()
+                state.commandLine = line
+            }
+        case .enter:
+            state.commandLine = nil
+            return command(line, snapshot)
+        case .character(let c):
+            state.commandLine = line + String(c)
+        default:
+            return .none
+        }
+        return .redraw
+    }
+
+    /// The selected component if it is of `kind`, else the first of that kind.
+    private func target(_ kind: String, _ snapshot: FleetSnapshot) -> ComponentView? {
+        let components = snapshot.components
+        if state.selected < components.count, components[state.selected].kind == kind { return components[state.selected] }
+        return components.first { $0.kind == kind && !$0.isDown }
+    }
+
+    private mutating func fail(_ message: String) -> Effect {
+        state.status = message
+        state.statusRole = .error
+        return .redraw
+    }
+
+    /// Runs a `:` command (also what t, p and s turn into).
+    package mutating func command(_ text: String, _ snapshot: FleetSnapshot) -> Effect {
+        let words = text.split(separator: " ").map(String.init)
+        guard let verb = words.first else { return .redraw }
+        switch verb {
+        case "q", "quit": return .quit
+        case "refresh": return .refresh
+        case "help":
+            state.showHelp = true
+            return .redraw
+        default: break
+        }
+        guard !state.readOnly else { return fail("\(verb): not allowed — \(state.readOnlyReason)") }
+        switch verb {
+        case "run":
+            guard let batch = target("batch", snapshot) else { return fail("run: no batch component is up") }
+            return ask(nil, "POST", "/v1/runs", "{}", batch, "trigger a run of \(batch.id)")
+        case "rerun", "cancel":
+            guard words.count == 2, let id = Int(words[1]) else { return fail("\(verb) needs a run id, e.g. :\(verb) 12") }
+            guard let batch = target("batch", snapshot) else { return fail("\(verb): no batch component is up") }
+            let question = verb == "cancel" ? "Cancel run \(id) of \(batch.id)? Outputs written so far stay." : nil
+            return ask(question, "POST", "/v1/runs/\(id)/\(verb)", "{}", batch, "\(verb) run \(id) of \(batch.id)")
+        case "pause", "resume":
+            guard let stream = target("stream", snapshot) else { return fail("\(verb): no stream component is up") }
+            let question = verb == "pause" ? "Pause \(stream.id)? Its backlog grows until you resume." : nil
+            return ask(question, "POST", "/v1/\(verb)", "", stream, "\(verb) \(stream.id)")
+        case "swap", "alias":
+            guard words.count == 2 else { return fail(verb == "swap" ? "swap needs a version, e.g. :swap 3" : "alias needs a name, e.g. :alias canary") }
+            let components = snapshot.components
+            guard state.selected < components.count, !components[state.selected].isDown else { return fail("\(verb): select a running component first") }
+            let component = components[state.selected]
+            let current = component.model ?? "none"
+            let name = current.split(separator: "@").first.map(String.init) ?? ""
+            let next = "\(name)@\(words[1])"
+            let body = verb == "swap" ? (Int(words[1]).map { #"{"version": \#($0)}"# }) : #"{"alias": "\#(words[1])"}"#
+            guard let body else { return fail("swap: \"\(words[1])\" is not a version number") }
+            let metrics = [describe(current), describe(next)].map { $0 ?? "?" }
+            let question = "Swap \(component.kind) \(component.id): \(current) (\(metrics[0])) → \(next) (\(metrics[1]))?"
+            return ask(question, "POST", "/v1/model", body, component, "swap \(component.id) to \(next)")
+        default:
+            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, refresh, quit")
+        }
+    }
+
+    /// Destructive actions wait for a yes; the others go at once.
+    private mutating func ask(_ question: String?, _ method: String, _ path: String, _ body: String, _ component: ComponentView, _ label: String) -> Effect {
+        let pending = PendingAction(question: question ?? "", method: method, path: path, body: body, component: component, label: label)
+        if question != nil {
+            state.confirm = pending
+            return .redraw
+        }
+        state.status = "\(label)…"
+        state.statusRole = .status
+        return .perform(method: method, path: path, body: body, componentURL: component.url, label: label)
+    }
+}

@@ -1,0 +1,278 @@
+import Foundation
+import Scoring
+
+/// The console's views; 1–6 select them. Views not built yet say so.
+package enum ConsoleView: Int, CaseIterable, Sendable {
+    case overview = 1, serve, batch, stream, models, events
+
+    var title: String {
+        switch self {
+        case .overview: "Overview"
+        case .serve: "Serve"
+        case .batch: "Batch"
+        case .stream: "Stream"
+        case .models: "Models"
+        case .events: "Events"
+        }
+    }
+}
+
+/// An action waiting for the operator's yes.
+package struct PendingAction: Sendable {
+    package var question: String
+    package var method: String
+    package var path: String
+    package var body: String
+    package var component: ComponentView
+    package var label: String
+}
+
+/// Everything the screen shows besides the fleet snapshot.
+package struct ConsoleState: Sendable {
+    package var view = ConsoleView.overview
+    package var selected = 0
+    package var showHelp = false
+    /// The `:` command line (nil when closed) and the `/` filter.
+    package var commandLine: String?
+    package var filter = ""
+    package var filtering = false
+    package var status = "press ? for help"
+    package var statusRole = Role.status
+    package var confirm: PendingAction?
+    package var readOnly = false
+    package var readOnlyReason = "read-only: started with --read-only"
+    package var interval = 1.0
+    package var now = Date()
+    package init() {}
+}
+
+/// The smallest terminal the layout is made for.
+package let minimumSize = (width: 80, height: 24)
+
+/// Draws one frame of the console into a canvas (collect, then draw: this only reads).
+package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width: Int, height: Int, unicode: Bool) -> Canvas {
+    var canvas = Canvas(width: width, height: height, unicode: unicode)
+    guard width >= minimumSize.width, height >= minimumSize.height else {
+        let lines = ["The terminal is \(width)×\(height).", "The console needs at least \(minimumSize.width)×\(minimumSize.height);", "enlarge the window, or press q to quit."]
+        for (i, line) in lines.enumerated() { canvas.put(max(0, (width - line.count) / 2), max(0, height / 2 - 1 + i), line, i == 0 ? .warn : .text) }
+        return canvas
+    }
+    drawHeader(&canvas, snapshot, state)
+    switch state.view {
+    case .overview: drawOverview(&canvas, snapshot, state)
+    case .events: drawEvents(&canvas, snapshot, state)
+    default:
+        let line = "The \(state.view.title) view is not built yet; 1 is the overview, 6 the events."
+        canvas.put(2, 4, line, .dim)
+    }
+    drawFooter(&canvas, state)
+    if let confirm = state.confirm { drawDialog(&canvas, confirm.question) }
+    if state.showHelp { drawHelp(&canvas) }
+    return canvas
+}
+
+private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    let down = snapshot.components.filter(\.isDown).count
+    var tabs = ""
+    for view in ConsoleView.allCases { tabs += view == state.view ? "[\(view.rawValue) \(view.title)]" : " \(view.rawValue) \(view.title) " }
+    canvas.put(0, 0, " Switchyard ", .title)
+    canvas.put(12, 0, tabs, .dim, limit: canvas.width - 24)
+    if let start = tabs.range(of: "[")?.lowerBound {
+        canvas.paint(12 + tabs.distance(from: tabs.startIndex, to: start), 0, state.view.title.count + 4, .selected)
+    }
+    let formatter = DateFormatter()
+    formatter.dateFormat = "HH:mm:ss"
+    let clock = formatter.string(from: state.now)
+    canvas.put(canvas.width - clock.count - 1, 0, clock, .dim)
+    // The version line: each alias against what every component runs.
+    var x = 1
+    let summary = "\(snapshot.components.count) component\(snapshot.components.count == 1 ? "" : "s")" + (down > 0 ? ", \(down) DOWN" : "") + (canvas.unicode ? "  │ " : "  | ")
+    canvas.put(x, 1, summary, down > 0 ? .error : .dim)
+    x += summary.count
+    let models = Set(snapshot.aliases.map(\.model)).sorted()
+    for model in models {
+        let aliases = snapshot.aliases.filter { $0.model == model }.map { "\($0.alias)=v\($0.version)" }.joined(separator: " ")
+        let text = "\(model): \(aliases)  "
+        canvas.put(x, 1, text, .text)
+        x += text.count
+    }
+    for component in snapshot.components where !component.isDown {
+        guard let model = component.model else { continue }
+        let parts = model.split(separator: "@")
+        let following = component.status?["following"]?.stringValue
+        let expected = snapshot.aliases.first { $0.model == String(parts.first ?? "") && $0.alias == following }?.version
+        let skew = expected != nil && "\(expected!)" != String(parts.last ?? "")
+        let text = "\(component.kind) v\(parts.last ?? "?")\(skew ? (canvas.unicode ? "≠" : "!=") : "") "
+        canvas.put(x, 1, text, skew ? .warn : .ok)
+        x += text.count
+    }
+}
+
+private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
+    let y = canvas.height - 1
+    if let line = state.commandLine {
+        canvas.put(0, y, ":" + line + (canvas.unicode ? "█" : "_"), .value)
+        return
+    }
+    if state.filtering {
+        canvas.put(0, y, "/" + state.filter + (canvas.unicode ? "█" : "_"), .value)
+        return
+    }
+    canvas.put(0, canvas.height - 2, " " + state.status, state.statusRole, limit: canvas.width - 24)
+    let arrows = canvas.unicode ? "↑↓" : "j/k"
+    let keys = state.readOnly
+        ? " q quit  ? help  1-6 views  \(arrows) select  r refresh  +/- rate  (read-only)"
+        : " q quit  ? help  1-6 views  \(arrows) select  t run batch  p pause/resume  : command  r refresh  +/- rate"
+    canvas.put(0, y, keys, .dim)
+    let rate = String(format: "polling every %.2gs", state.interval)
+    canvas.put(canvas.width - rate.count - 1, canvas.height - 2, rate, .dim)
+}
+
+private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    let top = 2, panelHeight = 4
+    let room = (canvas.height - top - 2) / panelHeight
+    guard !snapshot.components.isEmpty else {
+        canvas.put(2, top + 1, "No components found in the fleet directory or given with --endpoint.", .dim)
+        canvas.put(2, top + 2, "Start one (switchyard serve | batch | stream), or run switchyard up.", .dim)
+        return
+    }
+    let selected = min(state.selected, snapshot.components.count - 1)
+    let first = max(0, min(selected - room + 1, snapshot.components.count - room))
+    for (slot, index) in (first..<min(snapshot.components.count, first + room)).enumerated() {
+        drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, selected: index == selected, now: state.now)
+    }
+    if snapshot.components.count > room {
+        canvas.put(canvas.width - 16, canvas.height - 3, "\(first + 1)-\(min(snapshot.components.count, first + room)) of \(snapshot.components.count)", .dim)
+    }
+}
+
+/// 75 → "1m15s"; 90000 → "1d1h".
+func duration(_ seconds: Double) -> String {
+    let s = Int(max(0, seconds))
+    switch s {
+    case ..<60: return "\(s)s"
+    case ..<3600: return "\(s / 60)m\(s % 60)s"
+    case ..<86_400: return "\(s / 3600)h\(s % 3600 / 60)m"
+    default: return "\(s / 86_400)d\(s % 86_400 / 3600)h"
+    }
+}
+
+/// A number with a k/M suffix.
+func short(_ x: Double) -> String {
+    switch abs(x) {
+    case 1e6...: String(format: "%.1fM", x / 1e6)
+    case 1e4...: String(format: "%.1fk", x / 1e3)
+    case 100...: String(format: "%.0f", x)
+    default: String(format: x == x.rounded() ? "%.0f" : "%.1f", x)
+    }
+}
+
+private func number(_ value: JSONValue?) -> Double? {
+    if case .number(let x)? = value { return x }
+    return nil
+}
+
+private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selected: Bool, now: Date) {
+    let width = canvas.width
+    let state = c.status?["state"]?.stringValue ?? "?"
+    let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : state)"
+    canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: c.isDown ? .error : .title)
+    let inner = width - 4
+    if c.isDown {
+        let ago = c.lastSeen.map { "last seen \(duration(now.timeIntervalSince($0))) ago" } ?? "never answered"
+        canvas.put(2, y + 1, "DOWN \(canvas.unicode ? "—" : "-") \(ago) at \(c.url)", .error, limit: inner)
+        canvas.put(2, y + 2, c.error ?? "", .dim, limit: inner)
+        return
+    }
+    let unicode = canvas.unicode
+    let s = c.series
+    func last(_ field: String) -> Double { s[field]?.last ?? 0 }
+    func spark(_ field: String, _ w: Int) -> String { sparkline(s[field] ?? [], width: w, unicode: unicode) }
+    let graph = max(10, (inner - 40) / 2)
+    switch c.kind {
+    case "serve":
+        let requests = last("requests"), errors = last("errors")
+        let rate = requests > 0 ? errors / requests * 100 : 0
+        canvas.put(2, y + 1, String(format: "req/s %@  p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  errors %.1f%%  in flight %@",
+                                    short(requests), last("p50_ms"), last("p95_ms"), last("p99_ms"), rate, short(last("in_flight"))),
+                   rate > 1 ? .warn : .value, limit: inner)
+        canvas.put(2, y + 2, "req/s ", .dim)
+        canvas.put(8, y + 2, spark("requests", graph), .graphLow)
+        canvas.put(9 + graph, y + 2, " p99 ", .dim)
+        canvas.put(14 + graph, y + 2, spark("p99_ms", graph), .graphMid)
+    case "batch":
+        var line: String
+        if case .object = c.status?["run"] ?? .null, let run = c.status?["run"] {
+            let eta = number(run["eta_s"]).map { String(format: "ETA %.0fs", $0) } ?? "ETA -"
+            line = String(format: "run %@ %3.0f%%  %@ rows  %@ rows/s  %@  %@", short(number(run["id"]) ?? 0), (number(run["progress"]) ?? 0) * 100,
+                          short(number(run["rows_done"]) ?? 0), short(number(run["rows_per_s"]) ?? 0), eta, run["file"]?.stringValue ?? "")
+        } else {
+            let counters = c.status?["counters"]
+            line = "idle  runs: \(Int(number(counters?["runs_succeeded"]) ?? 0)) ok, \(Int(number(counters?["runs_failed"]) ?? 0)) failed"
+        }
+        let queue = Int(number(c.status?["queue"]) ?? 0)
+        let next = c.status?["schedule"]?["next_run_at"]?.stringValue.map { "next \($0.dropFirst(11).prefix(5))Z" } ?? "no schedule"
+        canvas.put(2, y + 1, line + "  queue \(queue)  \(next)", queue > 0 ? .warn : .value, limit: inner)
+        canvas.put(2, y + 2, "rows/s ", .dim)
+        canvas.put(9, y + 2, spark("rows", graph), .graphLow)
+        canvas.put(10 + graph, y + 2, " progress ", .dim)
+        canvas.put(20 + graph, y + 2, sparkline(s["progress"] ?? [], width: graph, unicode: unicode, ceiling: 1), .graphMid)
+    case "stream":
+        let backlog = c.status?["backlog"]
+        let status = backlog?["status"]?.stringValue ?? "?"
+        let age = number(backlog?["age_s"]).map { String(format: "%.1fs", $0) } ?? "-"
+        canvas.put(2, y + 1, status, status == "OK" ? .ok : status == "FALLING_BEHIND" || status == "PAUSED" ? .warn : .error)
+        canvas.put(3 + status.count, y + 1, " backlog \(short(number(backlog?["events"]) ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(String(format: "%.1f", last("p99_ms")))ms",
+                   .value, limit: inner - status.count - 1)
+        canvas.put(2, y + 2, "out/s ", .dim)
+        canvas.put(8, y + 2, spark("out", graph), .graphLow)
+        canvas.put(9 + graph, y + 2, " backlog ", .dim)
+        canvas.put(18 + graph, y + 2, spark("backlog", graph), .graphHigh)
+    default:
+        canvas.put(2, y + 1, "unknown component kind \"\(c.kind)\" at \(c.url)", .dim, limit: inner)
+    }
+}
+
+private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    let filter = state.filter.lowercased()
+    let events = snapshot.events.reversed().filter {
+        filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter)
+    }
+    canvas.put(1, 2, "Events, newest first" + (filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))", .title)
+    for (i, event) in events.prefix(canvas.height - 6).enumerated() {
+        let time = String(event.at.dropFirst(11).prefix(8))
+        let role: Role = event.kind == "error" ? .error : event.kind == "action" ? .accent : .text
+        canvas.put(1, 3 + i, "\(time)  \(event.source.padding(toLength: 22, withPad: " ", startingAt: 0)) \(event.kind.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)",
+                   role, limit: canvas.width - 2)
+    }
+}
+
+private func drawDialog(_ canvas: inout Canvas, _ question: String) {
+    let width = min(canvas.width - 4, max(40, question.count + 6))
+    let x = (canvas.width - width) / 2, y = canvas.height / 2 - 2
+    for row in y..<(y + 5) { canvas.put(x, row, String(repeating: " ", count: width)) }
+    canvas.box(x: x, y: y, width: width, height: 5, title: "confirm", role: .warn, titleRole: .warn)
+    canvas.put(x + 2, y + 1, question, .value, limit: width - 4)
+    canvas.put(x + 2, y + 3, "y: go ahead    n or Esc: cancel", .dim)
+}
+
+private func drawHelp(_ canvas: inout Canvas) {
+    let lines = [
+        "q, Esc        quit (Esc closes a dialog first)",
+        "1-6, Tab      views: overview, serve, batch, stream, models, events",
+        "arrows, j/k   select a component",
+        "r             refresh now;  + / -  poll faster / slower",
+        "t             trigger a run of the selected batch component",
+        "p             pause or resume the selected stream",
+        "s             swap the selected component's model (asks the version)",
+        "/             filter the events view",
+        ":             command: run, rerun ID, cancel ID, pause, resume,",
+        "              swap VERSION, alias NAME, refresh, quit",
+        "?             this help",
+    ]
+    let width = 72, height = lines.count + 2
+    let x = (canvas.width - width) / 2, y = max(2, (canvas.height - height) / 2)
+    for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
+    canvas.box(x: x, y: y, width: width, height: height, title: "keys", role: .accent)
+    for (i, line) in lines.enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
+}

@@ -1,0 +1,59 @@
+import Console
+import Foundation
+import Registry
+import Scoring
+import Synchronization
+
+let consoleCommand = Command(
+    words: ["console"],
+    summary: "The operations console: watch serve, batch and stream components live, and act on them",
+    options: [
+        Option(name: "endpoint", value: "URL", help: "a component's control API (repeatable); the fleet directory adds the local ones", repeatable: true),
+        Option(name: "key", value: "KEY", help: "API key for status (read) and actions (operate, admin)", defaultValue: "$SWITCHYARD_KEY"),
+        Option(name: "theme", value: "NAME", help: "themes/NAME.theme: default, light, high-contrast, mono", defaultValue: "default"),
+        Option(name: "read-only", help: "watch only: actions are refused with the reason"),
+        Option(name: "refresh", value: "SECONDS", help: "poll interval (+ and - change it live)", defaultValue: "1"),
+    ],
+    details: """
+        Components are found in SWITCHYARD_HOME's fleet directory (every serve, batch and stream
+        started there) and from --endpoint, so the console works the same against components
+        on other machines. A component that stops answering shows as DOWN with when it was last
+        seen, and comes back by itself. Polling runs off the UI thread with 1 s timeouts.
+
+        Keys: q quit, ? help, 1-6 views (overview, events; the others are being built), ↑↓ select,
+        t trigger a batch run, p pause/resume a stream, s swap the selected model, : commands
+        (run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME), / filter events,
+        r refresh, + and - poll faster or slower. Destructive actions ask first.
+
+        NO_COLOR or --theme mono: no colors. Needs an 80×24 terminal at least.
+        """,
+    run: { args in
+        let key = args.string("key").flatMap { $0 == "$SWITCHYARD_KEY" ? nil : $0 } ?? ProcessInfo.processInfo.environment["SWITCHYARD_KEY"]
+        let refresh = try args.double("refresh") ?? 1
+        guard refresh >= 0.25 && refresh <= 60 else { throw UsageError("--refresh must be between 0.25 and 60 seconds") }
+        let home = Home.fromEnvironment()
+        let fleet = try? FleetDirectory(home: home)
+        let registry = try? ModelRegistry(home: home)
+        let folders = [URL(fileURLWithPath: "themes"), home.url.appendingPathComponent("themes"),
+                       URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("../../../themes").standardized]
+        let theme: Theme
+        do { theme = try Theme.load(args.string("theme") ?? "default", folders: folders) } catch { throw UsageError("\(error)") }
+        guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run it in one (or inside tmux)") }
+        let collector = Collector(endpoints: args.strings("endpoint"), fleet: fleet, registry: registry, key: key)
+        let app = ConsoleApp(collector: collector, theme: theme, readOnly: args.flag("read-only"), interval: refresh) { reference in
+            guard let registry, let version = try? registry.resolve(reference) else { return nil }
+            return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
+        }
+        let stop = StopFlag()
+        var handlers: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.stop() }
+            source.resume()
+            handlers.append(source)
+        }
+        app.run { stop.stopped }
+        _ = handlers
+        return Exit.ok
+    })

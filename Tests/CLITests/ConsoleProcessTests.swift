@@ -1,0 +1,125 @@
+import CSystem
+import Foundation
+import HTTP
+import Scoring
+import Testing
+
+/// tmux, driven by the test: a server and session of its own (`-L`), keys in, the screen out.
+private struct Tmux {
+    let session = "switchyard-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+
+    /// Runs a tmux command and returns its output. posix_spawn and waitpid rather than
+    /// Foundation's Process: the server `new-session` daemonizes would inherit the
+    /// descriptors Process watches and keep waitUntilExit from ever returning.
+    @discardableResult
+    func run(_ arguments: [String]) throws -> String {
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("\(session)-\(UInt32.random(in: 0...UInt32.max)).out")
+        defer { unlink(log.path) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        csystem_spawn_add_closefrom(&actions, 3)
+        let argv = (["tmux", "-L", session] + arguments).map { strdup($0) } + [nil]
+        defer { for p in argv { free(p) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, "/usr/bin/tmux", &actions, nil, argv, environ)
+        guard rc == 0 else { throw CLITestError("cannot start tmux: \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+    }
+
+    func screen() throws -> String { try run(["capture-pane", "-t", session, "-p"]) }
+    func keys(_ keys: String...) throws { try run(["send-keys", "-t", session] + keys) }
+
+    /// Polls the screen until `predicate` holds (20 s at most); the last screen either way.
+    func wait(_ what: String, _ predicate: (String) -> Bool) throws -> String {
+        var text = ""
+        for _ in 0..<200 {
+            text = try screen()
+            if predicate(text) { return text }
+            usleep(100_000)
+        }
+        Issue.record("waited 20 s for \(what); the screen:\n\(text)")
+        return text
+    }
+}
+
+@Suite struct ConsoleProcessTests {
+    /// The real console in tmux against real serve, batch and stream processes: live
+    /// numbers move, a batch run triggered from the console finishes, a swap shows the
+    /// new version, a stream pauses; q leaves no console behind.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/tmux")))
+    func consoleWatchesAndActsOnRealComponents() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        let input = root.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: root.appendingPathComponent("events"), withIntermediateDirectories: true)
+        let sample = fixtures.appendingPathComponent("credit-sample.csv").path
+        #expect(try switchyard(["train", "--data", sample, "--label", "label", "--name", "credit", "--promote", "production"], home: home).status == 0)
+        #expect(try switchyard(["train", "--data", sample, "--label", "label", "--name", "credit", "--C", "0.1"], home: home).status == 0)
+        #expect(try switchyard(["fixtures", "credit", "--rows", "2000", "--seed", "4", "--out", input.appendingPathComponent("a.csv").path], home: home).status == 0)
+        let key = try switchyard(["keys", "create", "--scope", "admin"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let serve = try RunningSwitchyard(["serve", "--model", "credit@production", "--port", "0", "--open", "--threads", "1"], home: home)
+        let batch = try RunningSwitchyard(["batch", "--input", input.path, "--output", root.appendingPathComponent("out").path,
+                                           "--model", "credit@production", "--port", "0"], home: home)
+        let stream = try RunningSwitchyard(["stream", "--source", "dir:\(root.appendingPathComponent("events").path)",
+                                            "--sink", "dir:\(root.appendingPathComponent("scored").path)", "--model", "credit@production", "--port", "0"], home: home)
+        let producer = try RunningSwitchyard(["stream", "produce", "--to", "dir:\(root.appendingPathComponent("events").path)", "--rate", "100", "--count", "100000"], home: home)
+        defer { for p in [serve, batch, stream, producer] { p.kill(SIGTERM) } }
+        _ = try batch.port()
+        _ = try stream.port()
+        var servePort = 0
+        for _ in 0..<500 where servePort == 0 {
+            if let r = serve.text.range(of: "on http://127.0.0.1:") { servePort = Int(serve.text[r.upperBound...].prefix { $0.isNumber }) ?? 0 }
+            usleep(10_000)
+        }
+        // Light load on serve while the console watches.
+        let port = servePort
+        let load = Thread {
+            let client = HTTPClient(port: port)
+            for _ in 0..<400 {
+                _ = try? client.request("POST", "/score", headers: [("Content-Type", "application/json")],
+                                        body: Array(#"{"data": [[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]]}"#.utf8))
+                usleep(25_000)
+            }
+        }
+        load.start()
+
+        let tmux = Tmux()
+        let command = "SWITCHYARD_HOME='\(home.path)' '\(switchyardBinary.path)' console --key \(key)"
+        try tmux.run(["new-session", "-d", "-s", tmux.session, "-x", "100", "-y", "30", command])
+        defer { _ = try? tmux.run(["kill-server"]) }
+        var screen = try tmux.wait("three live components") {
+            $0.contains("3 components") && $0.contains("serving") && $0.range(of: #"in (9[0-9]|10[0-9])/s"#, options: .regularExpression) != nil
+        }
+        screen = try tmux.wait("a non-zero request rate") { $0.range(of: #"req/s [1-9]"#, options: .regularExpression) != nil }
+        #expect(screen.contains("credit@1"))
+
+        // Trigger a batch run (the batch panel is first and selected) and see it finish.
+        try tmux.keys("t")
+        screen = try tmux.wait("the run to finish") { $0.contains("runs: 1 ok") }
+        // Swap serve (second panel) to version 2: the dialog shows from → to; y confirms.
+        try tmux.keys("j", "s", "2", "Enter")
+        screen = try tmux.wait("the swap dialog") { $0.contains("Swap serve") && $0.contains("credit@1") && $0.contains("→ credit@2") }
+        try tmux.keys("y")
+        screen = try tmux.wait("serve on credit@2") { $0.contains("serve") && $0.contains("credit@2  serving") }
+        // Pause the stream and see it paused.
+        try tmux.keys("p")
+        _ = try tmux.wait("the pause dialog") { $0.contains("Pause stream") }
+        try tmux.keys("y")
+        screen = try tmux.wait("the stream paused") { $0.contains("paused") && $0.contains("PAUSED") }
+        // The events view lists the operator's actions.
+        try tmux.keys("6")
+        screen = try tmux.wait("actions in the events view") { $0.contains("console") && $0.contains("swap serve") }
+        try tmux.keys("q")
+        usleep(500_000)
+        let sessions = (try? tmux.run(["list-sessions"])) ?? ""
+        #expect(!sessions.contains(tmux.session), "q ends the console (and its tmux session)")
+    }
+}

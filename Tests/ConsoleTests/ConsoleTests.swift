@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+
+@testable import Console
+import Scoring
+
+private func status(_ json: String) -> JSONValue { try! JSONValue.parse(json) }
+
+/// A fleet of three components and a down one, with fixed numbers.
+private func fleet() -> FleetSnapshot {
+    var s = FleetSnapshot()
+    s.components = [
+        ComponentView(url: "http://127.0.0.1:9001", kind: "batch", id: "batch-a",
+                      status: status(#"{"kind":"batch","model":{"reference":"credit@1"},"following":"production","state":"running","queue":1,"run":{"id":7,"progress":0.45,"rows_done":120000,"rows_per_s":3000000,"eta_s":2,"file":"day.csv"},"schedule":{"schedule":"every 15m","next_run_at":"2026-11-25T02:15:00Z"}}"#),
+                      series: ["rows": [0, 100, 200, 400], "progress": [0, 0.2, 0.45]], lastSeen: Date()),
+        ComponentView(url: "http://127.0.0.1:9000", kind: "serve", id: "serve-a",
+                      status: status(#"{"kind":"serve","model":{"reference":"credit@2"},"following":"production","state":"serving"}"#),
+                      series: ["requests": [10, 20, 30, 40], "errors": [0, 0, 0, 0], "p50_ms": [0.1], "p95_ms": [0.2], "p99_ms": [0.1, 0.3, 0.4], "in_flight": [1]],
+                      lastSeen: Date()),
+        ComponentView(url: "http://127.0.0.1:9002", kind: "stream", id: "stream-a",
+                      status: status(#"{"kind":"stream","model":{"reference":"credit@2"},"state":"running","backlog":{"status":"FALLING_BEHIND","events":1200,"age_s":3.5}}"#),
+                      series: ["in": [5], "out": [1, 2, 3], "dead": [0], "backlog": [100, 600, 1200], "p99_ms": [2.5]], lastSeen: Date()),
+        ComponentView(url: "http://127.0.0.1:9003", kind: "serve", id: "serve-b", lastSeen: Date(timeIntervalSince1970: 0), error: "connect failed"),
+    ]
+    s.aliases = [("credit", "production", 2), ("credit", "canary", 3)]
+    return s
+}
+
+@Suite struct CanvasTests {
+    @Test func putClipsAndBoxesDraw() {
+        var canvas = Canvas(width: 10, height: 3, unicode: false)
+        canvas.box(x: 0, y: 0, width: 10, height: 3, title: "abcdefghij")
+        canvas.put(8, 1, "xyz", .value)
+        #expect(canvas.text == "+- abcde-+\n|       xy\n+--------+")
+        #expect(canvas.runs(1).map(\.role) == [.border, .text, .value])
+    }
+
+    @Test func sparklinesScaleToTheirWindowWithAnASCIIFallback() {
+        #expect(sparkline([0, 1, 2, 4, 8], width: 5, unicode: true) == " ▂▃▅█")
+        #expect(sparkline([0, 1, 2, 4, 8], width: 5, unicode: false) == " .,=#")
+        #expect(sparkline([1, 1], width: 4, unicode: true) == "  ██")
+        #expect(sparkline([0.5], width: 2, unicode: true, ceiling: 1) == " ▅")
+    }
+
+    @Test func themesOverrideRolesAndIgnoreUnknownKeys() {
+        let theme = Theme.parse("# comment\nok = #00ff00\nnot.a.role = #123456\nerror = nonsense\n", name: "t")
+        #expect(theme.colors[.ok] == Theme.RGB(0, 255, 0))
+        #expect(theme.colors[.error] == Theme.builtIn.colors[.error])
+        #expect(!theme.monochrome)
+        #expect(Theme.parse("monochrome = true", name: "m").monochrome)
+        #expect(Theme.xterm256(.init(255, 0, 0)) == 196)
+        #expect(Theme.xterm256(.init(128, 128, 128)) == 244)
+        #expect(Theme.basic8(.init(0, 200, 0)) == 2)
+        // The shipped themes all parse, and each sets every role or is monochrome.
+        let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("themes")
+        for name in ["default", "light", "high-contrast", "mono"] {
+            let text = (try? String(contentsOf: folder.appendingPathComponent("\(name).theme"), encoding: .utf8)) ?? ""
+            let keys = text.split(separator: "\n").filter { !$0.hasPrefix("#") && $0.contains("=") }.map { $0.split(separator: "=")[0].trimmingCharacters(in: .whitespaces) }
+            #expect(name == "mono" ? keys == ["monochrome"] : Set(keys) == Set(Role.allCases.map(\.rawValue)), "\(name)")
+        }
+    }
+}
+
+@Suite struct ScreenTests {
+    /// The overview at 80×24, compared with golden text.
+    @Test func overviewAt80x24() {
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)  // 2026-11-25 00:00:00 UTC
+        state.status = "ready"
+        let canvas = drawConsole(fleet(), state, width: 80, height: 24, unicode: true)
+        let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
+        #expect(lines.count == 24)
+        #expect(lines.allSatisfy { $0.count == 80 })
+        #expect(lines[0].hasPrefix(" Switchyard [1 Overview] 2 Serve  3 Batch "))
+        #expect(lines[1].hasPrefix(" 4 components, 1 DOWN  │ credit: production=v2 canary=v3  batch v1≠ serve v2"))
+        #expect(lines[2] == "┌─ batch batch-a  credit@1  running ───────────────────────────────────────────┐")
+        #expect(lines[3] == "│ run 7  45%  120.0k rows  3.0M rows/s  ETA 2s  day.csv  queue 1  next 02:15Z  │")
+        #expect(lines[4].hasPrefix("│ rows/s                ▃▅█  progress "))
+        #expect(lines[6] == "┌─ serve serve-a  credit@2  serving ───────────────────────────────────────────┐")
+        #expect(lines[7].hasPrefix("│ req/s 40  p50 0.10 ms  p95 0.20 ms  p99 0.40 ms  errors 0.0%  in flight 1"))
+        #expect(lines[10].hasPrefix("┌─ stream stream-a  credit@2  running "))
+        #expect(lines[11].hasPrefix("│ FALLING_BEHIND  backlog 1200  age 3.5s  in 5/s  out 3/s  dead 0/s  p99 2.5ms │"))
+        #expect(lines[14].hasPrefix("┌─ serve serve-b  no model  DOWN "))
+        #expect(lines[15].hasPrefix("│ DOWN — last seen 20782d0h ago at http://127.0.0.1:9003"))
+        #expect(lines[16].hasPrefix("│ connect failed"))
+        #expect(lines[22] == " ready" + String(repeating: " ", count: 57) + "polling every 1s ")
+        #expect(lines[23].hasPrefix(" q quit  ? help  1-6 views"))
+        // Roles: the down panel's title is an error, the selected panel's frame is highlighted.
+        #expect(canvas.cells[14 * 80 + 3].role == .error)
+        #expect(canvas.cells[11 * 80 + 2].role == .warn)
+        #expect(canvas.cells[2 * 80].role == .selected)
+    }
+
+    @Test func aSmallTerminalIsToldSo() {
+        let text = drawConsole(fleet(), ConsoleState(), width: 60, height: 20, unicode: true).text
+        #expect(text.contains("The terminal is 60×20."))
+        #expect(text.contains("needs at least 80×24"))
+    }
+
+    @Test func asciiFallbackHasNoUnicode() {
+        let text = drawConsole(fleet(), ConsoleState(), width: 80, height: 24, unicode: false).text
+        let foreign = text.unicodeScalars.filter { !$0.isASCII }.map(String.init).joined()
+        #expect(foreign.isEmpty, "\(foreign)")
+        #expect(text.contains("+- batch batch-a"))
+    }
+
+    @Test func eventsViewFilters() {
+        var snapshot = fleet()
+        snapshot.events = [
+            EventItem(at: "2026-11-25T00:00:01Z", source: "serve serve-a", kind: "model", message: "swapped credit@1 → credit@2"),
+            EventItem(at: "2026-11-25T00:00:02Z", source: "batch batch-a", kind: "run", message: "run 7 started"),
+        ]
+        var state = ConsoleState()
+        state.view = .events
+        state.filter = "swap"
+        let text = drawConsole(snapshot, state, width: 80, height: 24, unicode: true).text
+        #expect(text.contains("Events, newest first matching \"swap\" (1)"))
+        #expect(text.contains("00:00:01  serve serve-a"))
+        #expect(!text.contains("run 7 started"))
+    }
+}
+
+@Suite struct ControllerTests {
+    @Test func keysMoveSelectViewsAndQuit() {
+        var c = Controller()
+        let s = fleet()
+        #expect(c.handle(.down, s) == .redraw)
+        #expect(c.state.selected == 1)
+        _ = c.handle(.character("j"), s); _ = c.handle(.character("j"), s); _ = c.handle(.character("j"), s)
+        #expect(c.state.selected == 3, "stops at the last component")
+        _ = c.handle(.character("6"), s)
+        #expect(c.state.view == .events)
+        _ = c.handle(.tab, s)
+        #expect(c.state.view == .overview)
+        _ = c.handle(.character("?"), s)
+        #expect(c.state.showHelp)
+        _ = c.handle(.character("x"), s)
+        #expect(!c.state.showHelp)
+        _ = c.handle(.character("+"), s)
+        #expect(c.state.interval == 0.5)
+        #expect(c.handle(.character("q"), s) == .quit)
+    }
+
+    @Test func triggerGoesAtOnceAndPauseAsksFirst() {
+        var c = Controller()
+        let s = fleet()
+        #expect(c.handle(.character("t"), s) == .perform(method: "POST", path: "/v1/runs", body: "{}", componentURL: "http://127.0.0.1:9001", label: "trigger a run of batch-a"))
+        #expect(c.handle(.character("p"), s) == .redraw)
+        #expect(c.state.confirm?.question.hasPrefix("Pause stream-a?") == true)
+        #expect(c.handle(.character("n"), s) == .redraw)
+        #expect(c.state.confirm == nil)
+        _ = c.handle(.character("p"), s)
+        #expect(c.handle(.character("y"), s) == .perform(method: "POST", path: "/v1/pause", body: "", componentURL: "http://127.0.0.1:9002", label: "pause stream-a"))
+    }
+
+    @Test func swapShowsFromToWithMetricsAndReadOnlyRefuses() {
+        var c = Controller()
+        c.describe = { $0 == "credit@2" ? "auc 0.8100" : $0 == "credit@3" ? "auc 0.8200" : nil }
+        let s = fleet()
+        _ = c.handle(.down, s)  // serve-a
+        for key in [Key.character("s"), .character("3"), .enter] { _ = c.handle(key, s) }
+        #expect(c.state.confirm?.question == "Swap serve serve-a: credit@2 (auc 0.8100) → credit@3 (auc 0.8200)?")
+        #expect(c.handle(.character("y"), s) == .perform(method: "POST", path: "/v1/model", body: #"{"version": 3}"#, componentURL: "http://127.0.0.1:9000", label: "swap serve-a to credit@3"))
+        for key in [Key.character(":"), .character("f"), .character("o"), .enter] { _ = c.handle(key, s) }
+        #expect(c.state.status.hasPrefix("unknown command \":fo\""))
+        c.state.readOnly = true
+        #expect(c.handle(.character("t"), s) == .redraw)
+        #expect(c.state.status == "run: not allowed — read-only: started with --read-only")
+        #expect(c.state.statusRole == .error)
+    }
+}
