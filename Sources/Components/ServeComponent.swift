@@ -20,7 +20,7 @@ package final class ModelSnapshot: Sendable {
         self.scorer = scorer
         self.version = version
         counters = StatusCounters(loops: loops)
-        example = exampleRecord(scorer.document)
+        example = scorer.document.exampleRecord()
     }
 
     var label: String { version.reference }
@@ -334,24 +334,6 @@ package final class ServeComponent: Component {
         case .failure(let error): return error.response
         }
     }
-}
-
-/// A record built from the schema: numbers at their training mean (or impute
-/// value, or 0), categories at their first value.
-func exampleRecord(_ document: ModelDocument) -> JSONValue {
-    var o = JSONObject()
-    let steps = Dictionary(uniqueKeysWithValues: document.preprocessing.map { ($0.field, $0) })
-    for field in document.schema.fields {
-        switch field.type {
-        case .number:
-            let step = steps[field.name]
-            let value = step?.impute ?? step?.mean ?? 0
-            o.append(field.name, .number((value * 100).rounded() / 100))
-        case .category:
-            o.append(field.name, .string(field.values?.first ?? ""))
-        }
-    }
-    return .object(o)
 }
 
 /// Runs a registry call, turning its error into an HTTP 404-style error.

@@ -13,15 +13,39 @@ package final class ConsoleApp {
     private let theme: Theme
     /// Outcomes of actions, handed from their threads to the UI thread.
     private let outcomes = Outbox()
+    private let registry: ModelRegistry?
+    private let apiKey: String?
 
-    package init(collector: Collector, theme: Theme, readOnly: Bool, interval: Double, describe: @escaping @Sendable (String) -> String?) {
+    package init(collector: Collector, registry: ModelRegistry?, key: String?, theme: Theme, readOnly: Bool, interval: Double,
+                 describe: @escaping @Sendable (String) -> String?) {
         self.collector = collector
+        self.registry = registry
+        apiKey = key
         self.theme = theme
         controller = Controller()
         controller.state.readOnly = readOnly
         controller.state.interval = interval
         controller.describe = describe
         collector.interval = interval
+    }
+
+    /// Makes (or remakes) the Predict form for the selected serve component's model version.
+    private func preparePredict() {
+        let components = collector.snapshot.components
+        let selected = controller.state.selected < components.count ? components[controller.state.selected] : nil
+        guard let serve = selected?.kind == "serve" && selected?.isDown == false ? selected : components.first(where: { $0.kind == "serve" && !$0.isDown }),
+              let model = serve.model else {
+            controller.state.predict = nil
+            controller.state.predictProblem = "No serve component is up: the Predict view sends records to one."
+            return
+        }
+        if let form = controller.state.predict, form.componentURL == serve.url, form.model == model { return }
+        guard let registry, let version = try? registry.resolve(model), let document = try? registry.document(version) else {
+            controller.state.predict = nil
+            controller.state.predictProblem = "\(model) is not in this machine's registry (SWITCHYARD_HOME); the form and the embedded comparison need it."
+            return
+        }
+        controller.state.predict = PredictForm(componentURL: serve.url, model: model, document: document)
     }
 
     /// Runs until the operator quits (q, Esc, :q) or `stop` is set (SIGINT/SIGTERM).
@@ -49,18 +73,30 @@ package final class ConsoleApp {
                     if let component = snapshot.components.first(where: { $0.url == url }) {
                         collector.perform(method, path, body: body, on: component, label: label) { [outcomes] result in
                             switch result {
-                            case .success: outcomes.post("\(label): done", .ok)
-                            case .failure(let error): outcomes.post("\(label): \(error.description)", .error)
+                            case .success: outcomes.post { $0.status = "\(label): done"; $0.statusRole = .ok }
+                            case .failure(let error): outcomes.post { $0.status = "\(label): \(error.description)"; $0.statusRole = .error }
+                            }
+                        }
+                    }
+                    dirty = true
+                case .predict:
+                    if let form = controller.state.predict, case .success(let record) = form.record() {
+                        let (registry, apiKey, outcomes) = (registry, apiKey, outcomes)
+                        DispatchQueue.global().async {
+                            let result = predictBoth(record: record, form: form, key: apiKey, registry: registry)
+                            outcomes.post { state in
+                                state.predict?.result = result
+                                state.predict?.sending = false
                             }
                         }
                     }
                     dirty = true
                 }
                 collector.interval = controller.state.interval
+                if controller.state.view == .predict { preparePredict() }
             }
-            for (text, role) in outcomes.take() {
-                controller.state.status = text
-                controller.state.statusRole = role
+            for change in outcomes.take() {
+                change(&controller.state)
                 dirty = true
             }
             let version = collector.version
@@ -77,9 +113,9 @@ package final class ConsoleApp {
     }
 }
 
-/// Status lines handed from action threads to the UI thread.
+/// State changes handed from action threads to the UI thread, which applies them.
 private final class Outbox: Sendable {
-    private let items = Mutex<[(String, Role)]>([])
-    func post(_ text: String, _ role: Role) { items.withLock { $0.append((text, role)) } }
-    func take() -> [(String, Role)] { items.withLock { o in defer { o.removeAll() }; return o } }
+    private let items = Mutex<[@Sendable (inout ConsoleState) -> Void]>([])
+    func post(_ change: @escaping @Sendable (inout ConsoleState) -> Void) { items.withLock { $0.append(change) } }
+    func take() -> [@Sendable (inout ConsoleState) -> Void] { items.withLock { o in defer { o.removeAll() }; return o } }
 }

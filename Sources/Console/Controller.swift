@@ -12,6 +12,8 @@ package enum Effect: Equatable, Sendable {
     case none, redraw, quit, refresh
     /// Send this action (already confirmed) to a component.
     case perform(method: String, path: String, body: String, componentURL: String, label: String)
+    /// Score the Predict form's record on its serve component and with the embedded scorer.
+    case predict
 }
 
 /// The console's key handling: a pure state machine over `ConsoleState`, so
@@ -27,6 +29,7 @@ package struct Controller: Sendable {
         if state.confirm != nil { return handleConfirm(key) }
         if state.commandLine != nil { return handleCommandLine(key, snapshot) }
         if state.filtering { return handleFilter(key) }
+        if state.view == .predict, state.predict != nil, let effect = handlePredict(key) { return effect }
         if state.showHelp {
             state.showHelp = false
             return key == .character("q") ? .quit : .redraw
@@ -35,8 +38,8 @@ package struct Controller: Sendable {
         switch key {
         case .character("q"), .escape: return .quit
         case .character("?"): state.showHelp = true
-        case .character(let c) where ("1"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
-        case .tab: state.view = ConsoleView(rawValue: state.view.rawValue % ConsoleView.allCases.count + 1)!
+        case .character(let c) where ("0"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
+        case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
         case .up, .character("k"): state.selected = max(0, min(state.selected, count - 1) - 1)
         case .down, .character("j"): state.selected = min(max(0, count - 1), state.selected + 1)
         case .character("r"):
@@ -55,6 +58,41 @@ package struct Controller: Sendable {
         case .character("s"): state.commandLine = "swap "
         case .resize: return .redraw
         default: return .none
+        }
+        return .redraw
+    }
+
+    /// Keys of the Predict view: select and edit fields, Enter sends; nil passes the key on.
+    private mutating func handlePredict(_ key: Key) -> Effect? {
+        guard var form = state.predict else { return nil }
+        defer { state.predict = form }
+        if let text = form.editing {
+            switch key {
+            case .enter:
+                form.fields[form.selected].value = text
+                form.editing = nil
+            case .escape: form.editing = nil
+            case .backspace: if !text.isEmpty { form.editing = String(text.dropLast()) }
+            case .character(let c): form.editing = text + String(c)
+            default: return Effect.none
+            }
+            return .redraw
+        }
+        switch key {
+        case .up, .character("k"): form.selected = max(0, form.selected - 1)
+        case .down, .character("j"): form.selected = min(form.fields.count - 1, form.selected + 1)
+        case .character("e"): form.editing = form.fields[form.selected].value
+        case .character("x"): form.fields[form.selected].value = ""
+        case .enter:
+            if case .failure(let error) = form.record() {
+                state.status = error.description
+                state.statusRole = .error
+                return .redraw
+            }
+            form.sending = true
+            form.result = nil
+            return .predict
+        default: return nil
         }
         return .redraw
     }

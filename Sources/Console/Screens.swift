@@ -1,9 +1,9 @@
 import Foundation
 import Scoring
 
-/// The console's views; 1–6 select them. Views not built yet say so.
+/// The console's views: 0 the overview, 1–6 the detail views. Views not built yet say so.
 package enum ConsoleView: Int, CaseIterable, Sendable {
-    case overview = 1, serve, batch, stream, models, events
+    case overview = 0, serve, batch, stream, models, predict, events
 
     var title: String {
         switch self {
@@ -12,6 +12,7 @@ package enum ConsoleView: Int, CaseIterable, Sendable {
         case .batch: "Batch"
         case .stream: "Stream"
         case .models: "Models"
+        case .predict: "Predict"
         case .events: "Events"
         }
     }
@@ -43,6 +44,10 @@ package struct ConsoleState: Sendable {
     package var readOnlyReason = "read-only: started with --read-only"
     package var interval = 1.0
     package var now = Date()
+    /// The Predict view's form, made when the view opens on a serve component.
+    package var predict: PredictForm?
+    /// Why there is no form (no serve component, model not in the local registry).
+    package var predictProblem = ""
     package init() {}
 }
 
@@ -61,8 +66,9 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
     switch state.view {
     case .overview: drawOverview(&canvas, snapshot, state)
     case .events: drawEvents(&canvas, snapshot, state)
+    case .predict: drawPredict(&canvas, state)
     default:
-        let line = "The \(state.view.title) view is not built yet; 1 is the overview, 6 the events."
+        let line = "The \(state.view.title) view is not built yet; 0 is the overview, 5 Predict, 6 Events."
         canvas.put(2, 4, line, .dim)
     }
     drawFooter(&canvas, state)
@@ -121,8 +127,8 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
     canvas.put(0, canvas.height - 2, " " + state.status, state.statusRole, limit: canvas.width - 24)
     let arrows = canvas.unicode ? "↑↓" : "j/k"
     let keys = state.readOnly
-        ? " q quit  ? help  1-6 views  \(arrows) select  r refresh  +/- rate  (read-only)"
-        : " q quit  ? help  1-6 views  \(arrows) select  t run batch  p pause/resume  : command  r refresh  +/- rate"
+        ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (read-only)"
+        : " q quit  ? help  0-6 views  \(arrows) select  t run batch  p pause/resume  : command  r refresh  +/- rate"
     canvas.put(0, y, keys, .dim)
     let rate = String(format: "polling every %.2gs", state.interval)
     canvas.put(canvas.width - rate.count - 1, canvas.height - 2, rate, .dim)
@@ -259,7 +265,7 @@ private func drawDialog(_ canvas: inout Canvas, _ question: String) {
 private func drawHelp(_ canvas: inout Canvas) {
     let lines = [
         "q, Esc        quit (Esc closes a dialog first)",
-        "1-6, Tab      views: overview, serve, batch, stream, models, events",
+        "0-6, Tab      views: overview, serve, batch, stream, models, predict, events",
         "arrows, j/k   select a component",
         "r             refresh now;  + / -  poll faster / slower",
         "t             trigger a run of the selected batch component",
@@ -275,4 +281,46 @@ private func drawHelp(_ canvas: inout Canvas) {
     for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
     canvas.box(x: x, y: y, width: width, height: height, title: "keys", role: .accent)
     for (i, line) in lines.enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
+}
+
+private func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
+    guard let form = state.predict else {
+        canvas.put(2, 3, state.predictProblem.isEmpty ? "Select a serve component on the overview (0), then come back." : state.predictProblem, .dim, limit: canvas.width - 4)
+        return
+    }
+    canvas.put(1, 2, "Predict with \(form.model) at \(form.componentURL) — e edits a field, Enter sends to the service and the embedded scorer", .title, limit: canvas.width - 2)
+    let rows = canvas.height - 6
+    let first = max(0, min(form.selected - rows + 1, form.fields.count - rows))
+    for (slot, i) in (first..<min(form.fields.count, first + rows)).enumerated() {
+        let field = form.fields[i]
+        let selected = i == form.selected
+        let value = selected && form.editing != nil ? form.editing! + (canvas.unicode ? "█" : "_") : field.value
+        canvas.put(1, 3 + slot, (selected ? "> " : "  ") + field.name.padding(toLength: 16, withPad: " ", startingAt: 0), selected ? .selected : .text)
+        canvas.put(19, 3 + slot, value.isEmpty ? "(missing)" : value, field.value.isEmpty ? .dim : .value, limit: 22)
+    }
+    let x = 44
+    let width = canvas.width - x - 1
+    if form.sending { canvas.put(x, 3, "sending…", .dim) }
+    guard let r = form.result else {
+        if !form.sending { canvas.put(x, 3, "Enter sends this record.", .dim) }
+        return
+    }
+    if let error = r.error {
+        canvas.put(x, 3, "error", .error)
+        canvas.put(x, 4, error, .error, limit: width)
+        return
+    }
+    canvas.put(x, 3, String(format: "service %@: %@ in %.2f ms", r.serviceVersion, r.serviceLabel, r.latencyMilliseconds), .value, limit: width)
+    for (i, (name, p)) in r.service.enumerated() { canvas.put(x + 2, 4 + i, String(format: "p(%@) = %.12f", name, p), .text, limit: width - 2) }
+    let y = 5 + r.service.count
+    if !r.embedded.isEmpty {
+        canvas.put(x, y, "embedded \(form.model): \(r.embeddedLabel)", .value, limit: width)
+        for (i, (name, p)) in r.embedded.enumerated() { canvas.put(x + 2, y + 1 + i, String(format: "p(%@) = %.12f", name, p), .text, limit: width - 2) }
+    }
+    let verdictY = y + 2 + r.embedded.count
+    for (i, chunk) in stride(from: 0, to: r.verdict.count, by: width).enumerated() {
+        let start = r.verdict.index(r.verdict.startIndex, offsetBy: chunk)
+        let end = r.verdict.index(start, offsetBy: min(width, r.verdict.count - chunk))
+        canvas.put(x, verdictY + i, String(r.verdict[start..<end]), r.agrees ? .ok : .error)
+    }
 }

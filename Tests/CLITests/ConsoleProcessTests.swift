@@ -114,6 +114,13 @@ private struct Tmux {
         _ = try tmux.wait("the pause dialog") { $0.contains("Pause stream") }
         try tmux.keys("y")
         screen = try tmux.wait("the stream paused") { $0.contains("paused") && $0.contains("PAUSED") }
+        // Predict (support staff): the form for serve's model; Enter sends it to serve and the
+        // embedded scorer, and the verdict says whether they agree.
+        try tmux.keys("0", "k", "5")
+        _ = try tmux.wait("the predict form") { $0.contains("Predict with credit@2") && $0.contains("> amount") }
+        try tmux.keys("Enter")
+        screen = try tmux.wait("the parity verdict") { $0.contains("parity: equal within 1e-9") }
+        #expect(screen.contains("embedded credit@2"))
         // The events view lists the operator's actions.
         try tmux.keys("6")
         screen = try tmux.wait("actions in the events view") { $0.contains("console") && $0.contains("swap serve") }

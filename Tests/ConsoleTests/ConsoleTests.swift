@@ -71,7 +71,7 @@ private func fleet() -> FleetSnapshot {
         let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
         #expect(lines.count == 24)
         #expect(lines.allSatisfy { $0.count == 80 })
-        #expect(lines[0].hasPrefix(" Switchyard [1 Overview] 2 Serve  3 Batch "))
+        #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 Serve  2 Batch "))
         #expect(lines[1].hasPrefix(" 4 components, 1 DOWN  │ credit: production=v2 canary=v3  batch v1≠ serve v2"))
         #expect(lines[2] == "┌─ batch batch-a  credit@1  running ───────────────────────────────────────────┐")
         #expect(lines[3] == "│ run 7  45%  120.0k rows  3.0M rows/s  ETA 2s  day.csv  queue 1  next 02:15Z  │")
@@ -84,7 +84,7 @@ private func fleet() -> FleetSnapshot {
         #expect(lines[15].hasPrefix("│ DOWN — last seen 20782d0h ago at http://127.0.0.1:9003"))
         #expect(lines[16].hasPrefix("│ connect failed"))
         #expect(lines[22] == " ready" + String(repeating: " ", count: 57) + "polling every 1s ")
-        #expect(lines[23].hasPrefix(" q quit  ? help  1-6 views"))
+        #expect(lines[23].hasPrefix(" q quit  ? help  0-6 views"))
         // Roles: the down panel's title is an error, the selected panel's frame is highlighted.
         #expect(canvas.cells[14 * 80 + 3].role == .error)
         #expect(canvas.cells[11 * 80 + 2].role == .warn)
@@ -167,5 +167,51 @@ private func fleet() -> FleetSnapshot {
         #expect(c.handle(.character("t"), s) == .redraw)
         #expect(c.state.status == "run: not allowed — read-only: started with --read-only")
         #expect(c.state.statusRole == .error)
+    }
+}
+
+@Suite struct PredictTests {
+    private func document() throws -> ModelDocument {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures/sklearn-credit-model.json")
+        return try ModelDocument.decode(try Data(contentsOf: url))
+    }
+
+    @Test func theFormStartsFromTheExampleAndEditsBecomeTheRecord() throws {
+        var c = Controller()
+        c.state.view = .predict
+        c.state.predict = PredictForm(componentURL: "http://127.0.0.1:9000", model: "credit@2", document: try document())
+        let s = fleet()
+        #expect(c.state.predict?.fields.first?.name == "amount")
+        #expect(c.state.predict?.fields.first(where: { $0.name == "region" })?.value.isEmpty == false)
+        // Edit amount to 5000, clear term (missing), and send.
+        for key in [Key.character("e"), .backspace, .backspace, .backspace, .backspace, .backspace, .backspace, .backspace, .backspace, .backspace, .backspace,
+                    .character("5"), .character("0"), .character("0"), .character("0"), .enter, .down, .character("x")] { _ = c.handle(key, s) }
+        let record = try c.state.predict!.record().get()
+        #expect(record["amount"] == .number(5000))
+        #expect(record["term"] == nil)
+        #expect(c.handle(.enter, s) == .predict)
+        #expect(c.state.predict?.sending == true)
+        // A number field that is not a number is caught before sending.
+        for key in [Key.up, .character("e"), .character("x"), .enter] { _ = c.handle(key, s) }
+        #expect(c.handle(.enter, s) == .redraw)
+        #expect(c.state.status.hasPrefix("field \"amount\": expected a number"))
+    }
+
+    @Test func theViewShowsBothAnswersAndTheVerdict() throws {
+        var state = ConsoleState()
+        state.view = .predict
+        var form = PredictForm(componentURL: "http://127.0.0.1:9000", model: "credit@2", document: try document())
+        form.result = PredictResult(service: [("0", 0.25), ("1", 0.75)], serviceLabel: "1", serviceVersion: "v2", latencyMilliseconds: 0.42,
+                                    embedded: [("0", 0.25), ("1", 0.75)], embeddedLabel: "1",
+                                    verdict: "parity: equal within 1e-9 (largest difference 0.0e+00)", agrees: true)
+        state.predict = form
+        let canvas = drawConsole(fleet(), state, width: 100, height: 30, unicode: true)
+        let text = canvas.text
+        #expect(text.contains("service v2: 1 in 0.42 ms"))
+        #expect(text.contains("p(1) = 0.750000000000"))
+        #expect(text.contains("embedded credit@2: 1"))
+        #expect(text.contains("parity: equal within 1e-9"))
+        #expect(text.contains("> amount"))
     }
 }

@@ -258,3 +258,23 @@ public struct ModelFormatError: Error, Sendable, Equatable, CustomStringConverti
     public init(_ message: String) { self.message = message }
     public var description: String { "invalid model file: \(message)" }
 }
+
+extension ModelDocument {
+    /// A record built from the schema: numbers at their training mean (or impute
+    /// value, or 0), categories at their first value. For warm-up and examples.
+    public func exampleRecord() -> JSONValue {
+        var o = JSONObject()
+        let steps = Dictionary(preprocessing.map { ($0.field, $0) }, uniquingKeysWith: { first, _ in first })
+        for field in schema.fields {
+            switch field.type {
+            case .number:
+                let step = steps[field.name]
+                let value = step?.impute ?? step?.mean ?? 0
+                o.append(field.name, .number((value * 100).rounded() / 100))
+            case .category:
+                o.append(field.name, .string(field.values?.first ?? ""))
+            }
+        }
+        return .object(o)
+    }
+}

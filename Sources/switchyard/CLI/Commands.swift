@@ -10,5 +10,5 @@ let commands: [Command] = [
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
-    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand,
+    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand,
 ]

@@ -20,7 +20,7 @@ let consoleCommand = Command(
         on other machines. A component that stops answering shows as DOWN with when it was last
         seen, and comes back by itself. Polling runs off the UI thread with 1 s timeouts.
 
-        Keys: q quit, ? help, 1-6 views (overview, events; the others are being built), ↑↓ select,
+        Keys: q quit, ? help, 0 overview, 5 predict, 6 events (1-4 are being built), ↑↓ select,
         t trigger a batch run, p pause/resume a stream, s swap the selected model, : commands
         (run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME), / filter events,
         r refresh, + and - poll faster or slower. Destructive actions ask first.
@@ -40,7 +40,7 @@ let consoleCommand = Command(
         do { theme = try Theme.load(args.string("theme") ?? "default", folders: folders) } catch { throw UsageError("\(error)") }
         guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run it in one (or inside tmux)") }
         let collector = Collector(endpoints: args.strings("endpoint"), fleet: fleet, registry: registry, key: key)
-        let app = ConsoleApp(collector: collector, theme: theme, readOnly: args.flag("read-only"), interval: refresh) { reference in
+        let app = ConsoleApp(collector: collector, registry: registry, key: key, theme: theme, readOnly: args.flag("read-only"), interval: refresh) { reference in
             guard let registry, let version = try? registry.resolve(reference) else { return nil }
             return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
         }

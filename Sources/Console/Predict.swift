@@ -1,0 +1,136 @@
+import CSystem
+import Foundation
+import HTTP
+import Registry
+import Scoring
+
+/// The Predict view's form: one editable value per schema field, for one serve
+/// component and the model version it runs.
+package struct PredictForm: Sendable {
+    package struct Field: Sendable, Equatable {
+        package var name: String
+        package var value: String
+        package var isNumber: Bool
+    }
+
+    package var componentURL: String
+    package var model: String
+    package var fields: [Field]
+    package var selected = 0
+    /// The text being typed into the selected field; nil when not editing.
+    package var editing: String?
+    package var result: PredictResult?
+    package var sending = false
+
+    /// A form prefilled with the document's example record.
+    package init(componentURL: String, model: String, document: ModelDocument) {
+        self.componentURL = componentURL
+        self.model = model
+        let example = document.exampleRecord()
+        fields = document.schema.fields.map { field in
+            let value: String = switch example[field.name] {
+            case .number(let x)?: JSONWriter.numberText(x)
+            case .string(let s)?: s
+            default: ""
+            }
+            return Field(name: field.name, value: value, isNumber: field.type == .number)
+        }
+    }
+
+    /// The record as JSON; an empty value is left out (missing); a number field must parse.
+    package func record() -> Result<JSONValue, ConsoleError> {
+        var o = JSONObject()
+        for field in fields where !field.value.isEmpty {
+            if field.isNumber {
+                guard let x = Double(field.value), x.isFinite else {
+                    return .failure(ConsoleError("field \"\(field.name)\": expected a number, got \"\(field.value)\""))
+                }
+                o.append(field.name, .number(x))
+            } else {
+                o.append(field.name, .string(field.value))
+            }
+        }
+        return .success(.object(o))
+    }
+}
+
+/// Both answers for one record and whether they agree.
+package struct PredictResult: Sendable, Equatable {
+    package var service: [(String, Double)] = []
+    package var serviceLabel = ""
+    package var serviceVersion = ""
+    package var latencyMilliseconds = 0.0
+    package var embedded: [(String, Double)] = []
+    package var embeddedLabel = ""
+    package var verdict = ""
+    package var agrees = false
+    package var error: String?
+
+    package static func == (a: PredictResult, b: PredictResult) -> Bool {
+        a.verdict == b.verdict && a.error == b.error && a.serviceLabel == b.serviceLabel && a.embeddedLabel == b.embeddedLabel
+    }
+}
+
+/// Sends a record to a serve component (Azure ML `/score`) and scores it with the
+/// embedded scorer on the same version from the registry; parity within 1e-9.
+package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: ModelRegistry?) -> PredictResult {
+    var result = PredictResult()
+    guard let (host, port) = Collector.hostPort(form.componentURL) else {
+        result.error = "bad address \(form.componentURL)"
+        return result
+    }
+    var writer = JSONWriter()
+    writer.value(.object(JSONObject(["data": .array([record])])))
+    let client = HTTPClient(host: host, port: port, timeout: 5)
+    defer { client.close() }
+    var headers = [("Content-Type", "application/json")]
+    if let key { headers.append(("Authorization", "Bearer \(key)")) }
+    do {
+        let start = csystem_monotonic_ns()
+        let response = try client.request("POST", "/score", headers: headers, body: writer.bytes)
+        result.latencyMilliseconds = Double(csystem_monotonic_ns() - start) / 1e6
+        let body = try? JSONValue.parse(response.body)
+        guard response.status == 200, case .array(let answers)? = body, let first = answers.first,
+              case .object(let probabilities)? = first["probabilities"] else {
+            result.error = "serve answered \(response.status): \(body?["error"]?.stringValue ?? response.text)"
+            return result
+        }
+        result.service = zip(probabilities.keys, probabilities.values).compactMap { k, v in if case .number(let p) = v { (k, p) } else { nil } }
+        result.serviceLabel = first["label"]?.stringValue ?? ""
+        result.serviceVersion = response.headers["x-model-version"].map { "v\($0)" } ?? ""
+    } catch {
+        result.error = "cannot reach \(form.componentURL): \(error)"
+        return result
+    }
+    guard let registry else {
+        result.verdict = "no local registry: the embedded comparison needs SWITCHYARD_HOME with \(form.model)"
+        return result
+    }
+    do {
+        let version = try registry.resolve(form.model)
+        let scorer = try Scorer(try registry.document(version))
+        let p = try scorer.predict(json: record)
+        result.embedded = zip(scorer.classes, p.probabilities).map { ($0, $1) }
+        result.embeddedLabel = p.label
+    } catch {
+        result.verdict = "embedded scorer: \(error)"
+        return result
+    }
+    var worst = 0.0
+    var detail = ""
+    for (name, embedded) in result.embedded {
+        guard let served = result.service.first(where: { $0.0 == name })?.1 else {
+            detail = "class \(name) missing from the service's answer"
+            worst = .infinity
+            break
+        }
+        let diff = abs(served - embedded)
+        if diff > worst {
+            worst = diff
+            detail = "class \(name): service \(served), embedded \(embedded)"
+        }
+    }
+    result.agrees = worst <= 1e-9
+    result.verdict = result.agrees ? String(format: "parity: equal within 1e-9 (largest difference %.1e)", worst) : "MISMATCH — \(detail)"
+    return result
+}
