@@ -148,6 +148,28 @@ final class StreamFixture: @unchecked Sendable {
         #expect(stream.dead.load(ordering: .relaxed) >= 1)
     }
 
+    @Test func csvFilesAreReadWithTheirHeaderAcrossARestart() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let file = f.source.appendingPathComponent("c.csv")
+        let sample = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.csv"), encoding: .utf8).split(separator: "\n")
+        try append(sample[0...3].joined(separator: "\n") + "\n", to: file)  // header + ids 1-3
+        try f.start()
+        try f.waitFor(3)
+        f.stopStream()
+        // Resumed past the header: it is read again; a short line is a dead letter with the reason.
+        try append(sample[4] + "\n" + "99,100,36\n", to: file)
+        try f.start()
+        try f.waitFor(2)
+        let out = try lines(in: f.sink)
+        #expect(out.map { $0["id"] } == (1...4).map { .number(Double($0)) })
+        let expected = try f.batch.scorer(1).predict(json: try JSONValue.parse(try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0].description))
+        if case .number(let p)? = out[0]["probabilities"]?["1"] { #expect(abs(p - expected.probabilities[1]) < 1e-12) }
+        let dead = try lines(in: f.sink.appendingPathComponent("dead-letters"))
+        #expect(dead.first?["reason"] == .string("expected 17 CSV fields (as in the header), got 3"))
+        #expect(dead.first?["source"] == .string("c.csv:6"))
+    }
+
     @Test func checkpointsMeanARestartDoesNotRepeatCommittedEvents() throws {
         let f = try StreamFixture()
         defer { f.stop() }

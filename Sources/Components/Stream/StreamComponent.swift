@@ -443,6 +443,10 @@ private struct ScoringWork {
         batch.bytes.withUnsafeBytes { all in
             for (i, range) in batch.events.enumerated() {
                 let text = UnsafeRawBufferPointer(rebasing: all[range])
+                if let reason = batch.sourceErrors[i] {
+                    dead(batch.sourceIDs[i], reason, text, source: batch.sourceIDs[i])
+                    continue
+                }
                 do {
                     try tape.parse(text)
                 } catch {

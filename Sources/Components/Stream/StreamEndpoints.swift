@@ -17,6 +17,8 @@ package struct MicroBatch: Sendable {
     package var sourceIDs: [String] = []
     /// Event time per event from the source (Redis entry ids are milliseconds), or NaN.
     package var sourceTimes: [Double] = []
+    /// Events the source could already tell are bad (a CSV line with the wrong field count), by index.
+    package var sourceErrors: [Int: String] = [:]
     package var commit: Commit = .files([])
 
     package enum Commit: Sendable {
@@ -141,7 +143,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
     private func scan() throws {
         let known = Set(files.map(\.name))
         let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter {
-            !$0.hasPrefix(".") && !known.contains($0) && ($0.hasSuffix(".jsonl") || $0.hasSuffix(".ndjson"))
+            !$0.hasPrefix(".") && !known.contains($0) && ($0.hasSuffix(".jsonl") || $0.hasSuffix(".ndjson") || $0.hasSuffix(".csv"))
         }
         guard !names.isEmpty else { return }
         let dated = names.map { name -> (String, Double) in
@@ -200,6 +202,8 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
                 continue
             }
             var line = files[index].readLine
+            let csv = files[index].name.hasSuffix(".csv")
+            var csvLines: [(line: Int, range: Range<Int>)] = []
             if end == base && base == 0 && got >= maxBytes {
                 // One line longer than a whole micro-batch: pass it on as one event (it
                 // becomes a dead letter) rather than waiting forever for its end.
@@ -214,7 +218,9 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
                     line += 1
                     var stop = i
                     if stop > start && batch.bytes[stop - 1] == 0x0D { stop -= 1 }
-                    if stop > start && !batch.bytes[start..<stop].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
+                    if csv {
+                        csvLines.append((line, start..<stop))
+                    } else if stop > start && !batch.bytes[start..<stop].allSatisfy({ $0 == 0x20 || $0 == 0x09 }) {
                         batch.events.append(start..<stop)
                         batch.sourceIDs.append("\(files[index].name):\(line)")
                         batch.sourceTimes.append(.nan)
@@ -225,6 +231,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             }
             batch.bytes.removeLast(batch.bytes.count - start)  // lines beyond `max` are read next time
             offset += Int64(min(start - base, got))  // a line feed added above is not in the file
+            if csv { convertCSV(&batch, from: base, lines: csvLines, file: files[index].name, fd: fd) }
             if start > base {
                 files[index].readOffset = offset
                 files[index].readLine = line
@@ -237,6 +244,50 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             meanEventBytes.withLock { $0 = $0 == 0 ? Double(batch.bytes.count) / Double(batch.count) : 0.9 * $0 + 0.1 * Double(batch.bytes.count) / Double(batch.count) }
         }
         return batch
+    }
+
+    /// CSV files: the header names the fields; each later line becomes a JSON object
+    /// (numbers as numbers, empty cells left out) so scoring sees one format. One
+    /// record per line: a quoted field may hold commas and quotes, not line feeds.
+    private var headers: [String: [String]] = [:]
+
+    private func convertCSV(_ batch: inout MicroBatch, from base: Int, lines: [(line: Int, range: Range<Int>)], file: String, fd: Int32) {
+        let raw = Array(batch.bytes[base...])
+        batch.bytes.removeLast(batch.bytes.count - base)
+        if headers[file] == nil, lines.first?.line != 1 {
+            // Resumed past the header: read it again from the file's first line.
+            var first = [UInt8](repeating: 0, count: 64 << 10)
+            let n = first.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, 0) }
+            if n > 0, let newline = first[..<n].firstIndex(of: 0x0A) { headers[file] = csvFields(Array(first[..<newline])) }
+        }
+        for (line, range) in lines {
+            let text = Array(raw[(range.lowerBound - base)..<(range.upperBound - base)])
+            if line == 1 {
+                headers[file] = csvFields(text).map { $0.hasPrefix("\u{FEFF}") ? String($0.dropFirst()) : $0 }
+                continue
+            }
+            if text.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+            let start = batch.bytes.count
+            let header = headers[file] ?? []
+            let cells = csvFields(text)
+            if cells.count != header.count {
+                batch.bytes.append(contentsOf: text)
+                batch.sourceErrors[batch.events.count] = header.isEmpty
+                    ? "no header line in \(file)" : "expected \(header.count) CSV fields (as in the header), got \(cells.count)"
+            } else {
+                var writer = JSONWriter()
+                var o = JSONObject()
+                for (name, cell) in zip(header, cells) where !cell.isEmpty {
+                    o.append(name, DecimalParser.parse(cell).map(JSONValue.number) ?? .string(cell))
+                }
+                writer.value(.object(o))
+                batch.bytes.append(contentsOf: writer.bytes)
+            }
+            batch.events.append(start..<batch.bytes.count)
+            batch.bytes.append(0x0A)
+            batch.sourceIDs.append("\(file):\(line)")
+            batch.sourceTimes.append(.nan)
+        }
     }
 
     package func commit(_ batch: MicroBatch) throws {
@@ -512,4 +563,17 @@ package final class RedisSink: StreamSink, @unchecked Sendable {
             start = end
         }
     }
+}
+
+/// The fields of one CSV line (RFC 4180 quoting); a broken line gives no fields.
+func csvFields(_ line: [UInt8]) -> [String] {
+    var reader = CSVReader()
+    var fields: [String] = []
+    _ = try? line.withUnsafeBytes { bytes throws(CSVError) in
+        try reader.read(bytes, final: true) { r, _ throws(CSVError) in
+            fields = (0..<r.fieldCount).map { r.string($0) }
+            return false
+        }
+    }
+    return fields
 }
