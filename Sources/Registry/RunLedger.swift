@@ -196,11 +196,9 @@ public final class RunLedger: Sendable {
     // MARK: - Encoding
 
     private static func encode(_ inputs: [Input]) -> String {
-        var writer = JSONWriter()
-        writer.value(.array(inputs.map {
+        JSONWriter.text(.array(inputs.map {
             .object(JSONObject(["name": .string($0.name), "size": .number(Double($0.size)), "sha256": .string($0.sha256)]))
         }))
-        return String(decoding: writer.bytes, as: UTF8.self)
     }
 
     private static func decode(_ row: [Database.Value]) -> Run {

@@ -231,16 +231,16 @@ package final class BatchComponent: Component {
         runner.rowsPerSecond = options.rowsPerSecond
         runner.chunkBytes = options.chunkBytes
         var failures: [String] = []
-        var reporter: Thread?
         let reporting = Atomic<Bool>(report != nil)
+        let reporterDone = DispatchSemaphore(value: 0)
         if let report {
-            reporter = Thread {
+            Thread {
                 while reporting.load(ordering: .acquiring) {
                     report(progress)
                     usleep(200_000)
                 }
-            }
-            reporter?.start()
+                reporterDone.signal()
+            }.start()
         }
         for (i, file) in files.enumerated() {
             if progress.cancelled.load(ordering: .relaxed) { break }
@@ -258,8 +258,10 @@ package final class BatchComponent: Component {
             try? ledger.progress(run.id, rowsRead: read, rowsScored: scored, rowsRejected: rejected, bytesDone: bytesDone, inputs: inputs)
         }
         reporting.store(false, ordering: .releasing)
-        if let report { report(progress) }
-        _ = reporter
+        if let report {
+            reporterDone.wait()  // its last report is drawn before the final one
+            report(progress)
+        }
         if progress.cancelled.load(ordering: .relaxed) {
             return finish(stopping.load(ordering: .relaxed) ? .interrupted : .cancelled,
                           stopping.load(ordering: .relaxed) ? "the component stopped during the run; rerun it" : "cancelled; outputs written before the cancel remain")

@@ -400,8 +400,12 @@ private struct OutputLayout: Sendable {
         idNames = jsonIDs
         outputHeader = []
         rejectsHeader = []
-        tails = scorer.classes.map { Array(#"},"label":\#(jsonString($0)),"model_version":\#(jsonString(runner.model))}"#.utf8) + [0x0A] }
-        probabilityKeys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + jsonString(c) + ":").utf8) }
+        tails = scorer.classes.map {
+            Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(runner.model)))}"#.utf8) + [0x0A]
+        }
+        probabilityKeys = scorer.classes.enumerated().map { k, c in
+            Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8)
+        }
     }
 }
 
@@ -426,12 +430,6 @@ private func appendCSVField(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt
         out.append(b)
     }
     out.append(0x22)
-}
-
-private func jsonString(_ text: String) -> String {
-    var writer = JSONWriter()
-    writer.string(text)
-    return String(decoding: writer.bytes, as: UTF8.self)
 }
 
 /// Appends a probability: 12 decimals, trailing zeros dropped, for values of at
@@ -514,15 +512,12 @@ private struct ChunkWork {
     private var ids: [UInt8] = []
     private var idEnds: [Int] = []
     private var pending: [(line: Int, reason: String, record: UnsafeRawBufferPointer)] = []
-    private var tape = JSONTape()
-    private var fieldNodes: [Int32] = []
-    private var probabilities: [Double]
+    private var records = JSONRecordScorer()
 
     init(layout: OutputLayout, capacity: Int) {
         self.layout = layout
         output.reserveCapacity(capacity)
         batch = ColumnBatch(for: layout.scorer, capacity: capacity / 64)
-        probabilities = [Double](repeating: 0, count: max(layout.scorer.classes.count, layout.scorer.marginCount))
     }
 
     mutating func process(_ bytes: UnsafeRawBufferPointer, firstLine: Int) {
@@ -606,7 +601,7 @@ private struct ChunkWork {
             guard label >= 0 else {
                 let e = scored.errors[errorIndex]
                 errorIndex += 1
-                pending.append((rowLines[i], reason(e), record(bytes, rowRanges[i])))
+                pending.append((rowLines[i], e.reason, record(bytes, rowRanges[i])))
                 continue
             }
             rowsScored += 1
@@ -641,26 +636,14 @@ private struct ChunkWork {
             let text = UnsafeRawBufferPointer(rebasing: bytes[start..<stop])
             if text.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }  // a blank line is no record
             rowsRead += 1
-            do {
-                try tape.parse(text)
-            } catch {
-                pending.append((line, "not valid JSON: \(error)", text))
-                continue
-            }
-            guard tape.kind(tape.root) == .object else {
-                pending.append((line, "expected a JSON object, got \(tape.value(tape.root).excerpt)", text))
-                continue
-            }
             let label: Int
-            do {
-                let tape = self.tape
-                label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) -> Int in
-                    try scorer.predict(tape: tape, record: tape.root, row: nil, fieldNodes: &fieldNodes, into: p.baseAddress!)
-                }
-            } catch {
-                pending.append((line, reason(error), text))
+            switch records.score(text, with: scorer) {
+            case .success(let l): label = l
+            case .failure(let failure):
+                pending.append((line, failure.reason, text))
                 continue
             }
+            let tape = records.tape
             rowsScored += 1
             output.append(0x7B)
             var wroteID = false
@@ -670,7 +653,7 @@ private struct ChunkWork {
                     if tape.string(key) == name { node = value }
                 }
                 guard let node else { continue }
-                output.append(contentsOf: jsonString(name).utf8)
+                output.append(contentsOf: JSONWriter.text(.string(name)).utf8)
                 output.append(0x3A)
                 switch tape.kind(node) {
                 case .string:
@@ -680,9 +663,7 @@ private struct ChunkWork {
                 case .object, .array, .number:
                     output.append(contentsOf: tape.rawBytes(node))
                 default:
-                    var writer = JSONWriter()
-                    writer.value(tape.value(node))
-                    output.append(contentsOf: writer.bytes)
+                    output.append(contentsOf: JSONWriter.text(tape.value(node)).utf8)
                 }
                 output.append(0x2C)
                 wroteID = true
@@ -694,7 +675,7 @@ private struct ChunkWork {
             }
             for k in 0..<scorer.classes.count {
                 output.append(contentsOf: layout.probabilityKeys[k])
-                appendProbability(probabilities[k], to: &output)
+                appendProbability(records.probabilities[k], to: &output)
             }
             output.append(contentsOf: layout.tails[label])
         }
@@ -706,10 +687,6 @@ private struct ChunkWork {
         var end = range.1
         while end > range.0 && (bytes[end - 1] == 0x0A || bytes[end - 1] == 0x0D) { end -= 1 }
         return UnsafeRawBufferPointer(rebasing: bytes[range.0..<end])
-    }
-
-    private func reason(_ error: ScoringError) -> String {
-        error.field.map { "field \"\($0)\": \(error.message)" } ?? error.message
     }
 
     /// Writes the rejects in line order; the record bytes point into the chunk's input.
@@ -730,9 +707,7 @@ private struct ChunkWork {
                 o.append("line", .number(Double(reject.line)))
                 o.append("reason", .string(reject.reason))
                 o.append("record", .string(String(decoding: reject.record, as: UTF8.self)))
-                var writer = JSONWriter()
-                writer.value(.object(o))
-                rejects.append(contentsOf: writer.bytes)
+                rejects.append(contentsOf: JSONWriter.text(.object(o)).utf8)
                 rejects.append(0x0A)
             }
         }

@@ -33,6 +33,14 @@ package indirect enum RESP: Sendable, Equatable {
         if case .array(let items?) = self { return items }
         return []
     }
+
+    /// An array of alternating names and values (XINFO replies, entry fields) as a dictionary.
+    package var fields: [String: RESP] {
+        let items = elements
+        var out: [String: RESP] = [:]
+        for i in stride(from: 0, to: items.count - 1, by: 2) { out[items[i].text ?? ""] = items[i + 1] }
+        return out
+    }
 }
 
 /// Why a Redis command failed: the server's error reply, or the connection.

@@ -420,9 +420,7 @@ private struct ScoringWork {
     var predictions = SinkLines()
     var deadLetters = SinkLines()
     var eventTimes: [Double] = []
-    private var tape = JSONTape()
-    private var fieldNodes: [Int32] = []
-    private var probabilities = [Double](repeating: 0, count: 16)
+    private var records = JSONRecordScorer()
     private var cachedModel = ""
     private var tails: [[UInt8]] = []
     private var keys: [[UInt8]] = []
@@ -434,11 +432,10 @@ private struct ScoringWork {
         eventTimes.removeAll(keepingCapacity: true)
         if cachedModel != model {
             cachedModel = model
-            tails = scorer.classes.map { Array(#"},"label":\#(jsonText(.string($0))),"model_version":\#(jsonText(.string(model))),"event_time":"#.utf8) }
-            keys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + jsonText(.string(c)) + ":").utf8) }
-            if probabilities.count < max(scorer.classes.count, scorer.marginCount) {
-                probabilities = [Double](repeating: 0, count: max(scorer.classes.count, scorer.marginCount))
+            tails = scorer.classes.map {
+                Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(model))),"event_time":"#.utf8)
             }
+            keys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8) }
         }
         batch.bytes.withUnsafeBytes { all in
             for (i, range) in batch.events.enumerated() {
@@ -447,49 +444,34 @@ private struct ScoringWork {
                     dead(batch.sourceIDs[i], reason, text, source: batch.sourceIDs[i])
                     continue
                 }
-                do {
-                    try tape.parse(text)
-                } catch {
-                    dead(batch.sourceIDs[i], "not valid JSON: \(error)", text, source: batch.sourceIDs[i])
-                    continue
-                }
-                guard tape.kind(tape.root) == .object else {
-                    dead(batch.sourceIDs[i], "expected a JSON object, got \(tape.value(tape.root).excerpt)", text, source: batch.sourceIDs[i])
-                    continue
-                }
                 let label: Int
-                do {
-                    let tape = self.tape
-                    label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) -> Int in
-                        try scorer.predict(tape: tape, record: tape.root, row: nil, fieldNodes: &fieldNodes, into: p.baseAddress!)
-                    }
-                } catch {
-                    let reason = (error as? ScoringError).map { e in e.field.map { "field \"\($0)\": \(e.message)" } ?? e.message }
-                    var id = batch.sourceIDs[i]
-                    if let node = tape.member(tape.root, "id"), tape.kind(node) == .number || tape.kind(node) == .string {
-                        id = String(decoding: tape.rawBytes(node), as: UTF8.self)
-                    }
-                    dead(id, reason ?? "\(error)", text, source: batch.sourceIDs[i])
+                switch records.score(text, with: scorer) {
+                case .success(let l): label = l
+                case .failure(let failure):
+                    // A record that parsed keeps its own id in the dead letter.
+                    let id = failure.isObject ? eventID(records.tape).map { String(decoding: $0, as: UTF8.self) } : nil
+                    dead(id ?? batch.sourceIDs[i], failure.reason, text, source: batch.sourceIDs[i])
                     continue
                 }
+                let tape = records.tape
                 let time = eventTime(tape) ?? batch.sourceTimes[i]
                 eventTimes.append(time)
                 let start = predictions.bytes.count
                 predictions.bytes.append(contentsOf: #"{"id":"#.utf8)
-                if let node = tape.member(tape.root, "id"), tape.kind(node) == .number || tape.kind(node) == .string {
-                    let raw = tape.rawBytes(node)
-                    if tape.kind(node) == .string { predictions.bytes.append(0x22) }
+                if let raw = eventID(tape), let node = tape.member(tape.root, "id") {
+                    let quoted = tape.kind(node) == .string
+                    if quoted { predictions.bytes.append(0x22) }
                     predictions.bytes.append(contentsOf: raw)
-                    if tape.kind(node) == .string { predictions.bytes.append(0x22) }
+                    if quoted { predictions.bytes.append(0x22) }
                     predictions.ids.append(String(decoding: raw, as: UTF8.self))
                 } else {
-                    predictions.bytes.append(contentsOf: jsonText(.string(batch.sourceIDs[i])).utf8)
+                    predictions.bytes.append(contentsOf: JSONWriter.text(.string(batch.sourceIDs[i])).utf8)
                     predictions.ids.append(batch.sourceIDs[i])
                 }
                 predictions.bytes.append(0x2C)
                 for k in 0..<scorer.classes.count {
                     predictions.bytes.append(contentsOf: keys[k])
-                    appendProbability(probabilities[k], to: &predictions.bytes)
+                    appendProbability(records.probabilities[k], to: &predictions.bytes)
                 }
                 predictions.bytes.append(contentsOf: tails[label])
                 if time.isFinite {
@@ -512,17 +494,15 @@ private struct ScoringWork {
         o.append("event", .string(String(decoding: text, as: UTF8.self)))
         o.append("at", .number((Date().timeIntervalSince1970 * 1000).rounded() / 1000))
         let start = deadLetters.bytes.count
-        var writer = JSONWriter()
-        writer.value(.object(o))
-        deadLetters.bytes.append(contentsOf: writer.bytes)
+        deadLetters.bytes.append(contentsOf: JSONWriter.text(.object(o)).utf8)
         deadLetters.ranges.append(start..<deadLetters.bytes.count)
         deadLetters.bytes.append(0x0A)
         deadLetters.ids.append(id)
     }
 }
 
-private func jsonText(_ value: JSONValue) -> String {
-    var writer = JSONWriter()
-    writer.value(value)
-    return String(decoding: writer.bytes, as: UTF8.self)
+/// The raw bytes of an event's `id` member when it is a number or a string.
+private func eventID(_ tape: JSONTape) -> UnsafeRawBufferPointer? {
+    guard let node = tape.member(tape.root, "id"), tape.kind(node) == .number || tape.kind(node) == .string else { return nil }
+    return tape.rawBytes(node)
 }

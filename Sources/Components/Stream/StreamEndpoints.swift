@@ -455,13 +455,8 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
             let parts = entry.elements
             guard parts.count == 2, let id = parts[0].text else { continue }
             ids.append(id)
-            let fields = parts[1].elements
             var data: [UInt8] = Array("{}".utf8)
-            var i = 0
-            while i + 1 < fields.count {
-                if fields[i].text == "data", case .bulk(let value?) = fields[i + 1] { data = value }
-                i += 2
-            }
+            if case .bulk(let value?)? = parts[1].fields["data"] { data = value }
             let start = batch.bytes.count
             batch.bytes.append(contentsOf: data)
             batch.events.append(start..<batch.bytes.count)
@@ -488,13 +483,7 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
                 var lag = 0.0, pending = 0.0
                 var lastDelivered = "0-0"
                 for g in groups {
-                    let fields = g.elements
-                    var values: [String: RESP] = [:]
-                    var i = 0
-                    while i + 1 < fields.count {
-                        values[fields[i].text ?? ""] = fields[i + 1]
-                        i += 2
-                    }
+                    let values = g.fields
                     guard values["name"]?.text == group else { continue }
                     lag = Double(values["lag"]?.integer ?? 0)
                     pending = Double(values["pending"]?.integer ?? 0)
@@ -506,13 +495,7 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
                 if summary.count >= 2, let first = summary[1].text { oldest = min(oldest, Double(first.prefix { $0 != "-" }) ?? .infinity) }
                 let next = try client.command(["XRANGE", address.stream, "(\(lastDelivered)", "+", "COUNT", "1"]).elements
                 if let id = next.first?.elements.first?.text { oldest = min(oldest, Double(id.prefix { $0 != "-" }) ?? .infinity) }
-                let stream = try client.command(["XINFO", "STREAM", address.stream]).elements
-                var added: Double?
-                var i = 0
-                while i + 1 < stream.count {
-                    if stream[i].text == "entries-added" { added = stream[i + 1].integer.map(Double.init) }
-                    i += 2
-                }
+                let added = try client.command(["XINFO", "STREAM", address.stream]).fields["entries-added"]?.integer.map(Double.init)
                 return Backlog(events: lag + pending, bytes: nil,
                                ageSeconds: oldest.isFinite && lag + pending > 0 ? max(0, Date().timeIntervalSince1970 - oldest / 1000) : nil,
                                arrived: added)

@@ -40,6 +40,13 @@ public struct JSONWriter {
         raw(Self.numberText(n))
     }
 
+    /// The JSON text of `value`.
+    public static func text(_ value: JSONValue) -> String {
+        var writer = JSONWriter()
+        writer.value(value)
+        return String(decoding: writer.bytes, as: UTF8.self)
+    }
+
     /// Shortest text that reads back as the same double; integers without ".0".
     public static func numberText(_ n: Double) -> String {
         guard n.isFinite else { return "null" }

@@ -12,6 +12,10 @@ public struct ScoringError: Error, Sendable, Equatable, CustomStringConvertible 
         self.message = message
     }
 
+    /// `field "income": expected a number, got "abc"` — the description without the row,
+    /// for outputs that carry the line or event id beside it.
+    public var reason: String { field.map { "field \"\($0)\": \(message)" } ?? message }
+
     public var description: String {
         var parts: [String] = []
         if let row { parts.append("row \(row)") }

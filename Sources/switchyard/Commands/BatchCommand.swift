@@ -120,10 +120,10 @@ let batchCommand = Command(
             authenticator: authenticator, events: events, fleet: fleet)
         let bound: Int
         do {
-            bound = try host_.start()
-        } catch let error as IOError where error.errno == EADDRINUSE {
+            bound = try startListening(host_, host: host, port: port)
+        } catch {
             batch.stop()
-            throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
+            throw error
         }
         print("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
         if let schedule { print("  schedule: \(schedule)") } else { print("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
@@ -167,10 +167,8 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     }
     let terminal = isatty(2) == 1
     let progress = BatchProgress()
-    let cancel = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-    signal(SIGINT, SIG_IGN)
-    cancel.setEventHandler { progress.cancelled.store(true, ordering: .relaxed) }
-    cancel.resume()
+    let cancel = onTermination(signals: [SIGINT]) { progress.cancelled.store(true, ordering: .relaxed) }
+    defer { _ = cancel }
     let started = csystem_monotonic_ns()
     var report: (@Sendable (BatchProgress) -> Void)?
     if terminal { report = { @Sendable p in drawProgress(p, started: started) } }

@@ -1,6 +1,9 @@
+import Components
 import Foundation
+import HTTP
 import Registry
 import Scoring
+import Synchronization
 
 /// The registry in SWITCHYARD_HOME, with the error turned into a command error.
 func openRegistry() throws -> ModelRegistry {
@@ -91,4 +94,42 @@ func promoteAndReport(_ registry: ModelRegistry, model: String, version: Int, al
     } else {
         print("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
     }
+}
+
+/// Binds a component's host; a taken port or a failed bind becomes a message saying what to do.
+func startListening(_ runner: ComponentHost, host: String, port: Int) throws -> Int {
+    do {
+        return try runner.start()
+    } catch let error as IOError where error.errno == EADDRINUSE {
+        throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
+    } catch {
+        throw CommandError("cannot listen on \(host):\(port): \(error)")
+    }
+}
+
+/// Calls `handler` on each of `signals` (SIGINT and SIGTERM by default) instead of the
+/// default action. Keep the returned sources alive for as long as it should hold.
+func onTermination(signals: [Int32] = [SIGINT, SIGTERM], _ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
+    signals.map { sig in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler(handler: handler)
+        source.resume()
+        return source
+    }
+}
+
+/// Blocks until SIGINT or SIGTERM.
+func waitForTermination() {
+    let done = DispatchSemaphore(value: 0)
+    let handlers = onTermination { done.signal() }
+    done.wait()
+    _ = handlers
+}
+
+/// A flag one thread sets and another polls.
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func stop() { value.store(true, ordering: .relaxed) }
+    var stopped: Bool { value.load(ordering: .relaxed) }
 }

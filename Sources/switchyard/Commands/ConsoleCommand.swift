@@ -45,14 +45,7 @@ let consoleCommand = Command(
             return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
         }
         let stop = StopFlag()
-        var handlers: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.stop() }
-            source.resume()
-            handlers.append(source)
-        }
+        let handlers = onTermination { stop.stop() }
         app.run { stop.stopped }
         _ = handlers
         return Exit.ok

@@ -72,14 +72,7 @@ let serveCommand = Command(
         let runner = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
             authenticator: authenticator, events: events, fleet: fleet)
-        let bound: Int
-        do {
-            bound = try runner.start()
-        } catch let error as IOError where error.errno == EADDRINUSE {
-            throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
-        } catch {
-            throw CommandError("cannot listen on \(host):\(port): \(error)")
-        }
+        let bound = try startListening(runner, host: host, port: port)
         let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
         print("serving \(model) on http://\(host):\(bound) with \(threads) event loops"
             + (open ? "; scoring is open (no key)" : "; scoring needs a key with scope predict"))
@@ -90,21 +83,6 @@ let serveCommand = Command(
         runner.stop()
         return Exit.ok
     })
-
-/// Blocks until SIGINT or SIGTERM.
-func waitForTermination() {
-    let done = DispatchSemaphore(value: 0)
-    var sources: [any DispatchSourceSignal] = []
-    for sig in [SIGINT, SIGTERM] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { done.signal() }
-        source.resume()
-        sources.append(source)
-    }
-    done.wait()
-    _ = sources
-}
 
 let keysCreateCommand = Command(
     words: ["keys", "create"],

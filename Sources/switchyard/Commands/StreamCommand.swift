@@ -99,12 +99,7 @@ let streamCommand = Command(
         }
         let runner = ComponentHost(component: stream, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
                                    authenticator: authenticator, events: events, fleet: fleet)
-        let bound: Int
-        do {
-            bound = try runner.start()
-        } catch let error as IOError where error.errno == EADDRINUSE {
-            throw CommandError("port \(port) on \(host) is already in use; pick another with --port (0 picks a free one)")
-        }
+        let bound = try startListening(runner, host: host, port: port)
         stream.start()
         print("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")
         fflush(nil)
@@ -140,27 +135,13 @@ let streamProduceCommand = Command(
         let endpoint: Endpoint
         do { endpoint = try Endpoint(to) } catch { throw UsageError("\(error)") }
         let stop = StopFlag()
-        var handlers: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { stop.stop() }
-            source.resume()
-            handlers.append(source)
-        }
+        let handlers = onTermination { stop.stop() }
         let producer = try EventProducer(endpoint, seed: seed, firstID: firstID)
         let sent = try producer.run(rate: rate, count: count, stop: stop)
         _ = handlers
         writeError("wrote \(sent) events to \(to)")
         return Exit.ok
     })
-
-/// A flag one thread sets and another polls.
-final class StopFlag: Sendable {
-    private let value = Atomic<Bool>(false)
-    func stop() { value.store(true, ordering: .relaxed) }
-    var stopped: Bool { value.load(ordering: .relaxed) }
-}
 
 /// Writes credit-fixture events with ids and event times to a folder or a Redis stream.
 final class EventProducer {
