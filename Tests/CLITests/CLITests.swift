@@ -81,7 +81,7 @@ func temporaryFolder() throws -> URL {
         (["train", "--data", "x.csv", "--label", "y", "--holdout", "2"], "--holdout must be between 0 and 1, got 2.0"),
         (["fixtures", "credit", "--rows", "many", "--out", "x"], #"--rows expects a whole number, got "many""#),
         (["fixtures", "credit", "--rows", "5", "--out", "x", "--format", "xml"], "--format must be one of csv, jsonl"),
-        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, promote, rollback, audit"),
+        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, import, promote, rollback, audit"),
         (["models", "promote", "credit"], #"expected NAME@VERSION with a version number, got "credit""#),
         (["predict"], "missing NAME[@VERSION|@ALIAS]"),
         (["models", "show", "a", "b"], #"unexpected argument "b""#),
@@ -210,5 +210,57 @@ func temporaryFolder() throws -> URL {
         let audit = try switchyard(["models", "audit", "shared", "--json", "--limit", "1000"], home: home)
         #expect(audit.stdout.split(separator: "\n").filter { $0.contains(#""action":"register""#) }.count == processes * each)
         #expect(audit.stdout.split(separator: "\n").filter { $0.contains(#""action":"promote""#) }.count == processes * each)
+    }
+}
+
+/// `models import`, then the imported model through the batch component:
+/// a CSV with empty cells and unseen categories scores as LightGBM did.
+@Suite struct ImportCommandTests {
+    @Test func importedLightGBMModelScoresABatchLikeLightGBM() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let imported = try switchyard(
+            ["models", "import", fixtures.appendingPathComponent("lightgbm-credit.txt").path, "--format", "lightgbm-text",
+             "--schema", fixtures.appendingPathComponent("lightgbm-credit-schema.json").path, "--name", "gbm", "--promote", "production"],
+            home: home)
+        #expect(imported.status == 0, "\(imported.stderr)")
+        #expect(imported.stdout.contains("registered gbm@1"))
+        #expect(imported.stdout.contains("40 trees"))
+
+        // 300 expected rows as CSV: a missing value is an empty cell.
+        let lines = try String(contentsOf: fixtures.appendingPathComponent("lightgbm-credit-expected.jsonl"), encoding: .utf8)
+            .split(separator: "\n").prefix(300)
+        let fields = ["amount", "term", "rate", "income", "age", "tenure", "utilization", "inquiries", "delinquencies",
+                      "open_accounts", "debt_ratio", "credit_score", "region", "product", "channel"]
+        var csv = "id," + fields.joined(separator: ",") + "\n"
+        var expected: [Double] = []
+        for (i, line) in lines.enumerated() {
+            let value = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            let record = value["record"] as! [String: Any]
+            csv += "\(i + 1)," + fields.map { name -> String in
+                switch record[name] {
+                case let x as NSNumber: "\(x.doubleValue)"
+                case let s as String: s
+                default: ""
+                }
+            }.joined(separator: ",") + "\n"
+            expected.append((value["probabilities"] as! [Double])[1])
+        }
+        let input = folder.appendingPathComponent("in")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        try Data(csv.utf8).write(to: input.appendingPathComponent("sample.csv"))
+        let output = folder.appendingPathComponent("out")
+        let run = try switchyard(
+            ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "gbm@production", "--id", "id"], home: home)
+        #expect(run.status == 0, "\(run.stderr)")
+        let rows = try String(contentsOf: output.appendingPathComponent("sample.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(rows.first == "id,probability_0,probability_1,label,model_version")
+        #expect(rows.count == 301)
+        for (i, row) in rows.dropFirst().enumerated() {
+            let cells = row.split(separator: ",", omittingEmptySubsequences: false)
+            let p1 = Double(cells[2]) ?? .nan
+            #expect(abs(p1 - expected[i]) <= 1e-6, "row \(i + 1): \(p1) vs LightGBM \(expected[i])")
+        }
     }
 }

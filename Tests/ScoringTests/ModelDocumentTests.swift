@@ -38,7 +38,7 @@ import Testing
             var e = $0["estimator"] as! [String: Any]
             e["link"] = "softmax"
             $0["estimator"] = e
-        }?.contains("one coefficient row per class") == true)
+        }?.contains("one margin per class") == true)
         #expect(decodeError {
             var p = $0["preprocessing"] as! [[String: Any]]
             p[0]["scale"] = 0

@@ -55,7 +55,7 @@ import Testing
         }
         let report = try Trainer.train(csv: Array(csv.utf8), .init(name: "three", label: "label", created: "t"))
         #expect(report.document.estimator.link == .softmax)
-        #expect(report.document.estimator.coefficients.count == 3)
+        #expect(report.document.estimator.coefficients?.count == 3)
         #expect(report.document.outputs.classes == ["setosa", "versicolor", "virginica"])
         let metrics = try #require(report.document.metadata.training?.metrics)
         #expect(metrics["accuracy"]! > 0.85)

@@ -21,6 +21,9 @@ extension ModelDocument {
                 "format_version \(formatVersion) is not supported; this switchyard reads version \(Self.currentFormatVersion)")
         }
         guard !schema.fields.isEmpty else { throw ModelFormatError("schema.fields is empty") }
+        let isTrees = estimator.type == .treeEnsemble
+        var transformOf: [String: Transform] = [:]
+        for step in preprocessing where transformOf[step.field] == nil { transformOf[step.field] = step.transform }
 
         var seen: Set<String> = []
         for (i, field) in schema.fields.enumerated() {
@@ -30,8 +33,9 @@ extension ModelDocument {
             switch field.type {
             case .number:
                 guard field.values == nil else { throw ModelFormatError("\(at): a number field has no \"values\"") }
-                guard field.missing != .allZeros else {
-                    throw ModelFormatError("\(at): missing must be \"error\" or \"impute\" for a number")
+                guard field.missing != .allZeros, field.missing != .passThrough || isTrees else {
+                    throw ModelFormatError(
+                        "\(at): missing must be \"error\" or \"impute\"\(isTrees ? " or \"pass_through\"" : "") for a number")
                 }
             case .category:
                 guard let values = field.values, !values.isEmpty else {
@@ -40,11 +44,14 @@ extension ModelDocument {
                 // Categories match byte for byte (as scikit-learn compares code points).
                 guard Set(values.map { Array($0.utf8) }).count == values.count
                 else { throw ModelFormatError("\(at): \"values\" has duplicates") }
-                guard field.missing != .impute else {
-                    throw ModelFormatError("\(at): missing must be \"error\" or \"all_zeros\" for a category")
+                let code = transformOf[field.name] == .categoryCode
+                guard field.missing != .impute, field.missing != (code ? .allZeros : .passThrough) else {
+                    throw ModelFormatError(
+                        "\(at): missing must be \"error\" or \"\(code ? "pass_through" : "all_zeros")\" for a category\(code ? " code" : "")")
                 }
-                guard field.unknown != nil else {
-                    throw ModelFormatError("\(at): a category field needs \"unknown\": \"error\" or \"all_zeros\"")
+                guard let unknown = field.unknown, unknown != (code ? .allZeros : .asMissing) else {
+                    throw ModelFormatError(
+                        "\(at): a category field needs \"unknown\": \"error\" or \"\(code ? "as_missing" : "all_zeros")\"")
                 }
             }
         }
@@ -60,11 +67,14 @@ extension ModelDocument {
             }
             switch (field.type, step.transform) {
             case (.number, .identity): break
+            case (.number, .standardize) where isTrees:
+                throw ModelFormatError("\(at): a tree ensemble reads numbers as they are; use transform \"identity\"")
             case (.number, .standardize):
                 guard let mean = step.mean, mean.isFinite, let scale = step.scale, scale.isFinite, scale != 0 else {
                     throw ModelFormatError("\(at): standardize needs a finite \"mean\" and a finite, non-zero \"scale\"")
                 }
             case (.category, .oneHot): break
+            case (.category, .categoryCode) where isTrees: break
             default:
                 throw ModelFormatError("\(at): transform \"\(step.transform.rawValue)\" does not apply to a \(field.type.rawValue) field")
             }
@@ -83,29 +93,101 @@ extension ModelDocument {
         guard classes.count >= 2, Set(classes).count == classes.count else {
             throw ModelFormatError("outputs.classes needs at least two distinct classes")
         }
-        let rows = estimator.coefficients.count
+        let rows = estimator.marginCount
         switch estimator.link {
         case .logistic:
             guard classes.count == 2, rows == 1 else {
                 throw ModelFormatError(
-                    "estimator: link \"logistic\" takes 2 classes and 1 coefficient row (got \(classes.count) classes, \(rows) rows)")
+                    "estimator: link \"logistic\" takes 2 classes and 1 margin (got \(classes.count) classes, \(rows) margins)")
             }
         case .softmax:
             guard rows == classes.count else {
                 throw ModelFormatError(
-                    "estimator: link \"softmax\" takes one coefficient row per class (got \(rows) rows for \(classes.count) classes)")
+                    "estimator: link \"softmax\" takes one margin per class (got \(rows) margins for \(classes.count) classes)")
             }
         }
         guard estimator.intercepts.count == rows else {
-            throw ModelFormatError("estimator: \(estimator.intercepts.count) intercepts for \(rows) coefficient rows")
-        }
-        for (k, row) in estimator.coefficients.enumerated() {
-            guard row.count == width else {
-                throw ModelFormatError(
-                    "estimator.coefficients[\(k)] has \(row.count) values; the preprocessing makes \(width) columns")
-            }
-            guard row.allSatisfy(\.isFinite) else { throw ModelFormatError("estimator.coefficients[\(k)] has a non-finite value") }
+            throw ModelFormatError("estimator: \(estimator.intercepts.count) intercepts for \(rows) margins")
         }
         guard estimator.intercepts.allSatisfy(\.isFinite) else { throw ModelFormatError("estimator.intercepts has a non-finite value") }
+        switch estimator.type {
+        case .logisticRegression:
+            guard estimator.trees == nil else { throw ModelFormatError("estimator: a logistic_regression has no \"trees\"") }
+            guard let coefficients = estimator.coefficients else {
+                throw ModelFormatError("estimator: a logistic_regression needs \"coefficients\"")
+            }
+            for (k, row) in coefficients.enumerated() {
+                guard row.count == width else {
+                    throw ModelFormatError(
+                        "estimator.coefficients[\(k)] has \(row.count) values; the preprocessing makes \(width) columns")
+                }
+                guard row.allSatisfy(\.isFinite) else { throw ModelFormatError("estimator.coefficients[\(k)] has a non-finite value") }
+            }
+        case .treeEnsemble:
+            guard estimator.coefficients == nil else { throw ModelFormatError("estimator: a tree_ensemble has no \"coefficients\"") }
+            guard let ensemble = estimator.trees, !ensemble.trees.isEmpty else {
+                throw ModelFormatError("estimator: a tree_ensemble needs a non-empty \"trees\" list")
+            }
+            for (t, tree) in ensemble.trees.enumerated() {
+                try tree.validate(at: "estimator.trees.trees[\(t)]", width: width, margins: rows)
+            }
+        }
+    }
+}
+
+extension ModelDocument.Tree {
+    /// Checks the arrays agree, every index is in range, and the nodes form one
+    /// tree from node 0 (so a walk always ends at a leaf).
+    func validate(at: String, width: Int, margins: Int) throws(ModelFormatError) {
+        let n = feature.count
+        guard n > 0 else { throw ModelFormatError("\(at): no nodes") }
+        guard threshold.count == n, left.count == n, right.count == n, defaultLeft.count == n, value.count == n else {
+            throw ModelFormatError("\(at): feature, threshold, left, right, default_left and value must have one entry per node (\(n))")
+        }
+        guard (0..<margins).contains(margin) else {
+            throw ModelFormatError("\(at): margin \(margin) is out of range; the estimator has \(margins)")
+        }
+        var parents = [Int](repeating: 0, count: n)
+        for i in 0..<n {
+            if feature[i] == -1 {
+                guard value[i].isFinite else { throw ModelFormatError("\(at): leaf \(i) has a non-finite value") }
+                continue
+            }
+            guard (0..<width).contains(feature[i]) else {
+                throw ModelFormatError("\(at): node \(i) reads column \(feature[i]); the preprocessing makes \(width) columns")
+            }
+            guard !threshold[i].isNaN else { throw ModelFormatError("\(at): node \(i) has a NaN threshold") }
+            for child in [left[i], right[i]] {
+                guard (1..<n).contains(child) else { throw ModelFormatError("\(at): node \(i) has child \(child), out of range") }
+                parents[child] += 1
+            }
+        }
+        if let bad = parents.indices.dropFirst().first(where: { parents[$0] != 1 }) {
+            throw ModelFormatError("\(at): node \(bad) has \(parents[bad]) parents; every node but the root needs exactly one")
+        }
+        // One parent each and n - 1 edges: a tree if everything is reached from the root.
+        var reached = 1
+        var stack = [0]
+        while let i = stack.popLast() {
+            guard feature[i] != -1 else { continue }
+            reached += 2
+            guard reached <= n else { throw ModelFormatError("\(at): the nodes form a cycle") }
+            stack.append(left[i])
+            stack.append(right[i])
+        }
+        guard reached == n else { throw ModelFormatError("\(at): \(n - reached) nodes are not reachable from the root") }
+        for split in categorical ?? [] {
+            guard (0..<n).contains(split.node), feature[split.node] != -1 else {
+                throw ModelFormatError("\(at): categorical split at node \(split.node), which is not a split")
+            }
+            guard split.left.allSatisfy({ (0..<65_536).contains($0) }) else {
+                throw ModelFormatError("\(at): node \(split.node)'s category codes must be in 0..<65536")
+            }
+        }
+        for node in zeroIsMissing ?? [] {
+            guard (0..<n).contains(node), feature[node] != -1 else {
+                throw ModelFormatError("\(at): zero_is_missing names node \(node), which is not a split")
+            }
+        }
     }
 }

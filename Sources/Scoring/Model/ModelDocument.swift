@@ -76,11 +76,16 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         case impute
         /// Categories: every one-hot column is 0 (scikit-learn's "ignore").
         case allZeros = "all_zeros"
+        /// Tree ensembles only: the value reaches the trees as missing, and each
+        /// split sends it its default way (XGBoost's and LightGBM's own rule).
+        case passThrough = "pass_through"
     }
 
     public enum UnknownPolicy: String, Codable, Sendable {
         case error
         case allZeros = "all_zeros"
+        /// `category_code` only: an unknown category is a missing value.
+        case asMissing = "as_missing"
     }
 
     // MARK: - Preprocessing
@@ -111,19 +116,24 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         case standardize
         /// A category as one column per allowed value.
         case oneHot = "one_hot"
+        /// A category as one column holding its index in `values` (tree ensembles'
+        /// native categorical splits).
+        case categoryCode = "category_code"
     }
 
     // MARK: - Estimator
 
-    /// The estimator over the design vector. `type` selects the kind; only
-    /// `logistic_regression` exists in format version 1, tree ensembles come next.
+    /// The estimator over the design vector: a logistic regression
+    /// (`coefficients`) or a tree ensemble (`trees`).
     public struct Estimator: Codable, Sendable, Equatable {
         public var type: EstimatorType
-        /// One row per margin: 1 row for a binary model (the positive class's
-        /// log-odds, scikit-learn's `coef_` shape), one per class for softmax.
-        public var coefficients: [[Double]]
+        /// Logistic regression: one row per margin: 1 row for a binary model (the
+        /// positive class's log-odds, scikit-learn's `coef_` shape), one per class for softmax.
+        public var coefficients: [[Double]]?
+        /// One per margin: the margin before any coefficient or tree adds to it.
         public var intercepts: [Double]
         public var link: Link
+        public var trees: TreeEnsemble?
 
         public init(type: EstimatorType = .logisticRegression, coefficients: [[Double]], intercepts: [Double], link: Link) {
             self.type = type
@@ -131,10 +141,100 @@ public struct ModelDocument: Codable, Sendable, Equatable {
             self.intercepts = intercepts
             self.link = link
         }
+
+        public init(trees: TreeEnsemble, intercepts: [Double], link: Link) {
+            self.type = .treeEnsemble
+            self.trees = trees
+            self.intercepts = intercepts
+            self.link = link
+        }
+
+        /// The number of margins the link takes: 1 for logistic, one per class for softmax.
+        public var marginCount: Int {
+            if let coefficients { return coefficients.count }
+            return intercepts.count
+        }
     }
 
     public enum EstimatorType: String, Codable, Sendable {
         case logisticRegression = "logistic_regression"
+        case treeEnsemble = "tree_ensemble"
+    }
+
+    /// Gradient-boosted trees or a forest over the design vector. Margin `k` is
+    /// `intercepts[k]` plus the sum (or, with `average`, the mean) of the leaf
+    /// values its trees reach.
+    public struct TreeEnsemble: Codable, Sendable, Equatable {
+        /// How a numeric split compares: `less_than` (`x < threshold` goes left,
+        /// XGBoost) or `less_or_equal` (`x <= threshold` goes left, LightGBM).
+        public var split: SplitRule
+        /// `float32`: inputs are rounded to float32 before they are compared and
+        /// margins are summed in float32 (XGBoost); `float64`: neither (LightGBM).
+        public var precision: Precision
+        /// Each margin is the mean of its trees rather than the sum (LightGBM's `average_output`).
+        public var average: Bool
+        public var trees: [Tree]
+
+        public init(split: SplitRule, precision: Precision, average: Bool, trees: [Tree]) {
+            self.split = split
+            self.precision = precision
+            self.average = average
+            self.trees = trees
+        }
+    }
+
+    public enum SplitRule: String, Codable, Sendable {
+        case lessThan = "less_than"
+        case lessOrEqual = "less_or_equal"
+    }
+
+    public enum Precision: String, Codable, Sendable {
+        case float32
+        case float64
+    }
+
+    /// One tree as parallel node arrays; node 0 is the root. A leaf has
+    /// `feature` -1 and its output in `value`. A missing input (NaN) goes the
+    /// `default_left` way. A categorical split sends the codes in its set left and
+    /// every other code right.
+    public struct Tree: Codable, Sendable, Equatable {
+        /// The margin (class) this tree adds to.
+        public var margin: Int
+        /// Design-vector column a split reads; -1 for a leaf.
+        public var feature: [Int]
+        public var threshold: [Double]
+        public var left: [Int]
+        public var right: [Int]
+        public var defaultLeft: [Bool]
+        public var value: [Double]
+        /// Categorical splits: node → the codes that go left.
+        public var categorical: [CategorySplit]?
+        /// Nodes where an input of 0 counts as missing (LightGBM's `zero_as_missing`).
+        public var zeroIsMissing: [Int]?
+
+        enum CodingKeys: String, CodingKey {
+            case margin, feature, threshold, left, right, defaultLeft = "default_left", value, categorical
+            case zeroIsMissing = "zero_is_missing"
+        }
+
+        public init(margin: Int) {
+            self.margin = margin
+            feature = []
+            threshold = []
+            left = []
+            right = []
+            defaultLeft = []
+            value = []
+        }
+    }
+
+    public struct CategorySplit: Codable, Sendable, Equatable {
+        public var node: Int
+        public var left: [Int]
+        public init(node: Int, left: [Int]) {
+            self.node = node
+            self.left = left
+        }
     }
 
     public enum Link: String, Codable, Sendable {
@@ -158,12 +258,32 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         /// ISO 8601, UTC.
         public var created: String
         public var training: Training?
+        public var imported: Imported?
 
-        public init(name: String, description: String? = nil, created: String, training: Training? = nil) {
+        public init(name: String, description: String? = nil, created: String, training: Training? = nil, imported: Imported? = nil) {
             self.name = name
             self.description = description
             self.created = created
             self.training = training
+            self.imported = imported
+        }
+    }
+
+    /// Where an imported model came from: the file, its format and the library that wrote it.
+    public struct Imported: Codable, Sendable, Equatable {
+        public var format: String
+        public var file: String
+        public var sha256: String
+        /// The library and version the file names, when it names them.
+        public var library: String?
+        /// The library's objective, as the file gives it.
+        public var objective: String?
+        public init(format: String, file: String, sha256: String, library: String? = nil, objective: String? = nil) {
+            self.format = format
+            self.file = file
+            self.sha256 = sha256
+            self.library = library
+            self.objective = objective
         }
     }
 

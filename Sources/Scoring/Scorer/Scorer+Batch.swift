@@ -5,9 +5,9 @@ extension Scorer {
     /// and only a column that has some takes the per-row path.
     public func score(_ batch: ColumnBatch, into output: inout BatchOutput) {
         precondition(batch.scorer === self, "a batch is scored by the scorer that made it")
+        if let trees { return score(batch, trees: trees, into: &output) }
         let n = batch.count
         let m = marginCount
-        let c = classes.count
         var rejected = batch.rejected
         var errors = batch.cellErrors
 
@@ -74,6 +74,81 @@ extension Scorer {
             }
         }
 
+        finishBatch(batch, margins: margins, rowMajor: false, rejected: &rejected, errors: &errors, into: &output)
+    }
+
+    /// A tree ensemble's batch: the columns go into a row-major design matrix
+    /// (one allocation per batch), then the trees walk it.
+    private func score(_ batch: ColumnBatch, trees: TreeProgram, into output: inout BatchOutput) {
+        let n = batch.count
+        let w = designTemplate.count
+        var rejected = batch.rejected
+        var errors = batch.cellErrors
+        var design = [Double](unsafeUninitializedCapacity: max(n * w, 1)) { buffer, initialized in
+            for i in 0..<n {
+                for j in 0..<w { buffer[i * w + j] = designTemplate[j] }
+            }
+            initialized = n * w
+        }
+        for slot in numberFields.indices {
+            let column = numberColumns[slot]
+            let impute = numberImpute[slot]
+            batch.withNumbers(slot: slot) { x in
+                for i in 0..<n {
+                    let v = x[i]
+                    if v.isNaN {
+                        if numberPassThrough[slot] { continue }
+                        if impute.isNaN {
+                            reject(&rejected, &errors, batch, i, missingValue(field: numberFields[slot], row: batch.firstRow + i, record: nil))
+                        } else {
+                            design[i * w + column] = impute
+                        }
+                    } else if !v.isFinite {
+                        reject(&rejected, &errors, batch, i, ScoringError(
+                            row: batch.firstRow + i, field: fieldNames[numberFields[slot]], message: "expected a finite number, got \(v)"))
+                    } else {
+                        design[i * w + column] = v
+                    }
+                }
+            }
+        }
+        for slot in categoryFields.indices {
+            let column = categoryColumns[slot]
+            let oneHot = categoryOneHot[slot]
+            batch.withCodes(slot: slot) { codes in
+                for i in 0..<n {
+                    let code = codes[i]
+                    if code >= 0 {
+                        if oneHot { design[i * w + column + Int(code)] = 1 } else { design[i * w + column] = Double(code) }
+                    } else if code == ColumnBatch.missingCode {
+                        if categoryMissingIsError[slot] {
+                            reject(&rejected, &errors, batch, i, missingValue(field: categoryFields[slot], row: batch.firstRow + i, record: nil))
+                        }
+                    } else if categoryUnknownIsError[slot] {
+                        let text = batch.unknownTexts.first { $0.0 == i && $0.1 == slot }?.2 ?? ""
+                        reject(&rejected, &errors, batch, i, unknownCategory(field: categoryFields[slot], text, row: batch.firstRow + i))
+                    }
+                }
+            }
+        }
+        var margins = [Double](repeating: 0, count: max(n * marginCount, 1))
+        design.withUnsafeMutableBufferPointer { design in
+            margins.withUnsafeMutableBufferPointer { margins in
+                trees.evaluate(rows: design.baseAddress!, count: n, into: margins.baseAddress!)
+            }
+        }
+        finishBatch(batch, margins: margins, rowMajor: true, rejected: &rejected, errors: &errors, into: &output)
+    }
+
+    /// Applies the link to each row's margins (`rowMajor`: `margins[i * m + k]`,
+    /// else `margins[k * n + i]`) and fills `output`.
+    private func finishBatch(
+        _ batch: ColumnBatch, margins: [Double], rowMajor: Bool, rejected: inout [Bool], errors: inout [ScoringError],
+        into output: inout BatchOutput
+    ) {
+        let n = batch.count
+        let m = marginCount
+        let c = classes.count
         output.probabilities.removeAll(keepingCapacity: true)
         output.labels.removeAll(keepingCapacity: true)
         output.probabilities.reserveCapacity(n * c)
@@ -83,7 +158,7 @@ extension Scorer {
             let p = p.baseAddress!
             for i in 0..<n {
                 if !rejected[i] {
-                    for k in 0..<m { p[k] = margins[k * n + i] }
+                    for k in 0..<m { p[k] = rowMajor ? margins[i * m + k] : margins[k * n + i] }
                     let label = applyLink(p)
                     if label >= 0 {
                         for k in 0..<c { output.probabilities.append(p[k]) }

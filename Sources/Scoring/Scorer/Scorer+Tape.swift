@@ -39,33 +39,33 @@ extension Scorer {
     package func predict(
         tape: JSONTape, fieldNodes: UnsafeBufferPointer<Int32>, row: Int?, record: Int?, into out: UnsafeMutablePointer<Double>
     ) throws(ScoringError) -> Int {
-        for k in 0..<marginCount { out[k] = bias[k] }
-        for i in plans.indices {
-            let node = Int(fieldNodes[i])
-            guard node >= 0 else {
-                try addMissing(field: i, out, row, record: record.map { keys(tape, $0) })
-                continue
-            }
-            let n = tape.nodes[node]
-            switch n.kind {
-            case .null:
-                try addMissing(field: i, out, row, record: nil)
-            case .number:
-                // The tape's grammar check guarantees a decimal; a huge one parses to ±inf and is refused.
-                try addNumber(field: i, DecimalParser.parse(tape.rawBytes(node)) ?? .nan, out, row)
-            case .string:
-                switch plans[i] {
-                case .number:
-                    throw notANumber(field: i, tape.string(node) ?? "", row: row)
-                case .category(let slot):
-                    let code = n.escaped ? categoryTables[slot].code(of: tape.string(node) ?? "") : categoryTables[slot].code(of: tape.rawBytes(node))
-                    try addCode(field: i, slot, code, out, row, text: tape.string(node) ?? "")
+        try scoreRecord(into: out, row: row) { m throws(ScoringError) in
+            for i in plans.indices {
+                let node = Int(fieldNodes[i])
+                guard node >= 0 else {
+                    try addMissing(field: i, m, row, record: record.map { keys(tape, $0) })
+                    continue
                 }
-            default:
-                throw wrongType(field: i, tape.value(node), row: row)
+                let n = tape.nodes[node]
+                switch n.kind {
+                case .null:
+                    try addMissing(field: i, m, row, record: nil)
+                case .number:
+                    // The tape's grammar check guarantees a decimal; a huge one parses to ±inf and is refused.
+                    try addNumber(field: i, DecimalParser.parse(tape.rawBytes(node)) ?? .nan, m, row)
+                case .string:
+                    switch plans[i] {
+                    case .number:
+                        throw notANumber(field: i, tape.string(node) ?? "", row: row)
+                    case .category(let slot):
+                        let code = n.escaped ? categoryTables[slot].code(of: tape.string(node) ?? "") : categoryTables[slot].code(of: tape.rawBytes(node))
+                        try addCode(field: i, slot, code, m, row, text: tape.string(node) ?? "")
+                    }
+                default:
+                    throw wrongType(field: i, tape.value(node), row: row)
+                }
             }
         }
-        return try finish(out, row: row)
     }
 
     private func keys(_ tape: JSONTape, _ object: Int) -> [String] {

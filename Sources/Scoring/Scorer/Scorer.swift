@@ -35,6 +35,15 @@ public final class Scorer: Sendable {
 
     let fieldTable: CategoryTable
 
+    // Tree ensembles: each field writes its design-vector columns, then the trees run.
+    let trees: TreeProgram?
+    let numberColumns: [Int]  // per number slot
+    let numberPassThrough: [Bool]
+    let categoryColumns: [Int]  // per category slot: the code column, or the first one-hot column
+    let categoryOneHot: [Bool]
+    /// A record's design vector before its fields are set: NaN (missing) in
+    /// number and code columns, 0 in one-hot columns.
+    let designTemplate: [Double]
 
     enum Plan: Sendable {
         case number(slot: Int)
@@ -50,8 +59,8 @@ public final class Scorer: Sendable {
         fieldNames = fields.map(\.name)
         fieldTable = CategoryTable(fieldNames)
         link = document.estimator.link
-        let coefficients = document.estimator.coefficients
-        let m = coefficients.count
+        let estimator = document.estimator
+        let m = estimator.marginCount
         marginCount = m
 
         var offset: [String: Int] = [:]
@@ -68,17 +77,23 @@ public final class Scorer: Sendable {
                 column += 1
             }
         }
+        let coefficients = estimator.coefficients ?? []
 
-        var bias = document.estimator.intercepts
+        var bias = estimator.intercepts
         var plans: [Plan] = []
         var numberWeights: [Double] = []
         var numberImpute: [Double] = []
         var numberFields: [Int] = []
+        var numberColumns: [Int] = []
+        var numberPassThrough: [Bool] = []
         var categoryTables: [CategoryTable] = []
         var categoryWeights: [[Double]] = []
         var categoryMissingIsError: [Bool] = []
         var categoryUnknownIsError: [Bool] = []
         var categoryFields: [Int] = []
+        var categoryColumns: [Int] = []
+        var categoryOneHot: [Bool] = []
+        var template = [Double](repeating: .nan, count: column)
 
         // validate() guarantees every field has exactly one step and an offset.
         for (index, field) in fields.enumerated() {
@@ -88,6 +103,10 @@ public final class Scorer: Sendable {
             case .number:
                 plans.append(.number(slot: numberFields.count))
                 numberFields.append(index)
+                numberColumns.append(at)
+                numberPassThrough.append(field.missing == .passThrough)
+                numberImpute.append(field.missing == .impute ? step.impute! : .nan)
+                guard !coefficients.isEmpty else { continue }
                 let mean = step.transform == .standardize ? step.mean! : 0
                 let scale = step.transform == .standardize ? step.scale! : 1
                 for k in 0..<m {
@@ -95,20 +114,24 @@ public final class Scorer: Sendable {
                     numberWeights.append(w)
                     bias[k] -= w * mean
                 }
-                numberImpute.append(field.missing == .impute ? step.impute! : .nan)
             case .category:
                 let values = field.values!
                 plans.append(.category(slot: categoryFields.count))
                 categoryFields.append(index)
                 categoryTables.append(CategoryTable(values))
-                var weights: [Double] = []
-                weights.reserveCapacity(values.count * m)
-                for code in values.indices {
-                    for k in 0..<m { weights.append(coefficients[k][at + code]) }
-                }
-                categoryWeights.append(weights)
+                categoryColumns.append(at)
+                categoryOneHot.append(step.transform == .oneHot)
+                if step.transform == .oneHot { for c in values.indices { template[at + c] = 0 } }
                 categoryMissingIsError.append(field.missing == .error)
                 categoryUnknownIsError.append(field.unknown == .error)
+                var weights: [Double] = []
+                if !coefficients.isEmpty {
+                    weights.reserveCapacity(values.count * m)
+                    for code in values.indices {
+                        for k in 0..<m { weights.append(coefficients[k][at + code]) }
+                    }
+                }
+                categoryWeights.append(weights)
             }
         }
         self.bias = bias
@@ -116,11 +139,17 @@ public final class Scorer: Sendable {
         self.numberWeights = numberWeights
         self.numberImpute = numberImpute
         self.numberFields = numberFields
+        self.numberColumns = numberColumns
+        self.numberPassThrough = numberPassThrough
         self.categoryTables = categoryTables
         self.categoryWeights = categoryWeights
         self.categoryMissingIsError = categoryMissingIsError
         self.categoryUnknownIsError = categoryUnknownIsError
         self.categoryFields = categoryFields
+        self.categoryColumns = categoryColumns
+        self.categoryOneHot = categoryOneHot
+        self.designTemplate = template
+        trees = estimator.trees.map { TreeProgram($0, intercepts: estimator.intercepts, width: column) }
     }
 
     /// The field named `name`'s index in schema order.
@@ -184,17 +213,36 @@ public final class Scorer: Sendable {
 
     /// Runs `body` on margins that start at the intercepts, then applies the link.
     private func withMargins(row: Int?, _ body: (UnsafeMutablePointer<Double>) throws(ScoringError) -> Void) throws(ScoringError) -> Prediction {
+        // classes.count ≥ marginCount: 2 classes for 1 logistic margin, one margin per class for softmax.
         var out = [Double](repeating: 0, count: classes.count)
         let result = out.withUnsafeMutableBufferPointer { buffer in
-            Result { () throws(ScoringError) -> Int in
-                let m = buffer.baseAddress!
-                for k in 0..<marginCount { m[k] = bias[k] }
-                try body(m)
-                return try finish(m, row: row)
-            }
+            Result { () throws(ScoringError) -> Int in try scoreRecord(into: buffer.baseAddress!, row: row, body) }
         }
         let label = try result.get()
         return Prediction(probabilities: out, labelIndex: label, label: classes[label])
+    }
+
+    /// Scores one record whose fields `fill` sets through the `add…` functions,
+    /// into `out` (`classes.count` values); the label index.
+    /// A linear model adds its weights straight to the margins; a tree ensemble
+    /// fills a design vector on the stack, then walks its trees.
+    @inline(__always)
+    func scoreRecord(
+        into out: UnsafeMutablePointer<Double>, row: Int?, _ fill: (UnsafeMutablePointer<Double>) throws(ScoringError) -> Void
+    ) throws(ScoringError) -> Int {
+        guard let trees else {
+            for k in 0..<marginCount { out[k] = bias[k] }
+            try fill(out)
+            return try finish(out, row: row)
+        }
+        return try withUnsafeTemporaryAllocation(of: Double.self, capacity: max(designTemplate.count, 1)) { x in
+            Result { () throws(ScoringError) -> Int in
+                _ = x.initialize(from: designTemplate)
+                try fill(x.baseAddress!)
+                trees.evaluate(row: x.baseAddress!, into: out)
+                return try finish(out, row: row)
+            }
+        }.get()
     }
 
     private func addJSON(
@@ -227,6 +275,7 @@ public final class Scorer: Sendable {
         guard x.isFinite else {
             throw ScoringError(row: row, field: fieldNames[i], message: "expected a finite number, got \(x)")
         }
+        if trees != nil { return m[numberColumns[slot]] = x }
         let base = slot * marginCount
         for k in 0..<marginCount { m[k] += numberWeights[base + k] * x }
     }
@@ -249,6 +298,11 @@ public final class Scorer: Sendable {
         field i: Int, _ slot: Int, _ code: Int32, _ m: UnsafeMutablePointer<Double>, _ row: Int?, text: @autoclosure () -> String
     ) throws(ScoringError) {
         if code >= 0 {
+            if trees != nil {
+                // One-hot: the value's column is 1; a code column holds the value's index.
+                if categoryOneHot[slot] { m[categoryColumns[slot] + Int(code)] = 1 } else { m[categoryColumns[slot]] = Double(code) }
+                return
+            }
             let base = Int(code) * marginCount
             for k in 0..<marginCount { m[k] += categoryWeights[slot][base + k] }
         } else if categoryUnknownIsError[slot] {
@@ -259,7 +313,7 @@ public final class Scorer: Sendable {
     /// Whether field `i` may be absent (imputed or all zeros) rather than an error.
     package func canBeMissing(field i: Int) -> Bool {
         switch plans[i] {
-        case .number(let slot): !numberImpute[slot].isNaN
+        case .number(let slot): !numberImpute[slot].isNaN || numberPassThrough[slot]
         case .category(let slot): !categoryMissingIsError[slot]
         }
     }
@@ -268,7 +322,9 @@ public final class Scorer: Sendable {
         switch plans[i] {
         case .number(let slot):
             let x = numberImpute[slot]
+            if numberPassThrough[slot] { return }  // the template's NaN stays
             guard !x.isNaN else { throw missingValue(field: i, row: row, record: record) }
+            if trees != nil { return m[numberColumns[slot]] = x }
             let base = slot * marginCount
             for k in 0..<marginCount { m[k] += numberWeights[base + k] * x }
         case .category(let slot):

@@ -7,7 +7,7 @@ let commands: [Command] = [
     batchCommand, batchRunCommand,
     streamCommand, streamProduceCommand,
     consoleCommand,
-    modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsPromoteCommand,
+    modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsImportCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
     benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand,

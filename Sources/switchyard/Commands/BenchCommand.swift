@@ -11,7 +11,9 @@ let benchScoreCommand = Command(
     words: ["bench", "score"],
     summary: "Measure the embedded scorer: single-record latency and batch rows/s on one core",
     options: [
-        Option(name: "model", value: "REF", help: "a registered model (default: train a credit model in memory)"),
+        Option(name: "model", value: "REF", help: "a registered model (default: a logistic regression trained in memory, then a tree ensemble)"),
+        Option(name: "trees", value: "N", help: "trees in the default tree ensemble", defaultValue: "100"),
+        Option(name: "depth", value: "D", help: "depth of its trees", defaultValue: "6"),
         Option(name: "records", value: "N", help: "single-record predictions timed, one by one", defaultValue: "200000"),
         Option(name: "rows", value: "N", help: "rows in the batch", defaultValue: "1000000"),
         Option(name: "repeat", value: "N", help: "batch runs; the median is reported", defaultValue: "5"),
@@ -21,21 +23,35 @@ let benchScoreCommand = Command(
         and overhead included), for three inputs: a typed record in schema order, a
         parsed JSON object, and JSON text (parse + score). Batch: an already-parsed
         column batch of credit rows scored into a reused output, on one thread.
+        The default tree ensemble is synthetic: complete trees with random splits over
+        the credit fields at thresholds drawn from fixture rows, XGBoost's rules
+        (x < t in float32) — the shape of an imported 100-tree, depth-6 model.
         """,
     run: { args in
         let records = try args.integer("records", range: 1000...100_000_000) ?? 200_000
         let rows = try args.integer("rows", range: 1000...100_000_000) ?? 1_000_000
         let repeats = try args.integer("repeat", range: 1...100) ?? 5
-        let scorer: Scorer
-        let label: String
         if let reference = args.string("model") {
-            let (version, s) = try loadScorer(try openRegistry(), reference)
-            scorer = s
-            label = version.reference
+            let (version, scorer) = try loadScorer(try openRegistry(), reference)
+            try benchScorer(scorer, label: version.reference, records: records, rows: rows, repeats: repeats)
         } else {
-            scorer = try trainBenchModel()
-            label = "credit (trained in memory on 20,000 fixture rows)"
+            let trees = try args.integer("trees", range: 1...10_000) ?? 100
+            let depth = try args.integer("depth", range: 1...16) ?? 6
+            try benchScorer(try trainBenchModel(), label: "credit logistic regression (trained in memory on 20,000 fixture rows)",
+                records: records, rows: rows, repeats: repeats)
+            print("")
+            let ensemble: Scorer
+            do { ensemble = try Scorer(benchTreeDocument(trees: trees, depth: depth)) } catch {
+                throw CommandError("could not compile the benchmark trees: \(error)")
+            }
+            try benchScorer(ensemble, label: "credit tree ensemble (\(trees) trees of depth \(depth), synthetic)",
+                records: records, rows: rows, repeats: repeats)
         }
+        return Exit.ok
+    })
+
+/// Times single records and a batch for one scorer, printing as it goes.
+private func benchScorer(_ scorer: Scorer, label: String, records: Int, rows: Int, repeats: Int) throws {
         let fieldCount = scorer.fieldNames.count
         print("model: \(label); \(fieldCount) inputs, \(scorer.classes.count) classes")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; one thread used\n")
@@ -113,8 +129,65 @@ let benchScoreCommand = Command(
         print("  median \(Int(sorted[sorted.count / 2])) rows/s   min \(Int(sorted.first!))   max \(Int(sorted.last!))"
             + "   (\(String(format: "%.1f", 1e9 / sorted[sorted.count / 2])) ns/row)")
         if sink.isNaN { print("") }  // keeps the work observable to the optimizer
-        return Exit.ok
-    })
+}
+
+/// Complete trees of `depth` with random splits over the credit fields, at
+/// thresholds taken from fixture rows, and random leaves: an XGBoost-shaped
+/// binary model of known size for `bench score`.
+func benchTreeDocument(trees count: Int, depth: Int) throws -> ModelDocument {
+    var generator = CreditFixture(seed: 5)
+    var sample: [[Double]] = []
+    var fields: [ModelDocument.Field] = []
+    var steps: [ModelDocument.PreprocessingStep] = []
+    let numbers = Array(CreditFixture.columns.dropFirst().prefix(12))
+    for name in numbers {
+        fields.append(.init(name: name, type: .number, missing: .passThrough))
+        steps.append(.init(field: name, transform: .identity))
+    }
+    let categories = [("region", CreditFixture.regions), ("product", CreditFixture.products), ("channel", CreditFixture.channels)]
+    for (name, values) in categories {
+        fields.append(.init(name: name, type: .category, values: values, missing: .passThrough, unknown: .asMissing))
+        steps.append(.init(field: name, transform: .categoryCode))
+    }
+    for _ in 0..<512 {
+        var line: [UInt8] = []
+        CreditFixture.appendJSON(generator.next(), to: &line)
+        guard let value = try? JSONValue.parse(line.dropLast()) else { continue }
+        sample.append(numbers.map { if case .number(let x)? = value[$0] { x } else { 0 } }
+            + categories.map { name, values in
+                if case .string(let s)? = value[name] { Double(values.firstIndex(of: s) ?? 0) } else { 0 } })
+    }
+    var random = SplitMix64(seed: 17)
+    var trees: [ModelDocument.Tree] = []
+    for _ in 0..<count {
+        var tree = ModelDocument.Tree(margin: 0)
+        let splits = (1 << depth) - 1
+        for i in 0..<(2 * splits + 1) {
+            if i < splits {
+                let f = Int(random.next() % UInt64(fields.count))
+                tree.feature.append(f)
+                tree.threshold.append(sample[Int(random.next() % UInt64(sample.count))][f])
+                tree.left.append(2 * i + 1)
+                tree.right.append(2 * i + 2)
+                tree.defaultLeft.append(random.next() & 1 == 0)
+                tree.value.append(0)
+            } else {
+                tree.feature.append(-1)
+                tree.threshold.append(0)
+                tree.left.append(-1)
+                tree.right.append(-1)
+                tree.defaultLeft.append(false)
+                tree.value.append(Double(Float(random.uniform() * 0.2 - 0.1)))
+            }
+        }
+        trees.append(tree)
+    }
+    return ModelDocument(
+        metadata: .init(name: "bench-trees", created: isoTimestamp(Date())),
+        schema: .init(fields: fields), preprocessing: steps,
+        estimator: .init(trees: .init(split: .lessThan, precision: .float32, average: false, trees: trees), intercepts: [0], link: .logistic),
+        outputs: .init(classes: ["0", "1"]))
+}
 
 /// A credit model trained in memory, so the benchmarks run on a fresh machine.
 private func trainBenchModel() throws -> Scorer {
