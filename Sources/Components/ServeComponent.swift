@@ -281,6 +281,9 @@ package final class ServeComponent: Component {
                 "failed_swaps": .number(Double(failedSwaps.load(ordering: .relaxed))),
                 "connections": .number(Double(connections.load(ordering: .relaxed))),
             ]))),
+            ("status_codes", .object(responses.totals().sorted { $0.0 < $1.0 }.reduce(into: JSONObject()) { o, entry in
+                o.append(entry.0 == 0 ? "other" : "\(entry.0)", .number(Double(entry.1)))
+            })),
         ]
     }
 

@@ -13,6 +13,8 @@ package struct ComponentView: Sendable {
     /// Time series field → per-second values, oldest first.
     package var series: [String: [Double]] = [:]
     package var lastSeen: Date?
+    /// A batch component's latest runs, newest first (`GET /v1/runs`).
+    package var runs: [JSONValue] = []
     /// Why the last poll failed; nil when it answered.
     package var error: String?
     package var isDown: Bool { error != nil }
@@ -44,6 +46,9 @@ package struct FleetSnapshot: Sendable {
     package var components: [ComponentView] = []
     /// (model, alias, version) from the registry.
     package var aliases: [(model: String, alias: String, version: Int)] = []
+    /// The registry's versions, newest first, and its latest audit entries.
+    package var versions: [ModelRegistry.Version] = []
+    package var audit: [ModelRegistry.AuditEntry] = []
     package var events: [EventItem] = []
     package var takenAt = Date()
     package init() {}
@@ -133,15 +138,21 @@ package final class Collector: @unchecked Sendable {
             added += result.events
         }
         var aliases: [(String, String, Int)] = []
-        if let registry, let versions = try? registry.versions() {
-            for model in Set(versions.map(\.model)).sorted() {
+        var versions: [ModelRegistry.Version] = []
+        var audit: [ModelRegistry.AuditEntry] = []
+        if let registry, let all = try? registry.versions() {
+            versions = all.sorted { ($0.model, -$0.version) < ($1.model, -$1.version) }
+            for model in Set(all.map(\.model)).sorted() {
                 for (alias, version) in (try? registry.aliases(model: model)) ?? [] { aliases.append((model, alias, version)) }
             }
+            audit = ((try? registry.audit(limit: 200)) ?? []).sorted { $0.id > $1.id }
         }
         let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.url) < ($1.kind, $1.url) }
         state.withLock { s in
             s.components = components
             s.aliases = aliases
+            s.versions = versions
+            s.audit = audit
             let merged = s.events + added + operatorEvents.withLock { e in defer { e.removeAll() }; return e }
             s.events = Array(merged.sorted { $0.at < $1.at }.suffix(500))  // ISO 8601 UTC sorts as text
             s.takenAt = Date()
@@ -183,6 +194,11 @@ package final class Collector: @unchecked Sendable {
                                             kind: item["kind"]?.stringValue ?? "", message: item["message"]?.stringValue ?? ""))
                 }
             }
+            if view.kind == "batch",
+               let list = try? JSONValue.parse(try client.request("GET", "/v1/runs?limit=50", headers: headers()).body),
+               case .array(let runs)? = list["runs"] {
+                view.runs = runs
+            }
             view.lastSeen = Date()
             view.error = nil
         } catch {
@@ -196,6 +212,35 @@ package final class Collector: @unchecked Sendable {
     }
 
     // MARK: - Actions
+
+    /// Moves a registry alias off the UI thread; the outcome goes to `done` and the events view.
+    package func change(_ registry: ModelRegistry, _ action: RegistryAction, label: String,
+                        done: @escaping @Sendable (Result<String, ConsoleError>) -> Void) {
+        let who = "console:" + ProcessInfo.processInfo.userName
+        DispatchQueue.global().async { [self] in
+            let result: Result<String, ConsoleError>
+            do {
+                switch action {
+                case .promote(let model, let version, let alias):
+                    let previous = try registry.promote(model: model, version: version, alias: alias, who: who)
+                    result = .success("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
+                case .rollback(let model, let alias):
+                    let moved = try registry.rollback(model: model, alias: alias, who: who)
+                    result = .success("\(model)@\(alias): v\(moved.from) → v\(moved.to) (rolled back)")
+                }
+            } catch {
+                result = .failure(ConsoleError("\(error)"))
+            }
+            let message: String
+            switch result {
+            case .success(let text): message = "\(label): done — \(text)"
+            case .failure(let error): message = "\(label): failed — \(error.description)"
+            }
+            operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: "console", kind: "action", message: message)) }
+            done(result)
+            refresh()
+        }
+    }
 
     /// Sends an operator action to a component; the outcome goes to `done` and the events view.
     package func perform(_ method: String, _ path: String, body: String = "", on component: ComponentView, label: String,

@@ -24,6 +24,14 @@ package final class ConsoleApp {
         self.theme = theme
         controller = Controller()
         controller.state.readOnly = readOnly
+        // What the key may do, when this machine's key store knows it: actions it may not take show why.
+        if let key, let registry, let keys = try? KeyStore(home: registry.home).activeKeys(), let known = keys[KeyStore.hash(key)] {
+            controller.state.scope = known.scope.rawValue
+            if known.scope == .read {
+                controller.state.readOnly = true
+                controller.state.readOnlyReason = "key \(known.id) has scope read; actions need operate or admin"
+            }
+        }
         controller.state.interval = interval
         controller.describe = describe
         collector.interval = interval
@@ -77,6 +85,19 @@ package final class ConsoleApp {
                             case .failure(let error): outcomes.post { $0.status = "\(label): \(error.description)"; $0.statusRole = .error }
                             }
                         }
+                    }
+                    dirty = true
+                case .registry(let action, let label):
+                    if let registry {
+                        collector.change(registry, action, label: label) { [outcomes] result in
+                            switch result {
+                            case .success(let message): outcomes.post { $0.status = message; $0.statusRole = .ok }
+                            case .failure(let error): outcomes.post { $0.status = "\(label): \(error.description)"; $0.statusRole = .error }
+                            }
+                        }
+                    } else {
+                        controller.state.status = "\(label): no registry on this machine (SWITCHYARD_HOME)"
+                        controller.state.statusRole = .error
                     }
                     dirty = true
                 case .predict:

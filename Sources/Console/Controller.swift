@@ -1,4 +1,5 @@
 import Foundation
+import Registry
 import Scoring
 
 /// A key, as the terminal reports it.
@@ -14,6 +15,8 @@ package enum Effect: Equatable, Sendable {
     case perform(method: String, path: String, body: String, componentURL: String, label: String)
     /// Score the Predict form's record on its serve component and with the embedded scorer.
     case predict
+    /// Change the local registry (already confirmed).
+    case registry(RegistryAction, label: String)
 }
 
 /// The console's key handling: a pure state machine over `ConsoleState`, so
@@ -40,8 +43,36 @@ package struct Controller: Sendable {
         case .character("?"): state.showHelp = true
         case .character(let c) where ("0"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
         case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
-        case .up, .character("k"): state.selected = max(0, min(state.selected, count - 1) - 1)
-        case .down, .character("j"): state.selected = min(max(0, count - 1), state.selected + 1)
+        case .up, .character("k"), .down, .character("j"):
+            let up = key == .up || key == .character("k")
+            if let rows = tableCount(snapshot) {
+                state.row = up ? max(0, min(state.row, rows - 1) - 1) : min(max(0, rows - 1), state.row + 1)
+            } else {
+                state.selected = up ? max(0, min(state.selected, count - 1) - 1) : min(max(0, count - 1), state.selected + 1)
+            }
+        case .character("R") where state.view == .batch:
+            guard let id = selectedRunID(snapshot) else { return fail("rerun: select a run first") }
+            return command("rerun \(id)", snapshot)
+        case .character("c") where state.view == .batch:
+            guard let id = selectedRunID(snapshot) else { return fail("cancel: select a run first") }
+            return command("cancel \(id)", snapshot)
+        case .character("P") where state.view == .models:
+            let rows = modelRows(snapshot, state)
+            guard !rows.isEmpty else { return fail("promote: no version to promote") }
+            return command("promote \(rows[min(state.row, rows.count - 1)].reference) production", snapshot)
+        case .character("b"):
+            if state.view == .models {
+                let rows = modelRows(snapshot, state)
+                guard !rows.isEmpty else { return fail("rollback: no model selected") }
+                return command("rollback \(rows[min(state.row, rows.count - 1)].model) production", snapshot)
+            }
+            let components = snapshot.components
+            guard state.selected < components.count, let model = components[state.selected].model else {
+                return fail("rollback: select a component that runs a model")
+            }
+            let name = model.split(separator: "@").first.map(String.init) ?? model
+            let alias = components[state.selected].status?["following"]?.stringValue ?? "production"
+            return command("rollback \(name) \(alias)", snapshot)
         case .character("r"):
             state.status = "refreshing"
             return .refresh
@@ -104,7 +135,8 @@ package struct Controller: Sendable {
             state.confirm = nil
             state.status = "\(pending.label)…"
             state.statusRole = .status
-            return .perform(method: pending.method, path: pending.path, body: pending.body, componentURL: pending.component.url, label: pending.label)
+            if let action = pending.registry { return .registry(action, label: pending.label) }
+            return .perform(method: pending.method, path: pending.path, body: pending.body, componentURL: pending.component?.url ?? "", label: pending.label)
         case .character("n"), .character("N"), .escape, .character("q"):
             state.confirm = nil
             state.status = "cancelled: \(pending.label)"
@@ -120,11 +152,38 @@ package struct Controller: Sendable {
         case .escape:
             state.filtering = false
             state.filter = ""
+            state.row = 0
         case .backspace: if !state.filter.isEmpty { state.filter.removeLast() }
-        case .character(let c): state.filter.append(c)
+        case .character(let c):
+            state.filter.append(c)
+            state.row = 0
         default: return .none
         }
         return .redraw
+    }
+
+    /// Rows of the current view's table, when it has one (Batch runs, Models versions).
+    private func tableCount(_ snapshot: FleetSnapshot) -> Int? {
+        switch state.view {
+        case .batch: batchRows(snapshot, state).count
+        case .models: modelRows(snapshot, state).count
+        default: nil
+        }
+    }
+
+    private func selectedRunID(_ snapshot: FleetSnapshot) -> Int? {
+        let rows = batchRows(snapshot, state)
+        guard !rows.isEmpty, case .number(let id)? = rows[min(state.row, rows.count - 1)]["id"] else { return nil }
+        return Int(id)
+    }
+
+    /// The scope each action needs, as the components and the registry check it.
+    static func scopeNeeded(_ verb: String) -> String? {
+        switch verb {
+        case "run", "rerun", "cancel", "pause", "resume": "operate"
+        case "swap", "alias", "promote", "rollback": "admin"
+        default: nil
+        }
     }
 
     private mutating func handleCommandLine(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
@@ -174,6 +233,10 @@ package struct Controller: Sendable {
         default: break
         }
         guard !state.readOnly else { return fail("\(verb): not allowed — \(state.readOnlyReason)") }
+        let ranks = ["read": 0, "operate": 1, "admin": 2]
+        if let need = Self.scopeNeeded(verb), let scope = state.scope, (ranks[scope] ?? 0) < (ranks[need] ?? 0) {
+            return fail("\(verb): not allowed — your key has scope \(scope); \(verb) needs \(need)")
+        }
         switch verb {
         case "run":
             guard let batch = target("batch", snapshot) else { return fail("run: no batch component is up") }
@@ -200,9 +263,34 @@ package struct Controller: Sendable {
             let metrics = [describe(current), describe(next)].map { $0 ?? "?" }
             let question = "Swap \(component.kind) \(component.id): \(current) (\(metrics[0])) → \(next) (\(metrics[1]))?"
             return ask(question, "POST", "/v1/model", body, component, "swap \(component.id) to \(next)")
+        case "promote":
+            let parts = words.count >= 2 ? words[1].split(separator: "@").map(String.init) : []
+            guard parts.count == 2, let version = Int(parts[1]) else { return fail("promote needs MODEL@VERSION, e.g. :promote credit@3 production") }
+            let alias = words.count >= 3 ? words[2] : "production"
+            let current = snapshot.aliases.first { $0.model == parts[0] && $0.alias == alias }?.version
+            guard current != version else { return fail("\(parts[0])@\(alias) already points at v\(version)") }
+            let from = current.map { "v\($0) (\(describe("\(parts[0])@\($0)") ?? "?"))" } ?? "none"
+            let question = "Point \(parts[0])@\(alias): \(from) → v\(version) (\(describe("\(parts[0])@\(version)") ?? "?"))? Components following it swap."
+            return askRegistry(question, .promote(model: parts[0], version: version, alias: alias), "promote \(parts[0])@\(version) to \(alias)")
+        case "rollback":
+            guard words.count >= 2 else { return fail("rollback needs a model, e.g. :rollback credit production") }
+            let model = words[1], alias = words.count >= 3 ? words[2] : "production"
+            guard let current = snapshot.aliases.first(where: { $0.model == model && $0.alias == alias })?.version else {
+                return fail("rollback: \(model)@\(alias) is not in this machine's registry")
+            }
+            let previous = snapshot.audit.first { $0.model == model && $0.alias == alias && $0.toVersion == current }?.fromVersion
+            guard let previous else { return fail("rollback: \(model)@\(alias) has no earlier version to go back to") }
+            let question = "Roll \(model)@\(alias) back: v\(current) (\(describe("\(model)@\(current)") ?? "?")) → v\(previous) (\(describe("\(model)@\(previous)") ?? "?"))? Components following it swap."
+            return askRegistry(question, .rollback(model: model, alias: alias), "roll back \(model)@\(alias) to v\(previous)")
         default:
-            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, refresh, quit")
+            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, refresh, quit")
         }
+    }
+
+    /// Registry changes always ask first.
+    private mutating func askRegistry(_ question: String, _ action: RegistryAction, _ label: String) -> Effect {
+        state.confirm = PendingAction(question: question, method: "", path: "", body: "", component: nil, registry: action, label: label)
+        return .redraw
     }
 
     /// Destructive actions wait for a yes; the others go at once.

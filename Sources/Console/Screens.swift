@@ -1,7 +1,7 @@
 import Foundation
 import Scoring
 
-/// The console's views: 0 the overview, 1–6 the detail views. Views not built yet say so.
+/// The console's views: 0 the overview, 1–6 the detail views.
 package enum ConsoleView: Int, CaseIterable, Sendable {
     case overview = 0, serve, batch, stream, models, predict, events
 
@@ -18,13 +18,20 @@ package enum ConsoleView: Int, CaseIterable, Sendable {
     }
 }
 
-/// An action waiting for the operator's yes.
+/// A change to the local registry (SWITCHYARD_HOME): components that follow the alias pick it up.
+package enum RegistryAction: Equatable, Sendable {
+    case promote(model: String, version: Int, alias: String)
+    case rollback(model: String, alias: String)
+}
+
+/// An action waiting for the operator's yes: a component's control API call, or a registry change.
 package struct PendingAction: Sendable {
     package var question: String
     package var method: String
     package var path: String
     package var body: String
-    package var component: ComponentView
+    package var component: ComponentView?
+    package var registry: RegistryAction?
     package var label: String
 }
 
@@ -32,6 +39,10 @@ package struct PendingAction: Sendable {
 package struct ConsoleState: Sendable {
     package var view = ConsoleView.overview
     package var selected = 0
+    /// The selected row of the Batch and Models tables.
+    package var row = 0
+    /// The API key's scope when the local key store knows it (`read`, `operate`, `admin`).
+    package var scope: String?
     package var showHelp = false
     /// The `:` command line (nil when closed) and the `/` filter.
     package var commandLine: String?
@@ -41,7 +52,7 @@ package struct ConsoleState: Sendable {
     package var statusRole = Role.status
     package var confirm: PendingAction?
     package var readOnly = false
-    package var readOnlyReason = "read-only: started with --read-only"
+    package var readOnlyReason = "started with --read-only"
     package var interval = 1.0
     package var now = Date()
     /// The Predict view's form, made when the view opens on a serve component.
@@ -67,9 +78,10 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
     case .overview: drawOverview(&canvas, snapshot, state)
     case .events: drawEvents(&canvas, snapshot, state)
     case .predict: drawPredict(&canvas, state)
-    default:
-        let line = "The \(state.view.title) view is not built yet; 0 is the overview, 5 Predict, 6 Events."
-        canvas.put(2, 4, line, .dim)
+    case .serve: drawServeView(&canvas, snapshot, state)
+    case .batch: drawBatchView(&canvas, snapshot, state)
+    case .stream: drawStreamView(&canvas, snapshot, state)
+    case .models: drawModelsView(&canvas, snapshot, state)
     }
     drawFooter(&canvas, state)
     if let confirm = state.confirm { drawDialog(&canvas, confirm.question) }
@@ -124,13 +136,22 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
         canvas.put(0, y, "/" + state.filter + (canvas.unicode ? "█" : "_"), .value)
         return
     }
-    canvas.put(0, canvas.height - 2, " " + state.status, state.statusRole, limit: canvas.width - 24)
+    canvas.put(0, canvas.height - 2, " " + state.status, state.statusRole, limit: canvas.width - 24 - (state.scope == "operate" ? 35 : 0))
     let arrows = canvas.unicode ? "↑↓" : "j/k"
+    let viewKeys: String
+    switch state.view {
+    case .batch: viewKeys = "t run  R rerun  c cancel  / filter"
+    case .models: viewKeys = "P promote  b rollback  / filter"
+    case .events: viewKeys = "/ filter"
+    default: viewKeys = "t run  p pause  s swap  b rollback"
+    }
     let keys = state.readOnly
-        ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (read-only)"
-        : " q quit  ? help  0-6 views  \(arrows) select  t run batch  p pause/resume  : command  r refresh  +/- rate"
+        ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
+        : " q quit  ? help  0-6 views  \(arrows) select  \(viewKeys)  : command  r refresh"
     canvas.put(0, y, keys, .dim)
-    let rate = String(format: "polling every %.2gs", state.interval)
+    // What the key may not do, beside the polling rate.
+    let rate = (state.scope == "operate" && !state.readOnly ? "key: operate (s, b, P need admin)  " : "")
+        + String(format: "polling every %.2gs", state.interval)
     canvas.put(canvas.width - rate.count - 1, canvas.height - 2, rate, .dim)
 }
 
@@ -146,6 +167,7 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
     let first = max(0, min(selected - room + 1, snapshot.components.count - room))
     for (slot, index) in (first..<min(snapshot.components.count, first + room)).enumerated() {
         drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, selected: index == selected, now: state.now)
+        drawMarks(&canvas, snapshot.components[index], snapshot.events, y: top + slot * panelHeight + 3, now: state.now)
     }
     if snapshot.components.count > room {
         canvas.put(canvas.width - 16, canvas.height - 3, "\(first + 1)-\(min(snapshot.components.count, first + room)) of \(snapshot.components.count)", .dim)
@@ -239,6 +261,27 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     }
 }
 
+/// Swaps and batch runs of the last minutes, marked under the panel's first
+/// sparkline (one column a second, newest right) on the panel's bottom edge.
+private func drawMarks(_ canvas: inout Canvas, _ c: ComponentView, _ events: [EventItem], y: Int, now: Date) {
+    guard !c.isDown else { return }
+    let graph = max(10, (canvas.width - 4 - 40) / 2)
+    let x0 = c.kind == "batch" ? 9 : 8
+    let source = c.kind + " " + c.id
+    let parser = ISO8601DateFormatter()
+    parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    var marked = false
+    for event in events.suffix(200) where event.source == source && (event.kind == "model" || event.kind == "run") {
+        guard let at = parser.date(from: event.at) ?? ISO8601DateFormatter().date(from: event.at) else { continue }
+        let age = Int(now.timeIntervalSince(at))
+        guard age >= 0, age < graph else { continue }
+        let glyph = event.kind == "model" ? (canvas.unicode ? "◆" : "S") : (canvas.unicode ? "▲" : "R")
+        canvas.put(x0 + graph - 1 - age, y, glyph, .accent)
+        marked = true
+    }
+    if marked { canvas.put(x0 + graph + 1, y, canvas.unicode ? "◆ swap ▲ run" : "S swap R run", .dim) }
+}
+
 private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     let filter = state.filter.lowercased()
     let events = snapshot.events.reversed().filter {
@@ -266,14 +309,17 @@ private func drawHelp(_ canvas: inout Canvas) {
     let lines = [
         "q, Esc        quit (Esc closes a dialog first)",
         "0-6, Tab      views: overview, serve, batch, stream, models, predict, events",
-        "arrows, j/k   select a component",
+        "arrows, j/k   select a component (a run or version in Batch, Models)",
         "r             refresh now;  + / -  poll faster / slower",
         "t             trigger a run of the selected batch component",
         "p             pause or resume the selected stream",
         "s             swap the selected component's model (asks the version)",
-        "/             filter the events view",
-        ":             command: run, rerun ID, cancel ID, pause, resume,",
-        "              swap VERSION, alias NAME, refresh, quit",
+        "b             roll back the alias the component follows (Models: production)",
+        "R, c          Batch view: rerun, cancel the selected run",
+        "P             Models view: point production at the selected version",
+        "/             filter the events, runs and versions tables",
+        ":             command: run, rerun ID, cancel ID, pause, resume, swap VER,",
+        "              alias NAME, promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]",
         "?             this help",
     ]
     let width = 72, height = lines.count + 2

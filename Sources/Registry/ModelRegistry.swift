@@ -152,6 +152,16 @@ extension ModelRegistry {
         public var aliases: [String]
 
         public var reference: String { "\(model)@\(version)" }
+
+        package init(model: String, version: Int, sha256: String, createdAt: String, createdBy: String, metrics: [String: Double], aliases: [String]) {
+            self.model = model
+            self.version = version
+            self.sha256 = sha256
+            self.createdAt = createdAt
+            self.createdBy = createdBy
+            self.metrics = metrics
+            self.aliases = aliases
+        }
     }
 
     public struct AuditEntry: Sendable, Equatable {
@@ -164,6 +174,18 @@ extension ModelRegistry {
         public var fromVersion: Int?
         public var toVersion: Int?
         public var detail: String?
+
+        package init(id: Int, at: String, who: String, action: String, model: String, alias: String?, fromVersion: Int?, toVersion: Int?, detail: String?) {
+            self.id = id
+            self.at = at
+            self.who = who
+            self.action = action
+            self.model = model
+            self.alias = alias
+            self.fromVersion = fromVersion
+            self.toVersion = toVersion
+            self.detail = detail
+        }
     }
 
     /// The outcome of `register`: the version, and whether it already existed.

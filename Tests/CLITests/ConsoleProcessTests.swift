@@ -121,6 +121,15 @@ private struct Tmux {
         try tmux.keys("Enter")
         screen = try tmux.wait("the parity verdict") { $0.contains("parity: equal within 1e-9") }
         #expect(screen.contains("embedded credit@2"))
+        // The batch view lists the finished run; the models view moves the production alias.
+        try tmux.keys("2")
+        _ = try tmux.wait("the run history") { $0.contains("RUN   STATUS") && $0.contains("succeeded") }
+        try tmux.keys("4")
+        _ = try tmux.wait("the models view") { $0.contains("Audit log") && $0.contains("credit@2") }
+        try tmux.keys("P")
+        _ = try tmux.wait("the promote dialog") { $0.contains("Point credit@production: v1") && $0.contains("→ v2") }
+        try tmux.keys("y")
+        screen = try tmux.wait("production on v2") { $0.contains("credit@production: v1 → v2") }
         // The events view lists the operator's actions.
         try tmux.keys("6")
         screen = try tmux.wait("actions in the events view") { $0.contains("console") && $0.contains("swap serve") }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Console
+import Registry
 import Scoring
 
 private func status(_ json: String) -> JSONValue { try! JSONValue.parse(json) }
@@ -165,7 +166,7 @@ private func fleet() -> FleetSnapshot {
         #expect(c.state.status.hasPrefix("unknown command \":fo\""))
         c.state.readOnly = true
         #expect(c.handle(.character("t"), s) == .redraw)
-        #expect(c.state.status == "run: not allowed — read-only: started with --read-only")
+        #expect(c.state.status == "run: not allowed — started with --read-only")
         #expect(c.state.statusRole == .error)
     }
 }
@@ -213,5 +214,125 @@ private func fleet() -> FleetSnapshot {
         #expect(text.contains("embedded credit@2: 1"))
         #expect(text.contains("parity: equal within 1e-9"))
         #expect(text.contains("> amount"))
+    }
+}
+
+/// The fleet with batch run history, registry versions and an audit log.
+private func detailedFleet() -> FleetSnapshot {
+    var s = fleet()
+    s.components[0].runs = [
+        status(#"{"id":8,"status":"failed","trigger":"manual","who":"key:ops","model":"credit@1","inputs":[{"name":"bad.csv","size":2048,"sha256":"x"}],"rows_read":0,"rows_scored":0,"rows_rejected":0,"queued_at":"2026-11-25T01:10:00Z","started_at":"2026-11-25T01:10:01Z","finished_at":"2026-11-25T01:10:02Z","error":"bad.csv: the header lacks the required field \"amount\"","output":"/data/out"}"#),
+        status(#"{"id":7,"status":"succeeded","trigger":"schedule","who":"schedule","model":"credit@1","inputs":[{"name":"day.csv","size":4096000,"sha256":"y"}],"rows_read":50000,"rows_scored":49990,"rows_rejected":10,"queued_at":"2026-11-25T01:00:00Z","started_at":"2026-11-25T01:00:00Z","finished_at":"2026-11-25T01:00:03Z","output":"/data/out"}"#),
+    ]
+    s.components[1].status = status(#"{"kind":"serve","model":{"reference":"credit@2"},"following":"production","state":"serving","counters":{"swaps":1,"failed_swaps":0},"status_codes":{"200":9000,"400":12}}"#)
+    s.versions = [
+        .init(model: "credit", version: 3, sha256: "c", createdAt: "2026-11-25T00:30:00Z", createdBy: "cli", metrics: ["auc": 0.82, "accuracy": 0.74, "log_loss": 0.52], aliases: ["canary"]),
+        .init(model: "credit", version: 2, sha256: "b", createdAt: "2026-11-25T00:20:00Z", createdBy: "cli", metrics: ["auc": 0.81], aliases: ["production"]),
+        .init(model: "credit", version: 1, sha256: "a", createdAt: "2026-11-25T00:10:00Z", createdBy: "cli", metrics: ["auc": 0.79], aliases: []),
+    ]
+    s.audit = [
+        .init(id: 4, at: "2026-11-25T00:31:00Z", who: "cli:ops", action: "promote", model: "credit", alias: "canary", fromVersion: nil, toVersion: 3, detail: nil),
+        .init(id: 3, at: "2026-11-25T00:21:00Z", who: "cli:ops", action: "promote", model: "credit", alias: "production", fromVersion: 1, toVersion: 2, detail: nil),
+    ]
+    return s
+}
+
+@Suite struct DetailViewTests {
+    func draw(_ view: ConsoleView, _ configure: (inout ConsoleState) -> Void = { _ in }) -> [String] {
+        var state = ConsoleState()
+        state.view = view
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        configure(&state)
+        let text = drawConsole(detailedFleet(), state, width: 100, height: 30, unicode: true).text
+        return text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+    }
+
+    @Test func batchViewListsRunsAndTheSelectedRunsDetails() {
+        let lines = draw(.batch) { $0.row = 1 }
+        #expect(lines[2].hasPrefix(" Batch batch-a  credit@1  next run 2026-11-25T02:15:00Z  queue 1"))
+        #expect(lines[3].hasPrefix(" RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL"))
+        #expect(lines[4].hasPrefix(" 8     failed      manual   11-25T01:10:01 0       0       credit@1"))
+        #expect(lines[5].hasPrefix(" 7     succeeded   schedule 11-25T01:00:00 50.0k   10      credit@1"))
+        let details = lines.joined(separator: "\n")
+        #expect(details.contains("run 7: succeeded"))
+        #expect(details.contains("read 50000  scored 49990"))
+        #expect(details.contains("rejected 10"))
+        #expect(details.contains("day.csv  4.1M B"))
+        // The filter narrows the table.
+        let failed = draw(.batch) { $0.filter = "failed" }.joined(separator: "\n")
+        #expect(failed.contains("runs matching \"failed\""))
+        #expect(!failed.contains(" 7     succeeded"))
+        #expect(failed.contains("error: bad.csv: the"), "the error wraps in the details")
+    }
+
+    @Test func modelsViewShowsVersionsAliasesMetricsAndAudit() {
+        let lines = draw(.models)
+        #expect(lines[4].hasPrefix(" credit@3             canary              0.8200  0.7400   0.5200   11-25T00:30"))
+        #expect(lines[5].contains("credit@2             production          0.8100") && lines[5].contains("◂ serve,stream"))
+        let text = lines.joined(separator: "\n")
+        #expect(text.contains("Audit log, newest first"))
+        #expect(text.contains("promote   credit@production  v1 → v2  by cli:ops"))
+    }
+
+    @Test func serveAndStreamViewsChartTheirSeries() {
+        let serve = draw(.serve).joined(separator: "\n")
+        #expect(serve.contains("Serve serve-a at http://127.0.0.1:9000  credit@2  serving  following @production"))
+        #expect(serve.contains("latency p99 (p50 0.10 ms  p95 0.20 ms  p99 0.40 ms now)"))
+        #expect(serve.contains("status codes since start:  200: 9000  400: 12"))
+        #expect(serve.contains("█"))
+        let stream = draw(.stream).joined(separator: "\n")
+        #expect(stream.contains("Stream stream-a  credit@2  FALLING_BEHIND  backlog 1200 events, age 3.5s"))
+        #expect(stream.contains("dead letters: 0 since start"))
+    }
+}
+
+@Suite struct RegistryActionTests {
+    @Test func promoteAndRollbackAskWithFromToAndMetrics() {
+        var c = Controller()
+        c.describe = { ["credit@1": "auc 0.7900", "credit@2": "auc 0.8100", "credit@3": "auc 0.8200"][$0] }
+        let s = detailedFleet()
+        _ = c.handle(.character("4"), s)
+        _ = c.handle(.down, s)
+        #expect(c.state.row == 1)
+        #expect(c.handle(.character("P"), s) == .redraw)
+        #expect(c.state.confirm == nil, "credit@2 is production already")
+        #expect(c.state.status == "credit@production already points at v2")
+        _ = c.handle(.up, s)
+        _ = c.handle(.character("P"), s)
+        #expect(c.state.confirm?.question == "Point credit@production: v2 (auc 0.8100) → v3 (auc 0.8200)? Components following it swap.")
+        #expect(c.handle(.character("y"), s) == .registry(.promote(model: "credit", version: 3, alias: "production"), label: "promote credit@3 to production"))
+        // One key rolls production back to where the audit log says it was.
+        _ = c.handle(.character("b"), s)
+        #expect(c.state.confirm?.question == "Roll credit@production back: v2 (auc 0.8100) → v1 (auc 0.7900)? Components following it swap.")
+        #expect(c.handle(.character("y"), s) == .registry(.rollback(model: "credit", alias: "production"), label: "roll back credit@production to v1"))
+        // From the overview, b rolls back the alias the selected component follows.
+        _ = c.handle(.character("0"), s)
+        _ = c.handle(.down, s)  // serve-a, following production
+        _ = c.handle(.character("b"), s)
+        #expect(c.state.confirm?.question.hasPrefix("Roll credit@production back: v2") == true)
+    }
+
+    @Test func batchKeysRerunAndCancelTheSelectedRun() {
+        var c = Controller()
+        let s = detailedFleet()
+        _ = c.handle(.character("2"), s)
+        _ = c.handle(.down, s)
+        #expect(c.handle(.character("R"), s) == .perform(method: "POST", path: "/v1/runs/7/rerun", body: "{}", componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
+        _ = c.handle(.character("c"), s)
+        #expect(c.state.confirm?.question.hasPrefix("Cancel run 7 of batch-a?") == true)
+    }
+
+    @Test func aKeysScopeDisablesWhatItMayNotDoAndSaysWhy() {
+        var c = Controller()
+        c.state.scope = "operate"
+        let s = detailedFleet()
+        #expect(c.handle(.character("t"), s) != .redraw, "operate may trigger runs")
+        _ = c.handle(.character("4"), s)
+        _ = c.handle(.character("P"), s)
+        #expect(c.state.confirm == nil)
+        #expect(c.state.status == "promote: not allowed — your key has scope operate; promote needs admin")
+        var screen = ConsoleState()
+        screen.scope = "operate"
+        #expect(drawConsole(s, screen, width: 120, height: 24, unicode: true).text.contains("key: operate (s, b, P need admin)"))
     }
 }

@@ -381,15 +381,28 @@ public struct ModelFormatError: Error, Sendable, Equatable, CustomStringConverti
 
 extension ModelDocument {
     /// A record built from the schema: numbers at their training mean (or impute
-    /// value, or 0), categories at their first value. For warm-up and examples.
+    /// value; for trees, the median split threshold; or 0), categories at their
+    /// first value. For warm-up and examples.
     public func exampleRecord() -> JSONValue {
         var o = JSONObject()
         let steps = Dictionary(preprocessing.map { ($0.field, $0) }, uniquingKeysWith: { first, _ in first })
+        // A tree model's numbers: the median of the thresholds its splits compare them with.
+        var thresholds: [Int: [Double]] = [:]
+        for tree in estimator.trees?.trees ?? [] {
+            for (i, f) in tree.feature.enumerated() where f >= 0 { thresholds[f, default: []].append(tree.threshold[i]) }
+        }
+        var columns: [String: Int] = [:]
+        var column = 0
+        for step in preprocessing {
+            columns[step.field] = column
+            column += step.transform == .oneHot ? (schema.fields.first { $0.name == step.field }?.values?.count ?? 0) : 1
+        }
         for field in schema.fields {
             switch field.type {
             case .number:
                 let step = steps[field.name]
-                let value = step?.impute ?? step?.mean ?? 0
+                let split = columns[field.name].flatMap { thresholds[$0]?.sorted() }.map { $0[$0.count / 2] }
+                let value = step?.impute ?? step?.mean ?? split ?? 0
                 o.append(field.name, .number((value * 100).rounded() / 100))
             case .category:
                 o.append(field.name, .string(field.values?.first ?? ""))

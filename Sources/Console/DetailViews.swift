@@ -1,0 +1,218 @@
+import Foundation
+import Registry
+import Scoring
+
+// The detail views 1–4: Serve, Batch, Stream, Models. Each shows the selected
+// component of its kind (or the first one), so the overview's selection carries over.
+
+/// The component a detail view shows: the selected one if it is of `kind`, else the first.
+func focused(_ kind: String, _ snapshot: FleetSnapshot, _ state: ConsoleState) -> ComponentView? {
+    let components = snapshot.components
+    if state.selected < components.count, components[state.selected].kind == kind { return components[state.selected] }
+    return components.first { $0.kind == kind }
+}
+
+private func number(_ value: JSONValue?) -> Double? {
+    if case .number(let x)? = value { return x }
+    return nil
+}
+
+/// A chart of `values` (newest right) in `height` rows, with its scale on the left.
+private func drawChart(
+    _ canvas: inout Canvas, x: Int, y: Int, width: Int, height: Int, _ values: [Double], label: String, unit: String, role: Role
+) {
+    let shown = Array(values.suffix(width - 9))
+    let top = max(shown.max() ?? 0, 1e-9)
+    canvas.put(x, y, label, .title, limit: width)
+    let levels: [Character] = canvas.unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", ",", "-", "=", "+", "*", "#"]
+    let rows = height - 1
+    for r in 0..<rows {
+        let scale = r == 0 ? short(top) + unit : r == rows - 1 ? "0" : ""
+        canvas.put(x, y + 1 + r, scale.padding(toLength: 8, withPad: " ", startingAt: 0), .dim)
+        var line = ""
+        for v in shown {
+            // Each row covers 1/rows of the height; the top partial cell gets a level glyph.
+            let filled = v.isFinite ? v / top * Double(rows) : 0
+            let fromBottom = Double(rows - 1 - r)
+            if filled >= fromBottom + 1 {
+                line.append(levels[levels.count - 1])
+            } else if filled > fromBottom {
+                line.append(levels[min(levels.count - 1, Int((filled - fromBottom) * Double(levels.count - 1)))])
+            } else {
+                line.append(" ")
+            }
+        }
+        canvas.put(x + 9, y + 1 + r, line, role)
+    }
+}
+
+func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    guard let c = focused("serve", snapshot, state) else {
+        canvas.put(2, 3, "No serve component found. Start one: switchyard serve --model NAME@ALIAS", .dim)
+        return
+    }
+    canvas.put(1, 2, "Serve \(c.id) at \(c.url)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : "serving")"
+        + (c.status?["following"]?.stringValue.map { "  following @\($0)" } ?? "  pinned"), c.isDown ? .error : .title, limit: canvas.width - 2)
+    let s = c.series
+    let width = canvas.width - 2
+    let chartHeight = max(4, (canvas.height - 11) / 2)
+    drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["p99_ms"] ?? [],
+              label: String(format: "latency p99 (p50 %.2f ms  p95 %.2f ms  p99 %.2f ms now)", s["p50_ms"]?.last ?? 0, s["p95_ms"]?.last ?? 0, s["p99_ms"]?.last ?? 0),
+              unit: "ms", role: .graphMid)
+    drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["requests"] ?? [],
+              label: "requests/s (\(short(s["requests"]?.last ?? 0)) now)  in flight \(short(s["in_flight"]?.last ?? 0))  connections \(short(s["connections"]?.last ?? 0))",
+              unit: "", role: .graphLow)
+    var y = 3 + 2 * chartHeight
+    var codes = "status codes since start:"
+    if case .object(let o)? = c.status?["status_codes"] {
+        for (key, value) in zip(o.keys, o.values) { codes += "  \(key): \(short(number(value) ?? 0))" }
+    }
+    canvas.put(1, y, codes, .value, limit: canvas.width - 2)
+    y += 1
+    let counters = c.status?["counters"]
+    canvas.put(1, y, "swaps \(Int(number(counters?["swaps"]) ?? 0)) (failed \(Int(number(counters?["failed_swaps"]) ?? 0)))  errors/s now \(short(s["errors"]?.last ?? 0))  client errors/s \(short(s["client_errors"]?.last ?? 0))", .text, limit: canvas.width - 2)
+}
+
+/// The batch view's rows: the focused component's runs, filtered.
+func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [JSONValue] {
+    guard let c = focused("batch", snapshot, state) else { return [] }
+    let filter = state.filter.lowercased()
+    guard !filter.isEmpty else { return c.runs }
+    return c.runs.filter { runLine($0).lowercased().contains(filter) }
+}
+
+private func runLine(_ run: JSONValue) -> String {
+    let id = Int(number(run["id"]) ?? 0)
+    let status = run["status"]?.stringValue ?? "?"
+    let trigger = run["trigger"]?.stringValue ?? ""
+    let started = run["started_at"]?.stringValue ?? run["queued_at"]?.stringValue ?? ""
+    let rows = short(number(run["rows_read"]) ?? 0)
+    let rejected = short(number(run["rows_rejected"]) ?? 0)
+    let model = run["model"]?.stringValue ?? ""
+    return String(id).padding(toLength: 6, withPad: " ", startingAt: 0) + status.padding(toLength: 12, withPad: " ", startingAt: 0)
+        + trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + String(started.dropFirst(5).prefix(14)).padding(toLength: 15, withPad: " ", startingAt: 0)
+        + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + model
+}
+
+func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    guard let c = focused("batch", snapshot, state) else {
+        canvas.put(2, 3, "No batch component found. Start one: switchyard batch --input DIR --output DIR --model NAME@ALIAS", .dim)
+        return
+    }
+    let rows = batchRows(snapshot, state)
+    let schedule = c.status?["schedule"]?["next_run_at"]?.stringValue.map { "next run \($0)" } ?? "no schedule"
+    canvas.put(1, 2, "Batch \(c.id)  \(c.model ?? "")  \(schedule)  queue \(Int(number(c.status?["queue"]) ?? 0))"
+        + (state.filter.isEmpty ? "" : "  runs matching \"\(state.filter)\""), c.isDown ? .error : .title, limit: canvas.width - 2)
+    let tableWidth = max(50, min(72, canvas.width - 28))
+    canvas.put(1, 3, "RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL", .dim, limit: tableWidth)
+    let room = canvas.height - 7
+    let selected = min(state.row, max(0, rows.count - 1))
+    let first = max(0, min(selected - room + 1, rows.count - room))
+    for (slot, i) in (first..<min(rows.count, first + room)).enumerated() {
+        let run = rows[i]
+        let status = run["status"]?.stringValue ?? ""
+        let role: Role = i == selected ? .selected : status == "failed" || status == "interrupted" ? .error : status == "running" || status == "queued" ? .accent : .text
+        canvas.put(1, 4 + slot, runLine(run), role, limit: tableWidth)
+    }
+    if rows.isEmpty { canvas.put(1, 4, c.runs.isEmpty ? "no runs yet; t triggers one" : "no run matches the filter", .dim) }
+    // The selected run's details.
+    let x = tableWidth + 2
+    let width = canvas.width - x - 1
+    guard width > 20, selected < rows.count else { return }
+    let run = rows[selected]
+    var y = 3
+    func line(_ text: String, _ role: Role = .text) {
+        // Long lines (an error message) wrap.
+        var rest = Substring(text)
+        repeat {
+            guard y < canvas.height - 3 else { return }
+            canvas.put(x, y, String(rest.prefix(width)), role, limit: width)
+            rest = rest.dropFirst(width)
+            y += 1
+        } while !rest.isEmpty
+    }
+    line("run \(Int(number(run["id"]) ?? 0)): \(run["status"]?.stringValue ?? "")", .title)
+    line("trigger \(run["trigger"]?.stringValue ?? "")" + (number(run["rerun_of"]).map { " of run \(Int($0))" } ?? "") + " by \(run["who"]?.stringValue ?? "")")
+    line("model \(run["model"]?.stringValue ?? "-")")
+    line("read \(Int(number(run["rows_read"]) ?? 0))  scored \(Int(number(run["rows_scored"]) ?? 0))", .value)
+    line("rejected \(Int(number(run["rows_rejected"]) ?? 0))", (number(run["rows_rejected"]) ?? 0) > 0 ? .warn : .value)
+    if let progress = run["progress"], case .object = progress {
+        line(String(format: "progress %.0f%%  %@ rows/s", (number(progress["fraction"]) ?? number(progress["progress"]) ?? 0) * 100, short(number(progress["rows_per_s"]) ?? 0)), .accent)
+    }
+    line("queued \(run["queued_at"]?.stringValue ?? "")", .dim)
+    if let finished = run["finished_at"]?.stringValue { line("finished \(finished)", .dim) }
+    if let error = run["error"]?.stringValue { line("error: \(error)", .error) }
+    if let note = run["note"]?.stringValue { line("note: \(note)", .dim) }
+    if case .array(let inputs)? = run["inputs"] {
+        line("inputs (\(inputs.count)); rejects beside each output as NAME.rejects.*:", .title)
+        for input in inputs { line("  \(input["name"]?.stringValue ?? "")  \(short(number(input["size"]) ?? 0)) B") }
+    }
+    if let output = run["output"]?.stringValue { line("output \(output)", .dim) }
+}
+
+func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    guard let c = focused("stream", snapshot, state) else {
+        canvas.put(2, 3, "No stream component found. Start one: switchyard stream --source … --sink … --model NAME@ALIAS", .dim)
+        return
+    }
+    let backlog = c.status?["backlog"]
+    let status = backlog?["status"]?.stringValue ?? "?"
+    canvas.put(1, 2, "Stream \(c.id)  \(c.model ?? "")  \(c.isDown ? "DOWN" : status)  backlog \(short(number(backlog?["events"]) ?? 0)) events, age \(String(format: "%.1f", number(backlog?["age_s"]) ?? 0))s",
+               c.isDown ? .error : status == "OK" ? .ok : .warn, limit: canvas.width - 2)
+    let s = c.series
+    let width = canvas.width - 2
+    let chartHeight = max(4, (canvas.height - 10) / 2)
+    drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["backlog"] ?? [],
+              label: "backlog (events waiting; age \(String(format: "%.1f", s["backlog_age_s"]?.last ?? 0))s)", unit: "", role: .graphHigh)
+    drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["out"] ?? [],
+              label: "scored/s (in \(short(s["in"]?.last ?? 0))/s  out \(short(s["out"]?.last ?? 0))/s  p50 \(String(format: "%.2f", s["p50_ms"]?.last ?? 0)) ms  p99 \(String(format: "%.2f", s["p99_ms"]?.last ?? 0)) ms)",
+              unit: "", role: .graphLow)
+    var y = 3 + 2 * chartHeight
+    let counters = c.status?["counters"]
+    let dead = number(counters?["dead_letters"]) ?? 0
+    canvas.put(1, y, "dead letters: \(Int(dead)) since start, \(short(s["dead"]?.last ?? 0))/s now" + (dead > 0 ? " — records that could not be scored, with the reason, in the sink's dead letters" : ""),
+               dead > 0 ? .warn : .text, limit: canvas.width - 2)
+    y += 1
+    if case .object(let o)? = counters {
+        let text = zip(o.keys, o.values).map { "\($0.0) \(short(number($0.1) ?? 0))" }.joined(separator: "  ")
+        canvas.put(1, y, text, .dim, limit: canvas.width - 2)
+    }
+}
+
+/// The Models view's rows: registry versions, filtered by model name.
+func modelRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [ModelRegistry.Version] {
+    let filter = state.filter.lowercased()
+    return filter.isEmpty ? snapshot.versions : snapshot.versions.filter { $0.reference.lowercased().contains(filter) }
+}
+
+func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    guard !snapshot.versions.isEmpty else {
+        canvas.put(2, 3, "No registry here (SWITCHYARD_HOME), or no models in it yet: switchyard train | models import", .dim, limit: canvas.width - 4)
+        return
+    }
+    let rows = modelRows(snapshot, state)
+    canvas.put(1, 2, "Models in the registry" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " — P promote to production, b roll production back",
+               .title, limit: canvas.width - 2)
+    canvas.put(1, 3, "VERSION              ALIASES             AUC     ACCURACY LOG-LOSS CREATED", .dim, limit: canvas.width - 2)
+    let tableRows = max(3, (canvas.height - 8) / 2)
+    let selected = min(state.row, max(0, rows.count - 1))
+    let first = max(0, min(selected - tableRows + 1, rows.count - tableRows))
+    for (slot, i) in (first..<min(rows.count, first + tableRows)).enumerated() {
+        let v = rows[i]
+        func metric(_ key: String) -> String { v.metrics[key].map { String(format: "%.4f", $0) } ?? "-" }
+        let running = snapshot.components.filter { $0.model == v.reference }.map(\.kind)
+        let text = v.reference.padding(toLength: 21, withPad: " ", startingAt: 0) + v.aliases.joined(separator: ",").padding(toLength: 20, withPad: " ", startingAt: 0)
+            + metric("auc").padding(toLength: 8, withPad: " ", startingAt: 0) + metric("accuracy").padding(toLength: 9, withPad: " ", startingAt: 0)
+            + metric("log_loss").padding(toLength: 9, withPad: " ", startingAt: 0) + String(v.createdAt.dropFirst(5).prefix(11))
+            + (running.isEmpty ? "" : "  ◂ " + running.joined(separator: ","))
+        canvas.put(1, 4 + slot, canvas.unicode ? text : text.replacingOccurrences(of: "◂", with: "<"), i == selected ? .selected : v.aliases.isEmpty ? .text : .value, limit: canvas.width - 2)
+    }
+    let y = 5 + tableRows
+    canvas.put(1, y, "Audit log, newest first", .title)
+    for (i, entry) in snapshot.audit.prefix(canvas.height - y - 3).enumerated() {
+        let move = entry.fromVersion.map { "v\($0) → " } ?? ""
+        let to = entry.toVersion.map { "v\($0)" } ?? ""
+        let text = "\(entry.at.dropFirst(5).prefix(14))  \(entry.action.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.model)\(entry.alias.map { "@\($0)" } ?? "")  \(move)\(to)  by \(entry.who)"
+        canvas.put(1, y + 1 + i, canvas.unicode ? text : text.replacingOccurrences(of: "→", with: "->"), .text, limit: canvas.width - 2)
+    }
+}
