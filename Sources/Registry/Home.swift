@@ -96,6 +96,13 @@ public final class AtomicFile {
         }
     }
 
+    /// Writes `data` to `url` whole or not at all.
+    public static func write(_ data: Data, to url: URL) throws(RegistryError) {
+        let file = try AtomicFile(url)
+        try file.write(data)
+        try file.commit()
+    }
+
     /// Drops what was written; the final name is untouched.
     public func abandon() {
         if fd >= 0 {

@@ -1,5 +1,6 @@
 /// Every subcommand, in the order `switchyard --help` lists them.
 let commands: [Command] = [
+    upCommand,
     trainCommand,
     fixturesCreditCommand,
     predictCommand,

@@ -90,21 +90,8 @@ let benchBatchCommand = Command(
 func spawnMeasured(_ path: String, _ arguments: [String], environment: [String: String]) throws -> (status: Int32, seconds: Double, maxRSSKiB: Int, output: String) {
     let log = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-spawn-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log")
     defer { unlink(log.path) }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 1, log.path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    let argv = ([path] + arguments).map { strdup($0) } + [nil]
-    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-    defer {
-        for p in argv { free(p) }
-        for p in envp { free(p) }
-    }
-    var pid: pid_t = 0
     let start = csystem_monotonic_ns()
-    let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
-    guard rc == 0 else { throw CommandError("cannot start \(path): \(String(cString: strerror(rc)))") }
+    let pid = try spawnLogged(path, arguments, environment: environment, log: log.path, append: false)
     var status: Int32 = 0
     var usage = rusage()
     while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
@@ -112,6 +99,28 @@ func spawnMeasured(_ path: String, _ arguments: [String], environment: [String: 
     let output = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
     let exitStatus: Int32 = (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F)
     return (exitStatus, seconds, Int(usage.ru_maxrss), output)
+}
+
+/// Starts `path ARGUMENTS` with standard output and error going to `log`
+/// (appended to, or truncated); returns its pid. Nothing else is inherited.
+func spawnLogged(_ path: String, _ arguments: [String], environment: [String: String], log: String, append: Bool) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    csystem_spawn_add_closefrom(&actions, 3)
+    let argv = ([path] + arguments).map { strdup($0) } + [nil]
+    let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+    defer {
+        for p in argv { free(p) }
+        for p in envp { free(p) }
+    }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, nil, argv, envp)
+    guard rc == 0 else { throw CommandError("cannot start \(path): \(String(cString: strerror(rc)))") }
+    return pid
 }
 
 /// Counts line ends in a file, reading it in pieces.

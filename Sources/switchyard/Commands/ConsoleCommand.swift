@@ -20,10 +20,12 @@ let consoleCommand = Command(
         on other machines. A component that stops answering shows as DOWN with when it was last
         seen, and comes back by itself. Polling runs off the UI thread with 1 s timeouts.
 
-        Keys: q quit, ? help, 0 overview, 5 predict, 6 events (1-4 are being built), ↑↓ select,
-        t trigger a batch run, p pause/resume a stream, s swap the selected model, : commands
-        (run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME), / filter events,
-        r refresh, + and - poll faster or slower. Destructive actions ask first.
+        Keys: q quit, ? help, 0 overview, 1 serve, 2 batch, 3 stream, 4 models, 5 predict,
+        6 events, ↑↓ select, t trigger a batch run, p pause/resume a stream, s swap the selected
+        model, b roll back its alias, R/c rerun/cancel a run (Batch), P promote a version
+        (Models), : commands (run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME,
+        promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]), / filter tables, r refresh,
+        + and - poll faster or slower. Destructive actions ask first.
 
         NO_COLOR or --theme mono: no colors. Needs an 80×24 terminal at least.
         """,
@@ -31,22 +33,27 @@ let consoleCommand = Command(
         let key = args.string("key").flatMap { $0 == "$SWITCHYARD_KEY" ? nil : $0 } ?? ProcessInfo.processInfo.environment["SWITCHYARD_KEY"]
         let refresh = try args.double("refresh") ?? 1
         guard refresh >= 0.25 && refresh <= 60 else { throw UsageError("--refresh must be between 0.25 and 60 seconds") }
-        let home = Home.fromEnvironment()
-        let fleet = try? FleetDirectory(home: home)
-        let registry = try? ModelRegistry(home: home)
-        let folders = [URL(fileURLWithPath: "themes"), home.url.appendingPathComponent("themes"),
-                       URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("../../../themes").standardized]
-        let theme: Theme
-        do { theme = try Theme.load(args.string("theme") ?? "default", folders: folders) } catch { throw UsageError("\(error)") }
         guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run it in one (or inside tmux)") }
-        let collector = Collector(endpoints: args.strings("endpoint"), fleet: fleet, registry: registry, key: key)
-        let app = ConsoleApp(collector: collector, registry: registry, key: key, theme: theme, readOnly: args.flag("read-only"), interval: refresh) { reference in
-            guard let registry, let version = try? registry.resolve(reference) else { return nil }
-            return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
-        }
         let stop = StopFlag()
         let handlers = onTermination { stop.stop() }
-        app.run { stop.stopped }
-        _ = handlers
+        defer { _ = handlers }
+        try runConsole(home: Home.fromEnvironment(), key: key, endpoints: args.strings("endpoint"), theme: args.string("theme") ?? "default",
+                       readOnly: args.flag("read-only"), refresh: refresh, stop: stop)
         return Exit.ok
     })
+
+/// Runs the console on this terminal until the operator quits or `stop` is set.
+func runConsole(home: Home, key: String?, endpoints: [String], theme name: String, readOnly: Bool, refresh: Double, stop: StopFlag) throws {
+    let fleet = try? FleetDirectory(home: home)
+    let registry = try? ModelRegistry(home: home)
+    let folders = [URL(fileURLWithPath: "themes"), home.url.appendingPathComponent("themes"),
+                   URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent("../../../themes").standardized]
+    let theme: Theme
+    do { theme = try Theme.load(name, folders: folders) } catch { throw UsageError("\(error)") }
+    let collector = Collector(endpoints: endpoints, fleet: fleet, registry: registry, key: key)
+    let app = ConsoleApp(collector: collector, registry: registry, key: key, theme: theme, readOnly: readOnly, interval: refresh) { reference in
+        guard let registry, let version = try? registry.resolve(reference) else { return nil }
+        return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
+    }
+    app.run { stop.stopped }
+}

@@ -1,0 +1,279 @@
+import CSystem
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Components
+
+let upCommand = Command(
+    words: ["up"],
+    summary: "The whole system on this machine: a model, serve, batch, stream, traffic and the console",
+    options: [
+        Option(name: "no-console", help: "print the endpoints and wait for Ctrl-C instead of opening the console"),
+        Option(name: "no-traffic", help: "no request load on serve, no events for stream, no files for batch"),
+        Option(name: "serve-port", value: "PORT", help: "serve's port (0 picks a free one)", defaultValue: "0"),
+        Option(name: "rate", value: "N", help: "stream events per second from the built-in producer", defaultValue: "200"),
+        Option(name: "requests", value: "N", help: "requests per second sent to serve", defaultValue: "20"),
+        Option(name: "batch-every", value: "INTERVAL", help: "batch schedule; a new input file arrives as often", defaultValue: "30s"),
+    ],
+    details: """
+        In SWITCHYARD_HOME (default ./.switchyard): makes the credit fixture, trains two model
+        versions (credit@1 is production, credit@2 candidate), then starts serve, batch (on a
+        short schedule, with an input folder that keeps receiving files) and stream (a folder
+        fed by the built-in producer) as child processes on free loopback ports, sends a light
+        request load to serve, and opens the console with an admin key (kept in
+        SWITCHYARD_HOME/up.key). Quitting the console, or Ctrl-C, stops everything it started.
+
+        Logs: SWITCHYARD_HOME/logs/{serve,batch,stream,producer}.log. Files: SWITCHYARD_HOME/demo/.
+        """,
+    run: { args in
+        let servePort = try args.integer("serve-port", range: 0...65535) ?? 0
+        let rate = try args.integer("rate", range: 1...1_000_000) ?? 200
+        let requestRate = try args.integer("requests", range: 1...10_000) ?? 20
+        let every = args.string("batch-every") ?? "30s"
+        let interval: Int
+        switch try? Schedule.interval(every) {
+        case .every(let seconds)?: interval = seconds
+        default: throw UsageError("--batch-every takes an interval like 30s or 2m, got \"\(every)\"")
+        }
+        let traffic = !args.flag("no-traffic")
+        let withConsole = !args.flag("no-console")
+        if withConsole { guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run in one, or add --no-console") } }
+
+        let home = Home.fromEnvironment()
+        let demo = home.url.appendingPathComponent("demo")
+        let logs = home.url.appendingPathComponent("logs")
+        do {
+            for folder in [demo, logs, demo.appendingPathComponent("inbox"), demo.appendingPathComponent("events")] {
+                try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            }
+            try AtomicFile.write(Data("probe".utf8), to: home.url.appendingPathComponent(".write-probe"))
+            try? FileManager.default.removeItem(at: home.url.appendingPathComponent(".write-probe"))
+        } catch {
+            throw CommandError("SWITCHYARD_HOME \(home.url.path) is not writable (\(error.localizedDescription)); set SWITCHYARD_HOME to a folder you can write")
+        }
+        say("home: \(home.url.path)")
+
+        // Two model versions, so a swap has somewhere to go.
+        let registry = try openRegistry()
+        let key = try upKey(home)
+        if (try? registry.resolve("credit@production")) == nil {
+            say("training two credit models on 20,000 fixture rows…")
+            var generator = CreditFixture(seed: 7)
+            var csv = Array(CreditFixture.csvHeader.utf8)
+            for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
+            try AtomicFile.write(Data(csv), to: demo.appendingPathComponent("credit.csv"))
+            for (c, alias) in [(1.0, "production"), (0.1, "candidate")] {
+                let report: Trainer.Report
+                do {
+                    report = try Trainer.train(csv: csv, .init(name: "credit", label: "label", c: c, created: isoTimestamp(Date())))
+                } catch {
+                    throw CommandError("training failed: \(error)")
+                }
+                let registration = try registryCall { () throws(RegistryError) in try registry.register(report.document, who: cliActor()) }
+                _ = try registryCall { () throws(RegistryError) in
+                    try registry.promote(model: "credit", version: registration.version.version, alias: alias, who: cliActor())
+                }
+                say("  \(registration.version.reference) (C=\(c), held-out AUC \(String(format: "%.4f", report.document.metadata.training?.metrics["auc"] ?? 0))) → \(alias)")
+            }
+        } else {
+            say("model: credit@production is registered already")
+        }
+
+        let children = Children(logs: logs, home: home)
+        let feeders = StopFlag()
+        var threads: [Thread] = []
+        func stopAll() {
+            feeders.stop()
+            children.stopAll()
+        }
+        do {
+            let serve = try children.start("serve", ["serve", "--model", "credit@production", "--port", "\(servePort)", "--open", "--threads", "1"])
+            let batch = try children.start("batch", [
+                "batch", "--input", demo.appendingPathComponent("inbox").path, "--output", demo.appendingPathComponent("outbox").path,
+                "--model", "credit@production", "--schedule", "every \(interval)s", "--job", "demo", "--port", "0",
+            ])
+            let stream = try children.start("stream", [
+                "stream", "--source", "dir:" + demo.appendingPathComponent("events").path, "--sink", "dir:" + demo.appendingPathComponent("scored").path,
+                "--model", "credit@production", "--name", "demo", "--port", "0",
+            ])
+            say("serve   http://127.0.0.1:\(serve)   (log: \(logs.path)/serve.log)")
+            say("batch   http://127.0.0.1:\(batch)   every \(interval)s over \(demo.path)/inbox")
+            say("stream  http://127.0.0.1:\(stream)   \(demo.path)/events → scored")
+            if traffic {
+                _ = try children.start("producer", ["stream", "produce", "--to", "dir:" + demo.appendingPathComponent("events").path, "--rate", "\(rate)"], waitForPort: false)
+                threads.append(startThread("up-traffic") { sendTraffic(port: serve, rate: requestRate, key: key, stop: feeders) })
+                threads.append(startThread("up-files") { feedFiles(to: demo.appendingPathComponent("inbox"), every: interval, stop: feeders) })
+                say("traffic: \(requestRate) requests/s to serve, \(rate) events/s to stream, a file to batch every \(interval)s")
+            }
+        } catch {
+            stopAll()
+            throw error
+        }
+
+        let stop = StopFlag()
+        let handlers = onTermination { stop.stop() }
+        defer { _ = handlers }
+        if withConsole {
+            try runConsole(home: home, key: key, endpoints: [], theme: "default", readOnly: false, refresh: 1, stop: stop)
+        } else {
+            say("admin key: \(key)\npress Ctrl-C to stop everything")
+            while !stop.stopped {
+                if let failed = children.exited() {
+                    stopAll()
+                    throw CommandError("\(failed) stopped by itself; see \(logs.path)/\(failed).log")
+                }
+                usleep(100_000)
+            }
+        }
+        stopAll()
+        say("stopped everything switchyard up started")
+        return Exit.ok
+    })
+
+private func say(_ text: String) {
+    print(text)
+    fflush(nil)
+}
+
+private func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) -> Thread {
+    let thread = Thread(block: body)
+    thread.name = name
+    thread.start()
+    return thread
+}
+
+/// The admin key `up` gives the console: kept in SWITCHYARD_HOME/up.key (mode 0600), made again when revoked.
+private func upKey(_ home: Home) throws -> String {
+    let file = home.url.appendingPathComponent("up.key")
+    let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+    if let saved = try? String(contentsOf: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+       let known = try? keys.activeKeys(), known[KeyStore.hash(saved)]?.scope == .admin {
+        return saved
+    }
+    let (_, secret) = try registryCall { () throws(RegistryError) in try keys.create(scope: .admin, name: "switchyard up", who: cliActor()) }
+    try AtomicFile.write(Data((secret + "\n").utf8), to: file)
+    chmod(file.path, 0o600)
+    return secret
+}
+
+/// A light, steady load on serve: one record at a time, `rate` a second.
+private func sendTraffic(port: Int, rate: Int, key: String, stop: StopFlag) {
+    var generator = CreditFixture(seed: 31)
+    let client = HTTPClient(port: port)
+    defer { client.close() }
+    let pause = useconds_t(1_000_000 / rate)
+    while !stop.stopped {
+        var line: [UInt8] = []
+        CreditFixture.appendJSON(generator.next(), to: &line)
+        _ = try? client.request("POST", "/score", headers: [("Content-Type", "application/json")], body: line)
+        usleep(pause)
+    }
+}
+
+/// A new input file for batch every `interval` seconds; files older than five intervals go.
+private func feedFiles(to inbox: URL, every interval: Int, stop: StopFlag) {
+    var generator = CreditFixture(seed: 77)
+    var last = 0.0
+    while !stop.stopped {
+        let now = Date().timeIntervalSince1970
+        if now - last >= Double(interval) {
+            last = now
+            var csv = Array(CreditFixture.csvHeader.utf8)
+            for _ in 0..<2_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
+            let name = "credit-\(Int(now)).csv"
+            try? AtomicFile.write(Data(csv), to: inbox.appendingPathComponent(name))
+            let old = (try? FileManager.default.contentsOfDirectory(at: inbox, includingPropertiesForKeys: [.contentModificationDateKey])) ?? []
+            for file in old where file.pathExtension == "csv" {
+                let modified = (try? file.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate)?.timeIntervalSince1970 ?? now
+                if now - modified > Double(5 * interval) { try? FileManager.default.removeItem(at: file) }
+            }
+        }
+        usleep(200_000)
+    }
+}
+
+/// The processes `up` started, each logging to its own file; stopped by pid, TERM then KILL.
+final class Children: @unchecked Sendable {
+    // Safety: used from the thread that runs `up` only.
+    private var running: [(name: String, pid: pid_t)] = []
+    private let logs: URL
+    private let home: Home
+
+    init(logs: URL, home: Home) {
+        self.logs = logs
+        self.home = home
+    }
+
+    /// Starts `switchyard ARGS` with output to logs/NAME.log; returns its control API port
+    /// (read from its log), or 0 when `waitForPort` is false.
+    func start(_ name: String, _ arguments: [String], waitForPort: Bool = true) throws -> Int {
+        let log = logs.appendingPathComponent("\(name).log")
+        let header = "\n--- \(isoTimestamp(Date())) switchyard \(arguments.joined(separator: " "))\n"
+        if let handle = FileHandle(forWritingAtPath: log.path) {
+            handle.seekToEndOfFile()
+            handle.write(Data(header.utf8))
+            try? handle.close()
+        } else {
+            try Data(header.utf8).write(to: log)
+        }
+        let start = (try? Data(contentsOf: log).count) ?? 0
+        var environment = ProcessInfo.processInfo.environment
+        environment["SWITCHYARD_HOME"] = home.url.path
+        let pid = try spawnLogged(selfExecutable(), arguments, environment: environment, log: log.path, append: true)
+        running.append((name, pid))
+        guard waitForPort else { return 0 }
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let text = String(decoding: ((try? Data(contentsOf: log)) ?? Data()).dropFirst(start), as: UTF8.self)
+            if let range = text.range(of: "on http://127.0.0.1:"), let port = Int(text[range.upperBound...].prefix { $0.isNumber }) {
+                return port
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                running.removeAll { $0.pid == pid }
+                let tail = text.split(separator: "\n").suffix(3).joined(separator: "\n  ")
+                throw CommandError("\(name) could not start:\n  \(tail)\n(full log: \(log.path))")
+            }
+            usleep(50_000)
+        }
+        throw CommandError("\(name) did not report its address within 30 s; see \(log.path)")
+    }
+
+    /// The name of a child that exited by itself, if any.
+    func exited() -> String? {
+        for child in running {
+            var status: Int32 = 0
+            if waitpid(child.pid, &status, WNOHANG) == child.pid {
+                running.removeAll { $0.pid == child.pid }
+                return child.name
+            }
+        }
+        return nil
+    }
+
+    /// SIGTERM to each, up to 10 s for them to finish, then SIGKILL.
+    func stopAll() {
+        for child in running { kill(child.pid, SIGTERM) }
+        let deadline = Date().addingTimeInterval(10)
+        while !running.isEmpty && Date() < deadline {
+            running.removeAll { child in
+                var status: Int32 = 0
+                return waitpid(child.pid, &status, WNOHANG) == child.pid
+            }
+            if !running.isEmpty { usleep(50_000) }
+        }
+        for child in running {
+            kill(child.pid, SIGKILL)
+            var status: Int32 = 0
+            waitpid(child.pid, &status, 0)
+        }
+        running.removeAll()
+    }
+}
+
+/// This program's own path, for starting its children.
+func selfExecutable() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}

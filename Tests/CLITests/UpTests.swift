@@ -1,0 +1,90 @@
+import Foundation
+import Glibc
+import HTTP
+import Testing
+
+/// `switchyard up --no-console`: everything starts, answers, and stops on Ctrl-C;
+/// what cannot start is named. (The console path is .ci/up-check, in tmux.)
+@Suite(.serialized) struct UpTests {
+    func pids(in logs: URL) -> [pid_t] {
+        // Children are found by their environment: SWITCHYARD_HOME is this test's home.
+        let home = logs.deletingLastPathComponent().path
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { Int32($0) }.filter { pid in
+            guard let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return environ.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "SWITCHYARD_HOME=\(home)" }
+        }
+    }
+
+    @Test func upStartsEverythingAndCtrlCStopsIt() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let up = try RunningSwitchyard(["up", "--no-console", "--batch-every", "2s", "--requests", "50"], home: home)
+        var ready = false
+        for _ in 0..<600 where !ready {
+            ready = up.text.contains("press Ctrl-C")
+            usleep(50_000)
+        }
+        #expect(ready, "\(up.text)")
+        #expect(up.text.contains("credit@1 (C=1.0"), "two versions are trained")
+        #expect(up.text.contains("credit@2 (C=0.1"))
+        let children = pids(in: home.appendingPathComponent("logs")).filter { $0 != up.process.processIdentifier }
+        #expect(children.count == 4, "serve, batch, stream and the producer")
+
+        // Serve answers, batch writes outputs, stream writes scored events.
+        guard let r = up.text.range(of: "serve   http://127.0.0.1:") else { throw CLITestError("no serve address: \(up.text)") }
+        let port = Int(up.text[r.upperBound...].prefix { $0.isNumber }) ?? 0
+        let key = try String(contentsOf: home.appendingPathComponent("up.key"), encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        var scored = false
+        var outputs = false
+        for _ in 0..<200 where !(scored && outputs) {
+            let client = HTTPClient(port: port)
+            let status = (try? client.request("GET", "/v1/status", headers: [("Authorization", "Bearer \(key)")]))?.text
+            client.close()
+            scored = scored || (status?.contains(#""requests":"#) == true && status?.contains(#""requests":0"#) == false)
+            let out = (try? FileManager.default.contentsOfDirectory(atPath: home.appendingPathComponent("demo/outbox").path)) ?? []
+            outputs = out.contains { $0.hasSuffix(".csv") && !$0.contains("rejects") }
+            usleep(100_000)
+        }
+        #expect(scored, "serve counted requests")
+        #expect(outputs, "a batch run wrote an output")
+        #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("logs/serve.log").path))
+
+        up.kill(SIGINT)
+        #expect(up.process.terminationStatus == 0, "\(up.text)")
+        #expect(up.text.contains("stopped everything switchyard up started"))
+        let left = children.filter { Glibc.kill($0, 0) == 0 }
+        #expect(left.isEmpty, "processes left behind: \(left)")
+    }
+
+    @Test func whatCannotStartIsNamed() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        // A port that is taken: serve cannot start, up says so and stops what it started.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) } }
+        _ = listen(listener, 1)
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &length) } }
+        let taken = Int(UInt16(bigEndian: address.sin_port))
+        let home = folder.appendingPathComponent("home")
+        let outcome = try switchyard(["up", "--no-console", "--no-traffic", "--serve-port", "\(taken)"], home: home)
+        #expect(outcome.status != 0)
+        #expect(outcome.stderr.contains("serve could not start"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("port \(taken)"), "\(outcome.stderr)")
+        #expect(pids(in: home.appendingPathComponent("logs")).isEmpty, "nothing is left running")
+
+        // A home that cannot be written.
+        let locked = folder.appendingPathComponent("locked")
+        try FileManager.default.createDirectory(at: locked, withIntermediateDirectories: true)
+        try Data().write(to: locked.appendingPathComponent("home"))  // a file where the home folder should be
+        let refused = try switchyard(["up", "--no-console"], home: locked.appendingPathComponent("home"))
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("is not writable"), "\(refused.stderr)")
+    }
+}
