@@ -167,8 +167,7 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     }
     let terminal = isatty(2) == 1
     let progress = BatchProgress()
-    let cancel = onTermination(signals: [SIGINT]) { progress.cancelled.store(true, ordering: .relaxed) }
-    defer { _ = cancel }
+    onTermination(signals: [SIGINT]) { progress.cancelled.store(true, ordering: .relaxed) }
     let started = csystem_monotonic_ns()
     var report: (@Sendable (BatchProgress) -> Void)?
     if terminal { report = { @Sendable p in drawProgress(p, started: started) } }

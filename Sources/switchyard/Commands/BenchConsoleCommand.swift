@@ -34,23 +34,10 @@ let benchConsoleCommand = Command(
         _ = try registryCall { () throws(RegistryError) in
             try registry.promote(model: registration.version.model, version: registration.version.version, alias: "production", who: "bench")
         }
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var children: [Process] = []
-        defer {
-            for child in children where child.isRunning { kill(child.processIdentifier, SIGTERM) }
-            for child in children { child.waitUntilExit() }
-        }
-        var environment = ProcessInfo.processInfo.environment
-        environment["SWITCHYARD_HOME"] = home.url.path
-        for _ in 0..<count {
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: executable)
-            child.arguments = ["serve", "--model", "credit@production", "--port", "0", "--threads", "1", "--open"]
-            child.environment = environment
-            child.standardOutput = FileHandle.nullDevice
-            child.standardError = FileHandle.nullDevice
-            try child.run()
-            children.append(child)
+        let children = Children(logs: scratch, home: home)
+        defer { children.stopAll() }
+        for i in 0..<count {
+            _ = try children.start("serve-\(i)", ["serve", "--model", "credit@production", "--port", "0", "--threads", "1", "--open"])
         }
         let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
         let deadline = Date().addingTimeInterval(20)

@@ -108,23 +108,33 @@ func startListening(_ runner: ComponentHost, host: String, port: Int) throws -> 
 }
 
 /// Calls `handler` on each of `signals` (SIGINT and SIGTERM by default) instead of the
-/// default action. Keep the returned sources alive for as long as it should hold.
-func onTermination(signals: [Int32] = [SIGINT, SIGTERM], _ handler: @escaping @Sendable () -> Void) -> [any DispatchSourceSignal] {
-    signals.map { sig in
+/// default action, for the rest of the process. The sources are kept here: a local
+/// holding them can be released right after its last use in an optimized build, and
+/// a released source drops its signals (release `serve` once ignored SIGTERM so).
+func onTermination(signals: [Int32] = [SIGINT, SIGTERM], _ handler: @escaping @Sendable () -> Void) {
+    let sources = signals.map { sig in
         signal(sig, SIG_IGN)
         let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
         source.setEventHandler(handler: handler)
         source.resume()
         return source
     }
+    SignalSources.shared.keep(sources)
+}
+
+private final class SignalSources: @unchecked Sendable {
+    // Safety: `sources` is only touched under `lock`.
+    static let shared = SignalSources()
+    private let lock = NSLock()
+    private var sources: [any DispatchSourceSignal] = []
+    func keep(_ more: [any DispatchSourceSignal]) { lock.withLock { sources += more } }
 }
 
 /// Blocks until SIGINT or SIGTERM.
 func waitForTermination() {
     let done = DispatchSemaphore(value: 0)
-    let handlers = onTermination { done.signal() }
+    onTermination { done.signal() }
     done.wait()
-    _ = handlers
 }
 
 /// A flag one thread sets and another polls.

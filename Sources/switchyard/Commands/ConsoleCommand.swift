@@ -35,8 +35,7 @@ let consoleCommand = Command(
         guard refresh >= 0.25 && refresh <= 60 else { throw UsageError("--refresh must be between 0.25 and 60 seconds") }
         guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run it in one (or inside tmux)") }
         let stop = StopFlag()
-        let handlers = onTermination { stop.stop() }
-        defer { _ = handlers }
+        onTermination { stop.stop() }
         try runConsole(home: Home.fromEnvironment(), key: key, endpoints: args.strings("endpoint"), theme: args.string("theme") ?? "default",
                        readOnly: args.flag("read-only"), refresh: refresh, stop: stop)
         return Exit.ok

@@ -135,10 +135,9 @@ let streamProduceCommand = Command(
         let endpoint: Endpoint
         do { endpoint = try Endpoint(to) } catch { throw UsageError("\(error)") }
         let stop = StopFlag()
-        let handlers = onTermination { stop.stop() }
+        onTermination { stop.stop() }
         let producer = try EventProducer(endpoint, seed: seed, firstID: firstID)
         let sent = try producer.run(rate: rate, count: count, stop: stop)
-        _ = handlers
         writeError("wrote \(sent) events to \(to)")
         return Exit.ok
     })

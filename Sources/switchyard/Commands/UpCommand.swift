@@ -113,8 +113,7 @@ let upCommand = Command(
         }
 
         let stop = StopFlag()
-        let handlers = onTermination { stop.stop() }
-        defer { _ = handlers }
+        onTermination { stop.stop() }
         if withConsole {
             try runConsole(home: home, key: key, endpoints: [], theme: "default", readOnly: false, refresh: 1, stop: stop)
         } else {
