@@ -84,9 +84,14 @@ package struct Canvas: Sendable {
     }
 }
 
+/// The eight bar heights, lowest first, in Unicode blocks or ASCII.
+func sparkLevels(unicode: Bool) -> [Character] {
+    unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", ",", "-", "=", "+", "*", "#"]
+}
+
 /// A sparkline: the last `width` values scaled to the largest of them (or `ceiling`).
 package func sparkline(_ values: [Double], width: Int, unicode: Bool, ceiling: Double? = nil) -> String {
-    let levels: [Character] = unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", ",", "-", "=", "+", "*", "#"]
+    let levels = sparkLevels(unicode: unicode)
     let shown = values.suffix(width)
     let top = ceiling ?? (shown.max() ?? 0)
     var out = String(repeating: " ", count: max(0, width - shown.count))

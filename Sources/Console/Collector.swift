@@ -217,56 +217,53 @@ package final class Collector: @unchecked Sendable {
     package func change(_ registry: ModelRegistry, _ action: RegistryAction, label: String,
                         done: @escaping @Sendable (Result<String, ConsoleError>) -> Void) {
         let who = "console:" + ProcessInfo.processInfo.userName
-        DispatchQueue.global().async { [self] in
-            let result: Result<String, ConsoleError>
+        act(label, detail: { $0 }, done: done) {
             do {
                 switch action {
                 case .promote(let model, let version, let alias):
                     let previous = try registry.promote(model: model, version: version, alias: alias, who: who)
-                    result = .success("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
+                    return .success("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
                 case .rollback(let model, let alias):
                     let moved = try registry.rollback(model: model, alias: alias, who: who)
-                    result = .success("\(model)@\(alias): v\(moved.from) → v\(moved.to) (rolled back)")
+                    return .success("\(model)@\(alias): v\(moved.from) → v\(moved.to) (rolled back)")
                 }
             } catch {
-                result = .failure(ConsoleError("\(error)"))
+                return .failure(ConsoleError("\(error)"))
             }
-            let message: String
-            switch result {
-            case .success(let text): message = "\(label): done — \(text)"
-            case .failure(let error): message = "\(label): failed — \(error.description)"
-            }
-            operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: "console", kind: "action", message: message)) }
-            done(result)
-            refresh()
         }
     }
 
     /// Sends an operator action to a component; the outcome goes to `done` and the events view.
     package func perform(_ method: String, _ path: String, body: String = "", on component: ComponentView, label: String,
                          done: @escaping @Sendable (Result<JSONValue, ConsoleError>) -> Void) {
-        DispatchQueue.global().async { [self] in
-            let result: Result<JSONValue, ConsoleError>
-            if let (host, port) = Self.hostPort(component.url) {
-                let client = HTTPClient(host: host, port: port, timeout: 5)
-                do {
-                    let response = try client.request(method, path, headers: headers() + [("Content-Type", "application/json")], body: Array(body.utf8))
-                    let json = (try? JSONValue.parse(response.body)) ?? .null
-                    if response.status < 300 {
-                        result = .success(json)
-                    } else {
-                        result = .failure(ConsoleError("\(response.status): \(json["error"]?.stringValue ?? response.text)"))
-                    }
-                } catch {
-                    result = .failure(ConsoleError("\(error)"))
+        act(label, detail: { _ in nil }, done: done) { [self] in
+            guard let (host, port) = Self.hostPort(component.url) else { return .failure(ConsoleError("bad address \(component.url)")) }
+            let client = HTTPClient(host: host, port: port, timeout: 5)
+            defer { client.close() }
+            do {
+                let response = try client.request(method, path, headers: headers() + [("Content-Type", "application/json")], body: Array(body.utf8))
+                let json = (try? JSONValue.parse(response.body)) ?? .null
+                guard response.status < 300 else {
+                    return .failure(ConsoleError("\(response.status): \(json["error"]?.stringValue ?? response.text)"))
                 }
-                client.close()
-            } else {
-                result = .failure(ConsoleError("bad address \(component.url)"))
+                return .success(json)
+            } catch {
+                return .failure(ConsoleError("\(error)"))
             }
+        }
+    }
+
+    /// Runs an operator action off the UI thread, records its outcome in the events view,
+    /// hands it to `done` and polls at once so the screen shows the effect.
+    private func act<T: Sendable>(
+        _ label: String, detail: @escaping @Sendable (T) -> String?, done: @escaping @Sendable (Result<T, ConsoleError>) -> Void,
+        _ work: @escaping @Sendable () -> Result<T, ConsoleError>
+    ) {
+        DispatchQueue.global().async { [self] in
+            let result = work()
             let message: String
             switch result {
-            case .success: message = "\(label): done"
+            case .success(let value): message = "\(label): done" + (detail(value).map { " — \($0)" } ?? "")
             case .failure(let error): message = "\(label): failed — \(error.description)"
             }
             operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: "console", kind: "action", message: message)) }

@@ -12,11 +12,6 @@ func focused(_ kind: String, _ snapshot: FleetSnapshot, _ state: ConsoleState) -
     return components.first { $0.kind == kind }
 }
 
-private func number(_ value: JSONValue?) -> Double? {
-    if case .number(let x)? = value { return x }
-    return nil
-}
-
 /// A chart of `values` (newest right) in `height` rows, with its scale on the left.
 private func drawChart(
     _ canvas: inout Canvas, x: Int, y: Int, width: Int, height: Int, _ values: [Double], label: String, unit: String, role: Role
@@ -24,7 +19,7 @@ private func drawChart(
     let shown = Array(values.suffix(width - 9))
     let top = max(shown.max() ?? 0, 1e-9)
     canvas.put(x, y, label, .title, limit: width)
-    let levels: [Character] = canvas.unicode ? ["▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"] : ["_", ".", ",", "-", "=", "+", "*", "#"]
+    let levels = sparkLevels(unicode: canvas.unicode)
     let rows = height - 1
     for r in 0..<rows {
         let scale = r == 0 ? short(top) + unit : r == rows - 1 ? "0" : ""

@@ -195,7 +195,8 @@ func short(_ x: Double) -> String {
     }
 }
 
-private func number(_ value: JSONValue?) -> Double? {
+/// A JSON number, or nil.
+func number(_ value: JSONValue?) -> Double? {
     if case .number(let x)? = value { return x }
     return nil
 }

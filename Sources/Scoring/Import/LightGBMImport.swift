@@ -19,17 +19,12 @@ struct LightGBMModel {
         let text = String(decoding: data, as: UTF8.self)
         var header: [String: String] = [:]
         var blocks: [[String: String]] = []
-        var pandasCategorical: String?
         var averageOutput = false
         var inTrees = false
         var current: [String: String]?
         var sawEnd = false
         for rawLine in text.split(separator: "\n", omittingEmptySubsequences: false) {
             let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
-            if line.hasPrefix("pandas_categorical:") {
-                pandasCategorical = String(line.dropFirst("pandas_categorical:".count))
-                continue
-            }
             if line == "end of trees" {
                 if let c = current { blocks.append(c) }
                 current = nil
@@ -48,10 +43,8 @@ struct LightGBMModel {
             let value = String(line[line.index(after: eq)...])
             if current != nil { current![key] = value } else if !inTrees { header[key] = value }
         }
-        // pandas_categorical comes after the trees.
-        if pandasCategorical == nil, let range = text.range(of: "\npandas_categorical:") {
-            pandasCategorical = String(text[range.upperBound...].prefix { $0 != "\n" })
-        }
+        // pandas_categorical is the file's last line, after the trees and the parameters.
+        let pandasCategorical = text.range(of: "\npandas_categorical:").map { String(text[$0.upperBound...].prefix { $0 != "\n" }) }
         guard header["version"] != nil, header["max_feature_idx"] != nil else {
             throw ModelFormatError("not a LightGBM text model: no version= or max_feature_idx= line (save it with booster.save_model(\"model.txt\"))")
         }

@@ -1,14 +1,22 @@
 extension ModelDocument {
     /// The number of design-vector columns the preprocessing produces.
-    public var designWidth: Int {
-        preprocessing.reduce(0) { width, step in
-            if step.transform == .oneHot,
-                let field = schema.fields.first(where: { $0.name == step.field })
-            {
-                return width + (field.values?.count ?? 0)
+    public var designWidth: Int { designColumns.width }
+
+    /// Where each field's columns start in the design vector (the first step for
+    /// a field wins), and how many columns there are: steps in order, a one-hot
+    /// step taking one column per value, every other step one.
+    package var designColumns: (start: [String: Int], width: Int) {
+        var start: [String: Int] = [:]
+        var width = 0
+        for step in preprocessing {
+            if start[step.field] == nil { start[step.field] = width }
+            if step.transform == .oneHot {
+                width += schema.fields.first { $0.name == step.field }?.values?.count ?? 0
+            } else {
+                width += 1
             }
-            return width + 1
         }
+        return (start, width)
     }
 
     /// Checks everything a scorer relies on, naming the first problem found.

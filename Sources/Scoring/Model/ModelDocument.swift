@@ -391,12 +391,7 @@ extension ModelDocument {
         for tree in estimator.trees?.trees ?? [] {
             for (i, f) in tree.feature.enumerated() where f >= 0 { thresholds[f, default: []].append(tree.threshold[i]) }
         }
-        var columns: [String: Int] = [:]
-        var column = 0
-        for step in preprocessing {
-            columns[step.field] = column
-            column += step.transform == .oneHot ? (schema.fields.first { $0.name == step.field }?.values?.count ?? 0) : 1
-        }
+        let columns = designColumns.start
         for field in schema.fields {
             switch field.type {
             case .number:

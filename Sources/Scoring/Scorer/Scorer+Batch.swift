@@ -25,21 +25,8 @@ extension Scorer {
                     var poison = 0.0
                     for i in 0..<n { poison += x[i] * 0 }  // NaN iff some value is NaN or ±inf
                     if poison.isNaN {
-                        let impute = numberImpute[slot]
                         for i in 0..<n {
-                            var v = x[i]
-                            if v.isNaN {
-                                if impute.isNaN {
-                                    reject(&rejected, &errors, batch, i, missingValue(field: numberFields[slot], row: batch.firstRow + i, record: nil))
-                                    continue
-                                }
-                                v = impute
-                            } else if !v.isFinite {
-                                reject(&rejected, &errors, batch, i, ScoringError(
-                                    row: batch.firstRow + i, field: fieldNames[numberFields[slot]],
-                                    message: "expected a finite number, got \(v)"))
-                                continue
-                            }
+                            guard let v = numberCell(x[i], slot: slot, row: i, batch, &rejected, &errors) else { continue }
                             for k in 0..<m { margins[k * n + i] += numberWeights[slot * m + k] * v }
                         }
                     } else {
@@ -60,13 +47,8 @@ extension Scorer {
                             let code = codes[i]
                             if code >= 0 {
                                 for k in 0..<m { margins[k * n + i] += weights[Int(code) * m + k] }
-                            } else if code == ColumnBatch.missingCode {
-                                if categoryMissingIsError[slot] {
-                                    reject(&rejected, &errors, batch, i, missingValue(field: categoryFields[slot], row: batch.firstRow + i, record: nil))
-                                }
-                            } else if categoryUnknownIsError[slot] {
-                                let text = batch.unknownTexts.first { $0.0 == i && $0.1 == slot }?.2 ?? ""
-                                reject(&rejected, &errors, batch, i, unknownCategory(field: categoryFields[slot], text, row: batch.firstRow + i))
+                            } else {
+                                checkCategoryCell(code, slot: slot, row: i, batch, &rejected, &errors)
                             }
                         }
                     }
@@ -92,23 +74,10 @@ extension Scorer {
         }
         for slot in numberFields.indices {
             let column = numberColumns[slot]
-            let impute = numberImpute[slot]
             batch.withNumbers(slot: slot) { x in
                 for i in 0..<n {
-                    let v = x[i]
-                    if v.isNaN {
-                        if numberPassThrough[slot] { continue }
-                        if impute.isNaN {
-                            reject(&rejected, &errors, batch, i, missingValue(field: numberFields[slot], row: batch.firstRow + i, record: nil))
-                        } else {
-                            design[i * w + column] = impute
-                        }
-                    } else if !v.isFinite {
-                        reject(&rejected, &errors, batch, i, ScoringError(
-                            row: batch.firstRow + i, field: fieldNames[numberFields[slot]], message: "expected a finite number, got \(v)"))
-                    } else {
-                        design[i * w + column] = v
-                    }
+                    // A value passed through as missing leaves the template's NaN.
+                    if let v = numberCell(x[i], slot: slot, row: i, batch, &rejected, &errors) { design[i * w + column] = v }
                 }
             }
         }
@@ -120,13 +89,8 @@ extension Scorer {
                     let code = codes[i]
                     if code >= 0 {
                         if oneHot { design[i * w + column + Int(code)] = 1 } else { design[i * w + column] = Double(code) }
-                    } else if code == ColumnBatch.missingCode {
-                        if categoryMissingIsError[slot] {
-                            reject(&rejected, &errors, batch, i, missingValue(field: categoryFields[slot], row: batch.firstRow + i, record: nil))
-                        }
-                    } else if categoryUnknownIsError[slot] {
-                        let text = batch.unknownTexts.first { $0.0 == i && $0.1 == slot }?.2 ?? ""
-                        reject(&rejected, &errors, batch, i, unknownCategory(field: categoryFields[slot], text, row: batch.firstRow + i))
+                    } else {
+                        checkCategoryCell(code, slot: slot, row: i, batch, &rejected, &errors)
                     }
                 }
             }
@@ -175,6 +139,44 @@ extension Scorer {
         errors.sort { ($0.row ?? 0) < ($1.row ?? 0) }
         output.errors = errors
         output.scored = scored
+    }
+
+    /// A number cell's value for the estimator: itself, or the impute value when
+    /// missing; nil when missing and passed through, or when the row is rejected
+    /// (missing and required, or not finite).
+    @inline(__always)
+    private func numberCell(
+        _ v: Double, slot: Int, row i: Int, _ batch: ColumnBatch, _ rejected: inout [Bool], _ errors: inout [ScoringError]
+    ) -> Double? {
+        if v.isNaN {
+            if numberPassThrough[slot] { return nil }
+            let impute = numberImpute[slot]
+            if impute.isNaN {
+                reject(&rejected, &errors, batch, i, missingValue(field: numberFields[slot], row: batch.firstRow + i, record: nil))
+                return nil
+            }
+            return impute
+        }
+        guard v.isFinite else {
+            reject(&rejected, &errors, batch, i, ScoringError(
+                row: batch.firstRow + i, field: fieldNames[numberFields[slot]], message: "expected a finite number, got \(v)"))
+            return nil
+        }
+        return v
+    }
+
+    /// A category cell without a code (missing or unknown): rejects the row when the field's policy says so.
+    private func checkCategoryCell(
+        _ code: Int32, slot: Int, row i: Int, _ batch: ColumnBatch, _ rejected: inout [Bool], _ errors: inout [ScoringError]
+    ) {
+        if code == ColumnBatch.missingCode {
+            if categoryMissingIsError[slot] {
+                reject(&rejected, &errors, batch, i, missingValue(field: categoryFields[slot], row: batch.firstRow + i, record: nil))
+            }
+        } else if categoryUnknownIsError[slot] {
+            let text = batch.unknownTexts.first { $0.0 == i && $0.1 == slot }?.2 ?? ""
+            reject(&rejected, &errors, batch, i, unknownCategory(field: categoryFields[slot], text, row: batch.firstRow + i))
+        }
     }
 
     private func reject(_ rejected: inout [Bool], _ errors: inout [ScoringError], _ batch: ColumnBatch, _ i: Int, _ error: ScoringError) {

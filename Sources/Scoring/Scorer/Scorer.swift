@@ -63,20 +63,9 @@ public final class Scorer: Sendable {
         let m = estimator.marginCount
         marginCount = m
 
-        var offset: [String: Int] = [:]
+        let (offset, column) = document.designColumns
         var stepOf: [String: ModelDocument.PreprocessingStep] = [:]
-        var column = 0
-        for step in document.preprocessing {
-            offset[step.field] = column
-            stepOf[step.field] = step
-            if step.transform == .oneHot,
-                let values = fields.first(where: { $0.name == step.field })?.values
-            {
-                column += values.count
-            } else {
-                column += 1
-            }
-        }
+        for step in document.preprocessing where stepOf[step.field] == nil { stepOf[step.field] = step }
         let coefficients = estimator.coefficients ?? []
 
         var bias = estimator.intercepts

@@ -83,7 +83,6 @@ let upCommand = Command(
 
         let children = Children(logs: logs, home: home)
         let feeders = StopFlag()
-        var threads: [Thread] = []
         func stopAll() {
             feeders.stop()
             children.stopAll()
@@ -103,8 +102,8 @@ let upCommand = Command(
             say("stream  http://127.0.0.1:\(stream)   \(demo.path)/events → scored")
             if traffic {
                 _ = try children.start("producer", ["stream", "produce", "--to", "dir:" + demo.appendingPathComponent("events").path, "--rate", "\(rate)"], waitForPort: false)
-                threads.append(startThread("up-traffic") { sendTraffic(port: serve, rate: requestRate, key: key, stop: feeders) })
-                threads.append(startThread("up-files") { feedFiles(to: demo.appendingPathComponent("inbox"), every: interval, stop: feeders) })
+                startThread("up-traffic") { sendTraffic(port: serve, rate: requestRate, stop: feeders) }
+                startThread("up-files") { feedFiles(to: demo.appendingPathComponent("inbox"), every: interval, stop: feeders) }
                 say("traffic: \(requestRate) requests/s to serve, \(rate) events/s to stream, a file to batch every \(interval)s")
             }
         } catch {
@@ -136,11 +135,10 @@ private func say(_ text: String) {
     fflush(nil)
 }
 
-private func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) -> Thread {
+private func startThread(_ name: String, _ body: @escaping @Sendable () -> Void) {
     let thread = Thread(block: body)
     thread.name = name
     thread.start()
-    return thread
 }
 
 /// The admin key `up` gives the console: kept in SWITCHYARD_HOME/up.key (mode 0600), made again when revoked.
@@ -158,7 +156,7 @@ private func upKey(_ home: Home) throws -> String {
 }
 
 /// A light, steady load on serve: one record at a time, `rate` a second.
-private func sendTraffic(port: Int, rate: Int, key: String, stop: StopFlag) {
+private func sendTraffic(port: Int, rate: Int, stop: StopFlag) {
     var generator = CreditFixture(seed: 31)
     let client = HTTPClient(port: port)
     defer { client.close() }
@@ -194,8 +192,7 @@ private func feedFiles(to inbox: URL, every interval: Int, stop: StopFlag) {
 }
 
 /// The processes `up` started, each logging to its own file; stopped by pid, TERM then KILL.
-final class Children: @unchecked Sendable {
-    // Safety: used from the thread that runs `up` only.
+final class Children {
     private var running: [(name: String, pid: pid_t)] = []
     private let logs: URL
     private let home: Home
