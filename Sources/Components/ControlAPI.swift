@@ -133,15 +133,40 @@ package final class ControlAPI: Sendable {
     /// The server's handler.
     package func handle(_ request: HTTPRequest, _ context: HTTPServer.Context) -> HTTPResponse {
         let requestID = request.headers["x-request-id"].flatMap { $0.isEmpty || $0.utf8.count > 200 ? nil : $0 }
-            ?? "\(requestPrefix)-\(String(requestCounter.wrappingAdd(1, ordering: .relaxed).newValue, radix: 16))"
+            ?? newRequestID()
         var ctx = RequestContext(loop: context.loop, receivedNanoseconds: context.receivedNanoseconds, requestID: requestID, principal: .anonymous)
         var response = route(request, &ctx)
         response.headers.add("x-request-id", requestID)
         return response
     }
 
+    /// `PREFIX-N`: this process's random prefix and a counter, both in hex, written straight into one string.
+    private func newRequestID() -> String {
+        let n = requestCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        var prefix = requestPrefix
+        return prefix.withUTF8 { p in
+            String(unsafeUninitializedCapacity: p.count + 17) { out in
+                _ = out.initialize(fromContentsOf: p)
+                out[p.count] = UInt8(ascii: "-")
+                var digits = 1
+                while digits < 16 && n >> (4 * UInt64(digits)) != 0 { digits += 1 }
+                for k in 0..<digits {
+                    let nibble = UInt8(truncatingIfNeeded: n >> (4 * UInt64(digits - 1 - k))) & 0xF
+                    out[p.count + 1 + k] = nibble < 10 ? nibble + 0x30 : nibble + 0x57
+                }
+                return p.count + 1 + digits
+            }
+        }
+    }
+
+    private static let paths = ["/healthz", "/readyz", "/v1/status", "/v1/timeseries", "/v1/events", "/metrics", "/v1/model"]
+
     private func route(_ request: HTTPRequest, _ ctx: inout RequestContext) -> HTTPResponse {
         let path = request.path
+        // Most requests are the component's: one byte-wise look decides.
+        guard Self.paths.contains(where: { path.utf8.elementsEqual($0.utf8) }) else {
+            return component.route(request, ctx) ?? .error(404, "no route for \(request.method) \(path)")
+        }
         func needs(_ scope: Scope?) -> HTTPResponse? {
             switch authenticator.authorize(request, loop: ctx.loop, needed: scope) {
             case .success(let principal):
@@ -185,11 +210,7 @@ package final class ControlAPI: Sendable {
             }
             return component.swapModel(body, by: ctx.principal)
         default:
-            if let response = component.route(request, ctx) { return response }
-            if ["/healthz", "/readyz", "/v1/status", "/v1/timeseries", "/v1/events", "/metrics", "/v1/model"].contains(String(path)) {
-                return .error(405, "\(request.method) is not allowed on \(path)")
-            }
-            return .error(404, "no route for \(request.method) \(path)")
+            return .error(405, "\(request.method) is not allowed on \(path)")
         }
     }
 

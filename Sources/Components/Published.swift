@@ -47,3 +47,29 @@ package final class Published<Value: Sendable>: @unchecked Sendable {
     /// The current value, from any thread.
     package var current: Value { value.withLock { $0.value } }
 }
+
+/// One value per event loop, for buffers a loop reuses from request to
+/// request.
+///
+/// Safety: `with(loop:)` runs only on event loop `loop`'s thread (or, before
+/// the loops start, on the one thread standing in for it) and is not re-entered.
+package final class LoopLocal<Value>: @unchecked Sendable {
+    private let storage: UnsafeMutablePointer<Value>
+    private let loops: Int
+
+    package init(loops: Int, _ make: () -> Value) {
+        self.loops = loops
+        storage = .allocate(capacity: loops)
+        for i in 0..<loops { (storage + i).initialize(to: make()) }
+    }
+
+    deinit {
+        storage.deinitialize(count: loops)
+        storage.deallocate()
+    }
+
+    @inline(__always)
+    package func with<R>(loop: Int, _ body: (inout Value) throws -> R) rethrows -> R {
+        try body(&storage[loop])
+    }
+}

@@ -9,6 +9,7 @@ import Scoring
 extension ServeComponent {
     func routeProtocols(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) -> HTTPResponse? {
         let path = request.path
+        if path.utf8.starts(with: "/v2/models/".utf8) { return openInference(request, context, snapshot) }
         switch (request.method, path) {
         case ("GET", "/"), ("HEAD", "/"):
             return HTTPResponse(status: 200, contentType: "text/plain", body: "Healthy")
@@ -29,8 +30,7 @@ extension ServeComponent {
         case ("POST", "/invocations"):
             return guarded(request, context, allowCSV: true) { try mlflowInvocations(request, snapshot) }
         default:
-            guard path.hasPrefix("/v2/models/") else { return nil }
-            return openInference(request, context, snapshot)
+            return nil
         }
     }
 
@@ -55,29 +55,40 @@ extension ServeComponent {
 
     // MARK: - Open Inference Protocol v2
 
+    /// `/v2/models/{name}[/versions/{v}][/ready|/infer]`, read segment by segment without copies.
     private func openInference(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) -> HTTPResponse? {
-        let parts = request.path.dropFirst("/v2/models/".count).split(separator: "/", omittingEmptySubsequences: false).map(String.init)
-        guard let name = parts.first, !name.isEmpty else { return nil }
-        var rest = Array(parts.dropFirst())
-        var requestedVersion: String?
-        if rest.first == "versions" {
-            guard rest.count >= 2 else { return nil }
-            requestedVersion = rest[1]
-            rest = Array(rest.dropFirst(2))
+        let utf8 = request.path.utf8
+        var i = utf8.index(utf8.startIndex, offsetBy: "/v2/models/".utf8.count)
+        /// The next segment, or nil at the end of the path.
+        func segment() -> Substring.UTF8View.SubSequence? {
+            guard i < utf8.endIndex else { return nil }
+            let start = i
+            while i < utf8.endIndex && utf8[i] != UInt8(ascii: "/") { utf8.formIndex(after: &i) }
+            defer { if i < utf8.endIndex { utf8.formIndex(after: &i) } }
+            return utf8[start..<i]
         }
-        guard name == snapshot.version.model else {
-            return .error(404, "unknown model \"\(name)\"; this server serves \"\(snapshot.version.model)\"")
+        guard let name = segment(), !name.isEmpty else { return nil }
+        var action = segment()
+        var requestedVersion: Substring.UTF8View.SubSequence?
+        if let word = action, word.elementsEqual("versions".utf8) {
+            guard let version = segment() else { return nil }
+            requestedVersion = version
+            action = segment()
         }
-        if let requestedVersion, requestedVersion != "\(snapshot.version.version)" {
-            return .error(404, "version \(requestedVersion) of \(name) is not loaded; this server serves \(snapshot.label) (swap with POST /v1/model)")
+        guard segment() == nil else { return .error(404, "no route for \(request.method) \(request.path)") }
+        guard name.elementsEqual(snapshot.version.model.utf8) else {
+            return .error(404, "unknown model \"\(Substring(name))\"; this server serves \"\(snapshot.version.model)\"")
         }
-        switch (request.method, rest) {
-        case ("GET", []):
+        if let requestedVersion, !requestedVersion.elementsEqual(snapshot.versionText.utf8) {
+            return .error(404, "version \(Substring(requestedVersion)) of \(snapshot.version.model) is not loaded; this server serves \(snapshot.label) (swap with POST /v1/model)")
+        }
+        switch (request.method, action.map(Substring.init)) {
+        case ("GET", nil):
             return json(200, modelMetadata(snapshot))
-        case ("GET", ["ready"]):
-            return json(200, .object(JSONObject(["name": .string(name), "ready": .bool(true)])))
-        case ("POST", ["infer"]):
-            return guarded(request, context) { try infer(request, snapshot) }
+        case ("GET", "ready"?):
+            return json(200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(true)])))
+        case ("POST", "infer"?):
+            return guarded(request, context) { try infer(request, snapshot, loop: context.loop) }
         default:
             return .error(404, "no route for \(request.method) \(request.path)")
         }
@@ -102,128 +113,190 @@ extension ServeComponent {
         ]))
     }
 
-    private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
-        let scorer = snapshot.scorer
+    /// One input tensor of an infer request: where its name, shape and data are.
+    struct Tensor {
+        var nameNode: Int
+        var shapeNode: Int
+        var rank: Int
+        /// The first two dimensions (1 when absent).
+        var rows: Int
+        var columns: Int
+        /// Its data nodes are `InferScratch.data[offset..<offset + count]`.
+        var offset: Int
+        var count: Int
+    }
+
+    /// What one event loop reuses from one infer request to the next.
+    struct InferScratch {
         var tape = JSONTape()
-        return try request.body.withUnsafeBytes { body in
-            do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
-            guard let inputs = tape.member(tape.root, "inputs"), tape.kind(inputs) == .array, tape.nodes[inputs].count > 0 else {
-                throw HTTPError(400, #"expected "inputs": a list of tensors ({"name", "shape", "datatype", "data"})"#)
-            }
-            let fieldCount = scorer.fieldNames.count
-            var tensors: [(name: String, shape: [Int], data: [Int32])] = []
-            for (i, tensor) in tape.elements(inputs).enumerated() {
-                guard let nameNode = tape.member(tensor, "name"), let name = tape.string(nameNode) else {
-                    throw HTTPError(400, "inputs[\(i)]: missing \"name\"")
-                }
-                guard let shapeNode = tape.member(tensor, "shape"), tape.kind(shapeNode) == .array else {
-                    throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers")
-                }
-                let shape = tape.elements(shapeNode).compactMap { node -> Int? in
-                    guard let n = tape.number(node), n >= 0, n == n.rounded(), n < 1e9 else { return nil }
-                    return Int(n)
-                }
-                guard shape.count == Int(tape.nodes[shapeNode].count), !shape.isEmpty else {
-                    throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers")
-                }
-                guard let type = tape.member(tensor, "datatype"), tape.kind(type) == .string else {
-                    throw HTTPError(400, "input \"\(name)\": missing \"datatype\"")
-                }
-                guard let dataNode = tape.member(tensor, "data"), tape.kind(dataNode) == .array else {
-                    throw HTTPError(400, "input \"\(name)\": missing \"data\"")
-                }
-                var data: [Int32] = []
-                flatten(tape, dataNode, into: &data)
-                let expected = shape.reduce(1, *)
-                guard data.count == expected else {
-                    throw HTTPError(400, "input \"\(name)\": shape \(shape) holds \(expected) values, data has \(data.count)")
-                }
-                tensors.append((name, shape, data))
-            }
-            // One tape node per (row, field); -1 where a field has no tensor.
-            let rows = tensors[0].shape[0]
-            var cells: [Int32]
-            if tensors.count == 1, tensors[0].shape.count == 2, tensors[0].shape[1] == fieldCount,
-                scorer.fieldIndex(tensors[0].name) == nil || fieldCount == 1
-            {
-                cells = tensors[0].data  // one [N, F] tensor, schema order
-            } else {
-                cells = [Int32](repeating: -1, count: rows * fieldCount)
-                for t in tensors {
-                    guard let field = scorer.fieldIndex(t.name) else {
-                        throw HTTPError(400, "unknown input \"\(t.name)\"; the model's inputs are \(scorer.fieldNames.joined(separator: ", ")) (or one [N, \(fieldCount)] tensor in that order)")
-                    }
-                    guard t.shape.count == 1 || (t.shape.count == 2 && t.shape[1] == 1) else {
-                        throw HTTPError(400, "input \"\(t.name)\": shape must be [N] or [N, 1], got \(t.shape)")
-                    }
-                    guard t.shape[0] == rows else {
-                        throw HTTPError(400, "input \"\(t.name)\" has \(t.shape[0]) rows, other inputs have \(rows)")
-                    }
-                    for r in 0..<rows { cells[r * fieldCount + field] = t.data[r] }
-                }
-            }
-            let c = scorer.classes.count
-            var probabilities = [Double](repeating: 0, count: rows * c)
-            var labels = [Int](repeating: 0, count: rows)
-            try probabilities.withUnsafeMutableBufferPointer { out in
-                try cells.withUnsafeBufferPointer { cells in
-                    for r in 0..<rows {
-                        let fields = UnsafeBufferPointer(rebasing: cells[(r * fieldCount)..<((r + 1) * fieldCount)])
-                        do {
-                            labels[r] = try scorer.predict(tape: tape, fieldNodes: fields, row: r + 1, record: nil, into: out.baseAddress! + r * c)
-                        } catch {
-                            throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
-                        }
-                    }
-                }
-            }
-            var wantProbability = true, wantLabel = true
-            if let requested = tape.member(tape.root, "outputs"), tape.kind(requested) == .array, tape.nodes[requested].count > 0 {
-                wantProbability = false
-                wantLabel = false
-                for output in tape.elements(requested) {
-                    let name = tape.member(output, "name").flatMap { tape.string($0) } ?? ""
-                    switch name {
-                    case "probability": wantProbability = true
-                    case "label": wantLabel = true
-                    default: throw HTTPError(400, "unknown output \"\(name)\"; outputs are probability and label")
-                    }
-                }
-            }
-            var w = JSONWriter()
-            w.raw(#"{"model_name":"#)
-            w.string(snapshot.version.model)
-            w.raw(#","model_version":""# + String(snapshot.version.version) + "\"")
-            if let id = tape.member(tape.root, "id") {
-                w.raw(#","id":"#)
-                w.value(tape.value(id))
-            }
-            w.raw(#","outputs":["#)
-            if wantProbability {
-                w.raw(#"{"name":"probability","datatype":"FP64","shape":["# + String(rows) + "," + String(c) + #"],"data":["#)
-                for (i, p) in probabilities.enumerated() {
-                    if i > 0 { w.raw(",") }
-                    w.number(p)
-                }
-                w.raw("]}")
-            }
-            if wantLabel {
-                if wantProbability { w.raw(",") }
-                w.raw(#"{"name":"label","datatype":"BYTES","shape":["# + String(rows) + #"],"data":["#)
-                for (i, label) in labels.enumerated() {
-                    if i > 0 { w.raw(",") }
-                    w.string(scorer.classes[label])
-                }
-                w.raw("]}")
-            }
-            w.raw("]}")
-            return jsonBytes(200, w.bytes)
+        var tensors: [Tensor] = []
+        /// Every tensor's data nodes, flattened, one after another.
+        var data: [Int32] = []
+        /// One tape node per (row, field); -1 where a field has no value.
+        var cells: [Int32] = []
+        var probabilities: [Double] = []
+        var labels: [Int] = []
+    }
+
+    private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot, loop: Int) throws -> HTTPResponse {
+        try request.body.withUnsafeBytes { body in
+            try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch) }
         }
     }
 
-    private func flatten(_ tape: JSONTape, _ node: Int, into out: inout [Int32]) {
-        tape.forEachElement(node) { element in
-            if tape.kind(element) == .array { flatten(tape, element, into: &out) } else { out.append(Int32(element)) }
+    private func infer(_ body: UnsafeRawBufferPointer, _ snapshot: ModelSnapshot, _ s: inout InferScratch) throws -> HTTPResponse {
+        do { try s.tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
+        let tape = s.tape
+        let scorer = snapshot.scorer
+        guard let inputs = tape.member(tape.root, "inputs"), tape.kind(inputs) == .array, tape.count(inputs) > 0 else {
+            throw HTTPError(400, #"expected "inputs": a list of tensors ({"name", "shape", "datatype", "data"})"#)
+        }
+        let fieldCount = scorer.fieldNames.count
+        s.tensors.removeAll(keepingCapacity: true)
+        s.data.removeAll(keepingCapacity: true)
+        var node = tape.firstElement(inputs)
+        for i in 0..<tape.count(inputs) {
+            defer { node = tape.next(node) }
+            s.tensors.append(try tensor(tape, node, index: i, into: &s.data))
+        }
+        let first = s.tensors[0]
+        let rows = first.rows
+        s.cells.removeAll(keepingCapacity: true)
+        if s.tensors.count == 1, first.rank == 2, first.columns == fieldCount,
+            scorer.fieldIndex(tape, first.nameNode) == nil || fieldCount == 1
+        {
+            s.cells.append(contentsOf: s.data)  // one [N, F] tensor, schema order
+        } else {
+            s.cells.append(contentsOf: repeatElement(-1, count: rows * fieldCount))
+            for t in s.tensors {
+                let name = tape.string(t.nameNode) ?? ""
+                guard let field = scorer.fieldIndex(tape, t.nameNode) else {
+                    throw HTTPError(400, "unknown input \"\(name)\"; the model's inputs are \(scorer.fieldNames.joined(separator: ", ")) (or one [N, \(fieldCount)] tensor in that order)")
+                }
+                guard t.rank == 1 || (t.rank == 2 && t.columns == 1) else {
+                    throw HTTPError(400, "input \"\(name)\": shape must be [N] or [N, 1], got \(shapeText(tape, t.shapeNode))")
+                }
+                guard t.rows == rows else {
+                    throw HTTPError(400, "input \"\(name)\" has \(t.rows) rows, other inputs have \(rows)")
+                }
+                for r in 0..<rows { s.cells[r * fieldCount + field] = s.data[t.offset + r] }
+            }
+        }
+        let c = scorer.classes.count
+        s.probabilities.removeAll(keepingCapacity: true)
+        s.probabilities.append(contentsOf: repeatElement(0, count: rows * c))
+        s.labels.removeAll(keepingCapacity: true)
+        s.labels.append(contentsOf: repeatElement(0, count: rows))
+        try s.probabilities.withUnsafeMutableBufferPointer { out in
+            try s.cells.withUnsafeBufferPointer { cells in
+                for r in 0..<rows {
+                    let fields = UnsafeBufferPointer(rebasing: cells[(r * fieldCount)..<((r + 1) * fieldCount)])
+                    do {
+                        s.labels[r] = try scorer.predict(tape: tape, fieldNodes: fields, row: r + 1, record: nil, into: out.baseAddress! + r * c)
+                    } catch {
+                        throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
+                    }
+                }
+            }
+        }
+        var wantProbability = true, wantLabel = true
+        if let requested = tape.member(tape.root, "outputs"), tape.kind(requested) == .array, tape.count(requested) > 0 {
+            wantProbability = false
+            wantLabel = false
+            var output = tape.firstElement(requested)
+            for _ in 0..<tape.count(requested) {
+                defer { output = tape.next(output) }
+                let name = tape.member(output, "name").flatMap { tape.string($0) } ?? ""
+                switch name {
+                case "probability": wantProbability = true
+                case "label": wantLabel = true
+                default: throw HTTPError(400, "unknown output \"\(name)\"; outputs are probability and label")
+                }
+            }
+        }
+        var w = JSONWriter()
+        w.reserveCapacity(160 + rows * (c * 24 + 16))
+        w.raw(#"{"model_name":"#)
+        w.string(snapshot.version.model)
+        w.raw(#","model_version":""#)
+        w.raw(snapshot.versionText)
+        w.raw("\"")
+        if let id = tape.member(tape.root, "id") {
+            w.raw(#","id":"#)
+            w.raw(tape.text(id))
+        }
+        w.raw(#","outputs":["#)
+        if wantProbability {
+            w.raw(#"{"name":"probability","datatype":"FP64","shape":["#)
+            w.integer(rows)
+            w.raw(",")
+            w.integer(c)
+            w.raw(#"],"data":["#)
+            for (i, p) in s.probabilities.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.number(p)
+            }
+            w.raw("]}")
+        }
+        if wantLabel {
+            if wantProbability { w.raw(",") }
+            w.raw(#"{"name":"label","datatype":"BYTES","shape":["#)
+            w.integer(rows)
+            w.raw(#"],"data":["#)
+            for (i, label) in s.labels.enumerated() {
+                if i > 0 { w.raw(",") }
+                w.string(scorer.classes[label])
+            }
+            w.raw("]}")
+        }
+        w.raw("]}")
+        return jsonBytes(200, w.bytes)
+    }
+
+    /// Reads and checks input tensor `index` at `node`, appending its data nodes to `data`.
+    private func tensor(_ tape: JSONTape, _ node: Int, index: Int, into data: inout [Int32]) throws -> Tensor {
+        guard let nameNode = tape.member(node, "name"), tape.kind(nameNode) == .string else {
+            throw HTTPError(400, "inputs[\(index)]: missing \"name\"")
+        }
+        func name() -> String { tape.string(nameNode) ?? "" }
+        let shapeError = HTTPError(400, "input \"\(name())\": \"shape\" must be a list of non-negative integers")
+        guard let shapeNode = tape.member(node, "shape"), tape.kind(shapeNode) == .array, tape.count(shapeNode) > 0 else { throw shapeError }
+        var dims = (rows: 1, columns: 1), product = 1, overflow = false
+        var dim = tape.firstElement(shapeNode)
+        for d in 0..<tape.count(shapeNode) {
+            defer { dim = tape.next(dim) }
+            guard let n = tape.number(dim), n >= 0, n == n.rounded(), n < 1e9 else { throw shapeError }
+            if d == 0 { dims.rows = Int(n) } else if d == 1 { dims.columns = Int(n) }
+            let (p, o) = product.multipliedReportingOverflow(by: Int(n))
+            product = p
+            overflow = overflow || o
+        }
+        guard let type = tape.member(node, "datatype"), tape.kind(type) == .string else {
+            throw HTTPError(400, "input \"\(name())\": missing \"datatype\"")
+        }
+        guard let dataNode = tape.member(node, "data"), tape.kind(dataNode) == .array else {
+            throw HTTPError(400, "input \"\(name())\": missing \"data\"")
+        }
+        let offset = data.count
+        flatten(tape, dataNode, into: &data)
+        let count = data.count - offset
+        guard !overflow, count == product else {
+            throw HTTPError(400, "input \"\(name())\": shape \(shapeText(tape, shapeNode)) holds \(overflow ? "more" : "\(product)") values, data has \(count)")
+        }
+        return Tensor(nameNode: nameNode, shapeNode: shapeNode, rank: tape.count(shapeNode), rows: dims.rows, columns: dims.columns, offset: offset, count: count)
+    }
+
+    /// A shape as sent, for messages: `[2, 15]`.
+    private func shapeText(_ tape: JSONTape, _ shapeNode: Int) -> String {
+        "[" + tape.elements(shapeNode).map { JSONWriter.numberText(tape.number($0) ?? .nan) }.joined(separator: ", ") + "]"
+    }
+
+    /// Appends the leaves of a (nested) array, in order.
+    private func flatten(_ tape: JSONTape, _ array: Int, into out: inout [Int32]) {
+        var child = tape.firstElement(array)
+        for _ in 0..<tape.count(array) {
+            if tape.kind(child) == .array { flatten(tape, child, into: &out) } else { out.append(Int32(child)) }
+            child = tape.next(child)
         }
     }
 

@@ -15,12 +15,15 @@ package final class ModelSnapshot: Sendable {
     package let counters: StatusCounters
     /// A valid record for warm-up and examples.
     package let example: JSONValue
+    /// The version number as text, for every response's `x-model-version`.
+    package let versionText: String
 
     init(scorer: Scorer, version: ModelRegistry.Version, loops: Int) {
         self.scorer = scorer
         self.version = version
         counters = StatusCounters(loops: loops)
         example = scorer.document.exampleRecord()
+        versionText = String(version.version)
     }
 
     var label: String { version.reference }
@@ -104,6 +107,8 @@ package final class ServeComponent: Component {
     let latency: [LatencyHistogram]
     let responses: StatusCounters
     private let inFlight: LoopCounters
+    /// Each loop's reusable infer buffers.
+    let inferScratch: LoopLocal<InferScratch>
     private let sampling = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, clientErrors: UInt64)>(
         (HistogramSnapshot(), 0, 0, 0))
     /// Set by the host so status can report open connections.
@@ -122,6 +127,7 @@ package final class ServeComponent: Component {
         latency = (0..<loops).map { _ in LatencyHistogram() }
         responses = StatusCounters(loops: loops)
         inFlight = LoopCounters(loops: loops, width: 1)
+        inferScratch = LoopLocal(loops: loops) { InferScratch() }
         let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
         let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
         target = Mutex((parts[0], alias))
@@ -324,7 +330,7 @@ package final class ServeComponent: Component {
         } else {
             return nil
         }
-        response.headers.add("x-model-version", "\(snapshot.version.version)")
+        response.headers.add("x-model-version", snapshot.versionText)
         response.headers.add("x-model", snapshot.version.model)
         snapshot.counters.record(loop: context.loop, status: response.status)
         return response

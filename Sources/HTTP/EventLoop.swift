@@ -20,6 +20,8 @@ final class EventLoop: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private var connections: [Int32: Connection] = [:]
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
+    /// The parser's output for one read, reused.
+    private var events: [HTTPRequestParser.Event] = []
     private let limits: HTTPRequestParser.Limits
 
     /// Output beyond this stops reading from the connection until the client reads.
@@ -133,8 +135,10 @@ final class EventLoop: @unchecked Sendable {
             let now = monotonicNanoseconds()
             connection.lastActivity = now
             if !connection.closing {
-                let events = readBuffer.withUnsafeBytes { connection.parser.feed(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-                handle(events, on: connection)
+                let close = readBuffer.withUnsafeBytes {
+                    server.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), parser: &connection.parser, events: &events, output: &connection.output, loop: index)
+                }
+                if close { connection.closing = true }
             }
             if connection.parser.phase == .idle {
                 connection.requestStarted = nil
@@ -147,29 +151,6 @@ final class EventLoop: @unchecked Sendable {
             connection.closing = true
         }
         flush(connection)
-    }
-
-    private func handle(_ events: [HTTPRequestParser.Event], on connection: Connection) {
-        for event in events {
-            guard !connection.closing else { return }
-            switch event {
-            case .request(let wrapped):
-                let request = wrapped.request
-                let received = monotonicNanoseconds()
-                var response = server.handler(request, HTTPServer.Context(loop: index, receivedNanoseconds: received))
-                if request.method == "HEAD" { response.body = [] }
-                let keepAlive = request.keepAlive && !response.close
-                response.serialize(into: &connection.output, keepAlive: keepAlive)
-                server.observer?(index, response.status, monotonicNanoseconds() - received)
-                if !keepAlive { connection.closing = true }
-            case .continueNeeded:
-                connection.output.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
-            case .error(let status, let reason):
-                HTTPResponse.error(status, reason, close: true).serialize(into: &connection.output, keepAlive: false)
-                server.observer?(index, status, 0)
-                connection.closing = true
-            }
-        }
     }
 
     // MARK: - Writing

@@ -36,37 +36,131 @@ public struct HTTPRequest: Sendable {
 }
 
 /// Header fields in arrival order; names compare case-insensitively.
+///
+/// They are kept in their wire form, `Name: value\r\n` per field, in one byte
+/// array: adding a field appends to it, a lookup scans it, and writing a
+/// response copies it whole, so no field costs an allocation of its own.
 public struct HTTPHeaders: Sendable, Sequence {
-    public private(set) var fields: [(name: String, value: String)] = []
+    /// `Name: value\r\n` for each field. Names hold no `:`, CR or LF and values no CR or LF.
+    package private(set) var wire: [UInt8] = []
 
     public init() {}
 
     public init(_ fields: [(String, String)]) {
-        self.fields = fields.map { (name: $0.0, value: $0.1) }
+        for (name, value) in fields { add(name, value) }
     }
 
+    /// Adds a field. CR and LF are dropped from both parts and `:` from the
+    /// name, so a value taken from elsewhere cannot start a header of its own.
     public mutating func add(_ name: String, _ value: String) {
-        fields.append((name, value))
+        if wire.capacity == 0 { wire.reserveCapacity(192) }
+        var name = name, value = value
+        name.withUTF8 { append($0, dropping: 0x3A) }
+        wire.append(0x3A)
+        wire.append(0x20)
+        value.withUTF8 { append($0, dropping: 0x0A) }
+        wire.append(0x0D)
+        wire.append(0x0A)
     }
+
+    /// Appends `bytes` without CR, LF and `also`.
+    private mutating func append(_ bytes: UnsafeBufferPointer<UInt8>, dropping also: UInt8) {
+        if !bytes.contains(where: { $0 == 0x0D || $0 == 0x0A || $0 == also }) {
+            wire.append(contentsOf: bytes)
+        } else {
+            for b in bytes where b != 0x0D && b != 0x0A && b != also { wire.append(b) }
+        }
+    }
+
+    /// Adds a field whose bytes the request parser has already checked (a token name; a value without CR or LF).
+    package mutating func addChecked(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        wire.append(contentsOf: name)
+        wire.append(0x3A)
+        wire.append(0x20)
+        wire.append(contentsOf: value)
+        wire.append(0x0D)
+        wire.append(0x0A)
+    }
+
+    package mutating func reserveCapacity(_ bytes: Int) { wire.reserveCapacity(bytes) }
 
     /// Replaces every field named `name` with one.
     public mutating func set(_ name: String, _ value: String) {
-        fields.removeAll { equalsIgnoringASCIICase($0.name, name) }
-        fields.append((name, value))
+        var kept = HTTPHeaders()
+        for field in fields where !equalsIgnoringASCIICase(field.name, name) { kept.add(field.name, field.value) }
+        kept.add(name, value)
+        self = kept
     }
 
     /// The first value of `name`.
     public subscript(name: String) -> String? {
-        for field in fields where equalsIgnoringASCIICase(field.name, name) { return field.value }
-        return nil
+        guard let range = valueRange(name) else { return nil }
+        return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
     public func values(_ name: String) -> [String] {
         fields.filter { equalsIgnoringASCIICase($0.name, name) }.map(\.value)
     }
 
+    /// Whether the first value of `name` starts with `prefix` (given in lowercase), ignoring ASCII case; no String is made.
+    package func value(_ name: String, hasPrefix prefix: StaticString) -> Bool {
+        guard let range = valueRange(name), range.count >= prefix.utf8CodeUnitCount else { return false }
+        return wire.withUnsafeBufferPointer { w in
+            let p = prefix.utf8Start
+            for k in 0..<prefix.utf8CodeUnitCount where lowercaseASCII(w[range.lowerBound + k]) != p[k] { return false }
+            return true
+        }
+    }
+
+    /// Where the first value of `name` is in `wire`.
+    private func valueRange(_ name: String) -> Range<Int>? {
+        var name = name
+        return name.withUTF8 { n in
+            wire.withUnsafeBufferPointer { w in
+                var i = 0
+                while i < w.count {
+                    var colon = i
+                    while w[colon] != 0x3A { colon += 1 }
+                    var end = colon + 2
+                    while w[end] != 0x0D { end += 1 }
+                    if colon - i == n.count {
+                        var same = true
+                        for k in 0..<n.count where lowercaseASCII(w[i + k]) != lowercaseASCII(n[k]) {
+                            same = false
+                            break
+                        }
+                        if same { return (colon + 2)..<end }
+                    }
+                    i = end + 2
+                }
+                return nil
+            }
+        }
+    }
+
+    /// Every field, in order.
+    public var fields: [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        wire.withUnsafeBufferPointer { w in
+            var i = 0
+            while i < w.count {
+                var colon = i
+                while w[colon] != 0x3A { colon += 1 }
+                var end = colon + 2
+                while w[end] != 0x0D { end += 1 }
+                out.append((String(decoding: UnsafeBufferPointer(rebasing: w[i..<colon]), as: UTF8.self),
+                            String(decoding: UnsafeBufferPointer(rebasing: w[(colon + 2)..<end]), as: UTF8.self)))
+                i = end + 2
+            }
+        }
+        return out
+    }
+
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
 }
+
+@inline(__always)
+func lowercaseASCII(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
 /// A response to write.
 public struct HTTPResponse: Sendable {
@@ -113,12 +207,7 @@ public struct HTTPResponse: Sendable {
         out.append(0x20)
         out.append(contentsOf: HTTPStatus.reason(status).utf8)
         out.append(contentsOf: "\r\n".utf8)
-        for (name, value) in headers.fields {
-            out.append(contentsOf: name.utf8)
-            out.append(contentsOf: ": ".utf8)
-            out.append(contentsOf: value.utf8)
-            out.append(contentsOf: "\r\n".utf8)
-        }
+        out.append(contentsOf: headers.wire)
         out.append(contentsOf: "Content-Length: ".utf8)
         appendDecimal(body.count, &out)
         out.append(contentsOf: "\r\n".utf8)

@@ -62,12 +62,18 @@ package struct HTTPRequestParser {
     /// parser takes no more input.
     package mutating func feed(_ bytes: UnsafeRawBufferPointer) -> [Event] {
         var events: [Event] = []
+        feed(bytes, into: &events)
+        return events
+    }
+
+    /// `feed`, appending to `events` (a buffer the caller reuses).
+    package mutating func feed(_ bytes: UnsafeRawBufferPointer, into events: inout [Event]) {
         var i = 0
         let n = bytes.count
         while i < n {
             switch state {
             case .failed:
-                return events
+                return
             case .head:
                 // Skip empty lines before a request line (RFC 9112 §2.2).
                 if head.isEmpty && (bytes[i] == 0x0D || bytes[i] == 0x0A) {
@@ -86,11 +92,12 @@ package struct HTTPRequestParser {
                     i += take
                 }
                 if head.count > limits.headBytes {
-                    return fail(&events, 431, "the request line and headers exceed \(limits.headBytes) bytes")
+                    fail(&events, 431, "the request line and headers exceed \(limits.headBytes) bytes")
+                    return
                 }
                 if case .head = state, headDone {
                     headDone = false
-                    guard let request = parseHead(&events) else { return events }
+                    guard let request = parseHead(&events) else { return }
                     head.removeAll(keepingCapacity: true)
                     current = request.request
                     if request.expectContinue && request.bodyState != nil { events.append(.continueNeeded) }
@@ -120,15 +127,20 @@ package struct HTTPRequestParser {
                     if let semicolon = text.firstIndex(of: UInt8(ascii: ";")) { text = Array(text[..<semicolon]) }
                     while text.last == 0x20 || text.last == 0x09 { text.removeLast() }
                     guard !text.isEmpty, text.count <= 16, let size = Int(String(decoding: text, as: UTF8.self), radix: 16), size >= 0 else {
-                        return fail(&events, 400, "invalid chunk size")
+                        fail(&events, 400, "invalid chunk size")
+                        return
                     }
                     if current!.request.body.count + size > limits.bodyBytes {
-                        return fail(&events, 413, "the request body exceeds \(limits.bodyBytes) bytes")
+                        fail(&events, 413, "the request body exceeds \(limits.bodyBytes) bytes")
+                        return
                     }
                     state = size == 0 ? .trailers : .chunkData(remaining: size)
                 } else {
                     line.append(b)
-                    if line.count > 1024 { return fail(&events, 400, "chunk size line too long") }
+                    if line.count > 1024 {
+                        fail(&events, 400, "chunk size line too long")
+                        return
+                    }
                 }
             case .chunkData(let remaining):
                 let take = min(remaining, n - i)
@@ -144,14 +156,18 @@ package struct HTTPRequestParser {
                     line.removeAll(keepingCapacity: true)
                     state = .chunkSize
                 } else {
-                    return fail(&events, 400, "chunk data not followed by CRLF")
+                    fail(&events, 400, "chunk data not followed by CRLF")
+                    return
                 }
             case .trailers:
                 // Trailer fields are read and dropped; an empty line ends the message.
                 let b = bytes[i]
                 i += 1
                 trailerBytes += 1
-                if trailerBytes > limits.headBytes { return fail(&events, 431, "trailers exceed \(limits.headBytes) bytes") }
+                if trailerBytes > limits.headBytes {
+                    fail(&events, 431, "trailers exceed \(limits.headBytes) bytes")
+                    return
+                }
                 if b == 0x0A {
                     let empty = line.isEmpty || line == [0x0D]
                     line.removeAll(keepingCapacity: true)
@@ -165,7 +181,6 @@ package struct HTTPRequestParser {
                 }
             }
         }
-        return events
     }
 
     // MARK: - Head
@@ -198,8 +213,29 @@ package struct HTTPRequestParser {
     }
 
     private mutating func parseHead(_ events: inout [Event]) -> ParsedHead? {
-        // One pass over the head bytes with indices: no line arrays, no splits.
-        let h = head
+        let limits = limits
+        switch head.withUnsafeBufferPointer({ Self.parseHead($0, limits: limits) }) {
+        case .success(let parsed):
+            return parsed
+        case .failure(let failure):
+            fail(&events, failure.status, failure.reason)
+            return nil
+        }
+    }
+
+    private struct HeadFailure: Error {
+        var status: Int
+        var reason: String
+        init(_ status: Int, _ reason: String) {
+            self.status = status
+            self.reason = reason
+        }
+    }
+
+    /// One pass over the head's bytes: the request line, then each field,
+    /// copied once into the request's headers; the fields that frame the
+    /// message are read on the way.
+    private static func parseHead(_ h: UnsafeBufferPointer<UInt8>, limits: Limits) -> Result<ParsedHead, HeadFailure> {
         let n = h.count
         func lineEnd(from i: Int) -> (content: Int, next: Int) {
             var j = i
@@ -209,19 +245,17 @@ package struct HTTPRequestParser {
         }
         // Request line: METHOD SP request-target SP HTTP-version
         let (lineStop, afterLine) = lineEnd(from: 0)
-        guard lineStop > 0 else { fail(&events, 400, "empty request"); return nil }
+        guard lineStop > 0 else { return .failure(HeadFailure(400, "empty request")) }
         var sp1 = 0
         while sp1 < lineStop && h[sp1] != 0x20 { sp1 += 1 }
         var sp2 = sp1 + 1
         while sp2 < lineStop && h[sp2] != 0x20 { sp2 += 1 }
         guard sp1 > 0, sp1 < lineStop, sp2 < lineStop, !h[sp2 + 1..<lineStop].contains(0x20), (0..<sp1).allSatisfy({ isTokenByte(h[$0]) })
         else {
-            fail(&events, 400, "malformed request line")
-            return nil
+            return .failure(HeadFailure(400, "malformed request line"))
         }
         guard sp2 > sp1 + 1, (sp1 + 1..<sp2).allSatisfy({ h[$0] > 0x20 && h[$0] < 0x7F }) else {
-            fail(&events, 400, "malformed request target")
-            return nil
+            return .failure(HeadFailure(400, "malformed request target"))
         }
         let minor: Int
         let versionLength = lineStop - (sp2 + 1)
@@ -230,88 +264,94 @@ package struct HTTPRequestParser {
         if isHTTP && h[sp2 + 6] == UInt8(ascii: "1") && h[sp2 + 7] == UInt8(ascii: ".") && (h[sp2 + 8] == UInt8(ascii: "1") || h[sp2 + 8] == UInt8(ascii: "0")) {
             minor = h[sp2 + 8] == UInt8(ascii: "1") ? 1 : 0
         } else if isHTTP {
-            fail(&events, 505, "only HTTP/1.0 and HTTP/1.1 are served")
-            return nil
+            return .failure(HeadFailure(505, "only HTTP/1.0 and HTTP/1.1 are served"))
         } else {
-            fail(&events, 400, "malformed HTTP version")
-            return nil
+            return .failure(HeadFailure(400, "malformed HTTP version"))
         }
 
         var headers = HTTPHeaders()
+        headers.reserveCapacity(n - afterLine + 16)
+        var connectionClose = false, connectionKeepAlive = false
+        var chunked = false, otherCoding = false, sawTransferEncoding = false
+        var contentLength: Int?, badLength = false
+        var expectContinue = false
         var i = afterLine
         while i < n {
             let (stop, next) = lineEnd(from: i)
             defer { i = next }
             if stop == i { continue }  // the empty line that ends the head
             guard h[i] != 0x20, h[i] != 0x09 else {
-                fail(&events, 400, "obsolete header line folding is not accepted")
-                return nil
+                return .failure(HeadFailure(400, "obsolete header line folding is not accepted"))
             }
             var colon = i
             while colon < stop && h[colon] != UInt8(ascii: ":") { colon += 1 }
-            guard colon < stop else {
-                fail(&events, 400, "header line without ':'")
-                return nil
-            }
+            guard colon < stop else { return .failure(HeadFailure(400, "header line without ':'")) }
             guard colon > i, (i..<colon).allSatisfy({ isTokenByte(h[$0]) }) else {
-                fail(&events, 400, "invalid header name")
-                return nil
+                return .failure(HeadFailure(400, "invalid header name"))
             }
             var valueStart = colon + 1, valueEnd = stop
             while valueStart < valueEnd && (h[valueStart] == 0x20 || h[valueStart] == 0x09) { valueStart += 1 }
             while valueEnd > valueStart && (h[valueEnd - 1] == 0x20 || h[valueEnd - 1] == 0x09) { valueEnd -= 1 }
             guard (valueStart..<valueEnd).allSatisfy({ h[$0] >= 0x20 && h[$0] != 0x7F || h[$0] == 0x09 }) else {
-                fail(&events, 400, "control character in a header value")
-                return nil
+                return .failure(HeadFailure(400, "control character in a header value"))
             }
-            headers.add(String(decoding: h[i..<colon], as: UTF8.self), String(decoding: h[valueStart..<valueEnd], as: UTF8.self))
+            let name = UnsafeBufferPointer(rebasing: h[i..<colon])
+            let value = UnsafeBufferPointer(rebasing: h[valueStart..<valueEnd])
+            headers.addChecked(name: name, value: value)
+            if equalsLowercase(name, "content-length") {
+                // A list of equal lengths counts as one (RFC 9110 §8.6); anything else is refused.
+                forEachListItem(value) { item in
+                    guard item.count <= 18, item.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                        badLength = true
+                        return
+                    }
+                    let length = item.reduce(0) { $0 * 10 + Int($1 - 0x30) }
+                    if let earlier = contentLength, earlier != length { badLength = true }
+                    contentLength = length
+                }
+                if contentLength == nil { badLength = true }
+            } else if equalsLowercase(name, "transfer-encoding") {
+                sawTransferEncoding = true
+                forEachListItem(value) { item in
+                    if equalsLowercase(item, "chunked") && !chunked { chunked = true } else { otherCoding = true }
+                }
+            } else if equalsLowercase(name, "connection") {
+                forEachListItem(value) { item in
+                    if equalsLowercase(item, "close") { connectionClose = true }
+                    if equalsLowercase(item, "keep-alive") { connectionKeepAlive = true }
+                }
+            } else if equalsLowercase(name, "expect") {
+                expectContinue = expectContinue || equalsLowercase(value, "100-continue")
+            }
         }
 
-        let method = String(decoding: h[0..<sp1], as: UTF8.self)
-        let target = String(decoding: h[(sp1 + 1)..<sp2], as: UTF8.self)
-        var keepAlive = minor == 1
-        if headers["Connection"] != nil {
-            let tokens = headers.values("Connection").flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: " \t").lowercased() }
-            keepAlive = minor == 1 ? !tokens.contains("close") : tokens.contains("keep-alive")
-        }
+        let method = String(decoding: UnsafeBufferPointer(rebasing: h[0..<sp1]), as: UTF8.self)
+        let target = String(decoding: UnsafeBufferPointer(rebasing: h[(sp1 + 1)..<sp2]), as: UTF8.self)
+        let keepAlive = minor == 1 ? !connectionClose : connectionKeepAlive
         var request = HTTPRequestHeadAndBody(
             request: HTTPRequest(
                 method: method, target: target, minorVersion: minor,
                 headers: headers, body: [], keepAlive: keepAlive))
 
-        let transferEncodings = headers.values("Transfer-Encoding")
-        let lengths = headers.values("Content-Length")
         var framing: BodyFraming?
-        if !transferEncodings.isEmpty {
-            guard lengths.isEmpty else {
-                fail(&events, 400, "both Transfer-Encoding and Content-Length")
-                return nil
+        if sawTransferEncoding {
+            guard contentLength == nil, !badLength else {
+                return .failure(HeadFailure(400, "both Transfer-Encoding and Content-Length"))
             }
-            let codings = transferEncodings.joined(separator: ",").split(separator: ",").map {
-                $0.trimmingCharacters(in: " \t").lowercased()
-            }
-            guard codings == ["chunked"] else {
-                fail(&events, 501, "only the chunked transfer coding is supported")
-                return nil
+            guard chunked, !otherCoding else {
+                return .failure(HeadFailure(501, "only the chunked transfer coding is supported"))
             }
             framing = .chunked
-        } else if !lengths.isEmpty {
-            let values = Set(lengths.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: " \t") } })
-            guard values.count == 1, let text = values.first, !text.isEmpty, text.count <= 18,
-                text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let length = Int(text)
-            else {
-                fail(&events, 400, "invalid Content-Length")
-                return nil
-            }
+        } else if badLength {
+            return .failure(HeadFailure(400, "invalid Content-Length"))
+        } else if let length = contentLength {
             guard length <= limits.bodyBytes else {
-                fail(&events, 413, "the request body (\(length) bytes) exceeds \(limits.bodyBytes) bytes")
-                return nil
+                return .failure(HeadFailure(413, "the request body (\(length) bytes) exceeds \(limits.bodyBytes) bytes"))
             }
             framing = .fixedBody(length)
             request.request.body.reserveCapacity(length)
         }
-        let expect = headers["Expect"].map { equalsIgnoringASCIICase($0, "100-continue") } ?? false
-        return ParsedHead(request: request, bodyState: framing, expectContinue: expect)
+        return .success(ParsedHead(request: request, bodyState: framing, expectContinue: expectContinue))
     }
 
     private mutating func finish(_ events: inout [Event]) {
@@ -319,11 +359,9 @@ package struct HTTPRequestParser {
         current = nil
     }
 
-    @discardableResult
-    private mutating func fail(_ events: inout [Event], _ status: Int, _ reason: String) -> [Event] {
+    private mutating func fail(_ events: inout [Event], _ status: Int, _ reason: String) {
         state = .failed
         events.append(.error(status: status, reason: reason))
-        return events
     }
 }
 
@@ -353,11 +391,27 @@ private func isTokenByte(_ b: UInt8) -> Bool {
     }
 }
 
-extension StringProtocol {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let f = s.first, set.contains(f) { s = s.dropFirst() }
-        while let l = s.last, set.contains(l) { s = s.dropLast() }
-        return String(s)
+/// Whether `bytes` equal `lowercase` (given in lowercase), ignoring ASCII case.
+@inline(__always)
+private func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+    guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+    let p = lowercase.utf8Start
+    for k in 0..<bytes.count where lowercaseASCII(bytes[k]) != p[k] { return false }
+    return true
+}
+
+/// Calls `body` with each item of a comma-separated list, without the blanks
+/// around it; empty items are skipped (RFC 9110 §5.6.1).
+@inline(__always)
+private func forEachListItem(_ value: UnsafeBufferPointer<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> Void) {
+    var start = 0
+    while start <= value.count {
+        var end = start
+        while end < value.count && value[end] != UInt8(ascii: ",") { end += 1 }
+        var a = start, b = end
+        while a < b && (value[a] == 0x20 || value[a] == 0x09) { a += 1 }
+        while b > a && (value[b - 1] == 0x20 || value[b - 1] == 0x09) { b -= 1 }
+        if a < b { body(UnsafeBufferPointer(rebasing: value[a..<b])) }
+        start = end + 1
     }
 }

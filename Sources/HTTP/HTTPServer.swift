@@ -120,6 +120,40 @@ public final class HTTPServer: Sendable {
     public var connections: Int { connectionCount.load(ordering: .relaxed) }
 }
 
+extension HTTPServer {
+    /// Feeds bytes read from a connection to its parser, runs the handler for
+    /// every request they complete (pipelined ones in order) and appends the
+    /// responses to `output`. Returns true when the connection must close once
+    /// `output` is written. `events` is scratch space the caller keeps between calls.
+    package func process(
+        _ bytes: UnsafeRawBufferPointer, parser: inout HTTPRequestParser, events: inout [HTTPRequestParser.Event],
+        output: inout [UInt8], loop: Int
+    ) -> Bool {
+        parser.feed(bytes, into: &events)
+        defer { events.removeAll(keepingCapacity: true) }
+        for event in events {
+            switch event {
+            case .request(let wrapped):
+                let request = wrapped.request
+                let received = monotonicNanoseconds()
+                var response = handler(request, Context(loop: loop, receivedNanoseconds: received))
+                if request.method == "HEAD" { response.body = [] }
+                let keepAlive = request.keepAlive && !response.close
+                response.serialize(into: &output, keepAlive: keepAlive)
+                observer?(loop, response.status, monotonicNanoseconds() - received)
+                if !keepAlive { return true }
+            case .continueNeeded:
+                output.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
+            case .error(let status, let reason):
+                HTTPResponse.error(status, reason, close: true).serialize(into: &output, keepAlive: false)
+                observer?(loop, status, 0)
+                return true
+            }
+        }
+        return false
+    }
+}
+
 /// Sockets, wrapped.
 enum Socket {
     static func listen(host: String, port: Int) throws(IOError) -> Int32 {

@@ -120,11 +120,25 @@ package struct JSONTape {
 
     /// The node as a `JSONValue` (for error messages and rare paths).
     package func value(_ node: Int) -> JSONValue {
+        (try? JSONValue.parse(text(node))) ?? .null
+    }
+
+    /// The node's JSON text as it was sent (a string with its quotes).
+    package func text(_ node: Int) -> UnsafeRawBufferPointer {
         let n = nodes[node]
         let start = n.kind == .string ? Int(n.start) - 1 : Int(n.start)
         let end = n.kind == .string ? Int(n.end) + 1 : Int(n.end)
-        return (try? JSONValue.parse(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))) ?? .null
+        return UnsafeRawBufferPointer(rebasing: bytes[start..<end])
     }
+
+    /// An array's first element; each element's `next` is the one after it.
+    package func firstElement(_ array: Int) -> Int { array + 1 }
+
+    /// The node after `node` and its children: an array element's next sibling.
+    package func next(_ node: Int) -> Int { Int(nodes[node].next) }
+
+    /// Children of an array, values and keys of an object.
+    package func count(_ node: Int) -> Int { Int(nodes[node].count) }
 
     // MARK: - Parsing
 

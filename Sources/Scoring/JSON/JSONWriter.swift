@@ -36,6 +36,25 @@ public struct JSONWriter {
         bytes.append(contentsOf: text.utf8)
     }
 
+    /// Bytes that are already JSON (or part of it), as they are.
+    public mutating func raw(_ text: UnsafeRawBufferPointer) {
+        bytes.append(contentsOf: text)
+    }
+
+    public mutating func reserveCapacity(_ count: Int) { bytes.reserveCapacity(count) }
+
+    /// A whole number, digit by digit.
+    public mutating func integer(_ n: Int) {
+        if n < 0 { bytes.append(UInt8(ascii: "-")) }
+        let magnitude = n.magnitude
+        var divisor: UInt = 1
+        while divisor <= magnitude / 10 { divisor *= 10 }
+        while divisor > 0 {
+            bytes.append(UInt8(truncatingIfNeeded: magnitude / divisor % 10) &+ 0x30)
+            divisor /= 10
+        }
+    }
+
     public mutating func number(_ n: Double) {
         raw(Self.numberText(n))
     }

@@ -12,8 +12,7 @@ extension Scorer {
         switch tape.kind(node) {
         case .object:
             tape.forEachMember(node) { key, value in
-                let code = tape.nodes[key].escaped ? fieldTable.code(of: tape.string(key) ?? "") : fieldTable.code(of: tape.rawBytes(key))
-                if code >= 0 { fieldNodes[Int(code)] = Int32(value) }
+                if let field = fieldIndex(tape, key) { fieldNodes[field] = Int32(value) }
             }
             return try fieldNodes.withUnsafeBufferPointer { nodes in
                 Result { () throws(ScoringError) -> Int in try predict(tape: tape, fieldNodes: nodes, row: row, record: node, into: out) }
@@ -66,6 +65,14 @@ extension Scorer {
                 }
             }
         }
+    }
+
+    /// The field that string node `node` names (its index in schema order), without making a String.
+    @inline(__always)
+    package func fieldIndex(_ tape: JSONTape, _ node: Int) -> Int? {
+        guard tape.kind(node) == .string else { return nil }
+        let code = tape.nodes[node].escaped ? fieldTable.code(of: tape.string(node) ?? "") : fieldTable.code(of: tape.rawBytes(node))
+        return code < 0 ? nil : Int(code)
     }
 
     private func keys(_ tape: JSONTape, _ object: Int) -> [String] {
