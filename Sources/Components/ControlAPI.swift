@@ -164,7 +164,8 @@ package final class ControlAPI: Sendable {
     private func route(_ request: HTTPRequest, _ ctx: inout RequestContext) -> HTTPResponse {
         let path = request.path
         // Most requests are the component's: one byte-wise look decides.
-        guard Self.paths.contains(where: { path.utf8.elementsEqual($0.utf8) }) else {
+        let length = path.utf8.count
+        guard Self.paths.contains(where: { $0.utf8.count == length && path.utf8.elementsEqual($0.utf8) }) else {
             return component.route(request, ctx) ?? .error(404, "no route for \(request.method) \(path)")
         }
         func needs(_ scope: Scope?) -> HTTPResponse? {

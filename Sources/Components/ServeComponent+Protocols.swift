@@ -259,13 +259,13 @@ extension ServeComponent {
             throw HTTPError(400, "inputs[\(index)]: missing \"name\"")
         }
         func name() -> String { tape.string(nameNode) ?? "" }
-        let shapeError = HTTPError(400, "input \"\(name())\": \"shape\" must be a list of non-negative integers")
-        guard let shapeNode = tape.member(node, "shape"), tape.kind(shapeNode) == .array, tape.count(shapeNode) > 0 else { throw shapeError }
+        func shapeError() -> HTTPError { HTTPError(400, "input \"\(name())\": \"shape\" must be a list of non-negative integers") }
+        guard let shapeNode = tape.member(node, "shape"), tape.kind(shapeNode) == .array, tape.count(shapeNode) > 0 else { throw shapeError() }
         var dims = (rows: 1, columns: 1), product = 1, overflow = false
         var dim = tape.firstElement(shapeNode)
         for d in 0..<tape.count(shapeNode) {
             defer { dim = tape.next(dim) }
-            guard let n = tape.number(dim), n >= 0, n == n.rounded(), n < 1e9 else { throw shapeError }
+            guard let n = tape.number(dim), n >= 0, n == n.rounded(), n < 1e9 else { throw shapeError() }
             if d == 0 { dims.rows = Int(n) } else if d == 1 { dims.columns = Int(n) }
             let (p, o) = product.multipliedReportingOverflow(by: Int(n))
             product = p

@@ -18,7 +18,8 @@ final class EventLoop: @unchecked Sendable {
     private let wakeFD: Int32
     private unowned let server: HTTPServer
     private let stopping = Atomic<Bool>(false)
-    private var connections: [Int32: Connection] = [:]
+    /// The loop's connections by file descriptor: descriptors are small and reused, so a lookup is one load.
+    private var connections: [Connection?] = []
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// The parser's output for one read, reused.
     private var events: [HTTPRequestParser.Event] = []
@@ -50,7 +51,7 @@ final class EventLoop: @unchecked Sendable {
 
     func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
-        var lastSweep = monotonicNanoseconds()
+        var lastSweep = csystem_coarse_ns()
         while !stopping.load(ordering: .acquiring) {
             let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 256, 100) }
             if n < 0 && errno != EINTR { break }
@@ -62,12 +63,12 @@ final class EventLoop: @unchecked Sendable {
                 } else if fd == wakeFD {
                     var value: UInt64 = 0
                     _ = read(wakeFD, &value, 8)
-                } else if let connection = connections[fd] {
+                } else if let connection = connection(fd) {
                     if flags & Epoll.readable != 0 || flags & Epoll.hangup != 0 { readFrom(connection) }
-                    if flags & Epoll.writable != 0, connections[fd] != nil { flush(connection) }
+                    if flags & Epoll.writable != 0, self.connection(fd) === connection { flush(connection) }
                 }
             }
-            let now = monotonicNanoseconds()
+            let now = csystem_coarse_ns()
             if now - lastSweep >= 100_000_000 {
                 sweepTimeouts(now)
                 lastSweep = now
@@ -77,9 +78,13 @@ final class EventLoop: @unchecked Sendable {
     }
 
     func closeAll() {
-        for fd in Array(connections.keys) { closeConnection(fd) }
+        for case let connection? in connections { closeConnection(connection.fd) }
         close(wakeFD)
         close(epfd)
+    }
+
+    private func connection(_ fd: Int32) -> Connection? {
+        Int(fd) < connections.count ? connections[Int(fd)] : nil
     }
 
     // MARK: - Accept
@@ -104,8 +109,9 @@ final class EventLoop: @unchecked Sendable {
             }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let connection = Connection(fd: fd, limits: limits, now: monotonicNanoseconds())
-            connections[fd] = connection
+            let connection = Connection(fd: fd, limits: limits, now: csystem_coarse_ns())
+            if Int(fd) >= connections.count { connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count)) }
+            connections[Int(fd)] = connection
             do {
                 try Epoll.control(epfd, Epoll.add, fd, events: Epoll.readable | UInt32(EPOLLRDHUP.rawValue))
             } catch {
@@ -132,7 +138,7 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             received += n
-            let now = monotonicNanoseconds()
+            let now = csystem_coarse_ns()
             connection.lastActivity = now
             if !connection.closing {
                 let close = readBuffer.withUnsafeBytes {
@@ -146,6 +152,9 @@ final class EventLoop: @unchecked Sendable {
                 connection.requestStarted = now
             }
             if connection.output.count - connection.outputOffset > Self.outputHighWater { break }
+            // A short read emptied the socket: skip the recv that would only say EAGAIN. The
+            // epoll interest is level-triggered, so bytes that arrive later wake the loop again.
+            if n < readBuffer.count { break }
         }
         if connection.peerClosed {
             connection.closing = true
@@ -168,7 +177,7 @@ final class EventLoop: @unchecked Sendable {
                 return
             }
             connection.outputOffset += n
-            connection.lastWrite = monotonicNanoseconds()
+            connection.lastWrite = csystem_coarse_ns()
         }
         if connection.outputOffset == connection.output.count {
             connection.output.removeAll(keepingCapacity: connection.output.capacity <= 1 << 16)
@@ -185,12 +194,13 @@ final class EventLoop: @unchecked Sendable {
             connection.interest = interest
             try? Epoll.control(epfd, Epoll.modify, fd, events: interest)
         }
-        if pending && connection.writeStalledSince == nil { connection.writeStalledSince = monotonicNanoseconds() }
+        if pending && connection.writeStalledSince == nil { connection.writeStalledSince = csystem_coarse_ns() }
         if !pending { connection.writeStalledSince = nil }
     }
 
     private func closeConnection(_ fd: Int32) {
-        guard connections.removeValue(forKey: fd) != nil else { return }
+        guard connection(fd) != nil else { return }
+        connections[Int(fd)] = nil
         _ = try? Epoll.control(epfd, Epoll.delete, fd, events: 0)
         close(fd)
         server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
@@ -200,7 +210,8 @@ final class EventLoop: @unchecked Sendable {
 
     private func sweepTimeouts(_ now: UInt64) {
         let c = server.configuration
-        for (fd, connection) in connections {
+        for case let connection? in connections {
+            let fd = connection.fd
             if let stalled = connection.writeStalledSince, Double(now - max(stalled, connection.lastWrite)) / 1e9 > c.writeTimeout {
                 closeConnection(fd)
                 continue
@@ -223,7 +234,8 @@ final class EventLoop: @unchecked Sendable {
     }
 }
 
-/// A connection's state, owned by its loop.
+/// A connection's state, owned by its loop. Its times are from the coarse
+/// monotonic clock (`csystem_coarse_ns`), which is enough for timeouts.
 final class Connection {
     let fd: Int32
     var parser: HTTPRequestParser

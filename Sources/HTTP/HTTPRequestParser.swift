@@ -80,14 +80,26 @@ package struct HTTPRequestParser {
                     i += 1
                     continue
                 }
+                if head.isEmpty {
+                    // The common case: the whole head is in this read. Parse it where it is.
+                    let window = min(n, i + limits.headBytes)
+                    if let end = Self.headEnd(bytes, from: i, start: i, limit: window) {
+                        let parsed = Self.parseHead(
+                            UnsafeBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: UInt8.self) + i, count: end + 1 - i),
+                            limits: limits)
+                        i = end + 1
+                        guard begin(parsed, &events) else { return }
+                        continue
+                    }
+                }
                 // Append what is here (up to the limit), then look for the empty line that ends the head.
                 let before = head.count
                 let take = min(n - i, limits.headBytes + 1 - before)
                 head.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[i..<(i + take)]))
-                if let end = headEnd(from: max(0, before - 3)) {
+                let end = head.withUnsafeBytes { Self.headEnd($0, from: max(0, before - 3), start: 0, limit: $0.count) }
+                if let end {
                     i += end + 1 - before
                     head.removeSubrange((end + 1)...)
-                    headDone = true
                 } else {
                     i += take
                 }
@@ -95,17 +107,11 @@ package struct HTTPRequestParser {
                     fail(&events, 431, "the request line and headers exceed \(limits.headBytes) bytes")
                     return
                 }
-                if case .head = state, headDone {
-                    headDone = false
-                    guard let request = parseHead(&events) else { return }
+                if end != nil {
+                    let limits = limits
+                    let parsed = head.withUnsafeBufferPointer { Self.parseHead($0, limits: limits) }
                     head.removeAll(keepingCapacity: true)
-                    current = request.request
-                    if request.expectContinue && request.bodyState != nil { events.append(.continueNeeded) }
-                    switch request.bodyState {
-                    case nil: finish(&events)
-                    case .fixedBody(let length)?: state = length == 0 ? .head : .fixedBody(remaining: length); if length == 0 { finish(&events) }
-                    default: state = .chunkSize
-                    }
+                    guard begin(parsed, &events) else { return }
                 }
             case .fixedBody(let remaining):
                 let take = min(remaining, n - i)
@@ -185,20 +191,40 @@ package struct HTTPRequestParser {
 
     // MARK: - Head
 
-    private var headDone = false
-
-    /// The index of the LF that ends the head ("\n\n" or "\r\n\r\n"), searching from `start`.
-    private func headEnd(from start: Int) -> Int? {
-        var i = start
-        let count = head.count
-        while i < count {
-            if head[i] == 0x0A {
-                if i >= 1 && head[i - 1] == 0x0A { return i }
-                if i >= 2 && head[i - 1] == 0x0D && head[i - 2] == 0x0A { return i }
+    /// The index of the LF that ends a head ("\n\n" or "\r\n\r\n") in `h[start..<limit]`,
+    /// searching from `from`.
+    private static func headEnd(_ h: UnsafeRawBufferPointer, from: Int, start: Int, limit: Int) -> Int? {
+        var i = from
+        while i < limit {
+            if h[i] == 0x0A {
+                if i - 1 >= start && h[i - 1] == 0x0A { return i }
+                if i - 2 >= start && h[i - 1] == 0x0D && h[i - 2] == 0x0A { return i }
             }
             i += 1
         }
         return nil
+    }
+
+    /// Starts the request a parsed head describes (or fails); false once failed.
+    private mutating func begin(_ parsed: Result<ParsedHead, HeadFailure>, _ events: inout [Event]) -> Bool {
+        let request: ParsedHead
+        switch parsed {
+        case .success(let p): request = p
+        case .failure(let failure):
+            fail(&events, failure.status, failure.reason)
+            return false
+        }
+        current = request.request
+        if request.expectContinue && request.bodyState != nil { events.append(.continueNeeded) }
+        switch request.bodyState {
+        case nil, .fixedBody(0)?:
+            finish(&events)
+        case .fixedBody(let length)?:
+            state = .fixedBody(remaining: length)
+        case .chunked?:
+            state = .chunkSize
+        }
+        return true
     }
 
     private enum BodyFraming {
@@ -210,17 +236,6 @@ package struct HTTPRequestParser {
         var request: HTTPRequestHeadAndBody
         var bodyState: BodyFraming?
         var expectContinue: Bool
-    }
-
-    private mutating func parseHead(_ events: inout [Event]) -> ParsedHead? {
-        let limits = limits
-        switch head.withUnsafeBufferPointer({ Self.parseHead($0, limits: limits) }) {
-        case .success(let parsed):
-            return parsed
-        case .failure(let failure):
-            fail(&events, failure.status, failure.reason)
-            return nil
-        }
     }
 
     private struct HeadFailure: Error {

@@ -100,6 +100,25 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         #expect(requests(parse(Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789".utf8), limits: limits)).count == 1)
     }
 
+    /// A head of exactly the limit is read, one byte more is 431, whether it arrives whole
+    /// (parsed where it lies) or split anywhere (gathered first), and after a request on the same connection.
+    @Test func theHeadLimitIsExactInEveryPath() {
+        var limits = HTTPRequestParser.Limits()
+        limits.headBytes = 64
+        func head(_ length: Int) -> [UInt8] {
+            let start = "GET / HTTP/1.1\r\nX: "
+            return Array((start + String(repeating: "a", count: length - start.utf8.count - 4) + "\r\n\r\n").utf8)
+        }
+        let body = Array("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok".utf8)
+        for (bytes, status) in [(head(64), nil), (head(65), 431), (body + head(64), nil), (body + head(65), 431)] as [([UInt8], Int?)] {
+            for split in [nil] + Array(1..<bytes.count) {
+                let events = parse(bytes, splitAt: split, limits: limits)
+                #expect(errorStatus(events) == status, "length \(bytes.count), split \(split.map(String.init) ?? "none")")
+                if status == nil { #expect(requests(events).last?.headers["X"]?.count == 64 - 23) }
+            }
+        }
+    }
+
     @Test func asksForContinueAndTracksItsPhase() {
         var parser = HTTPRequestParser()
         let head = Array("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".utf8)
