@@ -261,8 +261,8 @@ package func json(_ status: Int, _ value: JSONValue, headers: [(String, String)]
 
 /// 415 unless the request says it is JSON (a missing Content-Type is taken as JSON).
 package func requireJSON(_ request: HTTPRequest) -> HTTPResponse? {
+    if request.headers.value("Content-Type", hasPrefix: "application/json") { return nil }  // the common case, without allocating
     guard let type = request.headers["Content-Type"] else { return nil }
-    if hasPrefixIgnoringASCIICase(type, "application/json") { return nil }  // the common case, without allocating
     let base = type.lowercased().split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
     if base == "application/json" || base.hasSuffix("+json") { return nil }
     return .error(415, "Content-Type \(base) is not accepted here; send Content-Type: application/json")

@@ -201,25 +201,30 @@ public struct HTTPResponse: Sendable {
 
     /// Appends the status line, headers (with Content-Length) and body to `out`.
     public func serialize(into out: inout [UInt8], keepAlive: Bool) {
-        out.reserveCapacity(out.count + 128 + body.count)
-        out.append(contentsOf: "HTTP/1.1 ".utf8)
+        out.reserveCapacity(out.count + 64 + headers.wire.count + body.count)
+        appendASCII("HTTP/1.1 ", &out)
         appendDecimal(status, &out)
         out.append(0x20)
-        out.append(contentsOf: HTTPStatus.reason(status).utf8)
-        out.append(contentsOf: "\r\n".utf8)
+        appendASCII(HTTPStatus.reason(status), &out)
+        appendASCII("\r\n", &out)
         out.append(contentsOf: headers.wire)
-        out.append(contentsOf: "Content-Length: ".utf8)
+        appendASCII("Content-Length: ", &out)
         appendDecimal(body.count, &out)
-        out.append(contentsOf: "\r\n".utf8)
-        if !keepAlive || close { out.append(contentsOf: "Connection: close\r\n".utf8) }
-        out.append(contentsOf: "\r\n".utf8)
+        appendASCII("\r\n", &out)
+        if !keepAlive || close { appendASCII("Connection: close\r\n", &out) }
+        appendASCII("\r\n", &out)
         out.append(contentsOf: body)
     }
 }
 
+@inline(__always)
+private func appendASCII(_ text: StaticString, _ out: inout [UInt8]) {
+    out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+}
+
 /// Reason phrases.
 public enum HTTPStatus {
-    public static func reason(_ status: Int) -> String {
+    public static func reason(_ status: Int) -> StaticString {
         switch status {
         case 100: "Continue"
         case 200: "OK"
@@ -285,20 +290,6 @@ public func equalsIgnoringASCIICase(_ a: String, _ b: String) -> Bool {
         default: return false
         }
     }
-}
-
-/// Whether `text` starts with `prefix` (given in lowercase), ignoring ASCII case.
-@inline(__always)
-public func hasPrefixIgnoringASCIICase(_ text: String, _ prefix: StaticString) -> Bool {
-    let p = UnsafeRawBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount)
-    var i = 0
-    for b in text.utf8 {
-        if i == p.count { return true }
-        let lower = b >= 0x41 && b <= 0x5A ? b | 0x20 : b
-        if lower != p[i] { return false }
-        i += 1
-    }
-    return i == p.count
 }
 
 /// Appends the decimal digits of a non-negative number.

@@ -370,8 +370,7 @@ package struct HTTPRequestParser {
     }
 
     private mutating func finish(_ events: inout [Event]) {
-        if let current { events.append(.request(current)) }
-        current = nil
+        if let request = current.take() { events.append(.request(request)) }
     }
 
     private mutating func fail(_ events: inout [Event], _ status: Int, _ reason: String) {

@@ -131,7 +131,8 @@ extension HTTPServer {
     ) -> Bool {
         parser.feed(bytes, into: &events)
         defer { events.removeAll(keepingCapacity: true) }
-        for event in events {
+        events.reverse()  // taken from the end, in arrival order, moved out rather than copied
+        while let event = events.popLast() {
             switch event {
             case .request(let wrapped):
                 let request = wrapped.request

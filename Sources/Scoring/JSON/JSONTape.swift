@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON document parsed into a flat array of nodes ("tape", after simdjson):
 /// values are byte ranges into the input, containers know their child count
 /// and where they end, and the node array is reused from document to document,
@@ -91,10 +95,20 @@ package struct JSONTape {
     /// The value of member `name` of an object (the last, if repeated).
     package func member(_ node: Int, _ name: StaticString) -> Int? {
         guard nodes[node].kind == .object else { return nil }
-        let wanted = UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount)
+        let length = Int32(name.utf8CodeUnitCount)
         var found: Int?
-        forEachMember(node) { key, value in
-            if !nodes[key].escaped && rawBytes(key).elementsEqual(wanted) { found = value }
+        nodes.withUnsafeBufferPointer { nodes in
+            var key = node + 1
+            for _ in 0..<(nodes[node].count / 2) {
+                let k = nodes[key]
+                let value = Int(k.next)
+                if k.end - k.start == length && !k.escaped
+                    && memcmp(bytes.baseAddress! + Int(k.start), name.utf8Start, Int(length)) == 0
+                {
+                    found = value
+                }
+                key = Int(nodes[value].next)
+            }
         }
         return found
     }

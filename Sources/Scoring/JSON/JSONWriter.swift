@@ -33,7 +33,8 @@ public struct JSONWriter {
     }
 
     public mutating func raw(_ text: String) {
-        bytes.append(contentsOf: text.utf8)
+        var text = text
+        text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
     /// Bytes that are already JSON (or part of it), as they are.
