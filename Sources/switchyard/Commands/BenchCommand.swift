@@ -213,6 +213,8 @@ let benchServeCommand = Command(
         Option(name: "connections", value: "LIST", help: "connection counts to run", defaultValue: "1,16,64"),
         Option(name: "threads", value: "N", help: "server event loops", defaultValue: "one per core"),
         Option(name: "swaps", value: "N", help: "model swaps during the final 64-connection run", defaultValue: "20"),
+        Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
+        Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
     ],
     details: """
         Starts a serve component in this process on a free loopback port (a credit model
@@ -220,6 +222,16 @@ let benchServeCommand = Command(
         closed-loop load generator: one thread, keep-alive connections, each sending a
         single-record Open Inference Protocol request as soon as the last one is answered.
         The generator shares the machine's cores with the server, as wrk would.
+        With wrk on PATH, wrk (one thread) is the load instead.
+
+        First it feeds the same request through the server's parse, route, score and
+        serialize path on one thread, without sockets: the server's own CPU per request.
+
+        --nginx starts nginx (from PATH or /usr/sbin) with a temporary configuration
+        that answers every request with a fixed 200, one worker per core, on another
+        free loopback port, and runs the same load against it after each switchyard
+        run. With --rounds N, each figure is the median of N such interleaved runs,
+        and the ratio line compares the medians. nginx is stopped at the end.
         """,
     run: { args in
         let duration = try args.double("duration") ?? 5
@@ -232,6 +244,7 @@ let benchServeCommand = Command(
         let threads = threadsText == nil || threadsText == "one per core"
             ? ProcessInfo.processInfo.activeProcessorCount : try args.integer("threads", range: 1...64)!
         let swaps = try args.integer("swaps", range: 0...1000) ?? 20
+        let rounds = try args.integer("rounds", range: 1...50) ?? 1
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -267,20 +280,47 @@ let benchServeCommand = Command(
         let port = try host.start()
         defer { host.stop() }
         print("server: \(threads) event loops on 127.0.0.1:\(port); load: 1 generator thread, \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+        let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
+        defer { nginx?.stop() }
+        if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
         _ = LoadGenerator.run(port: port, request: request, connections: 4, duration: 0.5)  // warm up
-        print("connections  requests/s   p50        p99        non-2xx  broken")
-        func report(_ c: Int, _ r: LoadSummary) {
-            func us(_ ns: Double) -> String { String(format: "%.0f µs", ns / 1000).padding(toLength: 11, withPad: " ", startingAt: 0) }
-            print(String(c).padding(toLength: 13, withPad: " ", startingAt: 0)
-                + String(Int(r.rate)).padding(toLength: 13, withPad: " ", startingAt: 0)
-                + us(r.p50) + us(r.p99) + String(r.failed).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(r.broken)")
-        }
         let wrk = findExecutable("wrk")
-        for c in counts {
-            if let wrk {
-                report(c, try runWrk(wrk, port: port, body: body, connections: c, duration: duration))
-            } else {
-                report(c, LoadSummary(LoadGenerator.run(port: port, request: request, connections: c, duration: duration)))
+        func load(_ port: Int, _ connections: Int) throws -> LoadSummary {
+            if let wrk { return try runWrk(wrk, port: port, body: body, connections: connections, duration: duration) }
+            return LoadSummary(LoadGenerator.run(port: port, request: request, connections: connections, duration: duration))
+        }
+        func us(_ ns: Double) -> String { String(format: "%.0f µs", ns / 1000).padding(toLength: 11, withPad: " ", startingAt: 0) }
+        let header = "connections  requests/s" + (rounds > 1 ? " (median, range)           " : "   ") + "p50        p99        non-2xx  broken"
+        /// One line: medians of the runs (with the rate's range when there are several), failures summed.
+        func report(_ c: Int, _ runs: [LoadSummary]) {
+            let rates = runs.map(\.rate)
+            let rate = runs.count > 1
+                ? "\(Int(LoadSummary.median(rates))) (\(Int(rates.min()!))–\(Int(rates.max()!)))".padding(toLength: 39, withPad: " ", startingAt: 0)
+                : String(Int(rates[0])).padding(toLength: 13, withPad: " ", startingAt: 0)
+            print(String(c).padding(toLength: 13, withPad: " ", startingAt: 0) + rate
+                + us(LoadSummary.median(runs.map(\.p50))) + us(LoadSummary.median(runs.map(\.p99)))
+                + String(runs.map(\.failed).reduce(0, +)).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(runs.map(\.broken).reduce(0, +))")
+        }
+        var ours: [Int: [LoadSummary]] = [:], theirs: [Int: [LoadSummary]] = [:]
+        for round in 1...rounds {
+            if rounds > 1 { print("round \(round) of \(rounds)…") }
+            for c in counts {
+                ours[c, default: []].append(try load(port, c))
+                if let nginx { theirs[c, default: []].append(try load(nginx.port, c)) }
+            }
+        }
+        print("\n" + (nginx == nil ? "" : "switchyard\n") + header)
+        for c in counts { report(c, ours[c]!) }
+        if let nginx {
+            print("\nnginx, fixed 200 (\(nginx.workers) workers)\n" + header)
+            for c in counts { report(c, theirs[c]!) }
+            print("")
+            for c in counts {
+                let ratio = LoadSummary.median(ours[c]!.map(\.rate)) / LoadSummary.median(theirs[c]!.map(\.rate))
+                let pairs = zip(ours[c]!, theirs[c]!).map { $0.rate / $1.rate }
+                let p99 = "p99 \(us(LoadSummary.median(ours[c]!.map(\.p99))).trimmingCharacters(in: .whitespaces)) vs \(us(LoadSummary.median(theirs[c]!.map(\.p99))).trimmingCharacters(in: .whitespaces))"
+                print("\(c) connections: switchyard/nginx \(String(format: "%.2f", ratio))×"
+                    + (rounds > 1 ? " (round by round \(String(format: "%.2f", pairs.min()!))–\(String(format: "%.2f", pairs.max()!)))" : "") + "; " + p99)
             }
         }
         if wrk != nil { print("(load: wrk -t1 with --latency; wrk's percentiles are its own)") }
@@ -302,8 +342,9 @@ let benchServeCommand = Command(
             }
             while !load.isFinished { usleep(10_000) }
             let r = outcome.withLock { $0 }!
-            print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run: \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
-            report(64, LoadSummary(r))
+            print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run (built-in generator): \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
+            print(header)
+            report(64, [LoadSummary(r)])
         }
         return Exit.ok
     })
@@ -391,6 +432,11 @@ struct LoadSummary {
 
     init() {}
 
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
     init(_ r: LoadGenerator.Result) {
         rate = r.rate
         p50 = r.quantile(0.5)
@@ -398,4 +444,94 @@ struct LoadSummary {
         failed = r.failed
         broken = r.broken
     }
+}
+
+/// nginx answering every request with a fixed 200, the yardstick of `bench serve --nginx`:
+/// a temporary prefix and configuration, its own free loopback port, stopped by its pid.
+final class NginxReference {
+    let port: Int
+    let workers: Int
+    private let pid: pid_t
+    private let folder: URL
+
+    private init(port: Int, workers: Int, pid: pid_t, folder: URL) {
+        self.port = port
+        self.workers = workers
+        self.pid = pid
+        self.folder = folder
+    }
+
+    static func start(workers: Int) throws -> NginxReference {
+        let candidates = [findExecutable("nginx"), "/usr/sbin/nginx", "/usr/local/sbin/nginx"].compactMap { $0 }
+        guard let nginx = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw CommandError("--nginx needs nginx (Debian: apt-get install nginx-light)")
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-nginx-\(getpid())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let port = try freeLoopbackPort()
+        let configuration = """
+            daemon off;
+            worker_processes \(workers);
+            pid \(folder.path)/nginx.pid;
+            error_log \(folder.path)/error.log;
+            events { worker_connections 4096; }
+            http {
+              access_log off;
+              client_body_temp_path \(folder.path);
+              server { listen 127.0.0.1:\(port); location / { return 200 '{"ok":true}'; } }
+            }
+            """
+        try configuration.write(to: folder.appendingPathComponent("nginx.conf"), atomically: true, encoding: .utf8)
+        let log = folder.appendingPathComponent("output.log").path
+        let pid = try spawnLogged(nginx, ["-p", folder.path, "-e", "\(folder.path)/error.log", "-c", "\(folder.path)/nginx.conf"],
+                                  environment: ProcessInfo.processInfo.environment, log: log, append: false)
+        let reference = NginxReference(port: port, workers: workers, pid: pid, folder: folder)
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline {
+            if let fd = try? connectTCP(host: "127.0.0.1", port: port, timeout: 1) {
+                close(fd)
+                return reference
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                let output = [log, "\(folder.path)/error.log"].compactMap { try? String(contentsOfFile: $0, encoding: .utf8) }.joined()
+                try? FileManager.default.removeItem(at: folder)
+                throw CommandError("nginx did not start: \(output.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            usleep(50_000)
+        }
+        reference.stop()
+        throw CommandError("nginx did not accept connections on 127.0.0.1:\(port) within 5 s")
+    }
+
+    /// Stops the master (which stops its workers) and removes the temporary prefix.
+    func stop() {
+        var status: Int32 = 0
+        kill(pid, SIGQUIT)
+        for _ in 0..<100 {
+            if waitpid(pid, &status, WNOHANG) == pid {
+                try? FileManager.default.removeItem(at: folder)
+                return
+            }
+            usleep(50_000)
+        }
+        kill(pid, SIGKILL)
+        waitpid(pid, &status, 0)
+        try? FileManager.default.removeItem(at: folder)
+    }
+}
+
+/// A loopback port nothing listens on now (bound, read back, closed).
+private func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw CommandError("socket: \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard bound == 0 else { throw CommandError("bind: \(String(cString: strerror(errno)))") }
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
 }
