@@ -131,6 +131,27 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(try f.post("/v2/models/credit/infer", "x", key: f.predictKey, type: "text/plain").status == 415)
         #expect(try f.post("/v2/models/credit/infer", "{not json", key: f.predictKey).status == 400)
         #expect(try f.post("/v2/models/credit/infer", #"{"inputs": [{"name": "nope", "shape": [1], "datatype": "FP64", "data": [1]}]}"#, key: f.predictKey).status == 400)
+
+        // Tensor errors name the input and what was expected; an absurd shape is an error, not an overflow.
+        func error(_ inputs: String) throws -> String? {
+            let response = try f.post("/v2/models/credit/infer", #"{"inputs": \#(inputs)}"#, key: f.predictKey)
+            #expect(response.status == 400)
+            guard case .string(let message)? = try body(response)["error"] else { return nil }
+            return message
+        }
+        #expect(try error(#"[{"name": "input", "shape": [2, 15], "datatype": "BYTES", "data": [\#(creditArray)]}]"#)
+            == #"input "input": shape [2, 15] holds 30 values, data has 15"#)
+        #expect(try error(#"[{"name": "input", "shape": [999999999, 999999999, 999999999], "datatype": "BYTES", "data": [1]}]"#)
+            == #"input "input": shape [999999999, 999999999, 999999999] holds more values, data has 1"#)
+        #expect(try error(#"[{"name": "input", "shape": [1.5], "datatype": "BYTES", "data": [1]}]"#)
+            == #"input "input": "shape" must be a list of non-negative integers"#)
+        #expect(try error(#"[{"name": "amount", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}]"#)
+            == #"input "amount": shape must be [N] or [N, 1], got [1, 2]"#)
+        #expect(try error(#"[{"name": "amount", "shape": [2], "datatype": "FP64", "data": [1, 2]}, {"name": "term", "shape": [1], "datatype": "FP64", "data": [36]}]"#)
+            == #"input "term" has 1 rows, other inputs have 2"#)
+        #expect(try error(#"[{"shape": [1], "datatype": "FP64", "data": [1]}]"#) == #"inputs[0]: missing "name""#)
+        #expect(try error("[]")?.hasPrefix(#"expected "inputs""#) == true)
+        #expect(try f.post("/v2/models/credit/infer/extra", "{}", key: f.predictKey).status == 404)
     }
 
     @Test func azureMLAndMLflowEndpoints() throws {

@@ -144,4 +144,27 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
             if let i = events.firstIndex(where: { if case .error = $0 { true } else { false } }) { #expect(i == events.count - 1) }
         }
     }
+
+    /// Headers live in their wire form: lookups ignore case, a value cannot smuggle a
+    /// line break (header injection), and `set` replaces every earlier field of that name.
+    @Test func headersKeepTheirWireFormAndRefuseLineBreaks() {
+        var headers = HTTPHeaders([("Content-Type", "application/json"), ("X-Tag", "a")])
+        headers.add("x-tag", "b\r\nInjected: yes")
+        headers.add("Bad:Name", "v")
+        #expect(String(decoding: headers.wire, as: UTF8.self)
+            == "Content-Type: application/json\r\nX-Tag: a\r\nx-tag: bInjected: yes\r\nBadName: v\r\n")
+        #expect(headers["content-type"] == "application/json")
+        #expect(headers["X-TAG"] == "a")
+        #expect(headers.values("x-tag") == ["a", "bInjected: yes"])
+        #expect(headers["Injected"] == nil)
+        #expect(headers.value("Content-Type", hasPrefix: "application/json"))
+        #expect(!headers.value("Content-Type", hasPrefix: "text/csv"))
+        headers.set("X-Tag", "c")
+        #expect(headers.values("X-Tag") == ["c"])
+        #expect(headers.fields.map(\.name) == ["Content-Type", "BadName", "X-Tag"])
+        var empty = HTTPHeaders()
+        empty.add("X-Empty", "")
+        #expect(empty["x-empty"] == "")
+        #expect(empty["missing"] == nil)
+    }
 }
