@@ -20,14 +20,20 @@ final class RunningSwitchyard: @unchecked Sendable {
         process.standardError = pipe
         try process.run()
         let handle = pipe.fileHandleForReading
-        DispatchQueue.global().async { [self] in
+        // A thread of its own: a blocking reader on a shared dispatch queue can wait behind the
+        // other tests' readers when the suite runs in parallel, and then no output is seen at all.
+        let reader = Thread { [self] in
             while true {
                 let data = handle.availableData
                 if data.isEmpty { break }
                 self.output.withLock { $0 += String(decoding: data, as: UTF8.self) }
             }
+            self.outputEnded.signal()
         }
+        reader.start()
     }
+
+    private let outputEnded = DispatchSemaphore(value: 0)
 
     var text: String { output.withLock { $0 } }
 
@@ -41,8 +47,12 @@ final class RunningSwitchyard: @unchecked Sendable {
             guard process.isRunning else { break }
             usleep(10_000)
         }
-        usleep(200_000)  // let the reader catch the last output of a process that exited
-        throw CLITestError("no control API address in the output of switchyard \(process.arguments?.first ?? ""): \(text)")
+        var ended = ""
+        if !process.isRunning {
+            _ = outputEnded.wait(timeout: .now() + 5)  // the last output of a process that exited
+            ended = " (it exited with status \(process.terminationStatus), \(process.terminationReason == .uncaughtSignal ? "a signal" : "exit"))"
+        }
+        throw CLITestError("no control API address in the output of switchyard \(process.arguments?.first ?? "")\(ended): \(text)")
     }
 
     func kill(_ signal: Int32) {
