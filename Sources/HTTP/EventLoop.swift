@@ -22,7 +22,7 @@ final class EventLoop: @unchecked Sendable {
     private var connections: [Connection?] = []
     private var readBuffer = [UInt8](repeating: 0, count: 64 * 1024)
     /// The parser's output for one read, reused.
-    private var events: [HTTPRequestParser.Event] = []
+    private var parsed: [HTTPRequestParser.Event] = []
     private let limits: HTTPRequestParser.Limits
 
     /// Output beyond this stops reading from the connection until the client reads.
@@ -32,10 +32,7 @@ final class EventLoop: @unchecked Sendable {
         self.index = index
         self.listener = listener
         self.server = server
-        var limits = HTTPRequestParser.Limits()
-        limits.headBytes = server.configuration.headBytes
-        limits.bodyBytes = server.configuration.bodyBytes
-        self.limits = limits
+        limits = server.parserLimits
         epfd = try Epoll.create()
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         guard wakeFD >= 0 else { throw IOError(errno: errno, function: "eventfd") }
@@ -142,7 +139,7 @@ final class EventLoop: @unchecked Sendable {
             connection.lastActivity = now
             if !connection.closing {
                 let close = readBuffer.withUnsafeBytes {
-                    server.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), parser: &connection.parser, events: &events, output: &connection.output, loop: index)
+                    server.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), parser: &connection.parser, events: &parsed, output: &connection.output, loop: index)
                 }
                 if close { connection.closing = true }
             }

@@ -115,32 +115,32 @@ public struct HTTPHeaders: Sendable, Sequence {
     /// Where the first value of `name` is in `wire`.
     private func valueRange(_ name: String) -> Range<Int>? {
         var name = name
-        return name.withUTF8 { n in
-            wire.withUnsafeBufferPointer { w in
-                var i = 0
-                while i < w.count {
-                    var colon = i
-                    while w[colon] != 0x3A { colon += 1 }
-                    var end = colon + 2
-                    while w[end] != 0x0D { end += 1 }
-                    if colon - i == n.count {
-                        var same = true
-                        for k in 0..<n.count where lowercaseASCII(w[i + k]) != lowercaseASCII(n[k]) {
-                            same = false
-                            break
-                        }
-                        if same { return (colon + 2)..<end }
-                    }
-                    i = end + 2
-                }
-                return nil
+        var found: Range<Int>?
+        name.withUTF8 { n in
+            forEachField { w, fieldName, value in
+                guard fieldName.count == n.count, (0..<n.count).allSatisfy({ lowercaseASCII(w[fieldName.lowerBound + $0]) == lowercaseASCII(n[$0]) })
+                else { return true }
+                found = value
+                return false
             }
         }
+        return found
     }
 
     /// Every field, in order.
     public var fields: [(name: String, value: String)] {
         var out: [(name: String, value: String)] = []
+        forEachField { w, name, value in
+            out.append((String(decoding: UnsafeBufferPointer(rebasing: w[name]), as: UTF8.self),
+                        String(decoding: UnsafeBufferPointer(rebasing: w[value]), as: UTF8.self)))
+            return true
+        }
+        return out
+    }
+
+    /// Calls `body` with `wire` and where each field's name and value are in it, in order, while it returns true.
+    @inline(__always)
+    private func forEachField(_ body: (_ wire: UnsafeBufferPointer<UInt8>, _ name: Range<Int>, _ value: Range<Int>) -> Bool) {
         wire.withUnsafeBufferPointer { w in
             var i = 0
             while i < w.count {
@@ -148,12 +148,10 @@ public struct HTTPHeaders: Sendable, Sequence {
                 while w[colon] != 0x3A { colon += 1 }
                 var end = colon + 2
                 while w[end] != 0x0D { end += 1 }
-                out.append((String(decoding: UnsafeBufferPointer(rebasing: w[i..<colon]), as: UTF8.self),
-                            String(decoding: UnsafeBufferPointer(rebasing: w[(colon + 2)..<end]), as: UTF8.self)))
+                guard body(w, i..<colon, (colon + 2)..<end) else { return }
                 i = end + 2
             }
         }
-        return out
     }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }

@@ -49,6 +49,14 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// The request parser's limits under `configuration`.
+    package var parserLimits: HTTPRequestParser.Limits {
+        var limits = HTTPRequestParser.Limits()
+        limits.headBytes = configuration.headBytes
+        limits.bodyBytes = configuration.bodyBytes
+        return limits
+    }
+
     /// What a handler knows besides the request.
     public struct Context: Sendable {
         /// The event loop (thread) index, for per-thread telemetry.

@@ -353,10 +353,7 @@ let benchServeCommand = Command(
 /// the same `process` path the event loops use, 5 rounds of 100,000 on this
 /// thread as loop 0. Returns "median ns (min–max)".
 private func inProcessCost(_ server: HTTPServer, request: [UInt8]) throws -> String {
-    var limits = HTTPRequestParser.Limits()
-    limits.headBytes = server.configuration.headBytes
-    limits.bodyBytes = server.configuration.bodyBytes
-    var parser = HTTPRequestParser(limits: limits)
+    var parser = HTTPRequestParser(limits: server.parserLimits)
     var events: [HTTPRequestParser.Event] = []
     var output: [UInt8] = []
     var rounds: [Double] = []
@@ -521,8 +518,8 @@ final class NginxReference {
     }
 }
 
-/// A loopback port nothing listens on now (bound, read back, closed).
-private func freeLoopbackPort() throws -> Int {
+/// A loopback port nothing listens on now (bound, read back, closed), for a server this process starts.
+func freeLoopbackPort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw CommandError("socket: \(String(cString: strerror(errno)))") }
     defer { close(fd) }
