@@ -51,6 +51,7 @@ package final class ComponentHost: Sendable {
     @discardableResult
     package func start() throws -> Int {
         let port = try server.start()
+        control.record(server)
         let host = server.configuration.host
         let shownHost = host.contains(":") ? "[\(host)]" : host
         control.setURL("http://\(shownHost):\(port)")
@@ -84,6 +85,7 @@ package final class ComponentHost: Sendable {
             if stopping.load(ordering: .acquiring) { break }
             let now = Date()
             if let serve = control.component as? ServeComponent { serve.connections.store(server.connections, ordering: .relaxed) }
+            control.record(server)
             control.takeSample(interval: now.timeIntervalSince(last))
             last = now
             control.component.tick()

@@ -27,8 +27,8 @@ package protocol Component: AnyObject, Sendable {
     var sampleFields: [String] { get }
     /// Component metrics for /metrics.
     func metrics(_ text: inout PrometheusText)
-    /// POST /v1/model with `{"version": N}` or `{"alias": "A"}`.
-    func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse
+    /// POST /v1/model, decoded.
+    func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse
     /// Every other route; nil means 404.
     func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse?
     /// Called once a second off the request path (alias polling and the like).
@@ -92,6 +92,50 @@ package final class Authenticator: Sendable {
     }
 }
 
+/// What `POST /v1/model` asks for: `{"version": N}` (a number or its text) or `{"alias": "A"}`,
+/// decoded once for every component.
+package enum SwapRequest: Equatable, Sendable {
+    case version(Int)
+    case alias(String)
+
+    /// The largest version number a request may name; versions are counted from 1 in one registry.
+    package static let maxVersion = 1 << 53
+
+    /// The request `body` describes, or a 400 naming the field and what was expected.
+    package static func decode(_ body: [UInt8]) -> Result<SwapRequest, HTTPError> {
+        let expected = #"expected {"version": N} or {"alias": "NAME"}"#
+        guard let value = try? JSONValue.parse(body), case .object = value else {
+            return .failure(HTTPError(400, "the body is not a JSON object: \(expected)"))
+        }
+        switch (value["version"], value["alias"]) {
+        case (.number(let n)?, nil):
+            // Checked as a Double first: Int(n) traps beyond Int's range (1e19, 1e300, inf).
+            guard n.isFinite, n == n.rounded(), n >= 1, n <= Double(maxVersion) else {
+                return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \(n)"))
+            }
+            return .success(.version(Int(n)))
+        case (.string(let text)?, nil):
+            guard let n = Int(text), n >= 1, n <= maxVersion else {
+                return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \"\(text.prefix(40))\""))
+            }
+            return .success(.version(n))
+        case (nil, .string(let alias)?):
+            guard !alias.isEmpty, alias.utf8.count <= 128, Int(alias) == nil else {
+                return .failure(HTTPError(400, "field \"alias\": expected a name of 1 to 128 characters that is not a number"))
+            }
+            return .success(.alias(alias))
+        case (_?, _?):
+            return .failure(HTTPError(400, "give \"version\" or \"alias\", not both"))
+        case (_?, nil):
+            return .failure(HTTPError(400, "field \"version\": expected a whole number"))
+        case (nil, _?):
+            return .failure(HTTPError(400, "field \"alias\": expected a string"))
+        case (nil, nil):
+            return .failure(HTTPError(400, expected))
+        }
+    }
+}
+
 /// An HTTP status and message on its way to becoming `{"error": ...}`.
 package struct HTTPError: Error, Sendable {
     package var status: Int
@@ -114,6 +158,8 @@ package final class ControlAPI: Sendable {
     package let series: TimeSeries
     package let authenticator: Authenticator
     private let url = Mutex<String>("")
+    /// The server's connection figures for status, set by the host each second.
+    private let http = Mutex<(connections: Int, limit: Int, acceptPauses: Int)?>(nil)
     private let requestCounter = Atomic<UInt64>(0)
     private let requestPrefix: String
 
@@ -128,6 +174,9 @@ package final class ControlAPI: Sendable {
     }
 
     package func setURL(_ value: String) { url.withLock { $0 = value } }
+    package func record(_ server: HTTPServer) {
+        http.withLock { $0 = (server.connections, server.maxConnections, server.acceptPauseCount) }
+    }
     package var baseURL: String { url.withLock { $0 } }
 
     /// The server's handler.
@@ -206,10 +255,10 @@ package final class ControlAPI: Sendable {
         case ("POST", "/v1/model"):
             if let denied = needs(.admin) { return denied }
             if let wrongType = requireJSON(request) { return wrongType }
-            guard let body = try? JSONValue.parse(request.body) else {
-                return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+            switch SwapRequest.decode(request.body) {
+            case .success(let swap): return component.swapModel(swap, by: ctx.principal)
+            case .failure(let error): return error.response
             }
-            return component.swapModel(body, by: ctx.principal)
         default:
             return .error(405, "\(request.method) is not allowed on \(path)")
         }
@@ -225,6 +274,13 @@ package final class ControlAPI: Sendable {
         o.append("pid", .number(Double(getpid())))
         o.append("started_at", .string(startedAt))
         for (key, value) in component.statusFields() { o.append(key, value) }
+        if let http = http.withLock({ $0 }) {
+            o.append("http", .object(JSONObject([
+                "connections": .number(Double(http.connections)),
+                "max_connections": .number(Double(http.limit)),
+                "accept_pauses": .number(Double(http.acceptPauses)),
+            ])))
+        }
         return .object(o)
     }
 

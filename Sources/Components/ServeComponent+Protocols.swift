@@ -121,6 +121,8 @@ extension ServeComponent {
         /// The first two dimensions (1 when absent).
         var rows: Int
         var columns: Int
+        /// A known OIP datatype; whether it fits the field is checked where the tensor is placed.
+        var datatype: String
         /// Its data nodes are `InferScratch.data[offset..<offset + count]`.
         var offset: Int
         var count: Int
@@ -151,6 +153,11 @@ extension ServeComponent {
         guard let inputs = tape.member(tape.root, "inputs"), tape.kind(inputs) == .array, tape.count(inputs) > 0 else {
             throw HTTPError(400, #"expected "inputs": a list of tensors ({"name", "shape", "datatype", "data"})"#)
         }
+        if let id = tape.member(tape.root, "id") {
+            guard tape.kind(id) == .string, tape.text(id).count <= 258 else {
+                throw HTTPError(400, #"field "id": expected a string of at most 256 bytes"#)
+            }
+        }
         let fieldCount = scorer.fieldNames.count
         s.tensors.removeAll(keepingCapacity: true)
         s.data.removeAll(keepingCapacity: true)
@@ -165,6 +172,7 @@ extension ServeComponent {
         if s.tensors.count == 1, first.rank == 2, first.columns == fieldCount,
             scorer.fieldIndex(tape, first.nameNode) == nil || fieldCount == 1
         {
+            try checkDatatype(first, tape, field: fieldCount == 1 ? 0 : nil, scorer: scorer)
             s.cells.append(contentsOf: s.data)  // one [N, F] tensor, schema order
         } else {
             s.cells.append(contentsOf: repeatElement(-1, count: rows * fieldCount))
@@ -173,6 +181,7 @@ extension ServeComponent {
                 guard let field = scorer.fieldIndex(tape, t.nameNode) else {
                     throw HTTPError(400, "unknown input \"\(name)\"; the model's inputs are \(scorer.fieldNames.joined(separator: ", ")) (or one [N, \(fieldCount)] tensor in that order)")
                 }
+                try checkDatatype(t, tape, field: field, scorer: scorer)
                 guard t.rank == 1 || (t.rank == 2 && t.columns == 1) else {
                     throw HTTPError(400, "input \"\(name)\": shape must be [N] or [N, 1], got \(shapeText(tape, t.shapeNode))")
                 }
@@ -222,6 +231,7 @@ extension ServeComponent {
         w.raw(snapshot.versionText)
         w.raw("\"")
         if let id = tape.member(tape.root, "id") {
+            // Validated by `checkID` before scoring: a string the tape parsed, so its text is valid JSON.
             w.raw(#","id":"#)
             w.raw(tape.text(id))
         }
@@ -253,7 +263,8 @@ extension ServeComponent {
         return jsonBytes(200, w.bytes)
     }
 
-    /// Reads and checks input tensor `index` at `node`, appending its data nodes to `data`.
+    /// Reads and checks input tensor `index` at `node`, appending its data nodes to `data`. The shape
+    /// is checked against `maxRows` and the data before anything is sized by it.
     private func tensor(_ tape: JSONTape, _ node: Int, index: Int, into data: inout [Int32]) throws -> Tensor {
         guard let nameNode = tape.member(node, "name"), tape.kind(nameNode) == .string else {
             throw HTTPError(400, "inputs[\(index)]: missing \"name\"")
@@ -271,8 +282,14 @@ extension ServeComponent {
             product = p
             overflow = overflow || o
         }
-        guard let type = tape.member(node, "datatype"), tape.kind(type) == .string else {
+        guard dims.rows <= maxRows else {
+            throw HTTPError(413, "input \"\(name())\": \(dims.rows) rows; a request scores at most \(maxRows) (serve --max-rows)")
+        }
+        guard let typeNode = tape.member(node, "datatype"), tape.kind(typeNode) == .string, let type = tape.string(typeNode) else {
             throw HTTPError(400, "input \"\(name())\": missing \"datatype\"")
+        }
+        guard type == "BYTES" || Self.numericDatatypes.contains(type) else {
+            throw HTTPError(400, "input \"\(name())\": datatype \"\(type.prefix(40))\" is not one of BYTES, \(Self.numericDatatypes.sorted().joined(separator: ", "))")
         }
         guard let dataNode = tape.member(node, "data"), tape.kind(dataNode) == .array else {
             throw HTTPError(400, "input \"\(name())\": missing \"data\"")
@@ -283,7 +300,30 @@ extension ServeComponent {
         guard !overflow, count == product else {
             throw HTTPError(400, "input \"\(name())\": shape \(shapeText(tape, shapeNode)) holds \(overflow ? "more" : "\(product)") values, data has \(count)")
         }
-        return Tensor(nameNode: nameNode, shapeNode: shapeNode, rank: tape.count(shapeNode), rows: dims.rows, columns: dims.columns, offset: offset, count: count)
+        return Tensor(
+            nameNode: nameNode, shapeNode: shapeNode, rank: tape.count(shapeNode), rows: dims.rows, columns: dims.columns,
+            datatype: type, offset: offset, count: count)
+    }
+
+    /// The tensor datatypes of the Open Inference Protocol.
+    static let numericDatatypes: Set<String> = [
+        "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16",
+    ]
+
+    /// Whether a tensor's datatype fits where it goes: BYTES for a category field, a number type for
+    /// a number field (`field`); a whole-record [N, F] tensor (`field` nil) is BYTES, as its rows mix
+    /// numbers and text, or a number type when every field is a number.
+    private func checkDatatype(_ t: Tensor, _ tape: JSONTape, field: Int?, scorer: Scorer) throws {
+        let input = tape.string(t.nameNode) ?? ""
+        let fields = scorer.document.schema.fields
+        if let field {
+            let isNumber = fields[field].type == .number
+            if isNumber != (t.datatype != "BYTES") {
+                throw HTTPError(400, "input \"\(input)\": datatype \(t.datatype) does not fit a \(isNumber ? "number" : "category") field; send \(isNumber ? "FP64" : "BYTES")")
+            }
+        } else if t.datatype != "BYTES" && fields.contains(where: { $0.type != .number }) {
+            throw HTTPError(400, "input \"\(input)\": a whole-record tensor mixes numbers and categories, so its datatype is BYTES, not \(t.datatype)")
+        }
     }
 
     /// A shape as sent, for messages: `[2, 15]`.
@@ -311,6 +351,9 @@ extension ServeComponent {
                 throw HTTPError(400, #"expected {"data": [[values in schema order], ...]} or {"data": [{"field": value, ...}, ...]}"#)
             }
             let records = tape.kind(data) == .object ? [data] : tape.elements(data)
+            guard records.count <= maxRows else {
+                throw HTTPError(413, "\(records.count) records; a request scores at most \(maxRows) (serve --max-rows)")
+            }
             var probabilities = [Double](repeating: 0, count: scorer.classes.count)
             var fieldNodes: [Int32] = []
             var w = JSONWriter()
@@ -501,6 +544,9 @@ extension ServeComponent {
     }
 
     private func score(_ records: [JSONValue], _ scorer: Scorer) throws -> [Prediction] {
+        guard records.count <= maxRows else {
+            throw HTTPError(413, "\(records.count) records; a request scores at most \(maxRows) (serve --max-rows)")
+        }
         var out: [Prediction] = []
         out.reserveCapacity(records.count)
         for (i, record) in records.enumerated() {
@@ -510,6 +556,9 @@ extension ServeComponent {
     }
 
     private func score(_ rows: [[FieldValue]], _ scorer: Scorer) throws -> [Prediction] {
+        guard rows.count <= maxRows else {
+            throw HTTPError(413, "\(rows.count) rows; a request scores at most \(maxRows) (serve --max-rows)")
+        }
         var out: [Prediction] = []
         out.reserveCapacity(rows.count)
         for (i, row) in rows.enumerated() {

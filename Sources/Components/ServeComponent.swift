@@ -96,6 +96,9 @@ package final class ServeComponent: Component {
     let loops: Int
     /// Scoring without a key (loopback only).
     let open: Bool
+    /// The most rows one request may score (413 beyond), checked before anything is sized by a client's count.
+    let maxRows: Int
+    package static let defaultMaxRows = 10_000
     /// What the component follows: an alias it re-resolves every second, or a pinned version.
     private let target: Mutex<(model: String, alias: String?)>
     private let history = Mutex<[ModelSnapshot]>([])
@@ -116,9 +119,11 @@ package final class ServeComponent: Component {
 
     /// Loads the model `reference` names (`NAME@ALIAS` is followed; `NAME@VERSION` is pinned).
     package init(
-        registry: ModelRegistry, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator
+        registry: ModelRegistry, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator,
+        maxRows: Int = ServeComponent.defaultMaxRows
     ) throws {
         self.registry = registry
+        self.maxRows = max(1, maxRows)
         self.authenticator = authenticator
         self.loops = loops
         self.open = open
@@ -187,20 +192,17 @@ package final class ServeComponent: Component {
         }
     }
 
-    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+    package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
         let name = target.withLock { $0.model }
         let version: ModelRegistry.Version
         var follow: String?
         do {
-            if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
-                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(Int(n))") }
-            } else if case .string(let text)? = body["version"], let n = Int(text) {
+            switch request {
+            case .version(let n):
                 version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(n)") }
-            } else if case .string(let alias)? = body["alias"] {
+            case .alias(let alias):
                 version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
                 follow = alias
-            } else {
-                return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
             }
         } catch let error as HTTPError {
             return .error(404, error.message)

@@ -24,6 +24,9 @@ final class EventLoop: @unchecked Sendable {
     /// The parser's output for one read, reused.
     private var parsed: [HTTPRequestParser.Event] = []
     private let limits: HTTPRequestParser.Limits
+    /// Out of descriptors (EMFILE, ENFILE): the listener is off this loop's epoll set until a
+    /// connection closes or the next sweep, so a full table is not a busy loop of failing accepts.
+    private var acceptPaused = false
 
     /// Output beyond this stops reading from the connection until the client reads.
     private static let outputHighWater = 1 << 20
@@ -90,13 +93,22 @@ final class EventLoop: @unchecked Sendable {
         while true {
             let fd = csystem_accept_nonblocking(listener)
             if fd < 0 {
-                // EAGAIN: drained (another loop may have taken it). EMFILE and the like: try on the next event.
-                return
+                switch errno {
+                case EINTR, ECONNABORTED, EPROTO:
+                    continue
+                case EMFILE, ENFILE, ENOBUFS, ENOMEM:
+                    // The connection waits in the backlog. The listener stays readable, and epoll is
+                    // level-triggered, so leaving it armed would spin: take it off until a descriptor frees.
+                    pauseAccepting()
+                    return
+                default:
+                    return  // EAGAIN: drained (another loop may have taken it)
+                }
             }
             let open = server.connectionCount.wrappingAdd(1, ordering: .relaxed).newValue
-            if open > server.configuration.maxConnections {
+            if open > server.maxConnections {
                 var out: [UInt8] = []
-                HTTPResponse.error(503, "too many connections (limit \(server.configuration.maxConnections)); retry later", close: true)
+                HTTPResponse.error(503, "too many connections (limit \(server.maxConnections)); retry later", close: true)
                     .serialize(into: &out, keepAlive: false)
                 _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
                 close(fd)
@@ -115,6 +127,19 @@ final class EventLoop: @unchecked Sendable {
                 closeConnection(fd)
             }
         }
+    }
+
+    private func pauseAccepting() {
+        guard !acceptPaused else { return }
+        acceptPaused = true
+        server.acceptPauses.wrappingAdd(1, ordering: .relaxed)
+        try? Epoll.control(epfd, Epoll.delete, listener, events: 0)
+    }
+
+    private func resumeAccepting() {
+        guard acceptPaused else { return }
+        acceptPaused = false
+        try? Epoll.control(epfd, Epoll.add, listener, events: Epoll.readable | UInt32(EPOLLEXCLUSIVE.rawValue))
     }
 
     // MARK: - Reading and handling
@@ -201,12 +226,15 @@ final class EventLoop: @unchecked Sendable {
         _ = try? Epoll.control(epfd, Epoll.delete, fd, events: 0)
         close(fd)
         server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
+        resumeAccepting()
     }
 
     // MARK: - Timeouts
 
     private func sweepTimeouts(_ now: UInt64) {
         let c = server.configuration
+        // Another loop or process may have freed a descriptor: one accept attempt per sweep.
+        resumeAccepting()
         for case let connection? in connections {
             let fd = connection.fd
             if let stalled = connection.writeStalledSince, Double(now - max(stalled, connection.lastWrite)) / 1e9 > c.writeTimeout {
@@ -217,7 +245,8 @@ final class EventLoop: @unchecked Sendable {
                 let limit = connection.parser.phase == .body ? c.bodyTimeout : c.headerTimeout
                 if Double(now - started) / 1e9 > limit {
                     let what = connection.parser.phase == .body ? "body" : "head"
-                    HTTPResponse.error(408, "the request \(what) did not arrive within \(Int(limit)) s", close: true)
+                    let seconds = limit < 1e6 ? "\(Int(limit))" : "\(limit)"
+                    HTTPResponse.error(408, "the request \(what) did not arrive within \(seconds) s", close: true)
                         .serialize(into: &connection.output, keepAlive: false)
                     server.observer?(index, 408, 0)
                     connection.closing = true

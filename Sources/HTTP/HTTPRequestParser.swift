@@ -43,6 +43,9 @@ package struct HTTPRequestParser {
     private var head: [UInt8] = []
     private var line: [UInt8] = []
     private var trailerBytes = 0
+    /// CR and LF bytes before the current request line.
+    private var leadingBlankBytes = 0
+    private static let maxLeadingBlankBytes = 8
     private var current: HTTPRequestHeadAndBody?
 
     package init(limits: Limits = Limits()) {
@@ -52,7 +55,7 @@ package struct HTTPRequestParser {
 
     package var phase: Phase {
         switch state {
-        case .head: head.isEmpty ? .idle : .head
+        case .head: head.isEmpty && leadingBlankBytes == 0 ? .idle : .head
         case .failed: .idle
         default: .body
         }
@@ -75,8 +78,14 @@ package struct HTTPRequestParser {
             case .failed:
                 return
             case .head:
-                // Skip empty lines before a request line (RFC 9112 §2.2).
+                // Skip empty lines before a request line (RFC 9112 §2.2), a few only: they start
+                // the head's clock, so a client cannot hold a connection by sending blank lines.
                 if head.isEmpty && (bytes[i] == 0x0D || bytes[i] == 0x0A) {
+                    leadingBlankBytes += 1
+                    if leadingBlankBytes > Self.maxLeadingBlankBytes {
+                        fail(&events, 400, "more than \(Self.maxLeadingBlankBytes) bytes of empty lines before the request line")
+                        return
+                    }
                     i += 1
                     continue
                 }
@@ -136,7 +145,8 @@ package struct HTTPRequestParser {
                         fail(&events, 400, "invalid chunk size")
                         return
                     }
-                    if current!.request.body.count + size > limits.bodyBytes {
+                    // Compared as a subtraction: a client's size near Int.max would overflow a sum.
+                    if size > limits.bodyBytes - current!.request.body.count {
                         fail(&events, 413, "the request body exceeds \(limits.bodyBytes) bytes")
                         return
                     }
@@ -215,6 +225,7 @@ package struct HTTPRequestParser {
             return false
         }
         current = request.request
+        leadingBlankBytes = 0
         if request.expectContinue && request.bodyState != nil { events.append(.continueNeeded) }
         switch request.bodyState {
         case nil, .fixedBody(0)?:
@@ -290,6 +301,7 @@ package struct HTTPRequestParser {
         var chunked = false, otherCoding = false, sawTransferEncoding = false
         var contentLength: Int?, badLength = false
         var expectContinue = false
+        var hostFields = 0
         var i = afterLine
         while i < n {
             let (stop, next) = lineEnd(from: i)
@@ -337,8 +349,15 @@ package struct HTTPRequestParser {
                 }
             } else if equalsLowercase(name, "expect") {
                 expectContinue = expectContinue || equalsLowercase(value, "100-continue")
+            } else if equalsLowercase(name, "host") {
+                hostFields += 1
             }
         }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than one, gets 400.
+        if minor == 1 && hostFields != 1 {
+            return .failure(HeadFailure(400, hostFields == 0 ? "an HTTP/1.1 request needs a Host header" : "more than one Host header"))
+        }
+        if hostFields > 1 { return .failure(HeadFailure(400, "more than one Host header")) }
 
         let method = String(decoding: UnsafeBufferPointer(rebasing: h[0..<sp1]), as: UTF8.self)
         let target = String(decoding: UnsafeBufferPointer(rebasing: h[(sp1 + 1)..<sp2]), as: UTF8.self)

@@ -73,6 +73,10 @@ public final class HTTPServer: Sendable {
     let handler: Handler
     let observer: Observer?
     let connectionCount = Atomic<Int>(0)
+    /// How often a loop stopped accepting because the process was out of descriptors.
+    let acceptPauses = Atomic<Int>(0)
+    /// `configuration.maxConnections`, clamped by `start()` to what the descriptor limit allows.
+    private let connectionLimit = Atomic<Int>(0)
     private let state = Mutex<(loops: [EventLoop], port: Int, listener: Int32)>(([], 0, -1))
     private let finished = DispatchGroup()
 
@@ -85,6 +89,7 @@ public final class HTTPServer: Sendable {
     /// Binds and starts the loops; returns the port.
     @discardableResult
     public func start() throws -> Int {
+        connectionLimit.store(min(configuration.maxConnections, Self.raiseDescriptorLimit() - Self.reservedDescriptors), ordering: .relaxed)
         let listener = try Socket.listen(host: configuration.host, port: configuration.port)
         var loops: [EventLoop] = []
         let port: Int
@@ -126,6 +131,30 @@ public final class HTTPServer: Sendable {
 
     /// Open connections now.
     public var connections: Int { connectionCount.load(ordering: .relaxed) }
+
+    /// The connection limit in force: the configured one, or less when the descriptor limit is lower.
+    public var maxConnections: Int {
+        let limit = connectionLimit.load(ordering: .relaxed)
+        return limit > 0 ? limit : configuration.maxConnections
+    }
+
+    /// Times a loop paused accepting because the process ran out of descriptors.
+    public var acceptPauseCount: Int { acceptPauses.load(ordering: .relaxed) }
+
+    /// Descriptors kept for everything but connections: the registry, logs, epoll, eventfds, models.
+    static let reservedDescriptors = 64
+
+    /// Raises the soft RLIMIT_NOFILE to the hard limit (as servers do at start) and returns the soft limit now.
+    static func raiseDescriptorLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return Int(Int32.max) }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return limit.rlim_cur >= rlim_t(Int32.max) ? Int(Int32.max) : max(Int(limit.rlim_cur), reservedDescriptors + 1)
+    }
 }
 
 extension HTTPServer {

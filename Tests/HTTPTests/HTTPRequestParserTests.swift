@@ -37,7 +37,7 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
     static let pipelined = Array((
         "POST /v2/models/credit/infer?x=1 HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"a\": true}"
         + "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n"
-        + "POST /score HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n"
+        + "POST /score HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n"
         + "GET /bye HTTP/1.0\r\n\r\n"
     ).utf8)
 
@@ -66,21 +66,21 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
 
     @Test(arguments: [
         ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
+        ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1e3\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
         ("GET / HTTP/2.0\r\n\r\n", 505),
         ("GET / FTP/1.1\r\n\r\n", 400),
-        ("GET  / HTTP/1.1\r\n\r\n", 400),
-        ("G(T / HTTP/1.1\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nA: b\u{1}c\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-        ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX", 400),
-        ("GET /a\u{7F} HTTP/1.1\r\n\r\n", 400),
+        ("GET  / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        ("G(T / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nBad Name: x\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nNoColon\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nA: b\r\n folded\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: h\r\nA: b\u{1}c\r\n\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
+        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX", 400),
+        ("GET /a\u{7F} HTTP/1.1\r\nHost: h\r\n\r\n", 400),
     ])
     func refusesMalformedRequests(text: String, status: Int) {
         #expect(errorStatus(parse(Array(text.utf8))) == status, "\(text.debugDescription)")
@@ -90,14 +90,14 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         var limits = HTTPRequestParser.Limits()
         limits.headBytes = 100
         limits.bodyBytes = 10
-        let longHead = "GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 200) + "\r\n\r\n"
+        let longHead = "GET / HTTP/1.1\r\nHost: h\r\nX: " + String(repeating: "a", count: 200) + "\r\n\r\n"
         #expect(errorStatus(parse(Array(longHead.utf8), limits: limits)) == 431)
         // A head that never ends is refused as soon as it passes the limit.
-        #expect(errorStatus(parse(Array(("GET / HTTP/1.1\r\nX: " + String(repeating: "a", count: 200)).utf8), limits: limits)) == 431)
-        #expect(errorStatus(parse(Array("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n".utf8), limits: limits)) == 413)
-        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
+        #expect(errorStatus(parse(Array(("GET / HTTP/1.1\r\nHost: h\r\nX: " + String(repeating: "a", count: 200)).utf8), limits: limits)) == 431)
+        #expect(errorStatus(parse(Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n".utf8), limits: limits)) == 413)
+        let chunked = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"
         #expect(errorStatus(parse(Array(chunked.utf8), limits: limits)) == 413)
-        #expect(requests(parse(Array("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789".utf8), limits: limits)).count == 1)
+        #expect(requests(parse(Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789".utf8), limits: limits)).count == 1)
     }
 
     /// A head of exactly the limit is read, one byte more is 431, whether it arrives whole
@@ -106,22 +106,51 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         var limits = HTTPRequestParser.Limits()
         limits.headBytes = 64
         func head(_ length: Int) -> [UInt8] {
-            let start = "GET / HTTP/1.1\r\nX: "
+            let start = "GET / HTTP/1.1\r\nHost: h\r\nX: "
             return Array((start + String(repeating: "a", count: length - start.utf8.count - 4) + "\r\n\r\n").utf8)
         }
-        let body = Array("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok".utf8)
+        let body = Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nok".utf8)
         for (bytes, status) in [(head(64), nil), (head(65), 431), (body + head(64), nil), (body + head(65), 431)] as [([UInt8], Int?)] {
             for split in [nil] + Array(1..<bytes.count) {
                 let events = parse(bytes, splitAt: split, limits: limits)
                 #expect(errorStatus(events) == status, "length \(bytes.count), split \(split.map(String.init) ?? "none")")
-                if status == nil { #expect(requests(events).last?.headers["X"]?.count == 64 - 23) }
+                if status == nil { #expect(requests(events).last?.headers["X"]?.count == 64 - 32) }
             }
         }
     }
 
+    /// Client-controlled numbers never overflow: a chunk size up to Int.max after a first chunk,
+    /// the largest hex a size line can hold, and a Content-Length of 18 nines.
+    @Test(arguments: ["7fffffffffffffff", "7FFFFFFFFFFFFFFF", "7ffffffffffffff0", "100001"])
+    func hugeChunkSizesAre413(size: String) {
+        let text = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n\(size)\r\n"
+        #expect(errorStatus(parse(Array(text.utf8))) == 413)
+        #expect(errorStatus(parse(Array("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n".utf8))) == 400)
+        #expect(errorStatus(parse(Array("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 999999999999999999\r\n\r\n".utf8))) == 413)
+    }
+
+    @Test func hostIsRequiredOnceInHTTP11() {
+        #expect(errorStatus(parse(Array("GET / HTTP/1.1\r\n\r\n".utf8))) == 400)
+        #expect(errorStatus(parse(Array("GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n".utf8))) == 400)
+        #expect(errorStatus(parse(Array("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n".utf8))) == 400)
+        #expect(requests(parse(Array("GET / HTTP/1.0\r\n\r\n".utf8))).count == 1)
+        #expect(requests(parse(Array("GET / HTTP/1.1\r\nHOST: a\r\n\r\n".utf8))).count == 1)
+    }
+
+    /// Blank lines before a request are allowed (RFC 9112 §2.2) but few, and they start the head's clock.
+    @Test func blankLinesBeforeARequestAreFewAndCountAsHead() {
+        var parser = HTTPRequestParser()
+        #expect(Array("\r\n".utf8).withUnsafeBytes { parser.feed($0) }.isEmpty)
+        #expect(parser.phase == .head)
+        #expect(requests(Array("\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n".utf8).withUnsafeBytes { parser.feed($0) }).count == 1)
+        #expect(parser.phase == .idle)
+        #expect(errorStatus(parse(Array(String(repeating: "\r\n", count: 5).utf8))) == 400)
+        #expect(errorStatus(parse(Array((String(repeating: "\r\n", count: 4) + "GET / HTTP/1.1\r\nHost: h\r\n\r\n").utf8))) == nil)
+    }
+
     @Test func asksForContinueAndTracksItsPhase() {
         var parser = HTTPRequestParser()
-        let head = Array("POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".utf8)
+        let head = Array("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n".utf8)
         #expect(parser.phase == .idle)
         let partial = Array(head[0..<10])
         _ = partial.withUnsafeBytes { parser.feed($0) }

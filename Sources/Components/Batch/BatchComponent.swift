@@ -312,17 +312,12 @@ package final class BatchComponent: Component {
         return (version, scorer)
     }
 
-    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+    package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
         let name = target.withLock { $0.model }
         var alias: String?, pinned: Int?
-        if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
-            pinned = Int(n)
-        } else if case .string(let text)? = body["version"], let n = Int(text) {
-            pinned = n
-        } else if case .string(let a)? = body["alias"] {
-            alias = a
-        } else {
-            return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
+        switch request {
+        case .version(let n): pinned = n
+        case .alias(let a): alias = a
         }
         let previous = loaded.withLock { $0?.version.reference }
         let next: (version: ModelRegistry.Version, scorer: Scorer)

@@ -227,19 +227,16 @@ package final class StreamComponent: Component {
 
     // MARK: - Model
 
-    package func swapModel(_ body: JSONValue, by principal: Principal) -> HTTPResponse {
+    package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
         let name = target.withLock { $0.model }
-        var reference: String
+        let reference: String
         var alias: String?
-        if case .number(let n)? = body["version"], n == n.rounded(), n >= 1 {
-            reference = "\(name)@\(Int(n))"
-        } else if case .string(let text)? = body["version"], let n = Int(text) {
+        switch request {
+        case .version(let n):
             reference = "\(name)@\(n)"
-        } else if case .string(let a)? = body["alias"] {
+        case .alias(let a):
             reference = "\(name)@\(a)"
             alias = a
-        } else {
-            return .error(400, #"expected {"version": N} or {"alias": "NAME"}"#)
         }
         let previous = model.withLock { $0?.version }
         do {

@@ -148,6 +148,13 @@ struct Arguments {
         return v
     }
 
+    /// A duration in seconds: above 0 and at most a day.
+    func seconds(_ name: String) throws(UsageError) -> Double? {
+        guard let v = try double(name) else { return nil }
+        guard v > 0, v <= 86_400 else { throw UsageError("--\(name) must be between 0 and 86400 seconds, got \(v)") }
+        return v
+    }
+
     func integer(_ name: String, range: ClosedRange<Int>? = nil) throws(UsageError) -> Int? {
         guard let text = string(name) else { return nil }
         guard let v = Int(text.replacingOccurrences(of: "_", with: "")) else {

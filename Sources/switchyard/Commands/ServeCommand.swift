@@ -20,7 +20,8 @@ let serveCommand = Command(
         Option(name: "open", help: "score without an API key (loopback only); control actions still need keys"),
         Option(name: "max-body", value: "BYTES", help: "largest request body (413 beyond)", defaultValue: "1048576"),
         Option(name: "max-head", value: "BYTES", help: "largest request line + headers (431 beyond)", defaultValue: "16384"),
-        Option(name: "max-connections", value: "N", help: "open connections beyond this get 503", defaultValue: "4096"),
+        Option(name: "max-connections", value: "N", help: "open connections beyond this get 503 (clamped to the descriptor limit)", defaultValue: "4096"),
+        Option(name: "max-rows", value: "N", help: "rows (records, tensor rows) one request may score; 413 beyond", defaultValue: "10000"),
         Option(name: "header-timeout", value: "SECONDS", help: "time to send a request head (408 after)", defaultValue: "10"),
         Option(name: "body-timeout", value: "SECONDS", help: "time to send a request body (408 after)", defaultValue: "30"),
         Option(name: "idle-timeout", value: "SECONDS", help: "idle keep-alive connections close after this", defaultValue: "75"),
@@ -51,9 +52,10 @@ let serveCommand = Command(
         configuration.bodyBytes = try args.integer("max-body", range: 1...1 << 30) ?? configuration.bodyBytes
         configuration.headBytes = try args.integer("max-head", range: 256...1 << 20) ?? configuration.headBytes
         configuration.maxConnections = try args.integer("max-connections", range: 1...1_000_000) ?? configuration.maxConnections
-        configuration.headerTimeout = try args.double("header-timeout") ?? configuration.headerTimeout
-        configuration.bodyTimeout = try args.double("body-timeout") ?? configuration.bodyTimeout
-        configuration.idleTimeout = try args.double("idle-timeout") ?? configuration.idleTimeout
+        configuration.headerTimeout = try args.seconds("header-timeout") ?? configuration.headerTimeout
+        configuration.bodyTimeout = try args.seconds("body-timeout") ?? configuration.bodyTimeout
+        configuration.idleTimeout = try args.seconds("idle-timeout") ?? configuration.idleTimeout
+        let maxRows = try args.integer("max-rows", range: 1...10_000_000) ?? ServeComponent.defaultMaxRows
         let open = args.flag("open")
 
         let home = Home.fromEnvironment()
@@ -65,7 +67,8 @@ let serveCommand = Command(
         let serve: ServeComponent
         do {
             try ComponentHost.checkExposure(host: host, open: open, authenticator: authenticator)
-            serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
+            serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
+                maxRows: maxRows)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
