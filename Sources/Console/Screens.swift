@@ -205,7 +205,8 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     let width = canvas.width
     let state = c.status?["state"]?.stringValue ?? "?"
     let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : state)"
-    canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: c.isDown ? .error : .title)
+    let failing = c.isDown || dependencyOutage(c.status, now: now) != nil
+    canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: failing ? .error : .title)
     let inner = width - 4
     if c.isDown {
         let ago = c.lastSeen.map { "last seen \(duration(now.timeIntervalSince($0))) ago" } ?? "never answered"
@@ -260,6 +261,23 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     default:
         canvas.put(2, y + 1, "unknown component kind \"\(c.kind)\" at \(c.url)", .dim, limit: inner)
     }
+    // A dependency in an outage (a stream's Redis, the registry) takes the first line: it is what on-call needs.
+    if let outage = dependencyOutage(c.status, now: now) {
+        canvas.put(2, y + 1, outage.padding(toLength: inner, withPad: " ", startingAt: 0), .error, limit: inner)
+    }
+}
+
+/// "source redis://… unreachable for 1m2s: …" for the first dependency a status reports down, or nil.
+func dependencyOutage(_ status: JSONValue?, now: Date) -> String? {
+    guard case .array(let dependencies)? = status?["dependencies"] else { return nil }
+    for d in dependencies where d["up"] == .bool(false) {
+        let parser = ISO8601DateFormatter()
+        parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let since = d["since"]?.stringValue.flatMap { parser.date(from: $0) }
+        let how = since.map { "unreachable for \(duration(now.timeIntervalSince($0)))" } ?? "unreachable"
+        return "\(d["name"]?.stringValue ?? "?") \(d["address"]?.stringValue ?? "") \(how): \(d["error"]?.stringValue ?? "")"
+    }
+    return nil
 }
 
 /// Swaps and batch runs of the last minutes, marked under the panel's first

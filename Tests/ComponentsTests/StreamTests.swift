@@ -2,6 +2,10 @@ import Foundation
 import Synchronization
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import Components
 @testable import HTTP
 import Registry
@@ -237,19 +241,27 @@ final class StreamFixture: @unchecked Sendable {
 
 /// A redis-server on a free loopback port for one test, stopped by its pid.
 final class TestRedis {
-    let process = Process()
+    private var process = Process()
     let port: Int
     let folder: URL
+    private let binary: String
 
     init() throws {
         guard let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw HTTPError(500, "redis-server is not installed (apt-get install redis-server); .ci/run installs it")
         }
+        self.binary = binary
         folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         let listener = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in .error(500, "") }
         port = try listener.start()
         listener.stop()
+        try launch()
+    }
+
+    /// Starts redis-server on `port` and waits until it answers.
+    func launch() throws {
+        process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", folder.path]
         process.standardOutput = FileHandle.nullDevice
@@ -265,15 +277,71 @@ final class TestRedis {
 
     func client() throws -> RedisClient { try RedisClient(host: "127.0.0.1", port: port) }
 
+    /// SIGKILL, as a crash would: no persistence is configured, so the restarted server is empty.
+    func kill() {
+        if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
     func stop() {
-        // SIGKILL: no persistence is configured, so nothing is lost; wait at most 5 s.
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        for _ in 0..<500 where process.isRunning { usleep(10_000) }
+        kill()
         try? FileManager.default.removeItem(at: folder)
     }
 }
 
+/// Polls `condition` until it holds or `deadline` seconds pass (a deadline that only fails a hung test).
+func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -> Bool {
+    let end = Date().addingTimeInterval(deadline)
+    while Date() < end {
+        if try condition() { return true }
+        usleep(10_000)
+    }
+    return try condition()
+}
+
 @Suite(.serialized) struct RedisStreamTests {
+    /// The issue-14 case: redis-server killed and started again under a running stream. The
+    /// scorer used to log "Broken pipe" forever while saying it was running; now it says it is
+    /// reconnecting (status, /readyz, events, metrics), reconnects with backoff, makes the consumer
+    /// group again on the empty server, and scores what arrives after the restart.
+    @Test func aRestartedRedisIsReconnectedAndScoringResumes() throws {
+        let redis = try TestRedis()
+        defer { redis.stop() }
+        let f = try StreamFixture()
+        defer { f.stop() }
+        func produce(_ ids: ClosedRange<Int>) throws {
+            let producer = try redis.client()
+            _ = try producer.pipeline(ids.map { id in ["XADD", "events", "*", "data"].map { Array($0.utf8) } + [Array(eventLine(id).dropLast().utf8)] })
+        }
+        let source = try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/events?group=g&consumer=me"))
+        let sink = try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/predictions"))
+        let events = EventLog()
+        let stream = try StreamComponent(registry: f.batch.registry, reference: "credit@production", name: "r", source: source, sink: sink,
+                                         options: .init(), events: events, authenticator: Authenticator(store: nil, loops: 1))
+        stream.start()
+        defer { stream.stop() }
+        try produce(1...100)
+        #expect(waitFor { stream.written.load(ordering: .relaxed) == 100 })
+
+        redis.kill()
+        #expect(waitFor { !stream.sourceHealth.isUp })
+        #expect(!stream.isReady)
+        #expect(stream.statusFields().first { $0.0 == "state" }?.1 == .string("reconnecting"))
+        #expect(events.after(0).contains { $0.kind == "error" && $0.message.contains("unreachable") })
+
+        try redis.launch()
+        try produce(101...200)
+        #expect(waitFor { stream.written.load(ordering: .relaxed) == 200 })
+        #expect(try redis.client().command(["XLEN", "predictions"]) == .integer(100))
+        #expect(waitFor { stream.isReady })
+        #expect(stream.sourceHealth.outages == 1)
+        #expect(events.after(0).contains { $0.kind == "recovered" && $0.message.hasPrefix("source ") })
+        var text = PrometheusText()
+        stream.metrics(&text)
+        #expect(text.text.contains(#"switchyard_dependency_outages_total{dependency="source"} 1"#))
+        #expect(text.text.contains(#"switchyard_dependency_up{dependency="source"} 1"#))
+    }
+
     @Test func respEncodingAndReplies() throws {
         var out: [UInt8] = []
         RedisClient.encode([Array("SET".utf8), Array("k".utf8), Array("a\r\nb".utf8)], into: &out)

@@ -92,6 +92,20 @@ private func fleet() -> FleetSnapshot {
         #expect(canvas.cells[2 * 80].role == .selected)
     }
 
+    /// A stream whose Redis is gone says so on its panel's first line, in the error role.
+    @Test func aDependencyOutageTakesThePanelsFirstLine() {
+        var snapshot = fleet()
+        snapshot.components[2].status = status(#"{"kind":"stream","model":{"reference":"credit@2"},"state":"reconnecting","backlog":{"status":"OK","events":0},"dependencies":[{"name":"source","address":"redis://127.0.0.1:6379/events","up":false,"since":"2026-11-24T23:58:58.000Z","error":"Redis at 127.0.0.1:6379 closed the connection","outages":1},{"name":"sink","address":"dir:out","up":true,"since":null,"error":null,"outages":0}]}"#)
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        let canvas = drawConsole(snapshot, state, width: 80, height: 24, unicode: true)
+        let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
+        #expect(lines[10].hasPrefix("┌─ stream stream-a  credit@2  reconnecting "))
+        #expect(lines[11] == "│ source redis://127.0.0.1:6379/events unreachable for 1m2s: Redis at 127.0.0. │")
+        #expect(canvas.cells[11 * 80 + 2].role == .error)
+        #expect(canvas.cells[10 * 80 + 3].role == .error)
+    }
+
     @Test func aSmallTerminalIsToldSo() {
         let text = drawConsole(fleet(), ConsoleState(), width: 60, height: 20, unicode: true).text
         #expect(text.contains("The terminal is 60×20."))

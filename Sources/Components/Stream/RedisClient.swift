@@ -51,6 +51,8 @@ package struct RedisError: Error, Sendable, CustomStringConvertible {
 
 /// A blocking Redis client on one connection, speaking RESP over TCP (no
 /// client library): commands, and pipelines of commands sent in one write.
+/// A connection that fails is closed, and the next command connects again, so
+/// a restarted redis-server is picked up by whoever retries (with backoff).
 package final class RedisClient {
     package let host: String
     package let port: Int
@@ -58,6 +60,9 @@ package final class RedisClient {
     private var buffer: [UInt8] = []
     private var position = 0
     private let timeout: Double
+    private var readTimeout: Double?
+    /// Connections made so far: a change tells the caller the server may have restarted.
+    package private(set) var connections = 0
 
     /// Connects; `timeout` bounds each read and write (a blocking read is sized to its BLOCK).
     package init(host: String, port: Int, timeout: Double = 5) throws {
@@ -77,6 +82,16 @@ package final class RedisClient {
         }
         buffer.removeAll(keepingCapacity: true)
         position = 0
+        connections += 1
+        if let readTimeout { setReadTimeout(readTimeout) }
+    }
+
+    /// Drops a connection whose state is unknown (a failed write or read, a broken reply).
+    private func disconnect() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        buffer.removeAll(keepingCapacity: true)
+        position = 0
     }
 
     /// Runs one command; an error reply throws.
@@ -89,14 +104,20 @@ package final class RedisClient {
     package func pipeline(_ commands: [[[UInt8]]]) throws -> [Result<RESP, RedisError>] {
         var out: [UInt8] = []
         for arguments in commands { Self.encode(arguments, into: &out) }
-        try send(out)
-        var replies: [Result<RESP, RedisError>] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
-            let reply = try readReply()
-            if case .error(let message) = reply { replies.append(.failure(RedisError("Redis: \(message)"))) } else { replies.append(.success(reply)) }
+        if fd < 0 { try connect() }
+        do {
+            try send(out)
+            var replies: [Result<RESP, RedisError>] = []
+            replies.reserveCapacity(commands.count)
+            for _ in commands {
+                let reply = try readReply()
+                if case .error(let message) = reply { replies.append(.failure(RedisError("Redis: \(message)"))) } else { replies.append(.success(reply)) }
+            }
+            return replies
+        } catch {
+            disconnect()
+            throw error
         }
-        return replies
     }
 
     /// `*N\r\n$len\r\narg\r\n…`
@@ -129,6 +150,8 @@ package final class RedisClient {
 
     /// Sets the receive timeout (a BLOCK command waits longer than the default).
     package func setReadTimeout(_ seconds: Double) {
+        readTimeout = seconds
+        guard fd >= 0 else { return }
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }

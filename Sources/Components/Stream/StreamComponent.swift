@@ -94,6 +94,9 @@ package final class StreamComponent: Component {
     private let sampling = Mutex<(read: Int, written: Int, dead: Int, latency: HistogramSnapshot)>((0, 0, 0, HistogramSnapshot()))
     private let backlogState = Mutex(BacklogState())
     private let lastError = Mutex<String?>(nil)
+    /// The source and the sink as dependencies: an outage is retried with backoff and reported.
+    package let sourceHealth: DependencyHealth
+    package let sinkHealth: DependencyHealth
 
     struct BacklogState {
         var current = Backlog(events: 0, bytes: nil, ageSeconds: nil, arrived: nil)
@@ -113,6 +116,8 @@ package final class StreamComponent: Component {
         self.options = options
         self.events = events
         self.authenticator = authenticator
+        sourceHealth = DependencyHealth(name: "source", address: source.description, events: events)
+        sinkHealth = DependencyHealth(name: "sink", address: sink.description, events: events)
         queue = BoundedQueue(capacity: options.queueCapacity)
         let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
         let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
@@ -161,7 +166,9 @@ package final class StreamComponent: Component {
                 continue
             }
             do {
-                guard let batch = try source.read(max: options.maxBatchEvents, maxBytes: options.maxBatchBytes) else {
+                let next = try source.read(max: options.maxBatchEvents, maxBytes: options.maxBatchBytes)
+                sourceHealth.succeeded()
+                guard let batch = next else {
                     usleep(2_000)
                     continue
                 }
@@ -169,7 +176,7 @@ package final class StreamComponent: Component {
                 if !queue.put(batch) { break }
             } catch {
                 report("reading \(source.description): \(error)")
-                usleep(500_000)
+                nap(sourceHealth.failed("\(error)"), unless: stopping)
             }
         }
         queue.close()
@@ -186,33 +193,33 @@ package final class StreamComponent: Component {
             guard let current = model.withLock({ $0 }) else { continue }
             work.score(batch, scorer: current.scorer, model: current.version.reference)
             // Write, then commit; retried until it works (or the process stops), so nothing is skipped.
-            while true {
-                do {
-                    try sink.write(predictions: work.predictions, deadLetters: work.deadLetters)
-                    break
-                } catch {
-                    report("writing to \(sink.description): \(error); retrying")
-                    if stopping.load(ordering: .acquiring) { return }
-                    usleep(500_000)
-                }
-            }
+            guard retry(sinkHealth, "writing to \(sink.description)", { try sink.write(predictions: work.predictions, deadLetters: work.deadLetters) })
+            else { return }
             let written = Date().timeIntervalSince1970
-            while true {
-                do {
-                    try source.commit(batch)
-                    break
-                } catch {
-                    report("committing at \(source.description): \(error); retrying")
-                    if stopping.load(ordering: .acquiring) { return }
-                    usleep(500_000)
-                }
-            }
+            guard retry(sourceHealth, "committing at \(source.description)", { try source.commit(batch) }) else { return }
             for t in work.eventTimes where t.isFinite && t <= written {
                 latency.record(UInt64((written - t) * 1e9))
             }
             self.written.wrappingAdd(work.predictions.ranges.count, ordering: .relaxed)
             dead.wrappingAdd(work.deadLetters.ranges.count, ordering: .relaxed)
             batches.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    /// Runs `attempt` until it works, backing off while `dependency` is down; false when the
+    /// component stops first (the micro-batch is then neither written nor committed, so it is read again).
+    private func retry(_ dependency: DependencyHealth, _ what: String, _ attempt: () throws -> Void) -> Bool {
+        while true {
+            do {
+                try attempt()
+                dependency.succeeded()
+                return true
+            } catch {
+                report("\(what): \(error); retrying")
+                if stopping.load(ordering: .acquiring) { return false }
+                nap(dependency.failed("\(error)"), unless: stopping)
+                if stopping.load(ordering: .acquiring) { return false }
+            }
         }
     }
 
@@ -257,7 +264,8 @@ package final class StreamComponent: Component {
         }
     }
 
-    package var isReady: Bool { model.withLock { $0 != nil } }
+    /// Ready while a model is loaded and the source and sink answer.
+    package var isReady: Bool { model.withLock { $0 != nil } && sourceHealth.isUp && sinkHealth.isUp }
 
     // MARK: - Ticks: alias following and the backlog
 
@@ -370,7 +378,8 @@ package final class StreamComponent: Component {
         return [
             ("model", current.map(modelJSON) ?? .null),
             ("following", target.withLock { $0.alias }.map(JSONValue.string) ?? .null),
-            ("state", .string(paused.load(ordering: .relaxed) ? "paused" : "running")),
+            ("state", .string(paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting")),
+            ("dependencies", .array([sourceHealth.json(), sinkHealth.json()])),
             ("name", .string(name)),
             ("source", .string(source.description)),
             ("sink", .string(sink.description)),
@@ -389,6 +398,9 @@ package final class StreamComponent: Component {
         text.sample("switchyard_stream_backlog_events", [], backlog.events)
         text.describe("switchyard_stream_backlog_age_seconds", "gauge", "Age of the oldest waiting event.")
         text.sample("switchyard_stream_backlog_age_seconds", [], backlog.ageSeconds ?? 0)
+        DependencyHealth.describeMetrics(&text)
+        sourceHealth.metrics(&text)
+        sinkHealth.metrics(&text)
         text.histogram(
             "switchyard_stream_e2e_latency_seconds", help: "Event time to prediction written.", latency.snapshot(),
             bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])

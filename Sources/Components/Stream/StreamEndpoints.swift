@@ -406,6 +406,10 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
     private let claimIdleMilliseconds: Int
     private var ownPendingDone = false
     private var lastClaim: UInt64 = 0
+    /// The client's connection count when its own pending entries were last re-read.
+    private var connection = 0
+    /// Where a new consumer group starts: `start` in the address, by default "0" (the whole stream).
+    private let start: String
     private let lock = NSLock()
 
     package init(address: RedisAddress) throws {
@@ -413,10 +417,17 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
         group = address.parameters["group"] ?? "switchyard"
         consumer = address.parameters["consumer"] ?? ProcessInfo.processInfo.hostName
         claimIdleMilliseconds = Int(address.parameters["claim_idle_ms"] ?? "") ?? 30_000
+        start = address.parameters["start"] ?? "0"
         client = try RedisClient(host: address.host, port: address.port)
         info = Mutex(try RedisClient(host: address.host, port: address.port))
+        try createGroup()
+        connection = client.connections
+    }
+
+    /// Creates the consumer group (and the stream) unless it exists.
+    private func createGroup() throws {
         do {
-            try client.command(["XGROUP", "CREATE", address.stream, group, address.parameters["start"] ?? "0", "MKSTREAM"])
+            try client.command(["XGROUP", "CREATE", address.stream, group, start, "MKSTREAM"])
         } catch let error as RedisError where error.description.contains("BUSYGROUP") {
             // The group exists: carry on from where it is.
         }
@@ -427,6 +438,23 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
     package func read(max: Int, maxBytes: Int) throws -> MicroBatch? {
         lock.lock()
         defer { lock.unlock() }
+        do {
+            return try readEntries(max: max)
+        } catch let error as RedisError where error.description.contains("NOGROUP") {
+            // A Redis restarted without its data has no group (and perhaps no stream): make it
+            // again from `start`, so events written since the restart are all read.
+            try createGroup()
+            ownPendingDone = false
+            throw RedisError("consumer group \(group) of \(address.stream) was gone (Redis restarted without its data?); created it again from \(start)")
+        }
+    }
+
+    private func readEntries(max: Int) throws -> MicroBatch? {
+        if client.connections != connection {
+            // A new connection may be a restarted server: re-read what this consumer holds pending.
+            connection = client.connections
+            ownPendingDone = false
+        }
         var reply: RESP
         if !ownPendingDone {
             // Entries this consumer was given before a restart and never acknowledged.

@@ -195,6 +195,11 @@ final class EventProducer {
     func send(_ n: Int) throws {
         var out: [UInt8] = []
         events(n, into: &out)
+        try deliver(out)
+    }
+
+    /// Writes `out` (whole JSON lines) to the file or the stream.
+    private func deliver(_ out: [UInt8]) throws {
         if let file {
             var offset = 0
             while offset < out.count {
@@ -232,7 +237,26 @@ final class EventProducer {
             }
             if due > 0 {
                 let n = min(due, 50_000)
-                try send(n)
+                var out: [UInt8] = []
+                events(n, into: &out)
+                // Redis may restart under a producer: the same events are sent again once it answers.
+                var backoff = Backoff()
+                var outage: Date?
+                while true {
+                    do {
+                        try deliver(out)
+                        break
+                    } catch let error where redis != nil {
+                        if stop.stopped { return sent }
+                        if outage == nil {
+                            outage = Date()
+                            writeError("\(error); retrying with backoff")
+                        }
+                        let end = Date().addingTimeInterval(backoff.next())
+                        while Date() < end && !stop.stopped { usleep(20_000) }
+                    }
+                }
+                if let outage { writeError("\(path) reachable again after \(Int(Date().timeIntervalSince(outage))) s") }
                 sent += n
             } else {
                 usleep(2_000)
