@@ -105,5 +105,6 @@ var unblocked = sigset_t()
 sigemptyset(&unblocked)
 pthread_sigmask(SIG_SETMASK, &unblocked, nil)
 
+exitWithParent()
 let status = run(CommandLine.arguments)
 exit(status)

@@ -48,6 +48,11 @@ import Testing
             usleep(100_000)
         }
         #expect(scored, "serve counted requests")
+        // up's own traffic is well-formed: serve answers it 200, never 400.
+        let client = HTTPClient(port: port)
+        let status = try client.request("GET", "/v1/status", headers: [("Authorization", "Bearer \(key)")]).text
+        client.close()
+        #expect(status.contains(#""200":"#) && !status.contains(#""400":"#), "\(status)")
         #expect(outputs, "a batch run wrote an output")
         #expect(FileManager.default.fileExists(atPath: home.appendingPathComponent("logs/serve.log").path))
 
@@ -56,6 +61,38 @@ import Testing
         #expect(up.text.contains("stopped everything switchyard up started"))
         let left = children.filter { Glibc.kill($0, 0) == 0 }
         #expect(left.isEmpty, "processes left behind: \(left)")
+    }
+
+    /// SIGKILL gives up no chance to stop its children: they see their lifeline pipe close and stop
+    /// themselves (they used to run on, orphaned, serve still answering).
+    @Test func childrenStopWhenUpIsKilled() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let up = try RunningSwitchyard(["up", "--no-console", "--batch-every", "60s", "--rate", "10"], home: home)
+        var ready = false
+        for _ in 0..<1200 where !ready {
+            ready = up.text.contains("press Ctrl-C")
+            usleep(50_000)
+        }
+        #expect(ready, "\(up.text)")
+        let children = pids(in: home.appendingPathComponent("logs")).filter { $0 != up.process.processIdentifier }
+        #expect(children.count == 4, "serve, batch, stream and the producer")
+        up.kill(SIGKILL)
+        func alive(_ pid: pid_t) -> Bool {
+            // A zombie (state Z) has ended; whoever adopted it may not have reaped it yet.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.range(of: ") ", options: .backwards) else { return false }
+            return stat[close.upperBound...].first != "Z"
+        }
+        var left = children
+        for _ in 0..<600 where !left.isEmpty {
+            left = left.filter(alive)
+            usleep(50_000)
+        }
+        #expect(left.isEmpty, "processes left behind after up was killed: \(left)")
+        let log = (try? String(contentsOf: home.appendingPathComponent("logs/serve.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("the parent process is gone; stopping"), "\(log)")
     }
 
     @Test func whatCannotStartIsNamed() throws {

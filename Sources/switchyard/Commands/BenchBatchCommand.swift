@@ -102,15 +102,26 @@ func spawnMeasured(_ path: String, _ arguments: [String], environment: [String: 
 }
 
 /// Starts `path ARGUMENTS` with standard output and error going to `log`
-/// (appended to, or truncated); returns its pid. Nothing else is inherited.
-func spawnLogged(_ path: String, _ arguments: [String], environment: [String: String], log: String, append: Bool) throws -> pid_t {
+/// (appended to, or truncated); returns its pid. Nothing else is inherited, but for
+/// `lifeline`'s read end as descriptor 3: the child then stops when this process dies.
+func spawnLogged(
+    _ path: String, _ arguments: [String], environment: [String: String], log: String, append: Bool, lifeline: Lifeline? = nil
+) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC), 0o644)
     posix_spawn_file_actions_adddup2(&actions, 1, 2)
-    csystem_spawn_add_closefrom(&actions, 3)
+    var environment = environment
+    if let lifeline {
+        posix_spawn_file_actions_adddup2(&actions, lifeline.readEnd, 3)  // dup2 clears close-on-exec
+        csystem_spawn_add_closefrom(&actions, 4)
+        environment[parentLifelineVariable] = "3"
+    } else {
+        csystem_spawn_add_closefrom(&actions, 3)
+        environment[parentLifelineVariable] = nil
+    }
     let argv = ([path] + arguments).map { strdup($0) } + [nil]
     let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
     defer {

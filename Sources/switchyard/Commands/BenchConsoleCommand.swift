@@ -34,7 +34,7 @@ let benchConsoleCommand = Command(
         _ = try registryCall { () throws(RegistryError) in
             try registry.promote(model: registration.version.model, version: registration.version.version, alias: "production", who: "bench")
         }
-        let children = Children(logs: scratch, home: home)
+        let children = try Children(logs: scratch, home: home)
         defer { children.stopAll() }
         for i in 0..<count {
             _ = try children.start("serve-\(i)", ["serve", "--model", "credit@production", "--port", "0", "--threads", "1", "--open"])

@@ -143,3 +143,48 @@ final class StopFlag: Sendable {
     func stop() { value.store(true, ordering: .relaxed) }
     var stopped: Bool { value.load(ordering: .relaxed) }
 }
+
+// MARK: - Children that end with their parent
+
+/// The environment variable that tells a child which descriptor is its parent's lifeline.
+let parentLifelineVariable = "SWITCHYARD_PARENT_FD"
+
+/// A pipe whose write end only the parent holds: children inherit the read end and see
+/// end-of-file when the parent dies, however it dies (SIGKILL included). Unlike
+/// PR_SET_PDEATHSIG it does not fire when the thread that spawned a child ends.
+final class Lifeline: Sendable {
+    let readEnd: Int32
+    private let writeEnd: Int32
+
+    init() throws {
+        var fds: [Int32] = [-1, -1]
+        guard pipe(&fds) == 0 else { throw CommandError("pipe: \(String(cString: strerror(errno)))") }
+        // Children get the read end through posix_spawn's dup2 only; closefrom drops the rest.
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        readEnd = fds[0]
+        writeEnd = fds[1]
+    }
+}
+
+/// Started by a parent with a lifeline (`SWITCHYARD_PARENT_FD`): a thread waits for its end of
+/// file and then asks this process to stop as Ctrl-C would (SIGTERM), with a hard exit 10 s later
+/// in case a clean stop hangs.
+func exitWithParent() {
+    guard let text = ProcessInfo.processInfo.environment[parentLifelineVariable], let fd = Int32(text), fd > 2 else { return }
+    guard fcntl(fd, F_GETFD) >= 0 else { return }
+    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // not passed on to grandchildren
+    let thread = Thread {
+        var byte: UInt8 = 0
+        while true {
+            let n = read(fd, &byte, 1)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+        }
+        writeError("switchyard: the parent process is gone; stopping")
+        kill(getpid(), SIGTERM)
+        sleep(10)
+        _exit(Exit.failure)
+    }
+    thread.name = "parent-lifeline"
+    thread.start()
+}

@@ -81,7 +81,7 @@ let upCommand = Command(
             say("model: credit@production is registered already")
         }
 
-        let children = Children(logs: logs, home: home)
+        let children = try Children(logs: logs, home: home)
         let feeders = StopFlag()
         func stopAll() {
             feeders.stop()
@@ -162,9 +162,12 @@ private func sendTraffic(port: Int, rate: Int, stop: StopFlag) {
     defer { client.close() }
     let pause = useconds_t(1_000_000 / rate)
     while !stop.stopped {
-        var line: [UInt8] = []
-        CreditFixture.appendJSON(generator.next(), to: &line)
-        _ = try? client.request("POST", "/score", headers: [("Content-Type", "application/json")], body: line)
+        // Azure ML's /score takes {"data": [record, ...]}.
+        var body = Array(#"{"data":["#.utf8)
+        CreditFixture.appendJSON(generator.next(), to: &body)
+        body.removeLast()  // the line feed
+        body.append(contentsOf: "]}".utf8)
+        _ = try? client.request("POST", "/score", headers: [("Content-Type", "application/json")], body: body)
         usleep(pause)
     }
 }
@@ -196,10 +199,13 @@ final class Children {
     private var running: [(name: String, pid: pid_t)] = []
     private let logs: URL
     private let home: Home
+    /// Children stop by themselves when this process dies, even by SIGKILL.
+    private let lifeline: Lifeline
 
-    init(logs: URL, home: Home) {
+    init(logs: URL, home: Home) throws {
         self.logs = logs
         self.home = home
+        lifeline = try Lifeline()
     }
 
     /// Starts `switchyard ARGS` with output to logs/NAME.log; returns its control API port
@@ -217,7 +223,7 @@ final class Children {
         let start = (try? Data(contentsOf: log).count) ?? 0
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_HOME"] = home.url.path
-        let pid = try spawnLogged(selfExecutable(), arguments, environment: environment, log: log.path, append: true)
+        let pid = try spawnLogged(selfExecutable(), arguments, environment: environment, log: log.path, append: true, lifeline: lifeline)
         running.append((name, pid))
         guard waitForPort else { return 0 }
         let deadline = Date().addingTimeInterval(30)
