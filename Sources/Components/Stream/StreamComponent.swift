@@ -80,6 +80,8 @@ package final class StreamComponent: Component {
     private let model = Mutex<(version: ModelRegistry.Version, scorer: Scorer)?>(nil)
     private let queue: BoundedQueue<MicroBatch>
     package let paused = Atomic<Bool>(false)
+    /// Set by the reading thread once it has seen `paused` and reads nothing more.
+    package let readerPaused = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
     private let threadsDone = DispatchSemaphore(value: 0)
     private let started = Atomic<Int>(0)
@@ -162,9 +164,11 @@ package final class StreamComponent: Component {
     private func readLoop() {
         while !stopping.load(ordering: .acquiring) {
             if paused.load(ordering: .relaxed) {
+                readerPaused.store(true, ordering: .releasing)
                 usleep(20_000)
                 continue
             }
+            readerPaused.store(false, ordering: .releasing)
             do {
                 let next = try source.read(max: options.maxBatchEvents, maxBytes: options.maxBatchBytes)
                 sourceHealth.succeeded()

@@ -177,6 +177,15 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             let size = Int64(info.st_size)
             var offset = files[index].readOffset
             guard size > offset else { continue }
+            if offset > 0 && !Self.followsLineFeed(fd, offset) {
+                // The rest of a line longer than a micro-batch (already a dead letter): skip to its
+                // end without counting a line, so every later event keeps its line number.
+                let resume = Self.offsetAfterLineFeed(fd, from: offset, size: size)
+                files[index].readOffset = resume
+                positions.append((files[index].name, resume, files[index].readLine))
+                offset = resume
+                guard size > offset, Self.followsLineFeed(fd, offset) else { continue }
+            }
             // Read about what `max` events need (mean size known so far), not the whole
             // byte budget; read more when not even one whole line came in.
             let mean = meanEventBytes.withLock { $0 }
@@ -205,10 +214,21 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
             let csv = files[index].name.hasSuffix(".csv")
             var csvLines: [(line: Int, range: Range<Int>)] = []
             if end == base && base == 0 && got >= maxBytes {
-                // One line longer than a whole micro-batch: pass it on as one event (it
-                // becomes a dead letter) rather than waiting forever for its end.
+                // One line longer than a whole micro-batch: one dead letter (with its first bytes)
+                // rather than a stall; the rest of the line is skipped on the next read.
+                line += 1
+                let kept = Swift.min(got, 256)
+                batch.bytes.removeLast(batch.bytes.count - kept)
+                batch.sourceErrors[batch.events.count] = "line \(line) of \(files[index].name) is longer than \(maxBytes) bytes (the micro-batch limit); its first \(kept) bytes are kept here"
+                batch.events.append(0..<kept)
                 batch.bytes.append(0x0A)
-                end = batch.bytes.count
+                batch.sourceIDs.append("\(files[index].name):\(line)")
+                batch.sourceTimes.append(.nan)
+                offset += Int64(got)
+                files[index].readOffset = offset
+                files[index].readLine = line
+                positions.append((files[index].name, offset, line))
+                break
             }
             batch.bytes.removeLast(batch.bytes.count - end)
             var start = base
@@ -246,6 +266,26 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
         return batch
     }
 
+    /// Whether the byte before `offset` is a line feed (the offset starts a line).
+    private static func followsLineFeed(_ fd: Int32, _ offset: Int64) -> Bool {
+        guard offset > 0 else { return true }
+        var byte: UInt8 = 0
+        return pread(fd, &byte, 1, off_t(offset - 1)) == 1 && byte == 0x0A
+    }
+
+    /// The offset just past the first line feed at or after `from`, or `size` when none has arrived yet.
+    private static func offsetAfterLineFeed(_ fd: Int32, from: Int64, size: Int64) -> Int64 {
+        var buffer = [UInt8](repeating: 0, count: 64 << 10)
+        var at = from
+        while at < size {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, $0.count, off_t(at)) }
+            guard n > 0 else { break }
+            if let i = buffer[..<n].firstIndex(of: 0x0A) { return at + Int64(i) + 1 }
+            at += Int64(n)
+        }
+        return Swift.max(at, from)
+    }
+
     /// CSV files: the header names the fields; each later line becomes a JSON object
     /// (numbers as numbers, empty cells left out) so scoring sees one format. One
     /// record per line: a quoted field may hold commas and quotes, not line feeds.
@@ -275,13 +315,7 @@ package final class FolderSource: StreamSource, @unchecked Sendable {
                 batch.sourceErrors[batch.events.count] = header.isEmpty
                     ? "no header line in \(file)" : "expected \(header.count) CSV fields (as in the header), got \(cells.count)"
             } else {
-                var writer = JSONWriter()
-                var o = JSONObject()
-                for (name, cell) in zip(header, cells) where !cell.isEmpty {
-                    o.append(name, DecimalParser.parse(cell).map(JSONValue.number) ?? .string(cell))
-                }
-                writer.value(.object(o))
-                batch.bytes.append(contentsOf: writer.bytes)
+                batch.bytes.append(contentsOf: recordJSON(zip(header, cells)))
             }
             batch.events.append(start..<batch.bytes.count)
             batch.bytes.append(0x0A)
@@ -475,7 +509,9 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
         return entries.isEmpty ? nil : batch(entries)
     }
 
-    /// Entries `[id, [field, value, …]]` → a micro-batch of their `data` fields.
+    /// Entries `[id, [field, value, …]]` → a micro-batch of records: a `data` field holding
+    /// JSON, or else the entry's own fields (`XADD events * amount 12000 term 36 …`), numbers
+    /// where a value reads as one, as CSV cells are.
     private func batch(_ entries: [RESP]) -> MicroBatch {
         var batch = MicroBatch()
         var ids: [String] = []
@@ -483,8 +519,13 @@ package final class RedisSource: StreamSource, @unchecked Sendable {
             let parts = entry.elements
             guard parts.count == 2, let id = parts[0].text else { continue }
             ids.append(id)
-            var data: [UInt8] = Array("{}".utf8)
-            if case .bulk(let value?)? = parts[1].fields["data"] { data = value }
+            let data: [UInt8]
+            let pairs = parts[1].elements
+            if case .bulk(let value?)? = parts[1].fields["data"] {
+                data = value
+            } else {
+                data = recordJSON(stride(from: 0, to: pairs.count - 1, by: 2).map { (pairs[$0].text ?? "", pairs[$0 + 1].text ?? "") })
+            }
             let start = batch.bytes.count
             batch.bytes.append(contentsOf: data)
             batch.events.append(start..<batch.bytes.count)
@@ -574,6 +615,18 @@ package final class RedisSink: StreamSink, @unchecked Sendable {
             start = end
         }
     }
+}
+
+/// A JSON object from text fields (a CSV line, a Redis entry): numbers where a value reads
+/// as one, text otherwise, empty values left out (missing).
+func recordJSON(_ fields: some Sequence<(String, String)>) -> [UInt8] {
+    var o = JSONObject()
+    for (name, value) in fields where !value.isEmpty {
+        o.append(name, DecimalParser.parse(value).map(JSONValue.number) ?? .string(value))
+    }
+    var writer = JSONWriter()
+    writer.value(.object(o))
+    return writer.bytes
 }
 
 /// The fields of one CSV line (RFC 4180 quoting); a broken line gives no fields.
