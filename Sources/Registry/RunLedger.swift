@@ -9,6 +9,8 @@ import Scoring
 public final class RunLedger: Sendable {
     private let database: Database
     private let now: @Sendable () -> Date
+    /// Where the ledger lives (job locks sit beside it).
+    public let home: Home
 
     public enum Status: String, Sendable, CaseIterable {
         case queued, running, succeeded, failed, cancelled, interrupted
@@ -60,6 +62,7 @@ public final class RunLedger: Sendable {
 
     public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
         database = try Database.open(home)
+        self.home = home
         self.now = now
     }
 
@@ -94,7 +97,15 @@ public final class RunLedger: Sendable {
         }
     }
 
+    /// Adds a line to a run's note (what a run left for later, say).
+    public func appendNote(_ id: Int, _ text: String) throws(RegistryError) {
+        try database.query(
+            "UPDATE batch_runs SET note = CASE WHEN note IS NULL OR note = '' THEN ? ELSE note || '; ' || ? END WHERE id = ?",
+            [.text(text), .text(text), .integer(Int64(id))])
+    }
+
     /// Marks this job's `running` runs `interrupted` (their process is gone); returns their ids.
+    /// Call it only while holding the job's `JobLock`: then no live process runs the job.
     public func markInterrupted(job: String) throws(RegistryError) -> [Int] {
         try database.transaction { () throws(RegistryError) in
             let ids = try database.query("SELECT id FROM batch_runs WHERE job = ? AND status = 'running' ORDER BY id", [.text(job)])

@@ -12,6 +12,8 @@ enum Exit {
     static let failure: Int32 = 1
     static let usage: Int32 = 64
     static let dataError: Int32 = 65
+    /// A batch job another process is running (EX_TEMPFAIL).
+    static let busy: Int32 = 75
 }
 
 let version = "0.1.0"

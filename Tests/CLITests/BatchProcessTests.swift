@@ -87,12 +87,13 @@ struct CLITestError: Error, CustomStringConvertible {
         try b.write(contentsOf: Data("30001,lots,36,5,50000,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8))
         try b.close()
 
-        let once = try switchyard(["batch", "run", "--once", "--input", input.path, "--output", reference.path, "--model", "credit@production"], home: home)
+        // --settle 0: the inputs were written just now (the settle interval has a test of its own).
+        let once = try switchyard(["batch", "run", "--once", "--input", input.path, "--output", reference.path, "--model", "credit@production", "--settle", "0"], home: home)
         #expect(once.status == 0, "\(once.stdout) \(once.stderr)")
         #expect(once.stdout.contains("90001 rows read, 90000 scored, 1 rejected"), "\(once.stdout)")
         let key = try switchyard(["keys", "create", "--scope", "operate"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let arguments = ["batch", "--input", input.path, "--output", output.path, "--model", "credit@production", "--port", "0",
-                         "--max-rows-per-second", "40000"]
+                         "--max-rows-per-second", "40000", "--settle", "0"]
         let auth = [("Authorization", "Bearer \(key)"), ("Content-Type", "application/json")]
 
         // Start a run and kill the process once the first output has appeared.
@@ -133,6 +134,49 @@ struct CLITestError: Error, CustomStringConvertible {
         for name in names {
             #expect(try Data(contentsOf: output.appendingPathComponent(name)) == Data(contentsOf: reference.appendingPathComponent(name)), "\(name)")
         }
+    }
+}
+
+extension BatchProcessTests {
+    /// One run of a job at a time across processes: a second `run --once` refuses (exit 75) and
+    /// names the run that holds the job; with --wait it waits and then runs. Two runs of a job
+    /// used to overlap, and the older one's output replaced the newer one's.
+    @Test func aSecondRunOfAJobRefusesOrWaits() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        let input = root.appendingPathComponent("in"), output = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
+                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        #expect(try switchyard(["fixtures", "credit", "--rows", "100000", "--seed", "1", "--out", input.appendingPathComponent("a.csv").path], home: home).status == 0)
+        let run = ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production", "--job", "nightly", "--settle", "0"]
+        // At 5,000 rows/s the first run holds the job for 20 s, however fast the machine: it is stopped below.
+        let first = try RunningSwitchyard(run + ["--max-rows-per-second", "5000"], home: home)
+        let lockFile = home.appendingPathComponent("locks/batch-nightly.lock").path
+        var held = false
+        for _ in 0..<2000 where !held {
+            held = ((try? String(contentsOfFile: lockFile, encoding: .utf8)) ?? "").hasPrefix("\(first.process.processIdentifier) 1\n")
+            usleep(10_000)
+        }
+        #expect(held, "the first run holds the job: \(first.text)")
+
+        let refused = try switchyard(run, home: home)
+        #expect(refused.status == 75)
+        #expect(refused.stderr.contains("job nightly is busy: run 1 (credit@1, started "), "\(refused.stderr)")
+        #expect(refused.stderr.contains("pid \(first.process.processIdentifier)) holds it; try again when it finishes, or add --wait"), "\(refused.stderr)")
+
+        let waiting = try RunningSwitchyard(run + ["--wait"], home: home)
+        var said = false
+        for _ in 0..<2000 where !said {
+            said = waiting.text.contains("waiting for it to finish")
+            usleep(10_000)
+        }
+        #expect(said, "\(waiting.text)")
+        first.kill(SIGINT)  // cancels its run; the waiting one goes next
+        waiting.process.waitUntilExit()
+        #expect(waiting.process.terminationStatus == 0, "\(waiting.text)")
+        #expect(waiting.text.contains("run 2 succeeded: 1 input, 100000 rows read"), "\(waiting.text)")
     }
 }
 

@@ -252,7 +252,7 @@ func temporaryFolder() throws -> URL {
         try Data(csv.utf8).write(to: input.appendingPathComponent("sample.csv"))
         let output = folder.appendingPathComponent("out")
         let run = try switchyard(
-            ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "gbm@production", "--id", "id"], home: home)
+            ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "gbm@production", "--id", "id", "--settle", "0"], home: home)
         #expect(run.status == 0, "\(run.stderr)")
         let rows = try String(contentsOf: output.appendingPathComponent("sample.csv"), encoding: .utf8).split(separator: "\n")
         #expect(rows.first == "id,probability_0,probability_1,label,model_version")

@@ -120,8 +120,15 @@ final class BatchFixture: @unchecked Sendable {
         try Scorer(try registry.document(try registry.resolve("credit@\(version)")))
     }
 
+    /// Options for tests that write an input and run at once: no settle interval (the settle test sets one).
+    static var immediate: BatchComponent.Options {
+        var options = BatchComponent.Options()
+        options.settleSeconds = 0
+        return options
+    }
+
     @discardableResult
-    func start(schedule: Schedule? = nil, options: BatchComponent.Options = .init()) throws -> BatchComponent {
+    func start(schedule: Schedule? = nil, options: BatchComponent.Options = BatchFixture.immediate) throws -> BatchComponent {
         let authenticator = Authenticator(store: keys, loops: 1)
         let events = EventLog()
         let batch = try BatchComponent(
@@ -149,14 +156,14 @@ final class BatchFixture: @unchecked Sendable {
         return (response.status, (try? JSONValue.parse(response.body)) ?? .null)
     }
 
-    /// Polls run `id` until it has finished (10 s at most).
+    /// Polls run `id` until it has finished (a deadline that only fails a hung run).
     func waitForRun(_ id: Int) throws -> RunLedger.Run {
-        let deadline = Date().addingTimeInterval(10)
+        let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if let run = try ledger.run(id), run.status.isFinished { return run }
             usleep(20_000)
         }
-        throw HTTPError(500, "run \(id) did not finish in 10 s")
+        throw HTTPError(500, "run \(id) did not finish in 60 s")
     }
 }
 
@@ -205,6 +212,51 @@ final class BatchFixture: @unchecked Sendable {
             #expect(cells[3] == Substring(expected.label))
             #expect(cells[4] == "credit@1")
         }
+    }
+
+    /// One line longer than a record may be is one reject (its line and length), and every
+    /// other row of the file is scored; it used to fail the whole file with no output.
+    @Test(arguments: ["csv", "jsonl"])
+    func anOversizedLineIsOneRejectNotALostFile(format: String) throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let rows = creditCSV(rows: 6, seed: 4)
+        let table = try CSVTable(rows)
+        let scorer = try f.scorer(1)
+        var lines: [String] = []
+        for i in 0..<5 {
+            if format == "csv" {
+                lines.append(table.rows[i].joined(separator: ","))
+            } else {
+                lines.append(JSONWriter.text(table.json(i, fields: table.header.filter { $0 != "label" })))
+            }
+        }
+        lines.insert(String(repeating: "x", count: 1_000_000), at: 2)  // line 3 of the data
+        var bytes = Array(((format == "csv" ? [table.header.joined(separator: ",")] : []) + lines).joined(separator: "\n").utf8) + [0x0A]
+        if format == "jsonl" { bytes.removeLast() }  // and no final line feed
+        try f.write("a.\(format)", bytes)
+        var runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: f.output, workers: 2)
+        runner.maxRecordBytes = 64 << 10
+        runner.chunkBytes = 16 << 10
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let result = runner.score(f.input.appendingPathComponent("a.\(format)"), progress: BatchProgress())
+        #expect(result.error == nil)
+        #expect(result.rowsRead == 6)
+        #expect(result.rowsScored == 5)
+        #expect(result.rowsRejected == 1)
+        #expect(result.input.sha256 == SHA256.hex(bytes))
+        let rejects = try String(contentsOf: f.output.appendingPathComponent("a.rejects.\(format)"), encoding: .utf8)
+        let line = format == "csv" ? 4 : 3
+        let reason = "the line is 1000000 bytes, longer than the 65536-byte limit for one record; its first 256 bytes are shown"
+        if format == "csv" {
+            #expect(rejects.hasPrefix("line,reason,record\n\(line),\"\(reason)\",\(String(repeating: "x", count: 256))\n"))
+        } else {
+            let reject = try JSONValue.parse(String(rejects.split(separator: "\n")[0]))
+            #expect(reject["line"] == .number(Double(line)))
+            #expect(reject["reason"] == .string(reason))
+        }
+        let output = try String(contentsOf: f.output.appendingPathComponent("a.\(format)"), encoding: .utf8).split(separator: "\n")
+        #expect(output.count == (format == "csv" ? 6 : 5))
     }
 
     /// Chunks cut anywhere give byte-identical outputs, with quoted fields holding
@@ -346,7 +398,7 @@ final class BatchFixture: @unchecked Sendable {
         let f = try BatchFixture()
         defer { f.stop() }
         try f.write("big.csv", creditCSV(rows: 60_000, seed: 5))
-        var options = BatchComponent.Options()
+        var options = BatchFixture.immediate
         options.rowsPerSecond = 20_000  // three seconds
         options.chunkBytes = 64 << 10
         try f.start(options: options)
@@ -389,9 +441,11 @@ final class BatchFixture: @unchecked Sendable {
     @Test func aModelSwapTakesEffectAtTheNextRun() throws {
         let f = try BatchFixture()
         defer { f.stop() }
-        try f.write("a.csv", creditCSV(rows: 30_000, seed: 6))
-        var options = BatchComponent.Options()
-        options.rowsPerSecond = 30_000
+        // 20,000 rows at 4,000 rows/s: the run lasts at least 5 s however fast the machine is,
+        // so the swap lands mid-run (it used to be 1 s, which a loaded machine could miss).
+        try f.write("a.csv", creditCSV(rows: 20_000, seed: 6))
+        var options = BatchFixture.immediate
+        options.rowsPerSecond = 4_000
         options.chunkBytes = 64 << 10
         try f.start(options: options)
         let id = Int(try f.request("POST", "/v1/runs", key: f.operateKey).json["id"].flatMap(number)!)
@@ -404,6 +458,63 @@ final class BatchFixture: @unchecked Sendable {
         #expect(!output.contains("credit@2"))
         let next = Int(try f.request("POST", "/v1/runs", key: f.operateKey).json["id"].flatMap(number)!)
         #expect(try f.waitForRun(next).model == "credit@2")
+    }
+
+    /// A run held by a live process (the job's lock taken, as `batch run --once` does) is left
+    /// alone when a component starts; once its owner is gone, the next run marks it interrupted.
+    @Test func onlyRunsOfDeadOwnersBecomeInterrupted() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("a.csv", creditCSV(rows: 50, seed: 1))
+        let owner = try #require(try JobLock.acquire(f.home, job: "test"))
+        let live = try f.ledger.enqueue(job: "test", trigger: .manual, who: "cli").run
+        #expect(try f.ledger.start(live.id, model: "credit@1", modelSHA256: "", bytesTotal: 0))
+        owner.record(run: live.id)
+        let batch = try f.start()
+        #expect(try f.ledger.run(live.id)?.status == .running, "a live owner's run is not interrupted")
+        // While the owner holds the job, a new run waits and says who holds it.
+        let waiting = try batch.trigger(.manual, who: "test").run
+        #expect(waitFor { f.host!.control.events.after(0).contains { $0.message.hasPrefix("run \(waiting.id) waits: job test is busy: run \(live.id) (credit@1") } })
+        #expect(try f.ledger.run(waiting.id)?.status == .queued)
+        // The owner dies (its lock goes with it): the waiting run goes, and the orphan is interrupted.
+        owner.release()
+        #expect(try f.waitForRun(waiting.id).status == .succeeded)
+        #expect(try f.ledger.run(live.id)?.status == .interrupted)
+    }
+
+    /// Files modified within the settle interval may still be being written: they wait for the
+    /// next run, and the ledger says so. A cut-off last line is never scored from such a file.
+    @Test func aFileStillBeingWrittenWaitsForTheNextRun() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("a.csv", creditCSV(rows: 10, seed: 1))
+        var growing = creditCSV(rows: 10, seed: 2)
+        growing.removeLast(3)  // "…,0,696\n" cut to "…,0,6"
+        try f.write("b.csv", growing)
+        let now = Date()
+        try FileManager.default.setAttributes([.modificationDate: now.addingTimeInterval(-3600)], ofItemAtPath: f.input.appendingPathComponent("a.csv").path)
+        try FileManager.default.setAttributes([.modificationDate: now.addingTimeInterval(3600)], ofItemAtPath: f.input.appendingPathComponent("b.csv").path)
+        var options = BatchComponent.Options()
+        options.settleSeconds = 5
+        let batch = try f.start(options: options)
+        #expect(try batch.inputFiles(now: now) == ([f.input.appendingPathComponent("a.csv")], ["b.csv"]))
+        let run = try f.waitForRun(try batch.trigger(.manual, who: "test").run.id)
+        #expect(run.status == .succeeded)
+        #expect(run.inputs.map(\.name) == ["a.csv"])
+        #expect(run.rowsRead == 10)
+        #expect(run.note == "left for the next run: 1 file modified in the last 5 s, perhaps still being written (b.csv)")
+        #expect(!FileManager.default.fileExists(atPath: f.output.appendingPathComponent("b.csv").path))
+    }
+
+    /// A folder error names the folder and what to do, never a raw NSCocoaErrorDomain text.
+    @Test func aMissingInputFolderFailsTheRunWithAPlainReason() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let batch = try f.start()
+        try FileManager.default.removeItem(at: f.input)
+        let run = try f.waitForRun(try batch.trigger(.manual, who: "test").run.id)
+        #expect(run.status == .failed)
+        #expect(run.error == "the input folder \(f.input.path) does not exist (any more); create it or point --input at the folder the files land in")
     }
 
     @Test func missedSlotsWhileStoppedGiveOneCatchUpRun() throws {

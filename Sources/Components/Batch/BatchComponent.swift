@@ -20,7 +20,7 @@ package final class BatchComponent: Component {
     package let pattern: String?
     package let outputDirectory: URL
     package let schedule: Schedule?
-    let options: Options
+    package let options: Options
     let authenticator: Authenticator
 
     package struct Options: Sendable {
@@ -28,6 +28,9 @@ package final class BatchComponent: Component {
         package var idColumns: [String]?
         package var rowsPerSecond: Double?
         package var chunkBytes = 1 << 20
+        /// A file modified less than this long ago may still be being written: it waits for the
+        /// next run (the ledger's note says so), so a cut-off last line is never scored as a record.
+        package var settleSeconds: Double = 5
         package init() {}
     }
 
@@ -85,9 +88,10 @@ package final class BatchComponent: Component {
     /// Marks runs left `running` by a dead process, queues a catch-up run for
     /// missed schedule slots, and starts the run thread.
     package func start() throws {
-        let interrupted = try registryCall { () throws(RegistryError) in try ledger.markInterrupted(job: job) }
-        for id in interrupted {
-            events.append("run", "run \(id) was interrupted (its process stopped mid-run); rerun it with POST /v1/runs/\(id)/rerun")
+        // Runs of a live process (a `batch run --once` now) hold the job's lock and are left alone.
+        if let lock = try registryCall({ () throws(RegistryError) in try JobLock.acquire(ledger.home, job: job) }) {
+            try registryCall { () throws(RegistryError) in try recoverInterrupted() }
+            lock.release()
         }
         if let schedule {
             let now = Date()
@@ -132,8 +136,58 @@ package final class BatchComponent: Component {
                 _ = wake.wait(timeout: .now() + 1)
                 continue
             }
-            execute(next)
+            let lock: JobLock?
+            do {
+                lock = try JobLock.acquire(ledger.home, job: job)
+            } catch {
+                events.append("error", "run \(next.id): \(error.message)")
+                _ = wake.wait(timeout: .now() + 2)
+                continue
+            }
+            guard let lock else {
+                // Another process (batch run --once) is running this job: the run waits its turn.
+                let holder = busyMessage()
+                if waitingNoted.withLock({ noted in defer { noted = next.id }; return noted != next.id }) {
+                    events.append("run", "run \(next.id) waits: \(holder)")
+                }
+                _ = wake.wait(timeout: .now() + 1)
+                continue
+            }
+            do {
+                try recoverInterrupted()
+            } catch {
+                events.append("error", "reading the run ledger: \(error.message)")
+            }
+            execute(next, lock: lock)
+            lock.release()
         }
+    }
+
+    /// The run that queued first while the job was busy, so "waits" is said once per run.
+    private let waitingNoted = Mutex<Int?>(nil)
+
+    /// Marks runs left `running` by dead processes `interrupted`. Only while holding the job's
+    /// lock: then no live process is running the job, so every `running` row lost its owner.
+    package func recoverInterrupted() throws(RegistryError) {
+        for id in try ledger.markInterrupted(job: job) {
+            events.append("run", "run \(id) was interrupted (its process stopped mid-run); rerun it with POST /v1/runs/\(id)/rerun")
+        }
+    }
+
+    /// "run 7 (pid 4242, credit@1, started …) holds job demo": who is running the job now.
+    package func busyMessage() -> String {
+        let holder = JobLock.holder(ledger.home, job: job)
+        let running = (try? ledger.list(job: job, limit: 20))?.first { $0.status == .running }
+        var text = "job \(job) is busy: "
+        if let running {
+            text += "run \(running.id) (\(running.model ?? "no model")" + (running.startedAt.map { ", started \($0)" } ?? "")
+                + (holder.map { ", pid \($0.pid)" } ?? "") + ") holds it"
+        } else if let holder {
+            text += "process \(holder.pid) holds it"
+        } else {
+            text += "another process holds it"
+        }
+        return text
     }
 
     // MARK: - Runs
@@ -154,23 +208,43 @@ package final class BatchComponent: Component {
     }
 
     /// The files a run scores: for a rerun, the inputs of the run it repeats;
-    /// otherwise every matching file in the input folder now, by name.
-    func inputFiles(for run: RunLedger.Run) throws -> [URL] {
-        if let original = run.rerunOf, let repeated = try registryCall({ () throws(RegistryError) in try ledger.run(original) }),
+    /// otherwise every matching file in the input folder now, by name, but for those
+    /// modified within the settle interval (`settling`), which wait for the next run.
+    package func inputFiles(rerunOf: Int? = nil, now: Date = Date()) throws -> (files: [URL], settling: [String]) {
+        if let original = rerunOf, let repeated = try registryCall({ () throws(RegistryError) in try ledger.run(original) }),
            !repeated.inputs.isEmpty {
-            return repeated.inputs.map { inputDirectory.appendingPathComponent($0.name) }
+            return (repeated.inputs.map { inputDirectory.appendingPathComponent($0.name) }, [])
         }
-        let names = try FileManager.default.contentsOfDirectory(atPath: inputDirectory.path)
-        return names.filter { name in
-            guard !name.hasPrefix("."), BatchFormat(fileName: name) != nil else { return false }
-            guard let pattern else { return true }
-            return fnmatch(pattern, name, 0) == 0
-        }.sorted().map { inputDirectory.appendingPathComponent($0) }
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: inputDirectory.path) else {
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: inputDirectory.path, isDirectory: &isDirectory)
+            throw HTTPError(500, exists && isDirectory.boolValue
+                ? "cannot list the input folder \(inputDirectory.path): permission denied or unreadable; check its permissions"
+                : "the input folder \(inputDirectory.path) does not exist (any more); create it or point --input at the folder the files land in")
+        }
+        var files: [URL] = [], settling: [String] = []
+        for name in names.sorted() {
+            guard !name.hasPrefix("."), BatchFormat(fileName: name) != nil else { continue }
+            if let pattern, fnmatch(pattern, name, 0) != 0 { continue }
+            var info = stat()
+            guard stat(inputDirectory.appendingPathComponent(name).path, &info) == 0 else { continue }  // gone meanwhile
+            let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+            if now.timeIntervalSince1970 - modified < options.settleSeconds {
+                settling.append(name)
+            } else {
+                files.append(inputDirectory.appendingPathComponent(name))
+            }
+        }
+        return (files, settling)
     }
 
     /// Runs `run` to its end and records it. Returns the final ledger record.
     @discardableResult
-    package func execute(_ run: RunLedger.Run, progress: BatchProgress = BatchProgress(), report: (@Sendable (BatchProgress) -> Void)? = nil) -> RunLedger.Run? {
+    /// The caller holds the job's `lock`.
+    package func execute(
+        _ run: RunLedger.Run, lock: JobLock, progress: BatchProgress = BatchProgress(), report: (@Sendable (BatchProgress) -> Void)? = nil
+    ) -> RunLedger.Run? {
+        lock.record(run: run.id)
         var inputs: [RunLedger.Input] = []
         var read = 0, scored = 0, rejected = 0
         var bytesDone: Int64 = 0
@@ -198,10 +272,16 @@ package final class BatchComponent: Component {
         let files: [URL]
         do {
             model = try run.model.map { try load($0) } ?? currentModel()
-            files = try inputFiles(for: run)
+            let found = try inputFiles(rerunOf: run.rerunOf)
+            files = found.files
+            if !found.settling.isEmpty {
+                let note = "left for the next run: \(found.settling.count) file\(found.settling.count == 1 ? "" : "s") modified in the last \(Self.seconds(options.settleSeconds)) s, perhaps still being written (\(found.settling.prefix(5).joined(separator: ", "))\(found.settling.count > 5 ? ", …" : ""))"
+                try? ledger.appendNote(run.id, note)
+                events.append("run", "run \(run.id): \(note)")
+            }
         } catch {
             if (try? ledger.start(run.id, model: run.model ?? "", modelSHA256: "", bytesTotal: 0)) == true {
-                return finish(.failed, "\(error)")
+                return finish(.failed, (error as? HTTPError)?.message ?? "\(error)")
             }
             return try? ledger.run(run.id)
         }
@@ -274,6 +354,9 @@ package final class BatchComponent: Component {
         }
         return finish(.succeeded, nil)
     }
+
+    /// 5 → "5", 0.5 → "0.5".
+    static func seconds(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? "\(Int(x))" : "\(x)" }
 
     /// Cancels a queued or running run.
     func cancel(_ id: Int, by who: String) throws(RegistryError) -> HTTPResponse {

@@ -168,7 +168,25 @@ private struct FileScoring {
             }
             if free.isEmpty { try complete(inFlight.removeFirst()) }
             let chunk = free.removeLast()
-            guard try source.next(into: &chunk.input) else {
+            let next = try source.next(into: &chunk.input)
+            if case .oversized(let length, let prefix) = next {
+                // One record too long to hold: a reject with its line and length, in line order
+                // (the chunks before it are written first); the file goes on.
+                free.append(chunk)
+                while !inFlight.isEmpty { try complete(inFlight.removeFirst()) }
+                var row: [UInt8] = []
+                layout.appendReject(
+                    line: nextLine, reason: "the line is \(length) bytes, longer than the \(runner.maxRecordBytes)-byte limit for one record; its first \(prefix.count) bytes are shown",
+                    record: prefix, to: &row)
+                try rejects.write(row)
+                result.rowsRead += 1
+                result.rowsRejected += 1
+                progress.rowsRead.wrappingAdd(1, ordering: .relaxed)
+                progress.rowsRejected.wrappingAdd(1, ordering: .relaxed)
+                nextLine += 1
+                continue
+            }
+            guard case .records = next else {
                 free.append(chunk)
                 break
             }
@@ -271,19 +289,28 @@ private struct ChunkSource {
         }
     }
 
-    /// Puts the next chunk (whole records) into `chunk`; false at the end of the file.
-    mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Bool {
+    enum Next {
+        /// `chunk` holds whole records.
+        case records
+        /// One line longer than `maxRecordBytes` was passed over: its length (without the line
+        /// feed) and its first bytes. It spans one line.
+        case oversized(length: Int, prefix: [UInt8])
+        case end
+    }
+
+    /// Puts the next chunk (whole records) into `chunk`, or passes over a line too long to hold.
+    mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Next {
         var want = chunkBytes
         while true {
-            try fill(want)
-            if carry.isEmpty { return false }
+            try fill(min(want, maxRecordBytes))
+            if carry.isEmpty { return .end }
             let boundary: Int? = eof ? carry.count : recordBoundary()
             if let boundary, boundary > 0 {
                 chunk.removeAll(keepingCapacity: true)
                 chunk.append(contentsOf: carry[..<boundary])
                 carry.removeFirst(boundary)
                 consumed += boundary
-                return true
+                return .records
             }
             if carry.count >= maxRecordBytes {
                 // A quoted field that never closes: cut at the last line end and let the
@@ -293,11 +320,30 @@ private struct ChunkSource {
                     chunk.append(contentsOf: carry[...last])
                     carry.removeFirst(last + 1)
                     consumed += last + 1
-                    return true
+                    return .records
                 }
-                throw RegistryError("a line longer than \(maxRecordBytes) bytes after byte \(consumed)")
+                return try passOverLongLine()
             }
             want = carry.count * 2
+        }
+    }
+
+    /// Reads past the line `carry` starts (no line feed in it yet), keeping only its first bytes.
+    private mutating func passOverLongLine() throws(RegistryError) -> Next {
+        let prefix = Array(carry.prefix(256))
+        var length = 0
+        while true {
+            if let end = carry.firstIndex(of: 0x0A) {
+                length += end
+                carry.removeFirst(end + 1)
+                consumed += end + 1
+                return .oversized(length: length, prefix: prefix)
+            }
+            length += carry.count
+            consumed += carry.count
+            carry.removeAll(keepingCapacity: true)
+            if eof { return .oversized(length: length, prefix: prefix) }
+            try fill(1 << 20)
         }
     }
 
@@ -405,6 +451,28 @@ private struct OutputLayout: Sendable {
         }
         probabilityKeys = scorer.classes.enumerated().map { k, c in
             Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8)
+        }
+    }
+}
+
+extension OutputLayout {
+    /// One row of the rejects file: the line, the reason, and the record as it was.
+    func appendReject(line: Int, reason: String, record: some Collection<UInt8>, to rejects: inout [UInt8]) {
+        switch format {
+        case .csv:
+            rejects.appendDecimal(line)
+            rejects.append(0x2C)
+            rejects.append(contentsOf: csvField(reason).utf8)
+            rejects.append(0x2C)
+            Array(record).withUnsafeBytes { appendCSVField($0, to: &rejects) }
+            rejects.append(0x0A)
+        case .jsonLines:
+            var o = JSONObject()
+            o.append("line", .number(Double(line)))
+            o.append("reason", .string(reason))
+            o.append("record", .string(String(decoding: record, as: UTF8.self)))
+            rejects.append(contentsOf: JSONWriter.text(.object(o)).utf8)
+            rejects.append(0x0A)
         }
     }
 }
@@ -693,24 +761,7 @@ private struct ChunkWork {
     private mutating func writeRejects() {
         rowsRejected = pending.count
         if pending.count > 1 { pending.sort { $0.line < $1.line } }
-        for reject in pending {
-            switch layout.format {
-            case .csv:
-                rejects.appendDecimal(reject.line)
-                rejects.append(0x2C)
-                rejects.append(contentsOf: csvField(reject.reason).utf8)
-                rejects.append(0x2C)
-                appendCSVField(reject.record, to: &rejects)
-                rejects.append(0x0A)
-            case .jsonLines:
-                var o = JSONObject()
-                o.append("line", .number(Double(reject.line)))
-                o.append("reason", .string(reject.reason))
-                o.append("record", .string(String(decoding: reject.record, as: UTF8.self)))
-                rejects.append(contentsOf: JSONWriter.text(.object(o)).utf8)
-                rejects.append(0x0A)
-            }
-        }
+        for reject in pending { layout.appendReject(line: reject.line, reason: reject.reason, record: reject.record, to: &rejects) }
         pending.removeAll(keepingCapacity: true)
     }
 }

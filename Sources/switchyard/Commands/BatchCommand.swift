@@ -20,6 +20,7 @@ private let batchOptions: [Option] = [
     Option(name: "id", value: "COLUMNS", help: "comma-separated columns copied to each output row", defaultValue: "id, when present; else the line number"),
     Option(name: "workers", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
     Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
+    Option(name: "settle", value: "SECONDS", help: "files modified more recently than this may still be being written: they wait for the next run", defaultValue: "5"),
 ]
 
 /// The pieces a batch component is built from, read from the arguments.
@@ -49,6 +50,10 @@ private func makeBatchComponent(_ args: Arguments, events: EventLog, authenticat
     if let rate = try args.double("max-rows-per-second") {
         guard rate > 0 else { throw UsageError("--max-rows-per-second must be above 0") }
         options.rowsPerSecond = rate
+    }
+    if let settle = try args.double("settle") {
+        guard settle >= 0, settle <= 86_400 else { throw UsageError("--settle must be between 0 and 86400 seconds, got \(settle)") }
+        options.settleSeconds = settle
     }
     let jobText = args.string("job")
     let job = jobText == nil || jobText == "the output folder's path" ? output.path : jobText!
@@ -141,11 +146,16 @@ let batchRunCommand = Command(
     options: batchOptions + [
         Option(name: "once", help: "run once and exit (the only mode; accepted for clarity in scripts)"),
         Option(name: "idempotency-key", value: "KEY", help: "a key the job never runs twice for (e.g. the date)"),
+        Option(name: "wait", help: "when another run of the job is running, wait for it instead of refusing"),
     ],
     details: """
         The run is recorded in the ledger like any other (trigger manual, who cli:USER).
+        One run of a job runs at a time, across processes: while another holds the job
+        (a batch component's run, another run --once), this refuses and names that run,
+        or with --wait waits for it.
         Exit status: 0 succeeded (rejected rows are counted, not a failure), 1 failed or
-        cancelled, 64 usage. On a terminal a progress bar shows rows, rate and ETA.
+        cancelled, 64 usage, 75 the job was busy. On a terminal a progress bar shows rows,
+        rate and ETA.
 
         Example:
           switchyard batch run --once --input in --output out --model credit@production
@@ -157,6 +167,23 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let events = EventLog()
     let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil)
     let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: Home.fromEnvironment()) }
+    var lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job) }
+    if lock == nil {
+        guard args.flag("wait") else {
+            throw CommandError("\(batch.busyMessage()); try again when it finishes, or add --wait", code: Exit.busy)
+        }
+        writeError("\(batch.busyMessage()); waiting for it to finish")
+        lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job, wait: true) }
+    }
+    guard let lock else { throw CommandError("could not lock job \(batch.job)") }
+    defer { lock.release() }
+    try registryCall { () throws(RegistryError) in try batch.recoverInterrupted() }
+    // No later run will take a file that is still being written, so wait (a little) for it to settle.
+    for _ in 0..<3 {
+        guard let settling = try? batch.inputFiles().settling, !settling.isEmpty else { break }
+        writeError("waiting \(batch.options.settleSeconds) s for \(settling.joined(separator: ", ")) to stop changing (--settle)")
+        usleep(UInt32(min(batch.options.settleSeconds, 60) * 1e6))
+    }
     let queued = try registryCall { () throws(RegistryError) in
         try batch.trigger(.manual, who: cliActor(), idempotencyKey: args.string("idempotency-key"))
     }
@@ -171,7 +198,7 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let started = csystem_monotonic_ns()
     var report: (@Sendable (BatchProgress) -> Void)?
     if terminal { report = { @Sendable p in drawProgress(p, started: started) } }
-    let finished = batch.execute(queued.run, progress: progress, report: report)
+    let finished = batch.execute(queued.run, lock: lock, progress: progress, report: report)
     if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
     let recorded: RunLedger.Run? = try? ledger.run(queued.run.id)
     guard let run = finished ?? recorded else { throw CommandError("run \(queued.run.id) vanished from the ledger") }
@@ -179,6 +206,7 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     print("run \(run.id) \(run.status.rawValue): \(run.inputs.count) input\(run.inputs.count == 1 ? "" : "s"), \(run.rowsRead) rows read, \(run.rowsScored) scored, \(run.rowsRejected) rejected in \(String(format: "%.2f", seconds)) s with \(run.model ?? "no model")")
     if run.rowsRejected > 0 { print("  rejected rows, with line numbers and reasons: \(batch.outputDirectory.path)/*.rejects.*") }
     if let error = run.error { print("  \(error)") }
+    if let note = run.note { print("  \(note)") }
     return run.status == .succeeded ? Exit.ok : Exit.failure
 }
 
