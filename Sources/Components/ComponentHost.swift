@@ -94,6 +94,7 @@ package final class ComponentHost: Sendable {
                 control.authenticator.refresh()
                 heartbeat()
             }
+            if ticks % 300 == 1 { _ = try? fleet?.expire() }  // records of processes that died without removing theirs
         }
     }
 

@@ -104,8 +104,21 @@ public final class FleetDirectory: Sendable {
         }
     }
 
-    public init(home: Home) throws(RegistryError) {
+    private let now: @Sendable () -> Date
+    /// Records of members silent this long are deleted (a dead process never removes its own).
+    public static let retention: Double = 24 * 3600
+
+    public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
         database = try Database.open(home)
+        self.now = now
+    }
+
+    /// Deletes the records of members silent for `retention` seconds; returns how many went.
+    @discardableResult
+    public func expire(retention: Double = FleetDirectory.retention) throws(RegistryError) -> Int {
+        let before = Int(try database.query("SELECT count(*) FROM fleet").first?.first?.integer ?? 0)
+        try database.query("DELETE FROM fleet WHERE heartbeat_at < ?", [.real(now().timeIntervalSince1970 - retention)])
+        return before - Int(try database.query("SELECT count(*) FROM fleet").first?.first?.integer ?? 0)
     }
 
     /// Records or refreshes a member.
@@ -126,7 +139,7 @@ public final class FleetDirectory: Sendable {
 
     /// Members whose heartbeat is at most `maxAge` seconds old.
     public func members(maxAge: Double = 15) throws(RegistryError) -> [Member] {
-        let cutoff = Date().timeIntervalSince1970 - maxAge
+        let cutoff = now().timeIntervalSince1970 - maxAge
         return try database.query(
             "SELECT id, kind, url, pid, host, model, started_at, heartbeat_at FROM fleet WHERE heartbeat_at >= ? ORDER BY kind, id",
             [.real(cutoff)]

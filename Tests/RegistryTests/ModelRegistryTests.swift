@@ -131,3 +131,34 @@ func model(_ name: String, variant: Double = 0) -> ModelDocument {
         #expect(try registry.resolve("shared@production").version == promotes.last?.toVersion)
     }
 }
+
+@Suite struct FleetDirectoryTests {
+    /// A process that dies without removing its record stops being listed at once (the
+    /// heartbeat is stale) and its record is deleted after the retention; they used to pile up.
+    @Test func recordsOfDeadProcessesExpire() throws {
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let clock = Clock(Date(timeIntervalSince1970: 1_800_000_000))
+        let fleet = try FleetDirectory(home: home, now: { clock.now })
+        func member(_ id: String) -> FleetDirectory.Member {
+            .init(id: id, kind: "serve", url: "http://127.0.0.1:1", pid: 1, host: "h", model: nil, startedAt: "", heartbeat: clock.now.timeIntervalSince1970)
+        }
+        try fleet.heartbeat(member("dead"))
+        clock.now += 60
+        try fleet.heartbeat(member("alive"))
+        #expect(try fleet.members().map(\.id) == ["alive"], "a stale heartbeat is not listed")
+        #expect(try fleet.expire() == 0, "kept for the retention")
+        clock.now += FleetDirectory.retention - 30
+        #expect(try fleet.expire() == 1)
+        clock.now += 60
+        #expect(try fleet.expire() == 1)
+        #expect(try fleet.members(maxAge: .infinity).isEmpty)
+    }
+}
+
+/// A clock a test moves by hand.
+final class Clock: @unchecked Sendable {
+    // Safety: tests move it from one thread.
+    var now: Date
+    init(_ now: Date) { self.now = now }
+}
