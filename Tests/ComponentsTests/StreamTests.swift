@@ -455,3 +455,44 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         #expect(backlog.ageSeconds == nil)
     }
 }
+
+/// The RESP reader on bytes alone: replies split anywhere, and every hostile length or count
+/// a server could send is an error, never a trap or an allocation it chose.
+@Suite struct RESPReaderTests {
+    /// Reads one reply from `bytes`, handed over `piece` bytes at a time.
+    func read(_ bytes: [UInt8], piece: Int = .max) throws -> RESP {
+        var reader = RESPReader()
+        var offset = 0
+        return try reader.reply { buffer in
+            guard offset < bytes.count else { throw RedisError("end of input") }
+            let end = min(bytes.count, offset + piece)
+            buffer.append(contentsOf: bytes[offset..<end])
+            offset = end
+        }
+    }
+
+    @Test func repliesSplitAnywhereReadTheSame() throws {
+        let bytes = Array("*3\r\n$5\r\nhello\r\n:-42\r\n*2\r\n+OK\r\n$-1\r\n".utf8)
+        let whole = try read(bytes)
+        #expect(whole == .array([.bulk(Array("hello".utf8)), .integer(-42), .array([.simple("OK"), .bulk(nil)])]))
+        for piece in 1...bytes.count { #expect(try read(bytes, piece: piece) == whole, "pieces of \(piece)") }
+    }
+
+    @Test(arguments: [
+        ("$9223372036854775807\r\n", "a bad bulk length from Redis: 9223372036854775807"),
+        ("$-2\r\n", "a bad bulk length from Redis: -2"),
+        ("*99999999999\r\n", "a bad array length from Redis: 99999999999"),
+        (":12x\r\n", "a bad integer from Redis: 12x"),
+        ("$3\r\nabcde", "a bulk string from Redis not followed by CRLF"),
+        ("?\r\n", "an unexpected reply from Redis starting with byte 63"),
+        (String(repeating: "*1\r\n", count: 100) + ":1\r\n", "a reply from Redis nested deeper than 64"),
+    ])
+    func hostileRepliesAreErrors(text: String, message: String) {
+        #expect { try read(Array(text.utf8)) } throws: { ($0 as? RedisError)?.description == message }
+    }
+
+    @Test func aLineWithoutEndIsBounded() {
+        let endless = [UInt8]("+".utf8) + [UInt8](repeating: 0x61, count: RESPReader.maxLineBytes + 10)
+        #expect { try read(endless, piece: 4096) } throws: { ($0 as? RedisError)?.description.contains("longer than") == true }
+    }
+}

@@ -57,8 +57,7 @@ package final class RedisClient {
     package let host: String
     package let port: Int
     private var fd: Int32 = -1
-    private var buffer: [UInt8] = []
-    private var position = 0
+    private var reader = RESPReader()
     private let timeout: Double
     private var readTimeout: Double?
     /// Connections made so far: a change tells the caller the server may have restarted.
@@ -80,8 +79,7 @@ package final class RedisClient {
         } catch {
             throw RedisError("cannot reach Redis at \(host):\(port): \(error); is redis-server running?")
         }
-        buffer.removeAll(keepingCapacity: true)
-        position = 0
+        reader = RESPReader()
         connections += 1
         if let readTimeout { setReadTimeout(readTimeout) }
     }
@@ -90,8 +88,7 @@ package final class RedisClient {
     private func disconnect() {
         if fd >= 0 { close(fd) }
         fd = -1
-        buffer.removeAll(keepingCapacity: true)
-        position = 0
+        reader = RESPReader()
     }
 
     /// Runs one command; an error reply throws.
@@ -156,7 +153,47 @@ package final class RedisClient {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    private func fill() throws {
+    /// Appends what the socket has (up to 64 KiB) to `buffer`; the reader calls it when a reply is incomplete.
+    private func fill(_ buffer: inout [UInt8]) throws {
+        let old = buffer.count
+        buffer.append(contentsOf: repeatElement(0, count: 1 << 16))
+        var n: Int
+        repeat {
+            n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + old, 1 << 16, 0) }
+        } while n < 0 && errno == EINTR
+        buffer.removeLast((1 << 16) - max(n, 0))
+        if n == 0 { throw RedisError("Redis at \(host):\(port) closed the connection") }
+        if n < 0 { throw RedisError("reading from Redis at \(host):\(port): \(String(cString: strerror(errno)))") }
+    }
+
+    private func readReply() throws -> RESP {
+        try reader.reply { try fill(&$0) }
+    }
+}
+
+/// Reads RESP2 replies from bytes that arrive in pieces: `more` is called to append bytes
+/// whenever a reply is not complete yet. Every length and count a server sends is checked
+/// before it is used (Redis's own limits: 512 MiB bulk strings), so a broken or hostile
+/// peer gets an error, never a trap or an allocation it chose.
+package struct RESPReader {
+    package private(set) var buffer: [UInt8] = []
+    private var position = 0
+
+    package static let maxBulkBytes = 512 << 20
+    package static let maxElements = 1 << 24
+    package static let maxDepth = 64
+    package static let maxLineBytes = 64 << 10
+
+    package init() {}
+
+    /// The next reply.
+    package mutating func reply(more: (inout [UInt8]) throws -> Void) throws -> RESP {
+        compact()
+        return try value(depth: 0, more: more)
+    }
+
+    /// Drops consumed bytes once they are most of the buffer.
+    private mutating func compact() {
         if position > 0 && position == buffer.count {
             buffer.removeAll(keepingCapacity: true)
             position = 0
@@ -164,20 +201,11 @@ package final class RedisClient {
             buffer.removeFirst(position)
             position = 0
         }
-        let old = buffer.count
-        buffer.append(contentsOf: repeatElement(0, count: 1 << 16))
-        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + old, 1 << 16, 0) }
-        buffer.removeLast((1 << 16) - max(n, 0))
-        if n == 0 { throw RedisError("Redis at \(host):\(port) closed the connection") }
-        if n < 0 {
-            if errno == EINTR { return }
-            throw RedisError("reading from Redis at \(host):\(port): \(String(cString: strerror(errno)))")
-        }
     }
 
-    private func readLine() throws -> ArraySlice<UInt8> {
+    private mutating func line(more: (inout [UInt8]) throws -> Void) throws -> ArraySlice<UInt8> {
+        var i = position
         while true {
-            var i = position
             while i + 1 < buffer.count {
                 if buffer[i] == 0x0D && buffer[i + 1] == 0x0A {
                     let line = buffer[position..<i]
@@ -186,31 +214,46 @@ package final class RedisClient {
                 }
                 i += 1
             }
-            try fill()
+            guard buffer.count - position <= Self.maxLineBytes else {
+                throw RedisError("a reply line from Redis longer than \(Self.maxLineBytes) bytes")
+            }
+            try more(&buffer)
         }
     }
 
-    private func readReply() throws -> RESP {
-        let line = try readLine()
+    /// A decimal count or length, within `range`.
+    private func integer(_ text: ArraySlice<UInt8>, _ what: String, _ range: ClosedRange<Int>) throws -> Int {
+        guard text.count <= 20, let n = Int(String(decoding: text, as: UTF8.self)), range.contains(n) else {
+            throw RedisError("a bad \(what) from Redis: \(String(decoding: text.prefix(24), as: UTF8.self))")
+        }
+        return n
+    }
+
+    private mutating func value(depth: Int, more: (inout [UInt8]) throws -> Void) throws -> RESP {
+        guard depth <= Self.maxDepth else { throw RedisError("a reply from Redis nested deeper than \(Self.maxDepth)") }
+        let line = try line(more: more)
         guard let kind = line.first else { throw RedisError("an empty reply line from Redis") }
-        let rest = String(decoding: line.dropFirst(), as: UTF8.self)
+        let rest = line.dropFirst()
         switch kind {
-        case 0x2B: return .simple(rest)
-        case 0x2D: return .error(rest)
-        case 0x3A: return .integer(Int(rest) ?? 0)
+        case 0x2B: return .simple(String(decoding: rest, as: UTF8.self))
+        case 0x2D: return .error(String(decoding: rest, as: UTF8.self))
+        case 0x3A: return .integer(try integer(rest, "integer", Int.min...Int.max))
         case 0x24:
-            guard let length = Int(rest) else { throw RedisError("a bad bulk length from Redis: \(rest)") }
+            let length = try integer(rest, "bulk length", -1...Self.maxBulkBytes)
             if length < 0 { return .bulk(nil) }
-            while buffer.count - position < length + 2 { try fill() }
+            while buffer.count - position < length + 2 { try more(&buffer) }
+            guard buffer[position + length] == 0x0D && buffer[position + length + 1] == 0x0A else {
+                throw RedisError("a bulk string from Redis not followed by CRLF")
+            }
             let bytes = Array(buffer[position..<(position + length)])
             position += length + 2
             return .bulk(bytes)
         case 0x2A:
-            guard let count = Int(rest) else { throw RedisError("a bad array length from Redis: \(rest)") }
+            let count = try integer(rest, "array length", -1...Self.maxElements)
             if count < 0 { return .array(nil) }
             var items: [RESP] = []
-            items.reserveCapacity(count)
-            for _ in 0..<count { items.append(try readReply()) }
+            items.reserveCapacity(min(count, 1024))  // grown by what arrives, not by what was announced
+            for _ in 0..<count { items.append(try value(depth: depth + 1, more: more)) }
             return .array(items)
         default:
             throw RedisError("an unexpected reply from Redis starting with byte \(kind)")
