@@ -63,6 +63,11 @@ public final class HTTPServer: Sendable {
         public var loop: Int
         /// When the request was complete (monotonic ns).
         public var receivedNanoseconds: UInt64
+
+        package init(loop: Int, receivedNanoseconds: UInt64) {
+            self.loop = loop
+            self.receivedNanoseconds = receivedNanoseconds
+        }
     }
 
     public typealias Handler = @Sendable (HTTPRequest, Context) -> HTTPResponse

@@ -343,7 +343,7 @@ private struct ChunkSource {
             consumed += carry.count
             carry.removeAll(keepingCapacity: true)
             if eof { return .oversized(length: length, prefix: prefix) }
-            try fill(1 << 20)
+            try fill(1 << 16)
         }
     }
 

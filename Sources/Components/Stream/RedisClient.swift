@@ -1,3 +1,4 @@
+import CSystem
 import Foundation
 import HTTP
 
@@ -46,7 +47,7 @@ package indirect enum RESP: Sendable, Equatable {
 /// Why a Redis command failed: the server's error reply, or the connection.
 package struct RedisError: Error, Sendable, CustomStringConvertible {
     package var description: String
-    init(_ message: String) { description = message }
+    package init(_ message: String) { description = message }
 }
 
 /// A blocking Redis client on one connection, speaking RESP over TCP (no
