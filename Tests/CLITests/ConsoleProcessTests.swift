@@ -134,8 +134,12 @@ private struct Tmux {
         try tmux.keys("6")
         screen = try tmux.wait("actions in the events view") { $0.contains("console") && $0.contains("swap serve") }
         try tmux.keys("q")
-        usleep(500_000)
-        let sessions = (try? tmux.run(["list-sessions"])) ?? ""
+        var sessions = ""
+        for _ in 0..<2000 {  // until the session ends (20 s only fail a console that does not quit)
+            sessions = (try? tmux.run(["list-sessions"])) ?? ""
+            if !sessions.contains(tmux.session) { break }
+            usleep(10_000)
+        }
         #expect(!sessions.contains(tmux.session), "q ends the console (and its tmux session)")
     }
 }

@@ -16,17 +16,23 @@ import Testing
         }
     }
 
-    @Test func upStartsEverythingAndCtrlCStopsIt() throws {
-        let folder = try temporaryFolder()
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let home = folder.appendingPathComponent("home")
-        let up = try RunningSwitchyard(["up", "--no-console", "--batch-every", "2s", "--requests", "50"], home: home)
+    /// `up --no-console ARGS`, once it says everything started (60 s only fail a hung start).
+    func startUp(_ arguments: [String], home: URL) throws -> RunningSwitchyard {
+        let up = try RunningSwitchyard(["up", "--no-console"] + arguments, home: home)
         var ready = false
-        for _ in 0..<600 where !ready {
+        for _ in 0..<1200 where !ready {
             ready = up.text.contains("press Ctrl-C")
             usleep(50_000)
         }
         #expect(ready, "\(up.text)")
+        return up
+    }
+
+    @Test func upStartsEverythingAndCtrlCStopsIt() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let up = try startUp(["--batch-every", "2s", "--requests", "50"], home: home)
         #expect(up.text.contains("credit@1 (C=1.0"), "two versions are trained")
         #expect(up.text.contains("credit@2 (C=0.1"))
         let children = pids(in: home.appendingPathComponent("logs")).filter { $0 != up.process.processIdentifier }
@@ -69,13 +75,7 @@ import Testing
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }
         let home = folder.appendingPathComponent("home")
-        let up = try RunningSwitchyard(["up", "--no-console", "--batch-every", "60s", "--rate", "10"], home: home)
-        var ready = false
-        for _ in 0..<1200 where !ready {
-            ready = up.text.contains("press Ctrl-C")
-            usleep(50_000)
-        }
-        #expect(ready, "\(up.text)")
+        let up = try startUp(["--batch-every", "60s", "--rate", "10"], home: home)
         let children = pids(in: home.appendingPathComponent("logs")).filter { $0 != up.process.processIdentifier }
         #expect(children.count == 4, "serve, batch, stream and the producer")
         up.kill(SIGKILL)

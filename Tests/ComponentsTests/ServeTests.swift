@@ -288,7 +288,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
         let workers = (0..<4).map { _ in
             Thread {
                 let client = HTTPClient(port: port)
-                let deadline = Date().addingTimeInterval(30)
+                let deadline = Date().addingTimeInterval(120)  // only ends a hung test
                 while !stop.load(ordering: .relaxed) && Date() < deadline {
                     do {
                         let r = try client.request("POST", "/score", headers: [("Content-Type", "application/json"), ("Authorization", "Bearer \(key)")], body: payload)
@@ -309,11 +309,18 @@ func numbers(_ value: JSONValue?) -> [Double] {
             }
         }
         workers.forEach { $0.start() }
-        usleep(200_000)
+        // Each version serves requests between swaps: wait for answers rather than for time.
+        func answered() -> Int { tallies.withLock { $0.ok + $0.failed.count } }
+        func waitForMoreAnswers(_ n: Int) {
+            let target = answered() + n
+            let deadline = Date().addingTimeInterval(30)
+            while answered() < target && Date() < deadline { usleep(1_000) }
+        }
+        waitForMoreAnswers(20)
         for i in 0..<20 {
             let r = try f.post("/v1/model", #"{"version": \#(i % 2 == 0 ? 2 : 1)}"#, key: f.adminKey)
             #expect(r.status == 200, "swap \(i): \(r.text)")
-            usleep(50_000)
+            waitForMoreAnswers(20)
         }
         stop.store(true, ordering: .relaxed)
         while workers.contains(where: { !$0.isFinished }) { usleep(10_000) }

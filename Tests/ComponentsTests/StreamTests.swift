@@ -212,7 +212,6 @@ final class StreamFixture: @unchecked Sendable {
         try append((501...600).map { eventLine($0) }.joined(), to: file)
         try f.start()
         try f.waitFor(100)
-        usleep(200_000)
         let ids = try lines(in: f.sink).compactMap { if case .number(let id)? = $0["id"] { Int(id) } else { nil } }
         #expect(ids.sorted() == Array(1...600), "each event once across the restart")
         let checkpoint = try StreamCheckpoints(home: f.batch.home).files(stream: "test")
