@@ -94,7 +94,8 @@ public final class HTTPServer: Sendable {
     /// Binds and starts the loops; returns the port.
     @discardableResult
     public func start() throws -> Int {
-        connectionLimit.store(min(configuration.maxConnections, Self.raiseDescriptorLimit() - Self.reservedDescriptors), ordering: .relaxed)
+        let descriptors = Self.raiseDescriptorLimit()
+        connectionLimit.store(max(1, min(configuration.maxConnections, descriptors - Self.reservedDescriptors(descriptors))), ordering: .relaxed)
         let listener = try Socket.listen(host: configuration.host, port: configuration.port)
         var loops: [EventLoop] = []
         let port: Int
@@ -146,8 +147,9 @@ public final class HTTPServer: Sendable {
     /// Times a loop paused accepting because the process ran out of descriptors.
     public var acceptPauseCount: Int { acceptPauses.load(ordering: .relaxed) }
 
-    /// Descriptors kept for everything but connections: the registry, logs, epoll, eventfds, models.
-    static let reservedDescriptors = 64
+    /// Descriptors kept for everything but connections (the registry, logs, epoll, eventfds,
+    /// models): 64, or a quarter of a small limit.
+    static func reservedDescriptors(_ limit: Int) -> Int { min(64, max(8, limit / 4)) }
 
     /// Raises the soft RLIMIT_NOFILE to the hard limit (as servers do at start) and returns the soft limit now.
     static func raiseDescriptorLimit() -> Int {
@@ -158,7 +160,7 @@ public final class HTTPServer: Sendable {
             raised.rlim_cur = limit.rlim_max
             if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
         }
-        return limit.rlim_cur >= rlim_t(Int32.max) ? Int(Int32.max) : max(Int(limit.rlim_cur), reservedDescriptors + 1)
+        return limit.rlim_cur >= rlim_t(Int32.max) ? Int(Int32.max) : Int(limit.rlim_cur)
     }
 }
 

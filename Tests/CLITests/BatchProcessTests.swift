@@ -9,9 +9,15 @@ final class RunningSwitchyard: @unchecked Sendable {
     let process = Process()
     private let output = Mutex<String>("")
 
-    init(_ arguments: [String], home: URL) throws {
-        process.executableURL = switchyardBinary
-        process.arguments = arguments
+    /// `descriptors` runs it under that descriptor limit (soft and hard), through `sh -c 'ulimit -n'`.
+    init(_ arguments: [String], home: URL, descriptors: Int? = nil) throws {
+        if let descriptors {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(descriptors) && exec \"$0\" \"$@\"", switchyardBinary.path] + arguments
+        } else {
+            process.executableURL = switchyardBinary
+            process.arguments = arguments
+        }
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_HOME"] = home.path
         process.environment = environment
