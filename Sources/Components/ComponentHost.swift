@@ -11,7 +11,7 @@ import Telemetry
 package final class ComponentHost: Sendable {
     package let control: ControlAPI
     package let server: HTTPServer
-    private let fleet: FleetDirectory?
+    private let fleet: (any FleetRecorder)?
     private let stopping = Atomic<Bool>(false)
     private let tickerStarted = Atomic<Bool>(false)
     private let tickerDone = DispatchSemaphore(value: 0)
@@ -36,7 +36,7 @@ package final class ComponentHost: Sendable {
 
     package init(
         component: any Component, observer: HTTPServer.Observer?, configuration: HTTPServer.Configuration,
-        authenticator: Authenticator, events: EventLog, fleet: FleetDirectory?
+        authenticator: Authenticator, events: EventLog, fleet: (any FleetRecorder)?
     ) {
         let id = "\(component.kind)-\(ProcessInfo.processInfo.hostName.split(separator: ".").first ?? "host")-\(getpid())"
         let control = ControlAPI(component: component, id: id, authenticator: authenticator, events: events)
@@ -94,7 +94,7 @@ package final class ComponentHost: Sendable {
                 control.authenticator.refresh()
                 heartbeat()
             }
-            if ticks % 300 == 1 { _ = try? fleet?.expire() }  // records of processes that died without removing theirs
+            if ticks % 300 == 1 { _ = try? fleet?.expire(retention: FleetDirectory.retention) }  // records of processes that died without removing theirs
         }
     }
 

@@ -47,14 +47,14 @@ package struct RequestContext: Sendable {
 /// and refreshed from the registry every couple of seconds.
 package final class Authenticator: Sendable {
     private let keys: Published<[String: KeyEntry]>
-    private let store: KeyStore?
+    private let store: (any KeySource)?
 
     package struct KeyEntry: Sendable {
         var id: String
         var scope: Scope
     }
 
-    package init(store: KeyStore?, loops: Int) {
+    package init(store: (any KeySource)?, loops: Int) {
         self.store = store
         keys = Published([:], loops: loops)
         refresh()

@@ -89,7 +89,7 @@ package final class StatusCounters: Sendable {
 /// endpoints over one model, hot swaps, and serve telemetry.
 package final class ServeComponent: Component {
     package let kind = "serve"
-    let registry: ModelRegistry
+    let registry: any ModelSource
     package let model: Published<ModelSnapshot?>
     let events: EventLog
     let authenticator: Authenticator
@@ -119,7 +119,7 @@ package final class ServeComponent: Component {
 
     /// Loads the model `reference` names (`NAME@ALIAS` is followed; `NAME@VERSION` is pinned).
     package init(
-        registry: ModelRegistry, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator,
+        registry: any ModelSource, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator,
         maxRows: Int = ServeComponent.defaultMaxRows
     ) throws {
         self.registry = registry
@@ -133,14 +133,10 @@ package final class ServeComponent: Component {
         responses = StatusCounters(loops: loops)
         inFlight = LoopCounters(loops: loops, width: 1)
         inferScratch = LoopLocal(loops: loops) { InferScratch() }
-        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
-        let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
-        target = Mutex((parts[0], alias))
-        let version = try registryCall { () throws(RegistryError) in
-            try registry.resolve(parts.count == 1 ? "\(parts[0])@production" : reference)
-        }
-        let snapshot = try load(version)
-        publish(snapshot, reason: "loaded \(snapshot.label)" + (alias.map { " (following \(parts[0])@\($0))" } ?? ""))
+        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
+        target = Mutex((resolved.model, resolved.alias))
+        let snapshot = try load(resolved.version)
+        publish(snapshot, reason: "loaded \(snapshot.label) (\(resolved.description))")
     }
 
     package var isReady: Bool { model.current != nil }

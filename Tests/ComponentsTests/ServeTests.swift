@@ -428,3 +428,31 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(samples.contains { if case .number(let p)? = $0["p99_ms"] { p > 0 } else { false } })
     }
 }
+
+/// A model reference means the same in every component as in `predict` and the README.
+@Suite struct ModelTargetTests {
+    @Test func aBareNameFollowsProductionOrPinsTheLatest() throws {
+        let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-target-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let registry = try ModelRegistry(home: home)
+        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+        document.metadata.name = "credit"
+        try registry.register(document, who: "test")
+        document.estimator.intercepts[0] += 0.5
+        try registry.register(document, who: "test")
+        let latest = try ModelTarget("credit", in: registry)
+        #expect(latest.version.version == 2 && latest.alias == nil, "no production alias: the latest version, pinned")
+        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        let production = try ModelTarget("credit", in: registry)
+        #expect(production.version.version == 1 && production.alias == "production")
+        #expect(try ModelTarget("credit@2", in: registry).alias == nil)
+        #expect(try ModelTarget("credit@production", in: registry).alias == "production")
+        // And a component started with the bare name serves it (it used to refuse: no alias "production").
+        try FileManager.default.removeItem(at: home.url)
+        let fresh = try ModelRegistry(home: home)
+        try fresh.register(document, who: "test")
+        let serve = try ServeComponent(registry: fresh, reference: "credit", loops: 1, open: true, events: EventLog(),
+                                       authenticator: Authenticator(store: nil, loops: 1))
+        #expect(serve.model.current?.version.reference == "credit@1")
+    }
+}

@@ -13,7 +13,7 @@ package final class BatchComponent: Component {
     package let kind = "batch"
     package let job: String
     let ledger: RunLedger
-    let registry: ModelRegistry
+    let registry: any ModelSource
     let events: EventLog
     package let inputDirectory: URL
     /// fnmatch(3) pattern for input names; nil takes every .csv and .jsonl file.
@@ -62,7 +62,7 @@ package final class BatchComponent: Component {
     }
 
     package init(
-        registry: ModelRegistry, ledger: RunLedger, reference: String, job: String, input: URL, pattern: String?,
+        registry: any ModelSource, ledger: RunLedger, reference: String, job: String, input: URL, pattern: String?,
         output: URL, schedule: Schedule?, options: Options, events: EventLog, authenticator: Authenticator
     ) throws {
         self.authenticator = authenticator
@@ -75,9 +75,8 @@ package final class BatchComponent: Component {
         outputDirectory = output
         self.schedule = schedule
         self.options = options
-        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
-        let pinned = parts.count == 2 ? Int(parts[1]) : nil
-        target = Mutex((parts[0], pinned == nil ? (parts.count == 2 ? parts[1] : "production") : nil, pinned))
+        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
+        target = Mutex((resolved.model, resolved.alias, resolved.alias == nil ? resolved.version.version : nil))
         _ = try currentModel()
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         removeStaleTemporaryFiles()

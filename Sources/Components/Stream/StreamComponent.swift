@@ -64,7 +64,7 @@ package final class StreamComponent: Component {
     package let name: String
     package let source: any StreamSource
     package let sink: any StreamSink
-    let registry: ModelRegistry
+    let registry: any ModelSource
     let events: EventLog
     let authenticator: Authenticator
     package let options: Options
@@ -108,7 +108,7 @@ package final class StreamComponent: Component {
     }
 
     package init(
-        registry: ModelRegistry, reference: String, name: String, source: any StreamSource, sink: any StreamSink,
+        registry: any ModelSource, reference: String, name: String, source: any StreamSource, sink: any StreamSink,
         options: Options, events: EventLog, authenticator: Authenticator
     ) throws {
         self.registry = registry
@@ -121,12 +121,11 @@ package final class StreamComponent: Component {
         sourceHealth = DependencyHealth(name: "source", address: source.description, events: events)
         sinkHealth = DependencyHealth(name: "sink", address: sink.description, events: events)
         queue = BoundedQueue(capacity: options.queueCapacity)
-        let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
-        let alias: String? = parts.count == 1 ? "production" : (Int(parts[1]) == nil ? parts[1] : nil)
-        target = Mutex((parts[0], alias))
-        let loaded = try load(parts.count == 1 ? "\(parts[0])@production" : reference)
+        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
+        target = Mutex((resolved.model, resolved.alias))
+        let loaded = try load(resolved.version.reference)
         model.withLock { $0 = loaded }
-        events.append("model", "loaded \(loaded.version.reference)" + (alias.map { " (following \(parts[0])@\($0))" } ?? ""))
+        events.append("model", "loaded \(loaded.version.reference) (\(resolved.description))")
     }
 
     private func load(_ reference: String) throws -> (version: ModelRegistry.Version, scorer: Scorer) {

@@ -102,6 +102,7 @@ let keysCreateCommand = Command(
         let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
         let (key, secret) = try registryCall { () throws(RegistryError) in try store.create(scope: scope, name: args.string("name"), who: cliActor()) }
         print(secret)
+        fflush(nil)  // the key and its line end go out before the note on standard error
         writeError("created key \(key.id) with scope \(scope.rawValue); it is shown only this once. Send it as 'Authorization: Bearer KEY'.")
         return Exit.ok
     })
