@@ -42,7 +42,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "switchyard",
-            dependencies: ["Scoring", "Registry", "HTTP", "Components", "Console", "CSystem"],
+            dependencies: ["Scoring", "Registry", "HTTP", "Telemetry", "Components", "Console", "CSystem"],
             swiftSettings: strict
         ),
 

@@ -36,10 +36,10 @@ package final class ComponentHost: Sendable {
 
     package init(
         component: any Component, observer: HTTPServer.Observer?, configuration: HTTPServer.Configuration,
-        authenticator: Authenticator, events: EventLog, fleet: (any FleetRecorder)?
+        authenticator: Authenticator, events: EventLog, fleet: (any FleetRecorder)?, dependencies: [DependencyHealth] = []
     ) {
         let id = "\(component.kind)-\(ProcessInfo.processInfo.hostName.split(separator: ".").first ?? "host")-\(getpid())"
-        let control = ControlAPI(component: component, id: id, authenticator: authenticator, events: events)
+        let control = ControlAPI(component: component, id: id, authenticator: authenticator, events: events, dependencies: dependencies)
         self.control = control
         self.fleet = fleet
         server = HTTPServer(configuration: configuration, observer: observer) { request, context in

@@ -33,6 +33,12 @@ package protocol Component: AnyObject, Sendable {
     func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse?
     /// Called once a second off the request path (alias polling and the like).
     func tick()
+    /// What the component depends on (a stream's source and sink), for status and /metrics.
+    var dependencies: [DependencyHealth] { get }
+}
+
+extension Component {
+    package var dependencies: [DependencyHealth] { [] }
 }
 
 /// A request's context inside a component.
@@ -163,8 +169,12 @@ package final class ControlAPI: Sendable {
     private let requestCounter = Atomic<UInt64>(0)
     private let requestPrefix: String
 
-    package init(component: any Component, id: String, authenticator: Authenticator, events: EventLog) {
+    /// Dependencies besides the component's own (the registry service, for a component using one).
+    package let extraDependencies: [DependencyHealth]
+
+    package init(component: any Component, id: String, authenticator: Authenticator, events: EventLog, dependencies: [DependencyHealth] = []) {
         self.component = component
+        extraDependencies = dependencies
         self.id = id
         self.authenticator = authenticator
         self.events = events
@@ -251,6 +261,11 @@ package final class ControlAPI: Sendable {
             if let denied = needs(.read) { return denied }
             var text = PrometheusText()
             component.metrics(&text)
+            let dependencies = component.dependencies + extraDependencies
+            if !dependencies.isEmpty {
+                DependencyHealth.describeMetrics(&text)
+                for d in dependencies { d.metrics(&text) }
+            }
             return HTTPResponse(status: 200, contentType: PrometheusText.contentType, body: text.text)
         case ("POST", "/v1/model"):
             if let denied = needs(.admin) { return denied }
@@ -274,6 +289,8 @@ package final class ControlAPI: Sendable {
         o.append("pid", .number(Double(getpid())))
         o.append("started_at", .string(startedAt))
         for (key, value) in component.statusFields() { o.append(key, value) }
+        let dependencies = component.dependencies + extraDependencies
+        if !dependencies.isEmpty { o.append("dependencies", .array(dependencies.map { $0.json() })) }
         if let http = http.withLock({ $0 }) {
             o.append("http", .object(JSONObject([
                 "connections": .number(Double(http.connections)),

@@ -343,7 +343,7 @@ package final class ServeComponent: Component {
     }
 }
 
-/// Runs a registry call, turning its error into an HTTP 404-style error.
+/// Runs a registry call, turning its error into an HTTP error with the status it carries.
 func registryCall<T>(_ body: () throws(RegistryError) -> T) throws -> T {
-    do { return try body() } catch { throw HTTPError(404, error.message) }
+    do { return try body() } catch { throw HTTPError(error.status, error.message) }
 }

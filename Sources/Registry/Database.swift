@@ -148,6 +148,13 @@ private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self
 /// A registry operation that failed, in words for the operator.
 public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     public var message: String
-    public init(_ message: String) { self.message = message }
+    /// The HTTP status this error means at the registry service's edge: 404 for what does not
+    /// exist (the default), 409 for a compare-and-set that lost, 400 for bad input, 503 for an
+    /// unreachable registry.
+    public var status: Int
+    public init(_ message: String, status: Int = 404) {
+        self.message = message
+        self.status = status
+    }
     public var description: String { message }
 }

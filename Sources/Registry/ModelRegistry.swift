@@ -192,6 +192,10 @@ extension ModelRegistry {
     public struct Registration: Sendable {
         public var version: Version
         public var existed: Bool
+        public init(version: Version, existed: Bool) {
+            self.version = version
+            self.existed = existed
+        }
     }
 
     // MARK: - Changes
@@ -230,14 +234,28 @@ extension ModelRegistry {
         }
     }
 
-    /// Points `alias` of `model` at `version`. Returns the version it pointed at before.
+    /// What an alias must point at for a move to go ahead (compare-and-set).
+    public enum Expected: Sendable, Equatable {
+        /// The alias does not exist yet.
+        case absent
+        case version(Int)
+    }
+
+    /// Points `alias` of `model` at `version`. Returns the version it pointed at before. With
+    /// `expected`, the move happens only if the alias points there now (409-style error otherwise),
+    /// so two operators acting on what they saw cannot undo each other unknowingly.
     @discardableResult
-    public func promote(model: String, version: Int, alias: String, who: String) throws(RegistryError) -> Int? {
+    public func promote(model: String, version: Int, alias: String, who: String, expected: Expected? = nil) throws(RegistryError) -> Int? {
         try Self.checkAlias(alias)
         return try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) -> Int? in
                 _ = try self.version(model, version)
                 let previous = try aliasTarget(model, alias)
+                if let expected, expected != (previous.map(Expected.version) ?? .absent) {
+                    let now = previous.map { "points at v\($0)" } ?? "does not exist"
+                    let wanted = if case .version(let v) = expected { "v\(v)" } else { "no alias" }
+                    throw RegistryError("\(model)@\(alias) \(now), not \(wanted) as expected; someone moved it meanwhile", status: 409)
+                }
                 if previous == version { return previous }
                 try setAlias(model: model, alias: alias, version: version, who: who)
                 try appendAudit(at: timestamp(), who: who, action: "promote", model: model, alias: alias, from: previous, to: version, detail: nil)
@@ -332,14 +350,41 @@ extension ModelRegistry {
         }
     }
 
-    /// The audit log, oldest first; `model` narrows it to one model.
-    public func audit(model: String? = nil, limit: Int = 1000) throws(RegistryError) -> [AuditEntry] {
+    /// Every alias of every model, and the revision they are at: the latest audit entry's id,
+    /// which every alias move raises (a follower asks "anything after revision R?").
+    public func allAliases() throws(RegistryError) -> (revision: Int, aliases: [(model: String, alias: String, version: Int)]) {
         try database.exclusive { () throws(RegistryError) in
-            let filter = model == nil ? "" : "WHERE model = ?"
+            let revision = Int(try database.query("SELECT COALESCE(MAX(id), 0) FROM audit").first?.first?.integer ?? 0)
+            let rows = try database.query("SELECT model, alias, version FROM aliases ORDER BY model, alias")
+            return (revision, rows.map { ($0[0].text ?? "", $0[1].text ?? "", Int($0[2].integer ?? 0)) })
+        }
+    }
+
+    /// The revision `allAliases` would report, without reading the aliases.
+    public func revision() throws(RegistryError) -> Int {
+        Int(try database.query("SELECT COALESCE(MAX(id), 0) FROM audit").first?.first?.integer ?? 0)
+    }
+
+    /// The audit log, oldest first; `model` narrows it to one model, `after` to entries past that id
+    /// (then the oldest `limit` of them, for paging forward; otherwise the newest `limit`).
+    public func audit(model: String? = nil, after: Int? = nil, limit: Int = 1000) throws(RegistryError) -> [AuditEntry] {
+        try database.exclusive { () throws(RegistryError) in
+            var conditions: [String] = []
+            var values: [Database.Value] = []
+            if let model {
+                conditions.append("model = ?")
+                values.append(.text(model))
+            }
+            if let after {
+                conditions.append("id > ?")
+                values.append(.integer(Int64(after)))
+            }
+            let filter = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+            let order = after == nil ? "DESC" : "ASC"
             let rows = try database.query(
-                "SELECT id, at, who, action, model, alias, from_version, to_version, detail FROM audit \(filter) ORDER BY id DESC LIMIT \(max(1, limit))",
-                model.map { [.text($0)] } ?? [])
-            return rows.reversed().map { row in
+                "SELECT id, at, who, action, model, alias, from_version, to_version, detail FROM audit \(filter) ORDER BY id \(order) LIMIT \(max(1, min(limit, 10_000)))",
+                values)
+            return (after == nil ? rows.reversed() : rows).map { row in
                 AuditEntry(
                     id: Int(row[0].integer ?? 0), at: row[1].text ?? "", who: row[2].text ?? "", action: row[3].text ?? "",
                     model: row[4].text ?? "", alias: row[5].text, fromVersion: row[6].integer.map(Int.init),

@@ -267,6 +267,8 @@ package final class StreamComponent: Component {
         }
     }
 
+    package var dependencies: [DependencyHealth] { [sourceHealth, sinkHealth] }
+
     /// Ready while a model is loaded and the source and sink answer.
     package var isReady: Bool { model.withLock { $0 != nil } && sourceHealth.isUp && sinkHealth.isUp }
 
@@ -382,7 +384,6 @@ package final class StreamComponent: Component {
             ("model", current.map(modelJSON) ?? .null),
             ("following", target.withLock { $0.alias }.map(JSONValue.string) ?? .null),
             ("state", .string(paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting")),
-            ("dependencies", .array([sourceHealth.json(), sinkHealth.json()])),
             ("name", .string(name)),
             ("source", .string(source.description)),
             ("sink", .string(sink.description)),
@@ -401,9 +402,6 @@ package final class StreamComponent: Component {
         text.sample("switchyard_stream_backlog_events", [], backlog.events)
         text.describe("switchyard_stream_backlog_age_seconds", "gauge", "Age of the oldest waiting event.")
         text.sample("switchyard_stream_backlog_age_seconds", [], backlog.ageSeconds ?? 0)
-        DependencyHealth.describeMetrics(&text)
-        sourceHealth.metrics(&text)
-        sinkHealth.metrics(&text)
         text.histogram(
             "switchyard_stream_e2e_latency_seconds", help: "Event time to prediction written.", latency.snapshot(),
             bounds: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10])

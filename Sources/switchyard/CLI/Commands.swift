@@ -4,6 +4,7 @@ let commands: [Command] = [
     trainCommand,
     fixturesCreditCommand,
     predictCommand,
+    registryCommand,
     serveCommand,
     batchCommand, batchRunCommand,
     streamCommand, streamProduceCommand,

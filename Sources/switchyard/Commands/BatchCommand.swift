@@ -21,10 +21,12 @@ private let batchOptions: [Option] = [
     Option(name: "workers", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
     Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
     Option(name: "settle", value: "SECONDS", help: "files modified more recently than this may still be being written: they wait for the next run", defaultValue: "5"),
-]
+] + registryOptions
 
 /// The pieces a batch component is built from, read from the arguments.
-private func makeBatchComponent(_ args: Arguments, events: EventLog, authenticator: Authenticator, schedule: Schedule?) throws -> BatchComponent {
+private func makeBatchComponent(
+    _ args: Arguments, events: EventLog, authenticator: Authenticator, schedule: Schedule?, models: any ModelSource
+) throws -> BatchComponent {
     let inputText = try args.require("input")
     var input = URL(fileURLWithPath: inputText)
     var pattern: String?
@@ -58,11 +60,10 @@ private func makeBatchComponent(_ args: Arguments, events: EventLog, authenticat
     let jobText = args.string("job")
     let job = jobText == nil || jobText == "the output folder's path" ? output.path : jobText!
     let home = Home.fromEnvironment()
-    let registry = try openRegistry()
     let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: home) }
     do {
         return try BatchComponent(
-            registry: registry, ledger: ledger, reference: try args.require("model"), job: job, input: input, pattern: pattern,
+            registry: models, ledger: ledger, reference: try args.require("model"), job: job, input: input, pattern: pattern,
             output: output, schedule: schedule, options: options, events: events, authenticator: authenticator)
     } catch let error as HTTPError {
         throw CommandError(error.message)
@@ -108,21 +109,19 @@ let batchCommand = Command(
         }
         let port = try args.integer("port", range: 0...65535) ?? 8081
         let host = args.string("host") ?? "127.0.0.1"
-        let home = Home.fromEnvironment()
-        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
-        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
-        let authenticator = Authenticator(store: keys, loops: 1)
         let events = EventLog()
+        let access = try registryAccess(args, events: events)
+        let authenticator = Authenticator(store: access.keys, loops: 1)
         do {
             try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
-        let batch = try makeBatchComponent(args, events: events, authenticator: authenticator, schedule: schedule)
+        let batch = try makeBatchComponent(args, events: events, authenticator: authenticator, schedule: schedule, models: access.models)
         try batch.start()
         let host_ = ComponentHost(
             component: batch, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
-            authenticator: authenticator, events: events, fleet: fleet)
+            authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
         let bound: Int
         do {
             bound = try startListening(host_, host: host, port: port)
@@ -165,7 +164,8 @@ let batchRunCommand = Command(
 /// `batch run --once`: one run, now, in this process.
 private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let events = EventLog()
-    let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil)
+    let access = try registryAccess(args, events: events)
+    let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil, models: access.models)
     let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: Home.fromEnvironment()) }
     var lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job) }
     if lock == nil {

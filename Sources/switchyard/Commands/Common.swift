@@ -4,8 +4,41 @@ import HTTP
 import Registry
 import Scoring
 import Synchronization
+import Telemetry
 
 /// The registry in SWITCHYARD_HOME, with the error turned into a command error.
+/// Options of the commands that use the registry: the service's URL and the key to use it with.
+let registryOptions: [Option] = [
+    Option(name: "registry", value: "URL", help: "the registry service (switchyard registry) at http://HOST:PORT", defaultValue: "$SWITCHYARD_REGISTRY, else this machine's SWITCHYARD_HOME"),
+    Option(name: "key", value: "KEY", help: "API key for the registry service (operate, for a component)", defaultValue: "$SWITCHYARD_KEY"),
+]
+
+/// Where a component's models, keys and fleet record come from: the registry service
+/// (`--registry`, with its `client`), or the local SWITCHYARD_HOME.
+struct RegistryAccess {
+    var models: any ModelSource
+    var keys: any KeySource
+    var fleet: any FleetRecorder
+    var client: RegistryClient?
+    /// The registry as a dependency, for status and /metrics (none when local).
+    var dependencies: [DependencyHealth] { client.map { [$0.health] } ?? [] }
+}
+
+func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAccess {
+    let environment = ProcessInfo.processInfo.environment
+    let home = Home.fromEnvironment()
+    let urlText = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 } ?? environment["SWITCHYARD_REGISTRY"]
+    if let url = urlText, !url.isEmpty {
+        let key = args.string("key").flatMap { $0 == "$SWITCHYARD_KEY" ? nil : $0 } ?? environment["SWITCHYARD_KEY"]
+        let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: key, home: home, events: events) }
+        return RegistryAccess(models: client, keys: client, fleet: client, client: client)
+    }
+    return RegistryAccess(
+        models: try openRegistry(),
+        keys: try registryCall { () throws(RegistryError) in try KeyStore(home: home) },
+        fleet: try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) })
+}
+
 func openRegistry() throws -> ModelRegistry {
     do {
         return try ModelRegistry(home: Home.fromEnvironment())

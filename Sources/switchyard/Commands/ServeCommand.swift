@@ -25,7 +25,7 @@ let serveCommand = Command(
         Option(name: "header-timeout", value: "SECONDS", help: "time to send a request head (408 after)", defaultValue: "10"),
         Option(name: "body-timeout", value: "SECONDS", help: "time to send a request body (408 after)", defaultValue: "30"),
         Option(name: "idle-timeout", value: "SECONDS", help: "idle keep-alive connections close after this", defaultValue: "75"),
-    ],
+    ] + registryOptions,
     details: """
         Endpoints (the same model behind all of them):
           POST /v2/models/NAME[/versions/V]/infer   Open Inference Protocol v2 (KServe, Triton)
@@ -58,23 +58,20 @@ let serveCommand = Command(
         let maxRows = try args.integer("max-rows", range: 1...10_000_000) ?? ServeComponent.defaultMaxRows
         let open = args.flag("open")
 
-        let home = Home.fromEnvironment()
-        let registry = try openRegistry()
-        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
-        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
-        let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
+        let access = try registryAccess(args, events: events)
+        let authenticator = Authenticator(store: access.keys, loops: threads)
         let serve: ServeComponent
         do {
             try ComponentHost.checkExposure(host: host, open: open, authenticator: authenticator)
-            serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
+            serve = try ServeComponent(registry: access.models, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
                 maxRows: maxRows)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
         let runner = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
-            authenticator: authenticator, events: events, fleet: fleet)
+            authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
         let bound = try startListening(runner, host: host, port: port)
         let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
         print("serving \(model) on http://\(host):\(bound) with \(threads) event loops"

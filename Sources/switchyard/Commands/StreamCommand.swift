@@ -49,7 +49,7 @@ let streamCommand = Command(
         Option(name: "max-batch", value: "N", help: "most events in one micro-batch", defaultValue: "20000"),
         Option(name: "port", value: "PORT", help: "control API port (0 picks a free one)", defaultValue: "8082"),
         Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
-    ],
+    ] + registryOptions,
     details: """
         Events are JSON objects with the model's fields, an optional "id" (else the source's:
         FILE:LINE or the Redis entry id) and an optional "event_time" (Unix seconds; a Redis
@@ -79,26 +79,25 @@ let streamCommand = Command(
         var options = StreamComponent.Options()
         options.maxBatchEvents = try args.integer("max-batch", range: 1...1_000_000) ?? options.maxBatchEvents
         let home = Home.fromEnvironment()
-        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
-        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
-        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        let access = try registryAccess(args, events: events)
+        let authenticator = Authenticator(store: access.keys, loops: 1)
         do {
             try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
-        let events = EventLog()
         let source = try makeStreamSource(sourceText, name: name, home: home)
         let sink = try makeStreamSink(sinkText)
         let stream: StreamComponent
         do {
-            stream = try StreamComponent(registry: try openRegistry(), reference: try args.require("model"), name: name, source: source,
+            stream = try StreamComponent(registry: access.models, reference: try args.require("model"), name: name, source: source,
                                          sink: sink, options: options, events: events, authenticator: authenticator)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
         let runner = ComponentHost(component: stream, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
-                                   authenticator: authenticator, events: events, fleet: fleet)
+                                   authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
         let bound = try startListening(runner, host: host, port: port)
         stream.start()
         print("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")

@@ -1,0 +1,259 @@
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// The registry service (`switchyard registry`) seen from a component or the command line on
+/// another machine: models, artifacts, keys and the fleet over HTTP with a key, nothing shared
+/// but the URL.
+///
+/// What a component runs is cached under its own SWITCHYARD_HOME (`cache/registry/HOST-PORT/`):
+/// every artifact it loaded (checked against its sha256), the versions its references resolved to,
+/// and the key table. So a component keeps serving — and can restart — while the registry is
+/// down; it says so through `health` ("registry … unreachable since …"), and picks changes up
+/// again by itself when the registry is back (with backoff between attempts).
+package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Sendable {
+    package let url: String
+    private let host: String
+    private let port: Int
+    private let key: String?
+    private let cache: URL
+    package let health: DependencyHealth
+    private let state = Mutex<State>(State())
+    /// How often an alias is re-checked (one small request answers "nothing changed").
+    private let recheck: Double
+
+    private struct State {
+        /// Reference → the version it resolved to last.
+        var resolved: [String: ModelRegistry.Version] = [:]
+        var revision = -1
+        var checkedAt = 0.0
+        var keys: [String: (id: String, scope: Scope)] = [:]
+        /// No request before this time while the registry is down (backoff).
+        var retryAt = 0.0
+    }
+
+    /// `url` is `http://HOST:PORT`; `home` holds the cache.
+    package init(url: String, key: String?, home: Home, events: EventLog, recheck: Double = 0.25) throws(RegistryError) {
+        guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else {
+            throw RegistryError("--registry expects http://HOST:PORT, got \"\(url)\"", status: 400)
+        }
+        self.url = "http://\(host):\(components.port ?? 8079)"
+        self.host = host
+        port = components.port ?? 8079
+        self.key = key
+        self.recheck = recheck
+        let safeHost = host.map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "_" }
+        cache = home.url.appendingPathComponent("cache/registry/\(String(safeHost))-\(port)")
+        health = DependencyHealth(name: "registry", address: self.url, events: events)
+        do {
+            try FileManager.default.createDirectory(at: cache.appendingPathComponent("artifacts"), withIntermediateDirectories: true)
+        } catch {
+            throw RegistryError("cannot make the registry cache \(cache.path): \(error.localizedDescription)", status: 500)
+        }
+        loadState()
+    }
+
+    // MARK: - HTTP
+
+    /// One request; a transport failure marks the registry unreachable (503-style error), an
+    /// answer marks it reachable, and an error answer becomes a `RegistryError` with its status.
+    private func call(_ method: String, _ path: String, body: [UInt8] = [], headers: [(String, String)] = []) throws(RegistryError) -> HTTPClient.Response {
+        let now = Date().timeIntervalSince1970
+        if !health.isUp, now < state.withLock({ $0.retryAt }) {
+            throw RegistryError("registry \(url) unreachable since \(health.downSince.map(isoTimestamp) ?? "now"); retrying", status: 503)
+        }
+        var all = headers + [("Content-Type", "application/json")]
+        if let key { all.append(("Authorization", "Bearer \(key)")) }
+        let client = HTTPClient(host: host, port: port, timeout: 5)
+        defer { client.close() }
+        let response: HTTPClient.Response
+        do {
+            response = try client.request(method, path, headers: all, body: body)
+        } catch {
+            let delay = health.failed("\(error)")
+            state.withLock { $0.retryAt = Date().timeIntervalSince1970 + delay }
+            throw RegistryError("registry \(url) unreachable: \(error)", status: 503)
+        }
+        health.succeeded()
+        guard response.status < 400 else {
+            let message = (try? JSONValue.parse(response.body))?["error"]?.stringValue ?? response.text
+            throw RegistryError(message, status: response.status)
+        }
+        return response
+    }
+
+    private func callJSON(_ method: String, _ path: String, body: [UInt8] = []) throws(RegistryError) -> JSONValue {
+        let response = try call(method, path, body: body)
+        do { return try JSONValue.parse(response.body) } catch { throw RegistryError("registry \(url) answered \(path) with something that is not JSON", status: 502) }
+    }
+
+    private static func escape(_ text: String) -> String {
+        text.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~@"))) ?? text
+    }
+
+    // MARK: - ModelSource
+
+    package func resolve(_ reference: String) throws(RegistryError) -> ModelRegistry.Version {
+        let now = Date().timeIntervalSince1970
+        let pinned = reference.split(separator: "@").count == 2 && Int(reference.split(separator: "@")[1]) != nil
+        let (known, fresh) = state.withLock { ($0.resolved[reference], now - $0.checkedAt < recheck) }
+        // A version number never changes; an alias is re-read only when the alias revision moved.
+        if let known, pinned || fresh { return known }
+        do throws(RegistryError) {
+            if let known {
+                let check = try callJSON("GET", "/v1/aliases?after=\(state.withLock { $0.revision })")
+                if check["changed"] == .bool(false) {
+                    state.withLock { $0.checkedAt = now }
+                    return known
+                }
+            }
+            let value = try callJSON("GET", "/v1/resolve?ref=\(Self.escape(reference))")
+            guard let version = decodeVersion(value) else { throw RegistryError("registry \(url) answered a version it could not describe", status: 502) }
+            let revision = value["revision"].flatMap { if case .number(let n) = $0 { Int(n) } else { nil } }
+            state.withLock {
+                $0.resolved[reference] = version
+                $0.checkedAt = now
+                if let revision { $0.revision = revision }
+            }
+            saveState()
+            return version
+        } catch where error.status == 503 {
+            // Unreachable: what this component last resolved stands until the registry answers again.
+            if let known { return known }
+            throw error
+        }
+    }
+
+    package func document(_ version: ModelRegistry.Version) throws(RegistryError) -> ModelDocument {
+        let file = cache.appendingPathComponent("artifacts/\(version.sha256).json")
+        var data = FileManager.default.contents(atPath: file.path)
+        if let bytes = data, SHA256.hex([UInt8](bytes)) != version.sha256 { data = nil }  // a damaged cache entry is fetched again
+        if data == nil {
+            let response = try call("GET", "/v1/artifacts/\(version.sha256)")
+            guard SHA256.hex(response.body) == version.sha256 else {
+                throw RegistryError("the artifact of \(version.reference) from \(url) does not match its sha256", status: 502)
+            }
+            try writeAtomically(Data(response.body), to: file)
+            data = Data(response.body)
+        }
+        do { return try ModelDocument.decode(data!) } catch { throw RegistryError("\(version.reference): \(error)", status: 422) }
+    }
+
+    // MARK: - KeySource
+
+    package func activeKeys() throws(RegistryError) -> [String: (id: String, scope: Scope)] {
+        do throws(RegistryError) {
+            let value = try callJSON("GET", "/v1/keys/active")
+            var keys: [String: (id: String, scope: Scope)] = [:]
+            if case .array(let items)? = value["keys"] {
+                for item in items {
+                    guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
+                          let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
+                    keys[sha] = (id, scope)
+                }
+            }
+            let changed = state.withLock { s -> Bool in
+                defer { s.keys = keys }
+                return s.keys.count != keys.count || s.keys.contains { keys[$0.key]?.id != $0.value.id || keys[$0.key]?.scope != $0.value.scope }
+            }
+            if changed { saveState() }
+            return keys
+        } catch where error.status == 503 {
+            return state.withLock { $0.keys }
+        }
+    }
+
+    // MARK: - FleetRecorder
+
+    package func heartbeat(_ member: FleetDirectory.Member) throws(RegistryError) {
+        var o = JSONObject()
+        o.append("id", .string(member.id))
+        o.append("kind", .string(member.kind))
+        o.append("url", .string(member.url))
+        o.append("pid", .number(Double(member.pid)))
+        o.append("host", .string(member.host))
+        o.append("model", member.model.map(JSONValue.string) ?? .null)
+        o.append("started_at", .string(member.startedAt))
+        _ = try call("POST", "/v1/fleet", body: Array(JSONWriter.text(.object(o)).utf8))
+    }
+
+    package func remove(id: String) throws(RegistryError) {
+        _ = try call("DELETE", "/v1/fleet/\(Self.escape(id))")
+    }
+
+    /// The registry expires its own records.
+    package func expire(retention: Double) throws(RegistryError) -> Int { 0 }
+
+    // MARK: - Operators' calls (the command line, the console)
+
+    package func versions() throws(RegistryError) -> [ModelRegistry.Version] {
+        let value = try callJSON("GET", "/v1/models")
+        guard case .array(let items)? = value["versions"] else { return [] }
+        return items.compactMap(decodeVersion)
+    }
+
+    /// Moves `alias`; with `expected`, only if it points there now (409 otherwise).
+    package func promote(model: String, version: Int, alias: String, expected: ModelRegistry.Expected?) throws(RegistryError) -> Int? {
+        var o = JSONObject()
+        o.append("version", .number(Double(version)))
+        switch expected {
+        case nil: break
+        case .absent?: o.append("expected", .null)
+        case .version(let v)?: o.append("expected", .number(Double(v)))
+        }
+        let value = try callJSON("POST", "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))", body: Array(JSONWriter.text(.object(o)).utf8))
+        if case .number(let from)? = value["from"] { return Int(from) }
+        return nil
+    }
+
+    package func rollback(model: String, alias: String) throws(RegistryError) -> (from: Int, to: Int) {
+        let value = try callJSON("POST", "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))/rollback")
+        guard case .number(let from)? = value["from"], case .number(let to)? = value["to"] else {
+            throw RegistryError("registry \(url) answered a rollback without from and to", status: 502)
+        }
+        return (Int(from), Int(to))
+    }
+
+    /// Uploads a model document (its sha256 is checked on arrival).
+    package func register(_ document: ModelDocument) throws(RegistryError) -> ModelRegistry.Registration {
+        let bytes = [UInt8](document.encoded())
+        let response = try call("POST", "/v1/models", body: bytes, headers: [("x-content-sha256", SHA256.hex(bytes))])
+        guard let value = try? JSONValue.parse(response.body), let version = value["version"].flatMap(decodeVersion) else {
+            throw RegistryError("registry \(url) answered a registration it could not describe", status: 502)
+        }
+        return ModelRegistry.Registration(version: version, existed: value["existed"] == .bool(true))
+    }
+
+    // MARK: - The cache's state file
+
+    private var stateFile: URL { cache.appendingPathComponent("state.json") }
+
+    private func saveState() {
+        let s = state.withLock { $0 }
+        var o = JSONObject()
+        o.append("resolved", .object(s.resolved.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, versionJSON($1.value)) }))
+        o.append("keys", .array(s.keys.sorted { $0.key < $1.key }.map {
+            .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
+        }))
+        try? writeAtomically(Data(JSONWriter.text(.object(o)).utf8), to: stateFile)
+    }
+
+    private func loadState() {
+        guard let data = FileManager.default.contents(atPath: stateFile.path), let value = try? JSONValue.parse([UInt8](data)) else { return }
+        state.withLock { s in
+            if case .object(let resolved)? = value["resolved"] {
+                for (reference, item) in zip(resolved.keys, resolved.values) { s.resolved[reference] = decodeVersion(item) }
+            }
+            if case .array(let keys)? = value["keys"] {
+                for item in keys {
+                    guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
+                          let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
+                    s.keys[sha] = (id, scope)
+                }
+            }
+        }
+    }
+}

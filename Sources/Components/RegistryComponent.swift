@@ -1,0 +1,354 @@
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+/// The registry as a service (`switchyard registry`): models, versions and their artifacts,
+/// aliases (read; moved with compare-and-set; rolled back), the audit log, API keys and the
+/// fleet, over the control API's HTTP, so components on other machines share nothing with it
+/// but its URL and a key. Its store is the SQLite registry in its own SWITCHYARD_HOME.
+///
+/// Scopes: reading is `read`; registering a version, heartbeats and reading the key table
+/// (hashes, for components that check keys) are `operate`; moving aliases and managing keys are
+/// `admin`. Every change is in the audit log under the key's id and name.
+package final class RegistryComponent: Component {
+    package let kind = "registry"
+    let registry: ModelRegistry
+    let keys: KeyStore
+    let fleet: FleetDirectory
+    let events: EventLog
+    let authenticator: Authenticator
+    /// A member silent this long is listed as `gone`.
+    package static let goneAfter: Double = 15
+    private let served = Atomic<Int>(0)
+    private let sampling = Mutex<Int>(0)
+
+    package init(registry: ModelRegistry, keys: KeyStore, fleet: FleetDirectory, events: EventLog, authenticator: Authenticator) {
+        self.registry = registry
+        self.keys = keys
+        self.fleet = fleet
+        self.events = events
+        self.authenticator = authenticator
+    }
+
+    // MARK: - Component
+
+    package var isReady: Bool { (try? registry.revision()) != nil }
+
+    package func statusFields() -> [(String, JSONValue)] {
+        let versions = (try? registry.versions()) ?? []
+        let members = (try? fleet.members(maxAge: .infinity)) ?? []
+        let now = Date().timeIntervalSince1970
+        var counters = JSONObject()
+        counters.append("models", .number(Double(Set(versions.map(\.model)).count)))
+        counters.append("versions", .number(Double(versions.count)))
+        counters.append("revision", .number(Double((try? registry.revision()) ?? 0)))
+        counters.append("fleet_live", .number(Double(members.filter { now - $0.heartbeat <= Self.goneAfter }.count)))
+        counters.append("fleet_gone", .number(Double(members.filter { now - $0.heartbeat > Self.goneAfter }.count)))
+        counters.append("requests", .number(Double(served.load(ordering: .relaxed))))
+        return [("model", .null), ("state", .string(isReady ? "serving" : "store unavailable")), ("counters", .object(counters))]
+    }
+
+    package let sampleFields = ["requests"]
+
+    package func sample(interval: Double) -> [String: Double] {
+        let now = served.load(ordering: .relaxed)
+        let before = sampling.withLock { last in
+            defer { last = now }
+            return last
+        }
+        return ["requests": Double(now - before) / max(interval, 0.001)]
+    }
+
+    package func metrics(_ text: inout PrometheusText) {
+        text.describe("switchyard_registry_requests_total", "counter", "Registry API requests answered.")
+        text.sample("switchyard_registry_requests_total", [], Double(served.load(ordering: .relaxed)))
+        text.describe("switchyard_registry_revision", "gauge", "The alias revision (the latest audit entry).")
+        text.sample("switchyard_registry_revision", [], Double((try? registry.revision()) ?? 0))
+    }
+
+    package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
+        .error(400, "the registry serves no model of its own; move an alias with POST /v1/aliases/MODEL/ALIAS")
+    }
+
+    package func tick() {}
+
+    // MARK: - Routes
+
+    package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        let path = String(request.path)
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)  // ["v1", ...]
+        guard parts.count >= 2, parts[0] == "v1",
+              ["models", "resolve", "artifacts", "aliases", "audit", "whoami", "keys", "fleet"].contains(parts[1])
+        else { return nil }
+        served.wrappingAdd(1, ordering: .relaxed)
+        let resource = Array(parts.dropFirst())
+        do {
+            return try answer(request, resource, context)
+        } catch let error as HTTPError {
+            return error.response
+        } catch {
+            return .error(500, "\(error)")
+        }
+    }
+
+    /// The principal when the request's key has `scope`, else the 401/403 to answer.
+    private func authorize(_ request: HTTPRequest, _ context: RequestContext, _ scope: Scope) throws -> Principal {
+        switch authenticator.authorize(request, loop: context.loop, needed: scope) {
+        case .success(let principal): return principal
+        case .failure(let error): throw error
+        }
+    }
+
+    /// "key:ID (NAME)" for the audit log.
+    private func who(_ principal: Principal) -> String {
+        guard let id = principal.keyID else { return principal.name }
+        let name = (try? keys.list())?.first { $0.id == id }?.name
+        return "key:\(id)" + (name.map { " (\($0))" } ?? "")
+    }
+
+    private func answer(_ request: HTTPRequest, _ r: [String], _ context: RequestContext) throws -> HTTPResponse {
+        switch (request.method, r.count, r[0]) {
+        case ("GET", 1, "models"):
+            _ = try authorize(request, context, .read)
+            let versions = try registryCall { () throws(RegistryError) in try registry.versions() }
+            return json(200, .object(JSONObject(["versions": .array(versions.map(versionJSON))])))
+        case ("GET", 2, "models"):
+            _ = try authorize(request, context, .read)
+            let name = r[1]
+            let versions = try registryCall { () throws(RegistryError) in try registry.versions(model: name) }
+            guard !versions.isEmpty else { throw HTTPError(404, "no model named \"\(name)\"") }
+            let aliases = try registryCall { () throws(RegistryError) in try registry.aliases(model: name) }
+            var o = JSONObject()
+            o.append("name", .string(name))
+            o.append("versions", .array(versions.map(versionJSON)))
+            o.append("aliases", .object(aliases.reduce(into: JSONObject()) { $0.append($1.alias, .number(Double($1.version))) }))
+            return json(200, .object(o))
+        case ("POST", 1, "models"):
+            let principal = try authorize(request, context, .operate)
+            if let wrongType = requireJSON(request) { return wrongType }
+            // The uploaded artifact is checked against the digest the client computed, when it sends one.
+            if let claimed = request.headers["x-content-sha256"], claimed.lowercased() != SHA256.hex(request.body) {
+                throw HTTPError(400, "the uploaded model's sha256 is \(SHA256.hex(request.body)), not \(claimed) as the x-content-sha256 header says; the upload was damaged")
+            }
+            let document: ModelDocument
+            do { document = try ModelDocument.decode(Data(request.body)) } catch { throw HTTPError(422, "\(error)") }
+            let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: who(principal)) }
+            if !registration.existed { events.append("registry", "registered \(registration.version.reference) by \(who(principal))") }
+            var o = JSONObject()
+            o.append("version", versionJSON(registration.version))
+            o.append("existed", .bool(registration.existed))
+            return json(registration.existed ? 200 : 201, .object(o))
+        case ("GET", 1, "resolve"):
+            _ = try authorize(request, context, .read)
+            guard let reference = request.query["ref"], !reference.isEmpty else { throw HTTPError(400, "give ?ref=NAME, NAME@VERSION or NAME@ALIAS") }
+            let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
+            guard case .object(var o) = versionJSON(version) else { return .error(500, "") }
+            o.append("revision", .number(Double((try? registry.revision()) ?? 0)))  // so a follower knows what it has seen
+            return json(200, .object(o))
+        case ("GET", 2, "artifacts"):
+            _ = try authorize(request, context, .read)
+            let sha = r[1].lowercased()
+            guard sha.count == 64, sha.allSatisfy(\.isHexDigit) else { throw HTTPError(400, "an artifact is named by its sha256 (64 hex digits)") }
+            var headers = HTTPHeaders()
+            headers.add("ETag", "\"\(sha)\"")
+            headers.add("Cache-Control", "public, max-age=31536000, immutable")
+            if request.headers["if-none-match"]?.contains(sha) == true { return HTTPResponse(status: 304, headers: headers, body: []) }
+            let url = registry.home.artifacts.appendingPathComponent("\(sha).json")
+            guard let data = FileManager.default.contents(atPath: url.path) else { throw HTTPError(404, "no artifact \(sha)") }
+            guard SHA256.hex([UInt8](data)) == sha else { throw HTTPError(500, "the artifact \(sha) is corrupt in this registry's store") }
+            headers.add("Content-Type", "application/json")
+            return HTTPResponse(status: 200, headers: headers, body: [UInt8](data))
+        case ("GET", 1, "aliases"):
+            _ = try authorize(request, context, .read)
+            let after = request.query["after"].flatMap { Int($0) }
+            let current = try registryCall { () throws(RegistryError) in try registry.revision() }
+            if let after, after == current {
+                return json(200, .object(JSONObject(["revision": .number(Double(current)), "changed": .bool(false)])))
+            }
+            let all = try registryCall { () throws(RegistryError) in try registry.allAliases() }
+            var o = JSONObject()
+            o.append("revision", .number(Double(all.revision)))
+            o.append("changed", .bool(true))
+            o.append("aliases", .array(all.aliases.map {
+                .object(JSONObject(["model": .string($0.model), "alias": .string($0.alias), "version": .number(Double($0.version))]))
+            }))
+            return json(200, .object(o))
+        case ("POST", 3, "aliases"):
+            let principal = try authorize(request, context, .admin)
+            if let wrongType = requireJSON(request) { return wrongType }
+            let (model, alias) = (r[1], r[2])
+            guard case .object? = try? JSONValue.parse(request.body), let body = try? JSONValue.parse(request.body) else {
+                throw HTTPError(400, #"expected {"version": N, "expected": M} ("expected": null when the alias must not exist yet; leave it out to move unconditionally)"#)
+            }
+            guard case .number(let n)? = body["version"], n.isFinite, n == n.rounded(), n >= 1, n <= Double(SwapRequest.maxVersion) else {
+                throw HTTPError(400, #"field "version": expected a whole number from 1"#)
+            }
+            var expected: ModelRegistry.Expected?
+            switch body["expected"] {
+            case nil: expected = nil
+            case .null?: expected = .absent
+            case .number(let e)? where e.isFinite && e == e.rounded() && e >= 1 && e <= Double(SwapRequest.maxVersion): expected = .version(Int(e))
+            default: throw HTTPError(400, #"field "expected": a version number, or null for an alias that does not exist yet"#)
+            }
+            let previous = try registryCall { () throws(RegistryError) in
+                try registry.promote(model: model, version: Int(n), alias: alias, who: who(principal), expected: expected)
+            }
+            events.append("registry", "\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(Int(n)) by \(who(principal))")
+            return json(200, .object(JSONObject([
+                "model": .string(model), "alias": .string(alias), "from": previous.map { .number(Double($0)) } ?? .null,
+                "to": .number(n), "revision": .number(Double((try? registry.revision()) ?? 0)),
+            ])))
+        case ("POST", 4, "aliases") where r[3] == "rollback":
+            let principal = try authorize(request, context, .admin)
+            let (model, alias) = (r[1], r[2])
+            let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: model, alias: alias, who: who(principal)) }
+            events.append("registry", "\(model)@\(alias) rolled back: v\(moved.from) → v\(moved.to) by \(who(principal))")
+            return json(200, .object(JSONObject([
+                "model": .string(model), "alias": .string(alias), "from": .number(Double(moved.from)), "to": .number(Double(moved.to)),
+                "revision": .number(Double((try? registry.revision()) ?? 0)),
+            ])))
+        case ("GET", 1, "audit"):
+            _ = try authorize(request, context, .read)
+            let limit = min(max(Int(request.query["limit"] ?? "100") ?? 100, 1), 1000)
+            let entries = try registryCall { () throws(RegistryError) in
+                try registry.audit(model: request.query["model"], after: request.query["after"].flatMap { Int($0) }, limit: limit)
+            }
+            var o = JSONObject()
+            o.append("entries", .array(entries.map(auditJSON)))
+            o.append("next_after", entries.last.map { .number(Double($0.id)) } ?? .null)
+            return json(200, .object(o))
+        case ("GET", 1, "whoami"):
+            let principal = try authorize(request, context, .read)
+            let key = (try? keys.list())?.first { $0.id == principal.keyID }
+            return json(200, .object(JSONObject([
+                "id": principal.keyID.map(JSONValue.string) ?? .null, "name": key?.name.map(JSONValue.string) ?? .null,
+                "scope": principal.scope.map { .string($0.rawValue) } ?? .null,
+            ])))
+        case ("GET", 1, "keys"):
+            _ = try authorize(request, context, .admin)
+            let list = try registryCall { () throws(RegistryError) in try keys.list() }
+            return json(200, .object(JSONObject(["keys": .array(list.map {
+                .object(JSONObject([
+                    "id": .string($0.id), "scope": .string($0.scope.rawValue), "name": $0.name.map(JSONValue.string) ?? .null,
+                    "created_at": .string($0.createdAt), "created_by": .string($0.createdBy), "revoked": .bool($0.revoked),
+                ]))
+            })])))
+        case ("GET", 2, "keys") where r[1] == "active":
+            // The hashed key table, for components that check keys themselves.
+            _ = try authorize(request, context, .operate)
+            let active = try registryCall { () throws(RegistryError) in try keys.activeKeys() }
+            return json(200, .object(JSONObject(["keys": .array(active.sorted { $0.key < $1.key }.map {
+                .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
+            })])))
+        case ("POST", 1, "keys"):
+            let principal = try authorize(request, context, .admin)
+            let body = (try? JSONValue.parse(request.body)) ?? .null
+            guard case .string(let scopeText)? = body["scope"], let scope = Scope(rawValue: scopeText) else {
+                throw HTTPError(400, #"expected {"scope": "read"|"predict"|"operate"|"admin", "name": "…"}"#)
+            }
+            let name = body["name"]?.stringValue
+            if let name, name.utf8.count > 200 { throw HTTPError(400, #"field "name": at most 200 bytes"#) }
+            let (key, secret) = try registryCall { () throws(RegistryError) in try keys.create(scope: scope, name: name, who: who(principal)) }
+            authenticator.refresh()
+            events.append("registry", "key \(key.id) (\(scope.rawValue)) created by \(who(principal))")
+            return json(201, .object(JSONObject(["id": .string(key.id), "scope": .string(scope.rawValue), "key": .string(secret)])))
+        case ("POST", 3, "keys") where r[2] == "revoke":
+            let principal = try authorize(request, context, .admin)
+            try registryCall { () throws(RegistryError) in try keys.revoke(id: r[1]) }
+            authenticator.refresh()
+            events.append("registry", "key \(r[1]) revoked by \(who(principal))")
+            return json(200, .object(JSONObject(["id": .string(r[1]), "revoked": .bool(true)])))
+        case ("GET", 1, "fleet"):
+            _ = try authorize(request, context, .read)
+            let now = Date().timeIntervalSince1970
+            let members = try registryCall { () throws(RegistryError) in try fleet.members(maxAge: .infinity) }
+            return json(200, .object(JSONObject(["members": .array(members.map { memberJSON($0, now: now) })])))
+        case ("POST", 1, "fleet"):
+            _ = try authorize(request, context, .operate)
+            let member = try decodeMember(request.body)
+            try registryCall { () throws(RegistryError) in try fleet.heartbeat(member) }
+            return json(200, .object(JSONObject(["id": .string(member.id)])))
+        case ("DELETE", 2, "fleet"):
+            _ = try authorize(request, context, .operate)
+            try registryCall { () throws(RegistryError) in try fleet.remove(id: r[1]) }
+            return json(200, .object(JSONObject(["id": .string(r[1]), "removed": .bool(true)])))
+        default:
+            return .error(405, "\(request.method) is not allowed on \(request.path)")
+        }
+    }
+
+    private func decodeMember(_ body: [UInt8]) throws -> FleetDirectory.Member {
+        guard let value = try? JSONValue.parse(body) else { throw HTTPError(400, "a fleet heartbeat is a JSON object") }
+        func text(_ field: String, max: Int = 500) throws -> String {
+            guard case .string(let s)? = value[field], !s.isEmpty, s.utf8.count <= max else {
+                throw HTTPError(400, "field \"\(field)\": expected a string of 1 to \(max) bytes")
+            }
+            return s
+        }
+        let pid: Int
+        if case .number(let n)? = value["pid"], n.isFinite, n >= 0, n < 1e9 { pid = Int(n) } else { throw HTTPError(400, #"field "pid": expected a process id"#) }
+        return FleetDirectory.Member(
+            id: try text("id", max: 200), kind: try text("kind", max: 40), url: try text("url"), pid: pid, host: try text("host", max: 255),
+            model: value["model"]?.stringValue, startedAt: try text("started_at", max: 40), heartbeat: Date().timeIntervalSince1970)
+    }
+}
+
+/// A version as the registry service and its clients exchange it.
+package func versionJSON(_ v: ModelRegistry.Version) -> JSONValue {
+    var o = JSONObject()
+    o.append("model", .string(v.model))
+    o.append("version", .number(Double(v.version)))
+    o.append("reference", .string(v.reference))
+    o.append("sha256", .string(v.sha256))
+    o.append("created_at", .string(v.createdAt))
+    o.append("created_by", .string(v.createdBy))
+    o.append("metrics", .object(v.metrics.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, .number($1.value)) }))
+    o.append("aliases", .array(v.aliases.map(JSONValue.string)))
+    return .object(o)
+}
+
+/// The inverse of `versionJSON`.
+package func decodeVersion(_ value: JSONValue) -> ModelRegistry.Version? {
+    guard case .string(let model)? = value["model"], case .number(let n)? = value["version"], n.isFinite, n >= 1, n < 1e15,
+          case .string(let sha)? = value["sha256"] else { return nil }
+    var metrics: [String: Double] = [:]
+    if case .object(let o)? = value["metrics"] {
+        for (k, v) in zip(o.keys, o.values) { if case .number(let x) = v { metrics[k] = x } }
+    }
+    let aliases: [String] = if case .array(let items)? = value["aliases"] { items.compactMap(\.stringValue) } else { [] }
+    return ModelRegistry.Version(
+        model: model, version: Int(n), sha256: sha, createdAt: value["created_at"]?.stringValue ?? "",
+        createdBy: value["created_by"]?.stringValue ?? "", metrics: metrics, aliases: aliases)
+}
+
+func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
+    var o = JSONObject()
+    o.append("id", .number(Double(e.id)))
+    o.append("at", .string(e.at))
+    o.append("who", .string(e.who))
+    o.append("action", .string(e.action))
+    o.append("model", .string(e.model))
+    o.append("alias", e.alias.map(JSONValue.string) ?? .null)
+    o.append("from", e.fromVersion.map { .number(Double($0)) } ?? .null)
+    o.append("to", e.toVersion.map { .number(Double($0)) } ?? .null)
+    o.append("detail", e.detail.map(JSONValue.string) ?? .null)
+    return .object(o)
+}
+
+/// A fleet member, `live` or `gone` (silent for `RegistryComponent.goneAfter` seconds) rather than vanishing.
+func memberJSON(_ m: FleetDirectory.Member, now: Double) -> JSONValue {
+    var o = JSONObject()
+    o.append("id", .string(m.id))
+    o.append("kind", .string(m.kind))
+    o.append("url", .string(m.url))
+    o.append("pid", .number(Double(m.pid)))
+    o.append("host", .string(m.host))
+    o.append("model", m.model.map(JSONValue.string) ?? .null)
+    o.append("started_at", .string(m.startedAt))
+    o.append("last_seen", .string(isoTimestamp(Date(timeIntervalSince1970: m.heartbeat))))
+    o.append("state", .string(now - m.heartbeat > RegistryComponent.goneAfter ? "gone" : "live"))
+    return .object(o)
+}
