@@ -1,0 +1,172 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Components
+import HTTP
+import Registry
+import Scoring
+import Telemetry
+
+/// A registry service on a loopback port over its own SWITCHYARD_HOME, with credit@1
+/// (production) and credit@2, an admin key "ops" and an operate key for components.
+final class RegistryServiceFixture: @unchecked Sendable {
+    let home: Home
+    let registry: ModelRegistry
+    let keys: KeyStore
+    var host: ComponentHost?
+    var port = 0
+    var adminKey = "", operateKey = "", adminID = ""
+
+    init() throws {
+        home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-registry-\(UUID().uuidString)"))
+        registry = try ModelRegistry(home: home)
+        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+        document.metadata.name = "credit"
+        try registry.register(document, who: "test")
+        document.estimator.intercepts[0] += 0.5
+        try registry.register(document, who: "test")
+        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        keys = try KeyStore(home: home)
+        let admin = try keys.create(scope: .admin, name: "ops", who: "test")
+        adminID = admin.0.id
+        adminKey = admin.1
+        operateKey = try keys.create(scope: .operate, name: "serve-a", who: "test").1
+        try start()
+    }
+
+    /// Starts the service (on the same port after a stop).
+    func start() throws {
+        let authenticator = Authenticator(store: keys, loops: 2)
+        let events = EventLog()
+        let fleet = try FleetDirectory(home: home)
+        let component = RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator)
+        let host = ComponentHost(component: component, observer: nil, configuration: .init(port: port, threads: 2),
+                                 authenticator: authenticator, events: events, fleet: fleet)
+        port = try host.start()
+        self.host = host
+    }
+
+    func stopService() {
+        host?.stop()
+        host = nil
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    /// A client as a component on another machine has it: its own home, a key.
+    func client(key: String, home other: Home) throws -> RegistryClient {
+        try RegistryClient(url: url, key: key, home: other, events: EventLog())
+    }
+
+    func cleanUp() {
+        stopService()
+        try? FileManager.default.removeItem(at: home.url)
+    }
+}
+
+@Suite(.serialized) struct RegistryServiceTests {
+    /// A serve component that shares nothing with the registry but its URL and a key: it loads
+    /// through the service, follows an alias moved there, keeps serving while the registry is
+    /// down (and says so), starts again from its cache while it is still down, and recovers by
+    /// itself when it is back.
+    @Test func aComponentFollowsTheServiceAndOutlivesItsOutages() throws {
+        let f = try RegistryServiceFixture()
+        defer { f.cleanUp() }
+        let elsewhere = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-elsewhere-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: elsewhere.url) }
+        let client = try f.client(key: f.operateKey, home: elsewhere)
+        let serve = try ServeComponent(registry: client, reference: "credit@production", loops: 1, open: true, events: EventLog(),
+                                       authenticator: Authenticator(store: client, loops: 1))
+        #expect(serve.model.current?.version.reference == "credit@1")
+        #expect(FileManager.default.fileExists(atPath: elsewhere.url.appendingPathComponent("cache/registry/127.0.0.1-\(f.port)/artifacts/\(serve.model.current!.version.sha256).json").path))
+
+        // Moved in the registry (compare-and-set, by an admin): followed at the next tick.
+        let admin = try f.client(key: f.adminKey, home: elsewhere)
+        #expect(throws: RegistryError.self) { _ = try admin.promote(model: "credit", version: 2, alias: "production", expected: .version(2)) }
+        do {
+            _ = try admin.promote(model: "credit", version: 2, alias: "production", expected: .version(2))
+        } catch {
+            #expect(error.status == 409)
+            #expect(error.message == "credit@production points at v1, not v2 as expected; someone moved it meanwhile")
+        }
+        #expect(try admin.promote(model: "credit", version: 2, alias: "production", expected: .version(1)) == 1)
+        #expect(try { () throws -> Bool in
+            for _ in 0..<300 {
+                serve.tick()
+                if serve.model.current?.version.reference == "credit@2" { return true }
+                usleep(20_000)
+            }
+            return false
+        }())
+        // The audit log names the key, by id and name.
+        let last = try f.registry.audit(model: "credit").last
+        #expect(last?.who == "key:\(f.adminID) (ops)")
+        #expect(last?.action == "promote" && last?.fromVersion == 1 && last?.toVersion == 2)
+        // An operate key may not move aliases.
+        do {
+            _ = try client.promote(model: "credit", version: 1, alias: "production", expected: nil)
+            Issue.record("an operate key moved an alias")
+        } catch {
+            #expect(error.status == 403)
+        }
+
+        // The registry goes away: the component keeps its model and says the registry is unreachable.
+        f.stopService()
+        #expect(waitFor { serve.tick(); return !client.health.isUp })
+        #expect(serve.model.current?.version.reference == "credit@2")
+        // A restart while it is still down works from the cache.
+        let restarted = try ServeComponent(registry: try f.client(key: f.operateKey, home: elsewhere), reference: "credit@production", loops: 1,
+                                           open: true, events: EventLog(), authenticator: Authenticator(store: client, loops: 1))
+        #expect(restarted.model.current?.version.reference == "credit@2")
+        #expect(try client.activeKeys().count == 2, "the key table is cached too")
+
+        // Back on the same port: recovered without help.
+        try f.start()
+        #expect(waitFor { serve.tick(); return client.health.isUp })
+        #expect(client.health.outages == 1)
+    }
+
+    @Test func artifactsAreImmutableAndUploadsAreChecked() throws {
+        let f = try RegistryServiceFixture()
+        defer { f.cleanUp() }
+        let version = try f.registry.resolve("credit@1")
+        let http = HTTPClient(port: f.port)
+        let auth = [("Authorization", "Bearer \(f.operateKey)")]
+        let artifact = try http.request("GET", "/v1/artifacts/\(version.sha256)", headers: auth)
+        #expect(artifact.status == 200)
+        #expect(SHA256.hex(artifact.body) == version.sha256)
+        #expect(artifact.headers["ETag"] == "\"\(version.sha256)\"")
+        #expect(try http.request("GET", "/v1/artifacts/\(version.sha256)", headers: auth + [("If-None-Match", "\"\(version.sha256)\"")]).status == 304)
+        #expect(try http.request("GET", "/v1/artifacts/nothex", headers: auth).status == 400)
+        #expect(try http.request("GET", "/v1/artifacts/\(version.sha256)").status == 401)
+
+        // Register through the service: a damaged upload is refused, a good one is a new version.
+        var document = try f.registry.document(version)
+        document.estimator.intercepts[0] += 1
+        let bytes = [UInt8](document.encoded())
+        let damaged = try http.request("POST", "/v1/models", headers: auth + [("Content-Type", "application/json"), ("x-content-sha256", String(repeating: "0", count: 64))], body: bytes)
+        #expect(damaged.status == 400)
+        let client = try f.client(key: f.operateKey, home: f.home)
+        let registered = try client.register(document)
+        #expect(!registered.existed && registered.version.reference == "credit@3")
+        #expect(try client.register(document).existed)
+
+        // Aliases with a revision: nothing changed is a small answer.
+        let aliases = try JSONValue.parse(try http.request("GET", "/v1/aliases", headers: auth).body)
+        guard case .number(let revision)? = aliases["revision"] else { Issue.record("no revision"); return }
+        let unchanged = try JSONValue.parse(try http.request("GET", "/v1/aliases?after=\(Int(revision))", headers: auth).body)
+        #expect(unchanged["changed"] == .bool(false) && unchanged["aliases"] == nil)
+
+        // The fleet keeps members that went quiet, as gone.
+        let fleet = try FleetDirectory(home: f.home)
+        try fleet.heartbeat(.init(id: "serve-x-1", kind: "serve", url: "http://127.0.0.1:1", pid: 1, host: "x", model: "credit@1",
+                                  startedAt: "", heartbeat: Date().timeIntervalSince1970 - 60))
+        let members = try JSONValue.parse(try http.request("GET", "/v1/fleet", headers: auth).body)
+        guard case .array(let list)? = members["members"] else { Issue.record("no members"); return }
+        #expect(list.first { $0["id"] == .string("serve-x-1") }?["state"] == .string("gone"))
+        #expect(list.first { $0["kind"] == .string("registry") }?["state"] == .string("live"))
+        let who = try JSONValue.parse(try http.request("GET", "/v1/whoami", headers: [("Authorization", "Bearer \(f.adminKey)")]).body)
+        #expect(who["name"] == .string("ops") && who["scope"] == .string("admin"))
+    }
+}
