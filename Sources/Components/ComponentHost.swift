@@ -15,6 +15,8 @@ package final class ComponentHost: Sendable {
     private let stopping = Atomic<Bool>(false)
     private let tickerStarted = Atomic<Bool>(false)
     private let tickerDone = DispatchSemaphore(value: 0)
+    /// Set by `nudge()`: the ticker runs the component's tick at once rather than at the next second.
+    private let nudged = Atomic<Bool>(false)
 
     /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
     package static func isLoopback(_ host: String) -> Bool {
@@ -67,6 +69,12 @@ package final class ComponentHost: Sendable {
         return port
     }
 
+    /// Runs the component's tick (alias following) within 20 ms, off the caller's thread: the
+    /// registry client calls it when an alias moved.
+    package func nudge() { nudged.store(true, ordering: .releasing) }
+
+    package var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
     /// Stops the ticker and the server and removes the fleet record.
     package func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
@@ -81,7 +89,10 @@ package final class ComponentHost: Sendable {
         while !stopping.load(ordering: .acquiring) {
             // Sleep to the next whole second, in short naps so stop() is prompt.
             let next = last.addingTimeInterval(1)
-            while Date() < next && !stopping.load(ordering: .acquiring) { usleep(20_000) }
+            while Date() < next && !stopping.load(ordering: .acquiring) {
+                if nudged.exchange(false, ordering: .acquiringAndReleasing) { control.component.tick() }
+                usleep(20_000)
+            }
             if stopping.load(ordering: .acquiring) { break }
             let now = Date()
             if let serve = control.component as? ServeComponent { serve.connections.store(server.connections, ordering: .relaxed) }

@@ -24,10 +24,13 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
     private let state = Mutex<State>(State())
     /// How often an alias is re-checked (one small request answers "nothing changed").
     private let recheck: Double
+    private let following = Atomic<Bool>(false)
 
     private struct State {
-        /// Reference → the version it resolved to last.
+        /// Reference → the version it resolved to last, and the alias revision it was read at.
         var resolved: [String: ModelRegistry.Version] = [:]
+        var resolvedAt: [String: Int] = [:]
+        /// The latest alias revision seen.
         var revision = -1
         var checkedAt = 0.0
         var keys: [String: (id: String, scope: Scope)] = [:]
@@ -98,12 +101,15 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
 
     package func resolve(_ reference: String) throws(RegistryError) -> ModelRegistry.Version {
         let now = Date().timeIntervalSince1970
-        let pinned = reference.split(separator: "@").count == 2 && Int(reference.split(separator: "@")[1]) != nil
-        let (known, fresh) = state.withLock { ($0.resolved[reference], now - $0.checkedAt < recheck) }
-        // A version number never changes; an alias is re-read only when the alias revision moved.
-        if let known, pinned || fresh { return known }
+        let parts = reference.split(separator: "@", maxSplits: 1)
+        let pinned = parts.count == 2 && Int(parts[1]) != nil
+        let (known, current, fresh) = state.withLock { s in
+            (s.resolved[reference], s.resolvedAt[reference] == s.revision && s.revision >= 0, now - s.checkedAt < recheck)
+        }
+        // A version number never changes; an alias is read again only once the alias revision moved.
+        if let known, pinned || (current && fresh) { return known }
         do throws(RegistryError) {
-            if let known {
+            if let known, current {
                 let check = try callJSON("GET", "/v1/aliases?after=\(state.withLock { $0.revision })")
                 if check["changed"] == .bool(false) {
                     state.withLock { $0.checkedAt = now }
@@ -112,11 +118,12 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
             }
             let value = try callJSON("GET", "/v1/resolve?ref=\(Self.escape(reference))")
             guard let version = decodeVersion(value) else { throw RegistryError("registry \(url) answered a version it could not describe", status: 502) }
-            let revision = value["revision"].flatMap { if case .number(let n) = $0 { Int(n) } else { nil } }
+            let revision = value["revision"].flatMap { if case .number(let n) = $0 { Int(n) } else { nil } } ?? -1
             state.withLock {
                 $0.resolved[reference] = version
+                $0.resolvedAt[reference] = revision
+                $0.revision = max($0.revision, revision)
                 $0.checkedAt = now
-                if let revision { $0.revision = revision }
             }
             saveState()
             return version
@@ -140,6 +147,31 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
             data = Data(response.body)
         }
         do { return try ModelDocument.decode(data!) } catch { throw RegistryError("\(version.reference): \(error)", status: 422) }
+    }
+
+    /// Watches the alias revision from a thread of its own (a request every `recheck` seconds
+    /// that answers "nothing changed" in a few bytes, backing off while the registry is down)
+    /// and calls `changed` when an alias moved, so a component swaps well within a second.
+    /// Runs until `stop` returns true.
+    package func follow(_ changed: @escaping @Sendable () -> Void, until stop: @escaping @Sendable () -> Bool) {
+        guard !following.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let thread = Thread { [self] in
+            defer { following.store(false, ordering: .releasing) }
+            while !stop() {
+                let seen = state.withLock { $0.revision }
+                if let value = try? callJSON("GET", "/v1/aliases?after=\(seen)"), value["changed"] == .bool(true),
+                   case .number(let revision)? = value["revision"] {
+                    // Every alias reference is read again at its next resolve; versions stay cached.
+                    state.withLock { $0.revision = max($0.revision, Int(revision)) }
+                    if seen >= 0 { changed() }
+                }
+                let pause = health.isUp ? recheck : max(recheck, state.withLock { $0.retryAt } - Date().timeIntervalSince1970)
+                let end = Date().addingTimeInterval(pause)
+                while Date() < end && !stop() { usleep(20_000) }
+            }
+        }
+        thread.name = "registry-follow"
+        thread.start()
     }
 
     // MARK: - KeySource

@@ -12,5 +12,5 @@ let commands: [Command] = [
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsImportCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
-    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand,
+    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
 ]

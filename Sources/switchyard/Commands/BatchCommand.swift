@@ -129,6 +129,7 @@ let batchCommand = Command(
             batch.stop()
             throw error
         }
+        access.follow(host_)
         print("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
         if let schedule { print("  schedule: \(schedule)") } else { print("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
         fflush(nil)

@@ -22,6 +22,12 @@ struct RegistryAccess {
     var client: RegistryClient?
     /// The registry as a dependency, for status and /metrics (none when local).
     var dependencies: [DependencyHealth] { client.map { [$0.health] } ?? [] }
+
+    /// With the registry service, `host`'s component follows alias moves as they happen
+    /// (the client watches the alias revision) rather than at its next once-a-second tick.
+    func follow(_ host: ComponentHost) {
+        client?.follow({ host.nudge() }, until: { host.isStopping })
+    }
 }
 
 func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAccess {

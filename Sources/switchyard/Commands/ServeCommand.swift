@@ -73,6 +73,7 @@ let serveCommand = Command(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
             authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
         let bound = try startListening(runner, host: host, port: port)
+        access.follow(runner)
         let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
         print("serving \(model) on http://\(host):\(bound) with \(threads) event loops"
             + (open ? "; scoring is open (no key)" : "; scoring needs a key with scope predict"))

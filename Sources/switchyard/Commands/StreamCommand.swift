@@ -100,6 +100,7 @@ let streamCommand = Command(
                                    authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
         let bound = try startListening(runner, host: host, port: port)
         stream.start()
+        access.follow(runner)
         print("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")
         fflush(nil)
         waitForTermination()

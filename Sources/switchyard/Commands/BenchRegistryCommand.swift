@@ -1,0 +1,130 @@
+import CSystem
+import Components
+import Foundation
+import HTTP
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let benchRegistryCommand = Command(
+    words: ["bench", "registry"],
+    summary: "Measure the registry service: alias moves reaching followers, heartbeats/s, start time with --registry",
+    options: [
+        Option(name: "followers", value: "N", help: "serve components following the alias", defaultValue: "10"),
+        Option(name: "moves", value: "N", help: "alias moves timed", defaultValue: "20"),
+        Option(name: "seconds", value: "S", help: "length of the heartbeat load", defaultValue: "5"),
+    ],
+    details: """
+        Everything runs in this process over loopback HTTP: a registry service (one event loop)
+        on a scratch SWITCHYARD_HOME with two versions of a model, and N serve components, each
+        with its own home and registry client, following credit@production. Each move flips the
+        alias through the service; its time is from the request to the moment the last follower
+        serves the new version. Heartbeats: the built-in load generator posts fleet heartbeats
+        on 16 connections (its own CPU is reported, so a saturated generator shows). Start:
+        constructing a serve component (resolve, fetch and compile the model) against the local
+        registry and against the service with an empty cache, 10 of each, interleaved.
+        """,
+    run: { args in
+        let followers = try args.integer("followers", range: 1...100) ?? 10
+        let moves = try args.integer("moves", range: 2...1000) ?? 20
+        let seconds = try args.double("seconds") ?? 5
+        let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-bench-registry-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let home = Home(scratch.appendingPathComponent("registry"))
+        let registry = try openRegistryAt(home)
+        var document = try trainBenchDocument()
+        document.metadata.name = "credit"
+        _ = try registryCall { () throws(RegistryError) in try registry.register(document, who: "bench") }
+        document.estimator.intercepts[0] += 0.5
+        _ = try registryCall { () throws(RegistryError) in try registry.register(document, who: "bench") }
+        _ = try registryCall { () throws(RegistryError) in try registry.promote(model: "credit", version: 1, alias: "production", who: "bench") }
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+        let admin = try registryCall { () throws(RegistryError) in try keys.create(scope: .admin, name: "bench", who: "bench") }.1
+        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
+        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        let service = ComponentHost(
+            component: RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator),
+            observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
+        let port = try service.start()
+        defer { service.stop() }
+        let url = "http://127.0.0.1:\(port)"
+        print("registry service on \(url) (one event loop)")
+
+        // Followers.
+        var serves: [ServeComponent] = []
+        var hosts: [ComponentHost] = []
+        for i in 0..<followers {
+            let followerHome = Home(scratch.appendingPathComponent("follower-\(i)"))
+            let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: admin, home: followerHome, events: EventLog()) }
+            let serve = try ServeComponent(registry: client, reference: "credit@production", loops: 1, open: true, events: EventLog(),
+                                           authenticator: Authenticator(store: nil, loops: 1))
+            let host = ComponentHost(component: serve, observer: nil, configuration: .init(port: 0, threads: 1),
+                                     authenticator: Authenticator(store: nil, loops: 1), events: EventLog(), fleet: nil)
+            _ = try host.start()
+            client.follow({ host.nudge() }, until: { host.isStopping })
+            serves.append(serve)
+            hosts.append(host)
+        }
+        defer { for host in hosts { host.stop() } }
+        let mover = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: admin, home: Home(scratch.appendingPathComponent("mover")), events: EventLog()) }
+        var latencies: [Double] = []
+        for i in 0..<moves {
+            let target = i % 2 == 0 ? 2 : 1
+            let start = csystem_monotonic_ns()
+            _ = try registryCall { () throws(RegistryError) in try mover.promote(model: "credit", version: target, alias: "production", expected: .version(3 - target)) }
+            let deadline = Date().addingTimeInterval(30)
+            while serves.contains(where: { $0.model.current?.version.version != target }) && Date() < deadline { usleep(500) }
+            guard !serves.contains(where: { $0.model.current?.version.version != target }) else {
+                throw CommandError("move \(i + 1): not every follower reached v\(target) within 30 s")
+            }
+            latencies.append(Double(csystem_monotonic_ns() - start) / 1e6)
+        }
+        let sorted = latencies.sorted()
+        func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        print(String(format: "alias move → all %d followers serving it: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d moves (goal p99 ≤ 1000 ms)",
+                     followers, q(0.5), q(0.99), sorted.last ?? 0, moves))
+
+        // Heartbeats.
+        let body = #"{"id": "bench-member", "kind": "serve", "url": "http://127.0.0.1:1", "pid": 1, "host": "bench", "model": "credit@1", "started_at": "2026-01-01T00:00:00Z"}"#
+        let request = Array("POST /v1/fleet HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(admin)\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        func threadCPU() -> Double {
+            var t = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+            return Double(t.tv_sec) + Double(t.tv_nsec) / 1e9
+        }
+        let before = threadCPU()
+        let load = LoadGenerator.run(port: port, request: request, connections: 16, duration: seconds)
+        let after = threadCPU()
+        print(String(format: "heartbeats: %.0f/s on one event loop (p50 %.2f ms, p99 %.2f ms, %d failed; load generator CPU %.0f%% of one core) (goal ≥ 1,000/s)",
+                     load.rate, load.quantile(0.5) / 1e6, load.quantile(0.99) / 1e6, load.failed, (after - before) / max(load.seconds, 1e-9) * 100))
+
+        // Start time, local against the service (empty cache), interleaved.
+        var local: [Double] = [], remote: [Double] = []
+        for i in 0..<10 {
+            var start = csystem_monotonic_ns()
+            _ = try ServeComponent(registry: registry, reference: "credit@production", loops: 1, open: true, events: EventLog(),
+                                   authenticator: Authenticator(store: nil, loops: 1))
+            local.append(Double(csystem_monotonic_ns() - start) / 1e6)
+            start = csystem_monotonic_ns()
+            let client = try registryCall { () throws(RegistryError) in
+                try RegistryClient(url: url, key: admin, home: Home(scratch.appendingPathComponent("start-\(i)")), events: EventLog())
+            }
+            _ = try ServeComponent(registry: client, reference: "credit@production", loops: 1, open: true, events: EventLog(),
+                                   authenticator: Authenticator(store: client, loops: 1))
+            remote.append(Double(csystem_monotonic_ns() - start) / 1e6)
+        }
+        let l = local.sorted()[5], r = remote.sorted()[5]
+        print(String(format: "serve component start: local %.1f ms, with --registry %.1f ms (empty cache) — %.2f× (goal ≤ 1.5×); ranges %.1f–%.1f and %.1f–%.1f ms",
+                     l, r, r / l, local.min() ?? 0, local.max() ?? 0, remote.min() ?? 0, remote.max() ?? 0))
+        return Exit.ok
+    })
+
+private func openRegistryAt(_ home: Home) throws -> ModelRegistry {
+    try registryCall { () throws(RegistryError) in try ModelRegistry(home: home) }
+}
