@@ -14,7 +14,7 @@ import Telemetry
 /// and the key table. So a component keeps serving — and can restart — while the registry is
 /// down; it says so through `health` ("registry … unreachable since …"), and picks changes up
 /// again by itself when the registry is back (with backoff between attempts).
-package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Sendable {
+package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, Sendable {
     package let url: String
     private let host: String
     private let port: Int
@@ -219,16 +219,24 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
     /// The registry expires its own records.
     package func expire(retention: Double) throws(RegistryError) -> Int { 0 }
 
-    // MARK: - Operators' calls (the command line, the console)
+    // MARK: - RegistryStore: operators' calls (the command line, the console)
 
-    package func versions() throws(RegistryError) -> [ModelRegistry.Version] {
-        let value = try callJSON("GET", "/v1/models")
+    package func versions(model: String?) throws(RegistryError) -> [ModelRegistry.Version] {
+        let value = try callJSON("GET", model.map { "/v1/models/\(Self.escape($0))" } ?? "/v1/models")
         guard case .array(let items)? = value["versions"] else { return [] }
         return items.compactMap(decodeVersion)
     }
 
-    /// Moves `alias`; with `expected`, only if it points there now (409 otherwise).
-    package func promote(model: String, version: Int, alias: String, expected: ModelRegistry.Expected?) throws(RegistryError) -> Int? {
+    package func aliases(model: String) throws(RegistryError) -> [(alias: String, version: Int)] {
+        let value = try callJSON("GET", "/v1/models/\(Self.escape(model))")
+        guard case .object(let o)? = value["aliases"] else { return [] }
+        return zip(o.keys, o.values).compactMap { name, v in if case .number(let n) = v { (name, Int(n)) } else { nil } }
+            .sorted { $0.0 < $1.0 }
+    }
+
+    /// Moves `alias`; with `expected`, only if it points there now (409 otherwise). The service
+    /// audits the move under this client's key, so `who` is not sent.
+    package func promote(model: String, version: Int, alias: String, who: String = "", expected: ModelRegistry.Expected?) throws(RegistryError) -> Int? {
         var o = JSONObject()
         o.append("version", .number(Double(version)))
         switch expected {
@@ -241,7 +249,7 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
         return nil
     }
 
-    package func rollback(model: String, alias: String) throws(RegistryError) -> (from: Int, to: Int) {
+    package func rollback(model: String, alias: String, who: String = "") throws(RegistryError) -> (from: Int, to: Int) {
         let value = try callJSON("POST", "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))/rollback")
         guard case .number(let from)? = value["from"], case .number(let to)? = value["to"] else {
             throw RegistryError("registry \(url) answered a rollback without from and to", status: 502)
@@ -250,13 +258,55 @@ package final class RegistryClient: ModelSource, KeySource, FleetRecorder, Senda
     }
 
     /// Uploads a model document (its sha256 is checked on arrival).
-    package func register(_ document: ModelDocument) throws(RegistryError) -> ModelRegistry.Registration {
+    package func register(_ document: ModelDocument, who: String = "") throws(RegistryError) -> ModelRegistry.Registration {
         let bytes = [UInt8](document.encoded())
         let response = try call("POST", "/v1/models", body: bytes, headers: [("x-content-sha256", SHA256.hex(bytes))])
         guard let value = try? JSONValue.parse(response.body), let version = value["version"].flatMap(decodeVersion) else {
             throw RegistryError("registry \(url) answered a registration it could not describe", status: 502)
         }
         return ModelRegistry.Registration(version: version, existed: value["existed"] == .bool(true))
+    }
+
+    package func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [ModelRegistry.AuditEntry] {
+        var query = ["limit=\(min(max(limit, 1), 1000))"]
+        if let model { query.append("model=\(Self.escape(model))") }
+        if let after { query.append("after=\(after)") }
+        let value = try callJSON("GET", "/v1/audit?" + query.joined(separator: "&"))
+        guard case .array(let items)? = value["entries"] else { return [] }
+        return items.compactMap(decodeAuditEntry)
+    }
+
+    /// The key's id, name and scope, as the service sees it.
+    package func whoami() throws(RegistryError) -> (id: String?, name: String?, scope: Scope?) {
+        let value = try callJSON("GET", "/v1/whoami")
+        return (value["id"]?.stringValue, value["name"]?.stringValue, value["scope"]?.stringValue.flatMap(Scope.init(rawValue:)))
+    }
+
+    // MARK: - KeyAdministration (scope admin)
+
+    package func create(scope: Scope, name: String?, who: String = "") throws(RegistryError) -> (KeyStore.Key, String) {
+        var o = JSONObject()
+        o.append("scope", .string(scope.rawValue))
+        if let name { o.append("name", .string(name)) }
+        let value = try callJSON("POST", "/v1/keys", body: Array(JSONWriter.text(.object(o)).utf8))
+        guard let id = value["id"]?.stringValue, let secret = value["key"]?.stringValue else {
+            throw RegistryError("registry \(url) answered a new key without its id and key", status: 502)
+        }
+        return (KeyStore.Key(id: id, scope: scope, name: name, createdAt: isoTimestamp(Date()), createdBy: "", revoked: false), secret)
+    }
+
+    package func list() throws(RegistryError) -> [KeyStore.Key] {
+        let value = try callJSON("GET", "/v1/keys")
+        guard case .array(let items)? = value["keys"] else { return [] }
+        return items.compactMap { item in
+            guard let id = item["id"]?.stringValue, let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { return nil }
+            return KeyStore.Key(id: id, scope: scope, name: item["name"]?.stringValue, createdAt: item["created_at"]?.stringValue ?? "",
+                                createdBy: item["created_by"]?.stringValue ?? "", revoked: item["revoked"] == .bool(true))
+        }
+    }
+
+    package func revoke(id: String) throws(RegistryError) {
+        _ = try call("POST", "/v1/keys/\(Self.escape(id))/revoke")
     }
 
     // MARK: - The cache's state file

@@ -324,7 +324,8 @@ package func decodeVersion(_ value: JSONValue) -> ModelRegistry.Version? {
         createdBy: value["created_by"]?.stringValue ?? "", metrics: metrics, aliases: aliases)
 }
 
-func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
+/// An audit entry as the registry service and its clients exchange it.
+package func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
     var o = JSONObject()
     o.append("id", .number(Double(e.id)))
     o.append("at", .string(e.at))
@@ -336,6 +337,15 @@ func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
     o.append("to", e.toVersion.map { .number(Double($0)) } ?? .null)
     o.append("detail", e.detail.map(JSONValue.string) ?? .null)
     return .object(o)
+}
+
+/// The inverse of `auditJSON`.
+package func decodeAuditEntry(_ value: JSONValue) -> ModelRegistry.AuditEntry? {
+    guard case .number(let id)? = value["id"], id.isFinite, id >= 0, id < 1e15, let model = value["model"]?.stringValue else { return nil }
+    func version(_ key: String) -> Int? { if case .number(let n)? = value[key], n.isFinite, n >= 0, n < 1e15 { Int(n) } else { nil } }
+    return ModelRegistry.AuditEntry(
+        id: Int(id), at: value["at"]?.stringValue ?? "", who: value["who"]?.stringValue ?? "", action: value["action"]?.stringValue ?? "",
+        model: model, alias: value["alias"]?.stringValue, fromVersion: version("from"), toVersion: version("to"), detail: value["detail"]?.stringValue)
 }
 
 /// A fleet member, `live` or `gone` (silent for `RegistryComponent.goneAfter` seconds) rather than vanishing.

@@ -22,6 +22,15 @@ public final class KeyStore: Sendable {
         public var createdAt: String
         public var createdBy: String
         public var revoked: Bool
+
+        public init(id: String, scope: Scope, name: String?, createdAt: String, createdBy: String, revoked: Bool) {
+            self.id = id
+            self.scope = scope
+            self.name = name
+            self.createdAt = createdAt
+            self.createdBy = createdBy
+            self.revoked = revoked
+        }
     }
 
     public init(home: Home) throws(RegistryError) {

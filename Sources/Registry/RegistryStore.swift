@@ -24,6 +24,28 @@ public protocol FleetRecorder: Sendable {
     @discardableResult func expire(retention: Double) throws(RegistryError) -> Int
 }
 
-extension ModelRegistry: ModelSource {}
 extension KeyStore: KeySource {}
 extension FleetDirectory: FleetRecorder {}
+
+/// Everything an operator does with the registry (the command line, the console): the local
+/// SQLite registry, or the registry service through its client. `who` names the actor for the
+/// audit log where the store cannot tell (locally); the service names the key instead.
+public protocol RegistryStore: ModelSource {
+    func versions(model: String?) throws(RegistryError) -> [ModelRegistry.Version]
+    func aliases(model: String) throws(RegistryError) -> [(alias: String, version: Int)]
+    func register(_ document: ModelDocument, who: String) throws(RegistryError) -> ModelRegistry.Registration
+    func promote(model: String, version: Int, alias: String, who: String, expected: ModelRegistry.Expected?) throws(RegistryError) -> Int?
+    func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int)
+    func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [ModelRegistry.AuditEntry]
+}
+
+extension ModelRegistry: RegistryStore {}
+
+/// Creating, listing and revoking API keys: locally, or through the registry service (admin).
+public protocol KeyAdministration: Sendable {
+    func create(scope: Scope, name: String?, who: String) throws(RegistryError) -> (KeyStore.Key, String)
+    func list() throws(RegistryError) -> [KeyStore.Key]
+    func revoke(id: String) throws(RegistryError)
+}
+
+extension KeyStore: KeyAdministration {}

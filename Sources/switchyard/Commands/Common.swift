@@ -16,7 +16,9 @@ let registryOptions: [Option] = [
 /// Where a component's models, keys and fleet record come from: the registry service
 /// (`--registry`, with its `client`), or the local SWITCHYARD_HOME.
 struct RegistryAccess {
-    var models: any ModelSource
+    var store: any RegistryStore
+    var keyAdministration: any KeyAdministration
+    var models: any ModelSource { store }
     var keys: any KeySource
     var fleet: any FleetRecorder
     var client: RegistryClient?
@@ -37,12 +39,20 @@ func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAcces
     if let url = urlText, !url.isEmpty {
         let key = args.string("key").flatMap { $0 == "$SWITCHYARD_KEY" ? nil : $0 } ?? environment["SWITCHYARD_KEY"]
         let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: key, home: home, events: events) }
-        return RegistryAccess(models: client, keys: client, fleet: client, client: client)
+        return RegistryAccess(store: client, keyAdministration: client, keys: client, fleet: client, client: client)
     }
+    let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
     return RegistryAccess(
-        models: try openRegistry(),
-        keys: try registryCall { () throws(RegistryError) in try KeyStore(home: home) },
+        store: try openRegistry(),
+        keyAdministration: keys,
+        keys: keys,
         fleet: try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) })
+}
+
+/// The registry an operator's command works on: the service at `--registry` (or
+/// SWITCHYARD_REGISTRY) with `--key` (or SWITCHYARD_KEY), else the local SWITCHYARD_HOME.
+func openStore(_ args: Arguments) throws -> any RegistryStore {
+    try registryAccess(args, events: EventLog()).store
 }
 
 func openRegistry() throws -> ModelRegistry {
@@ -70,7 +80,7 @@ func readFile(_ path: String) throws -> [UInt8] {
 }
 
 /// Loads and compiles the version `reference` names.
-func loadScorer(_ registry: ModelRegistry, _ reference: String) throws -> (ModelRegistry.Version, Scorer) {
+func loadScorer(_ registry: any ModelSource, _ reference: String) throws -> (ModelRegistry.Version, Scorer) {
     let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
     let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
     do {
@@ -115,8 +125,7 @@ func predictionJSON(_ p: Prediction, classes: [String], model: String, row: Int?
 }
 
 /// Registers `document`, says which version it became, and points `alias` at it if given.
-func registerAndReport(_ document: ModelDocument, promote alias: String?) throws {
-    let registry = try openRegistry()
+func registerAndReport(_ registry: any RegistryStore, _ document: ModelDocument, promote alias: String?) throws {
     let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: cliActor()) }
     let v = registration.version
     print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
@@ -124,9 +133,9 @@ func registerAndReport(_ document: ModelDocument, promote alias: String?) throws
 }
 
 /// Points `alias` at `version` and prints from → to.
-func promoteAndReport(_ registry: ModelRegistry, model: String, version: Int, alias: String) throws {
+func promoteAndReport(_ registry: any RegistryStore, model: String, version: Int, alias: String) throws {
     let previous = try registryCall { () throws(RegistryError) in
-        try registry.promote(model: model, version: version, alias: alias, who: cliActor())
+        try registry.promote(model: model, version: version, alias: alias, who: cliActor(), expected: nil)
     }
     if previous == version {
         print("\(model)@\(alias) already points at v\(version)")

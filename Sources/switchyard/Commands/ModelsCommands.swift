@@ -1,3 +1,4 @@
+import Components
 import Foundation
 import Registry
 import Scoring
@@ -5,10 +6,10 @@ import Scoring
 let modelsListCommand = Command(
     words: ["models", "list"],
     summary: "List model versions with their aliases and held-out AUC",
-    options: [Option(name: "json", help: "print JSON Lines, one version a line")],
+    options: [Option(name: "json", help: "print JSON Lines, one version a line")] + registryOptions,
     run: { args in
-        let registry = try openRegistry()
-        let versions = try registryCall { () throws(RegistryError) in try registry.versions() }
+        let registry = try openStore(args)
+        let versions = try registryCall { () throws(RegistryError) in try registry.versions(model: nil) }
         if args.flag("json") {
             for v in versions { print(versionJSON(v).jsonText) }
             return Exit.ok
@@ -30,9 +31,9 @@ let modelsShowCommand = Command(
     words: ["models", "show"],
     summary: "Show one version: metrics, aliases, input schema and classes",
     positionals: ["NAME[@VERSION|@ALIAS]"],
-    options: [Option(name: "json", help: "print the model file itself")],
+    options: [Option(name: "json", help: "print the model file itself")] + registryOptions,
     run: { args in
-        let registry = try openRegistry()
+        let registry = try openStore(args)
         let (version, scorer) = try loadScorer(registry, args.positional(0)!)
         let document = scorer.document
         if args.flag("json") {
@@ -83,7 +84,7 @@ let modelsRegisterCommand = Command(
     options: [
         Option(name: "name", value: "NAME", help: "register under this name instead of metadata.name"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
-    ],
+    ] + registryOptions,
     run: { args in
         let path = args.positional(0)!
         var document: ModelDocument
@@ -93,7 +94,7 @@ let modelsRegisterCommand = Command(
             throw CommandError("\(path): \(error)", code: Exit.dataError)
         }
         if let name = args.string("name") { document.metadata.name = name }
-        try registerAndReport(document, promote: args.string("promote"))
+        try registerAndReport(try openStore(args), document, promote: args.string("promote"))
         return Exit.ok
     })
 
@@ -106,7 +107,7 @@ let modelsImportCommand = Command(
         Option(name: "schema", value: "SCHEMA.json", help: "map model features to named input fields (see below)"),
         Option(name: "name", value: "NAME", help: "the model name (default: the file name without its extension)"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
-    ],
+    ] + registryOptions,
     details: """
         Formats:
           xgboost-json   booster.save_model("model.json"); binary:logistic, multi:softprob, multi:softmax
@@ -157,7 +158,7 @@ let modelsImportCommand = Command(
             let nodes = trees.trees.reduce(0) { $0 + $1.feature.count }
             print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, classes \(document.outputs.classes.joined(separator: ", "))")
         }
-        try registerAndReport(document, promote: args.string("promote"))
+        try registerAndReport(try openStore(args), document, promote: args.string("promote"))
         return Exit.ok
     })
 
@@ -165,7 +166,7 @@ let modelsPromoteCommand = Command(
     words: ["models", "promote"],
     summary: "Point an alias (production, candidate, any name) at a version",
     positionals: ["NAME@VERSION"],
-    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move", defaultValue: "production")],
+    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move", defaultValue: "production")] + registryOptions,
     run: { args in
         let reference = args.positional(0)!
         let parts = reference.split(separator: "@", maxSplits: 1).map(String.init)
@@ -173,7 +174,7 @@ let modelsPromoteCommand = Command(
             throw UsageError("expected NAME@VERSION with a version number, got \"\(reference)\"")
         }
         let alias = args.string("alias") ?? "production"
-        try promoteAndReport(try openRegistry(), model: parts[0], version: number, alias: alias)
+        try promoteAndReport(try openStore(args), model: parts[0], version: number, alias: alias)
         return Exit.ok
     })
 
@@ -181,12 +182,12 @@ let modelsRollbackCommand = Command(
     words: ["models", "rollback"],
     summary: "Move an alias back to the version it pointed at before its last change",
     positionals: ["NAME"],
-    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move back", defaultValue: "production")],
+    options: [Option(name: "alias", value: "ALIAS", help: "the alias to move back", defaultValue: "production")] + registryOptions,
     details: "A second rollback undoes the first. Every move is in 'switchyard models audit'.",
     run: { args in
         let name = args.positional(0)!
         let alias = args.string("alias") ?? "production"
-        let registry = try openRegistry()
+        let registry = try openStore(args)
         let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: name, alias: alias, who: cliActor()) }
         print("\(name)@\(alias): v\(moved.from) → v\(moved.to)")
         return Exit.ok
@@ -199,25 +200,13 @@ let modelsAuditCommand = Command(
     options: [
         Option(name: "limit", value: "N", help: "the newest N entries", defaultValue: "100"),
         Option(name: "json", help: "print JSON Lines"),
-    ],
+    ] + registryOptions,
     run: { args in
-        let registry = try openRegistry()
+        let registry = try openStore(args)
         let limit = try args.integer("limit", range: 1...1_000_000) ?? 100
-        let entries = try registryCall { () throws(RegistryError) in try registry.audit(model: args.positional(0), limit: limit) }
+        let entries = try registryCall { () throws(RegistryError) in try registry.audit(model: args.positional(0), after: nil, limit: limit) }
         if args.flag("json") {
-            for e in entries {
-                var o = JSONObject()
-                o.append("id", .number(Double(e.id)))
-                o.append("at", .string(e.at))
-                o.append("who", .string(e.who))
-                o.append("action", .string(e.action))
-                o.append("model", .string(e.model))
-                o.append("alias", e.alias.map(JSONValue.string) ?? .null)
-                o.append("from", e.fromVersion.map { .number(Double($0)) } ?? .null)
-                o.append("to", e.toVersion.map { .number(Double($0)) } ?? .null)
-                o.append("detail", e.detail.map(JSONValue.string) ?? .null)
-                print(JSONValue.object(o).jsonText)
-            }
+            for e in entries { print(auditJSON(e).jsonText) }
             return Exit.ok
         }
         print(table(
@@ -229,16 +218,3 @@ let modelsAuditCommand = Command(
         return Exit.ok
     })
 
-private func versionJSON(_ v: ModelRegistry.Version) -> JSONValue {
-    var o = JSONObject()
-    o.append("model", .string(v.model))
-    o.append("version", .number(Double(v.version)))
-    o.append("sha256", .string(v.sha256))
-    o.append("created_at", .string(v.createdAt))
-    o.append("created_by", .string(v.createdBy))
-    o.append("aliases", .array(v.aliases.map(JSONValue.string)))
-    var metrics = JSONObject()
-    for key in v.metrics.keys.sorted() { metrics.append(key, .number(v.metrics[key]!)) }
-    o.append("metrics", .object(metrics))
-    return .object(o)
-}

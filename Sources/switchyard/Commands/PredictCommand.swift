@@ -8,7 +8,7 @@ let predictCommand = Command(
     positionals: ["NAME[@VERSION|@ALIAS]"],
     options: [
         Option(name: "json", value: "RECORD", help: "one record: a JSON object (by field name) or array (schema order)"),
-    ],
+    ] + registryOptions,
     details: """
         Without --json, reads one record a line from standard input and writes one
         JSON line per input line, in order: the prediction, or {"row": N, "error": ...}
@@ -21,8 +21,7 @@ let predictCommand = Command(
           switchyard fixtures credit --rows 5 --out - --format jsonl | switchyard predict credit
         """,
     run: { args in
-        let registry = try openRegistry()
-        let (version, scorer) = try loadScorer(registry, args.positional(0)!)
+        let (version, scorer) = try loadScorer(try openStore(args), args.positional(0)!)
         if let text = args.string("json") {
             let record: JSONValue
             do { record = try JSONValue.parse(text) } catch { throw CommandError("--json: \(error)", code: Exit.dataError) }

@@ -91,13 +91,13 @@ let keysCreateCommand = Command(
     options: [
         Option(name: "scope", value: "read|predict|operate|admin", help: "what the key may do (each scope includes those before it)", required: true),
         Option(name: "name", value: "TEXT", help: "a note: who or what holds the key"),
-    ],
+    ] + registryOptions,
     run: { args in
         let scopeText = try args.require("scope")
         guard let scope = Scope(rawValue: scopeText) else {
             throw UsageError("--scope must be one of read, predict, operate, admin, got \"\(scopeText)\"")
         }
-        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+        let store = try registryAccess(args, events: EventLog()).keyAdministration
         let (key, secret) = try registryCall { () throws(RegistryError) in try store.create(scope: scope, name: args.string("name"), who: cliActor()) }
         print(secret)
         fflush(nil)  // the key and its line end go out before the note on standard error
@@ -108,8 +108,9 @@ let keysCreateCommand = Command(
 let keysListCommand = Command(
     words: ["keys", "list"],
     summary: "List API keys (ids and scopes, never the keys)",
-    run: { _ in
-        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+    options: registryOptions,
+    run: { args in
+        let store = try registryAccess(args, events: EventLog()).keyAdministration
         let keys = try registryCall { () throws(RegistryError) in try store.list() }
         if keys.isEmpty {
             print("no keys; create one: switchyard keys create --scope predict")
@@ -125,8 +126,9 @@ let keysRevokeCommand = Command(
     words: ["keys", "revoke"],
     summary: "Revoke an API key; running components stop accepting it within 2 s",
     positionals: ["ID"],
+    options: registryOptions,
     run: { args in
-        let store = try registryCall { () throws(RegistryError) in try KeyStore(home: Home.fromEnvironment()) }
+        let store = try registryAccess(args, events: EventLog()).keyAdministration
         try registryCall { () throws(RegistryError) in try store.revoke(id: args.positional(0)!) }
         print("revoked key \(args.positional(0)!)")
         return Exit.ok

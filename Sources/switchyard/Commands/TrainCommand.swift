@@ -16,7 +16,7 @@ let trainCommand = Command(
         Option(name: "max-iterations", value: "N", help: "L-BFGS iteration limit", defaultValue: "1000"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS (e.g. production) at the new version"),
         Option(name: "out", value: "FILE.json", help: "also write the model file here"),
-    ],
+    ] + registryOptions,
     details: """
         Numbers are standardized and categories one-hot encoded (a column is a number
         column when every non-empty cell is a number). Binary labels fit one logistic
@@ -67,6 +67,6 @@ let trainCommand = Command(
             try registryCall { () throws(RegistryError) in try writeAtomically(report.document.encoded(), to: URL(fileURLWithPath: out)) }
             print("wrote \(out)")
         }
-        try registerAndReport(report.document, promote: args.string("promote"))
+        try registerAndReport(try openStore(args), report.document, promote: args.string("promote"))
         return Exit.ok
     })

@@ -1,0 +1,65 @@
+import Foundation
+import Glibc
+import HTTP
+import Scoring
+import Testing
+
+/// The registry as a service, with components and the command line as separate processes that
+/// each have their own SWITCHYARD_HOME: nothing shared but the URL and a key.
+@Suite struct RegistryProcessTests {
+    @Test func componentsAndTheCommandLineWorkThroughTheService() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let registryHome = root.appendingPathComponent("registry"), serveHome = root.appendingPathComponent("serve")
+        let cliHome = root.appendingPathComponent("cli")
+        let sample = fixtures.appendingPathComponent("credit-sample.csv").path
+        #expect(try switchyard(["train", "--data", sample, "--label", "label", "--name", "credit", "--promote", "production"], home: registryHome).status == 0)
+        let admin = try switchyard(["keys", "create", "--scope", "admin", "--name", "ops"], home: registryHome).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let registry = try RunningSwitchyard(["registry", "--port", "0"], home: registryHome)
+        defer { registry.kill(SIGTERM) }
+        let url = "http://127.0.0.1:\(try registry.port())"
+        let remote = ["--registry", url, "--key", admin]
+
+        // The command line on another machine: train there, register here; a key for the component.
+        let trained = try switchyard(["train", "--data", sample, "--label", "label", "--name", "credit", "--C", "0.1"] + remote, home: cliHome)
+        #expect(trained.status == 0, "\(trained.stderr)")
+        #expect(trained.stdout.contains("registered credit@2"), "\(trained.stdout)")
+        let operate = try switchyard(["keys", "create", "--scope", "operate", "--name", "serve-a"] + remote, home: cliHome)
+        #expect(operate.status == 0, "\(operate.stderr)")
+        let serveKey = operate.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let list = try switchyard(["models", "list"] + remote, home: cliHome)
+        #expect(list.stdout.contains("credit") && list.stdout.contains("production"), "\(list.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: cliHome.appendingPathComponent("registry.sqlite").path), "no local registry was made")
+
+        // A serve process with its own home follows the alias moved through the service.
+        let serve = try RunningSwitchyard(["serve", "--model", "credit@production", "--port", "0", "--open", "--threads", "1",
+                                           "--registry", url, "--key", serveKey], home: serveHome)
+        defer { serve.kill(SIGTERM) }
+        var servePort = 0
+        for _ in 0..<2000 where servePort == 0 {
+            if let r = serve.text.range(of: "on http://127.0.0.1:") { servePort = Int(serve.text[r.upperBound...].prefix { $0.isNumber }) ?? 0 }
+            usleep(10_000)
+        }
+        #expect(servePort > 0, "\(serve.text)")
+        let record = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0]
+        func servedVersion() -> String? {
+            try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json")],
+                                                     body: Array(#"{"data": [\#(record)]}"#.utf8)).headers["x-model-version"]
+        }
+        #expect(servedVersion() == "1")
+        let promoted = try switchyard(["models", "promote", "credit@2"] + remote, home: cliHome)
+        #expect(promoted.stdout.contains("credit@production: v1 → v2"), "\(promoted.stdout) \(promoted.stderr)")
+        var version: String?
+        for _ in 0..<1000 where version != "2" {
+            version = servedVersion()
+            usleep(20_000)
+        }
+        #expect(version == "2")
+        let audit = try switchyard(["models", "audit", "credit"] + remote, home: cliHome)
+        #expect(audit.stdout.contains("(ops)") && audit.stdout.contains("promote"), "\(audit.stdout)")
+        // A component's key may not move aliases.
+        let refused = try switchyard(["models", "rollback", "credit", "--registry", url, "--key", serveKey], home: cliHome)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("has scope 'operate'; this needs 'admin'"), "\(refused.stderr)")
+    }
+}
