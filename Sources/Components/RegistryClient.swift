@@ -14,7 +14,7 @@ import Telemetry
 /// and the key table. So a component keeps serving — and can restart — while the registry is
 /// down; it says so through `health` ("registry … unreachable since …"), and picks changes up
 /// again by itself when the registry is back (with backoff between attempts).
-package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, Sendable {
+package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, FleetListing, Sendable {
     package let url: String
     private let host: String
     private let port: Int
@@ -214,6 +214,22 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
 
     package func remove(id: String) throws(RegistryError) {
         _ = try call("DELETE", "/v1/fleet/\(Self.escape(id))")
+    }
+
+    package func members(maxAge: Double) throws(RegistryError) -> [FleetDirectory.Member] {
+        let value = try callJSON("GET", "/v1/fleet")
+        guard case .array(let items)? = value["members"] else { return [] }
+        let parser = ISO8601DateFormatter()
+        parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let cutoff = Date().timeIntervalSince1970 - maxAge
+        return items.compactMap { item -> FleetDirectory.Member? in
+            guard let id = item["id"]?.stringValue, let url = item["url"]?.stringValue,
+                  let seen = item["last_seen"]?.stringValue.flatMap({ parser.date(from: $0) })?.timeIntervalSince1970, seen >= cutoff
+            else { return nil }
+            let pid: Int = if case .number(let n)? = item["pid"], n.isFinite, n >= 0, n < 1e9 { Int(n) } else { 0 }
+            return FleetDirectory.Member(id: id, kind: item["kind"]?.stringValue ?? "", url: url, pid: pid, host: item["host"]?.stringValue ?? "",
+                                         model: item["model"]?.stringValue, startedAt: item["started_at"]?.stringValue ?? "", heartbeat: seen)
+        }
     }
 
     /// The registry expires its own records.

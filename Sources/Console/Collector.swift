@@ -63,8 +63,8 @@ package final class Collector: @unchecked Sendable {
     private var eventCursors: [String: Int] = [:]
     private var known: [String: ComponentView] = [:]
     private let endpoints: [String]
-    private let fleet: FleetDirectory?
-    private let registry: ModelRegistry?
+    private let fleet: (any FleetListing)?
+    private let registry: (any RegistryStore)?
     private let key: String?
     private let timeout: Double
     private let state = Mutex(FleetSnapshot())
@@ -75,7 +75,7 @@ package final class Collector: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let operatorEvents = Mutex<[EventItem]>([])
 
-    package init(endpoints: [String], fleet: FleetDirectory?, registry: ModelRegistry?, key: String?, timeout: Double = 1) {
+    package init(endpoints: [String], fleet: (any FleetListing)?, registry: (any RegistryStore)?, key: String?, timeout: Double = 1) {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.fleet = fleet
         self.registry = registry
@@ -115,7 +115,7 @@ package final class Collector: @unchecked Sendable {
     /// One round: find components, poll them all in parallel, publish.
     package func collect() {
         var found = endpoints
-        if let members = try? fleet?.members() { found += members.map(\.url) }
+        if let members = try? fleet?.members(maxAge: 15) { found += members.map(\.url) }
         var seen = Set<String>()
         let urls = found.filter { seen.insert($0).inserted }
         let results = Mutex<[String: (view: ComponentView, cursor: Int, events: [EventItem])]>([:])
@@ -140,12 +140,12 @@ package final class Collector: @unchecked Sendable {
         var aliases: [(String, String, Int)] = []
         var versions: [ModelRegistry.Version] = []
         var audit: [ModelRegistry.AuditEntry] = []
-        if let registry, let all = try? registry.versions() {
+        if let registry, let all = try? registry.versions(model: nil) {
             versions = all.sorted { ($0.model, -$0.version) < ($1.model, -$1.version) }
             for model in Set(all.map(\.model)).sorted() {
                 for (alias, version) in (try? registry.aliases(model: model)) ?? [] { aliases.append((model, alias, version)) }
             }
-            audit = ((try? registry.audit(limit: 200)) ?? []).sorted { $0.id > $1.id }
+            audit = ((try? registry.audit(model: nil, after: nil, limit: 200)) ?? []).sorted { $0.id > $1.id }
         }
         let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.url) < ($1.kind, $1.url) }
         state.withLock { s in
@@ -214,14 +214,15 @@ package final class Collector: @unchecked Sendable {
     // MARK: - Actions
 
     /// Moves a registry alias off the UI thread; the outcome goes to `done` and the events view.
-    package func change(_ registry: ModelRegistry, _ action: RegistryAction, label: String,
+    package func change(_ registry: any RegistryStore, _ action: RegistryAction, label: String,
                         done: @escaping @Sendable (Result<String, ConsoleError>) -> Void) {
         let who = "console:" + ProcessInfo.processInfo.userName
         act(label, detail: { $0 }, done: done) {
             do {
                 switch action {
-                case .promote(let model, let version, let alias):
-                    let previous = try registry.promote(model: model, version: version, alias: alias, who: who)
+                case .promote(let model, let version, let alias, let expected):
+                    // Compare-and-set on what the dialog showed: a move made meanwhile is not undone unseen.
+                    let previous = try registry.promote(model: model, version: version, alias: alias, who: who, expected: expected)
                     return .success("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
                 case .rollback(let model, let alias):
                     let moved = try registry.rollback(model: model, alias: alias, who: who)

@@ -13,11 +13,13 @@ package final class ConsoleApp {
     private let theme: Theme
     /// Outcomes of actions, handed from their threads to the UI thread.
     private let outcomes = Outbox()
-    private let registry: ModelRegistry?
+    private let registry: (any RegistryStore)?
     private let apiKey: String?
 
-    package init(collector: Collector, registry: ModelRegistry?, key: String?, theme: Theme, readOnly: Bool, interval: Double,
-                 describe: @escaping @Sendable (String) -> String?) {
+    /// `keyIdentity`: the key's id and scope where the registry knows it (the local key store, or
+    /// the registry service's whoami), so actions it may not take are refused before sending.
+    package init(collector: Collector, registry: (any RegistryStore)?, key: String?, keyIdentity: (id: String, scope: Scope)?, theme: Theme,
+                 readOnly: Bool, interval: Double, describe: @escaping @Sendable (String) -> String?) {
         self.collector = collector
         self.registry = registry
         apiKey = key
@@ -25,7 +27,7 @@ package final class ConsoleApp {
         controller = Controller()
         controller.state.readOnly = readOnly
         // What the key may do, when this machine's key store knows it: actions it may not take show why.
-        if let key, let registry, let keys = try? KeyStore(home: registry.home).activeKeys(), let known = keys[KeyStore.hash(key)] {
+        if key != nil, let known = keyIdentity {
             controller.state.scope = known.scope.rawValue
             if known.scope == .read {
                 controller.state.readOnly = true
@@ -50,7 +52,7 @@ package final class ConsoleApp {
         if let form = controller.state.predict, form.componentURL == serve.url, form.model == model { return }
         guard let registry, let version = try? registry.resolve(model), let document = try? registry.document(version) else {
             controller.state.predict = nil
-            controller.state.predictProblem = "\(model) is not in this machine's registry (SWITCHYARD_HOME); the form and the embedded comparison need it."
+            controller.state.predictProblem = "\(model) is not in the registry this console reads (SWITCHYARD_HOME or --registry); the form and the embedded comparison need it."
             return
         }
         controller.state.predict = PredictForm(componentURL: serve.url, model: model, document: document)

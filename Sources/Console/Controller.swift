@@ -271,7 +271,8 @@ package struct Controller: Sendable {
             guard current != version else { return fail("\(parts[0])@\(alias) already points at v\(version)") }
             let from = current.map { "v\($0) (\(describe("\(parts[0])@\($0)") ?? "?"))" } ?? "none"
             let question = "Point \(parts[0])@\(alias): \(from) → v\(version) (\(describe("\(parts[0])@\(version)") ?? "?"))? Components following it swap."
-            return askRegistry(question, .promote(model: parts[0], version: version, alias: alias), "promote \(parts[0])@\(version) to \(alias)")
+            return askRegistry(question, .promote(model: parts[0], version: version, alias: alias, expected: current.map { .version($0) } ?? .absent),
+                               "promote \(parts[0])@\(version) to \(alias)")
         case "rollback":
             guard words.count >= 2 else { return fail("rollback needs a model, e.g. :rollback credit production") }
             let model = words[1], alias = words.count >= 3 ? words[2] : "production"

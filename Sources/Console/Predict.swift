@@ -73,7 +73,7 @@ package struct PredictResult: Sendable, Equatable {
 
 /// Sends a record to a serve component (Azure ML `/score`) and scores it with the
 /// embedded scorer on the same version from the registry; parity within 1e-9.
-package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: ModelRegistry?) -> PredictResult {
+package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: (any ModelSource)?) -> PredictResult {
     var result = PredictResult()
     guard let (host, port) = Collector.hostPort(form.componentURL) else {
         result.error = "bad address \(form.componentURL)"

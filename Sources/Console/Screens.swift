@@ -1,4 +1,5 @@
 import Foundation
+import Registry
 import Scoring
 
 /// The console's views: 0 the overview, 1–6 the detail views.
@@ -20,7 +21,8 @@ package enum ConsoleView: Int, CaseIterable, Sendable {
 
 /// A change to the local registry (SWITCHYARD_HOME): components that follow the alias pick it up.
 package enum RegistryAction: Equatable, Sendable {
-    case promote(model: String, version: Int, alias: String)
+    /// `expected`: where the alias pointed when the operator confirmed.
+    case promote(model: String, version: Int, alias: String, expected: ModelRegistry.Expected)
     case rollback(model: String, alias: String)
 }
 

@@ -314,7 +314,7 @@ private func detailedFleet() -> FleetSnapshot {
         _ = c.handle(.up, s)
         _ = c.handle(.character("P"), s)
         #expect(c.state.confirm?.question == "Point credit@production: v2 (auc 0.8100) → v3 (auc 0.8200)? Components following it swap.")
-        #expect(c.handle(.character("y"), s) == .registry(.promote(model: "credit", version: 3, alias: "production"), label: "promote credit@3 to production"))
+        #expect(c.handle(.character("y"), s) == .registry(.promote(model: "credit", version: 3, alias: "production", expected: .version(2)), label: "promote credit@3 to production"))
         // One key rolls production back to where the audit log says it was.
         _ = c.handle(.character("b"), s)
         #expect(c.state.confirm?.question == "Roll credit@production back: v2 (auc 0.8100) → v1 (auc 0.7900)? Components following it swap.")

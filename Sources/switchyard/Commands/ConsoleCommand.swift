@@ -1,8 +1,10 @@
+import Components
 import Console
 import Foundation
 import Registry
 import Scoring
 import Synchronization
+import Telemetry
 
 let consoleCommand = Command(
     words: ["console"],
@@ -13,11 +15,14 @@ let consoleCommand = Command(
         Option(name: "theme", value: "NAME", help: "themes/NAME.theme: default, light, high-contrast, mono", defaultValue: "default"),
         Option(name: "read-only", help: "watch only: actions are refused with the reason"),
         Option(name: "refresh", value: "SECONDS", help: "poll interval (+ and - change it live)", defaultValue: "1"),
+        Option(name: "registry", value: "URL", help: "the registry service: the fleet, models, audit and aliases come from it", defaultValue: "$SWITCHYARD_REGISTRY, else this machine's SWITCHYARD_HOME"),
     ],
     details: """
-        Components are found in SWITCHYARD_HOME's fleet directory (every serve, batch and stream
-        started there) and from --endpoint, so the console works the same against components
-        on other machines. A component that stops answering shows as DOWN with when it was last
+        Components are found in the registry's fleet directory (SWITCHYARD_HOME's, or the
+        registry service's with --registry: every serve, batch and stream that uses it, on any
+        machine) and from --endpoint. With --registry the console needs no local file: versions,
+        the audit log, promote and rollback (compare-and-set on what the dialog showed), the
+        key's scope and the Predict view's model all come over HTTP. A component that stops answering shows as DOWN with when it was last
         seen, and comes back by itself. Polling runs off the UI thread with 1 s timeouts.
 
         Keys: q quit, ? help, 0 overview, 1 serve, 2 batch, 3 stream, 4 models, 5 predict,
@@ -36,21 +41,37 @@ let consoleCommand = Command(
         guard isatty(1) == 1 else { throw CommandError("the console needs a terminal; run it in one (or inside tmux)") }
         let stop = StopFlag()
         onTermination { stop.stop() }
+        let registry = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 }
+            ?? ProcessInfo.processInfo.environment["SWITCHYARD_REGISTRY"]
         try runConsole(home: Home.fromEnvironment(), key: key, endpoints: args.strings("endpoint"), theme: args.string("theme") ?? "default",
-                       readOnly: args.flag("read-only"), refresh: refresh, stop: stop)
+                       readOnly: args.flag("read-only"), refresh: refresh, stop: stop, registry: registry.flatMap { $0.isEmpty ? nil : $0 })
         return Exit.ok
     })
 
 /// Runs the console on this terminal until the operator quits or `stop` is set.
-func runConsole(home: Home, key: String?, endpoints: [String], theme name: String, readOnly: Bool, refresh: Double, stop: StopFlag) throws {
-    let fleet = try? FleetDirectory(home: home)
-    let registry = try? ModelRegistry(home: home)
+func runConsole(
+    home: Home, key: String?, endpoints: [String], theme name: String, readOnly: Bool, refresh: Double, stop: StopFlag, registry url: String? = nil
+) throws {
+    let fleet: (any FleetListing)?
+    let registry: (any RegistryStore)?
+    var identity: (id: String, scope: Scope)?
+    if let url {
+        let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: key, home: home, events: EventLog()) }
+        fleet = client
+        registry = client
+        if let who = try? client.whoami(), let id = who.id, let scope = who.scope { identity = (id, scope) }
+    } else {
+        fleet = try? FleetDirectory(home: home)
+        registry = try? ModelRegistry(home: home)
+        if let key, let known = (try? KeyStore(home: home).activeKeys())?[KeyStore.hash(key)] { identity = (known.id, known.scope) }
+    }
     let folders = [URL(fileURLWithPath: "themes"), home.url.appendingPathComponent("themes"),
                    URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent("../../../themes").standardized]
     let theme: Theme
     do { theme = try Theme.load(name, folders: folders) } catch { throw UsageError("\(error)") }
     let collector = Collector(endpoints: endpoints, fleet: fleet, registry: registry, key: key)
-    let app = ConsoleApp(collector: collector, registry: registry, key: key, theme: theme, readOnly: readOnly, interval: refresh) { reference in
+    let app = ConsoleApp(collector: collector, registry: registry, key: key, keyIdentity: identity, theme: theme, readOnly: readOnly,
+                         interval: refresh) { reference in
         guard let registry, let version = try? registry.resolve(reference) else { return nil }
         return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
     }
