@@ -9,9 +9,13 @@ final class RunningSwitchyard: @unchecked Sendable {
     let process = Process()
     private let output = Mutex<String>("")
 
-    /// `descriptors` runs it under that descriptor limit (soft and hard), through `sh -c 'ulimit -n'`.
-    init(_ arguments: [String], home: URL, descriptors: Int? = nil) throws {
-        if let descriptors {
+    /// `descriptors` runs it under that descriptor limit (soft and hard), through `sh -c 'ulimit -n'`;
+    /// `namespace` runs it in that network namespace (`ip netns exec`), a test host.
+    init(_ arguments: [String], home: URL, descriptors: Int? = nil, namespace: String? = nil) throws {
+        if let namespace {
+            process.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+            process.arguments = ["netns", "exec", namespace, switchyardBinary.path] + arguments
+        } else if let descriptors {
             process.executableURL = URL(fileURLWithPath: "/bin/sh")
             process.arguments = ["-c", "ulimit -n \(descriptors) && exec \"$0\" \"$@\"", switchyardBinary.path] + arguments
         } else {
@@ -43,10 +47,10 @@ final class RunningSwitchyard: @unchecked Sendable {
 
     var text: String { output.withLock { $0 } }
 
-    /// The port from "control API on http://127.0.0.1:PORT", waiting up to 20 s.
-    func port() throws -> Int {
+    /// The port from "control API on http://HOST:PORT" (HOST 127.0.0.1 unless given), waiting up to 20 s.
+    func port(host: String = "127.0.0.1") throws -> Int {
         for _ in 0..<2000 {
-            if let range = text.range(of: "control API on http://127.0.0.1:") {
+            if let range = text.range(of: "control API on http://\(host):") {
                 let digits = text[range.upperBound...].prefix { $0.isNumber }
                 if let port = Int(digits) { return port }
             }

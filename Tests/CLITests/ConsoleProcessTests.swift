@@ -5,7 +5,7 @@ import Scoring
 import Testing
 
 /// tmux, driven by the test: a server and session of its own (`-L`), keys in, the screen out.
-private struct Tmux {
+struct Tmux {
     let session = "switchyard-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
 
     /// Runs a tmux command and returns its output. posix_spawn and waitpid rather than

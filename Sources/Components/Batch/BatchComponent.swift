@@ -428,6 +428,7 @@ package final class BatchComponent: Component {
     package func tick() { tick(now: Date()) }
 
     func tick(now: Date) {
+        followAlias()
         guard let schedule, let due = nextSlot.withLock({ $0 }), now >= due else { return }
         nextSlot.withLock { $0 = schedule.next(after: now) }
         do {
@@ -439,6 +440,18 @@ package final class BatchComponent: Component {
             _ = try trigger(.schedule, who: "schedule", scheduledFor: due.timeIntervalSince1970)
         } catch {
             events.append("error", "schedule: \(error.message)")
+        }
+    }
+
+    /// Loads what a followed alias points at now, so status (and the console) shows the version
+    /// the next run takes; a running run keeps the version it started with.
+    private func followAlias() {
+        let (name, alias) = target.withLock { ($0.model, $0.alias) }
+        guard let alias, let version = try? registry.resolve("\(name)@\(alias)") else { return }
+        let previous = loaded.withLock { $0?.version }
+        guard previous?.model != version.model || previous?.version != version.version else { return }
+        if (try? load(version.reference)) != nil {
+            events.append("model", "alias \(alias) moved: next runs use \(version.reference) (was \(previous?.reference ?? "none"))")
         }
     }
 
