@@ -133,6 +133,7 @@ final class TestHosts {
         try tmux.keys("y")
         _ = try tmux.wait("the rollback done") { $0.contains("credit@production: v2 → v1") }
         waitUntil("every component back on credit@1") { models() == ["credit@1", "credit@1", "credit@1"] }
+        try tmux.keys("q")  // the console leaves its host before the host is removed
 
         // The registry dies: components keep serving and say so; it comes back: they recover.
         registry.kill(SIGKILL)

@@ -24,8 +24,17 @@ struct Tmux {
         csystem_spawn_add_closefrom(&actions, 3)
         let argv = (["tmux", "-L", session] + arguments).map { strdup($0) } + [nil]
         defer { for p in argv { free(p) } }
+        // The test's threads block most signals, and a spawned process inherits the mask: the tmux
+        // server would then never see SIGCHLD or SIGHUP, and kill-server would leave it running.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/usr/bin/tmux", &actions, nil, argv, environ)
+        let rc = posix_spawn(&pid, "/usr/bin/tmux", &actions, &attributes, argv, environ)
         guard rc == 0 else { throw CLITestError("cannot start tmux: \(String(cString: strerror(rc)))") }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
