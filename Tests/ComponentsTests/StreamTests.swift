@@ -362,8 +362,10 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         #expect(waitFor { stream.isReady })
         #expect(stream.sourceHealth.outages == 1)
         #expect(events.after(0).contains { $0.kind == "recovered" && $0.message.hasPrefix("source ") })
+        // What /metrics adds for every component's dependencies.
         var text = PrometheusText()
-        stream.metrics(&text)
+        DependencyHealth.describeMetrics(&text)
+        for dependency in stream.dependencies { dependency.metrics(&text) }
         #expect(text.text.contains(#"switchyard_dependency_outages_total{dependency="source"} 1"#))
         #expect(text.text.contains(#"switchyard_dependency_up{dependency="source"} 1"#))
     }
