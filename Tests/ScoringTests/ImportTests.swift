@@ -178,4 +178,45 @@ import Testing
         let lacking = ImportSchema(fields: [])
         #expect(message(stump(threshold: "0.5"), .xgboostJSON, schema: lacking).contains("feature \"x\" is in no schema field"))
     }
+
+    /// Hostile numbers in a model file are errors, never traps or allocations they chose: each of
+    /// these used to crash the process (the first was found by the importers' fuzz target).
+    @Test func hostileNumbersInAModelFileAreErrors() throws {
+        func message(_ data: Data, _ format: ModelImport.Format) -> String {
+            do {
+                _ = try ModelImport.convert(data, format: format, file: "m", schema: nil, name: "m", created: "")
+                return "no error"
+            } catch {
+                return error.message
+            }
+        }
+        let crash = try fixtureData("fuzz/importers/crash-negative-max-feature-idx").dropFirst()
+        #expect(message(Data(crash), .lightgbmText) == "max_feature_idx -14 is not a feature index (0 to 999999)")
+        let lightgbm = String(decoding: try fixtureData("fuzz/importers/lightgbm-one-tree").dropFirst(), as: UTF8.self)
+        #expect(message(Data(lightgbm.utf8), .lightgbmText) == "no error", "the seed itself imports")
+        func lightgbmWith(_ from: String, _ to: String) -> Data {
+            #expect(lightgbm.contains(from), "\(from)")
+            return Data(lightgbm.replacingOccurrences(of: from, with: to).utf8)
+        }
+        #expect(message(lightgbmWith("max_feature_idx=14", "max_feature_idx=9223372036854775807"), .lightgbmText).hasPrefix("max_feature_idx 9223372036854775807 is not a feature index"))
+        #expect(message(lightgbmWith("num_tree_per_iteration=1", "num_tree_per_iteration=99999999999"), .lightgbmText).hasPrefix("num_tree_per_iteration 99999999999 is not a class count"))
+        #expect(message(lightgbmWith("left_child=2 ", "left_child=-9223372036854775808 "), .lightgbmText).contains("is neither a split"))
+        #expect(message(lightgbmWith("decision_type=8 ", "decision_type=9 "), .lightgbmText).contains("names category set"))
+
+        let xgboost = String(decoding: stump(threshold: "0.5"), as: UTF8.self)
+        func xgboostWith(_ from: String, _ to: String) -> Data {
+            #expect(xgboost.contains(from), "\(from)")
+            return Data(xgboost.replacingOccurrences(of: from, with: to).utf8)
+        }
+        #expect(message(xgboostWith(#""version": [3, 2, 0]"#, #""version": [1e300, -1e300, 0.5]"#), .xgboostJSON) == "no error")
+        #expect(message(xgboostWith(#""left_children": [1, -1, -1]"#, #""left_children": [1e300, -1, -1]"#), .xgboostJSON).contains("does not exist"))
+        #expect(message(xgboostWith(#""split_indices": [0, 0, 0]"#, #""split_indices": [-1e19, 0, 0]"#), .xgboostJSON).contains("does not exist"))
+        #expect(message(xgboostWith(#""num_feature": "1""#, #""num_feature": "999999999999""#), .xgboostJSON).hasPrefix("num_feature 999999999999 is not a feature count"))
+        let softmax = xgboostWith(#""objective": {"name": "binary:logistic"}"#, #""objective": {"name": "multi:softprob"}"#)
+        let bigClasses = String(decoding: softmax, as: UTF8.self).replacingOccurrences(of: #""num_class": "0""#, with: #""num_class": "99999999999""#)
+        #expect(message(Data(bigClasses.utf8), .xgboostJSON).hasPrefix("num_class 99999999999 is not a class count"))
+        let categorical = xgboost.replacingOccurrences(of: #""categories": [], "categories_nodes": [], "categories_segments": [], "categories_sizes": []"#,
+                                                       with: #""categories": [1], "categories_nodes": [0], "categories_segments": [1e300], "categories_sizes": [9.2e18]"#)
+        #expect(message(Data(categorical.utf8), .xgboostJSON).contains("categorical split 0 is out of range"))
+    }
 }

@@ -59,6 +59,9 @@ struct LightGBMModel {
             if parts.count == 2 { options[parts[0]] = parts[1] }
         }
         let perIteration = Int(header["num_tree_per_iteration"] ?? "1") ?? 1
+        guard (1...maxImportedClasses).contains(perIteration) else {
+            throw ModelFormatError("num_tree_per_iteration \(perIteration) is not a class count (1 to \(maxImportedClasses))")
+        }
         let link: ModelDocument.Link
         var scale = 1.0
         switch objective {
@@ -78,7 +81,11 @@ struct LightGBMModel {
             throw ModelFormatError("num_tree_per_iteration \(perIteration) does not fit objective \"\(objective)\"")
         }
 
-        let featureCount = (Int(header["max_feature_idx"] ?? "") ?? -1) + 1
+        let maxFeature = Int(header["max_feature_idx"] ?? "") ?? -1
+        guard (0..<maxImportedFeatures).contains(maxFeature) else {
+            throw ModelFormatError("max_feature_idx \(header["max_feature_idx"] ?? "(missing)") is not a feature index (0 to \(maxImportedFeatures - 1))")
+        }
+        let featureCount = maxFeature + 1
         var names = (header["feature_names"] ?? "").split(separator: " ").map(String.init)
         if names.isEmpty { names = (0..<featureCount).map { "Column_\($0)" } }
         guard names.count == featureCount else {
@@ -147,6 +154,9 @@ struct LightGBMModel {
         let bitsets = boundaries.isEmpty ? [] : try list("cat_threshold") { UInt32($0) }
 
         // Splits first, then leaves: LightGBM's child ~k is leaf k.
+        for c in lefts + rights where c < -leaves || c >= splits {
+            throw ModelFormatError("Tree=\(t): child \(c) is neither a split (0 to \(splits - 1)) nor a leaf (-1 to -\(leaves))")
+        }
         func child(_ c: Int) -> Int { c >= 0 ? c : splits + ~c }
         var nodes: [ForeignEnsemble.Node] = []
         for i in 0..<splits {
@@ -160,8 +170,8 @@ struct LightGBMModel {
             let missing = (d >> 2) & 3
             if d & 1 != 0 {
                 // Categorical: NaN and negative codes go right.
-                let k = Int(thresholds[i])
-                guard k >= 0, k + 1 < boundaries.count, boundaries[k] <= boundaries[k + 1], boundaries[k + 1] <= bitsets.count else {
+                let k = wholeNumber(thresholds[i]) ?? -1
+                guard k >= 0, k < boundaries.count - 1, boundaries[k] >= 0, boundaries[k] <= boundaries[k + 1], boundaries[k + 1] <= bitsets.count else {
                     throw ModelFormatError("Tree=\(t): split \(i) names category set \(k), which does not exist")
                 }
                 var codes: [Int] = []

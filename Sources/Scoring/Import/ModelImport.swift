@@ -286,3 +286,16 @@ struct FeatureLayout {
         return ModelFormatError("schema: field \"\(field)\" reads feature \"\(feature)\", which the model does not have\(hint); its features: \(names.prefix(12).joined(separator: ", "))\(names.count > 12 ? ", …" : "")")
     }
 }
+
+/// A count, index, code or child read from a model file as a number: nil unless it is a whole
+/// number of magnitude below 2^53, so converting it never traps (`Int(1e300)` would).
+@inline(__always)
+func wholeNumber(_ x: Double) -> Int? {
+    guard x.isFinite, x == x.rounded(), abs(x) < 9_007_199_254_740_992 else { return nil }
+    return Int(x)
+}
+
+/// The most features and classes an imported model may declare; more is refused before
+/// anything is sized by the claim.
+let maxImportedFeatures = 1_000_000
+let maxImportedClasses = 100_000

@@ -28,7 +28,7 @@ struct XGBoostModel {
         guard let learner = root["learner"] else {
             throw ModelFormatError("not an XGBoost JSON model: no \"learner\" (save it with booster.save_model(\"model.json\"))")
         }
-        let version = root["version"]?.arrayOfNumbers?.map { String(Int($0)) }.joined(separator: ".")
+        let version = root["version"]?.arrayOfNumbers?.map { wholeNumber($0).map(String.init) ?? "?" }.joined(separator: ".")
         guard let objective = learner["objective"]?["name"]?.stringValue else {
             throw ModelFormatError("learner.objective.name is missing")
         }
@@ -44,6 +44,12 @@ struct XGBoostModel {
         let params = learner["learner_model_param"]
         let numFeature = Int(params?["num_feature"]?.stringValue ?? "") ?? 0
         let numClass = Int(params?["num_class"]?.stringValue ?? "") ?? 0
+        guard (0...maxImportedFeatures).contains(numFeature) else {
+            throw ModelFormatError("num_feature \(numFeature) is not a feature count (0 to \(maxImportedFeatures))")
+        }
+        guard (0...maxImportedClasses).contains(numClass) else {
+            throw ModelFormatError("num_class \(numClass) is not a class count (0 to \(maxImportedClasses))")
+        }
         if let targets = Int(params?["num_target"]?.stringValue ?? ""), targets > 1 {
             throw ModelFormatError("multi-target models (num_target \(targets)) are not supported")
         }
@@ -80,7 +86,7 @@ struct XGBoostModel {
         }
         var trees: [ForeignEnsemble.Tree] = []
         for (t, value) in treeValues.enumerated() {
-            let margin = link == .logistic ? 0 : Int(info[t])
+            let margin = link == .logistic ? 0 : (wholeNumber(info[t]) ?? -1)
             guard (0..<intercepts.count).contains(margin) else { throw ModelFormatError("tree \(t): tree_info \(info[t]) is not a class") }
             trees.append(try Self.tree(value, index: t, margin: margin))
         }
@@ -112,9 +118,9 @@ struct XGBoostModel {
             else { continue }
             var names: [String] = []
             var start = 0
-            for end in offsets.dropFirst().map({ Int($0) }) {
+            for end in offsets.dropFirst().map({ wholeNumber($0) ?? -1 }) {
                 guard start <= end, end <= bytes.count else { break }
-                names.append(String(decoding: bytes[start..<end].map { UInt8(truncatingIfNeeded: Int($0)) }, as: UTF8.self))
+                names.append(String(decoding: bytes[start..<end].map { UInt8(truncatingIfNeeded: wholeNumber($0) ?? 0) }, as: UTF8.self))
                 start = end
             }
             // A list that does not decode cleanly is left for the schema to give.
@@ -143,10 +149,12 @@ struct XGBoostModel {
             if left[i] < 0 {
                 nodes[i].value = Double(Float(conditions[i]))
             } else {
-                nodes[i].feature = Int(indices[i])
+                // Out-of-range numbers become indices that do not exist: converting checks them
+                // if the node is reached (a deleted node may carry any).
+                nodes[i].feature = wholeNumber(indices[i]) ?? Int(Int32.max)
                 nodes[i].threshold = conditions[i]
-                nodes[i].left = Int(left[i])
-                nodes[i].right = Int(right[i])
+                nodes[i].left = wholeNumber(left[i]) ?? Int(Int32.max)
+                nodes[i].right = wholeNumber(right[i]) ?? Int(Int32.max)
                 nodes[i].defaultLeft = defaults[i] != 0
             }
         }
@@ -160,13 +168,14 @@ struct XGBoostModel {
             throw ModelFormatError("tree \(t): categories_nodes, categories_segments and categories_sizes differ in length")
         }
         for (k, nodeValue) in catNodes.enumerated() {
-            let i = Int(nodeValue)
-            let start = Int(segments[k])
-            let end = start + Int(sizes[k])
-            guard nodes.indices.contains(i), nodes[i].feature >= 0, start >= 0, end <= categories.count else {
+            guard let i = wholeNumber(nodeValue), let start = wholeNumber(segments[k]), let size = wholeNumber(sizes[k]),
+                  nodes.indices.contains(i), nodes[i].feature >= 0, start >= 0, size >= 0, size <= categories.count - start
+            else {
                 throw ModelFormatError("tree \(t): categorical split \(k) is out of range")
             }
-            nodes[i].categoriesLeft = categories[start..<end].map { Int($0) }
+            let codes = categories[start..<(start + size)].map { wholeNumber($0) ?? -1 }
+            guard codes.allSatisfy({ $0 >= 0 }) else { throw ModelFormatError("tree \(t): categorical split \(k) lists a code that is not a whole number ≥ 0") }
+            nodes[i].categoriesLeft = codes
             (nodes[i].left, nodes[i].right) = (nodes[i].right, nodes[i].left)
             nodes[i].defaultLeft.toggle()
         }
