@@ -49,8 +49,16 @@ final class RunningSwitchyard: @unchecked Sendable {
 
     /// The port from "control API on http://HOST:PORT" (HOST 127.0.0.1 unless given), waiting up to 20 s.
     func port(host: String = "127.0.0.1") throws -> Int {
+        try port(after: "control API on http://\(host):")
+    }
+
+    /// The port `serve` prints ("serving credit@1 on http://127.0.0.1:PORT …").
+    func servePort() throws -> Int { try port(after: " on http://127.0.0.1:") }
+
+    /// The number after `marker` in the output, waiting up to 20 s.
+    func port(after marker: String) throws -> Int {
         for _ in 0..<2000 {
-            if let range = text.range(of: "control API on http://\(host):") {
+            if let range = text.range(of: marker) {
                 let digits = text[range.upperBound...].prefix { $0.isNumber }
                 if let port = Int(digits) { return port }
             }

@@ -83,11 +83,7 @@ struct Tmux {
         defer { for p in [serve, batch, stream, producer] { p.kill(SIGTERM) } }
         _ = try batch.port()
         _ = try stream.port()
-        var servePort = 0
-        for _ in 0..<500 where servePort == 0 {
-            if let r = serve.text.range(of: "on http://127.0.0.1:") { servePort = Int(serve.text[r.upperBound...].prefix { $0.isNumber }) ?? 0 }
-            usleep(10_000)
-        }
+        let servePort = try serve.servePort()
         // Light load on serve while the console watches.
         let port = servePort
         let load = Thread {

@@ -35,12 +35,7 @@ import Testing
         let serve = try RunningSwitchyard(["serve", "--model", "credit@production", "--port", "0", "--open", "--threads", "1",
                                            "--registry", url, "--key", serveKey], home: serveHome)
         defer { serve.kill(SIGTERM) }
-        var servePort = 0
-        for _ in 0..<2000 where servePort == 0 {
-            if let r = serve.text.range(of: "on http://127.0.0.1:") { servePort = Int(serve.text[r.upperBound...].prefix { $0.isNumber }) ?? 0 }
-            usleep(10_000)
-        }
-        #expect(servePort > 0, "\(serve.text)")
+        let servePort = try serve.servePort()
         let record = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0]
         func servedVersion() -> String? {
             try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json")],

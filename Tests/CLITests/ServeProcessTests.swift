@@ -17,12 +17,7 @@ import Testing
         let key = try switchyard(["keys", "create", "--scope", "read"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let serve = try RunningSwitchyard(["serve", "--model", "credit@production", "--port", "0", "--open", "--threads", "1"], home: home, descriptors: 48)
         defer { serve.kill(SIGTERM) }
-        var port = 0
-        for _ in 0..<2000 where port == 0 {
-            if let r = serve.text.range(of: "on http://127.0.0.1:") { port = Int(serve.text[r.upperBound...].prefix { $0.isNumber }) ?? 0 }
-            usleep(10_000)
-        }
-        #expect(port > 0, "\(serve.text)")
+        let port = try serve.servePort()
         // One connection kept for asking status while the table is full.
         let control = HTTPClient(port: port, timeout: 20)
         func status() throws -> JSONValue { try JSONValue.parse(try control.request("GET", "/v1/status", headers: [("Authorization", "Bearer \(key)")]).body) }

@@ -96,12 +96,7 @@ final class BatchFixture: @unchecked Sendable {
         root = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-batch-\(UUID().uuidString)")
         home = Home(root.appendingPathComponent("home"))
         registry = try ModelRegistry(home: home)
-        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
-        document.metadata.name = "credit"
-        try registry.register(document, who: "test")
-        document.estimator.intercepts[0] += 0.5
-        try registry.register(document, who: "test")
-        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        try registerCreditVersions(registry)
         ledger = try RunLedger(home: home)
         keys = try KeyStore(home: home)
         operateKey = try keys.create(scope: .operate, name: nil, who: "test").1

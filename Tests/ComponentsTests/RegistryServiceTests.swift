@@ -21,12 +21,7 @@ final class RegistryServiceFixture: @unchecked Sendable {
     init() throws {
         home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-registry-\(UUID().uuidString)"))
         registry = try ModelRegistry(home: home)
-        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
-        document.metadata.name = "credit"
-        try registry.register(document, who: "test")
-        document.estimator.intercepts[0] += 0.5
-        try registry.register(document, who: "test")
-        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        try registerCreditVersions(registry)
         keys = try KeyStore(home: home)
         let admin = try keys.create(scope: .admin, name: "ops", who: "test")
         adminID = admin.0.id

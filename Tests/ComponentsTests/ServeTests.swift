@@ -19,6 +19,20 @@ let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
 let creditRecord = #"{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
 let creditArray = #"[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]"#
 
+/// Registers the scikit-learn credit model as credit@1 (production) and a shifted credit@2 (so
+/// answers differ); returns their documents by version.
+@discardableResult
+func registerCreditVersions(_ registry: ModelRegistry) throws -> [Int: ModelDocument] {
+    var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+    document.metadata.name = "credit"
+    try registry.register(document, who: "test")
+    let first = document
+    document.estimator.intercepts[0] += 0.5
+    try registry.register(document, who: "test")
+    try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+    return [1: first, 2: document]
+}
+
 /// A serve component on a free loopback port over a fresh SWITCHYARD_HOME with
 /// two versions of the scikit-learn credit model (v2 shifted so answers differ).
 final class ServeFixture {
@@ -34,14 +48,7 @@ final class ServeFixture {
     init(open: Bool = false, reference: String = "credit@production", threads: Int = 2) throws {
         home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-\(UUID().uuidString)"))
         registry = try ModelRegistry(home: home)
-        var document = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
-        document.metadata.name = "credit"
-        try registry.register(document, who: "test")
-        documents[1] = document
-        document.estimator.intercepts[0] += 0.5
-        try registry.register(document, who: "test")
-        documents[2] = document
-        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        documents = try registerCreditVersions(registry)
         keys = try KeyStore(home: home)
         adminKey = try keys.create(scope: .admin, name: nil, who: "test").1
         predictKey = try keys.create(scope: .predict, name: nil, who: "test").1
