@@ -19,7 +19,7 @@ package final class ConsoleApp {
     /// `keyIdentity`: the key's id and scope where the registry knows it (the local key store, or
     /// the registry service's whoami), so actions it may not take are refused before sending.
     package init(collector: Collector, registry: (any RegistryStore)?, key: String?, keyIdentity: (id: String, scope: Scope)?, theme: Theme,
-                 readOnly: Bool, interval: Double, describe: @escaping @Sendable (String) -> String?) {
+                 readOnly: Bool, interval: Double, quitQuestion: String? = nil, describe: @escaping @Sendable (String) -> String?) {
         self.collector = collector
         self.registry = registry
         apiKey = key
@@ -35,6 +35,7 @@ package final class ConsoleApp {
             }
         }
         controller.state.interval = interval
+        controller.state.quitQuestion = quitQuestion
         controller.describe = describe
         collector.interval = interval
     }

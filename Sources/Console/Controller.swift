@@ -34,12 +34,24 @@ package struct Controller: Sendable {
         if state.filtering { return handleFilter(key) }
         if state.view == .predict, state.predict != nil, let effect = handlePredict(key) { return effect }
         if state.showHelp {
+            // Any key closes help, q and Esc included: neither quits from here.
             state.showHelp = false
-            return key == .character("q") ? .quit : .redraw
+            return .redraw
         }
         let count = snapshot.components.count
         switch key {
-        case .character("q"), .escape: return .quit
+        case .character("q"):
+            guard let question = state.quitQuestion else { return .quit }
+            state.confirm = PendingAction(question: question, method: "", path: "", body: "", component: nil, registry: nil, label: "quit", quit: true)
+        case .escape:
+            // Esc goes back, never out: a detail view returns to the overview.
+            if state.view != .overview {
+                state.view = .overview
+                state.row = 0
+            } else {
+                state.status = "q quits" + (state.quitQuestion == nil ? "" : " (it asks first)")
+                state.statusRole = .status
+            }
         case .character("?"): state.showHelp = true
         case .character(let c) where ("0"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
         case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
@@ -133,6 +145,7 @@ package struct Controller: Sendable {
         switch key {
         case .character("y"), .character("Y"):
             state.confirm = nil
+            if pending.quit { return .quit }
             state.status = "\(pending.label)…"
             state.statusRole = .status
             if let action = pending.registry { return .registry(action, label: pending.label) }

@@ -35,6 +35,8 @@ package struct PendingAction: Sendable {
     package var component: ComponentView?
     package var registry: RegistryAction?
     package var label: String
+    /// Yes quits (and, under `switchyard up`, stops what it started).
+    package var quit = false
 }
 
 /// Everything the screen shows besides the fleet snapshot.
@@ -46,6 +48,8 @@ package struct ConsoleState: Sendable {
     /// The API key's scope when the local key store knows it (`read`, `operate`, `admin`).
     package var scope: String?
     package var showHelp = false
+    /// When quitting stops more than the console (under `switchyard up`), `q` asks this first.
+    package var quitQuestion: String?
     /// The `:` command line (nil when closed) and the `/` filter.
     package var commandLine: String?
     package var filter = ""
@@ -328,7 +332,8 @@ private func drawDialog(_ canvas: inout Canvas, _ question: String) {
 
 private func drawHelp(_ canvas: inout Canvas) {
     let lines = [
-        "q, Esc        quit (Esc closes a dialog first)",
+        "q             quit (under switchyard up it asks first: it stops everything)",
+        "Esc           back: closes a dialog, the filter, help, or a detail view",
         "0-6, Tab      views: overview, serve, batch, stream, models, predict, events",
         "arrows, j/k   select a component (a run or version in Batch, Models)",
         "r             refresh now;  + / -  poll faster / slower",

@@ -91,7 +91,23 @@ final class Terminal {
         case 0o407, 127, 8: return .backspace
         case 9: return .tab
         case 10, 13, 0o527: return .enter
-        case 27: return .escape
+        case 27:
+            // An arrow key's escape sequence split over a slow link arrives as ESC, then "[A" (or
+            // "OA") a little later: read it as the arrow, not as Esc followed by two characters.
+            wtimeout(window, 150)  // a slow link's split, not a person's next key
+            let next = wgetch(window)
+            wtimeout(window, 50)
+            guard next == 0x5B || next == 0x4F else {
+                if next != ERR { ungetch(next) }
+                return .escape
+            }
+            switch wgetch(window) {
+            case 0x41: return .up
+            case 0x42: return .down
+            case 0x43: return .right
+            case 0x44: return .left
+            default: return nil  // another sequence: dropped whole
+            }
         case 0..<128: return .character(Character(Unicode.Scalar(UInt8(code))))
         default: return nil
         }

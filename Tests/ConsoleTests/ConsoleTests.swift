@@ -156,6 +156,28 @@ private func fleet() -> FleetSnapshot {
         #expect(c.handle(.character("q"), s) == .quit)
     }
 
+    /// Esc goes back and never out; q closes help; under `up`, q asks before stopping everything.
+    @Test func escapeGoesBackAndQuittingAsks() {
+        var c = Controller()
+        let s = fleet()
+        _ = c.handle(.character("2"), s)
+        #expect(c.handle(.escape, s) == .redraw)
+        #expect(c.state.view == .overview)
+        #expect(c.handle(.escape, s) == .redraw, "Esc on the overview does not quit")
+        #expect(c.state.status == "q quits")
+        _ = c.handle(.character("?"), s)
+        #expect(c.handle(.character("q"), s) == .redraw, "q closes help")
+        #expect(!c.state.showHelp)
+        #expect(c.handle(.character("q"), s) == .quit, "the console alone quits at once")
+        c.state.quitQuestion = "Stop everything?"
+        #expect(c.handle(.character("q"), s) == .redraw)
+        #expect(c.state.confirm?.question == "Stop everything?")
+        #expect(c.handle(.escape, s) == .redraw)
+        #expect(c.state.confirm == nil && c.state.status == "cancelled: quit")
+        _ = c.handle(.character("q"), s)
+        #expect(c.handle(.character("y"), s) == .quit)
+    }
+
     @Test func triggerGoesAtOnceAndPauseAsksFirst() {
         var c = Controller()
         let s = fleet()

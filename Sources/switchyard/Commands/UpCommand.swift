@@ -114,7 +114,8 @@ let upCommand = Command(
         let stop = StopFlag()
         onTermination { stop.stop() }
         if withConsole {
-            try runConsole(home: home, key: key, endpoints: [], theme: "default", readOnly: false, refresh: 1, stop: stop)
+            try runConsole(home: home, key: key, endpoints: [], theme: "default", readOnly: false, refresh: 1, stop: stop,
+                           quitQuestion: "Stop serve, batch, stream and the producer that switchyard up started, and quit?")
         } else {
             say("admin key: \(key)\npress Ctrl-C to stop everything")
             while !stop.stopped {
