@@ -227,6 +227,12 @@ package final class ControlAPI: Sendable {
         guard Self.paths.contains(where: { $0.utf8.count == length && path.utf8.elementsEqual($0.utf8) }) else {
             return component.route(request, ctx) ?? .error(404, "no route for \(request.method) \(path)")
         }
+        var response = controlRoute(request, path: path, &ctx)
+        response.observed = false  // the control API is not the component's traffic
+        return response
+    }
+
+    private func controlRoute(_ request: HTTPRequest, path: Substring, _ ctx: inout RequestContext) -> HTTPResponse {
         func needs(_ scope: Scope?) -> HTTPResponse? {
             switch authenticator.authorize(request, loop: ctx.loop, needed: scope) {
             case .success(let principal):

@@ -110,8 +110,11 @@ private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ sta
     canvas.put(canvas.width - clock.count - 1, 0, clock, .dim)
     // The version line: each alias against what every component runs.
     var x = 1
-    let summary = "\(snapshot.components.count) component\(snapshot.components.count == 1 ? "" : "s")" + (down > 0 ? ", \(down) DOWN" : "") + (canvas.unicode ? "  │ " : "  | ")
-    canvas.put(x, 1, summary, down > 0 ? .error : .dim)
+    // What needs on-call's eyes first: what is down, behind, failing or erroring, by name.
+    let problems = healthProblems(snapshot, now: state.now)
+    let summary = "\(snapshot.components.count) component\(snapshot.components.count == 1 ? "" : "s")"
+        + (problems.isEmpty ? "" : ": " + problems.joined(separator: ", ")) + (canvas.unicode ? "  │ " : "  | ")
+    canvas.put(x, 1, summary, problems.isEmpty ? .dim : .error)
     x += summary.count
     let models = Set(snapshot.aliases.map(\.model)).sorted()
     for model in models {
@@ -180,6 +183,33 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
     }
 }
 
+/// Each component's trouble, worst first: DOWN, an unreachable dependency, a stalled or
+/// falling-behind stream, 5xx over 1% or 4xx over 10% of the last second's requests.
+func healthProblems(_ snapshot: FleetSnapshot, now: Date) -> [String] {
+    var down: [String] = [], other: [String] = []
+    for c in snapshot.components {
+        let name = c.id.isEmpty ? c.url : c.id
+        if c.isDown {
+            down.append("\(name) DOWN")
+            continue
+        }
+        if dependencyOutage(c.status, now: now) != nil {
+            if case .array(let deps)? = c.status?["dependencies"], let d = deps.first(where: { $0["up"] == .bool(false) }) {
+                other.append("\(name) \(d["name"]?.stringValue ?? "dependency") unreachable")
+            }
+        }
+        if let backlog = c.status?["backlog"]?["status"]?.stringValue, backlog == "STALLED" || backlog == "FALLING_BEHIND" {
+            other.append("\(name) \(backlog)")
+        }
+        if c.kind == "serve", let requests = c.series["requests"]?.last, requests > 0 {
+            let serverErrors = (c.series["errors"]?.last ?? 0) / requests, clientErrors = (c.series["client_errors"]?.last ?? 0) / requests
+            if serverErrors > 0.01 { other.append(String(format: "%@ 5xx %.0f%%", name, serverErrors * 100)) }
+            if clientErrors > 0.10 { other.append(String(format: "%@ 4xx %.0f%%", name, clientErrors * 100)) }
+        }
+    }
+    return down + other
+}
+
 /// 75 → "1m15s"; 90000 → "1d1h".
 func duration(_ seconds: Double) -> String {
     let s = Int(max(0, seconds))
@@ -227,11 +257,13 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     let graph = max(10, (inner - 40) / 2)
     switch c.kind {
     case "serve":
-        let requests = last("requests"), errors = last("errors")
-        let rate = requests > 0 ? errors / requests * 100 : 0
-        canvas.put(2, y + 1, String(format: "req/s %@  p50 %.2f ms  p95 %.2f ms  p99 %.2f ms  errors %.1f%%  in flight %@",
-                                    short(requests), last("p50_ms"), last("p95_ms"), last("p99_ms"), rate, short(last("in_flight"))),
-                   rate > 1 ? .warn : .value, limit: inner)
+        // 4xx and 5xx apart: a flood of bad requests is not health, and not the server's fault either.
+        let requests = last("requests")
+        let serverErrors = requests > 0 ? last("errors") / requests * 100 : 0
+        let clientErrors = requests > 0 ? last("client_errors") / requests * 100 : 0
+        canvas.put(2, y + 1, String(format: "req/s %@  p50 %.2f ms  p99 %.2f ms  4xx %.1f%%  5xx %.1f%%  in flight %@",
+                                    short(requests), last("p50_ms"), last("p99_ms"), clientErrors, serverErrors, short(last("in_flight"))),
+                   serverErrors > 1 ? .error : clientErrors > 10 ? .warn : .value, limit: inner)
         canvas.put(2, y + 2, "req/s ", .dim)
         canvas.put(8, y + 2, spark("requests", graph), .graphLow)
         canvas.put(9 + graph, y + 2, " p99 ", .dim)

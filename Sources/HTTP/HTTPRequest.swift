@@ -167,6 +167,9 @@ public struct HTTPResponse: Sendable {
     public var body: [UInt8]
     /// Close the connection after writing this response.
     public var close: Bool
+    /// Whether the server's observer counts it: false for a component's own control API (the
+    /// console's polls are not traffic).
+    public var observed = true
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], close: Bool = false) {
         self.status = status

@@ -185,7 +185,7 @@ extension HTTPServer {
                 if request.method == "HEAD" { response.body = [] }
                 let keepAlive = request.keepAlive && !response.close
                 response.serialize(into: &output, keepAlive: keepAlive)
-                observer?(loop, response.status, monotonicNanoseconds() - received)
+                if response.observed { observer?(loop, response.status, monotonicNanoseconds() - received) }
                 if !keepAlive { return true }
             case .continueNeeded:
                 output.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)

@@ -380,6 +380,20 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(SwapRequest.decode(Array(text.utf8)).failure?.status == 400)
     }
 
+    /// A console polling status, time series and events is not traffic: an idle serve used to
+    /// show three requests a second per console.
+    @Test func controlAPIPollsAreNotCountedAsRequests() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        for path in ["/v1/status", "/v1/timeseries?window=5", "/v1/events", "/metrics", "/healthz"] {
+            #expect(try f.get(path, key: f.readKey).status == 200)
+        }
+        #expect(f.serve.responses.total == 0)
+        #expect(try f.post("/score", #"{"data": [\#(creditRecord)]}"#, key: f.predictKey).status == 200)
+        #expect(try f.post("/score", "{}", key: f.predictKey).status == 400)
+        #expect(f.serve.responses.total == 2 && f.serve.responses.clientErrors == 1)
+    }
+
     @Test func anOutOfRangeVersionDoesNotKillTheComponent() throws {
         let f = try ServeFixture()
         defer { f.stop() }

@@ -73,12 +73,12 @@ private func fleet() -> FleetSnapshot {
         #expect(lines.count == 24)
         #expect(lines.allSatisfy { $0.count == 80 })
         #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 Serve  2 Batch "))
-        #expect(lines[1].hasPrefix(" 4 components, 1 DOWN  │ credit: production=v2 canary=v3  batch v1≠ serve v2"))
+        #expect(lines[1] == " 4 components: serve-b DOWN, stream-a FALLING_BEHIND  │ credit: production=v2 ca")
         #expect(lines[2] == "┌─ batch batch-a  credit@1  running ───────────────────────────────────────────┐")
         #expect(lines[3] == "│ run 7  45%  120.0k rows  3.0M rows/s  ETA 2s  day.csv  queue 1  next 02:15Z  │")
         #expect(lines[4].hasPrefix("│ rows/s                ▃▅█  progress "))
         #expect(lines[6] == "┌─ serve serve-a  credit@2  serving ───────────────────────────────────────────┐")
-        #expect(lines[7].hasPrefix("│ req/s 40  p50 0.10 ms  p95 0.20 ms  p99 0.40 ms  errors 0.0%  in flight 1"))
+        #expect(lines[7].hasPrefix("│ req/s 40  p50 0.10 ms  p99 0.40 ms  4xx 0.0%  5xx 0.0%  in flight 1"))
         #expect(lines[10].hasPrefix("┌─ stream stream-a  credit@2  running "))
         #expect(lines[11].hasPrefix("│ FALLING_BEHIND  backlog 1200  age 3.5s  in 5/s  out 3/s  dead 0/s  p99 2.5ms │"))
         #expect(lines[14].hasPrefix("┌─ serve serve-b  no model  DOWN "))
@@ -104,6 +104,20 @@ private func fleet() -> FleetSnapshot {
         #expect(lines[11] == "│ source redis://127.0.0.1:6379/events unreachable for 1m2s: Redis at 127.0.0. │")
         #expect(canvas.cells[11 * 80 + 2].role == .error)
         #expect(canvas.cells[10 * 80 + 3].role == .error)
+    }
+
+    /// A flood of 400s is not health: the panel shows 4xx and 5xx apart, and the top line names it.
+    @Test func aFloodOfClientErrorsIsNamed() {
+        var snapshot = fleet()
+        snapshot.components[1].series = ["requests": [100], "errors": [0], "client_errors": [87], "p50_ms": [0.1], "p99_ms": [0.4], "in_flight": [1]]
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        let canvas = drawConsole(snapshot, state, width: 120, height: 30, unicode: true)
+        let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
+        #expect(lines[1].hasPrefix(" 4 components: serve-b DOWN, serve-a 4xx 87%, stream-a FALLING_BEHIND  │"), "\(lines[1])")
+        #expect(lines[7].hasPrefix("│ req/s 100  p50 0.10 ms  p99 0.40 ms  4xx 87.0%  5xx 0.0%  in flight 1"), "\(lines[7])")
+        #expect(canvas.cells[7 * 120 + 2].role == .warn)
+        #expect(canvas.cells[1 * 120 + 1].role == .error)
     }
 
     @Test func aSmallTerminalIsToldSo() {
