@@ -56,7 +56,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
-        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Scoring"], swiftSettings: strict),
+        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Scoring", "HTTP", "Registry"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",
             dependencies: ["switchyard", "Scoring", "HTTP", "CSystem"],

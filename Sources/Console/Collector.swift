@@ -74,6 +74,9 @@ package final class Collector: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
     private let operatorEvents = Mutex<[EventItem]>([])
+    /// Components the operator acknowledged as gone (`x`), with when: they are dropped until the
+    /// fleet directory hears from them again.
+    private let acknowledged = Mutex<[String: Date]>([:])
 
     package init(endpoints: [String], fleet: (any FleetListing)?, registry: (any RegistryStore)?, key: String?, timeout: Double = 1) {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
@@ -112,10 +115,27 @@ package final class Collector: @unchecked Sendable {
     /// Polls now instead of at the next tick.
     package func refresh() { wake.signal() }
 
-    /// One round: find components, poll them all in parallel, publish.
+    /// Drops a DOWN component from the screen (the operator has seen it); it returns when it
+    /// answers again through the fleet directory, or for an endpoint given with --endpoint.
+    package func acknowledge(_ url: String) {
+        acknowledged.withLock { $0[url] = Date() }
+        wake.signal()
+    }
+
+    /// One round: find components, poll them all in parallel, publish. A component seen once
+    /// stays — DOWN, with when it was last seen — after it stops answering and the fleet
+    /// directory forgets it, until the operator acknowledges it.
     package func collect() {
+        let acks = acknowledged.withLock { $0 }
         var found = endpoints
-        if let members = try? fleet?.members(maxAge: 15) { found += members.map(\.url) }
+        if let members = try? fleet?.members(maxAge: 15) {
+            found += members.filter { member in acks[member.url].map { member.heartbeat > $0.timeIntervalSince1970 } ?? true }.map(\.url)
+        }
+        found += known.keys.sorted().filter { acks[$0] == nil }
+        for url in acks.keys where found.contains(url) && !endpoints.contains(url) {
+            acknowledged.withLock { _ = $0.removeValue(forKey: url) }  // heard from again: shown, and acknowledgeable again
+        }
+        for url in acks.keys where !found.contains(url) { known[url] = nil }
         var seen = Set<String>()
         let urls = found.filter { seen.insert($0).inserted }
         let results = Mutex<[String: (view: ComponentView, cursor: Int, events: [EventItem])]>([:])
@@ -133,6 +153,14 @@ package final class Collector: @unchecked Sendable {
         var added: [EventItem] = []
         for url in urls {
             guard let result = all[url] else { continue }
+            // A death and a return are events of their own (the component cannot report its death).
+            let at = isoTimestamp(Date())
+            if let before = previous[url], !before.isDown, result.view.isDown {
+                added.append(EventItem(at: at, source: "console", kind: "error",
+                                       message: "\(before.kind) \(before.id) stopped answering at \(url): \(result.view.error ?? "")"))
+            } else if let before = previous[url], before.isDown, !result.view.isDown {
+                added.append(EventItem(at: at, source: "console", kind: "recovered", message: "\(result.view.kind) \(result.view.id) answers again at \(url)"))
+            }
             known[url] = result.view
             eventCursors[url] = result.cursor
             added += result.events

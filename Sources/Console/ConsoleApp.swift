@@ -80,6 +80,9 @@ package final class ConsoleApp {
                 case .refresh:
                     collector.refresh()
                     dirty = true
+                case .acknowledge(let url):
+                    collector.acknowledge(url)
+                    dirty = true
                 case .perform(let method, let path, let body, let url, let label):
                     if let component = snapshot.components.first(where: { $0.url == url }) {
                         collector.perform(method, path, body: body, on: component, label: label) { [outcomes] result in

@@ -17,6 +17,8 @@ package enum Effect: Equatable, Sendable {
     case predict
     /// Change the local registry (already confirmed).
     case registry(RegistryAction, label: String)
+    /// The operator has seen this DOWN component: stop showing it.
+    case acknowledge(url: String)
 }
 
 /// The console's key handling: a pure state machine over `ConsoleState`, so
@@ -85,6 +87,16 @@ package struct Controller: Sendable {
             let name = model.split(separator: "@").first.map(String.init) ?? model
             let alias = components[state.selected].status?["following"]?.stringValue ?? "production"
             return command("rollback \(name) \(alias)", snapshot)
+        case .character("x") where state.view == .overview:
+            let components = snapshot.components
+            guard state.selected < components.count, components[state.selected].isDown else {
+                return fail("x: select a DOWN component to acknowledge (it stays on screen until you do)")
+            }
+            let gone = components[state.selected]
+            state.status = "acknowledged: \(gone.kind) \(gone.id) at \(gone.url) is no longer shown"
+            state.statusRole = .status
+            state.selected = max(0, state.selected - 1)
+            return .acknowledge(url: gone.url)
         case .character("r"):
             state.status = "refreshing"
             return .refresh

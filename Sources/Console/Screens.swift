@@ -369,6 +369,7 @@ private func drawHelp(_ canvas: inout Canvas) {
         "0-6, Tab      views: overview, serve, batch, stream, models, predict, events",
         "arrows, j/k   select a component (a run or version in Batch, Models)",
         "r             refresh now;  + / -  poll faster / slower",
+        "x             acknowledge the selected DOWN component (it stays until you do)",
         "t             trigger a run of the selected batch component",
         "p             pause or resume the selected stream",
         "s             swap the selected component's model (asks the version)",

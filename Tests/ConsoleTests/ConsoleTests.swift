@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import Console
+import HTTP
 import Registry
 import Scoring
 
@@ -384,5 +385,47 @@ private func detailedFleet() -> FleetSnapshot {
         var screen = ConsoleState()
         screen.scope = "operate"
         #expect(drawConsole(s, screen, width: 120, height: 24, unicode: true).text.contains("key: operate (s, b, P need admin)"))
+    }
+}
+
+@Suite struct CollectorTests {
+    /// A component that stops answering used to vanish once the fleet directory forgot it
+    /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
+    /// only when the operator acknowledges it.
+    @Test func aDeadComponentStaysDownUntilAcknowledged() throws {
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let body: String
+            switch request.path {
+            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "model": {"reference": "credit@1"}, "state": "serving"}"#
+            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
+            default: body = #"{"events": []}"#
+            }
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        let port = try server.start()
+        let url = "http://127.0.0.1:\(port)"
+        let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-collector-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let fleet = try FleetDirectory(home: home)
+        try fleet.heartbeat(.init(id: "serve-x", kind: "serve", url: url, pid: 1, host: "h", model: "credit@1", startedAt: "",
+                                  heartbeat: Date().timeIntervalSince1970))
+        let collector = Collector(endpoints: [], fleet: fleet, registry: nil, key: nil)
+        collector.collect()
+        #expect(collector.snapshot.components.map(\.isDown) == [false])
+
+        server.stop()
+        try fleet.remove(id: "serve-x")  // what the directory does once the heartbeat is stale
+        collector.collect()
+        #expect(collector.snapshot.components.map(\.isDown) == [true], "still on screen, DOWN")
+        #expect(collector.snapshot.components.first?.lastSeen != nil)
+        #expect(collector.snapshot.events.contains { $0.kind == "error" && $0.message.hasPrefix("serve serve-x stopped answering at \(url)") })
+        collector.collect()
+        #expect(collector.snapshot.components.count == 1, "and it stays")
+
+        var controller = Controller()
+        #expect(controller.handle(.character("x"), collector.snapshot) == .acknowledge(url: url))
+        collector.acknowledge(url)
+        collector.collect()
+        #expect(collector.snapshot.components.isEmpty)
     }
 }
