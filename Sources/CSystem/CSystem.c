@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <sys/socket.h>
 #include <spawn.h>
+#include <string.h>
 #include "CSystem.h"
 
 int csystem_set_nonblocking(int fd) {
@@ -84,4 +85,32 @@ void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks
 
 int csystem_spawn_add_closefrom(posix_spawn_file_actions_t *actions, int fd) {
     return posix_spawn_file_actions_addclosefrom_np(actions, fd);
+}
+
+#include <signal.h>
+#include <errno.h>
+#include <unistd.h>
+
+static int csystem_signal_fds[2] = {-1, -1};
+
+static void csystem_signal_handler(int sig) {
+    int saved = errno;
+    unsigned char byte = (unsigned char)sig;
+    (void)write(csystem_signal_fds[1], &byte, 1);  /* async-signal-safe; a full pipe drops the byte */
+    errno = saved;
+}
+
+int csystem_catch_signal(int sig) {
+    if (csystem_signal_fds[0] < 0) {
+        if (pipe2(csystem_signal_fds, O_CLOEXEC) != 0) return -1;
+        int flags = fcntl(csystem_signal_fds[1], F_GETFL, 0);
+        fcntl(csystem_signal_fds[1], F_SETFL, flags | O_NONBLOCK);
+    }
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = csystem_signal_handler;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    if (sigaction(sig, &action, NULL) != 0) return -1;
+    return csystem_signal_fds[0];
 }

@@ -55,4 +55,9 @@ int csystem_sha256_accelerated(void);
 /// SHA extensions; call only when `csystem_sha256_accelerated()` is true.
 void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks);
 
+/// Catches `sig` with a handler that writes its number to a pipe (async-signal-safe), and returns
+/// the pipe's read end (the same for every signal), or -1. Once it returns, the signal is never
+/// lost or fatal: whoever reads the pipe decides what it means.
+int csystem_catch_signal(int sig);
+
 #endif

@@ -122,6 +122,7 @@ let batchCommand = Command(
         let host_ = ComponentHost(
             component: batch, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
             authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
+        let termination = Termination()
         let bound: Int
         do {
             bound = try startListening(host_, host: host, port: port)
@@ -133,7 +134,7 @@ let batchCommand = Command(
         print("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
         if let schedule { print("  schedule: \(schedule)") } else { print("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
         fflush(nil)
-        waitForTermination()
+        termination.wait()
         print("stopping (a running run is cancelled and marked interrupted)")
         host_.stop()
         batch.stop()

@@ -1,3 +1,4 @@
+import CSystem
 import Components
 import Foundation
 import HTTP
@@ -156,33 +157,59 @@ func startListening(_ runner: ComponentHost, host: String, port: Int) throws -> 
 }
 
 /// Calls `handler` on each of `signals` (SIGINT and SIGTERM by default) instead of the
-/// default action, for the rest of the process. The sources are kept here: a local
-/// holding them can be released right after its last use in an optimized build, and
-/// a released source drops its signals (release `serve` once ignored SIGTERM so).
+/// default action, for the rest of the process. The signal is caught by a C handler from the
+/// moment this returns (it writes to a pipe a thread here reads), so a signal that arrives right
+/// after is handled, not lost: a dispatch signal source is armed later, on its own thread, and a
+/// SIGTERM sent as soon as a component said it was ready used to fall in between and be ignored.
 func onTermination(signals: [Int32] = [SIGINT, SIGTERM], _ handler: @escaping @Sendable () -> Void) {
-    let sources = signals.map { sig in
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler(handler: handler)
-        source.resume()
-        return source
-    }
-    SignalSources.shared.keep(sources)
+    SignalHandlers.shared.add(signals, handler)
 }
 
-private final class SignalSources: @unchecked Sendable {
-    // Safety: `sources` is only touched under `lock`.
-    static let shared = SignalSources()
+private final class SignalHandlers: @unchecked Sendable {
+    // Safety: `handlers` and `reading` are only touched under `lock`.
+    static let shared = SignalHandlers()
     private let lock = NSLock()
-    private var sources: [any DispatchSourceSignal] = []
-    func keep(_ more: [any DispatchSourceSignal]) { lock.withLock { sources += more } }
+    private var handlers: [Int32: [@Sendable () -> Void]] = [:]
+    private var reading = false
+
+    func add(_ signals: [Int32], _ handler: @escaping @Sendable () -> Void) {
+        var fd: Int32 = -1
+        let start: Bool = lock.withLock {
+            for sig in signals { handlers[sig, default: []].append(handler) }
+            defer { reading = true }
+            return !reading
+        }
+        for sig in signals { fd = csystem_catch_signal(sig) }
+        guard start, fd >= 0 else { return }
+        let pipe = fd
+        let thread = Thread { [self] in
+            var byte: UInt8 = 0
+            while true {
+                let n = read(pipe, &byte, 1)
+                if n < 0 && errno == EINTR { continue }
+                guard n == 1 else { return }
+                let calls = lock.withLock { handlers[Int32(byte)] ?? [] }
+                for call in calls { call() }
+            }
+        }
+        thread.name = "signals"
+        thread.start()
+    }
 }
 
-/// Blocks until SIGINT or SIGTERM.
-func waitForTermination() {
-    let done = DispatchSemaphore(value: 0)
-    onTermination { done.signal() }
-    done.wait()
+/// SIGINT or SIGTERM, caught from the moment this is made. A component makes it before it says
+/// it is ready: a stop sent as soon as the ready line appears was lost before (the signal came
+/// between the line and the handler), and the process ran on.
+final class Termination: Sendable {
+    private let done = DispatchSemaphore(value: 0)
+
+    init() {
+        let done = done
+        onTermination { done.signal() }
+    }
+
+    /// Blocks until the signal came (at once if it already did).
+    func wait() { done.wait() }
 }
 
 /// A flag one thread sets and another polls.

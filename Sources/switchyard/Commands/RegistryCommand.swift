@@ -48,10 +48,11 @@ let registryCommand = Command(
         let runner = ComponentHost(
             component: component, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 2),
             authenticator: authenticator, events: events, fleet: fleet)
+        let termination = Termination()
         let bound = try startListening(runner, host: host, port: port)
         print("registry \(home.url.path): control API on http://\(host):\(bound)")
         fflush(nil)
-        waitForTermination()
+        termination.wait()
         print("stopping")
         runner.stop()
         return Exit.ok

@@ -72,6 +72,7 @@ let serveCommand = Command(
         let runner = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) }, configuration: configuration,
             authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
+        let termination = Termination()
         let bound = try startListening(runner, host: host, port: port)
         access.follow(runner)
         let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
@@ -79,7 +80,7 @@ let serveCommand = Command(
             + (open ? "; scoring is open (no key)" : "; scoring needs a key with scope predict"))
         print("  POST /v2/models/\(model.split(separator: "@")[0])/infer   POST /score   POST /invocations   GET /v1/status")
         fflush(nil)
-        waitForTermination()
+        termination.wait()
         print("stopping")
         runner.stop()
         return Exit.ok

@@ -98,12 +98,13 @@ let streamCommand = Command(
         }
         let runner = ComponentHost(component: stream, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 1),
                                    authenticator: authenticator, events: events, fleet: access.fleet, dependencies: access.dependencies)
+        let termination = Termination()
         let bound = try startListening(runner, host: host, port: port)
         stream.start()
         access.follow(runner)
         print("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")
         fflush(nil)
-        waitForTermination()
+        termination.wait()
         print("stopping: finishing the micro-batches already read")
         stream.stop()
         runner.stop()
