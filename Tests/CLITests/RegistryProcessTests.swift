@@ -52,6 +52,11 @@ import Testing
         #expect(version == "2")
         let audit = try switchyard(["models", "audit", "credit"] + remote, home: cliHome)
         #expect(audit.stdout.contains("(ops)") && audit.stdout.contains("promote"), "\(audit.stdout)")
+        // A component started with a key that cannot read the key table is told so at once.
+        let reader = try switchyard(["keys", "create", "--scope", "read"] + remote, home: cliHome).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let weak = try switchyard(["serve", "--model", "credit@production", "--port", "0", "--registry", url, "--key", reader], home: root.appendingPathComponent("weak"))
+        #expect(weak.status != 0)
+        #expect(weak.stderr.contains("has scope read; a component needs operate"), "\(weak.stderr)")
         // A component's key may not move aliases.
         let refused = try switchyard(["models", "rollback", "credit", "--registry", url, "--key", serveKey], home: cliHome)
         #expect(refused.status != 0)

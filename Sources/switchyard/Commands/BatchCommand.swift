@@ -111,6 +111,7 @@ let batchCommand = Command(
         let host = args.string("host") ?? "127.0.0.1"
         let events = EventLog()
         let access = try registryAccess(args, events: events)
+        try access.checkComponentKey()
         let authenticator = Authenticator(store: access.keys, loops: 1)
         do {
             try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)

@@ -26,6 +26,22 @@ struct RegistryAccess {
     /// The registry as a dependency, for status and /metrics (none when local).
     var dependencies: [DependencyHealth] { client.map { [$0.health] } ?? [] }
 
+    /// A component's key must read the key table and heartbeat (scope operate): say so at start
+    /// rather than run refusing every request. Skipped while the registry is unreachable.
+    func checkComponentKey() throws {
+        guard let client else { return }
+        do {
+            let who = try client.whoami()
+            if let scope = who.scope, scope < .operate {
+                throw CommandError("the key given with --key (\(who.id ?? "?")) has scope \(scope.rawValue); a component needs operate to read the registry's key table and report to its fleet")
+            }
+        } catch let error as RegistryError where error.status == 401 {
+            throw CommandError("registry \(client.url): \(error.message); give a key with --key or SWITCHYARD_KEY (scope operate)")
+        } catch let error as RegistryError {
+            _ = error  // unreachable now: the component starts from its cache and says so
+        }
+    }
+
     /// With the registry service, `host`'s component follows alias moves as they happen
     /// (the client watches the alias revision) rather than at its next once-a-second tick.
     func follow(_ host: ComponentHost) {

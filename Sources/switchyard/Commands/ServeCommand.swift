@@ -60,6 +60,7 @@ let serveCommand = Command(
 
         let events = EventLog()
         let access = try registryAccess(args, events: events)
+        try access.checkComponentKey()
         let authenticator = Authenticator(store: access.keys, loops: threads)
         let serve: ServeComponent
         do {

@@ -81,6 +81,7 @@ let streamCommand = Command(
         let home = Home.fromEnvironment()
         let events = EventLog()
         let access = try registryAccess(args, events: events)
+        try access.checkComponentKey()
         let authenticator = Authenticator(store: access.keys, loops: 1)
         do {
             try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)
