@@ -130,6 +130,7 @@ package final class ConsoleApp {
             let second = Int(Date().timeIntervalSince1970)
             if version != drawnVersion || dirty || second != lastClock {
                 controller.state.now = Date()
+                controller.follow(collector.snapshot)  // the selection stays on the same run, version, component
                 let (width, height) = terminal.size
                 terminal.draw(drawConsole(collector.snapshot, controller.state, width: width, height: height, unicode: terminal.unicode))
                 drawnVersion = version

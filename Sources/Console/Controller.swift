@@ -30,7 +30,34 @@ package struct Controller: Sendable {
 
     package init() {}
 
+    /// Moves the selection indices to where the selected component and row are in `snapshot`
+    /// (what arrived since may have shifted them); call it before handling a key and drawing.
+    package mutating func follow(_ snapshot: FleetSnapshot) {
+        if let url = state.selectedURL, let i = snapshot.components.firstIndex(where: { $0.url == url }) { state.selected = i }
+        if let key = state.rowKey, let i = rowKeys(snapshot).firstIndex(of: key) { state.row = i }
+    }
+
+    /// Each row's identity in the current view's table.
+    private func rowKeys(_ snapshot: FleetSnapshot) -> [String] {
+        switch state.view {
+        case .batch: batchRows(snapshot, state).map { "run:" + (number($0["id"]).map { String(Int($0)) } ?? "?") }
+        case .models: modelRows(snapshot, state).map(\.reference)
+        default: []
+        }
+    }
+
     package mutating func handle(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
+        follow(snapshot)
+        let effect = handleKey(key, snapshot)
+        // Remember the selection by identity for the next snapshot.
+        let components = snapshot.components
+        state.selectedURL = state.selected < components.count ? components[state.selected].url : nil
+        let keys = rowKeys(snapshot)
+        state.rowKey = state.row < keys.count ? keys[state.row] : nil
+        return effect
+    }
+
+    private mutating func handleKey(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
         if state.confirm != nil { return handleConfirm(key) }
         if state.commandLine != nil { return handleCommandLine(key, snapshot) }
         if state.filtering { return handleFilter(key) }
@@ -69,6 +96,10 @@ package struct Controller: Sendable {
             return command("rerun \(id)", snapshot)
         case .character("c") where state.view == .batch:
             guard let id = selectedRunID(snapshot) else { return fail("cancel: select a run first") }
+            let rows = batchRows(snapshot, state)
+            if let status = rows[min(state.row, rows.count - 1)]["status"]?.stringValue, status != "queued" && status != "running" {
+                return fail("cancel: run \(id) has already finished (\(status)); R reruns it")
+            }
             return command("cancel \(id)", snapshot)
         case .character("P") where state.view == .models:
             let rows = modelRows(snapshot, state)
@@ -304,9 +335,15 @@ package struct Controller: Sendable {
             guard let current = snapshot.aliases.first(where: { $0.model == model && $0.alias == alias })?.version else {
                 return fail("rollback: \(model)@\(alias) is not in this machine's registry")
             }
-            let previous = snapshot.audit.first { $0.model == model && $0.alias == alias && $0.toVersion == current }?.fromVersion
-            guard let previous else { return fail("rollback: \(model)@\(alias) has no earlier version to go back to") }
-            let question = "Roll \(model)@\(alias) back: v\(current) (\(describe("\(model)@\(current)") ?? "?")) → v\(previous) (\(describe("\(model)@\(previous)") ?? "?"))? Components following it swap."
+            let last = snapshot.audit.first { $0.model == model && $0.alias == alias && $0.toVersion == current }
+            guard let previous = last?.fromVersion else { return fail("rollback: \(model)@\(alias) has no earlier version to go back to") }
+            let versions = "v\(current) (\(describe("\(model)@\(current)") ?? "?")) → v\(previous) (\(describe("\(model)@\(previous)") ?? "?"))"
+            // A second b undoes the first: say that it puts back the version just rolled away from.
+            if last?.action == "rollback" {
+                return askRegistry("Re-promote \(model)@\(alias): \(versions), undoing the rollback? Components following it swap.",
+                                   .rollback(model: model, alias: alias), "re-promote \(model)@\(alias) to v\(previous)")
+            }
+            let question = "Roll \(model)@\(alias) back: \(versions)? Components following it swap."
             return askRegistry(question, .rollback(model: model, alias: alias), "roll back \(model)@\(alias) to v\(previous)")
         default:
             return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, refresh, quit")

@@ -43,6 +43,10 @@ package struct PendingAction: Sendable {
 package struct ConsoleState: Sendable {
     package var view = ConsoleView.overview
     package var selected = 0
+    /// What is selected, by identity: the component's URL and the table row's key (a run id,
+    /// a version reference), so a refresh that adds a run or a component keeps the same one.
+    package var selectedURL: String?
+    package var rowKey: String?
     /// The selected row of the Batch and Models tables.
     package var row = 0
     /// The API key's scope when the local key store knows it (`read`, `operate`, `admin`).

@@ -369,8 +369,13 @@ private func detailedFleet() -> FleetSnapshot {
         _ = c.handle(.character("2"), s)
         _ = c.handle(.down, s)
         #expect(c.handle(.character("R"), s) == .perform(method: "POST", path: "/v1/runs/7/rerun", body: "{}", componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
-        _ = c.handle(.character("c"), s)
-        #expect(c.state.confirm?.question.hasPrefix("Cancel run 7 of batch-a?") == true)
+        // A running run is offered for cancelling (a finished one is not: SelectionTests).
+        var running = s
+        running.components[0].runs.insert(status(#"{"id":9,"status":"running","trigger":"manual"}"#), at: 0)
+        _ = c.handle(.up, running)
+        _ = c.handle(.up, running)
+        _ = c.handle(.character("c"), running)
+        #expect(c.state.confirm?.question.hasPrefix("Cancel run 9 of batch-a?") == true)
     }
 
     @Test func aKeysScopeDisablesWhatItMayNotDoAndSaysWhy() {
@@ -427,5 +432,43 @@ private func detailedFleet() -> FleetSnapshot {
         collector.acknowledge(url)
         collector.collect()
         #expect(collector.snapshot.components.isEmpty)
+    }
+}
+
+/// Actions hit what the operator selected, not what happens to be at that position now.
+@Suite struct SelectionTests {
+    @Test func aNewRunDoesNotMoveTheSelectionToAnotherRun() {
+        var c = Controller()
+        var s = detailedFleet()
+        _ = c.handle(.character("2"), s)
+        _ = c.handle(.down, s)  // run 7 (runs are newest first: 8, 7)
+        #expect(c.state.rowKey == "run:7")
+        // A scheduled run 9 arrives at the top; R still means run 7.
+        s.components[0].runs.insert(status(#"{"id":9,"status":"queued","trigger":"schedule"}"#), at: 0)
+        c.follow(s)
+        #expect(c.state.row == 2)
+        #expect(c.handle(.character("R"), s) == .perform(method: "POST", path: "/v1/runs/7/rerun", body: "{}", componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
+    }
+
+    @Test func aFinishedRunIsNotOfferedForCancelling() {
+        var c = Controller()
+        let s = detailedFleet()
+        _ = c.handle(.character("2"), s)
+        #expect(c.handle(.character("c"), s) == .redraw)
+        #expect(c.state.confirm == nil)
+        #expect(c.state.status == "cancel: run 8 has already finished (failed); R reruns it")
+    }
+
+    @Test func aSecondRollbackSaysItRePromotes() {
+        var c = Controller()
+        c.describe = { ["credit@1": "auc 0.7900", "credit@2": "auc 0.8100"][$0] }
+        var s = detailedFleet()
+        // production was rolled back from v2 to v1: b again would put v2 back.
+        s.audit.insert(.init(id: 5, at: "2026-11-25T00:40:00Z", who: "cli:ops", action: "rollback", model: "credit", alias: "production",
+                             fromVersion: 2, toVersion: 1, detail: nil), at: 0)
+        s.aliases = [("credit", "production", 1)]
+        _ = c.handle(.character("4"), s)
+        _ = c.handle(.character("b"), s)
+        #expect(c.state.confirm?.question == "Re-promote credit@production: v1 (auc 0.7900) → v2 (auc 0.8100), undoing the rollback? Components following it swap.")
     }
 }
