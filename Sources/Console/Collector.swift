@@ -115,6 +115,11 @@ package final class Collector: @unchecked Sendable {
     /// Polls now instead of at the next tick.
     package func refresh() { wake.signal() }
 
+    /// An event from outside the components (`switchyard up` restarting one), shown in the events view.
+    package func note(source: String, kind: String, message: String) {
+        operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: source, kind: kind, message: message)) }
+    }
+
     /// Drops a DOWN component from the screen (the operator has seen it); it returns when it
     /// answers again through the fleet directory, or for an endpoint given with --endpoint.
     package func acknowledge(_ url: String) {

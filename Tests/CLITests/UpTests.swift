@@ -95,6 +95,42 @@ import Testing
         #expect(log.contains("the parent process is gone; stopping"), "\(log)")
     }
 
+    /// A child that dies is reported with how it died and restarted on the same port (with
+    /// backoff while it keeps failing); up and the other children go on.
+    @Test func aChildThatDiesIsRestartedOnItsPort() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let up = try startUp(["--no-traffic", "--batch-every", "60s"], home: home)
+        defer { up.kill(SIGINT) }
+        guard let r = up.text.range(of: "serve   http://127.0.0.1:") else { throw CLITestError("no serve address: \(up.text)") }
+        let port = Int(up.text[r.upperBound...].prefix { $0.isNumber }) ?? 0
+        func servePID() -> pid_t? {
+            pids(in: home.appendingPathComponent("logs")).first { pid in
+                let command = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+                return command.split(separator: "\0").dropFirst().first == "serve"
+            }
+        }
+        let first = try #require(servePID())
+        Glibc.kill(first, SIGKILL)
+        var restarted = false
+        for _ in 0..<600 where !restarted {
+            restarted = up.text.contains("restarted serve")
+            usleep(50_000)
+        }
+        #expect(up.text.contains("serve (pid \(first)) was killed by signal 9; restarting it in 1 s"), "\(up.text)")
+        #expect(restarted, "\(up.text)")
+        var answered = false
+        for _ in 0..<600 where !answered {
+            answered = (try? HTTPClient(port: port).request("GET", "/healthz").status) == 200
+            if !answered { usleep(50_000) }
+        }
+        #expect(answered, "the new serve answers on the same port \(port)")
+        #expect(servePID() != first)
+        let log = (try? String(contentsOf: home.appendingPathComponent("logs/up.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains("restarted serve"), "\(log)")
+    }
+
     @Test func whatCannotStartIsNamed() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }

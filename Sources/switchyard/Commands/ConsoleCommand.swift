@@ -51,7 +51,7 @@ let consoleCommand = Command(
 /// Runs the console on this terminal until the operator quits or `stop` is set.
 func runConsole(
     home: Home, key: String?, endpoints: [String], theme name: String, readOnly: Bool, refresh: Double, stop: StopFlag, registry url: String? = nil,
-    quitQuestion: String? = nil
+    quitQuestion: String? = nil, collecting: ((Collector) -> Void)? = nil
 ) throws {
     let fleet: (any FleetListing)?
     let registry: (any RegistryStore)?
@@ -71,6 +71,7 @@ func runConsole(
     let theme: Theme
     do { theme = try Theme.load(name, folders: folders) } catch { throw UsageError("\(error)") }
     let collector = Collector(endpoints: endpoints, fleet: fleet, registry: registry, key: key)
+    collecting?(collector)
     let app = ConsoleApp(collector: collector, registry: registry, key: key, keyIdentity: identity, theme: theme, readOnly: readOnly,
                          interval: refresh, quitQuestion: quitQuestion) { reference in
         guard let registry, let version = try? registry.resolve(reference) else { return nil }

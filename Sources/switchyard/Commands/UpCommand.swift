@@ -5,6 +5,7 @@ import Registry
 import Scoring
 import Synchronization
 import Components
+import Console
 
 let upCommand = Command(
     words: ["up"],
@@ -113,18 +114,34 @@ let upCommand = Command(
 
         let stop = StopFlag()
         onTermination { stop.stop() }
+        // A child that dies is restarted with backoff; what happened goes to up.log, and to the
+        // console's events (or this terminal without a console).
+        let console = Mutex<Collector?>(nil)
+        let upLog = logs.appendingPathComponent("up.log")
+        startThread("up-supervise") {
+            while !stop.stopped {
+                for line in children.supervise() {
+                    if let handle = FileHandle(forWritingAtPath: upLog.path) ?? (FileManager.default.createFile(atPath: upLog.path, contents: nil) ? FileHandle(forWritingAtPath: upLog.path) : nil) {
+                        handle.seekToEndOfFile()
+                        handle.write(Data("\(isoTimestamp(Date())) \(line)\n".utf8))
+                        try? handle.close()
+                    }
+                    if let collector = console.withLock({ $0 }) {
+                        collector.note(source: "up", kind: line.hasPrefix("restarted") ? "recovered" : "error", message: line)
+                    } else if !withConsole {
+                        say(line)
+                    }
+                }
+                usleep(200_000)
+            }
+        }
         if withConsole {
             try runConsole(home: home, key: key, endpoints: [], theme: "default", readOnly: false, refresh: 1, stop: stop,
-                           quitQuestion: "Stop serve, batch, stream and the producer that switchyard up started, and quit?")
+                           quitQuestion: "Stop serve, batch, stream and the producer that switchyard up started, and quit?",
+                           collecting: { collector in console.withLock { $0 = collector } })
         } else {
             say("admin key: \(key)\npress Ctrl-C to stop everything")
-            while !stop.stopped {
-                if let failed = children.exited() {
-                    stopAll()
-                    throw CommandError("\(failed) stopped by itself; see \(logs.path)/\(failed).log")
-                }
-                usleep(100_000)
-            }
+            while !stop.stopped { usleep(100_000) }
         }
         stopAll()
         say("stopped everything switchyard up started")
@@ -196,8 +213,23 @@ private func feedFiles(to inbox: URL, every interval: Int, stop: StopFlag) {
 }
 
 /// The processes `up` started, each logging to its own file; stopped by pid, TERM then KILL.
-final class Children {
-    private var running: [(name: String, pid: pid_t)] = []
+/// A child that exits by itself is restarted on the same port, after 1 s doubling to 30 s while
+/// it keeps failing (a minute up resets that); `supervise()` says what happened.
+final class Children: @unchecked Sendable {
+    // Safety: `running` and `stopping` are only touched under `lock`.
+    private struct Child {
+        var name: String
+        var arguments: [String]
+        var port: Int
+        var pid: pid_t
+        var startedAt: Date
+        var failures = 0
+        /// Set while it is down: when to start it again.
+        var restartAt: Date?
+    }
+    private var running: [Child] = []
+    private var stopping = false
+    private let lock = NSLock()
     private let logs: URL
     private let home: Home
     /// Children stop by themselves when this process dies, even by SIGKILL.
@@ -209,9 +241,7 @@ final class Children {
         lifeline = try Lifeline()
     }
 
-    /// Starts `switchyard ARGS` with output to logs/NAME.log; returns its control API port
-    /// (read from its log), or 0 when `waitForPort` is false.
-    func start(_ name: String, _ arguments: [String], waitForPort: Bool = true) throws -> Int {
+    private func spawn(_ name: String, _ arguments: [String]) throws -> (pid: pid_t, log: URL, start: Int) {
         let log = logs.appendingPathComponent("\(name).log")
         let header = "\n--- \(isoTimestamp(Date())) switchyard \(arguments.joined(separator: " "))\n"
         if let handle = FileHandle(forWritingAtPath: log.path) {
@@ -225,17 +255,25 @@ final class Children {
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_HOME"] = home.url.path
         let pid = try spawnLogged(selfExecutable(), arguments, environment: environment, log: log.path, append: true, lifeline: lifeline)
-        running.append((name, pid))
+        return (pid, log, start)
+    }
+
+    /// Starts `switchyard ARGS` with output to logs/NAME.log; returns its control API port
+    /// (read from its log), or 0 when `waitForPort` is false.
+    func start(_ name: String, _ arguments: [String], waitForPort: Bool = true) throws -> Int {
+        let (pid, log, start) = try spawn(name, arguments)
+        lock.withLock { running.append(Child(name: name, arguments: arguments, port: 0, pid: pid, startedAt: Date())) }
         guard waitForPort else { return 0 }
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             let text = String(decoding: ((try? Data(contentsOf: log)) ?? Data()).dropFirst(start), as: UTF8.self)
             if let range = text.range(of: "on http://127.0.0.1:"), let port = Int(text[range.upperBound...].prefix { $0.isNumber }) {
+                lock.withLock { if let i = running.firstIndex(where: { $0.pid == pid }) { running[i].port = port } }
                 return port
             }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
-                running.removeAll { $0.pid == pid }
+                lock.withLock { running.removeAll { $0.pid == pid } }
                 let tail = text.split(separator: "\n").suffix(3).joined(separator: "\n  ")
                 throw CommandError("\(name) could not start:\n  \(tail)\n(full log: \(log.path))")
             }
@@ -244,35 +282,63 @@ final class Children {
         throw CommandError("\(name) did not report its address within 30 s; see \(log.path)")
     }
 
-    /// The name of a child that exited by itself, if any.
-    func exited() -> String? {
-        for child in running {
-            var status: Int32 = 0
-            if waitpid(child.pid, &status, WNOHANG) == child.pid {
-                running.removeAll { $0.pid == child.pid }
-                return child.name
+    /// Reaps children that exited and restarts those whose backoff is over; returns what happened,
+    /// one line each, for the console's events and up's log.
+    func supervise(now: Date = Date()) -> [String] {
+        lock.withLock {
+            guard !stopping else { return [] }
+            var said: [String] = []
+            for i in running.indices {
+                var child = running[i]
+                if child.restartAt == nil {
+                    var status: Int32 = 0
+                    guard waitpid(child.pid, &status, WNOHANG) == child.pid else { continue }
+                    let how = (status & 0x7F) == 0 ? "exited with status \((status >> 8) & 0xFF)" : "was killed by signal \(status & 0x7F)"
+                    if now.timeIntervalSince(child.startedAt) > 60 { child.failures = 0 }
+                    let delay = min(30.0, Double(1 << min(child.failures, 5)))
+                    child.failures += 1
+                    child.restartAt = now.addingTimeInterval(delay)
+                    said.append("\(child.name) (pid \(child.pid)) \(how); restarting it in \(Int(delay)) s (see \(logs.path)/\(child.name).log)")
+                } else if let due = child.restartAt, now >= due {
+                    var arguments = child.arguments
+                    if child.port > 0, let p = arguments.firstIndex(of: "--port"), p + 1 < arguments.count { arguments[p + 1] = "\(child.port)" }
+                    do {
+                        child.pid = try spawn(child.name, arguments).pid
+                        child.startedAt = now
+                        child.restartAt = nil
+                        said.append("restarted \(child.name) (pid \(child.pid)\(child.port > 0 ? ", port \(child.port)" : ""))")
+                    } catch {
+                        child.restartAt = now.addingTimeInterval(min(30, Double(1 << min(child.failures, 5))))
+                        said.append("could not restart \(child.name): \(error)")
+                    }
+                }
+                running[i] = child
             }
+            return said
         }
-        return nil
     }
 
-    /// SIGTERM to each, up to 10 s for them to finish, then SIGKILL.
+    /// SIGTERM to each, up to 10 s for them to finish, then SIGKILL. No restarts from here on.
     func stopAll() {
-        for child in running { kill(child.pid, SIGTERM) }
+        var children = lock.withLock { () -> [Child] in
+            stopping = true
+            return running.filter { $0.restartAt == nil }
+        }
+        for child in children { kill(child.pid, SIGTERM) }
         let deadline = Date().addingTimeInterval(10)
-        while !running.isEmpty && Date() < deadline {
-            running.removeAll { child in
+        while !children.isEmpty && Date() < deadline {
+            children.removeAll { child in
                 var status: Int32 = 0
                 return waitpid(child.pid, &status, WNOHANG) == child.pid
             }
-            if !running.isEmpty { usleep(50_000) }
+            if !children.isEmpty { usleep(50_000) }
         }
-        for child in running {
+        for child in children {
             kill(child.pid, SIGKILL)
             var status: Int32 = 0
             waitpid(child.pid, &status, 0)
         }
-        running.removeAll()
+        lock.withLock { running.removeAll() }
     }
 }
 
