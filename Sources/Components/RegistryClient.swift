@@ -178,15 +178,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
 
     package func activeKeys() throws(RegistryError) -> [String: (id: String, scope: Scope)] {
         do throws(RegistryError) {
-            let value = try callJSON("GET", "/v1/keys/active")
-            var keys: [String: (id: String, scope: Scope)] = [:]
-            if case .array(let items)? = value["keys"] {
-                for item in items {
-                    guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
-                          let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
-                    keys[sha] = (id, scope)
-                }
-            }
+            let keys = decodeKeyTable(try callJSON("GET", "/v1/keys/active")["keys"])
             let changed = state.withLock { s -> Bool in
                 defer { s.keys = keys }
                 return s.keys.count != keys.count || s.keys.contains { keys[$0.key]?.id != $0.value.id || keys[$0.key]?.scope != $0.value.scope }
@@ -201,15 +193,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     // MARK: - FleetRecorder
 
     package func heartbeat(_ member: FleetDirectory.Member) throws(RegistryError) {
-        var o = JSONObject()
-        o.append("id", .string(member.id))
-        o.append("kind", .string(member.kind))
-        o.append("url", .string(member.url))
-        o.append("pid", .number(Double(member.pid)))
-        o.append("host", .string(member.host))
-        o.append("model", member.model.map(JSONValue.string) ?? .null)
-        o.append("started_at", .string(member.startedAt))
-        _ = try call("POST", "/v1/fleet", body: Array(JSONWriter.text(.object(o)).utf8))
+        _ = try call("POST", "/v1/fleet", body: Array(JSONWriter.text(memberJSON(member, now: member.heartbeat)).utf8))
     }
 
     package func remove(id: String) throws(RegistryError) {
@@ -333,9 +317,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         let s = state.withLock { $0 }
         var o = JSONObject()
         o.append("resolved", .object(s.resolved.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, versionJSON($1.value)) }))
-        o.append("keys", .array(s.keys.sorted { $0.key < $1.key }.map {
-            .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
-        }))
+        o.append("keys", keyTableJSON(s.keys))
         try? writeAtomically(Data(JSONWriter.text(.object(o)).utf8), to: stateFile)
     }
 
@@ -345,13 +327,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
             if case .object(let resolved)? = value["resolved"] {
                 for (reference, item) in zip(resolved.keys, resolved.values) { s.resolved[reference] = decodeVersion(item) }
             }
-            if case .array(let keys)? = value["keys"] {
-                for item in keys {
-                    guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
-                          let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
-                    s.keys[sha] = (id, scope)
-                }
-            }
+            s.keys = decodeKeyTable(value["keys"])
         }
     }
 }

@@ -240,9 +240,7 @@ package final class RegistryComponent: Component {
             // The hashed key table, for components that check keys themselves.
             _ = try authorize(request, context, .operate)
             let active = try registryCall { () throws(RegistryError) in try keys.activeKeys() }
-            return json(200, .object(JSONObject(["keys": .array(active.sorted { $0.key < $1.key }.map {
-                .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
-            })])))
+            return json(200, .object(JSONObject(["keys": keyTableJSON(active)])))
         case ("POST", 1, "keys"):
             let principal = try authorize(request, context, .admin)
             let body = (try? JSONValue.parse(request.body)) ?? .null
@@ -339,6 +337,25 @@ package func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
     return .object(o)
 }
 
+/// The active keys by the sha256 of the key, as the service sends them and clients cache them.
+package func keyTableJSON(_ keys: [String: (id: String, scope: Scope)]) -> JSONValue {
+    .array(keys.sorted { $0.key < $1.key }.map {
+        .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
+    })
+}
+
+/// The inverse of `keyTableJSON`; entries that do not decode are left out.
+package func decodeKeyTable(_ value: JSONValue?) -> [String: (id: String, scope: Scope)] {
+    guard case .array(let items)? = value else { return [:] }
+    var keys: [String: (id: String, scope: Scope)] = [:]
+    for item in items {
+        guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
+              let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
+        keys[sha] = (id, scope)
+    }
+    return keys
+}
+
 /// The inverse of `auditJSON`.
 package func decodeAuditEntry(_ value: JSONValue) -> ModelRegistry.AuditEntry? {
     guard case .number(let id)? = value["id"], id.isFinite, id >= 0, id < 1e15, let model = value["model"]?.stringValue else { return nil }
@@ -348,7 +365,8 @@ package func decodeAuditEntry(_ value: JSONValue) -> ModelRegistry.AuditEntry? {
         model: model, alias: value["alias"]?.stringValue, fromVersion: version("from"), toVersion: version("to"), detail: value["detail"]?.stringValue)
 }
 
-/// A fleet member, `live` or `gone` (silent for `RegistryComponent.goneAfter` seconds) rather than vanishing.
+/// A fleet member, `live` or `gone` (silent for `RegistryComponent.goneAfter` seconds) rather than
+/// vanishing. A heartbeat sends the same object; the service keeps its own time of arrival.
 func memberJSON(_ m: FleetDirectory.Member, now: Double) -> JSONValue {
     var o = JSONObject()
     o.append("id", .string(m.id))

@@ -303,6 +303,16 @@ final class TestRedis {
 
     func client() throws -> RedisClient { try RedisClient(host: "127.0.0.1", port: port) }
 
+    /// A stream component (not started) reading this server's `source` ("STREAM?group=…")
+    /// into its `predictions` stream, with the fixture's registry.
+    func stream(_ f: StreamFixture, source: String, events: EventLog = EventLog()) throws -> StreamComponent {
+        try StreamComponent(
+            registry: f.batch.registry, reference: "credit@production", name: "r",
+            source: try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(port)/\(source)")),
+            sink: try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(port)/predictions")),
+            options: .init(), events: events, authenticator: Authenticator(store: nil, loops: 1))
+    }
+
     /// SIGKILL, as a crash would: no persistence is configured, so the restarted server is empty.
     func kill() {
         if process.isRunning { Glibc.kill(process.processIdentifier, SIGKILL) }
@@ -339,11 +349,8 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
             let producer = try redis.client()
             _ = try producer.pipeline(ids.map { id in ["XADD", "events", "*", "data"].map { Array($0.utf8) } + [Array(eventLine(id).dropLast().utf8)] })
         }
-        let source = try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/events?group=g&consumer=me"))
-        let sink = try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/predictions"))
         let events = EventLog()
-        let stream = try StreamComponent(registry: f.batch.registry, reference: "credit@production", name: "r", source: source, sink: sink,
-                                         options: .init(), events: events, authenticator: Authenticator(store: nil, loops: 1))
+        let stream = try redis.stream(f, source: "events?group=g&consumer=me", events: events)
         stream.start()
         defer { stream.stop() }
         try produce(1...100)
@@ -385,10 +392,7 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         let producer = try redis.client()
         try producer.command(["XADD", "events", "*", "id", "7"] + fields)
         try producer.command(["XADD", "events", "*", "data", #"{"id": 8, "#.appending(creditRecord.dropFirst())])
-        let source = try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/events?group=g"))
-        let sink = try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/predictions"))
-        let stream = try StreamComponent(registry: f.batch.registry, reference: "credit@production", name: "r", source: source, sink: sink,
-                                         options: .init(), events: EventLog(), authenticator: Authenticator(store: nil, loops: 1))
+        let stream = try redis.stream(f, source: "events?group=g")
         stream.start()
         defer { stream.stop() }
         #expect(waitFor { stream.written.load(ordering: .relaxed) + stream.dead.load(ordering: .relaxed) == 2 })
@@ -432,10 +436,8 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         #expect(ghost.elements.first?.elements.last?.elements.count == 5)
         usleep(150_000)
 
-        let source = try RedisSource(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/events?group=g&consumer=me&claim_idle_ms=100"))
-        let sink = try RedisSink(address: try RedisAddress("redis://127.0.0.1:\(redis.port)/predictions"))
-        let stream = try StreamComponent(registry: f.batch.registry, reference: "credit@production", name: "r", source: source, sink: sink,
-                                         options: .init(), events: EventLog(), authenticator: Authenticator(store: nil, loops: 1))
+        let stream = try redis.stream(f, source: "events?group=g&consumer=me&claim_idle_ms=100")
+        let source = stream.source
         stream.start()
         defer { stream.stop() }
         let deadline = Date().addingTimeInterval(15)
