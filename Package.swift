@@ -26,40 +26,41 @@ let package = Package(
         .target(name: "CSystem"),
 
         // MARK: - Layers (dependencies point down only; see shared/DESIGN.md)
-        .target(name: "Scoring", dependencies: ["CSystem"], swiftSettings: strict),
+        .target(name: "JSON", swiftSettings: strict),
+        .target(name: "Scoring", dependencies: ["JSON", "CSystem"], swiftSettings: strict),
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
-        .target(name: "Registry", dependencies: ["Scoring", "CSQLite"], swiftSettings: strict),
+        .target(name: "Registry", dependencies: ["JSON", "Scoring", "CSQLite"], swiftSettings: strict),
         .target(
             name: "Components",
-            dependencies: ["Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
+            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
             swiftSettings: strict
         ),
         .target(
             name: "Console",
-            dependencies: ["Scoring", "Registry", "HTTP", "CNcurses", "CSystem"],
+            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "CNcurses", "CSystem"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "switchyard",
-            dependencies: ["Scoring", "Registry", "HTTP", "Telemetry", "Components", "Console", "CSystem"],
+            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "Telemetry", "Components", "Console", "CSystem"],
             swiftSettings: strict
         ),
 
         // MARK: - Tests
-        .testTarget(name: "ScoringTests", dependencies: ["Scoring"], swiftSettings: strict),
+        .testTarget(name: "ScoringTests", dependencies: ["JSON", "Scoring"], swiftSettings: strict),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"], swiftSettings: strict),
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: strict),
         .testTarget(
             name: "ComponentsTests",
-            dependencies: ["Components", "HTTP", "Registry", "Scoring", "Telemetry"],
+            dependencies: ["Components", "HTTP", "JSON", "Registry", "Scoring", "Telemetry"],
             swiftSettings: strict
         ),
         .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
-        .testTarget(name: "ConsoleTests", dependencies: ["Console", "Scoring", "HTTP", "Registry"], swiftSettings: strict),
+        .testTarget(name: "ConsoleTests", dependencies: ["Console", "JSON", "Scoring", "HTTP", "Registry"], swiftSettings: strict),
         .testTarget(
             name: "CLITests",
-            dependencies: ["switchyard", "Scoring", "HTTP", "CSystem"],
+            dependencies: ["switchyard", "JSON", "Scoring", "HTTP", "CSystem"],
             swiftSettings: strict
         ),
     ]

@@ -1,3 +1,4 @@
+import JSON
 import Scoring
 
 /// Scores one JSON object given as bytes (a JSON Lines record, a stream event):

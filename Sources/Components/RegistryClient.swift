@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import JSON
 import Registry
 import Scoring
 import Synchronization
@@ -24,6 +25,8 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     private let state = Mutex<State>(State())
     /// How often an alias is re-checked (one small request answers "nothing changed").
     private let recheck: Double
+    /// How long the registry holds a follower's alias request when nothing changes.
+    private let longPoll: Double
     private let following = Atomic<Bool>(false)
 
     private struct State {
@@ -39,7 +42,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     }
 
     /// `url` is `http://HOST:PORT`; `home` holds the cache.
-    package init(url: String, key: String?, home: Home, events: EventLog, recheck: Double = 0.25) throws(RegistryError) {
+    package init(url: String, key: String?, home: Home, events: EventLog, recheck: Double = 0.25, longPoll: Double = 25) throws(RegistryError) {
         guard let components = URLComponents(string: url), components.scheme == "http", let host = components.host, !host.isEmpty else {
             throw RegistryError("--registry expects http://HOST:PORT, got \"\(url)\"", status: 400)
         }
@@ -48,6 +51,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         port = components.port ?? 8079
         self.key = key
         self.recheck = recheck
+        self.longPoll = longPoll
         let safeHost = host.map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "_" }
         cache = home.url.appendingPathComponent("cache/registry/\(String(safeHost))-\(port)")
         health = DependencyHealth(name: "registry", address: self.url, events: events)
@@ -63,14 +67,14 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
 
     /// One request; a transport failure marks the registry unreachable (503-style error), an
     /// answer marks it reachable, and an error answer becomes a `RegistryError` with its status.
-    private func call(_ method: String, _ path: String, body: [UInt8] = [], headers: [(String, String)] = []) throws(RegistryError) -> HTTPClient.Response {
+    private func call(_ method: String, _ path: String, body: [UInt8] = [], headers: [(String, String)] = [], timeout: Double = 5) throws(RegistryError) -> HTTPClient.Response {
         let now = Date().timeIntervalSince1970
         if !health.isUp, now < state.withLock({ $0.retryAt }) {
             throw RegistryError("registry \(url) unreachable since \(health.downSince.map(isoTimestamp) ?? "now"); retrying", status: 503)
         }
         var all = headers + [("Content-Type", "application/json")]
         if let key { all.append(("Authorization", "Bearer \(key)")) }
-        let client = HTTPClient(host: host, port: port, timeout: 5)
+        let client = HTTPClient(host: host, port: port, timeout: timeout)
         defer { client.close() }
         let response: HTTPClient.Response
         do {
@@ -88,8 +92,8 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         return response
     }
 
-    private func callJSON(_ method: String, _ path: String, body: [UInt8] = []) throws(RegistryError) -> JSONValue {
-        let response = try call(method, path, body: body)
+    private func callJSON(_ method: String, _ path: String, body: [UInt8] = [], timeout: Double = 5) throws(RegistryError) -> JSONValue {
+        let response = try call(method, path, body: body, timeout: timeout)
         do { return try JSONValue.parse(response.body) } catch { throw RegistryError("registry \(url) answered \(path) with something that is not JSON", status: 502) }
     }
 
@@ -103,8 +107,10 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         let now = Date().timeIntervalSince1970
         let parts = reference.split(separator: "@", maxSplits: 1)
         let pinned = parts.count == 2 && Int(parts[1]) != nil
+        // While `follow` holds a long poll the revision is current without asking.
+        let watched = following.load(ordering: .acquiring) && health.isUp
         let (known, current, fresh) = state.withLock { s in
-            (s.resolved[reference], s.resolvedAt[reference] == s.revision && s.revision >= 0, now - s.checkedAt < recheck)
+            (s.resolved[reference], s.resolvedAt[reference] == s.revision && s.revision >= 0, watched || now - s.checkedAt < recheck)
         }
         // A version number never changes; an alias is read again only once the alias revision moved.
         if let known, pinned || (current && fresh) { return known }
@@ -149,21 +155,29 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         do { return try ModelDocument.decode(data!) } catch { throw RegistryError("\(version.reference): \(error)", status: 422) }
     }
 
-    /// Watches the alias revision from a thread of its own (a request every `recheck` seconds
-    /// that answers "nothing changed" in a few bytes, backing off while the registry is down)
-    /// and calls `changed` when an alias moved, so a component swaps well within a second.
-    /// Runs until `stop` returns true.
+    /// Watches the alias revision from a thread of its own with a long poll
+    /// (`GET /v1/aliases?after=REV&wait=S`: the registry answers when an alias moves, or after S
+    /// seconds with a few bytes saying nothing changed) and calls `changed` when an alias moved, so a
+    /// component swaps well within a second without polling. Backs off while the registry is down;
+    /// a registry that answers at once anyway is asked again every `recheck` seconds. Runs until
+    /// `stop` returns true (at most `longPoll` seconds later).
     package func follow(_ changed: @escaping @Sendable () -> Void, until stop: @escaping @Sendable () -> Bool) {
         guard !following.exchange(true, ordering: .acquiringAndReleasing) else { return }
         let thread = Thread { [self] in
             defer { following.store(false, ordering: .releasing) }
             while !stop() {
                 let seen = state.withLock { $0.revision }
-                if let value = try? callJSON("GET", "/v1/aliases?after=\(seen)"), value["changed"] == .bool(true),
-                   case .number(let revision)? = value["revision"] {
+                let asked = Date()
+                let wait = seen >= 0 ? longPoll : 0
+                let answer = try? callJSON("GET", "/v1/aliases?after=\(seen)&wait=\(Int(wait))", timeout: wait + 10)
+                if let answer, case .number(let revision)? = answer["revision"] {
                     // Every alias reference is read again at its next resolve; versions stay cached.
-                    state.withLock { $0.revision = max($0.revision, Int(revision)) }
-                    if seen >= 0 { changed() }
+                    state.withLock {
+                        $0.revision = max($0.revision, Int(revision))
+                        $0.checkedAt = Date().timeIntervalSince1970
+                    }
+                    if answer["changed"] == .bool(true), seen >= 0 { changed() }
+                    if answer["changed"] == .bool(true) || Date().timeIntervalSince(asked) >= 1 { continue }
                 }
                 let pause = health.isUp ? recheck : max(recheck, state.withLock { $0.retryAt } - Date().timeIntervalSince1970)
                 let end = Date().addingTimeInterval(pause)

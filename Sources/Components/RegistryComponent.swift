@@ -1,5 +1,6 @@
 import Foundation
 import HTTP
+import JSON
 import Registry
 import Scoring
 import Synchronization
@@ -24,6 +25,8 @@ package final class RegistryComponent: Component {
     package static let goneAfter: Double = 15
     private let served = Atomic<Int>(0)
     private let sampling = Mutex<Int>(0)
+    /// Held long polls on the alias revision.
+    private let watch: AliasWatch
 
     package init(registry: ModelRegistry, keys: KeyStore, fleet: FleetDirectory, events: EventLog, authenticator: Authenticator) {
         self.registry = registry
@@ -31,6 +34,13 @@ package final class RegistryComponent: Component {
         self.fleet = fleet
         self.events = events
         self.authenticator = authenticator
+        watch = AliasWatch(revision: { try? registry.revision() }, listing: { after in
+            do { return try RegistryComponent.aliasListing(registry, after: after).response } catch let error as HTTPError {
+                return error.response
+            } catch {
+                return .error(500, "\(error)")
+            }
+        })
     }
 
     // MARK: - Component
@@ -163,19 +173,21 @@ package final class RegistryComponent: Component {
             return HTTPResponse(status: 200, headers: headers, body: [UInt8](data))
         case ("GET", 1, "aliases"):
             _ = try authorize(request, context, .read)
-            let after = request.query["after"].flatMap { Int($0) }
-            let current = try registryCall { () throws(RegistryError) in try registry.revision() }
-            if let after, after == current {
-                return json(200, .object(JSONObject(["revision": .number(Double(current)), "changed": .bool(false)])))
+            var after: Int?
+            if let text = request.query["after"] {
+                guard let n = Int(text), n >= -1 else { throw HTTPError(400, "after: expected the alias revision last seen (a whole number; -1 for none)") }
+                after = n
             }
-            let all = try registryCall { () throws(RegistryError) in try registry.allAliases() }
-            var o = JSONObject()
-            o.append("revision", .number(Double(all.revision)))
-            o.append("changed", .bool(true))
-            o.append("aliases", .array(all.aliases.map {
-                .object(JSONObject(["model": .string($0.model), "alias": .string($0.alias), "version": .number(Double($0.version))]))
-            }))
-            return json(200, .object(o))
+            var wait = 0.0
+            if let text = request.query["wait"] {
+                guard let s = Double(text), s.isFinite, s >= 0, s <= AliasWatch.longestWait else {
+                    throw HTTPError(400, "wait: expected seconds from 0 to \(Int(AliasWatch.longestWait))")
+                }
+                wait = s
+            }
+            let listing = try aliasListing(after: after)
+            if let after, wait > 0, !listing.changed, let held = watch.hold(after: after, seconds: wait) { return held }
+            return listing.response
         case ("POST", 3, "aliases"):
             let principal = try authorize(request, context, .admin)
             if let wrongType = requireJSON(request) { return wrongType }
@@ -196,6 +208,7 @@ package final class RegistryComponent: Component {
             let previous = try registryCall { () throws(RegistryError) in
                 try registry.promote(model: model, version: Int(n), alias: alias, who: who(principal), expected: expected)
             }
+            watch.moved()
             events.append("registry", "\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(Int(n)) by \(who(principal))")
             return json(200, .object(JSONObject([
                 "model": .string(model), "alias": .string(alias), "from": previous.map { .number(Double($0)) } ?? .null,
@@ -205,6 +218,7 @@ package final class RegistryComponent: Component {
             let principal = try authorize(request, context, .admin)
             let (model, alias) = (r[1], r[2])
             let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: model, alias: alias, who: who(principal)) }
+            watch.moved()
             events.append("registry", "\(model)@\(alias) rolled back: v\(moved.from) → v\(moved.to) by \(who(principal))")
             return json(200, .object(JSONObject([
                 "model": .string(model), "alias": .string(alias), "from": .number(Double(moved.from)), "to": .number(Double(moved.to)),
@@ -278,6 +292,26 @@ package final class RegistryComponent: Component {
         }
     }
 
+    private func aliasListing(after: Int?) throws -> (changed: Bool, response: HTTPResponse) {
+        try Self.aliasListing(registry, after: after)
+    }
+
+    /// Every alias and the revision, or only `{"revision", "changed": false}` when the revision is still `after`.
+    static func aliasListing(_ registry: ModelRegistry, after: Int?) throws -> (changed: Bool, response: HTTPResponse) {
+        let current = try registryCall { () throws(RegistryError) in try registry.revision() }
+        if let after, after == current {
+            return (false, json(200, .object(JSONObject(["revision": .number(Double(current)), "changed": .bool(false)]))))
+        }
+        let all = try registryCall { () throws(RegistryError) in try registry.allAliases() }
+        var o = JSONObject()
+        o.append("revision", .number(Double(all.revision)))
+        o.append("changed", .bool(true))
+        o.append("aliases", .array(all.aliases.map {
+            .object(JSONObject(["model": .string($0.model), "alias": .string($0.alias), "version": .number(Double($0.version))]))
+        }))
+        return (true, json(200, .object(o)))
+    }
+
     private func decodeMember(_ body: [UInt8]) throws -> FleetDirectory.Member {
         guard let value = try? JSONValue.parse(body) else { throw HTTPError(400, "a fleet heartbeat is a JSON object") }
         func text(_ field: String, max: Int = 500) throws -> String {
@@ -291,6 +325,72 @@ package final class RegistryComponent: Component {
         return FleetDirectory.Member(
             id: try text("id", max: 200), kind: try text("kind", max: 40), url: try text("url"), pid: pid, host: try text("host", max: 255),
             model: value["model"]?.stringValue, startedAt: try text("started_at", max: 40), heartbeat: Date().timeIntervalSince1970)
+    }
+}
+
+/// Held `GET /v1/aliases?after=REV&wait=S` requests (a long poll): each is answered as soon as the
+/// alias revision moves past REV, or with `"changed": false` after S seconds. One thread, running
+/// only while someone waits, answers them: a move through this service wakes it at once, and it
+/// reads the store's revision every 0.2 s, so a move made by another process on the same store
+/// (`switchyard models promote` on the registry's machine) is seen too. The event loops never wait.
+final class AliasWatch: Sendable {
+    static let longestWait = 60.0
+    /// More held requests than this are answered at once (the client asks again).
+    static let mostWaiting = 10_000
+    private struct Waiter {
+        let after: Int
+        let deadline: Double
+        let promise: HTTPPromise
+    }
+
+    private let state = Mutex<(waiters: [Waiter], running: Bool)>(([], false))
+    private let wake = DispatchSemaphore(value: 0)
+    private let revision: @Sendable () -> Int?
+    private let listing: @Sendable (_ after: Int) -> HTTPResponse
+
+    init(revision: @escaping @Sendable () -> Int?, listing: @escaping @Sendable (_ after: Int) -> HTTPResponse) {
+        self.revision = revision
+        self.listing = listing
+    }
+
+    /// The response to give for a request that waits for a revision other than `after`; nil when too many wait.
+    func hold(after: Int, seconds: Double) -> HTTPResponse? {
+        let promise = HTTPPromise()
+        let start = state.withLock { state -> Bool? in
+            guard state.waiters.count < Self.mostWaiting else { return nil }
+            state.waiters.append(Waiter(after: after, deadline: Date().timeIntervalSince1970 + seconds, promise: promise))
+            defer { state.running = true }
+            return !state.running
+        }
+        guard let start else { return nil }
+        if start {
+            let thread = Thread { [self] in run() }
+            thread.name = "registry-alias-watch"
+            thread.start()
+        }
+        return .later(promise)
+    }
+
+    /// An alias moved through this service: answer the waiters now.
+    func moved() { wake.signal() }
+
+    private func run() {
+        while true {
+            let waiters = state.withLock { state -> [Waiter]? in
+                state.waiters.removeAll { !$0.promise.isPending }
+                if state.waiters.isEmpty { state.running = false; return nil }
+                return state.waiters
+            }
+            guard let waiters else { return }
+            let now = Date().timeIntervalSince1970
+            let current = revision()
+            var answers: [Int: HTTPResponse] = [:]  // one listing per revision a waiter saw
+            for waiter in waiters where (current != nil && current != waiter.after) || now >= waiter.deadline {
+                if answers[waiter.after] == nil { answers[waiter.after] = listing(waiter.after) }
+                waiter.promise.fulfil(answers[waiter.after]!)
+            }
+            _ = wake.wait(timeout: .now() + 0.2)
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 import CSystem
 import Foundation
 import HTTP
+import JSON
 import Registry
 import Scoring
 import Synchronization

@@ -10,7 +10,8 @@ import Glibc
 /// writes the loop's eventfd.
 ///
 /// Safety: every mutable field is touched only by the loop's own thread; the
-/// only cross-thread operations are the atomic stop flag and the eventfd write.
+/// only cross-thread operations are the atomic stop flag, the mailbox of responses handlers give
+/// later (`HTTPResponse.later`), and the eventfd write that wakes the loop for either.
 final class EventLoop: @unchecked Sendable {
     let index: Int
     private let epfd: Int32
@@ -27,6 +28,11 @@ final class EventLoop: @unchecked Sendable {
     /// Out of descriptors (EMFILE, ENFILE): the listener is off this loop's epoll set until a
     /// connection closes or the next sweep, so a full table is not a busy loop of failing accepts.
     private var acceptPaused = false
+    /// Numbers connections, so a late response finds its connection and not a later one on the same descriptor.
+    private var serial: UInt64 = 0
+    /// Responses given later, from other threads: the connection's descriptor and serial, and the
+    /// response. `closed` once the loop has ended (its eventfd is gone).
+    private let mailbox = Mutex<(closed: Bool, items: [(fd: Int32, serial: UInt64, response: HTTPResponse)])>((false, []))
 
     /// Output beyond this stops reading from the connection until the client reads.
     private static let outputHighWater = 1 << 20
@@ -63,6 +69,7 @@ final class EventLoop: @unchecked Sendable {
                 } else if fd == wakeFD {
                     var value: UInt64 = 0
                     _ = read(wakeFD, &value, 8)
+                    deliverLater()
                 } else if let connection = connection(fd) {
                     if flags & Epoll.readable != 0 || flags & Epoll.hangup != 0 { readFrom(connection) }
                     if flags & Epoll.writable != 0, self.connection(fd) === connection { flush(connection) }
@@ -79,6 +86,7 @@ final class EventLoop: @unchecked Sendable {
 
     func closeAll() {
         for case let connection? in connections { closeConnection(connection.fd) }
+        mailbox.withLock { $0 = (true, []) }
         close(wakeFD)
         close(epfd)
     }
@@ -118,7 +126,8 @@ final class EventLoop: @unchecked Sendable {
             }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            let connection = Connection(fd: fd, limits: limits, now: csystem_coarse_ns())
+            serial &+= 1
+            let connection = Connection(fd: fd, serial: serial, limits: limits, now: csystem_coarse_ns())
             if Int(fd) >= connections.count { connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count)) }
             connections[Int(fd)] = connection
             do {
@@ -163,17 +172,24 @@ final class EventLoop: @unchecked Sendable {
             let now = csystem_coarse_ns()
             connection.lastActivity = now
             if !connection.closing {
-                let close = readBuffer.withUnsafeBytes {
+                let outcome = readBuffer.withUnsafeBytes {
                     server.process(UnsafeRawBufferPointer(rebasing: $0[0..<n]), parser: &connection.parser, events: &parsed, output: &connection.output, loop: index)
                 }
-                if close { connection.closing = true }
+                switch outcome {
+                case .open: break
+                case .close: connection.closing = true
+                case .later(let deferred):
+                    swap(&connection.waiting, &parsed)  // the pipelined requests after it wait their turn
+                    parsed.removeAll(keepingCapacity: true)
+                    wait(for: deferred, on: connection)
+                }
             }
             if connection.parser.phase == .idle {
                 connection.requestStarted = nil
             } else if connection.requestStarted == nil {
                 connection.requestStarted = now
             }
-            if connection.output.count - connection.outputOffset > Self.outputHighWater { break }
+            if connection.awaiting != nil || connection.output.count - connection.outputOffset > Self.outputHighWater { break }
             // A short read emptied the socket: skip the recv that would only say EAGAIN. The
             // epoll interest is level-triggered, so bytes that arrive later wake the loop again.
             if n < readBuffer.count { break }
@@ -182,6 +198,59 @@ final class EventLoop: @unchecked Sendable {
             connection.closing = true
         }
         flush(connection)
+    }
+
+    // MARK: - Responses given later
+
+    /// Reading stops until the response arrives (flush leaves the connection's read interest off).
+    private func wait(for deferred: HTTPServer.Deferred, on connection: Connection) {
+        connection.awaiting = deferred
+        let (fd, serial) = (connection.fd, connection.serial)
+        if let ready = deferred.promise.deliver(to: { [self] response in post(fd, serial, response) }) {
+            resume(connection, with: ready)
+        }
+    }
+
+    /// From any thread: queues a late response for the loop and wakes it.
+    private func post(_ fd: Int32, _ serial: UInt64, _ response: HTTPResponse) {
+        mailbox.withLock { box in
+            guard !box.closed else { return }
+            box.items.append((fd, serial, response))
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+        }
+    }
+
+    private func deliverLater() {
+        let items = mailbox.withLock { box in
+            defer { box.items.removeAll() }
+            return box.items
+        }
+        for item in items {
+            guard let connection = connection(item.fd), connection.serial == item.serial, connection.awaiting != nil else { continue }  // the client has gone
+            resume(connection, with: item.response)
+            flush(connection)
+        }
+    }
+
+    /// Writes the late response, then answers the requests that waited behind it.
+    private func resume(_ connection: Connection, with response: HTTPResponse) {
+        guard let deferred = connection.awaiting else { return }
+        connection.awaiting = nil
+        connection.lastActivity = csystem_coarse_ns()
+        guard server.complete(deferred, with: response, into: &connection.output, loop: index) else {
+            connection.closing = true
+            connection.waiting.removeAll()
+            return
+        }
+        switch server.respond(to: &connection.waiting, output: &connection.output, loop: index) {
+        case .open: break
+        case .close:
+            connection.closing = true
+            connection.waiting.removeAll()
+        case .later(let next):
+            wait(for: next, on: connection)
+        }
     }
 
     // MARK: - Writing
@@ -210,7 +279,7 @@ final class EventLoop: @unchecked Sendable {
             }
         }
         let pending = connection.output.count > connection.outputOffset
-        let wantRead = !connection.closing && connection.output.count - connection.outputOffset <= Self.outputHighWater
+        let wantRead = !connection.closing && connection.awaiting == nil && connection.output.count - connection.outputOffset <= Self.outputHighWater
         let interest = (wantRead ? Epoll.readable | UInt32(EPOLLRDHUP.rawValue) : 0) | (pending ? Epoll.writable : 0)
         if interest != connection.interest {
             connection.interest = interest
@@ -241,6 +310,7 @@ final class EventLoop: @unchecked Sendable {
                 closeConnection(fd)
                 continue
             }
+            if connection.awaiting != nil { continue }  // the handler answers within its own deadline
             if let started = connection.requestStarted, !connection.closing {
                 let limit = connection.parser.phase == .body ? c.bodyTimeout : c.headerTimeout
                 if Double(now - started) / 1e9 > limit {
@@ -264,6 +334,7 @@ final class EventLoop: @unchecked Sendable {
 /// monotonic clock (`csystem_coarse_ns`), which is enough for timeouts.
 final class Connection {
     let fd: Int32
+    let serial: UInt64
     var parser: HTTPRequestParser
     var output: [UInt8] = []
     var outputOffset = 0
@@ -273,10 +344,14 @@ final class Connection {
     var writeStalledSince: UInt64?
     var closing = false
     var peerClosed = false
+    /// The request whose response a handler gives later, and the parsed requests behind it.
+    var awaiting: HTTPServer.Deferred?
+    var waiting: [HTTPRequestParser.Event] = []
     var interest: UInt32 = Epoll.readable | UInt32(EPOLLRDHUP.rawValue)
 
-    init(fd: Int32, limits: HTTPRequestParser.Limits, now: UInt64) {
+    init(fd: Int32, serial: UInt64, limits: HTTPRequestParser.Limits, now: UInt64) {
         self.fd = fd
+        self.serial = serial
         parser = HTTPRequestParser(limits: limits)
         lastActivity = now
         output.reserveCapacity(4096)

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A complete HTTP/1.x request: head and body.
 public struct HTTPRequest: Sendable {
     public var method: String
@@ -160,6 +162,55 @@ public struct HTTPHeaders: Sendable, Sequence {
 @inline(__always)
 func lowercaseASCII(_ b: UInt8) -> UInt8 { b >= 0x41 && b <= 0x5A ? b | 0x20 : b }
 
+/// A response a handler gives later (`HTTPResponse.later`). Thread-safe; the first `fulfil` wins.
+/// If the client has gone by then, the response is dropped.
+public final class HTTPPromise: Sendable {
+    private enum State {
+        case waiting
+        case delivering(@Sendable (HTTPResponse) -> Void)
+        case fulfilled(HTTPResponse)
+        case done
+    }
+
+    private let state = Mutex<State>(.waiting)
+
+    public init() {}
+
+    /// Gives the response; later calls do nothing.
+    public func fulfil(_ response: HTTPResponse) {
+        let deliver: (@Sendable (HTTPResponse) -> Void)? = state.withLock { state in
+            switch state {
+            case .waiting:
+                state = .fulfilled(response)
+                return nil
+            case .delivering(let deliver):
+                state = .done
+                return deliver
+            case .fulfilled, .done:
+                return nil
+            }
+        }
+        deliver?(response)
+    }
+
+    /// Whether nobody has fulfilled it yet.
+    public var isPending: Bool {
+        state.withLock { if case .fulfilled = $0 { false } else if case .done = $0 { false } else { true } }
+    }
+
+    /// The server's side: the response if it is already there, else `deliver` gets it later.
+    func deliver(to deliver: @escaping @Sendable (HTTPResponse) -> Void) -> HTTPResponse? {
+        state.withLock { state in
+            if case .fulfilled(let response) = state {
+                state = .done
+                return response
+            }
+            state = .delivering(deliver)
+            return nil
+        }
+    }
+}
+
 /// A response to write.
 public struct HTTPResponse: Sendable {
     public var status: Int
@@ -170,6 +221,8 @@ public struct HTTPResponse: Sendable {
     /// Whether the server's observer counts it: false for a component's own control API (the
     /// console's polls are not traffic).
     public var observed = true
+    /// Set by `later(_:)`: the response comes from this promise, from any thread.
+    public internal(set) var promise: HTTPPromise?
 
     public init(status: Int, headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [], close: Bool = false) {
         self.status = status
@@ -183,6 +236,15 @@ public struct HTTPResponse: Sendable {
         var headers = HTTPHeaders()
         headers.add("Content-Type", contentType)
         self.init(status: status, headers: headers, body: Array(body.utf8), close: close)
+    }
+
+    /// The answer comes later: the handler keeps `promise` and fulfils it, from any thread, once
+    /// and within its own deadline (a long poll). Headers added to this placeholder (a request id)
+    /// go out with the eventual response; the connection answers nothing else meanwhile.
+    public static func later(_ promise: HTTPPromise) -> HTTPResponse {
+        var response = HTTPResponse(status: 200)
+        response.promise = promise
+        return response
     }
 
     /// `{"error": "..."}` with `status`.

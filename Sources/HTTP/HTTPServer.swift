@@ -165,37 +165,84 @@ public final class HTTPServer: Sendable {
 }
 
 extension HTTPServer {
-    /// Feeds bytes read from a connection to its parser, runs the handler for
-    /// every request they complete (pipelined ones in order) and appends the
-    /// responses to `output`. Returns true when the connection must close once
-    /// `output` is written. `events` is scratch space the caller keeps between calls.
+    /// What answering a connection's requests left to do.
+    package enum Outcome {
+        /// Keep the connection open.
+        case open
+        /// Close it once its output is written.
+        case close
+        /// A handler answers later; the requests after it wait (see `respond`).
+        case later(Deferred)
+    }
+
+    /// A request whose response a handler gives later (`HTTPResponse.later`).
+    package struct Deferred {
+        package var promise: HTTPPromise
+        /// Headers the placeholder carried, added to the eventual response.
+        var headers: HTTPHeaders
+        var keepAlive: Bool
+        var head: Bool
+        var received: UInt64
+    }
+
+    /// Feeds bytes read from a connection to its parser and answers the requests they complete
+    /// (`respond`). `events` is scratch space the caller keeps between calls; it is empty
+    /// afterwards unless a handler answers later, when it holds the requests still to answer.
+    @discardableResult
     package func process(
         _ bytes: UnsafeRawBufferPointer, parser: inout HTTPRequestParser, events: inout [HTTPRequestParser.Event],
         output: inout [UInt8], loop: Int
-    ) -> Bool {
+    ) -> Outcome {
         parser.feed(bytes, into: &events)
-        defer { events.removeAll(keepingCapacity: true) }
         events.reverse()  // taken from the end, in arrival order, moved out rather than copied
+        let outcome = respond(to: &events, output: &output, loop: loop)
+        if case .later = outcome {} else { events.removeAll(keepingCapacity: true) }
+        return outcome
+    }
+
+    /// Runs the handler for each parsed event (stored newest first), pipelined ones in order, and
+    /// appends the responses to `output`, until one must close the connection or a handler
+    /// answers later; then the events after it stay in `events`.
+    package func respond(to events: inout [HTTPRequestParser.Event], output: inout [UInt8], loop: Int) -> Outcome {
         while let event = events.popLast() {
             switch event {
             case .request(let wrapped):
                 let request = wrapped.request
                 let received = monotonicNanoseconds()
-                var response = handler(request, Context(loop: loop, receivedNanoseconds: received))
-                if request.method == "HEAD" { response.body = [] }
-                let keepAlive = request.keepAlive && !response.close
-                response.serialize(into: &output, keepAlive: keepAlive)
-                if response.observed { observer?(loop, response.status, monotonicNanoseconds() - received) }
-                if !keepAlive { return true }
+                let response = handler(request, Context(loop: loop, receivedNanoseconds: received))
+                if let promise = response.promise {
+                    return .later(Deferred(promise: promise, headers: response.headers, keepAlive: request.keepAlive, head: request.method == "HEAD", received: received))
+                }
+                if !write(response, keepAlive: request.keepAlive, head: request.method == "HEAD", received: received, into: &output, loop: loop) {
+                    return .close
+                }
             case .continueNeeded:
                 output.append(contentsOf: "HTTP/1.1 100 Continue\r\n\r\n".utf8)
             case .error(let status, let reason):
                 HTTPResponse.error(status, reason, close: true).serialize(into: &output, keepAlive: false)
                 observer?(loop, status, 0)
-                return true
+                return .close
             }
         }
-        return false
+        return .open
+    }
+
+    /// Writes the response a handler gave later; false when the connection must close after it.
+    package func complete(_ deferred: Deferred, with response: HTTPResponse, into output: inout [UInt8], loop: Int) -> Bool {
+        var response = response
+        var headers = deferred.headers
+        for (name, value) in response.headers { headers.add(name, value) }
+        response.headers = headers
+        return write(response, keepAlive: deferred.keepAlive, head: deferred.head, received: deferred.received, into: &output, loop: loop)
+    }
+
+    private func write(_ response: HTTPResponse, keepAlive: Bool, head: Bool, received: UInt64, into output: inout [UInt8], loop: Int) -> Bool {
+        var response = response
+        if head { response.body = [] }
+        let keepAlive = keepAlive && !response.close
+        response.serialize(into: &output, keepAlive: keepAlive)
+        if response.observed { observer?(loop, response.status, monotonicNanoseconds() - received) }
+        return keepAlive
     }
 }
 

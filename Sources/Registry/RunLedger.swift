@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Scoring
 
 /// The batch run ledger: every run of a batch job — what triggered it, who,

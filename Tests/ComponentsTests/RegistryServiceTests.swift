@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 import Synchronization
 import Testing
 
@@ -120,6 +121,69 @@ final class RegistryServiceFixture: @unchecked Sendable {
         try f.start()
         #expect(waitFor { serve.tick(); return client.health.isUp })
         #expect(client.health.outages == 1)
+    }
+
+    /// `GET /v1/aliases?after=REV&wait=S` is held until an alias moves (through the service, or by
+    /// another process on the same store) and answered with the new listing; with nothing moving
+    /// it answers `changed: false` once S passes. The service stays responsive meanwhile, and a
+    /// follower told of a move by the long poll sees it at its next resolve without asking again.
+    @Test func aliasRequestsWaitForAMove() throws {
+        let f = try RegistryServiceFixture()
+        defer { f.cleanUp() }
+        let read = HTTPClient(port: f.port, timeout: 30)
+        let auth = [("Authorization", "Bearer \(f.operateKey)")]
+        let start = try JSONValue.parse(read.request("GET", "/v1/aliases", headers: auth).body)
+        guard case .number(let revision)? = start["revision"] else { Issue.record("no revision in \(start)"); return }
+
+        // Held: the answer comes when the admin moves production, not before.
+        let answer = Mutex<JSONValue?>(nil)
+        let waiter = Thread {
+            let body = (try? HTTPClient(port: f.port, timeout: 30).request("GET", "/v1/aliases?after=\(Int(revision))&wait=20", headers: auth).body) ?? []
+            answer.withLock { $0 = (try? JSONValue.parse(body)) ?? .null }
+        }
+        waiter.start()
+        #expect(waitFor { f.host!.server.connections >= 2 })
+        #expect(try read.request("GET", "/healthz").status == 200, "a held request does not hold the service")
+        #expect(answer.withLock { $0 } == nil)
+        let admin = try f.client(key: f.adminKey, home: f.home)
+        #expect(try admin.promote(model: "credit", version: 2, alias: "production", expected: .version(1)) == 1)
+        #expect(waitFor { answer.withLock { $0 } != nil })
+        let moved = answer.withLock { $0 }
+        #expect(moved?["changed"] == .bool(true))
+        #expect(moved?["revision"] == .number(revision + 1))
+        let production = moved?["aliases"].flatMap { if case .array(let a) = $0 { a.first { $0["alias"]?.stringValue == "production" } } else { nil } }
+        #expect(production?["version"] == .number(2))
+
+        // A move by another process on the same store (not through the service) is seen too.
+        let second = Mutex<JSONValue?>(nil)
+        Thread {
+            let body = (try? HTTPClient(port: f.port, timeout: 30).request("GET", "/v1/aliases?after=\(Int(revision) + 1)&wait=20", headers: auth).body) ?? []
+            second.withLock { $0 = (try? JSONValue.parse(body)) ?? .null }
+        }.start()
+        #expect(waitFor { f.host!.server.connections >= 2 })
+        _ = try ModelRegistry(home: f.home).rollback(model: "credit", alias: "production", who: "local")
+        #expect(waitFor { second.withLock { $0 } != nil })
+        #expect(second.withLock { $0 }?["changed"] == .bool(true))
+
+        // Nothing moves: unchanged once the wait is over.
+        let quiet = try JSONValue.parse(read.request("GET", "/v1/aliases?after=\(Int(revision) + 2)&wait=1", headers: auth).body)
+        #expect(quiet["changed"] == .bool(false) && quiet["revision"] == .number(revision + 2))
+        #expect(try read.request("GET", "/v1/aliases?after=1&wait=61", headers: auth).status == 400)
+        #expect(try read.request("GET", "/v1/aliases?after=x", headers: auth).status == 400)
+
+        // A follower learns of a move from its long poll and resolves without another request.
+        let elsewhere = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-elsewhere-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: elsewhere.url) }
+        let client = try f.client(key: f.operateKey, home: elsewhere)
+        #expect(try client.resolve("credit@production").version == 1)
+        let moves = Atomic<Int>(0)
+        let stop = Atomic<Bool>(false)
+        defer { stop.store(true, ordering: .relaxed) }
+        client.follow({ moves.wrappingAdd(1, ordering: .relaxed) }, until: { stop.load(ordering: .relaxed) })
+        #expect(waitFor { f.host!.server.connections >= 2 }, "the follower holds a long poll")
+        #expect(try admin.promote(model: "credit", version: 2, alias: "production", expected: .version(1)) == 1)
+        #expect(waitFor { moves.load(ordering: .relaxed) == 1 })
+        #expect(try client.resolve("credit@production").version == 2)
     }
 
     @Test func artifactsAreImmutableAndUploadsAreChecked() throws {

@@ -1,5 +1,6 @@
 // libFuzzer target: the XGBoost JSON and LightGBM text importers, then compiling and scoring.
 import Foundation
+import JSON
 import Scoring
 
 /// The first byte picks the importer; the rest is the model file. Whatever imports compiles

@@ -1,4 +1,5 @@
 // libFuzzer target: the JSON tape (the scoring paths' parser) against the JSONValue parser.
+import JSON
 import Scoring
 
 /// Both parsers accept and refuse the same documents, and what the tape reads back of an

@@ -1,5 +1,6 @@
 // libFuzzer target: the model document decoder and validator, then compiling and scoring.
 import Foundation
+import JSON
 import Scoring
 
 /// A document that decodes and validates compiles into a scorer, which scores its own example

@@ -1,5 +1,6 @@
 import Foundation
 @testable import HTTP
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -52,6 +53,48 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
         #expect(try raw.readResponse().text == "POST /2 abc")
         let last = try raw.readResponse()
         #expect(last.text == "GET /3 " && last.headers["Connection"] == "close")
+    }
+
+    /// A handler that answers later (a long poll) holds only its own connection: on a one-thread
+    /// server another client is answered meanwhile, the requests pipelined behind the held one
+    /// wait their turn and come back in order, and a promise fulfilled before the loop saw it works too.
+    @Test func aResponseGivenLaterHoldsOnlyItsConnection() throws {
+        let held = Mutex<[HTTPPromise]>([])
+        let server = HTTPServer(configuration: .init(threads: 1)) { request, _ in
+            switch request.path {
+            case "/hold":
+                let promise = HTTPPromise()
+                held.withLock { $0.append(promise) }
+                var response = HTTPResponse.later(promise)
+                response.headers.add("x-request-id", "r1")
+                return response
+            case "/ready":
+                let promise = HTTPPromise()
+                promise.fulfil(HTTPResponse(status: 200, contentType: "text/plain", body: "at once"))
+                return .later(promise)
+            default:
+                return HTTPResponse(status: 200, contentType: "text/plain", body: "\(request.path)")
+            }
+        }
+        try server.start()
+        defer { server.stop() }
+        let raw = HTTPClient(port: server.port)
+        try raw.sendRaw(Array("GET /hold HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\nGET /ready HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+        #expect(waitUntil { held.withLock { $0.count } == 1 })
+        // The loop is free: another connection is answered while /hold waits.
+        #expect(try HTTPClient(port: server.port).request("GET", "/other").text == "/other")
+        held.withLock { $0[0] }.fulfil(HTTPResponse(status: 201, contentType: "text/plain", body: "late"))
+        let first = try raw.readResponse()
+        #expect(first.status == 201 && first.text == "late" && first.headers["x-request-id"] == "r1")
+        #expect(try raw.readResponse().text == "/after")
+        #expect(try raw.readResponse().text == "at once")
+        // A promise fulfilled after its client left is dropped, and the server carries on.
+        let gone = HTTPClient(port: server.port)
+        try gone.sendRaw(Array("GET /hold HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+        #expect(waitUntil { held.withLock { $0.count } == 2 })
+        gone.close()
+        held.withLock { $0[1] }.fulfil(HTTPResponse(status: 200))
+        #expect(try HTTPClient(port: server.port).request("GET", "/still").text == "/still")
     }
 
     @Test func malformedRequestsGet400AndTheConnectionCloses() throws {

@@ -1,5 +1,5 @@
 import Foundation
-import Scoring
+import JSON
 import Testing
 
 #if canImport(Glibc)

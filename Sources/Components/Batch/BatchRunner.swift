@@ -1,5 +1,6 @@
 import CSystem
 import Foundation
+import JSON
 import Registry
 import Scoring
 import Synchronization

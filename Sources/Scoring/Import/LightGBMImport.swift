@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// A LightGBM text model (`booster.save_model("m.txt")`, format v3/v4).
 ///

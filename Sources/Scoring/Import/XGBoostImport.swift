@@ -2,6 +2,7 @@ import Foundation
 
 #if canImport(Glibc)
 import Glibc
+import JSON
 #endif
 
 /// An XGBoost JSON model (`booster.save_model("m.json")`, XGBoost 1.6 and later).

@@ -1,4 +1,5 @@
 import Foundation
+import JSON
 
 /// A Switchyard model file (`"format": "switchyard.model"`, `format_version` 1):
 /// the input schema, the preprocessing that turns a record into the estimator's

@@ -1,3 +1,4 @@
+import JSON
 /// Records held column by column, ready for `Scorer.score(_:into:)`: one
 /// `Double` column per number field (NaN marks a missing value) and one code
 /// column per category field. Cells are parsed as they are set, so a bad cell

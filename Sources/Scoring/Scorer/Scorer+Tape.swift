@@ -1,3 +1,4 @@
+import JSON
 extension Scorer {
     /// Scores the record at `node` of `tape` — an object by field name (other
     /// members ignored) or an array in schema order — without building values:

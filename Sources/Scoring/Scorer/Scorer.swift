@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import JSON
 #endif
 
 /// The embedded scorer: a model document compiled for scoring, immutable and

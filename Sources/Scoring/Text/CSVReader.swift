@@ -1,3 +1,4 @@
+import JSON
 /// An RFC 4180 CSV reader over byte buffers: quoted fields, doubled quotes,
 /// CRLF or LF line ends, newlines inside quotes. It yields complete records
 /// from a buffer and reports how many bytes it used, so a caller can stream a

@@ -1,5 +1,6 @@
 #if canImport(Glibc)
 import Glibc
+import JSON
 #endif
 
 /// Fits an L2-regularized logistic regression (binary, or multinomial for more

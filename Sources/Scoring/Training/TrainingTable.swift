@@ -1,3 +1,5 @@
+import JSON
+
 /// A CSV table read for training: each column typed as numbers (every
 /// non-empty cell parses) or categories, with missing cells marked.
 package struct TrainingTable {

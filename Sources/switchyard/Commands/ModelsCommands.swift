@@ -1,5 +1,6 @@
 import Components
 import Foundation
+import JSON
 import Registry
 import Scoring
 

@@ -2,6 +2,7 @@ import CSystem
 import Components
 import Foundation
 import HTTP
+import JSON
 import Registry
 import Scoring
 import Synchronization
