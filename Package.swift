@@ -30,20 +30,21 @@ let package = Package(
         .target(name: "Scoring", dependencies: ["JSON", "CSystem"], swiftSettings: strict),
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
-        .target(name: "Registry", dependencies: ["JSON", "Scoring", "CSQLite"], swiftSettings: strict),
+        .target(name: "ControlProtocol", dependencies: ["JSON", "Scoring", "HTTP"], swiftSettings: strict),
+        .target(name: "Registry", dependencies: ["ControlProtocol", "JSON", "Scoring", "CSQLite"], swiftSettings: strict),
         .target(
             name: "Components",
-            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
+            dependencies: ["ControlProtocol", "JSON", "Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
             swiftSettings: strict
         ),
         .target(
             name: "Console",
-            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "CNcurses", "CSystem"],
+            dependencies: ["ControlProtocol", "JSON", "Scoring", "HTTP", "CNcurses", "CSystem"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "switchyard",
-            dependencies: ["JSON", "Scoring", "Registry", "HTTP", "Telemetry", "Components", "Console", "CSystem"],
+            dependencies: ["ControlProtocol", "JSON", "Scoring", "Registry", "HTTP", "Telemetry", "Components", "Console", "CSystem"],
             swiftSettings: strict
         ),
 
@@ -53,14 +54,18 @@ let package = Package(
         .testTarget(name: "TelemetryTests", dependencies: ["Telemetry"], swiftSettings: strict),
         .testTarget(
             name: "ComponentsTests",
-            dependencies: ["Components", "HTTP", "JSON", "Registry", "Scoring", "Telemetry"],
+            dependencies: ["Components", "ControlProtocol", "HTTP", "JSON", "Registry", "Scoring", "Telemetry"],
             swiftSettings: strict
         ),
-        .testTarget(name: "RegistryTests", dependencies: ["Registry", "Scoring"], swiftSettings: strict),
-        .testTarget(name: "ConsoleTests", dependencies: ["Console", "JSON", "Scoring", "HTTP", "Registry"], swiftSettings: strict),
+        .testTarget(name: "RegistryTests", dependencies: ["ControlProtocol", "Registry", "Scoring"], swiftSettings: strict),
+        .testTarget(
+            name: "ConsoleTests",
+            dependencies: ["Console", "Components", "ControlProtocol", "JSON", "Scoring", "HTTP", "Registry", "Telemetry"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["switchyard", "JSON", "Scoring", "HTTP", "CSystem"],
+            dependencies: ["switchyard", "ControlProtocol", "JSON", "Scoring", "HTTP", "CSystem"],
             swiftSettings: strict
         ),
     ]

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Registry
 
 /// What a component runs, from a model reference: `NAME@ALIAS` follows the alias, `NAME@N` pins

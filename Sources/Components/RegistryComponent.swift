@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import HTTP
 import JSON
@@ -21,14 +22,15 @@ package final class RegistryComponent: Component {
     let fleet: FleetDirectory
     let events: EventLog
     let authenticator: Authenticator
-    /// A member silent this long is listed as `gone`.
-    package static let goneAfter: Double = 15
     private let served = Atomic<Int>(0)
     private let sampling = Mutex<Int>(0)
     /// Held long polls on the alias revision.
     private let watch: AliasWatch
+    /// Who acts with an embedded service's session key, for the audit log ("console:USER").
+    private let localActor: String?
 
-    package init(registry: ModelRegistry, keys: KeyStore, fleet: FleetDirectory, events: EventLog, authenticator: Authenticator) {
+    package init(registry: ModelRegistry, keys: KeyStore, fleet: FleetDirectory, events: EventLog, authenticator: Authenticator, localActor: String? = nil) {
+        self.localActor = localActor
         self.registry = registry
         self.keys = keys
         self.fleet = fleet
@@ -55,8 +57,8 @@ package final class RegistryComponent: Component {
         counters.append("models", .number(Double(Set(versions.map(\.model)).count)))
         counters.append("versions", .number(Double(versions.count)))
         counters.append("revision", .number(Double((try? registry.revision()) ?? 0)))
-        counters.append("fleet_live", .number(Double(members.filter { now - $0.heartbeat <= Self.goneAfter }.count)))
-        counters.append("fleet_gone", .number(Double(members.filter { now - $0.heartbeat > Self.goneAfter }.count)))
+        counters.append("fleet_live", .number(Double(members.filter { now - $0.heartbeat <= FleetMember.goneAfter }.count)))
+        counters.append("fleet_gone", .number(Double(members.filter { now - $0.heartbeat > FleetMember.goneAfter }.count)))
         counters.append("requests", .number(Double(served.load(ordering: .relaxed))))
         return [("model", .null), ("state", .string(isReady ? "serving" : "store unavailable")), ("counters", .object(counters))]
     }
@@ -112,9 +114,10 @@ package final class RegistryComponent: Component {
         }
     }
 
-    /// "key:ID (NAME)" for the audit log.
+    /// "key:ID (NAME)" for the audit log (the local actor for an embedded service's session key).
     private func who(_ principal: Principal) -> String {
         guard let id = principal.keyID else { return principal.name }
+        if id == EmbeddedRegistry.sessionID, let localActor { return localActor }
         let name = (try? keys.list())?.first { $0.id == id }?.name
         return "key:\(id)" + (name.map { " (\($0))" } ?? "")
     }
@@ -124,7 +127,7 @@ package final class RegistryComponent: Component {
         case ("GET", 1, "models"):
             _ = try authorize(request, context, .read)
             let versions = try registryCall { () throws(RegistryError) in try registry.versions() }
-            return json(200, .object(JSONObject(["versions": .array(versions.map(versionJSON))])))
+            return json(200, .object(JSONObject(["versions": .array(versions.map(\.json))])))
         case ("GET", 2, "models"):
             _ = try authorize(request, context, .read)
             let name = r[1]
@@ -133,7 +136,7 @@ package final class RegistryComponent: Component {
             let aliases = try registryCall { () throws(RegistryError) in try registry.aliases(model: name) }
             var o = JSONObject()
             o.append("name", .string(name))
-            o.append("versions", .array(versions.map(versionJSON)))
+            o.append("versions", .array(versions.map(\.json)))
             o.append("aliases", .object(aliases.reduce(into: JSONObject()) { $0.append($1.alias, .number(Double($1.version))) }))
             return json(200, .object(o))
         case ("POST", 1, "models"):
@@ -148,14 +151,14 @@ package final class RegistryComponent: Component {
             let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: who(principal)) }
             if !registration.existed { events.append("registry", "registered \(registration.version.reference) by \(who(principal))") }
             var o = JSONObject()
-            o.append("version", versionJSON(registration.version))
+            o.append("version", registration.version.json)
             o.append("existed", .bool(registration.existed))
             return json(registration.existed ? 200 : 201, .object(o))
         case ("GET", 1, "resolve"):
             _ = try authorize(request, context, .read)
             guard let reference = request.query["ref"], !reference.isEmpty else { throw HTTPError(400, "give ?ref=NAME, NAME@VERSION or NAME@ALIAS") }
             let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
-            guard case .object(var o) = versionJSON(version) else { return .error(500, "") }
+            guard case .object(var o) = version.json else { return .error(500, "") }
             o.append("revision", .number(Double((try? registry.revision()) ?? 0)))  // so a follower knows what it has seen
             return json(200, .object(o))
         case ("GET", 2, "artifacts"):
@@ -231,7 +234,7 @@ package final class RegistryComponent: Component {
                 try registry.audit(model: request.query["model"], after: request.query["after"].flatMap { Int($0) }, limit: limit)
             }
             var o = JSONObject()
-            o.append("entries", .array(entries.map(auditJSON)))
+            o.append("entries", .array(entries.map(\.json)))
             o.append("next_after", entries.last.map { .number(Double($0.id)) } ?? .null)
             return json(200, .object(o))
         case ("GET", 1, "whoami"):
@@ -277,7 +280,7 @@ package final class RegistryComponent: Component {
             _ = try authorize(request, context, .read)
             let now = Date().timeIntervalSince1970
             let members = try registryCall { () throws(RegistryError) in try fleet.members(maxAge: .infinity) }
-            return json(200, .object(JSONObject(["members": .array(members.map { memberJSON($0, now: now) })])))
+            return json(200, .object(JSONObject(["members": .array(members.map { $0.json(now: now) })])))
         case ("POST", 1, "fleet"):
             _ = try authorize(request, context, .operate)
             let member = try decodeMember(request.body)
@@ -325,6 +328,47 @@ package final class RegistryComponent: Component {
         return FleetDirectory.Member(
             id: try text("id", max: 200), kind: try text("kind", max: 40), url: try text("url"), pid: pid, host: try text("host", max: 255),
             model: value["model"]?.stringValue, startedAt: try text("started_at", max: 40), heartbeat: Date().timeIntervalSince1970)
+    }
+}
+
+/// This machine's registry (SWITCHYARD_HOME) served on a loopback port to this process only: how
+/// the console, a pure HTTP client, reads the local registry when no `--registry` is given. It
+/// accepts the machine's keys and a session key made for this process (admin: whoever can run
+/// the console on this home can write its SQLite file anyway), whose changes are audited under
+/// `actor`. It is not in the fleet.
+package final class EmbeddedRegistry: Sendable {
+    static let sessionID = "local-session"
+    package let host: ComponentHost
+    /// The session key; never stored.
+    package let sessionKey: String
+    package var url: String { host.control.baseURL }
+
+    package init(home: Home, actor: String) throws {
+        var random = SystemRandomNumberGenerator()
+        sessionKey = "sy_session_" + String((0..<40).map { _ in "0123456789abcdef".randomElement(using: &random)! })
+        let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(home: home) }
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
+        let authenticator = Authenticator(store: SessionKeys(base: keys, session: KeyStore.hash(sessionKey)), loops: 1)
+        let events = EventLog()
+        let component = RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator, localActor: actor)
+        host = ComponentHost(component: component, observer: nil, configuration: .init(host: "127.0.0.1", port: 0, threads: 1),
+                             authenticator: authenticator, events: events, fleet: nil)
+        try host.start()
+    }
+
+    package func stop() { host.stop() }
+
+    /// The machine's keys and the session key.
+    private struct SessionKeys: KeySource {
+        let base: KeyStore
+        let session: String
+
+        func activeKeys() throws(RegistryError) -> KeyTable {
+            var keys = try base.activeKeys()
+            keys[session] = (EmbeddedRegistry.sessionID, .admin)
+            return keys
+        }
     }
 }
 
@@ -392,91 +436,4 @@ final class AliasWatch: Sendable {
             _ = wake.wait(timeout: .now() + 0.2)
         }
     }
-}
-
-/// A version as the registry service and its clients exchange it.
-package func versionJSON(_ v: ModelRegistry.Version) -> JSONValue {
-    var o = JSONObject()
-    o.append("model", .string(v.model))
-    o.append("version", .number(Double(v.version)))
-    o.append("reference", .string(v.reference))
-    o.append("sha256", .string(v.sha256))
-    o.append("created_at", .string(v.createdAt))
-    o.append("created_by", .string(v.createdBy))
-    o.append("metrics", .object(v.metrics.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, .number($1.value)) }))
-    o.append("aliases", .array(v.aliases.map(JSONValue.string)))
-    return .object(o)
-}
-
-/// The inverse of `versionJSON`.
-package func decodeVersion(_ value: JSONValue) -> ModelRegistry.Version? {
-    guard case .string(let model)? = value["model"], case .number(let n)? = value["version"], n.isFinite, n >= 1, n < 1e15,
-          case .string(let sha)? = value["sha256"] else { return nil }
-    var metrics: [String: Double] = [:]
-    if case .object(let o)? = value["metrics"] {
-        for (k, v) in zip(o.keys, o.values) { if case .number(let x) = v { metrics[k] = x } }
-    }
-    let aliases: [String] = if case .array(let items)? = value["aliases"] { items.compactMap(\.stringValue) } else { [] }
-    return ModelRegistry.Version(
-        model: model, version: Int(n), sha256: sha, createdAt: value["created_at"]?.stringValue ?? "",
-        createdBy: value["created_by"]?.stringValue ?? "", metrics: metrics, aliases: aliases)
-}
-
-/// An audit entry as the registry service and its clients exchange it.
-package func auditJSON(_ e: ModelRegistry.AuditEntry) -> JSONValue {
-    var o = JSONObject()
-    o.append("id", .number(Double(e.id)))
-    o.append("at", .string(e.at))
-    o.append("who", .string(e.who))
-    o.append("action", .string(e.action))
-    o.append("model", .string(e.model))
-    o.append("alias", e.alias.map(JSONValue.string) ?? .null)
-    o.append("from", e.fromVersion.map { .number(Double($0)) } ?? .null)
-    o.append("to", e.toVersion.map { .number(Double($0)) } ?? .null)
-    o.append("detail", e.detail.map(JSONValue.string) ?? .null)
-    return .object(o)
-}
-
-/// The active keys by the sha256 of the key, as the service sends them and clients cache them.
-package func keyTableJSON(_ keys: [String: (id: String, scope: Scope)]) -> JSONValue {
-    .array(keys.sorted { $0.key < $1.key }.map {
-        .object(JSONObject(["sha256": .string($0.key), "id": .string($0.value.id), "scope": .string($0.value.scope.rawValue)]))
-    })
-}
-
-/// The inverse of `keyTableJSON`; entries that do not decode are left out.
-package func decodeKeyTable(_ value: JSONValue?) -> [String: (id: String, scope: Scope)] {
-    guard case .array(let items)? = value else { return [:] }
-    var keys: [String: (id: String, scope: Scope)] = [:]
-    for item in items {
-        guard let sha = item["sha256"]?.stringValue, let id = item["id"]?.stringValue,
-              let scope = item["scope"]?.stringValue.flatMap(Scope.init(rawValue:)) else { continue }
-        keys[sha] = (id, scope)
-    }
-    return keys
-}
-
-/// The inverse of `auditJSON`.
-package func decodeAuditEntry(_ value: JSONValue) -> ModelRegistry.AuditEntry? {
-    guard case .number(let id)? = value["id"], id.isFinite, id >= 0, id < 1e15, let model = value["model"]?.stringValue else { return nil }
-    func version(_ key: String) -> Int? { if case .number(let n)? = value[key], n.isFinite, n >= 0, n < 1e15 { Int(n) } else { nil } }
-    return ModelRegistry.AuditEntry(
-        id: Int(id), at: value["at"]?.stringValue ?? "", who: value["who"]?.stringValue ?? "", action: value["action"]?.stringValue ?? "",
-        model: model, alias: value["alias"]?.stringValue, fromVersion: version("from"), toVersion: version("to"), detail: value["detail"]?.stringValue)
-}
-
-/// A fleet member, `live` or `gone` (silent for `RegistryComponent.goneAfter` seconds) rather than
-/// vanishing. A heartbeat sends the same object; the service keeps its own time of arrival.
-func memberJSON(_ m: FleetDirectory.Member, now: Double) -> JSONValue {
-    var o = JSONObject()
-    o.append("id", .string(m.id))
-    o.append("kind", .string(m.kind))
-    o.append("url", .string(m.url))
-    o.append("pid", .number(Double(m.pid)))
-    o.append("host", .string(m.host))
-    o.append("model", m.model.map(JSONValue.string) ?? .null)
-    o.append("started_at", .string(m.startedAt))
-    o.append("last_seen", .string(isoTimestamp(Date(timeIntervalSince1970: m.heartbeat))))
-    o.append("state", .string(now - m.heartbeat > RegistryComponent.goneAfter ? "gone" : "live"))
-    return .object(o)
 }

@@ -1,7 +1,7 @@
+import ControlProtocol
 import Foundation
 import HTTP
 import JSON
-import Registry
 import Scoring
 import Synchronization
 
@@ -48,8 +48,10 @@ package struct FleetSnapshot: Sendable {
     /// (model, alias, version) from the registry.
     package var aliases: [(model: String, alias: String, version: Int)] = []
     /// The registry's versions, newest first, and its latest audit entries.
-    package var versions: [ModelRegistry.Version] = []
-    package var audit: [ModelRegistry.AuditEntry] = []
+    package var versions: [ModelVersion] = []
+    package var audit: [AuditEntry] = []
+    /// Why the registry could not be read this round ("registry http://… unreachable: …"), or nil.
+    package var registryProblem: String?
     package var events: [EventItem] = []
     package var takenAt = Date()
     package init() {}
@@ -64,8 +66,7 @@ package final class Collector: @unchecked Sendable {
     private var eventCursors: [String: Int] = [:]
     private var known: [String: ComponentView] = [:]
     private let endpoints: [String]
-    private let fleet: (any FleetListing)?
-    private let registry: (any RegistryStore)?
+    private let registry: RegistryAPI?
     private let key: String?
     private let timeout: Double
     private let state = Mutex(FleetSnapshot())
@@ -79,9 +80,10 @@ package final class Collector: @unchecked Sendable {
     /// fleet directory hears from them again.
     private let acknowledged = Mutex<[String: Date]>([:])
 
-    package init(endpoints: [String], fleet: (any FleetListing)?, registry: (any RegistryStore)?, key: String?, timeout: Double = 1) {
+    /// `registry`: the registry service (its fleet, versions, aliases and audit log); nil shows
+    /// only the `endpoints`.
+    package init(endpoints: [String], registry: RegistryAPI?, key: String?, timeout: Double = 1) {
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
-        self.fleet = fleet
         self.registry = registry
         self.key = key
         self.timeout = timeout
@@ -134,8 +136,15 @@ package final class Collector: @unchecked Sendable {
     package func collect() {
         let acks = acknowledged.withLock { $0 }
         var found = endpoints
-        if let members = try? fleet?.members(maxAge: 15) {
-            found += members.filter { member in acks[member.url].map { member.heartbeat > $0.timeIntervalSince1970 } ?? true }.map(\.url)
+        var registryProblem: String?
+        do throws(RegistryError) {
+            if let registry {
+                let live = Date().timeIntervalSince1970 - FleetMember.goneAfter
+                let members = try registry.fleet().filter { $0.heartbeat >= live }
+                found += members.filter { member in acks[member.url].map { member.heartbeat > $0.timeIntervalSince1970 } ?? true }.map(\.url)
+            }
+        } catch {
+            registryProblem = error.unreachable ? error.message : "registry: \(error.message)"
         }
         found += known.keys.sorted().filter { acks[$0] == nil }
         for url in acks.keys where found.contains(url) && !endpoints.contains(url) {
@@ -172,14 +181,16 @@ package final class Collector: @unchecked Sendable {
             added += result.events
         }
         var aliases: [(String, String, Int)] = []
-        var versions: [ModelRegistry.Version] = []
-        var audit: [ModelRegistry.AuditEntry] = []
-        if let registry, let all = try? registry.versions(model: nil) {
-            versions = all.sorted { ($0.model, -$0.version) < ($1.model, -$1.version) }
-            for model in Set(all.map(\.model)).sorted() {
-                for (alias, version) in (try? registry.aliases(model: model)) ?? [] { aliases.append((model, alias, version)) }
+        var versions: [ModelVersion] = []
+        var audit: [AuditEntry] = []
+        if let registry, registryProblem == nil {
+            do throws(RegistryError) {
+                versions = try registry.versions().sorted { ($0.model, -$0.version) < ($1.model, -$1.version) }
+                aliases = try registry.aliases().aliases.map { ($0.model, $0.alias, $0.version) }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+                audit = try registry.audit(limit: 200).sorted { $0.id > $1.id }
+            } catch {
+                registryProblem = error.unreachable ? error.message : "registry: \(error.message)"
             }
-            audit = ((try? registry.audit(model: nil, after: nil, limit: 200)) ?? []).sorted { $0.id > $1.id }
         }
         let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.url) < ($1.kind, $1.url) }
         state.withLock { s in
@@ -187,6 +198,7 @@ package final class Collector: @unchecked Sendable {
             s.aliases = aliases
             s.versions = versions
             s.audit = audit
+            s.registryProblem = registryProblem
             let merged = s.events + added + operatorEvents.withLock { e in defer { e.removeAll() }; return e }
             s.events = Array(merged.sorted { $0.at < $1.at }.suffix(500))  // ISO 8601 UTC sorts as text
             s.takenAt = Date()
@@ -248,18 +260,17 @@ package final class Collector: @unchecked Sendable {
     // MARK: - Actions
 
     /// Moves a registry alias off the UI thread; the outcome goes to `done` and the events view.
-    package func change(_ registry: any RegistryStore, _ action: RegistryAction, label: String,
+    package func change(_ registry: RegistryAPI, _ action: RegistryAction, label: String,
                         done: @escaping @Sendable (Result<String, ConsoleError>) -> Void) {
-        let who = "console:" + ProcessInfo.processInfo.userName
         act(label, detail: { $0 }, done: done) {
             do {
                 switch action {
                 case .promote(let model, let version, let alias, let expected):
                     // Compare-and-set on what the dialog showed: a move made meanwhile is not undone unseen.
-                    let previous = try registry.promote(model: model, version: version, alias: alias, who: who, expected: expected)
+                    let previous = try registry.promote(model: model, version: version, alias: alias, expected: expected)
                     return .success("\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version)")
                 case .rollback(let model, let alias):
-                    let moved = try registry.rollback(model: model, alias: alias, who: who)
+                    let moved = try registry.rollback(model: model, alias: alias)
                     return .success("\(model)@\(alias): v\(moved.from) → v\(moved.to) (rolled back)")
                 }
             } catch {

@@ -1,6 +1,6 @@
 import CSystem
+import ControlProtocol
 import Foundation
-import Registry
 import Scoring
 import Synchronization
 
@@ -13,12 +13,12 @@ package final class ConsoleApp {
     private let theme: Theme
     /// Outcomes of actions, handed from their threads to the UI thread.
     private let outcomes = Outbox()
-    private let registry: (any RegistryStore)?
+    private let registry: RegistryAPI?
     private let apiKey: String?
 
-    /// `keyIdentity`: the key's id and scope where the registry knows it (the local key store, or
-    /// the registry service's whoami), so actions it may not take are refused before sending.
-    package init(collector: Collector, registry: (any RegistryStore)?, key: String?, keyIdentity: (id: String, scope: Scope)?, theme: Theme,
+    /// `keyIdentity`: the key's id and scope as the registry service knows it (whoami), so
+    /// actions it may not take are refused before sending.
+    package init(collector: Collector, registry: RegistryAPI?, key: String?, keyIdentity: (id: String, scope: Scope)?, theme: Theme,
                  readOnly: Bool, interval: Double, quitQuestion: String? = nil, describe: @escaping @Sendable (String) -> String?) {
         self.collector = collector
         self.registry = registry
@@ -51,7 +51,7 @@ package final class ConsoleApp {
             return
         }
         if let form = controller.state.predict, form.componentURL == serve.url, form.model == model { return }
-        guard let registry, let version = try? registry.resolve(model), let document = try? registry.document(version) else {
+        guard let registry, let document = try? fetchDocument(registry, model) else {
             controller.state.predict = nil
             controller.state.predictProblem = "\(model) is not in the registry this console reads (SWITCHYARD_HOME or --registry); the form and the embedded comparison need it."
             return
@@ -102,7 +102,7 @@ package final class ConsoleApp {
                             }
                         }
                     } else {
-                        controller.state.status = "\(label): no registry on this machine (SWITCHYARD_HOME)"
+                        controller.state.status = "\(label): this console has no registry (start it with --registry URL)"
                         controller.state.statusRole = .error
                     }
                     dirty = true

@@ -1,6 +1,6 @@
+import ControlProtocol
 import Foundation
 import JSON
-import Registry
 import Scoring
 
 /// A key, as the terminal reports it.

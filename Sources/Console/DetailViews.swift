@@ -1,6 +1,6 @@
+import ControlProtocol
 import Foundation
 import JSON
-import Registry
 import Scoring
 
 // The detail views 1–4: Serve, Batch, Stream, Models. Each shows the selected
@@ -176,7 +176,7 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
 }
 
 /// The Models view's rows: registry versions, filtered by model name.
-func modelRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [ModelRegistry.Version] {
+func modelRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [ModelVersion] {
     let filter = state.filter.lowercased()
     return filter.isEmpty ? snapshot.versions : snapshot.versions.filter { $0.reference.lowercased().contains(filter) }
 }

@@ -1,8 +1,8 @@
 import CSystem
+import ControlProtocol
 import Foundation
 import HTTP
 import JSON
-import Registry
 import Scoring
 
 /// The Predict view's form: one editable value per schema field, for one serve
@@ -74,7 +74,7 @@ package struct PredictResult: Sendable, Equatable {
 
 /// Sends a record to a serve component (Azure ML `/score`) and scores it with the
 /// embedded scorer on the same version from the registry; parity within 1e-9.
-package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: (any ModelSource)?) -> PredictResult {
+package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: RegistryAPI?) -> PredictResult {
     var result = PredictResult()
     guard let (host, port) = Collector.hostPort(form.componentURL) else {
         result.error = "bad address \(form.componentURL)"
@@ -104,12 +104,11 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
         return result
     }
     guard let registry else {
-        result.verdict = "no local registry: the embedded comparison needs SWITCHYARD_HOME with \(form.model)"
+        result.verdict = "no registry: the embedded comparison needs the registry with \(form.model)"
         return result
     }
     do {
-        let version = try registry.resolve(form.model)
-        let scorer = try Scorer(try registry.document(version))
+        let scorer = try Scorer(try fetchDocument(registry, form.model))
         let p = try scorer.predict(json: record)
         result.embedded = zip(scorer.classes, p.probabilities).map { ($0, $1) }
         result.embeddedLabel = p.label
@@ -134,4 +133,11 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
     result.agrees = worst <= 1e-9
     result.verdict = result.agrees ? String(format: "parity: equal within 1e-9 (largest difference %.1e)", worst) : "MISMATCH — \(detail)"
     return result
+}
+
+/// The model document a reference points at, fetched from the registry service by sha256 (the
+/// bytes are checked against it) for the embedded scorer.
+func fetchDocument(_ registry: RegistryAPI, _ reference: String) throws -> ModelDocument {
+    let version = try registry.resolve(reference).version
+    return try ModelDocument.decode(Data(try registry.artifact(version.sha256)))
 }

@@ -1,6 +1,6 @@
+import ControlProtocol
 import Foundation
 import JSON
-import Registry
 import Scoring
 
 /// The console's views: 0 the overview, 1–6 the detail views.
@@ -20,10 +20,10 @@ package enum ConsoleView: Int, CaseIterable, Sendable {
     }
 }
 
-/// A change to the local registry (SWITCHYARD_HOME): components that follow the alias pick it up.
+/// A change in the registry: components that follow the alias pick it up.
 package enum RegistryAction: Equatable, Sendable {
     /// `expected`: where the alias pointed when the operator confirmed.
-    case promote(model: String, version: Int, alias: String, expected: ModelRegistry.Expected)
+    case promote(model: String, version: Int, alias: String, expected: AliasExpectation)
     case rollback(model: String, alias: String)
 }
 
@@ -212,6 +212,7 @@ func healthProblems(_ snapshot: FleetSnapshot, now: Date) -> [String] {
             if clientErrors > 0.10 { other.append(String(format: "%@ 4xx %.0f%%", name, clientErrors * 100)) }
         }
     }
+    if let problem = snapshot.registryProblem { other.append(problem) }
     return down + other
 }
 

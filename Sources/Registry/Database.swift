@@ -1,4 +1,5 @@
 import CSQLite
+import ControlProtocol
 import Foundation
 
 /// One SQLite connection: WAL mode, a busy timeout, foreign keys on, and
@@ -145,16 +146,3 @@ package final class Database: @unchecked Sendable {
 // SQLITE_TRANSIENT is a macro (a cast of -1) that Swift cannot import.
 private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
-/// A registry operation that failed, in words for the operator.
-public struct RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
-    public var message: String
-    /// The HTTP status this error means at the registry service's edge: 404 for what does not
-    /// exist (the default), 409 for a compare-and-set that lost, 400 for bad input, 503 for an
-    /// unreachable registry.
-    public var status: Int
-    public init(_ message: String, status: Int = 404) {
-        self.message = message
-        self.status = status
-    }
-    public var description: String { message }
-}

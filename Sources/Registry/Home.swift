@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 
 /// SWITCHYARD_HOME: the registry database, model artifacts and component logs.

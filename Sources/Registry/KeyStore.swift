@@ -1,37 +1,13 @@
+import ControlProtocol
 import Foundation
 import Scoring
-
-/// What a key may do, from least to most; each scope includes those below it.
-public enum Scope: String, Sendable, Comparable, CaseIterable {
-    case read, predict, operate, admin
-
-    public static func < (a: Scope, b: Scope) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
 
 /// API keys, stored as sha256 hashes: a key is shown once, when it is created.
 /// A key reads `sy_<id>_<secret>`; the id names it in logs and audit records.
 public final class KeyStore: Sendable {
     private let database: Database
 
-    public struct Key: Sendable, Equatable {
-        public var id: String
-        public var scope: Scope
-        public var name: String?
-        public var createdAt: String
-        public var createdBy: String
-        public var revoked: Bool
-
-        public init(id: String, scope: Scope, name: String?, createdAt: String, createdBy: String, revoked: Bool) {
-            self.id = id
-            self.scope = scope
-            self.name = name
-            self.createdAt = createdAt
-            self.createdBy = createdBy
-            self.revoked = revoked
-        }
-    }
+    public typealias Key = APIKey
 
     public init(home: Home) throws(RegistryError) {
         database = try Database.open(home)
@@ -90,28 +66,7 @@ public final class KeyStore: Sendable {
 public final class FleetDirectory: Sendable {
     private let database: Database
 
-    public struct Member: Sendable, Equatable {
-        public var id: String
-        public var kind: String
-        public var url: String
-        public var pid: Int
-        public var host: String
-        public var model: String?
-        public var startedAt: String
-        /// Unix seconds.
-        public var heartbeat: Double
-
-        public init(id: String, kind: String, url: String, pid: Int, host: String, model: String?, startedAt: String, heartbeat: Double) {
-            self.id = id
-            self.kind = kind
-            self.url = url
-            self.pid = pid
-            self.host = host
-            self.model = model
-            self.startedAt = startedAt
-            self.heartbeat = heartbeat
-        }
-    }
+    public typealias Member = FleetMember
 
     private let now: @Sendable () -> Date
     /// Records of members silent this long are deleted (a dead process never removes its own).

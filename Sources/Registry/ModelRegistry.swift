@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Scoring
 
@@ -140,53 +141,9 @@ extension ModelRegistry {
 
     // MARK: - Types
 
-    public struct Version: Sendable, Equatable {
-        public var model: String
-        public var version: Int
-        public var sha256: String
-        public var createdAt: String
-        public var createdBy: String
-        /// Held-out training metrics, from the model's metadata.
-        public var metrics: [String: Double]
-        /// Aliases that point at this version now.
-        public var aliases: [String]
+    public typealias Version = ModelVersion
 
-        public var reference: String { "\(model)@\(version)" }
-
-        package init(model: String, version: Int, sha256: String, createdAt: String, createdBy: String, metrics: [String: Double], aliases: [String]) {
-            self.model = model
-            self.version = version
-            self.sha256 = sha256
-            self.createdAt = createdAt
-            self.createdBy = createdBy
-            self.metrics = metrics
-            self.aliases = aliases
-        }
-    }
-
-    public struct AuditEntry: Sendable, Equatable {
-        public var id: Int
-        public var at: String
-        public var who: String
-        public var action: String
-        public var model: String
-        public var alias: String?
-        public var fromVersion: Int?
-        public var toVersion: Int?
-        public var detail: String?
-
-        package init(id: Int, at: String, who: String, action: String, model: String, alias: String?, fromVersion: Int?, toVersion: Int?, detail: String?) {
-            self.id = id
-            self.at = at
-            self.who = who
-            self.action = action
-            self.model = model
-            self.alias = alias
-            self.fromVersion = fromVersion
-            self.toVersion = toVersion
-            self.detail = detail
-        }
-    }
+    public typealias AuditEntry = ControlProtocol.AuditEntry
 
     /// The outcome of `register`: the version, and whether it already existed.
     public struct Registration: Sendable {
@@ -235,11 +192,7 @@ extension ModelRegistry {
     }
 
     /// What an alias must point at for a move to go ahead (compare-and-set).
-    public enum Expected: Sendable, Equatable {
-        /// The alias does not exist yet.
-        case absent
-        case version(Int)
-    }
+    public typealias Expected = AliasExpectation
 
     /// Points `alias` of `model` at `version`. Returns the version it pointed at before. With
     /// `expected`, the move happens only if the alias points there now (409-style error otherwise),
@@ -456,12 +409,6 @@ extension ModelRegistry {
     }
 }
 
-/// ISO 8601 in UTC with milliseconds, e.g. 2026-11-24T22:39:37.123Z.
-public func isoTimestamp(_ date: Date) -> String {
-    let formatter = ISO8601DateFormatter()
-    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-    return formatter.string(from: date)
-}
 
 extension JSONEncoder {
     static var sorted: JSONEncoder {

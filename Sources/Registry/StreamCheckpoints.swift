@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 
 /// Where a folder-fed stream is: for each file it has seen, in arrival order,

@@ -1,7 +1,9 @@
+import ControlProtocol
 import Foundation
 import JSON
 import Testing
 
+import Components
 @testable import Console
 import HTTP
 import Registry
@@ -415,7 +417,9 @@ private func detailedFleet() -> FleetSnapshot {
         let fleet = try FleetDirectory(home: home)
         try fleet.heartbeat(.init(id: "serve-x", kind: "serve", url: url, pid: 1, host: "h", model: "credit@1", startedAt: "",
                                   heartbeat: Date().timeIntervalSince1970))
-        let collector = Collector(endpoints: [], fleet: fleet, registry: nil, key: nil)
+        let local = try EmbeddedRegistry(home: home, actor: "test")
+        defer { local.stop() }
+        let collector = Collector(endpoints: [], registry: try RegistryAPI(url: local.url, key: local.sessionKey), key: nil)
         collector.collect()
         #expect(collector.snapshot.components.map(\.isDown) == [false])
 

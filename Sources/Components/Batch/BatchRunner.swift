@@ -1,4 +1,5 @@
 import CSystem
+import ControlProtocol
 import Foundation
 import JSON
 import Registry

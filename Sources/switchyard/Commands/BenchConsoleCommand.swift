@@ -1,5 +1,7 @@
 import CSystem
+import Components
 import Console
+import ControlProtocol
 import Foundation
 import Registry
 import Scoring
@@ -42,7 +44,9 @@ let benchConsoleCommand = Command(
         let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
         let deadline = Date().addingTimeInterval(20)
         while ((try? fleet.members().count) ?? 0) < count && Date() < deadline { usleep(100_000) }
-        let collector = Collector(endpoints: [], fleet: fleet, registry: registry, key: nil)
+        let local = try EmbeddedRegistry(home: home, actor: "bench")
+        defer { local.stop() }
+        let collector = Collector(endpoints: [], registry: try registryCall { () throws(RegistryError) in try RegistryAPI(url: local.url, key: local.sessionKey) }, key: nil)
         collector.collect()
         let found = collector.snapshot.components.count
         print("watching \(found) serve components (of \(count) started) at a 1 s refresh for \(Int(seconds)) s")

@@ -1,5 +1,6 @@
 import CSystem
 import Components
+import ControlProtocol
 import Foundation
 import HTTP
 import Registry

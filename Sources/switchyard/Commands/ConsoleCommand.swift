@@ -1,5 +1,6 @@
 import Components
 import Console
+import ControlProtocol
 import Foundation
 import Registry
 import Scoring
@@ -53,28 +54,29 @@ func runConsole(
     home: Home, key: String?, endpoints: [String], theme name: String, readOnly: Bool, refresh: Double, stop: StopFlag, registry url: String? = nil,
     quitQuestion: String? = nil, collecting: ((Collector) -> Void)? = nil
 ) throws {
-    let fleet: (any FleetListing)?
-    let registry: (any RegistryStore)?
-    var identity: (id: String, scope: Scope)?
+    // The console is a pure HTTP client of a registry service: the one at --registry, or this
+    // machine's SWITCHYARD_HOME served to this process on a loopback port.
+    let registry: RegistryAPI
+    var embedded: EmbeddedRegistry?
     if let url {
-        let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: key, home: home, events: EventLog()) }
-        fleet = client
-        registry = client
-        if let who = try? client.whoami(), let id = who.id, let scope = who.scope { identity = (id, scope) }
+        registry = try registryCall { () throws(RegistryError) in try RegistryAPI(url: url, key: key) }
     } else {
-        fleet = try? FleetDirectory(home: home)
-        registry = try? ModelRegistry(home: home)
-        if let key, let known = (try? KeyStore(home: home).activeKeys())?[KeyStore.hash(key)] { identity = (known.id, known.scope) }
+        let local = try EmbeddedRegistry(home: home, actor: "console:" + ProcessInfo.processInfo.userName)
+        embedded = local
+        registry = try registryCall { () throws(RegistryError) in try RegistryAPI(url: local.url, key: key ?? local.sessionKey) }
     }
+    defer { embedded?.stop() }
+    var identity: (id: String, scope: Scope)?
+    if key != nil, let who = try? registry.whoami(), let id = who.id, let scope = who.scope { identity = (id, scope) }
     let folders = [URL(fileURLWithPath: "themes"), home.url.appendingPathComponent("themes"),
                    URL(fileURLWithPath: selfExecutable()).deletingLastPathComponent().appendingPathComponent("../../../themes").standardized]
     let theme: Theme
     do { theme = try Theme.load(name, folders: folders) } catch { throw UsageError("\(error)") }
-    let collector = Collector(endpoints: endpoints, fleet: fleet, registry: registry, key: key)
+    let collector = Collector(endpoints: endpoints, registry: registry, key: key)
     collecting?(collector)
     let app = ConsoleApp(collector: collector, registry: registry, key: key, keyIdentity: identity, theme: theme, readOnly: readOnly,
                          interval: refresh, quitQuestion: quitQuestion) { reference in
-        guard let registry, let version = try? registry.resolve(reference) else { return nil }
+        guard let version = try? registry.resolve(reference).version else { return nil }
         return version.metrics["auc"].map { String(format: "auc %.4f", $0) }
     }
     app.run { stop.stopped }

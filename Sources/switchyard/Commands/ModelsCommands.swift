@@ -1,4 +1,5 @@
 import Components
+import ControlProtocol
 import Foundation
 import JSON
 import Registry
@@ -12,7 +13,7 @@ let modelsListCommand = Command(
         let registry = try openStore(args)
         let versions = try registryCall { () throws(RegistryError) in try registry.versions(model: nil) }
         if args.flag("json") {
-            for v in versions { print(versionJSON(v).jsonText) }
+            for v in versions { print(v.json.jsonText) }
             return Exit.ok
         }
         if versions.isEmpty {
@@ -207,7 +208,7 @@ let modelsAuditCommand = Command(
         let limit = try args.integer("limit", range: 1...1_000_000) ?? 100
         let entries = try registryCall { () throws(RegistryError) in try registry.audit(model: args.positional(0), after: nil, limit: limit) }
         if args.flag("json") {
-            for e in entries { print(auditJSON(e).jsonText) }
+            for e in entries { print(e.json.jsonText) }
             return Exit.ok
         }
         print(table(

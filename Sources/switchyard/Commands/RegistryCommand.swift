@@ -1,4 +1,5 @@
 import Components
+import ControlProtocol
 import Foundation
 import HTTP
 import Registry
