@@ -101,13 +101,10 @@ package final class ServeComponent: Component {
     /// The most rows one request may score (413 beyond), checked before anything is sized by a client's count.
     let maxRows: Int
     package static let defaultMaxRows = 10_000
-    /// What the component follows: an alias it re-resolves every second, or a pinned version.
-    private let target: Mutex<(model: String, alias: String?)>
-    private let history = Mutex<[ModelSnapshot]>([])
-    private let swapLock = Mutex<Void>(())
-    private let swaps = Atomic<Int>(0)
-    private let failedSwaps = Atomic<Int>(0)
-    private let lastPollError = Mutex<String?>(nil)
+    /// What it runs and follows; each version it loads is published to the loops.
+    private let binding: ModelBinding<ModelSnapshot>
+    /// The versions served lately, for their per-version metrics.
+    private let history: ServedVersions
     /// Latency and status of every response, per loop.
     let latency: [LatencyHistogram]
     let responses: StatusCounters
@@ -135,19 +132,23 @@ package final class ServeComponent: Component {
         responses = StatusCounters(loops: loops)
         inFlight = LoopCounters(loops: loops, width: 1)
         inferScratch = LoopLocal(loops: loops) { InferScratch() }
-        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
-        target = Mutex((resolved.model, resolved.alias))
-        let snapshot = try load(resolved.version)
-        publish(snapshot, reason: "loaded \(snapshot.label) (\(resolved.description))")
+        let (published, history) = (model, ServedVersions())
+        self.history = history
+        binding = try ModelBinding(
+            registry: registry, reference: reference, events: events, wording: .init(running: "serving", effect: ""),
+            make: { version, document in try ServeComponent.prepare(version, document, loops: loops) },
+            activate: { current in
+                history.append(current.loaded)
+                published.publish(current.loaded)
+            })
     }
 
     package var isReady: Bool { model.current != nil }
 
     // MARK: - Loading and swapping
 
-    /// Reads, compiles and warms a version. Throws with the reason it cannot serve.
-    private func load(_ version: ModelRegistry.Version) throws -> ModelSnapshot {
-        let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
+    /// Compiles and warms a version. Throws with the reason it cannot serve.
+    private static func prepare(_ version: ModelVersion, _ document: ModelDocument, loops: Int) throws -> ModelSnapshot {
         let scorer: Scorer
         do { scorer = try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
         let snapshot = ModelSnapshot(scorer: scorer, version: version, loops: loops)
@@ -160,87 +161,12 @@ package final class ServeComponent: Component {
         return snapshot
     }
 
-    private func publish(_ snapshot: ModelSnapshot, reason: String) {
-        history.withLock {
-            $0.append(snapshot)
-            if $0.count > 50 { $0.removeFirst() }
-        }
-        model.publish(snapshot)
-        events.append("model", reason)
-    }
-
-    /// Swaps to `version` unless it is already served; one swap at a time.
-    @discardableResult
-    private func swap(to version: ModelRegistry.Version, reason: String) throws -> (from: ModelSnapshot?, to: ModelSnapshot) {
-        try swapLock.withLock { _ in
-            let current = model.current
-            if let current, current.version.version == version.version, current.version.model == version.model {
-                return (current, current)
-            }
-            do {
-                let snapshot = try load(version)
-                swaps.wrappingAdd(1, ordering: .relaxed)
-                publish(snapshot, reason: "swapped \(current?.label ?? "none") → \(snapshot.label): \(reason)")
-                return (current, snapshot)
-            } catch {
-                failedSwaps.wrappingAdd(1, ordering: .relaxed)
-                events.append("error", "swap to \(version.reference) failed, still serving \(current?.label ?? "nothing"): \(error)")
-                throw error
-            }
-        }
-    }
-
     package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
-        let name = target.withLock { $0.model }
-        let version: ModelRegistry.Version
-        var follow: String?
-        do {
-            switch request {
-            case .version(let n):
-                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(n)") }
-            case .alias(let alias):
-                version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
-                follow = alias
-            }
-        } catch let error as HTTPError {
-            return .error(404, error.message)
-        } catch {
-            return .error(404, "\(error)")
-        }
-        do {
-            let result = try swap(to: version, reason: "requested by \(principal.name)" + (follow.map { ", now following alias \($0)" } ?? ", pinned"))
-            target.withLock { $0.alias = follow }
-            return json(200, .object(JSONObject([
-                "previous": result.from.map { modelJSON($0.version) } ?? .null,
-                "model": modelJSON(result.to.version),
-                "following": follow.map(JSONValue.string) ?? .null,
-            ])))
-        } catch let error as HTTPError {
-            return error.response
-        } catch {
-            return .error(500, "\(error)")
-        }
+        binding.swap(request, by: principal)
     }
 
     /// Follows the alias: a move in the registry is picked up within a second.
-    package func tick() {
-        let (name, alias) = target.withLock { ($0.model, $0.alias) }
-        guard let alias else { return }
-        do {
-            let version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
-            if version.version != model.current?.version.version {
-                try swap(to: version, reason: "alias \(alias) moved in the registry")
-            }
-            lastPollError.withLock { $0 = nil }
-        } catch {
-            let message = "\(error)"
-            let repeated = lastPollError.withLock { last in
-                defer { last = message }
-                return last == message
-            }
-            if !repeated { events.append("error", "following \(name)@\(alias): \(message)") }
-        }
-    }
+    package func tick() { binding.follow() }
 
     // MARK: - Telemetry
 
@@ -273,18 +199,14 @@ package final class ServeComponent: Component {
     }
 
     package func statusFields() -> [(String, JSONValue)] {
-        let current = model.current
-        let following = target.withLock { $0.alias }
-        return [
-            ("model", current.map { modelJSON($0.version) } ?? .null),
-            ("following", following.map(JSONValue.string) ?? .null),
-            ("state", .string(current == nil ? "loading" : "serving")),
+        return binding.statusFields() + [
+            ("state", .string(model.current == nil ? "loading" : "serving")),
             ("counters", .object(JSONObject([
                 "requests": .number(Double(responses.total)),
                 "errors": .number(Double(responses.errors)),
                 "client_errors": .number(Double(responses.clientErrors)),
-                "swaps": .number(Double(swaps.load(ordering: .relaxed))),
-                "failed_swaps": .number(Double(failedSwaps.load(ordering: .relaxed))),
+                "swaps": .number(Double(binding.swaps)),
+                "failed_swaps": .number(Double(binding.failedSwaps)),
                 "connections": .number(Double(connections.load(ordering: .relaxed))),
             ]))),
             ("status_codes", .object(responses.totals().sorted { $0.0 < $1.0 }.reduce(into: JSONObject()) { o, entry in
@@ -303,7 +225,7 @@ package final class ServeComponent: Component {
             text.sample("switchyard_http_responses_total", [("status", status == 0 ? "other" : "\(status)")], Double(count))
         }
         text.describe("switchyard_http_requests_total", "counter", "Requests handled, by status and the model version that answered.")
-        for snapshot in history.withLock({ $0 }) {
+        for snapshot in history.all {
             for (status, count) in snapshot.counters.totals() {
                 text.sample("switchyard_http_requests_total",
                             [("status", status == 0 ? "other" : "\(status)"), ("model", snapshot.version.model), ("model_version", "\(snapshot.version.version)")],
@@ -311,9 +233,9 @@ package final class ServeComponent: Component {
             }
         }
         text.describe("switchyard_model_swaps_total", "counter", "Model swaps completed.")
-        text.sample("switchyard_model_swaps_total", [], Double(swaps.load(ordering: .relaxed)))
+        text.sample("switchyard_model_swaps_total", [], Double(binding.swaps))
         text.describe("switchyard_model_swap_failures_total", "counter", "Model swaps that failed (the old version kept serving).")
-        text.sample("switchyard_model_swap_failures_total", [], Double(failedSwaps.load(ordering: .relaxed)))
+        text.sample("switchyard_model_swap_failures_total", [], Double(binding.failedSwaps))
         text.describe("switchyard_http_connections", "gauge", "Open connections.")
         text.sample("switchyard_http_connections", [], Double(connections.load(ordering: .relaxed)))
     }
@@ -348,4 +270,18 @@ package final class ServeComponent: Component {
 /// Runs a registry call, turning its error into an HTTP error with the status it carries.
 func registryCall<T>(_ body: () throws(RegistryError) -> T) throws -> T {
     do { return try body() } catch { throw HTTPError(error.status, error.message) }
+}
+
+/// The last 50 versions a serve component published, oldest first.
+final class ServedVersions: Sendable {
+    private let list = Mutex<[ModelSnapshot]>([])
+
+    func append(_ snapshot: ModelSnapshot) {
+        list.withLock {
+            $0.append(snapshot)
+            if $0.count > 50 { $0.removeFirst() }
+        }
+    }
+
+    var all: [ModelSnapshot] { list.withLock { $0 } }
 }

@@ -450,6 +450,9 @@ final class BatchFixture: @unchecked Sendable {
         let swap = try f.request("POST", "/v1/model", key: f.adminKey, body: #"{"version": 2}"#)
         #expect(swap.status == 200)
         #expect(swap.json["takes_effect"]?.stringValue?.contains("run \(id) continues on credit@1") == true)
+        // The one answer shape of serve, batch and stream (batch used to answer "previous" as a string).
+        #expect(swap.json["previous"]?["reference"] == .string("credit@1"))
+        #expect(swap.json["model"]?["reference"] == .string("credit@2") && swap.json["following"] == .null)
         #expect(try f.waitForRun(id).model == "credit@1")
         let output = try String(contentsOf: f.output.appendingPathComponent("a.csv"), encoding: .utf8)
         #expect(!output.contains("credit@2"))

@@ -36,10 +36,8 @@ package final class BatchComponent: Component {
         package init() {}
     }
 
-    /// What the next run scores with: the model name and the alias it follows, or a pinned version.
-    private let target: Mutex<(model: String, alias: String?, version: Int?)>
-    /// The compiled model of the latest resolution (reused while the version stays).
-    private let loaded = Mutex<(version: ModelRegistry.Version, scorer: Scorer)?>(nil)
+    /// What the next run scores with, and the alias it follows; a running run keeps its version.
+    private let binding: ModelBinding<Scorer>
     /// The running run, and totals of finished runs, changed together so a sample never counts a run twice.
     private let state = Mutex<(active: ActiveRun?, totals: Totals)>((nil, Totals()))
     private let nextSlot = Mutex<Date?>(nil)
@@ -77,9 +75,9 @@ package final class BatchComponent: Component {
         outputDirectory = output
         self.schedule = schedule
         self.options = options
-        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
-        target = Mutex((resolved.model, resolved.alias, resolved.alias == nil ? resolved.version.version : nil))
-        _ = try currentModel()
+        binding = try ModelBinding(
+            registry: registry, reference: reference, events: events, wording: .init(running: "running", effect: "for the next runs"),
+            make: { version, document in try BatchComponent.compile(version, document) })
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
         removeStaleTemporaryFiles()
     }
@@ -269,7 +267,7 @@ package final class BatchComponent: Component {
         }
 
         // The model: a rerun repeats its run's version; other runs take the current one.
-        let model: (version: ModelRegistry.Version, scorer: Scorer)
+        let model: (version: ModelVersion, loaded: Scorer)
         let files: [URL]
         do {
             model = try run.model.map { try load($0) } ?? currentModel()
@@ -307,7 +305,7 @@ package final class BatchComponent: Component {
         defer { state.withLock { $0.active = nil } }
         events.append("run", "run \(run.id) started: \(files.count) input\(files.count == 1 ? "" : "s"), \(total) bytes, model \(model.version.reference)")
 
-        var runner = BatchRunner(scorer: model.scorer, model: model.version.reference, outputDirectory: outputDirectory,
+        var runner = BatchRunner(scorer: model.loaded, model: model.version.reference, outputDirectory: outputDirectory,
                                  idColumns: options.idColumns, workers: options.workers)
         runner.rowsPerSecond = options.rowsPerSecond
         runner.chunkBytes = options.chunkBytes
@@ -380,49 +378,31 @@ package final class BatchComponent: Component {
 
     // MARK: - Models
 
-    /// Resolves the target and compiles its version (cached while it stays).
-    func currentModel() throws -> (version: ModelRegistry.Version, scorer: Scorer) {
-        let (name, alias, version) = target.withLock { ($0.model, $0.alias, $0.version) }
-        return try load(version.map { "\(name)@\($0)" } ?? "\(name)@\(alias ?? "production")")
+    /// What a new run scores with: what the followed alias points at now (what ran last while
+    /// the registry is unreachable).
+    func currentModel() throws -> (version: ModelVersion, loaded: Scorer) {
+        binding.follow()
+        guard let current = binding.current else { throw HTTPError(503, "no model loaded") }
+        return current
     }
 
-    private func load(_ reference: String) throws -> (version: ModelRegistry.Version, scorer: Scorer) {
+    /// A rerun's model: the version its run used.
+    private func load(_ reference: String) throws -> (version: ModelVersion, loaded: Scorer) {
         let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
-        if let cached = loaded.withLock({ $0 }), cached.version == version { return cached }
+        if let current = binding.current, current.version == version { return current }
         let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
-        let scorer: Scorer
-        do { scorer = try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
-        loaded.withLock { $0 = (version, scorer) }
-        return (version, scorer)
+        return (version, try Self.compile(version, document))
+    }
+
+    private static func compile(_ version: ModelVersion, _ document: ModelDocument) throws -> Scorer {
+        do { return try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
     }
 
     package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
-        let name = target.withLock { $0.model }
-        var alias: String?, pinned: Int?
-        switch request {
-        case .version(let n): pinned = n
-        case .alias(let a): alias = a
-        }
-        let previous = loaded.withLock { $0?.version.reference }
-        let next: (version: ModelRegistry.Version, scorer: Scorer)
-        do {
-            next = try load(pinned.map { "\(name)@\($0)" } ?? "\(name)@\(alias!)")
-        } catch let error as HTTPError {
-            events.append("error", "model swap requested by \(principal.name) failed, keeping \(previous ?? "none"): \(error.message)")
-            return error.response
-        } catch {
-            return .error(500, "\(error)")
-        }
-        target.withLock { $0 = (name, alias, pinned) }
         let running = state.withLock { $0.active.map { ($0.id, $0.model) } }
-        events.append("model", "next runs use \(next.version.reference) (was \(previous ?? "none")), set by \(principal.name)"
-            + (running.map { "; run \($0.0) finishes on \($0.1)" } ?? ""))
-        var o = JSONObject()
-        o.append("previous", previous.map(JSONValue.string) ?? .null)
-        o.append("model", modelJSON(next.version))
-        o.append("following", alias.map(JSONValue.string) ?? .null)
-        o.append("takes_effect", .string(running == nil ? "at the next run" : "at the next run; run \(running!.0) continues on \(running!.1)"))
-        return json(200, .object(o))
+        return binding.swap(request, by: principal, extra: [
+            ("takes_effect", .string(running.map { "at the next run; run \($0.0) continues on \($0.1)" } ?? "at the next run")),
+        ])
     }
 
     // MARK: - Ticks: the schedule and alias following
@@ -430,7 +410,7 @@ package final class BatchComponent: Component {
     package func tick() { tick(now: Date()) }
 
     func tick(now: Date) {
-        followAlias()
+        binding.follow()  // status (and the console) shows the version the next run takes
         guard let schedule, let due = nextSlot.withLock({ $0 }), now >= due else { return }
         nextSlot.withLock { $0 = schedule.next(after: now) }
         do {
@@ -445,21 +425,9 @@ package final class BatchComponent: Component {
         }
     }
 
-    /// Loads what a followed alias points at now, so status (and the console) shows the version
-    /// the next run takes; a running run keeps the version it started with.
-    private func followAlias() {
-        let (name, alias) = target.withLock { ($0.model, $0.alias) }
-        guard let alias, let version = try? registry.resolve("\(name)@\(alias)") else { return }
-        let previous = loaded.withLock { $0?.version }
-        guard previous?.model != version.model || previous?.version != version.version else { return }
-        if (try? load(version.reference)) != nil {
-            events.append("model", "alias \(alias) moved: next runs use \(version.reference) (was \(previous?.reference ?? "none"))")
-        }
-    }
-
     // MARK: - Status and telemetry
 
-    package var isReady: Bool { loaded.withLock { $0 != nil } }
+    package var isReady: Bool { binding.current != nil }
 
     package let sampleFields = ["rows", "bytes", "rejected", "progress", "queue", "running"]
 
@@ -497,8 +465,6 @@ package final class BatchComponent: Component {
     }
 
     package func statusFields() -> [(String, JSONValue)] {
-        let model = loaded.withLock { $0?.version }
-        let following = target.withLock { $0.alias }
         let (current, t) = state.withLock { ($0.active, $0.totals) }
         let queue = (try? ledger.count(job: job, status: .queued)) ?? 0
         var counters = JSONObject()
@@ -514,9 +480,7 @@ package final class BatchComponent: Component {
                 "next_run_at": nextSlot.withLock { $0 }.map { .string(isoTimestamp($0)) } ?? .null,
             ]))
         }
-        return [
-            ("model", model.map(modelJSON) ?? .null),
-            ("following", following.map(JSONValue.string) ?? .null),
+        return binding.statusFields() + [
             ("state", .string(current == nil ? "idle" : "running")),
             ("job", .string(job)),
             ("input", .string(inputDirectory.path + (pattern.map { "/" + $0 } ?? ""))),
@@ -700,12 +664,3 @@ package final class BatchComponent: Component {
     }
 }
 
-/// `{name, version, sha256, reference}` of a registry version.
-func modelJSON(_ version: ModelRegistry.Version) -> JSONValue {
-    .object(JSONObject([
-        "name": .string(version.model),
-        "version": .number(Double(version.version)),
-        "sha256": .string(version.sha256),
-        "reference": .string(version.reference),
-    ]))
-}

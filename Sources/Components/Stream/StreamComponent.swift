@@ -78,8 +78,8 @@ package final class StreamComponent: Component {
         package init() {}
     }
 
-    private let target: Mutex<(model: String, alias: String?)>
-    private let model = Mutex<(version: ModelRegistry.Version, scorer: Scorer)?>(nil)
+    /// What it scores with and follows; a swap lands between two micro-batches.
+    private let binding: ModelBinding<Scorer>
     private let queue: BoundedQueue<MicroBatch>
     package let paused = Atomic<Bool>(false)
     /// Set by the reading thread once it has seen `paused` and reads nothing more.
@@ -123,18 +123,11 @@ package final class StreamComponent: Component {
         sourceHealth = DependencyHealth(name: "source", address: source.description, events: events)
         sinkHealth = DependencyHealth(name: "sink", address: sink.description, events: events)
         queue = BoundedQueue(capacity: options.queueCapacity)
-        let resolved = try registryCall { () throws(RegistryError) in try ModelTarget(reference, in: registry) }
-        target = Mutex((resolved.model, resolved.alias))
-        let loaded = try load(resolved.version.reference)
-        model.withLock { $0 = loaded }
-        events.append("model", "loaded \(loaded.version.reference) (\(resolved.description))")
-    }
-
-    private func load(_ reference: String) throws -> (version: ModelRegistry.Version, scorer: Scorer) {
-        let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
-        if let current = model.withLock({ $0 }), current.version == version { return current }
-        let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
-        do { return (version, try Scorer(document)) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
+        binding = try ModelBinding(
+            registry: registry, reference: reference, events: events, wording: .init(running: "scoring with", effect: "from the next micro-batch"),
+            make: { version, document in
+                do { return try Scorer(document) } catch { throw HTTPError(422, "\(version.reference): \(error)") }
+            })
     }
 
     // MARK: - Running
@@ -195,8 +188,8 @@ package final class StreamComponent: Component {
                 continue
             }
             // One model per micro-batch: a swap lands between two of them.
-            guard let current = model.withLock({ $0 }) else { continue }
-            work.score(batch, scorer: current.scorer, model: current.version.reference)
+            guard let current = binding.current else { continue }
+            work.score(batch, scorer: current.loaded, model: current.version.reference)
             // Write, then commit; retried until it works (or the process stops), so nothing is skipped.
             guard retry(sinkHealth, "writing to \(sink.description)", { try sink.write(predictions: work.predictions, deadLetters: work.deadLetters) })
             else { return }
@@ -240,53 +233,18 @@ package final class StreamComponent: Component {
     // MARK: - Model
 
     package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
-        let name = target.withLock { $0.model }
-        let reference: String
-        var alias: String?
-        switch request {
-        case .version(let n):
-            reference = "\(name)@\(n)"
-        case .alias(let a):
-            reference = "\(name)@\(a)"
-            alias = a
-        }
-        let previous = model.withLock { $0?.version }
-        do {
-            let next = try load(reference)
-            model.withLock { $0 = next }
-            target.withLock { $0.alias = alias }
-            events.append("model", "swapped \(previous?.reference ?? "none") → \(next.version.reference) between micro-batches, by \(principal.name)")
-            var o = JSONObject()
-            o.append("previous", previous.map(modelJSON) ?? .null)
-            o.append("model", modelJSON(next.version))
-            o.append("following", alias.map(JSONValue.string) ?? .null)
-            return json(200, .object(o))
-        } catch let error as HTTPError {
-            events.append("error", "swap to \(reference) failed, still scoring with \(previous?.reference ?? "nothing"): \(error.message)")
-            return error.response
-        } catch {
-            return .error(500, "\(error)")
-        }
+        binding.swap(request, by: principal)
     }
 
     package var dependencies: [DependencyHealth] { [sourceHealth, sinkHealth] }
 
     /// Ready while a model is loaded and the source and sink answer.
-    package var isReady: Bool { model.withLock { $0 != nil } && sourceHealth.isUp && sinkHealth.isUp }
+    package var isReady: Bool { binding.current != nil && sourceHealth.isUp && sinkHealth.isUp }
 
     // MARK: - Ticks: alias following and the backlog
 
     package func tick() {
-        let (name, alias) = target.withLock { ($0.model, $0.alias) }
-        if let alias, let next = try? load("\(name)@\(alias)") {
-            let previous = model.withLock { state -> ModelRegistry.Version? in
-                defer { state = next }
-                return state?.version
-            }
-            if previous != next.version {
-                events.append("model", "alias \(alias) moved: \(previous?.reference ?? "none") → \(next.version.reference), from the next micro-batch")
-            }
-        }
+        binding.follow()
         updateBacklog()
     }
 
@@ -363,7 +321,6 @@ package final class StreamComponent: Component {
     }
 
     package func statusFields() -> [(String, JSONValue)] {
-        let current = model.withLock { $0?.version }
         let (backlog, status) = backlogState.withLock { ($0.current, $0.status) }
         let (input, processing) = rates()
         let all = latency.snapshot()
@@ -382,9 +339,7 @@ package final class StreamComponent: Component {
         counters.append("errors", .number(Double(failures.load(ordering: .relaxed))))
         counters.append("e2e_p50_ms", all.quantile(0.5).map { .number(Double($0) / 1e6) } ?? .null)
         counters.append("e2e_p99_ms", all.quantile(0.99).map { .number(Double($0) / 1e6) } ?? .null)
-        return [
-            ("model", current.map(modelJSON) ?? .null),
-            ("following", target.withLock { $0.alias }.map(JSONValue.string) ?? .null),
+        return binding.statusFields() + [
             ("state", .string(paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting")),
             ("name", .string(name)),
             ("source", .string(source.description)),
