@@ -16,7 +16,7 @@ import Telemetry
 /// and the key table. So a component keeps serving — and can restart — while the registry is
 /// down; it says so through `health` ("registry … unreachable since …"), and picks changes up
 /// again by itself when the registry is back (with backoff between attempts).
-package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, FleetListing, Sendable {
+package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, Sendable {
     package let api: RegistryAPI
     package var url: String { api.url }
     private let cache: URL
@@ -176,7 +176,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         }
     }
 
-    // MARK: - FleetRecorder, FleetListing
+    // MARK: - FleetRecorder
 
     package func heartbeat(_ member: FleetMember) throws(RegistryError) {
         try through { () throws(RegistryError) in try api.heartbeat(member) }
@@ -184,11 +184,6 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
 
     package func remove(id: String) throws(RegistryError) {
         try through { () throws(RegistryError) in try api.removeMember(id: id) }
-    }
-
-    package func members(maxAge: Double) throws(RegistryError) -> [FleetMember] {
-        let cutoff = Date().timeIntervalSince1970 - maxAge
-        return try through { () throws(RegistryError) in try api.fleet() }.filter { $0.heartbeat >= cutoff }
     }
 
     /// The registry expires its own records.

@@ -91,7 +91,6 @@ package final class StatusCounters: Sendable {
 /// endpoints over one model, hot swaps, and serve telemetry.
 package final class ServeComponent: Component {
     package let kind = "serve"
-    let registry: any ModelSource
     package let model: Published<ModelSnapshot?>
     let events: EventLog
     let authenticator: Authenticator
@@ -121,7 +120,6 @@ package final class ServeComponent: Component {
         registry: any ModelSource, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator,
         maxRows: Int = ServeComponent.defaultMaxRows
     ) throws {
-        self.registry = registry
         self.maxRows = max(1, maxRows)
         self.authenticator = authenticator
         self.loops = loops

@@ -28,13 +28,6 @@ public protocol FleetRecorder: Sendable {
 extension KeyStore: KeySource {}
 extension FleetDirectory: FleetRecorder {}
 
-/// The fleet as the console finds it: members heard from within `maxAge` seconds.
-public protocol FleetListing: Sendable {
-    func members(maxAge: Double) throws(RegistryError) -> [FleetDirectory.Member]
-}
-
-extension FleetDirectory: FleetListing {}
-
 /// Everything an operator does with the registry (the command line, the console): the local
 /// SQLite registry, or the registry service through its client. `who` names the actor for the
 /// audit log where the store cannot tell (locally); the service names the key instead.

@@ -162,7 +162,7 @@ final class StreamFixture: @unchecked Sendable {
         try append(eventLine(1) + "{\"id\": 2, \"pad\": \"" + String(repeating: "x", count: 10_000) + "\"}\n" + eventLine(3) + noID, to: file)
         var options = StreamComponent.Options()
         options.maxBatchBytes = 4096
-        let stream = try f.start(options: options)
+        _ = try f.start(options: options)
         // The long line is one dead letter (it used to be one per micro-batch it spanned, and every
         // later line number was off by as many); the stream goes on.
         try f.waitFor(4)

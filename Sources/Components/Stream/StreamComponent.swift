@@ -66,7 +66,6 @@ package final class StreamComponent: Component {
     package let name: String
     package let source: any StreamSource
     package let sink: any StreamSink
-    let registry: any ModelSource
     let events: EventLog
     let authenticator: Authenticator
     package let options: Options
@@ -113,7 +112,6 @@ package final class StreamComponent: Component {
         registry: any ModelSource, reference: String, name: String, source: any StreamSource, sink: any StreamSink,
         options: Options, events: EventLog, authenticator: Authenticator
     ) throws {
-        self.registry = registry
         self.name = name
         self.source = source
         self.sink = sink
