@@ -109,6 +109,12 @@ package enum SwapRequest: Equatable, Sendable {
     /// The largest version number a request may name; versions are counted from 1 in one registry.
     package static let maxVersion = 1 << 53
 
+    /// `n` as a version number (whole, 1 to `maxVersion`), or nil. Checked as a Double first:
+    /// Int(n) traps beyond Int's range (1e19, 1e300, inf).
+    package static func versionNumber(_ n: Double) -> Int? {
+        n.isFinite && n == n.rounded() && n >= 1 && n <= Double(maxVersion) ? Int(n) : nil
+    }
+
     /// The request `body` describes, or a 400 naming the field and what was expected.
     package static func decode(_ body: [UInt8]) -> Result<SwapRequest, HTTPError> {
         let expected = #"expected {"version": N} or {"alias": "NAME"}"#
@@ -117,11 +123,10 @@ package enum SwapRequest: Equatable, Sendable {
         }
         switch (value["version"], value["alias"]) {
         case (.number(let n)?, nil):
-            // Checked as a Double first: Int(n) traps beyond Int's range (1e19, 1e300, inf).
-            guard n.isFinite, n == n.rounded(), n >= 1, n <= Double(maxVersion) else {
+            guard let version = versionNumber(n) else {
                 return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \(n)"))
             }
-            return .success(.version(Int(n)))
+            return .success(.version(version))
         case (.string(let text)?, nil):
             guard let n = Int(text), n >= 1, n <= maxVersion else {
                 return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \"\(text.prefix(40))\""))

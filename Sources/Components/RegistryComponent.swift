@@ -148,8 +148,9 @@ package final class RegistryComponent: Component {
             }
             let document: ModelDocument
             do { document = try ModelDocument.decode(Data(request.body)) } catch { throw HTTPError(422, "\(error)") }
-            let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: who(principal)) }
-            if !registration.existed { events.append("registry", "registered \(registration.version.reference) by \(who(principal))") }
+            let actor = who(principal)
+            let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: actor) }
+            if !registration.existed { events.append("registry", "registered \(registration.version.reference) by \(actor)") }
             var o = JSONObject()
             o.append("version", registration.version.json)
             o.append("existed", .bool(registration.existed))
@@ -188,41 +189,43 @@ package final class RegistryComponent: Component {
                 }
                 wait = s
             }
-            let listing = try aliasListing(after: after)
+            let listing = try Self.aliasListing(registry, after: after)
             if let after, wait > 0, !listing.changed, let held = watch.hold(after: after, seconds: wait) { return held }
             return listing.response
         case ("POST", 3, "aliases"):
             let principal = try authorize(request, context, .admin)
             if let wrongType = requireJSON(request) { return wrongType }
             let (model, alias) = (r[1], r[2])
-            guard case .object? = try? JSONValue.parse(request.body), let body = try? JSONValue.parse(request.body) else {
+            guard let body = try? JSONValue.parse(request.body), case .object = body else {
                 throw HTTPError(400, #"expected {"version": N, "expected": M} ("expected": null when the alias must not exist yet; leave it out to move unconditionally)"#)
             }
-            guard case .number(let n)? = body["version"], n.isFinite, n == n.rounded(), n >= 1, n <= Double(SwapRequest.maxVersion) else {
+            guard case .number(let n)? = body["version"], let version = SwapRequest.versionNumber(n) else {
                 throw HTTPError(400, #"field "version": expected a whole number from 1"#)
             }
-            var expected: ModelRegistry.Expected?
+            var expected: AliasExpectation?
             switch body["expected"] {
             case nil: expected = nil
             case .null?: expected = .absent
-            case .number(let e)? where e.isFinite && e == e.rounded() && e >= 1 && e <= Double(SwapRequest.maxVersion): expected = .version(Int(e))
+            case .number(let e)? where SwapRequest.versionNumber(e) != nil: expected = .version(Int(e))
             default: throw HTTPError(400, #"field "expected": a version number, or null for an alias that does not exist yet"#)
             }
+            let actor = who(principal)
             let previous = try registryCall { () throws(RegistryError) in
-                try registry.promote(model: model, version: Int(n), alias: alias, who: who(principal), expected: expected)
+                try registry.promote(model: model, version: version, alias: alias, who: actor, expected: expected)
             }
             watch.moved()
-            events.append("registry", "\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(Int(n)) by \(who(principal))")
+            events.append("registry", "\(model)@\(alias): \(previous.map { "v\($0)" } ?? "none") → v\(version) by \(actor)")
             return json(200, .object(JSONObject([
                 "model": .string(model), "alias": .string(alias), "from": previous.map { .number(Double($0)) } ?? .null,
-                "to": .number(n), "revision": .number(Double((try? registry.revision()) ?? 0)),
+                "to": .number(Double(version)), "revision": .number(Double((try? registry.revision()) ?? 0)),
             ])))
         case ("POST", 4, "aliases") where r[3] == "rollback":
             let principal = try authorize(request, context, .admin)
             let (model, alias) = (r[1], r[2])
-            let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: model, alias: alias, who: who(principal)) }
+            let actor = who(principal)
+            let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: model, alias: alias, who: actor) }
             watch.moved()
-            events.append("registry", "\(model)@\(alias) rolled back: v\(moved.from) → v\(moved.to) by \(who(principal))")
+            events.append("registry", "\(model)@\(alias) rolled back: v\(moved.from) → v\(moved.to) by \(actor)")
             return json(200, .object(JSONObject([
                 "model": .string(model), "alias": .string(alias), "from": .number(Double(moved.from)), "to": .number(Double(moved.to)),
                 "revision": .number(Double((try? registry.revision()) ?? 0)),
@@ -266,9 +269,10 @@ package final class RegistryComponent: Component {
             }
             let name = body["name"]?.stringValue
             if let name, name.utf8.count > 200 { throw HTTPError(400, #"field "name": at most 200 bytes"#) }
-            let (key, secret) = try registryCall { () throws(RegistryError) in try keys.create(scope: scope, name: name, who: who(principal)) }
+            let actor = who(principal)
+            let (key, secret) = try registryCall { () throws(RegistryError) in try keys.create(scope: scope, name: name, who: actor) }
             authenticator.refresh()
-            events.append("registry", "key \(key.id) (\(scope.rawValue)) created by \(who(principal))")
+            events.append("registry", "key \(key.id) (\(scope.rawValue)) created by \(actor)")
             return json(201, .object(JSONObject(["id": .string(key.id), "scope": .string(scope.rawValue), "key": .string(secret)])))
         case ("POST", 3, "keys") where r[2] == "revoke":
             let principal = try authorize(request, context, .admin)
@@ -293,10 +297,6 @@ package final class RegistryComponent: Component {
         default:
             return .error(405, "\(request.method) is not allowed on \(request.path)")
         }
-    }
-
-    private func aliasListing(after: Int?) throws -> (changed: Bool, response: HTTPResponse) {
-        try Self.aliasListing(registry, after: after)
     }
 
     /// Every alias and the revision, or only `{"revision", "changed": false}` when the revision is still `after`.
@@ -344,8 +344,7 @@ package final class EmbeddedRegistry: Sendable {
     package var url: String { host.control.baseURL }
 
     package init(home: Home, actor: String) throws {
-        var random = SystemRandomNumberGenerator()
-        sessionKey = "sy_session_" + String((0..<40).map { _ in "0123456789abcdef".randomElement(using: &random)! })
+        sessionKey = "sy_session_" + KeyStore.randomHex(40)
         let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(home: home) }
         let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
         let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }

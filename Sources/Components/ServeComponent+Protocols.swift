@@ -233,7 +233,7 @@ extension ServeComponent {
         w.raw(snapshot.versionText)
         w.raw("\"")
         if let id = tape.member(tape.root, "id") {
-            // Validated by `checkID` before scoring: a string the tape parsed, so its text is valid JSON.
+            // Checked before scoring (a string of at most 256 bytes): its text as parsed is valid JSON.
             w.raw(#","id":"#)
             w.raw(tape.text(id))
         }
@@ -285,7 +285,7 @@ extension ServeComponent {
             overflow = overflow || o
         }
         guard dims.rows <= maxRows else {
-            throw HTTPError(413, "input \"\(name())\": \(dims.rows) rows; a request scores at most \(maxRows) (serve --max-rows)")
+            throw tooMany("input \"\(name())\": \(dims.rows) rows")
         }
         guard let typeNode = tape.member(node, "datatype"), tape.kind(typeNode) == .string, let type = tape.string(typeNode) else {
             throw HTTPError(400, "input \"\(name())\": missing \"datatype\"")
@@ -328,6 +328,11 @@ extension ServeComponent {
         }
     }
 
+    /// The 413 for a request with more rows than `maxRows`; `what` says how many it had.
+    private func tooMany(_ what: String) -> HTTPError {
+        HTTPError(413, "\(what); a request scores at most \(maxRows) (serve --max-rows)")
+    }
+
     /// A shape as sent, for messages: `[2, 15]`.
     private func shapeText(_ tape: JSONTape, _ shapeNode: Int) -> String {
         "[" + tape.elements(shapeNode).map { JSONWriter.numberText(tape.number($0) ?? .nan) }.joined(separator: ", ") + "]"
@@ -353,9 +358,7 @@ extension ServeComponent {
                 throw HTTPError(400, #"expected {"data": [[values in schema order], ...]} or {"data": [{"field": value, ...}, ...]}"#)
             }
             let records = tape.kind(data) == .object ? [data] : tape.elements(data)
-            guard records.count <= maxRows else {
-                throw HTTPError(413, "\(records.count) records; a request scores at most \(maxRows) (serve --max-rows)")
-            }
+            guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
             var probabilities = [Double](repeating: 0, count: scorer.classes.count)
             var fieldNodes: [Int32] = []
             var w = JSONWriter()
@@ -546,9 +549,7 @@ extension ServeComponent {
     }
 
     private func score(_ records: [JSONValue], _ scorer: Scorer) throws -> [Prediction] {
-        guard records.count <= maxRows else {
-            throw HTTPError(413, "\(records.count) records; a request scores at most \(maxRows) (serve --max-rows)")
-        }
+        guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
         var out: [Prediction] = []
         out.reserveCapacity(records.count)
         for (i, record) in records.enumerated() {
@@ -558,9 +559,7 @@ extension ServeComponent {
     }
 
     private func score(_ rows: [[FieldValue]], _ scorer: Scorer) throws -> [Prediction] {
-        guard rows.count <= maxRows else {
-            throw HTTPError(413, "\(rows.count) rows; a request scores at most \(maxRows) (serve --max-rows)")
-        }
+        guard rows.count <= maxRows else { throw tooMany("\(rows.count) rows") }
         var out: [Prediction] = []
         out.reserveCapacity(rows.count)
         for (i, row) in rows.enumerated() {

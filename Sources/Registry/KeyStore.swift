@@ -15,9 +15,8 @@ public final class KeyStore: Sendable {
 
     /// Creates a key; returns its record and the key itself (never stored).
     public func create(scope: Scope, name: String?, who: String) throws(RegistryError) -> (Key, String) {
-        var random = SystemRandomNumberGenerator()
-        let id = String((0..<8).map { _ in "0123456789abcdef".randomElement(using: &random)! })
-        let secret = String((0..<40).map { _ in "0123456789abcdef".randomElement(using: &random)! })
+        let id = Self.randomHex(8)
+        let secret = Self.randomHex(40)
         let key = "sy_\(id)_\(secret)"
         let at = isoTimestamp(Date())
         try database.query(
@@ -54,6 +53,12 @@ public final class KeyStore: Sendable {
             }
             return out
         }
+    }
+
+    /// `count` random hex digits from the system's generator, for key ids and secrets.
+    package static func randomHex(_ count: Int) -> String {
+        var random = SystemRandomNumberGenerator()
+        return String((0..<count).map { _ in "0123456789abcdef".randomElement(using: &random)! })
     }
 
     public static func hash(_ key: String) -> String { SHA256.hex(Array(key.utf8)) }

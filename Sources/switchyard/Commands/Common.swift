@@ -9,7 +9,6 @@ import Scoring
 import Synchronization
 import Telemetry
 
-/// The registry in SWITCHYARD_HOME, with the error turned into a command error.
 /// Options of the commands that use the registry: the service's URL and the key to use it with.
 let registryOptions: [Option] = [
     Option(name: "registry", value: "URL", help: "the registry service (switchyard registry) at http://HOST:PORT", defaultValue: "$SWITCHYARD_REGISTRY, else this machine's SWITCHYARD_HOME"),
@@ -39,8 +38,8 @@ struct RegistryAccess {
             }
         } catch let error as RegistryError where error.status == 401 {
             throw CommandError("registry \(client.url): \(error.message); give a key with --key or SWITCHYARD_KEY (scope operate)")
-        } catch let error as RegistryError {
-            _ = error  // unreachable now: the component starts from its cache and says so
+        } catch is RegistryError {
+            // Unreachable now: the component starts from its cache and says so.
         }
     }
 
@@ -74,6 +73,7 @@ func openStore(_ args: Arguments) throws -> any RegistryStore {
     try registryAccess(args, events: EventLog()).store
 }
 
+/// The registry in SWITCHYARD_HOME, with the error turned into a command error.
 func openRegistry() throws -> ModelRegistry {
     do {
         return try ModelRegistry(home: Home.fromEnvironment())

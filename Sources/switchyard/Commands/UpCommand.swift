@@ -283,6 +283,9 @@ final class Children: @unchecked Sendable {
         throw CommandError("\(name) did not report its address within 30 s; see \(log.path)")
     }
 
+    /// Seconds before a restart after `failures` failures in a row: 1, doubling to 30.
+    private static func restartDelay(_ failures: Int) -> Double { min(30, Double(1 << min(failures, 5))) }
+
     /// Reaps children that exited and restarts those whose backoff is over; returns what happened,
     /// one line each, for the console's events and up's log.
     func supervise(now: Date = Date()) -> [String] {
@@ -296,7 +299,7 @@ final class Children: @unchecked Sendable {
                     guard waitpid(child.pid, &status, WNOHANG) == child.pid else { continue }
                     let how = (status & 0x7F) == 0 ? "exited with status \((status >> 8) & 0xFF)" : "was killed by signal \(status & 0x7F)"
                     if now.timeIntervalSince(child.startedAt) > 60 { child.failures = 0 }
-                    let delay = min(30.0, Double(1 << min(child.failures, 5)))
+                    let delay = Self.restartDelay(child.failures)
                     child.failures += 1
                     child.restartAt = now.addingTimeInterval(delay)
                     said.append("\(child.name) (pid \(child.pid)) \(how); restarting it in \(Int(delay)) s (see \(logs.path)/\(child.name).log)")
@@ -309,7 +312,7 @@ final class Children: @unchecked Sendable {
                         child.restartAt = nil
                         said.append("restarted \(child.name) (pid \(child.pid)\(child.port > 0 ? ", port \(child.port)" : ""))")
                     } catch {
-                        child.restartAt = now.addingTimeInterval(min(30, Double(1 << min(child.failures, 5))))
+                        child.restartAt = now.addingTimeInterval(Self.restartDelay(child.failures))
                         said.append("could not restart \(child.name): \(error)")
                     }
                 }
