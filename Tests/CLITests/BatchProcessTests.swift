@@ -216,6 +216,9 @@ private func runID(_ body: [UInt8]) -> Int? {
                                 "--name", "credit", "--promote", "production"], home: home).status == 0)
         let total = 60_000, batch = 1000
         let producer = try RunningSwitchyard(["stream", "produce", "--to", "dir:\(source.path)", "--rate", "30000", "--count", "\(total)"], home: home)
+        // The stream refuses a source folder that does not exist: start it once the producer made it.
+        let made = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: source.path) && Date() < made { usleep(10_000) }
         let arguments = ["stream", "--source", "dir:\(source.path)", "--sink", "dir:\(sink.path)", "--model", "credit@production",
                          "--port", "0", "--max-batch", "\(batch)"]
         var kills = 0
