@@ -113,10 +113,9 @@ package final class ComponentHost: Sendable {
 
     private func heartbeat() {
         guard let fleet else { return }
-        var model: String?
-        for (key, value) in control.component.statusFields() where key == "model" {
-            if case .string(let reference)? = value["reference"] { model = reference }
-        }
+        var status = ComponentStatus(kind: control.component.kind)
+        control.component.describe(&status)
+        let model = status.model?.reference
         try? fleet.heartbeat(.init(
             id: control.id, kind: control.component.kind, url: control.baseURL, pid: Int(getpid()),
             host: ProcessInfo.processInfo.hostName, model: model, startedAt: control.startedAt,

@@ -20,8 +20,8 @@ package struct Principal: Sendable {
 /// What each component (serve, batch, stream) adds to the shared control API.
 package protocol Component: AnyObject, Sendable {
     var kind: String { get }
-    /// `model` ({name, version, sha256}), `state` and `counters` for /v1/status.
-    func statusFields() -> [(String, JSONValue)]
+    /// Fills in its part of /v1/status: `model`, `following`, `state`, `counters` and its kind's own part.
+    func describe(_ status: inout ComponentStatus)
     /// Whether /readyz answers 200.
     var isReady: Bool { get }
     /// Fields of a per-second sample for /v1/timeseries.
@@ -98,66 +98,6 @@ package final class Authenticator: Sendable {
         }
         return .success(principal)
     }
-}
-
-/// What `POST /v1/model` asks for: `{"version": N}` (a number or its text) or `{"alias": "A"}`,
-/// decoded once for every component.
-package enum SwapRequest: Equatable, Sendable {
-    case version(Int)
-    case alias(String)
-
-    /// The largest version number a request may name; versions are counted from 1 in one registry.
-    package static let maxVersion = 1 << 53
-
-    /// `n` as a version number (whole, 1 to `maxVersion`), or nil. Checked as a Double first:
-    /// Int(n) traps beyond Int's range (1e19, 1e300, inf).
-    package static func versionNumber(_ n: Double) -> Int? {
-        n.isFinite && n == n.rounded() && n >= 1 && n <= Double(maxVersion) ? Int(n) : nil
-    }
-
-    /// The request `body` describes, or a 400 naming the field and what was expected.
-    package static func decode(_ body: [UInt8]) -> Result<SwapRequest, HTTPError> {
-        let expected = #"expected {"version": N} or {"alias": "NAME"}"#
-        guard let value = try? JSONValue.parse(body), case .object = value else {
-            return .failure(HTTPError(400, "the body is not a JSON object: \(expected)"))
-        }
-        switch (value["version"], value["alias"]) {
-        case (.number(let n)?, nil):
-            guard let version = versionNumber(n) else {
-                return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \(n)"))
-            }
-            return .success(.version(version))
-        case (.string(let text)?, nil):
-            guard let n = Int(text), n >= 1, n <= maxVersion else {
-                return .failure(HTTPError(400, "field \"version\": expected a whole number from 1 to \(maxVersion), got \"\(text.prefix(40))\""))
-            }
-            return .success(.version(n))
-        case (nil, .string(let alias)?):
-            guard !alias.isEmpty, alias.utf8.count <= 128, Int(alias) == nil else {
-                return .failure(HTTPError(400, "field \"alias\": expected a name of 1 to 128 characters that is not a number"))
-            }
-            return .success(.alias(alias))
-        case (_?, _?):
-            return .failure(HTTPError(400, "give \"version\" or \"alias\", not both"))
-        case (_?, nil):
-            return .failure(HTTPError(400, "field \"version\": expected a whole number"))
-        case (nil, _?):
-            return .failure(HTTPError(400, "field \"alias\": expected a string"))
-        case (nil, nil):
-            return .failure(HTTPError(400, expected))
-        }
-    }
-}
-
-/// An HTTP status and message on its way to becoming `{"error": ...}`.
-package struct HTTPError: Error, Sendable {
-    package var status: Int
-    package var message: String
-    package init(_ status: Int, _ message: String) {
-        self.status = status
-        self.message = message
-    }
-    package var response: HTTPResponse { .error(status, message) }
 }
 
 /// The control API every component speaks (shared/DESIGN.md): health,
@@ -258,17 +198,15 @@ package final class ControlAPI: Sendable {
                 : .error(503, "not ready: no model loaded yet")
         case ("GET", "/v1/status"):
             if let denied = needs(.read) { return denied }
-            return json(200, status())
+            return json(200, status().json)
         case ("GET", "/v1/timeseries"):
             if let denied = needs(.read) { return denied }
             let window = Int(request.query["window"] ?? "600") ?? 600
-            return json(200, timeseries(window: min(max(window, 1), 3600)))
+            return json(200, timeseries(window: min(max(window, 1), 3600)).json)
         case ("GET", "/v1/events"):
             if let denied = needs(.read) { return denied }
             let after = Int(request.query["after"] ?? "0") ?? 0
-            let list = events.after(after).map { e -> JSONValue in
-                .object(JSONObject(["id": .number(Double(e.id)), "at": .string(e.at), "kind": .string(e.kind), "message": .string(e.message)]))
-            }
+            let list = events.after(after).map { ComponentEvent(id: $0.id, at: $0.at, kind: $0.kind, message: $0.message).json }
             return json(200, .object(JSONObject(["events": .array(list)])))
         case ("GET", "/metrics"):
             if let denied = needs(.read) { return denied }
@@ -292,38 +230,22 @@ package final class ControlAPI: Sendable {
         }
     }
 
-    /// `{kind, id, url, version, model, state, started_at, counters}`.
-    package func status() -> JSONValue {
-        var o = JSONObject()
-        o.append("kind", .string(component.kind))
-        o.append("id", .string(id))
-        o.append("url", .string(baseURL))
-        o.append("version", .string(switchyardVersion))
-        o.append("pid", .number(Double(getpid())))
-        o.append("started_at", .string(startedAt))
-        for (key, value) in component.statusFields() { o.append(key, value) }
-        let dependencies = component.dependencies + extraDependencies
-        if !dependencies.isEmpty { o.append("dependencies", .array(dependencies.map { $0.json() })) }
+    /// The answer to /v1/status.
+    package func status() -> ComponentStatus {
+        var status = ComponentStatus(kind: component.kind, id: id, url: baseURL, version: switchyardVersion, pid: Int(getpid()), startedAt: startedAt)
+        component.describe(&status)
+        status.dependencies = (component.dependencies + extraDependencies).map { $0.status() }
         if let http = http.withLock({ $0 }) {
-            o.append("http", .object(JSONObject([
-                "connections": .number(Double(http.connections)),
-                "max_connections": .number(Double(http.limit)),
-                "accept_pauses": .number(Double(http.acceptPauses)),
-            ])))
+            status.http = ComponentStatus.ConnectionFigures(connections: http.connections, maxConnections: http.limit, acceptPauses: http.acceptPauses)
         }
-        return .object(o)
+        return status
     }
 
-    private func timeseries(window: Int) -> JSONValue {
-        let samples = series.window(window).map { s -> JSONValue in
-            var o = JSONObject()
-            o.append("t", .number(s.time))
-            for field in series.fields { o.append(field, .number(s.values[field] ?? 0)) }
-            return .object(o)
-        }
-        return .object(JSONObject([
-            "interval_s": .number(1), "fields": .array(series.fields.map(JSONValue.string)), "samples": .array(samples),
-        ]))
+    private func timeseries(window: Int) -> SeriesWindow {
+        let samples = series.window(window)
+        var columns: [String: [Double]] = [:]
+        for field in series.fields { columns[field] = samples.map { $0.values[field] ?? 0 } }
+        return SeriesWindow(fields: series.fields, times: samples.map(\.time), columns: columns)
     }
 
     /// Takes this second's sample; called by the component host.

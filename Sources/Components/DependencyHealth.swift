@@ -89,17 +89,10 @@ package final class DependencyHealth: Sendable {
         }
     }
 
-    /// `{name, address, up, since, error, outages}` for /v1/status.
-    package func json() -> JSONValue {
+    /// How it stands, for /v1/status.
+    package func status() -> DependencyStatus {
         let s = state.withLock { $0 }
-        var o = JSONObject()
-        o.append("name", .string(name))
-        o.append("address", .string(address))
-        o.append("up", .bool(s.since == nil))
-        o.append("since", s.since.map { .string(isoTimestamp($0)) } ?? .null)
-        o.append("error", s.error.map(JSONValue.string) ?? .null)
-        o.append("outages", .number(Double(s.outages)))
-        return .object(o)
+        return DependencyStatus(name: name, address: address, up: s.since == nil, since: s.since.map(isoTimestamp), error: s.error, outages: s.outages)
     }
 
     /// `switchyard_dependency_up` and `switchyard_dependency_outages_total` samples (described by `describeMetrics`).

@@ -104,8 +104,8 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
     }
 
     /// `POST /v1/model`: `{"version": N}` pins N, `{"alias": "A"}` follows A. Answers
-    /// `{"previous": MODEL|null, "model": MODEL, "following": ALIAS|null}` plus `extra`.
-    package func swap(_ request: SwapRequest, by principal: Principal, extra: [(String, JSONValue)] = []) -> HTTPResponse {
+    /// a `SwapResult`; `takesEffect` says when, where that is not at once.
+    package func swap(_ request: SwapRequest, by principal: Principal, takesEffect: String? = nil) -> HTTPResponse {
         let name = state.withLock { $0.model }
         let reference: String
         var follow: String?
@@ -118,12 +118,9 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
         do {
             let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
             let moved = try bind(version, alias: follow, reason: "requested by \(principal.name)" + (follow.map { ", now following alias \($0)" } ?? ", pinned"))
-            var o = JSONObject()
-            o.append("previous", moved.from.map(modelJSON) ?? .null)
-            o.append("model", modelJSON(moved.to.version))
-            o.append("following", follow.map(JSONValue.string) ?? .null)
-            for (key, value) in extra { o.append(key, value) }
-            return json(200, .object(o))
+            let result = SwapResult(previous: moved.from.map(ModelReference.init), model: ModelReference(moved.to.version),
+                                    following: follow, takesEffect: takesEffect)
+            return json(200, result.json)
         } catch let error as HTTPError {
             return error.response
         } catch {
@@ -151,18 +148,9 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
     }
 
     /// `model` and `following` for /v1/status.
-    package func statusFields() -> [(String, JSONValue)] {
+    package func describe(_ status: inout ComponentStatus) {
         let (alias, current) = state.withLock { ($0.alias, $0.current) }
-        return [("model", current.map { modelJSON($0.version) } ?? .null), ("following", alias.map(JSONValue.string) ?? .null)]
+        status.model = current.map { ModelReference($0.version) }
+        status.following = alias
     }
-}
-
-/// A version as components show it: `{name, version, sha256, reference}`.
-func modelJSON(_ version: ModelVersion) -> JSONValue {
-    .object(JSONObject([
-        "name": .string(version.model),
-        "version": .number(Double(version.version)),
-        "sha256": .string(version.sha256),
-        "reference": .string(version.reference),
-    ]))
 }

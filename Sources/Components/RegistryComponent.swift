@@ -49,18 +49,19 @@ package final class RegistryComponent: Component {
 
     package var isReady: Bool { (try? registry.revision()) != nil }
 
-    package func statusFields() -> [(String, JSONValue)] {
+    package func describe(_ status: inout ComponentStatus) {
         let versions = (try? registry.versions()) ?? []
         let members = (try? fleet.members(maxAge: .infinity)) ?? []
         let now = Date().timeIntervalSince1970
-        var counters = JSONObject()
-        counters.append("models", .number(Double(Set(versions.map(\.model)).count)))
-        counters.append("versions", .number(Double(versions.count)))
-        counters.append("revision", .number(Double((try? registry.revision()) ?? 0)))
-        counters.append("fleet_live", .number(Double(members.filter { now - $0.heartbeat <= FleetMember.goneAfter }.count)))
-        counters.append("fleet_gone", .number(Double(members.filter { now - $0.heartbeat > FleetMember.goneAfter }.count)))
-        counters.append("requests", .number(Double(served.load(ordering: .relaxed))))
-        return [("model", .null), ("state", .string(isReady ? "serving" : "store unavailable")), ("counters", .object(counters))]
+        status.state = isReady ? "serving" : "store unavailable"
+        status.counters = NamedNumbers([
+            NamedNumber("models", Double(Set(versions.map(\.model)).count)),
+            NamedNumber("versions", Double(versions.count)),
+            NamedNumber("revision", Double((try? registry.revision()) ?? 0)),
+            NamedNumber("fleet_live", Double(members.filter { now - $0.heartbeat <= FleetMember.goneAfter }.count)),
+            NamedNumber("fleet_gone", Double(members.filter { now - $0.heartbeat > FleetMember.goneAfter }.count)),
+            NamedNumber("requests", Double(served.load(ordering: .relaxed))),
+        ])
     }
 
     package let sampleFields = ["requests"]

@@ -196,21 +196,20 @@ package final class ServeComponent: Component {
         ]
     }
 
-    package func statusFields() -> [(String, JSONValue)] {
-        return binding.statusFields() + [
-            ("state", .string(model.current == nil ? "loading" : "serving")),
-            ("counters", .object(JSONObject([
-                "requests": .number(Double(responses.total)),
-                "errors": .number(Double(responses.errors)),
-                "client_errors": .number(Double(responses.clientErrors)),
-                "swaps": .number(Double(binding.swaps)),
-                "failed_swaps": .number(Double(binding.failedSwaps)),
-                "connections": .number(Double(connections.load(ordering: .relaxed))),
-            ]))),
-            ("status_codes", .object(responses.totals().sorted { $0.0 < $1.0 }.reduce(into: JSONObject()) { o, entry in
-                o.append(entry.0 == 0 ? "other" : "\(entry.0)", .number(Double(entry.1)))
-            })),
-        ]
+    package func describe(_ status: inout ComponentStatus) {
+        binding.describe(&status)
+        status.state = model.current == nil ? "loading" : "serving"
+        status.counters = NamedNumbers([
+            NamedNumber("requests", Double(responses.total)),
+            NamedNumber("errors", Double(responses.errors)),
+            NamedNumber("client_errors", Double(responses.clientErrors)),
+            NamedNumber("swaps", Double(binding.swaps)),
+            NamedNumber("failed_swaps", Double(binding.failedSwaps)),
+            NamedNumber("connections", Double(connections.load(ordering: .relaxed))),
+        ])
+        status.serve = ServeStatus(statusCodes: NamedNumbers(responses.totals().sorted { $0.0 < $1.0 }.map {
+            NamedNumber($0.0 == 0 ? "other" : "\($0.0)", Double($0.1))
+        }))
     }
 
     package func metrics(_ text: inout PrometheusText) {

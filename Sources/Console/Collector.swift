@@ -10,17 +10,17 @@ package struct ComponentView: Sendable {
     package var url: String
     package var kind: String
     package var id: String
-    package var status: JSONValue?
+    package var status: ComponentStatus?
     /// Time series field → per-second values, oldest first.
     package var series: [String: [Double]] = [:]
     package var lastSeen: Date?
     /// A batch component's latest runs, newest first (`GET /v1/runs`).
-    package var runs: [JSONValue] = []
+    package var runs: [RunSummary] = []
     /// Why the last poll failed; nil when it answered.
     package var error: String?
     package var isDown: Bool { error != nil }
 
-    package init(url: String, kind: String = "?", id: String = "", status: JSONValue? = nil, series: [String: [Double]] = [:], lastSeen: Date? = nil, error: String? = nil) {
+    package init(url: String, kind: String = "?", id: String = "", status: ComponentStatus? = nil, series: [String: [Double]] = [:], lastSeen: Date? = nil, error: String? = nil) {
         self.url = url
         self.kind = kind
         self.id = id
@@ -31,7 +31,7 @@ package struct ComponentView: Sendable {
     }
 
     /// `credit@3`, from the status's model.
-    package var model: String? { status?["model"]?["reference"]?.stringValue }
+    package var model: String? { status?.model?.reference }
 }
 
 /// A line of the events view: a component's event or an operator action.
@@ -206,55 +206,27 @@ package final class Collector: @unchecked Sendable {
         generation.wrappingAdd(1, ordering: .releasing)
     }
 
-    private func headers() -> [(String, String)] { key.map { [("Authorization", "Bearer \($0)")] } ?? [] }
-
     private func poll(_ view: inout ComponentView, events: inout [EventItem], cursor: inout Int) {
-        guard let (host, port) = Self.hostPort(view.url) else {
-            view.error = "not an http://HOST:PORT address"
-            return
-        }
-        let client = HTTPClient(host: host, port: port, timeout: timeout)
-        defer { client.close() }
-        do {
-            let status = try client.request("GET", "/v1/status", headers: headers())
-            guard status.status == 200, let json = try? JSONValue.parse(status.body) else {
-                view.error = "status \(status.status): " + ((try? JSONValue.parse(status.body))?["error"]?.stringValue ?? "")
-                return
-            }
-            view.status = json
-            view.kind = json["kind"]?.stringValue ?? "?"
-            view.id = json["id"]?.stringValue ?? view.url
-            if let series = try? JSONValue.parse(try client.request("GET", "/v1/timeseries?window=120", headers: headers()).body),
-               case .array(let samples)? = series["samples"], case .array(let fields)? = series["fields"] {
-                var out: [String: [Double]] = [:]
-                for case .string(let field) in fields {
-                    out[field] = samples.map { if case .number(let x)? = $0[field] { x } else { 0 } }
-                }
-                view.series = out
-            }
-            if let list = try? JSONValue.parse(try client.request("GET", "/v1/events?after=\(cursor)", headers: headers()).body),
-               case .array(let items)? = list["events"] {
+        do throws(ComponentError) {
+            let api = try ComponentAPI(url: view.url, key: key, timeout: timeout)
+            let status = try api.status()
+            view.status = status
+            view.kind = status.kind
+            view.id = status.id.isEmpty ? view.url : status.id
+            // The rest is best effort: a component that answers its status is up.
+            if let series = try? api.timeseries(window: 120) { view.series = series.columns }
+            if let items = try? api.events(after: cursor) {
                 for item in items {
-                    if case .number(let id)? = item["id"] { cursor = max(cursor, Int(id)) }
-                    events.append(EventItem(at: item["at"]?.stringValue ?? "", source: view.kind + " " + view.id,
-                                            kind: item["kind"]?.stringValue ?? "", message: item["message"]?.stringValue ?? ""))
+                    cursor = max(cursor, item.id)
+                    events.append(EventItem(at: item.at, source: view.kind + " " + view.id, kind: item.kind, message: item.message))
                 }
             }
-            if view.kind == "batch",
-               let list = try? JSONValue.parse(try client.request("GET", "/v1/runs?limit=50", headers: headers()).body),
-               case .array(let runs)? = list["runs"] {
-                view.runs = runs
-            }
+            if status.kind == "batch", let page = try? api.runs(limit: 50) { view.runs = page.runs }
             view.lastSeen = Date()
             view.error = nil
         } catch {
-            view.error = "\(error)"
+            view.error = error.unreachable || error.status == 400 ? error.message : "status \(error.status): \(error.message)"
         }
-    }
-
-    static func hostPort(_ url: String) -> (String, Int)? {
-        guard let components = URLComponents(string: url), let host = components.host, let port = components.port else { return nil }
-        return (host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
     }
 
     // MARK: - Actions
@@ -279,22 +251,14 @@ package final class Collector: @unchecked Sendable {
         }
     }
 
-    /// Sends an operator action to a component; the outcome goes to `done` and the events view.
-    package func perform(_ method: String, _ path: String, body: String = "", on component: ComponentView, label: String,
-                         done: @escaping @Sendable (Result<JSONValue, ConsoleError>) -> Void) {
-        act(label, detail: { _ in nil }, done: done) { [self] in
-            guard let (host, port) = Self.hostPort(component.url) else { return .failure(ConsoleError("bad address \(component.url)")) }
-            let client = HTTPClient(host: host, port: port, timeout: 5)
-            defer { client.close() }
-            do {
-                let response = try client.request(method, path, headers: headers() + [("Content-Type", "application/json")], body: Array(body.utf8))
-                let json = (try? JSONValue.parse(response.body)) ?? .null
-                guard response.status < 300 else {
-                    return .failure(ConsoleError("\(response.status): \(json["error"]?.stringValue ?? response.text)"))
-                }
-                return .success(json)
+    /// Sends an operator action to the component at `url`; the outcome goes to `done` and the events view.
+    package func perform(_ action: ComponentAction, on url: String, label: String,
+                         done: @escaping @Sendable (Result<String, ConsoleError>) -> Void) {
+        act(label, detail: { $0 }, done: done) { [key] in
+            do throws(ComponentError) {
+                return .success(try ComponentAPI(url: url, key: key).perform(action))
             } catch {
-                return .failure(ConsoleError("\(error)"))
+                return .failure(ConsoleError(error.description))
             }
         }
     }

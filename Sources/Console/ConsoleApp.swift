@@ -83,11 +83,11 @@ package final class ConsoleApp {
                 case .acknowledge(let url):
                     collector.acknowledge(url)
                     dirty = true
-                case .perform(let method, let path, let body, let url, let label):
-                    if let component = snapshot.components.first(where: { $0.url == url }) {
-                        collector.perform(method, path, body: body, on: component, label: label) { [outcomes] result in
+                case .perform(let action, let url, let label):
+                    if snapshot.components.contains(where: { $0.url == url }) {
+                        collector.perform(action, on: url, label: label) { [outcomes] result in
                             switch result {
-                            case .success: outcomes.post { $0.status = "\(label): done"; $0.statusRole = .ok }
+                            case .success(let outcome): outcomes.post { $0.status = "\(label): done — \(outcome)"; $0.statusRole = .ok }
                             case .failure(let error): outcomes.post { $0.status = "\(label): \(error.description)"; $0.statusRole = .error }
                             }
                         }

@@ -13,7 +13,7 @@ package enum Key: Equatable, Sendable {
 package enum Effect: Equatable, Sendable {
     case none, redraw, quit, refresh
     /// Send this action (already confirmed) to a component.
-    case perform(method: String, path: String, body: String, componentURL: String, label: String)
+    case perform(ComponentAction, componentURL: String, label: String)
     /// Score the Predict form's record on its serve component and with the embedded scorer.
     case predict
     /// Change the local registry (already confirmed).
@@ -41,7 +41,7 @@ package struct Controller: Sendable {
     /// Each row's identity in the current view's table.
     private func rowKeys(_ snapshot: FleetSnapshot) -> [String] {
         switch state.view {
-        case .batch: batchRows(snapshot, state).map { "run:" + (number($0["id"]).map { String(Int($0)) } ?? "?") }
+        case .batch: batchRows(snapshot, state).map { "run:\($0.id)" }
         case .models: modelRows(snapshot, state).map(\.reference)
         default: []
         }
@@ -72,7 +72,7 @@ package struct Controller: Sendable {
         switch key {
         case .character("q"):
             guard let question = state.quitQuestion else { return .quit }
-            state.confirm = PendingAction(question: question, method: "", path: "", body: "", component: nil, registry: nil, label: "quit", quit: true)
+            state.confirm = PendingAction(question: question, action: nil, component: nil, registry: nil, label: "quit", quit: true)
         case .escape:
             // Esc goes back, never out: a detail view returns to the overview.
             if state.view != .overview {
@@ -98,8 +98,9 @@ package struct Controller: Sendable {
         case .character("c") where state.view == .batch:
             guard let id = selectedRunID(snapshot) else { return fail("cancel: select a run first") }
             let rows = batchRows(snapshot, state)
-            if let status = rows[min(state.row, rows.count - 1)]["status"]?.stringValue, status != "queued" && status != "running" {
-                return fail("cancel: run \(id) has already finished (\(status)); R reruns it")
+            let run = rows[min(state.row, rows.count - 1)]
+            if run.isFinished {
+                return fail("cancel: run \(id) has already finished (\(run.status)); R reruns it")
             }
             return command("cancel \(id)", snapshot)
         case .character("P") where state.view == .models:
@@ -117,7 +118,7 @@ package struct Controller: Sendable {
                 return fail("rollback: select a component that runs a model")
             }
             let name = model.split(separator: "@").first.map(String.init) ?? model
-            let alias = components[state.selected].status?["following"]?.stringValue ?? "production"
+            let alias = components[state.selected].status?.following ?? "production"
             return command("rollback \(name) \(alias)", snapshot)
         case .character("x") where state.view == .overview:
             let components = snapshot.components
@@ -141,7 +142,7 @@ package struct Controller: Sendable {
         case .character("t"): return command("run", snapshot)
         case .character("p"):
             guard let stream = target("stream", snapshot) else { return fail("no stream component to pause") }
-            return command(stream.status?["state"]?.stringValue == "paused" ? "resume" : "pause", snapshot)
+            return command(stream.status?.state == "paused" ? "resume" : "pause", snapshot)
         case .character("s"): state.commandLine = "swap "
         case .resize: return .redraw
         default: return .none
@@ -193,7 +194,8 @@ package struct Controller: Sendable {
             state.status = "\(pending.label)…"
             state.statusRole = .status
             if let action = pending.registry { return .registry(action, label: pending.label) }
-            return .perform(method: pending.method, path: pending.path, body: pending.body, componentURL: pending.component?.url ?? "", label: pending.label)
+            guard let action = pending.action, let component = pending.component else { return .redraw }
+            return .perform(action, componentURL: component.url, label: pending.label)
         case .character("n"), .character("N"), .escape, .character("q"):
             state.confirm = nil
             state.status = "cancelled: \(pending.label)"
@@ -230,8 +232,8 @@ package struct Controller: Sendable {
 
     private func selectedRunID(_ snapshot: FleetSnapshot) -> Int? {
         let rows = batchRows(snapshot, state)
-        guard !rows.isEmpty, case .number(let id)? = rows[min(state.row, rows.count - 1)]["id"] else { return nil }
-        return Int(id)
+        guard !rows.isEmpty else { return nil }
+        return rows[min(state.row, rows.count - 1)].id
     }
 
     /// The scope each action needs, as the components and the registry check it.
@@ -297,16 +299,16 @@ package struct Controller: Sendable {
         switch verb {
         case "run":
             guard let batch = target("batch", snapshot) else { return fail("run: no batch component is up") }
-            return ask(nil, "POST", "/v1/runs", "{}", batch, "trigger a run of \(batch.id)")
+            return ask(nil, .trigger, batch, "trigger a run of \(batch.id)")
         case "rerun", "cancel":
             guard words.count == 2, let id = Int(words[1]) else { return fail("\(verb) needs a run id, e.g. :\(verb) 12") }
             guard let batch = target("batch", snapshot) else { return fail("\(verb): no batch component is up") }
             let question = verb == "cancel" ? "Cancel run \(id) of \(batch.id)? Outputs written so far stay." : nil
-            return ask(question, "POST", "/v1/runs/\(id)/\(verb)", "{}", batch, "\(verb) run \(id) of \(batch.id)")
+            return ask(question, verb == "cancel" ? .cancel(id) : .rerun(id), batch, "\(verb) run \(id) of \(batch.id)")
         case "pause", "resume":
             guard let stream = target("stream", snapshot) else { return fail("\(verb): no stream component is up") }
             let question = verb == "pause" ? "Pause \(stream.id)? Its backlog grows until you resume." : nil
-            return ask(question, "POST", "/v1/\(verb)", "", stream, "\(verb) \(stream.id)")
+            return ask(question, verb == "pause" ? .pause : .resume, stream, "\(verb) \(stream.id)")
         case "swap", "alias":
             guard words.count == 2 else { return fail(verb == "swap" ? "swap needs a version, e.g. :swap 3" : "alias needs a name, e.g. :alias canary") }
             let components = snapshot.components
@@ -315,11 +317,11 @@ package struct Controller: Sendable {
             let current = component.model ?? "none"
             let name = current.split(separator: "@").first.map(String.init) ?? ""
             let next = "\(name)@\(words[1])"
-            let body = verb == "swap" ? (Int(words[1]).map { #"{"version": \#($0)}"# }) : #"{"alias": "\#(words[1])"}"#
-            guard let body else { return fail("swap: \"\(words[1])\" is not a version number") }
+            let request = verb == "swap" ? Int(words[1]).flatMap { SwapRequest.versionNumber(Double($0)) }.map(SwapRequest.version) : .alias(words[1])
+            guard let request else { return fail("swap: \"\(words[1])\" is not a version number") }
             let metrics = [describe(current), describe(next)].map { $0 ?? "?" }
             let question = "Swap \(component.kind) \(component.id): \(current) (\(metrics[0])) → \(next) (\(metrics[1]))?"
-            return ask(question, "POST", "/v1/model", body, component, "swap \(component.id) to \(next)")
+            return ask(question, .swap(request), component, "swap \(component.id) to \(next)")
         case "promote":
             let parts = words.count >= 2 ? words[1].split(separator: "@").map(String.init) : []
             guard parts.count == 2, let version = Int(parts[1]) else { return fail("promote needs MODEL@VERSION, e.g. :promote credit@3 production") }
@@ -353,19 +355,19 @@ package struct Controller: Sendable {
 
     /// Registry changes always ask first.
     private mutating func askRegistry(_ question: String, _ action: RegistryAction, _ label: String) -> Effect {
-        state.confirm = PendingAction(question: question, method: "", path: "", body: "", component: nil, registry: action, label: label)
+        state.confirm = PendingAction(question: question, action: nil, component: nil, registry: action, label: label)
         return .redraw
     }
 
     /// Destructive actions wait for a yes; the others go at once.
-    private mutating func ask(_ question: String?, _ method: String, _ path: String, _ body: String, _ component: ComponentView, _ label: String) -> Effect {
-        let pending = PendingAction(question: question ?? "", method: method, path: path, body: body, component: component, label: label)
+    private mutating func ask(_ question: String?, _ action: ComponentAction, _ component: ComponentView, _ label: String) -> Effect {
+        let pending = PendingAction(question: question ?? "", action: action, component: component, label: label)
         if question != nil {
             state.confirm = pending
             return .redraw
         }
         state.status = "\(label)…"
         state.statusRole = .status
-        return .perform(method: method, path: path, body: body, componentURL: component.url, label: label)
+        return .perform(action, componentURL: component.url, label: label)
     }
 }

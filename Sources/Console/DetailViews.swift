@@ -48,7 +48,7 @@ func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
         return
     }
     canvas.put(1, 2, "Serve \(c.id) at \(c.url)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : "serving")"
-        + (c.status?["following"]?.stringValue.map { "  following @\($0)" } ?? "  pinned"), c.isDown ? .error : .title, limit: canvas.width - 2)
+        + (c.status?.following.map { "  following @\($0)" } ?? "  pinned"), c.isDown ? .error : .title, limit: canvas.width - 2)
     let s = c.series
     let width = canvas.width - 2
     let chartHeight = max(4, (canvas.height - 11) / 2)
@@ -60,34 +60,28 @@ func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
               unit: "", role: .graphLow)
     var y = 3 + 2 * chartHeight
     var codes = "status codes since start:"
-    if case .object(let o)? = c.status?["status_codes"] {
-        for (key, value) in zip(o.keys, o.values) { codes += "  \(key): \(short(number(value) ?? 0))" }
-    }
+    for code in c.status?.serve?.statusCodes.entries ?? [] { codes += "  \(code.name): \(short(code.value ?? 0))" }
     canvas.put(1, y, codes, .value, limit: canvas.width - 2)
     y += 1
-    let counters = c.status?["counters"]
-    canvas.put(1, y, "swaps \(Int(number(counters?["swaps"]) ?? 0)) (failed \(Int(number(counters?["failed_swaps"]) ?? 0)))  errors/s now \(short(s["errors"]?.last ?? 0))  client errors/s \(short(s["client_errors"]?.last ?? 0))", .text, limit: canvas.width - 2)
+    let counters = c.status?.counters ?? NamedNumbers()
+    canvas.put(1, y, "swaps \(Int(counters["swaps"] ?? 0)) (failed \(Int(counters["failed_swaps"] ?? 0)))  errors/s now \(short(s["errors"]?.last ?? 0))  client errors/s \(short(s["client_errors"]?.last ?? 0))", .text, limit: canvas.width - 2)
 }
 
 /// The batch view's rows: the focused component's runs, filtered.
-func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [JSONValue] {
+func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [RunSummary] {
     guard let c = focused("batch", snapshot, state) else { return [] }
     let filter = state.filter.lowercased()
     guard !filter.isEmpty else { return c.runs }
     return c.runs.filter { runLine($0).lowercased().contains(filter) }
 }
 
-private func runLine(_ run: JSONValue) -> String {
-    let id = Int(number(run["id"]) ?? 0)
-    let status = run["status"]?.stringValue ?? "?"
-    let trigger = run["trigger"]?.stringValue ?? ""
-    let started = run["started_at"]?.stringValue ?? run["queued_at"]?.stringValue ?? ""
-    let rows = short(number(run["rows_read"]) ?? 0)
-    let rejected = short(number(run["rows_rejected"]) ?? 0)
-    let model = run["model"]?.stringValue ?? ""
-    return String(id).padding(toLength: 6, withPad: " ", startingAt: 0) + status.padding(toLength: 12, withPad: " ", startingAt: 0)
-        + trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + String(started.dropFirst(5).prefix(14)).padding(toLength: 15, withPad: " ", startingAt: 0)
-        + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + model
+private func runLine(_ run: RunSummary) -> String {
+    let started = run.startedAt ?? run.queuedAt
+    let rows = short(Double(run.rowsRead))
+    let rejected = short(Double(run.rowsRejected))
+    return String(run.id).padding(toLength: 6, withPad: " ", startingAt: 0) + run.status.padding(toLength: 12, withPad: " ", startingAt: 0)
+        + run.trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + String(started.dropFirst(5).prefix(14)).padding(toLength: 15, withPad: " ", startingAt: 0)
+        + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + (run.model ?? "")
 }
 
 func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
@@ -96,8 +90,8 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
         return
     }
     let rows = batchRows(snapshot, state)
-    let schedule = c.status?["schedule"]?["next_run_at"]?.stringValue.map { "next run \($0)" } ?? "no schedule"
-    canvas.put(1, 2, "Batch \(c.id)  \(c.model ?? "")  \(schedule)  queue \(Int(number(c.status?["queue"]) ?? 0))"
+    let schedule = c.status?.batch?.nextRunAt.map { "next run \($0)" } ?? "no schedule"
+    canvas.put(1, 2, "Batch \(c.id)  \(c.model ?? "")  \(schedule)  queue \(c.status?.batch?.queue ?? 0)"
         + (state.filter.isEmpty ? "" : "  runs matching \"\(state.filter)\""), c.isDown ? .error : .title, limit: canvas.width - 2)
     let tableWidth = max(50, min(72, canvas.width - 28))
     canvas.put(1, 3, "RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL", .dim, limit: tableWidth)
@@ -106,7 +100,7 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     let first = max(0, min(selected - room + 1, rows.count - room))
     for (slot, i) in (first..<min(rows.count, first + room)).enumerated() {
         let run = rows[i]
-        let status = run["status"]?.stringValue ?? ""
+        let status = run.status
         let role: Role = i == selected ? .selected : status == "failed" || status == "interrupted" ? .error : status == "running" || status == "queued" ? .accent : .text
         canvas.put(1, 4 + slot, runLine(run), role, limit: tableWidth)
     }
@@ -127,23 +121,23 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
             y += 1
         } while !rest.isEmpty
     }
-    line("run \(Int(number(run["id"]) ?? 0)): \(run["status"]?.stringValue ?? "")", .title)
-    line("trigger \(run["trigger"]?.stringValue ?? "")" + (number(run["rerun_of"]).map { " of run \(Int($0))" } ?? "") + " by \(run["who"]?.stringValue ?? "")")
-    line("model \(run["model"]?.stringValue ?? "-")")
-    line("read \(Int(number(run["rows_read"]) ?? 0))  scored \(Int(number(run["rows_scored"]) ?? 0))", .value)
-    line("rejected \(Int(number(run["rows_rejected"]) ?? 0))", (number(run["rows_rejected"]) ?? 0) > 0 ? .warn : .value)
-    if let progress = run["progress"], case .object = progress {
-        line(String(format: "progress %.0f%%  %@ rows/s", (number(progress["fraction"]) ?? number(progress["progress"]) ?? 0) * 100, short(number(progress["rows_per_s"]) ?? 0)), .accent)
+    line("run \(run.id): \(run.status)", .title)
+    line("trigger \(run.trigger)" + (run.rerunOf.map { " of run \($0)" } ?? "") + " by \(run.who)")
+    line("model \(run.model ?? "-")")
+    line("read \(run.rowsRead)  scored \(run.rowsScored)", .value)
+    line("rejected \(run.rowsRejected)", run.rowsRejected > 0 ? .warn : .value)
+    if let progress = run.progress {
+        line(String(format: "progress %.0f%%  %@ rows/s", progress.fraction * 100, short(progress.rowsPerSecond)), .accent)
     }
-    line("queued \(run["queued_at"]?.stringValue ?? "")", .dim)
-    if let finished = run["finished_at"]?.stringValue { line("finished \(finished)", .dim) }
-    if let error = run["error"]?.stringValue { line("error: \(error)", .error) }
-    if let note = run["note"]?.stringValue { line("note: \(note)", .dim) }
-    if case .array(let inputs)? = run["inputs"] {
-        line("inputs (\(inputs.count)); rejects beside each output as NAME.rejects.*:", .title)
-        for input in inputs { line("  \(input["name"]?.stringValue ?? "")  \(short(number(input["size"]) ?? 0)) B") }
+    line("queued \(run.queuedAt)", .dim)
+    if let finished = run.finishedAt { line("finished \(finished)", .dim) }
+    if let error = run.error { line("error: \(error)", .error) }
+    if let note = run.note { line("note: \(note)", .dim) }
+    if !run.inputs.isEmpty {
+        line("inputs (\(run.inputs.count)); rejects beside each output as NAME.rejects.*:", .title)
+        for input in run.inputs { line("  \(input.name)  \(short(Double(input.size))) B") }
     }
-    if let output = run["output"]?.stringValue { line("output \(output)", .dim) }
+    if !run.output.isEmpty { line("output \(run.output)", .dim) }
 }
 
 func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
@@ -151,9 +145,9 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
         canvas.put(2, 3, "No stream component found. Start one: switchyard stream --source … --sink … --model NAME@ALIAS", .dim)
         return
     }
-    let backlog = c.status?["backlog"]
-    let status = backlog?["status"]?.stringValue ?? "?"
-    canvas.put(1, 2, "Stream \(c.id)  \(c.model ?? "")  \(c.isDown ? "DOWN" : status)  backlog \(short(number(backlog?["events"]) ?? 0)) events, age \(String(format: "%.1f", number(backlog?["age_s"]) ?? 0))s",
+    let backlog = c.status?.stream?.backlog
+    let status = backlog?.status ?? "?"
+    canvas.put(1, 2, "Stream \(c.id)  \(c.model ?? "")  \(c.isDown ? "DOWN" : status)  backlog \(short(backlog?.events ?? 0)) events, age \(String(format: "%.1f", backlog?.ageSeconds ?? 0))s",
                c.isDown ? .error : status == "OK" ? .ok : .warn, limit: canvas.width - 2)
     let s = c.series
     let width = canvas.width - 2
@@ -164,15 +158,13 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
               label: "scored/s (in \(short(s["in"]?.last ?? 0))/s  out \(short(s["out"]?.last ?? 0))/s  p50 \(String(format: "%.2f", s["p50_ms"]?.last ?? 0)) ms  p99 \(String(format: "%.2f", s["p99_ms"]?.last ?? 0)) ms)",
               unit: "", role: .graphLow)
     var y = 3 + 2 * chartHeight
-    let counters = c.status?["counters"]
-    let dead = number(counters?["dead_letters"]) ?? 0
+    let counters = c.status?.counters ?? NamedNumbers()
+    let dead = counters["dead_letters"] ?? 0
     canvas.put(1, y, "dead letters: \(Int(dead)) since start, \(short(s["dead"]?.last ?? 0))/s now" + (dead > 0 ? " — records that could not be scored, with the reason, in the sink's dead letters" : ""),
                dead > 0 ? .warn : .text, limit: canvas.width - 2)
     y += 1
-    if case .object(let o)? = counters {
-        let text = zip(o.keys, o.values).map { "\($0.0) \(short(number($0.1) ?? 0))" }.joined(separator: "  ")
-        canvas.put(1, y, text, .dim, limit: canvas.width - 2)
-    }
+    let text = counters.entries.map { "\($0.name) \($0.value.map(short) ?? "–")" }.joined(separator: "  ")
+    canvas.put(1, y, text, .dim, limit: canvas.width - 2)
 }
 
 /// The Models view's rows: registry versions, filtered by model name.

@@ -76,31 +76,16 @@ package struct PredictResult: Sendable, Equatable {
 /// embedded scorer on the same version from the registry; parity within 1e-9.
 package func predictBoth(record: JSONValue, form: PredictForm, key: String?, registry: RegistryAPI?) -> PredictResult {
     var result = PredictResult()
-    guard let (host, port) = Collector.hostPort(form.componentURL) else {
-        result.error = "bad address \(form.componentURL)"
-        return result
-    }
-    var writer = JSONWriter()
-    writer.value(.object(JSONObject(["data": .array([record])])))
-    let client = HTTPClient(host: host, port: port, timeout: 5)
-    defer { client.close() }
-    var headers = [("Content-Type", "application/json")]
-    if let key { headers.append(("Authorization", "Bearer \(key)")) }
-    do {
+    do throws(ComponentError) {
+        let api = try ComponentAPI(url: form.componentURL, key: key)
         let start = csystem_monotonic_ns()
-        let response = try client.request("POST", "/score", headers: headers, body: writer.bytes)
+        let score = try api.score(record)
         result.latencyMilliseconds = Double(csystem_monotonic_ns() - start) / 1e6
-        let body = try? JSONValue.parse(response.body)
-        guard response.status == 200, case .array(let answers)? = body, let first = answers.first,
-              case .object(let probabilities)? = first["probabilities"] else {
-            result.error = "serve answered \(response.status): \(body?["error"]?.stringValue ?? response.text)"
-            return result
-        }
-        result.service = zip(probabilities.keys, probabilities.values).compactMap { k, v in if case .number(let p) = v { (k, p) } else { nil } }
-        result.serviceLabel = first["label"]?.stringValue ?? ""
-        result.serviceVersion = response.headers["x-model-version"].map { "v\($0)" } ?? ""
+        result.service = score.probabilities.entries.compactMap { p in p.value.map { (p.name, $0) } }
+        result.serviceLabel = score.label
+        result.serviceVersion = score.modelVersion.map { "v\($0)" } ?? ""
     } catch {
-        result.error = "cannot reach \(form.componentURL): \(error)"
+        result.error = error.unreachable ? "cannot reach \(form.componentURL): \(error.message)" : "serve answered \(error.status): \(error.message)"
         return result
     }
     guard let registry else {

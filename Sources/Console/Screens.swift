@@ -30,9 +30,7 @@ package enum RegistryAction: Equatable, Sendable {
 /// An action waiting for the operator's yes: a component's control API call, or a registry change.
 package struct PendingAction: Sendable {
     package var question: String
-    package var method: String
-    package var path: String
-    package var body: String
+    package var action: ComponentAction?
     package var component: ComponentView?
     package var registry: RegistryAction?
     package var label: String
@@ -131,7 +129,7 @@ private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ sta
     for component in snapshot.components where !component.isDown {
         guard let model = component.model else { continue }
         let parts = model.split(separator: "@")
-        let following = component.status?["following"]?.stringValue
+        let following = component.status?.following
         let expected = snapshot.aliases.first { $0.model == String(parts.first ?? "") && $0.alias == following }?.version
         let skew = expected != nil && "\(expected!)" != String(parts.last ?? "")
         let text = "\(component.kind) v\(parts.last ?? "?")\(skew ? (canvas.unicode ? "≠" : "!=") : "") "
@@ -199,11 +197,9 @@ func healthProblems(_ snapshot: FleetSnapshot, now: Date) -> [String] {
             continue
         }
         if dependencyOutage(c.status, now: now) != nil {
-            if case .array(let deps)? = c.status?["dependencies"], let d = deps.first(where: { $0["up"] == .bool(false) }) {
-                other.append("\(name) \(d["name"]?.stringValue ?? "dependency") unreachable")
-            }
+            if let d = c.status?.dependencies.first(where: { !$0.up }) { other.append("\(name) \(d.name) unreachable") }
         }
-        if let backlog = c.status?["backlog"]?["status"]?.stringValue, backlog == "STALLED" || backlog == "FALLING_BEHIND" {
+        if let backlog = c.status?.stream?.backlog.status, backlog == "STALLED" || backlog == "FALLING_BEHIND" {
             other.append("\(name) \(backlog)")
         }
         if c.kind == "serve", let requests = c.series["requests"]?.last, requests > 0 {
@@ -237,15 +233,9 @@ func short(_ x: Double) -> String {
     }
 }
 
-/// A JSON number, or nil.
-func number(_ value: JSONValue?) -> Double? {
-    if case .number(let x)? = value { return x }
-    return nil
-}
-
 private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selected: Bool, now: Date) {
     let width = canvas.width
-    let state = c.status?["state"]?.stringValue ?? "?"
+    let state = c.status?.state ?? "?"
     let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : state)"
     let failing = c.isDown || dependencyOutage(c.status, now: now) != nil
     canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: failing ? .error : .title)
@@ -276,27 +266,27 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
         canvas.put(14 + graph, y + 2, spark("p99_ms", graph), .graphMid)
     case "batch":
         var line: String
-        if case .object = c.status?["run"] ?? .null, let run = c.status?["run"] {
-            let eta = number(run["eta_s"]).map { String(format: "ETA %.0fs", $0) } ?? "ETA -"
-            line = String(format: "run %@ %3.0f%%  %@ rows  %@ rows/s  %@  %@", short(number(run["id"]) ?? 0), (number(run["progress"]) ?? 0) * 100,
-                          short(number(run["rows_done"]) ?? 0), short(number(run["rows_per_s"]) ?? 0), eta, run["file"]?.stringValue ?? "")
+        if let run = c.status?.batch?.run {
+            let eta = run.etaSeconds.map { String(format: "ETA %.0fs", $0) } ?? "ETA -"
+            line = String(format: "run %d %3.0f%%  %@ rows  %@ rows/s  %@  %@", run.id, run.fraction * 100,
+                          short(Double(run.rowsDone)), short(run.rowsPerSecond), eta, run.file)
         } else {
-            let counters = c.status?["counters"]
-            line = "idle  runs: \(Int(number(counters?["runs_succeeded"]) ?? 0)) ok, \(Int(number(counters?["runs_failed"]) ?? 0)) failed"
+            let counters = c.status?.counters ?? NamedNumbers()
+            line = "idle  runs: \(Int(counters["runs_succeeded"] ?? 0)) ok, \(Int(counters["runs_failed"] ?? 0)) failed"
         }
-        let queue = Int(number(c.status?["queue"]) ?? 0)
-        let next = c.status?["schedule"]?["next_run_at"]?.stringValue.map { "next \($0.dropFirst(11).prefix(5))Z" } ?? "no schedule"
+        let queue = c.status?.batch?.queue ?? 0
+        let next = c.status?.batch?.nextRunAt.map { "next \($0.dropFirst(11).prefix(5))Z" } ?? "no schedule"
         canvas.put(2, y + 1, line + "  queue \(queue)  \(next)", queue > 0 ? .warn : .value, limit: inner)
         canvas.put(2, y + 2, "rows/s ", .dim)
         canvas.put(9, y + 2, spark("rows", graph), .graphLow)
         canvas.put(10 + graph, y + 2, " progress ", .dim)
         canvas.put(20 + graph, y + 2, sparkline(s["progress"] ?? [], width: graph, unicode: unicode, ceiling: 1), .graphMid)
     case "stream":
-        let backlog = c.status?["backlog"]
-        let status = backlog?["status"]?.stringValue ?? "?"
-        let age = number(backlog?["age_s"]).map { String(format: "%.1fs", $0) } ?? "-"
+        let backlog = c.status?.stream?.backlog
+        let status = backlog?.status ?? "?"
+        let age = backlog?.ageSeconds.map { String(format: "%.1fs", $0) } ?? "-"
         canvas.put(2, y + 1, status, status == "OK" ? .ok : status == "FALLING_BEHIND" || status == "PAUSED" ? .warn : .error)
-        canvas.put(3 + status.count, y + 1, " backlog \(short(number(backlog?["events"]) ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(String(format: "%.1f", last("p99_ms")))ms",
+        canvas.put(3 + status.count, y + 1, " backlog \(short(backlog?.events ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(String(format: "%.1f", last("p99_ms")))ms",
                    .value, limit: inner - status.count - 1)
         canvas.put(2, y + 2, "out/s ", .dim)
         canvas.put(8, y + 2, spark("out", graph), .graphLow)
@@ -312,16 +302,11 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
 }
 
 /// "source redis://… unreachable for 1m2s: …" for the first dependency a status reports down, or nil.
-func dependencyOutage(_ status: JSONValue?, now: Date) -> String? {
-    guard case .array(let dependencies)? = status?["dependencies"] else { return nil }
-    for d in dependencies where d["up"] == .bool(false) {
-        let parser = ISO8601DateFormatter()
-        parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let since = d["since"]?.stringValue.flatMap { parser.date(from: $0) }
-        let how = since.map { "unreachable for \(duration(now.timeIntervalSince($0)))" } ?? "unreachable"
-        return "\(d["name"]?.stringValue ?? "?") \(d["address"]?.stringValue ?? "") \(how): \(d["error"]?.stringValue ?? "")"
-    }
-    return nil
+func dependencyOutage(_ status: ComponentStatus?, now: Date) -> String? {
+    guard let d = status?.dependencies.first(where: { !$0.up }) else { return nil }
+    let since = d.since.flatMap(parseTimestamp)
+    let how = since.map { "unreachable for \(duration(now.timeIntervalSince1970 - $0))" } ?? "unreachable"
+    return "\(d.name) \(d.address) \(how): \(d.error ?? "")"
 }
 
 /// Swaps and batch runs of the last minutes, marked under the panel's first

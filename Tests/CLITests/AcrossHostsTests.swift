@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Glibc
 import HTTP
@@ -100,13 +101,11 @@ final class TestHosts {
         _ = try batch.port(host: hosts.address(2))
         _ = try stream.port(host: hosts.address(2))
 
-        func status(_ host: Int, _ port: Int) -> JSONValue? {
-            guard let r = try? HTTPClient(host: hosts.address(host), port: port, timeout: 2).request(
-                "GET", "/v1/status", headers: [("Authorization", "Bearer \(operate)")]) else { return nil }
-            return try? JSONValue.parse(r.body)
+        func status(_ host: Int, _ port: Int) -> ComponentStatus? {
+            try? ComponentAPI(url: "http://\(hosts.address(host)):\(port)", key: operate, timeout: 2).status()
         }
         func models() -> [String?] {
-            [status(1, 8080), status(2, 8081), status(2, 8082)].map { $0?["model"]?["reference"]?.stringValue }
+            [status(1, 8080), status(2, 8081), status(2, 8082)].map { $0?.model?.reference }
         }
         func waitUntil(_ what: String, _ condition: () -> Bool) {
             for _ in 0..<600 where !condition() { usleep(50_000) }
@@ -138,15 +137,11 @@ final class TestHosts {
 
         // The registry dies: components keep serving and say so; it comes back: they recover.
         registry.kill(SIGKILL)
-        func registryUp(_ s: JSONValue?) -> Bool? {
-            guard case .array(let deps)? = s?["dependencies"], let r = deps.first(where: { $0["name"] == .string("registry") }) else { return nil }
-            return r["up"] == .bool(true)
-        }
+        func registryUp(_ s: ComponentStatus?) -> Bool? { s?.dependencies.first { $0.name == "registry" }?.up }
         waitUntil("serve to see the registry down") { registryUp(status(1, 8080)) == false }
         let record = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0]
-        let scored = try HTTPClient(host: hosts.address(1), port: 8080).request(
-            "POST", "/score", headers: [("Content-Type", "application/json"), ("Authorization", "Bearer \(operate)")], body: Array(#"{"data": [\#(record)]}"#.utf8))
-        #expect(scored.status == 200 && scored.headers["x-model-version"] == "1", "serve keeps serving while the registry is down")
+        let scored = try ComponentAPI(url: "http://\(hosts.address(1)):8080", key: operate).score(try JSONValue.parse(Array(record.utf8)))
+        #expect(scored.modelVersion == "1", "serve keeps serving while the registry is down")
         registry = try RunningSwitchyard(["registry", "--host", hosts.address(0), "--port", "8079"], home: homes[0], namespace: hosts.names[0])
         waitUntil("serve, batch and stream to see the registry back") {
             [status(1, 8080), status(2, 8081), status(2, 8082)].allSatisfy { registryUp($0) == true }

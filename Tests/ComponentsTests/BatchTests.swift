@@ -153,6 +153,9 @@ final class BatchFixture: @unchecked Sendable {
         return (response.status, (try? JSONValue.parse(response.body)) ?? .null)
     }
 
+    /// The typed client, with `key`.
+    func api(_ key: String?) throws -> ComponentAPI { try ComponentAPI(url: "http://127.0.0.1:\(port)", key: key) }
+
     /// Polls run `id` until it has finished (a deadline that only fails a hung run).
     func waitForRun(_ id: Int) throws -> RunLedger.Run {
         let deadline = Date().addingTimeInterval(60)
@@ -399,40 +402,42 @@ final class BatchFixture: @unchecked Sendable {
         options.rowsPerSecond = 20_000  // three seconds
         options.chunkBytes = 64 << 10
         try f.start(options: options)
-        let first = try f.request("POST", "/v1/runs", key: f.operateKey)
-        let second = try f.request("POST", "/v1/runs", key: f.operateKey)
-        #expect(first.status == 202 && second.status == 202)
-        let id1 = Int(number(first.json["id"])!), id2 = Int(number(second.json["id"])!)
+        // Through the typed client the console and the command line use.
+        let operate = try f.api(f.operateKey), admin = try f.api(f.adminKey)
+        let first = try operate.trigger(), second = try operate.trigger()
+        #expect(first.status == "queued" && second.status == "queued" && !first.existing)
         // Wait until the first run has rows done, then look at its live progress.
-        var live: JSONValue = .null
+        var live = first
         for _ in 0..<200 {
-            live = try f.request("GET", "/v1/runs/\(id1)", key: f.readKey).json
-            if case .number(let rows)? = live["progress"]?["rows_done"], rows > 0 { break }
+            live = try operate.run(first.id)
+            if (live.progress?.rowsDone ?? 0) > 0 { break }
             usleep(10_000)
         }
-        #expect(live["status"] == .string("running"))
-        #expect((number(live["progress"]?["bytes_total"]) ?? 0) > 0)
-        let status = try f.request("GET", "/v1/status", key: f.readKey).json
-        #expect(status["state"] == .string("running"))
-        #expect(status["queue"] == .number(1))
+        #expect(live.status == "running")
+        #expect((live.progress?.bytesTotal ?? 0) > 0)
+        let status = try operate.status()
+        #expect(status.kind == "batch" && status.state == "running")
+        #expect(status.batch?.queue == 1 && status.batch?.run?.id == first.id && status.batch?.job == "test")
         // Cancel the queued one first, then the running one.
-        #expect(try f.request("POST", "/v1/runs/\(id2)/cancel", key: f.operateKey).status == 202)
-        #expect(try f.request("POST", "/v1/runs/\(id1)/cancel", key: f.operateKey).status == 202)
-        #expect(try f.waitForRun(id1).status == .cancelled)
-        #expect(try f.waitForRun(id2).status == .cancelled)
-        #expect(try f.request("POST", "/v1/runs/\(id1)/cancel", key: f.operateKey).status == 409)
+        #expect(try operate.perform(.cancel(second.id)) == "run \(second.id) cancelled")
+        _ = try operate.perform(.cancel(first.id))
+        #expect(try f.waitForRun(first.id).status == .cancelled)
+        #expect(try f.waitForRun(second.id).status == .cancelled)
+        #expect(throws: ComponentError("run \(first.id) already cancelled; only a queued or running run can be cancelled", status: 409)) {
+            try operate.perform(.cancel(first.id))
+        }
         // A cancelled run leaves no output, not even a temporary file.
         #expect(try FileManager.default.contentsOfDirectory(atPath: f.output.path).isEmpty)
         // Rerun it with the model swapped meanwhile: a rerun repeats its run's version.
-        #expect(try f.request("POST", "/v1/model", key: f.adminKey, body: #"{"version": 2}"#).status == 200)
-        let rerun = try f.request("POST", "/v1/runs/\(id1)/rerun", key: f.operateKey)
-        #expect(rerun.status == 202)
-        #expect(rerun.json["rerun_of"] == .number(Double(id1)))
-        _ = try f.request("POST", "/v1/runs/\(Int(number(rerun.json["id"])!))/cancel", key: f.operateKey)
-        let fresh = try f.request("POST", "/v1/runs", key: f.operateKey)
-        _ = try f.request("POST", "/v1/runs/\(Int(number(fresh.json["id"])!))/cancel", key: f.operateKey)
-        let rerunRun = try f.waitForRun(Int(number(rerun.json["id"])!))
-        #expect(rerunRun.model == "credit@1" || rerunRun.status == .cancelled)
+        #expect(try admin.swap(.version(2)).model.reference == "credit@2")
+        let rerun = try operate.perform(.rerun(first.id))
+        let rerunRun = try #require(try operate.runs(limit: 1).runs.first)
+        #expect(rerun == "run \(rerunRun.id) queued" && rerunRun.rerunOf == first.id)
+        _ = try operate.perform(.cancel(rerunRun.id))
+        let fresh = try operate.trigger()
+        _ = try operate.perform(.cancel(fresh.id))
+        let rerunDone = try f.waitForRun(rerunRun.id)
+        #expect(rerunDone.model == "credit@1" || rerunDone.status == .cancelled)
     }
 
     @Test func aModelSwapTakesEffectAtTheNextRun() throws {
@@ -445,14 +450,12 @@ final class BatchFixture: @unchecked Sendable {
         options.rowsPerSecond = 4_000
         options.chunkBytes = 64 << 10
         try f.start(options: options)
-        let id = Int(try f.request("POST", "/v1/runs", key: f.operateKey).json["id"].flatMap(number)!)
+        let id = try f.api(f.operateKey).trigger().id
         while try f.ledger.run(id)?.status == .queued { usleep(10_000) }
-        let swap = try f.request("POST", "/v1/model", key: f.adminKey, body: #"{"version": 2}"#)
-        #expect(swap.status == 200)
-        #expect(swap.json["takes_effect"]?.stringValue?.contains("run \(id) continues on credit@1") == true)
         // The one answer shape of serve, batch and stream (batch used to answer "previous" as a string).
-        #expect(swap.json["previous"]?["reference"] == .string("credit@1"))
-        #expect(swap.json["model"]?["reference"] == .string("credit@2") && swap.json["following"] == .null)
+        let swap = try f.api(f.adminKey).swap(.version(2))
+        #expect(swap.takesEffect?.contains("run \(id) continues on credit@1") == true)
+        #expect(swap.previous?.reference == "credit@1" && swap.model.reference == "credit@2" && swap.following == nil)
         #expect(try f.waitForRun(id).model == "credit@1")
         let output = try String(contentsOf: f.output.appendingPathComponent("a.csv"), encoding: .utf8)
         #expect(!output.contains("credit@2"))
@@ -531,9 +534,8 @@ final class BatchFixture: @unchecked Sendable {
         #expect(catchUp.note?.contains("catch-up: 3 slots") == true)
         #expect(catchUp.scheduledFor == threeHoursAgo + 3 * 3600)
         #expect(runs.count == 2, "one catch-up run, not one per missed slot")
-        let status = try f.request("GET", "/v1/status", key: f.readKey).json
-        #expect(status["schedule"]?["schedule"] == .string("every 1h"))
-        #expect(status["schedule"]?["next_run_at"]?.stringValue != nil)
+        let status = try f.api(f.readKey).status()
+        #expect(status.batch?.schedule == "every 1h" && status.batch?.nextRunAt != nil)
     }
 }
 

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import JSON
 import Synchronization
@@ -250,17 +251,16 @@ final class StreamFixture: @unchecked Sendable {
         try append((1...200).map { eventLine($0) }.joined(), to: file)
         stream.updateBacklog()
         #expect(stream.read.load(ordering: .relaxed) == 0, "paused: nothing read")
-        let status = try f.batch.request("GET", "/v1/status", key: f.batch.readKey).json
-        #expect(status["state"] == .string("paused"))
-        #expect((status["backlog"]?["events"]).flatMap { if case .number(let n) = $0 { n } else { nil } } ?? 0 >= 150)
-        #expect((status["backlog"]?["age_s"]).flatMap { if case .number(let n) = $0 { n } else { nil } } ?? -1 >= 0)
+        let status = try f.batch.api(f.batch.readKey).status()
+        #expect(status.state == "paused" && status.kind == "stream")
+        #expect((status.stream?.backlog.events ?? 0) >= 150 && (status.stream?.backlog.ageSeconds ?? -1) >= 0)
         // Swap to v2 while paused; everything after resuming is scored by v2.
         #expect(try f.batch.request("POST", "/v1/model", key: f.batch.adminKey, body: #"{"version": 2}"#).status == 200)
         #expect(try f.batch.request("POST", "/v1/resume", key: f.batch.operateKey).status == 200)
         try f.waitFor(200)
         #expect(try lines(in: f.sink).allSatisfy { $0["model_version"] == .string("credit@2") })
         stream.updateBacklog()
-        #expect(stream.statusFields().first { $0.0 == "backlog" }?.1["events"] == .number(0))
+        #expect(componentStatus(stream).stream?.backlog.events == 0)
         let series = try f.batch.request("GET", "/v1/timeseries?window=5", key: f.batch.readKey).json
         #expect(series["fields"] == .array(["in", "out", "dead", "backlog", "backlog_age_s", "p50_ms", "p99_ms"].map(JSONValue.string)))
     }
@@ -360,7 +360,7 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         redis.kill()
         #expect(waitFor { !stream.sourceHealth.isUp })
         #expect(!stream.isReady)
-        #expect(stream.statusFields().first { $0.0 == "state" }?.1 == .string("reconnecting"))
+        #expect(componentStatus(stream).state == "reconnecting")
         #expect(events.after(0).contains { $0.kind == "error" && $0.message.contains("unreachable") })
 
         try redis.launch()
@@ -499,4 +499,11 @@ func waitFor(_ deadline: Double = 30, _ condition: () throws -> Bool) rethrows -
         let endless = [UInt8]("+".utf8) + [UInt8](repeating: 0x61, count: RESPReader.maxLineBytes + 10)
         #expect { try read(endless, piece: 4096) } throws: { ($0 as? RedisError)?.description.contains("longer than") == true }
     }
+}
+
+/// What a component puts in its /v1/status.
+private func componentStatus(_ component: any Component) -> ComponentStatus {
+    var status = ComponentStatus(kind: component.kind)
+    component.describe(&status)
+    return status
 }

@@ -9,7 +9,8 @@ import HTTP
 import Registry
 import Scoring
 
-private func status(_ json: String) -> JSONValue { try! JSONValue.parse(json) }
+private func status(_ json: String) -> ComponentStatus { ComponentStatus(json: try! JSONValue.parse(json))! }
+private func run(_ json: String) -> RunSummary { RunSummary(json: try! JSONValue.parse(json))! }
 
 /// A fleet of three components and a down one, with fixed numbers.
 private func fleet() -> FleetSnapshot {
@@ -199,13 +200,13 @@ private func fleet() -> FleetSnapshot {
     @Test func triggerGoesAtOnceAndPauseAsksFirst() {
         var c = Controller()
         let s = fleet()
-        #expect(c.handle(.character("t"), s) == .perform(method: "POST", path: "/v1/runs", body: "{}", componentURL: "http://127.0.0.1:9001", label: "trigger a run of batch-a"))
+        #expect(c.handle(.character("t"), s) == .perform(.trigger, componentURL: "http://127.0.0.1:9001", label: "trigger a run of batch-a"))
         #expect(c.handle(.character("p"), s) == .redraw)
         #expect(c.state.confirm?.question.hasPrefix("Pause stream-a?") == true)
         #expect(c.handle(.character("n"), s) == .redraw)
         #expect(c.state.confirm == nil)
         _ = c.handle(.character("p"), s)
-        #expect(c.handle(.character("y"), s) == .perform(method: "POST", path: "/v1/pause", body: "", componentURL: "http://127.0.0.1:9002", label: "pause stream-a"))
+        #expect(c.handle(.character("y"), s) == .perform(.pause, componentURL: "http://127.0.0.1:9002", label: "pause stream-a"))
     }
 
     @Test func swapShowsFromToWithMetricsAndReadOnlyRefuses() {
@@ -215,7 +216,7 @@ private func fleet() -> FleetSnapshot {
         _ = c.handle(.down, s)  // serve-a
         for key in [Key.character("s"), .character("3"), .enter] { _ = c.handle(key, s) }
         #expect(c.state.confirm?.question == "Swap serve serve-a: credit@2 (auc 0.8100) → credit@3 (auc 0.8200)?")
-        #expect(c.handle(.character("y"), s) == .perform(method: "POST", path: "/v1/model", body: #"{"version": 3}"#, componentURL: "http://127.0.0.1:9000", label: "swap serve-a to credit@3"))
+        #expect(c.handle(.character("y"), s) == .perform(.swap(.version(3)), componentURL: "http://127.0.0.1:9000", label: "swap serve-a to credit@3"))
         for key in [Key.character(":"), .character("f"), .character("o"), .enter] { _ = c.handle(key, s) }
         #expect(c.state.status.hasPrefix("unknown command \":fo\""))
         c.state.readOnly = true
@@ -275,8 +276,8 @@ private func fleet() -> FleetSnapshot {
 private func detailedFleet() -> FleetSnapshot {
     var s = fleet()
     s.components[0].runs = [
-        status(#"{"id":8,"status":"failed","trigger":"manual","who":"key:ops","model":"credit@1","inputs":[{"name":"bad.csv","size":2048,"sha256":"x"}],"rows_read":0,"rows_scored":0,"rows_rejected":0,"queued_at":"2026-11-25T01:10:00Z","started_at":"2026-11-25T01:10:01Z","finished_at":"2026-11-25T01:10:02Z","error":"bad.csv: the header lacks the required field \"amount\"","output":"/data/out"}"#),
-        status(#"{"id":7,"status":"succeeded","trigger":"schedule","who":"schedule","model":"credit@1","inputs":[{"name":"day.csv","size":4096000,"sha256":"y"}],"rows_read":50000,"rows_scored":49990,"rows_rejected":10,"queued_at":"2026-11-25T01:00:00Z","started_at":"2026-11-25T01:00:00Z","finished_at":"2026-11-25T01:00:03Z","output":"/data/out"}"#),
+        run(#"{"id":8,"status":"failed","trigger":"manual","who":"key:ops","model":"credit@1","inputs":[{"name":"bad.csv","size":2048,"sha256":"x"}],"rows_read":0,"rows_scored":0,"rows_rejected":0,"queued_at":"2026-11-25T01:10:00Z","started_at":"2026-11-25T01:10:01Z","finished_at":"2026-11-25T01:10:02Z","error":"bad.csv: the header lacks the required field \"amount\"","output":"/data/out"}"#),
+        run(#"{"id":7,"status":"succeeded","trigger":"schedule","who":"schedule","model":"credit@1","inputs":[{"name":"day.csv","size":4096000,"sha256":"y"}],"rows_read":50000,"rows_scored":49990,"rows_rejected":10,"queued_at":"2026-11-25T01:00:00Z","started_at":"2026-11-25T01:00:00Z","finished_at":"2026-11-25T01:00:03Z","output":"/data/out"}"#),
     ]
     s.components[1].status = status(#"{"kind":"serve","model":{"reference":"credit@2"},"following":"production","state":"serving","counters":{"swaps":1,"failed_swaps":0},"status_codes":{"200":9000,"400":12}}"#)
     s.versions = [
@@ -371,10 +372,10 @@ private func detailedFleet() -> FleetSnapshot {
         let s = detailedFleet()
         _ = c.handle(.character("2"), s)
         _ = c.handle(.down, s)
-        #expect(c.handle(.character("R"), s) == .perform(method: "POST", path: "/v1/runs/7/rerun", body: "{}", componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
+        #expect(c.handle(.character("R"), s) == .perform(.rerun(7), componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
         // A running run is offered for cancelling (a finished one is not: SelectionTests).
         var running = s
-        running.components[0].runs.insert(status(#"{"id":9,"status":"running","trigger":"manual"}"#), at: 0)
+        running.components[0].runs.insert(run(#"{"id":9,"status":"running","trigger":"manual"}"#), at: 0)
         _ = c.handle(.up, running)
         _ = c.handle(.up, running)
         _ = c.handle(.character("c"), running)
@@ -449,10 +450,10 @@ private func detailedFleet() -> FleetSnapshot {
         _ = c.handle(.down, s)  // run 7 (runs are newest first: 8, 7)
         #expect(c.state.rowKey == "run:7")
         // A scheduled run 9 arrives at the top; R still means run 7.
-        s.components[0].runs.insert(status(#"{"id":9,"status":"queued","trigger":"schedule"}"#), at: 0)
+        s.components[0].runs.insert(run(#"{"id":9,"status":"queued","trigger":"schedule"}"#), at: 0)
         c.follow(s)
         #expect(c.state.row == 2)
-        #expect(c.handle(.character("R"), s) == .perform(method: "POST", path: "/v1/runs/7/rerun", body: "{}", componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
+        #expect(c.handle(.character("R"), s) == .perform(.rerun(7), componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
     }
 
     @Test func aFinishedRunIsNotOfferedForCancelling() {

@@ -400,9 +400,8 @@ package final class BatchComponent: Component {
 
     package func swapModel(_ request: SwapRequest, by principal: Principal) -> HTTPResponse {
         let running = state.withLock { $0.active.map { ($0.id, $0.model) } }
-        return binding.swap(request, by: principal, extra: [
-            ("takes_effect", .string(running.map { "at the next run; run \($0.0) continues on \($0.1)" } ?? "at the next run")),
-        ])
+        return binding.swap(request, by: principal,
+                            takesEffect: running.map { "at the next run; run \($0.0) continues on \($0.1)" } ?? "at the next run")
     }
 
     // MARK: - Ticks: the schedule and alias following
@@ -464,54 +463,29 @@ package final class BatchComponent: Component {
         return total > 0 ? min(1, Double(progress.bytesDone.load(ordering: .relaxed)) / Double(total)) : 0
     }
 
-    package func statusFields() -> [(String, JSONValue)] {
+    package func describe(_ status: inout ComponentStatus) {
         let (current, t) = state.withLock { ($0.active, $0.totals) }
-        let queue = (try? ledger.count(job: job, status: .queued)) ?? 0
-        var counters = JSONObject()
-        for status in RunLedger.Status.allCases where status.isFinished {
-            counters.append("runs_\(status.rawValue)", .number(Double(t.runs[status] ?? 0)))
-        }
-        counters.append("rows", .number(Double(t.rows)))
-        counters.append("rows_rejected", .number(Double(t.rejected)))
-        var scheduleJSON: JSONValue = .null
-        if let schedule {
-            scheduleJSON = .object(JSONObject([
-                "schedule": .string(schedule.description),
-                "next_run_at": nextSlot.withLock { $0 }.map { .string(isoTimestamp($0)) } ?? .null,
-            ]))
-        }
-        return binding.statusFields() + [
-            ("state", .string(current == nil ? "idle" : "running")),
-            ("job", .string(job)),
-            ("input", .string(inputDirectory.path + (pattern.map { "/" + $0 } ?? ""))),
-            ("output", .string(outputDirectory.path)),
-            ("schedule", scheduleJSON),
-            ("queue", .number(Double(queue))),
-            ("run", current.map { runProgressJSON($0) } ?? .null),
-            ("counters", .object(counters)),
-        ]
+        binding.describe(&status)
+        status.state = current == nil ? "idle" : "running"
+        status.counters = NamedNumbers(RunLedger.Status.allCases.filter(\.isFinished).map { NamedNumber("runs_\($0.rawValue)", Double(t.runs[$0] ?? 0)) }
+            + [NamedNumber("rows", Double(t.rows)), NamedNumber("rows_rejected", Double(t.rejected))])
+        status.batch = BatchStatus(
+            job: job, input: inputDirectory.path + (pattern.map { "/" + $0 } ?? ""), output: outputDirectory.path,
+            schedule: schedule?.description, nextRunAt: schedule == nil ? nil : nextSlot.withLock { $0 }.map(isoTimestamp),
+            queue: (try? ledger.count(job: job, status: .queued)) ?? 0, run: current.map(progress))
     }
 
-    /// `{id, model, file, rows_done, rows_rejected, bytes_done, bytes_total, progress, rows_per_s, eta_s}`.
-    private func runProgressJSON(_ run: ActiveRun) -> JSONValue {
+    /// The running run's progress, with its rate and what is left.
+    private func progress(_ run: ActiveRun) -> RunProgress {
         let p = run.progress
         let elapsed = Double(csystem_monotonic_ns() - run.startedNanoseconds) / 1e9
         let done = p.bytesDone.load(ordering: .relaxed), total = p.bytesTotal.load(ordering: .relaxed)
         let rows = p.rowsRead.load(ordering: .relaxed)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
-        var o = JSONObject()
-        o.append("id", .number(Double(run.id)))
-        o.append("model", .string(run.model))
-        o.append("file", .string(p.file.withLock { $0 }))
-        o.append("rows_done", .number(Double(rows)))
-        o.append("rows_rejected", .number(Double(p.rowsRejected.load(ordering: .relaxed))))
-        o.append("bytes_done", .number(Double(done)))
-        o.append("bytes_total", .number(Double(total)))
-        o.append("progress", .number(fraction(p)))
-        o.append("rows_per_s", .number(elapsed > 0 ? (Double(rows) / elapsed).rounded() : 0))
-        o.append("eta_s", rate > 0 && done > 0 ? .number((Double(total - done) / rate * 10).rounded() / 10) : .null)
-        o.append("elapsed_s", .number((elapsed * 10).rounded() / 10))
-        return .object(o)
+        return RunProgress(
+            id: run.id, model: run.model, file: p.file.withLock { $0 }, rowsDone: rows, rowsRejected: p.rowsRejected.load(ordering: .relaxed),
+            bytesDone: done, bytesTotal: total, fraction: fraction(p), rowsPerSecond: elapsed > 0 ? (Double(rows) / elapsed).rounded() : 0,
+            etaSeconds: rate > 0 && done > 0 ? (Double(total - done) / rate * 10).rounded() / 10 : nil, elapsedSeconds: (elapsed * 10).rounded() / 10)
     }
 
     package func metrics(_ text: inout PrometheusText) {
@@ -548,10 +522,7 @@ package final class BatchComponent: Component {
                 let limit = min(max(Int(request.query["limit"] ?? "50") ?? 50, 1), 500)
                 let before = request.query["before"].flatMap { Int($0) }
                 let runs = try registryCall { () throws(RegistryError) in try ledger.list(job: job, before: before, limit: limit) }
-                var o = JSONObject()
-                o.append("runs", .array(runs.map { runJSON($0) }))
-                o.append("next_before", runs.count == limit ? .number(Double(runs.last!.id)) : .null)
-                return json(200, .object(o))
+                return json(200, RunPage(runs: runs.map { summary($0) }, nextBefore: runs.count == limit ? runs.last?.id : nil).json)
             case ("POST", 2):
                 if let wrongType = requireJSON(request) { return wrongType }
                 let body = request.body.isEmpty ? JSONValue.object(JSONObject()) : (try? JSONValue.parse(request.body))
@@ -559,13 +530,13 @@ package final class BatchComponent: Component {
                 let key = idempotencyKey(request, body)
                 if let key, key.utf8.count > 200 { return .error(400, "the idempotency key is longer than 200 bytes") }
                 let result = try registryCall { () throws(RegistryError) in try trigger(.manual, who: principal.name, idempotencyKey: key) }
-                return json(result.existed ? 200 : 202, withExisting(runJSON(result.run), result.existed))
+                return json(result.existed ? 200 : 202, summary(result.run, existing: result.existed).json)
             case ("GET", 3):
                 guard let id = Int(parts[2]) else { return .error(404, "no run \(parts[2])") }
                 guard let run = try registryCall({ () throws(RegistryError) in try ledger.run(id) }), run.job == job else {
                     return .error(404, "no run \(id) in this job")
                 }
-                return json(200, runJSON(run))
+                return json(200, summary(run).json)
             case ("POST", 4) where parts[3] == "rerun":
                 guard let id = Int(parts[2]), let original = try registryCall({ () throws(RegistryError) in try ledger.run(id) }), original.job == job else {
                     return .error(404, "no run \(parts[2]) in this job")
@@ -578,7 +549,7 @@ package final class BatchComponent: Component {
                 let result = try registryCall { () throws(RegistryError) in
                     try trigger(.rerun, who: principal.name, rerunOf: id, idempotencyKey: key, model: original.model)
                 }
-                return json(result.existed ? 200 : 202, withExisting(runJSON(result.run), result.existed))
+                return json(result.existed ? 200 : 202, summary(result.run, existing: result.existed).json)
             case ("POST", 4) where parts[3] == "cancel":
                 guard let id = Int(parts[2]) else { return .error(404, "no run \(parts[2])") }
                 return try registryCall { () throws(RegistryError) in try cancel(id, by: principal.name) }
@@ -598,53 +569,29 @@ package final class BatchComponent: Component {
         return nil
     }
 
-    private func withExisting(_ run: JSONValue, _ existed: Bool) -> JSONValue {
-        guard existed, case .object(var o) = run else { return run }
-        o.append("existing", .bool(true))
-        return .object(o)
-    }
-
     private func runResponse(_ status: Int, _ id: Int) throws(RegistryError) -> HTTPResponse {
         guard let run = try ledger.run(id) else { return .error(404, "no run \(id)") }
-        return json(status, runJSON(run))
+        return json(status, summary(run).json)
     }
 
-    /// A ledger record as JSON, with live progress when it is the running run.
-    func runJSON(_ run: RunLedger.Run) -> JSONValue {
-        var o = JSONObject()
-        o.append("id", .number(Double(run.id)))
-        o.append("status", .string(run.status.rawValue))
-        o.append("trigger", .string(run.trigger.rawValue))
-        o.append("rerun_of", run.rerunOf.map { .number(Double($0)) } ?? .null)
-        o.append("who", .string(run.who))
-        o.append("idempotency_key", run.idempotencyKey.map(JSONValue.string) ?? .null)
-        o.append("model", run.model.map(JSONValue.string) ?? .null)
-        o.append("model_sha256", run.modelSHA256.map(JSONValue.string) ?? .null)
-        o.append("inputs", .array(run.inputs.map {
-            .object(JSONObject(["name": .string($0.name), "size": .number(Double($0.size)), "sha256": .string($0.sha256)]))
-        }))
-        var rowsRead = run.rowsRead, rowsScored = run.rowsScored, rowsRejected = run.rowsRejected
-        var bytesDone = run.bytesDone
+    /// A ledger record as the wire gives it, with live figures and progress when it is the running run.
+    func summary(_ run: RunLedger.Run, existing: Bool = false) -> RunSummary {
+        var summary = RunSummary(
+            id: run.id, status: run.status.rawValue, trigger: run.trigger.rawValue, rerunOf: run.rerunOf, who: run.who,
+            idempotencyKey: run.idempotencyKey, model: run.model, modelSHA256: run.modelSHA256,
+            inputs: run.inputs.map { RunSummary.Input(name: $0.name, size: $0.size, sha256: $0.sha256) },
+            rowsRead: run.rowsRead, rowsScored: run.rowsScored, rowsRejected: run.rowsRejected, bytesTotal: run.bytesTotal, bytesDone: run.bytesDone,
+            queuedAt: run.queuedAt, startedAt: run.startedAt, finishedAt: run.finishedAt, error: run.error,
+            scheduledFor: run.scheduledFor.map { isoTimestamp(Date(timeIntervalSince1970: $0)) }, note: run.note, output: outputDirectory.path,
+            existing: existing)
         if let live = state.withLock({ $0.active }), live.id == run.id {
-            rowsRead = live.progress.rowsRead.load(ordering: .relaxed)
-            rowsScored = live.progress.rowsScored.load(ordering: .relaxed)
-            rowsRejected = live.progress.rowsRejected.load(ordering: .relaxed)
-            bytesDone = live.progress.bytesDone.load(ordering: .relaxed)
-            o.append("progress", runProgressJSON(live))
+            summary.rowsRead = live.progress.rowsRead.load(ordering: .relaxed)
+            summary.rowsScored = live.progress.rowsScored.load(ordering: .relaxed)
+            summary.rowsRejected = live.progress.rowsRejected.load(ordering: .relaxed)
+            summary.bytesDone = live.progress.bytesDone.load(ordering: .relaxed)
+            summary.progress = progress(live)
         }
-        o.append("rows_read", .number(Double(rowsRead)))
-        o.append("rows_scored", .number(Double(rowsScored)))
-        o.append("rows_rejected", .number(Double(rowsRejected)))
-        o.append("bytes_total", .number(Double(run.bytesTotal)))
-        o.append("bytes_done", .number(Double(bytesDone)))
-        o.append("queued_at", .string(run.queuedAt))
-        o.append("started_at", run.startedAt.map(JSONValue.string) ?? .null)
-        o.append("finished_at", run.finishedAt.map(JSONValue.string) ?? .null)
-        o.append("error", run.error.map(JSONValue.string) ?? .null)
-        o.append("scheduled_for", run.scheduledFor.map { .string(isoTimestamp(Date(timeIntervalSince1970: $0))) } ?? .null)
-        o.append("note", run.note.map(JSONValue.string) ?? .null)
-        o.append("output", .string(outputDirectory.path))
-        return .object(o)
+        return summary
     }
 
     // MARK: - Housekeeping

@@ -318,33 +318,24 @@ package final class StreamComponent: Component {
         ]
     }
 
-    package func statusFields() -> [(String, JSONValue)] {
-        let (backlog, status) = backlogState.withLock { ($0.current, $0.status) }
+    package func describe(_ status: inout ComponentStatus) {
+        let (backlog, backlogStatus) = backlogState.withLock { ($0.current, $0.status) }
         let (input, processing) = rates()
         let all = latency.snapshot()
-        var b = JSONObject()
-        b.append("status", .string(status))
-        b.append("events", .number(backlog.events))
-        b.append("bytes", backlog.bytes.map(JSONValue.number) ?? .null)
-        b.append("age_s", backlog.ageSeconds.map { .number(($0 * 1000).rounded() / 1000) } ?? .null)
-        b.append("input_per_s", input.map { .number($0.rounded()) } ?? .null)
-        b.append("processing_per_s", .number(processing.rounded()))
-        var counters = JSONObject()
-        counters.append("read", .number(Double(read.load(ordering: .relaxed))))
-        counters.append("written", .number(Double(written.load(ordering: .relaxed))))
-        counters.append("dead_letters", .number(Double(dead.load(ordering: .relaxed))))
-        counters.append("micro_batches", .number(Double(batches.load(ordering: .relaxed))))
-        counters.append("errors", .number(Double(failures.load(ordering: .relaxed))))
-        counters.append("e2e_p50_ms", all.quantile(0.5).map { .number(Double($0) / 1e6) } ?? .null)
-        counters.append("e2e_p99_ms", all.quantile(0.99).map { .number(Double($0) / 1e6) } ?? .null)
-        return binding.statusFields() + [
-            ("state", .string(paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting")),
-            ("name", .string(name)),
-            ("source", .string(source.description)),
-            ("sink", .string(sink.description)),
-            ("backlog", .object(b)),
-            ("counters", .object(counters)),
-        ]
+        binding.describe(&status)
+        status.state = paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting"
+        status.counters = NamedNumbers([
+            NamedNumber("read", Double(read.load(ordering: .relaxed))),
+            NamedNumber("written", Double(written.load(ordering: .relaxed))),
+            NamedNumber("dead_letters", Double(dead.load(ordering: .relaxed))),
+            NamedNumber("micro_batches", Double(batches.load(ordering: .relaxed))),
+            NamedNumber("errors", Double(failures.load(ordering: .relaxed))),
+            NamedNumber("e2e_p50_ms", all.quantile(0.5).map { Double($0) / 1e6 }),
+            NamedNumber("e2e_p99_ms", all.quantile(0.99).map { Double($0) / 1e6 }),
+        ])
+        status.stream = StreamStatus(name: name, source: source.description, sink: sink.description, backlog: StreamStatus.Backlog(
+            status: backlogStatus, events: backlog.events, bytes: backlog.bytes, ageSeconds: backlog.ageSeconds.map { ($0 * 1000).rounded() / 1000 },
+            inputPerSecond: input.map { $0.rounded() }, processingPerSecond: processing.rounded()))
     }
 
     package func metrics(_ text: inout PrometheusText) {
@@ -376,7 +367,7 @@ package final class StreamComponent: Component {
         let pause = path == "/v1/pause"
         let was = paused.exchange(pause, ordering: .acquiringAndReleasing)
         if was != pause { events.append("stream", "\(pause ? "paused" : "resumed") by \(principal.name)") }
-        return json(200, .object(JSONObject(["state": .string(pause ? "paused" : "running"), "changed": .bool(was != pause)])))
+        return json(200, PauseResult(state: pause ? "paused" : "running", changed: was != pause).json)
     }
 }
 
