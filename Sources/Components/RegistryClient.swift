@@ -16,7 +16,7 @@ import Telemetry
 /// and the key table. So a component keeps serving — and can restart — while the registry is
 /// down; it says so through `health` ("registry … unreachable since …"), and picks changes up
 /// again by itself when the registry is back (with backoff between attempts).
-package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetRecorder, Sendable {
+package final class RegistryClient: RegistryStore, KeySource, KeyAdministration, FleetStore, Sendable {
     package let api: RegistryAPI
     package var url: String { api.url }
     private let cache: URL
@@ -189,6 +189,12 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     /// The registry expires its own records.
     package func expire(retention: Double) throws(RegistryError) -> Int { 0 }
 
+    /// The service's fleet: members heard from within `maxAge` seconds.
+    package func members(maxAge: Double) throws(RegistryError) -> [FleetMember] {
+        let now = Date().timeIntervalSince1970
+        return try through { () throws(RegistryError) in try api.fleet() }.filter { now - $0.heartbeat <= maxAge }
+    }
+
     // MARK: - RegistryStore: operators' calls (the command line). The service audits every
     // change under this client's key, so `who` is not sent.
 
@@ -216,6 +222,22 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
 
     package func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [AuditEntry] {
         try through { () throws(RegistryError) in try api.audit(model: model, after: after, limit: limit) }
+    }
+
+    package func allAliases() throws(RegistryError) -> (revision: Int, aliases: [(model: String, alias: String, version: Int)]) {
+        let listing = try through { () throws(RegistryError) in try api.aliases() }
+        return (listing.revision, listing.aliases)
+    }
+
+    package func revision() throws(RegistryError) -> Int {
+        try allAliases().revision
+    }
+
+    /// The artifact from the service, checked against its sha256 (the service checks it too).
+    package func artifact(sha256: String) throws(RegistryError) -> [UInt8] {
+        let bytes = try through { () throws(RegistryError) in try api.artifact(sha256) }
+        guard SHA256.hex(bytes) == sha256 else { throw RegistryError("the artifact \(sha256) from \(api.url) does not match its sha256", status: 502) }
+        return bytes
     }
 
     /// The key's id, name and scope, as the service sees it.

@@ -17,9 +17,9 @@ import Telemetry
 /// `admin`. Every change is in the audit log under the key's id and name.
 package final class RegistryComponent: Component {
     package let kind = "registry"
-    let registry: ModelRegistry
-    let keys: KeyStore
-    let fleet: FleetDirectory
+    let registry: any RegistryStore
+    let keys: any KeySource & KeyAdministration
+    let fleet: any FleetStore
     let events: EventLog
     let authenticator: Authenticator
     private let served = Atomic<Int>(0)
@@ -29,7 +29,7 @@ package final class RegistryComponent: Component {
     /// Who acts with an embedded service's session key, for the audit log ("console:USER").
     private let localActor: String?
 
-    package init(registry: ModelRegistry, keys: KeyStore, fleet: FleetDirectory, events: EventLog, authenticator: Authenticator, localActor: String? = nil) {
+    package init(registry: any RegistryStore, keys: any KeySource & KeyAdministration, fleet: any FleetStore, events: EventLog, authenticator: Authenticator, localActor: String? = nil) {
         self.localActor = localActor
         self.registry = registry
         self.keys = keys
@@ -50,7 +50,7 @@ package final class RegistryComponent: Component {
     package var isReady: Bool { (try? registry.revision()) != nil }
 
     package func describe(_ status: inout ComponentStatus) {
-        let versions = (try? registry.versions()) ?? []
+        let versions = (try? registry.versions(model: nil)) ?? []
         let members = (try? fleet.members(maxAge: .infinity)) ?? []
         let now = Date().timeIntervalSince1970
         status.state = isReady ? "serving" : "store unavailable"
@@ -127,7 +127,7 @@ package final class RegistryComponent: Component {
         switch (request.method, r.count, r[0]) {
         case ("GET", 1, "models"):
             _ = try authorize(request, context, .read)
-            let versions = try registryCall { () throws(RegistryError) in try registry.versions() }
+            let versions = try registryCall { () throws(RegistryError) in try registry.versions(model: nil) }
             return json(200, .object(JSONObject(["versions": .array(versions.map(\.json))])))
         case ("GET", 2, "models"):
             _ = try authorize(request, context, .read)
@@ -171,11 +171,12 @@ package final class RegistryComponent: Component {
             headers.add("ETag", "\"\(sha)\"")
             headers.add("Cache-Control", "public, max-age=31536000, immutable")
             if request.headers["if-none-match"]?.contains(sha) == true { return HTTPResponse(status: 304, headers: headers, body: []) }
-            let url = registry.home.artifacts.appendingPathComponent("\(sha).json")
-            guard let data = FileManager.default.contents(atPath: url.path) else { throw HTTPError(404, "no artifact \(sha)") }
-            guard SHA256.hex([UInt8](data)) == sha else { throw HTTPError(500, "the artifact \(sha) is corrupt in this registry's store") }
+            let data: [UInt8]
+            do { data = try registry.artifact(sha256: sha) } catch {
+                throw HTTPError(error.status, error.status == 404 ? "no artifact \(sha)" : error.message)  // not the store's paths to a stranger
+            }
             headers.add("Content-Type", "application/json")
-            return HTTPResponse(status: 200, headers: headers, body: [UInt8](data))
+            return HTTPResponse(status: 200, headers: headers, body: data)
         case ("GET", 1, "aliases"):
             _ = try authorize(request, context, .read)
             var after: Int?
@@ -301,7 +302,7 @@ package final class RegistryComponent: Component {
     }
 
     /// Every alias and the revision, or only `{"revision", "changed": false}` when the revision is still `after`.
-    static func aliasListing(_ registry: ModelRegistry, after: Int?) throws -> (changed: Bool, response: HTTPResponse) {
+    static func aliasListing(_ registry: any RegistryStore, after: Int?) throws -> (changed: Bool, response: HTTPResponse) {
         let current = try registryCall { () throws(RegistryError) in try registry.revision() }
         if let after, after == current {
             return (false, json(200, .object(JSONObject(["revision": .number(Double(current)), "changed": .bool(false)]))))

@@ -271,14 +271,20 @@ extension ModelRegistry {
 
     /// The model document of a version, read from its artifact and checked against its sha256.
     public func document(_ version: Version) throws(RegistryError) -> ModelDocument {
-        let url = home.artifacts.appendingPathComponent("\(version.sha256).json")
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw RegistryError("the artifact of \(version.reference) is missing: \(url.path)")
+        let bytes: [UInt8]
+        do { bytes = try artifact(sha256: version.sha256) } catch { throw RegistryError("\(version.reference): \(error.message)", status: error.status) }
+        do { return try ModelDocument.decode(Data(bytes)) } catch { throw RegistryError("\(version.reference): \(error)") }
+    }
+
+    /// The artifact stored under `sha256`, checked against it.
+    public func artifact(sha256: String) throws(RegistryError) -> [UInt8] {
+        let url = home.artifacts.appendingPathComponent("\(sha256).json")
+        guard let data = FileManager.default.contents(atPath: url.path) else { throw RegistryError("the artifact \(sha256) is missing: \(url.path)", status: 404) }
+        let bytes = [UInt8](data)
+        guard SHA256.hex(bytes) == sha256 else {
+            throw RegistryError("the artifact \(sha256) is corrupt: its sha256 no longer matches \(url.path)", status: 500)
         }
-        guard SHA256.hex([UInt8](data)) == version.sha256 else {
-            throw RegistryError("the artifact of \(version.reference) is corrupt: its sha256 no longer matches \(url.path)")
-        }
-        do { return try ModelDocument.decode(data) } catch { throw RegistryError("\(version.reference): \(error)") }
+        return bytes
     }
 
     /// Every model's versions, newest last.

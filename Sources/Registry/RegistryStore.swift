@@ -25,12 +25,20 @@ public protocol FleetRecorder: Sendable {
     @discardableResult func expire(retention: Double) throws(RegistryError) -> Int
 }
 
-extension KeyStore: KeySource {}
-extension FleetDirectory: FleetRecorder {}
+/// The fleet directory the registry service keeps: what components record, and the listing.
+public protocol FleetStore: FleetRecorder {
+    /// Members heard from within `maxAge` seconds (`.infinity`: every record kept).
+    func members(maxAge: Double) throws(RegistryError) -> [FleetDirectory.Member]
+}
 
-/// Everything an operator does with the registry (the command line, the console): the local
-/// SQLite registry, or the registry service through its client. `who` names the actor for the
-/// audit log where the store cannot tell (locally); the service names the key instead.
+extension KeyStore: KeySource {}
+extension FleetDirectory: FleetStore {}
+
+/// The registry's models, versions, artifacts, aliases and audit log: what the registry service
+/// stores (today the SQLite file in its SWITCHYARD_HOME; a PostgreSQL store implements the same)
+/// and what an operator changes (the command line: the local store, or the service through its
+/// client). `who` names the actor for the audit log where the store cannot tell (locally); the
+/// service names the key instead.
 public protocol RegistryStore: ModelSource {
     func versions(model: String?) throws(RegistryError) -> [ModelRegistry.Version]
     func aliases(model: String) throws(RegistryError) -> [(alias: String, version: Int)]
@@ -38,6 +46,13 @@ public protocol RegistryStore: ModelSource {
     func promote(model: String, version: Int, alias: String, who: String, expected: ModelRegistry.Expected?) throws(RegistryError) -> Int?
     func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int)
     func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [ModelRegistry.AuditEntry]
+    /// Every alias of every model, and the revision they are at (the latest audit entry's id).
+    func allAliases() throws(RegistryError) -> (revision: Int, aliases: [(model: String, alias: String, version: Int)])
+    /// The revision `allAliases` would report.
+    func revision() throws(RegistryError) -> Int
+    /// The artifact (model document) stored under `sha256`, checked against it: 404 when absent,
+    /// 500 when what is stored no longer matches.
+    func artifact(sha256: String) throws(RegistryError) -> [UInt8]
 }
 
 extension ModelRegistry: RegistryStore {}

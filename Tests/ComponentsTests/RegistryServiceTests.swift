@@ -229,4 +229,39 @@ final class RegistryServiceFixture: @unchecked Sendable {
         let who = try JSONValue.parse(try http.request("GET", "/v1/whoami", headers: [("Authorization", "Bearer \(f.adminKey)")]).body)
         #expect(who["name"] == .string("ops") && who["scope"] == .string("admin"))
     }
+
+    /// The service runs on any store behind the `RegistryStore`, `KeySource & KeyAdministration`
+    /// and `FleetStore` protocols, not only the SQLite one: here a second service whose store is a
+    /// client of the first (a relay). Reads, artifacts, alias moves and the fleet all pass through,
+    /// and the first service audits the move under the relay's key.
+    @Test func theServiceRunsOnAnyStoreBehindTheProtocols() throws {
+        let f = try RegistryServiceFixture()
+        defer { f.cleanUp() }
+        let relayHome = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-relay-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: relayHome.url) }
+        let store = try f.client(key: f.adminKey, home: relayHome)
+        let authenticator = Authenticator(store: store, loops: 1)
+        let events = EventLog()
+        let relay = ComponentHost(component: RegistryComponent(registry: store, keys: store, fleet: store, events: events, authenticator: authenticator),
+                                  observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
+        let port = try relay.start()
+        defer { relay.stop() }
+        // The first service's keys work on the relay: it checks them against the first's key table.
+        let api = try RegistryAPI(url: "http://127.0.0.1:\(port)", key: f.adminKey)
+        #expect(try api.versions(model: "credit").map(\.reference) == ["credit@1", "credit@2"])
+        let production = try api.resolve("credit@production").version
+        #expect(production.reference == "credit@1")
+        #expect(SHA256.hex(try api.artifact(production.sha256)) == production.sha256)
+        #expect(throws: RegistryError("no artifact \(String(repeating: "0", count: 64))", status: 404)) { try api.artifact(String(repeating: "0", count: 64)) }
+        #expect(try api.promote(model: "credit", version: 2, alias: "production", expected: .version(1)) == 1)
+        #expect(throws: RegistryError.self) { try api.promote(model: "credit", version: 1, alias: "production", expected: .version(1)) }
+        #expect(try f.registry.resolve("credit@production").version == 2, "the move is in the first service's store")
+        let entry = try #require(try f.registry.audit(model: "credit").last)
+        #expect(entry.action == "promote" && entry.who.contains(f.adminID))
+        #expect(try api.aliases().revision == (try f.registry.revision()))
+        try api.heartbeat(FleetMember(id: "serve-relayed", kind: "serve", url: "http://127.0.0.1:1", pid: 1, host: "h", model: "credit@2",
+                                      startedAt: isoTimestamp(Date()), heartbeat: Date().timeIntervalSince1970))
+        #expect(try FleetDirectory(home: f.home).members(maxAge: .infinity).contains { $0.id == "serve-relayed" })
+        #expect(try api.fleet().contains { $0.id == "serve-relayed" })
+    }
 }
