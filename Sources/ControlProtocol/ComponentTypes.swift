@@ -241,8 +241,9 @@ public struct BatchStatus: Sendable, Equatable {
     public var job: String
     public var input: String
     public var output: String
-    /// The schedule (`every 15m`, a cron line) and its next slot; nil when runs are only triggered.
+    /// The schedule (`every 15m`, a cron line); nil when runs are only triggered.
     public var schedule: String?
+    /// The schedule's next slot (always nil without a schedule).
     public var nextRunAt: String?
     /// Runs waiting to start.
     public var queue: Int
@@ -270,8 +271,9 @@ public struct BatchStatus: Sendable, Equatable {
     }
 
     init(json value: JSONValue) {
+        let schedule = value["schedule"]?["schedule"]?.stringValue
         self.init(job: value["job"]?.stringValue ?? "", input: value["input"]?.stringValue ?? "", output: value["output"]?.stringValue ?? "",
-                  schedule: value["schedule"]?["schedule"]?.stringValue, nextRunAt: value["schedule"]?["next_run_at"]?.stringValue,
+                  schedule: schedule, nextRunAt: schedule == nil ? nil : value["schedule"]?["next_run_at"]?.stringValue,
                   queue: wholeNumber(value["queue"], from: 0) ?? 0, run: value["run"].flatMap(RunProgress.init(json:)))
     }
 }
