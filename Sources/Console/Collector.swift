@@ -19,6 +19,9 @@ package struct ComponentView: Sendable {
     /// Why the last poll failed; nil when it answered.
     package var error: String?
     package var isDown: Bool { error != nil }
+    /// The component answers but refuses this console's key (401 or 403), with its reason: it is
+    /// up, and what it runs is unknown to this console.
+    package var refused: String?
 
     package init(url: String, kind: String = "?", id: String = "", status: ComponentStatus? = nil, series: [String: [Double]] = [:], lastSeen: Date? = nil, error: String? = nil) {
         self.url = url
@@ -211,6 +214,7 @@ package final class Collector: @unchecked Sendable {
             let api = try ComponentAPI(url: view.url, key: key, timeout: timeout)
             let status = try api.status()
             view.status = status
+            view.refused = nil
             view.kind = status.kind
             view.id = status.id.isEmpty ? view.url : status.id
             // The rest is best effort: a component that answers its status is up.
@@ -222,6 +226,10 @@ package final class Collector: @unchecked Sendable {
                 }
             }
             if status.kind == "batch", let page = try? api.runs(limit: 50) { view.runs = page.runs }
+            view.lastSeen = Date()
+            view.error = nil
+        } catch where error.status == 401 || error.status == 403 {
+            view.refused = "\(error.status == 401 ? "401 unauthorized" : "403 forbidden"): \(error.message)"
             view.lastSeen = Date()
             view.error = nil
         } catch {

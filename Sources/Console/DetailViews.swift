@@ -53,7 +53,7 @@ func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     let width = canvas.width - 2
     let chartHeight = max(4, (canvas.height - 11) / 2)
     drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["p99_ms"] ?? [],
-              label: String(format: "latency p99 (p50 %.2f ms  p95 %.2f ms  p99 %.2f ms now)", s["p50_ms"]?.last ?? 0, s["p95_ms"]?.last ?? 0, s["p99_ms"]?.last ?? 0),
+              label: "latency p99 (now: p50 \(nowLatency(s, "p50_ms", "requests"))  p95 \(nowLatency(s, "p95_ms", "requests"))  p99 \(nowLatency(s, "p99_ms", "requests")))",
               unit: "ms", role: .graphMid)
     drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["requests"] ?? [],
               label: "requests/s (\(short(s["requests"]?.last ?? 0)) now)  in flight \(short(s["in_flight"]?.last ?? 0))  connections \(short(s["connections"]?.last ?? 0))",
@@ -67,6 +67,18 @@ func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     canvas.put(1, y, "swaps \(Int(counters["swaps"] ?? 0)) (failed \(Int(counters["failed_swaps"] ?? 0)))  errors/s now \(short(s["errors"]?.last ?? 0))  client errors/s \(short(s["client_errors"]?.last ?? 0))", .text, limit: canvas.width - 2)
 }
 
+/// The last second's latency `field`, or "–" when nothing was measured in it (`count` was 0).
+private func nowLatency(_ series: [String: [Double]], _ field: String, _ count: String) -> String {
+    (series[count]?.last ?? 0) > 0 ? milliseconds(series[field]?.last) : "–"
+}
+
+/// A counter as people read it: "dead letters 3", "e2e p99 13.2 s", "–" for none yet.
+func counterText(_ counter: NamedNumber) -> String {
+    let isMilliseconds = counter.name.hasSuffix("_ms")
+    let name = (isMilliseconds ? String(counter.name.dropLast(3)) : counter.name).replacingOccurrences(of: "_", with: " ")
+    return "\(name) " + (isMilliseconds ? milliseconds(counter.value) : counter.value.map(short) ?? "–")
+}
+
 /// The batch view's rows: the focused component's runs, filtered.
 func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [RunSummary] {
     guard let c = focused("batch", snapshot, state) else { return [] }
@@ -76,11 +88,11 @@ func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [RunSummary]
 }
 
 private func runLine(_ run: RunSummary) -> String {
-    let started = run.startedAt ?? run.queuedAt
+    let started = shortTime(run.startedAt ?? run.queuedAt)
     let rows = short(Double(run.rowsRead))
     let rejected = short(Double(run.rowsRejected))
     return String(run.id).padding(toLength: 6, withPad: " ", startingAt: 0) + run.status.padding(toLength: 12, withPad: " ", startingAt: 0)
-        + run.trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + String(started.dropFirst(5).prefix(14)).padding(toLength: 15, withPad: " ", startingAt: 0)
+        + run.trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + started.padding(toLength: 15, withPad: " ", startingAt: 0)
         + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + (run.model ?? "")
 }
 
@@ -112,14 +124,12 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     let run = rows[selected]
     var y = 3
     func line(_ text: String, _ role: Role = .text) {
-        // Long lines (an error message) wrap.
-        var rest = Substring(text)
-        repeat {
+        // Long lines (an error message) wrap between words.
+        for piece in wrap(text, width: width) {
             guard y < canvas.height - 3 else { return }
-            canvas.put(x, y, String(rest.prefix(width)), role, limit: width)
-            rest = rest.dropFirst(width)
+            canvas.put(x, y, piece, role, limit: width)
             y += 1
-        } while !rest.isEmpty
+        }
     }
     line("run \(run.id): \(run.status)", .title)
     line("trigger \(run.trigger)" + (run.rerunOf.map { " of run \($0)" } ?? "") + " by \(run.who)")
@@ -155,7 +165,7 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["backlog"] ?? [],
               label: "backlog (events waiting; age \(String(format: "%.1f", s["backlog_age_s"]?.last ?? 0))s)", unit: "", role: .graphHigh)
     drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["out"] ?? [],
-              label: "scored/s (in \(short(s["in"]?.last ?? 0))/s  out \(short(s["out"]?.last ?? 0))/s  p50 \(String(format: "%.2f", s["p50_ms"]?.last ?? 0)) ms  p99 \(String(format: "%.2f", s["p99_ms"]?.last ?? 0)) ms)",
+              label: "scored/s (in \(short(s["in"]?.last ?? 0))/s  out \(short(s["out"]?.last ?? 0))/s  p50 \(nowLatency(s, "p50_ms", "out"))  p99 \(nowLatency(s, "p99_ms", "out")))",
               unit: "", role: .graphLow)
     var y = 3 + 2 * chartHeight
     let counters = c.status?.counters ?? NamedNumbers()
@@ -163,7 +173,7 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     canvas.put(1, y, "dead letters: \(Int(dead)) since start, \(short(s["dead"]?.last ?? 0))/s now" + (dead > 0 ? " — records that could not be scored, with the reason, in the sink's dead letters" : ""),
                dead > 0 ? .warn : .text, limit: canvas.width - 2)
     y += 1
-    let text = counters.entries.map { "\($0.name) \($0.value.map(short) ?? "–")" }.joined(separator: "  ")
+    let text = counters.entries.map(counterText).joined(separator: "  ")
     canvas.put(1, y, text, .dim, limit: canvas.width - 2)
 }
 
@@ -191,7 +201,7 @@ func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
         let running = snapshot.components.filter { $0.model == v.reference }.map(\.kind)
         let text = v.reference.padding(toLength: 21, withPad: " ", startingAt: 0) + v.aliases.joined(separator: ",").padding(toLength: 20, withPad: " ", startingAt: 0)
             + metric("auc").padding(toLength: 8, withPad: " ", startingAt: 0) + metric("accuracy").padding(toLength: 9, withPad: " ", startingAt: 0)
-            + metric("log_loss").padding(toLength: 9, withPad: " ", startingAt: 0) + String(v.createdAt.dropFirst(5).prefix(11))
+            + metric("log_loss").padding(toLength: 9, withPad: " ", startingAt: 0) + shortTime(v.createdAt, seconds: false)
             + (running.isEmpty ? "" : "  ◂ " + running.joined(separator: ","))
         canvas.put(1, 4 + slot, canvas.unicode ? text : text.replacingOccurrences(of: "◂", with: "<"), i == selected ? .selected : v.aliases.isEmpty ? .text : .value, limit: canvas.width - 2)
     }
@@ -200,7 +210,7 @@ func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     for (i, entry) in snapshot.audit.prefix(canvas.height - y - 3).enumerated() {
         let move = entry.fromVersion.map { "v\($0) → " } ?? ""
         let to = entry.toVersion.map { "v\($0)" } ?? ""
-        let text = "\(entry.at.dropFirst(5).prefix(14))  \(entry.action.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.model)\(entry.alias.map { "@\($0)" } ?? "")  \(move)\(to)  by \(entry.who)"
+        let text = "\(shortTime(entry.at))  \(entry.action.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.model)\(entry.alias.map { "@\($0)" } ?? "")  \(move)\(to)  by \(entry.who)"
         canvas.put(1, y + 1 + i, canvas.unicode ? text : text.replacingOccurrences(of: "→", with: "->"), .text, limit: canvas.width - 2)
     }
 }

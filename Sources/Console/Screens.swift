@@ -57,8 +57,10 @@ package struct ConsoleState: Sendable {
     package var commandLine: String?
     package var filter = ""
     package var filtering = false
-    package var status = "press ? for help"
+    /// The status line's message; it goes after `statusLifetime` (an error after three times that).
+    package var status = "press ? for help" { didSet { statusSince = now } }
     package var statusRole = Role.status
+    package var statusSince = Date()
     package var confirm: PendingAction?
     package var readOnly = false
     package var readOnlyReason = "started with --read-only"
@@ -102,15 +104,13 @@ private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ sta
     let down = snapshot.components.filter(\.isDown).count
     var tabs = ""
     for view in ConsoleView.allCases { tabs += view == state.view ? "[\(view.rawValue) \(view.title)]" : " \(view.rawValue) \(view.title) " }
+    let time = clock(state.now) + " UTC"
     canvas.put(0, 0, " Switchyard ", .title)
-    canvas.put(12, 0, tabs, .dim, limit: canvas.width - 24)
+    canvas.put(12, 0, tabs, .dim, limit: canvas.width - 12 - time.count - 2)
     if let start = tabs.range(of: "[")?.lowerBound {
         canvas.paint(12 + tabs.distance(from: tabs.startIndex, to: start), 0, state.view.title.count + 4, .selected)
     }
-    let formatter = DateFormatter()
-    formatter.dateFormat = "HH:mm:ss"
-    let clock = formatter.string(from: state.now)
-    canvas.put(canvas.width - clock.count - 1, 0, clock, .dim)
+    canvas.put(canvas.width - time.count - 1, 0, time, .dim)
     // The version line: each alias against what every component runs.
     var x = 1
     // What needs on-call's eyes first: what is down, behind, failing or erroring, by name.
@@ -148,7 +148,24 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
         canvas.put(0, y, "/" + state.filter + (canvas.unicode ? "█" : "_"), .value)
         return
     }
-    canvas.put(0, canvas.height - 2, " " + state.status, state.statusRole, limit: canvas.width - 24 - (state.scope == "operate" ? 35 : 0))
+    // What the key may not do, beside the polling rate.
+    let rate = (state.scope == "operate" && !state.readOnly ? "key: operate (s, b, P need admin)  " : "")
+        + String(format: "polling every %.2gs", state.interval)
+    // A message goes after a while (an error stays three times as long) and is never cut: when
+    // it does not fit beside the rate it takes the whole line, then the line above.
+    let lifetime = state.statusRole == .error ? 3 * statusLifetime : statusLifetime
+    let message = state.now.timeIntervalSince(state.statusSince) > lifetime ? "" : " " + state.status
+    let beside = canvas.width - rate.count - 2
+    if message.count <= beside {
+        canvas.put(0, canvas.height - 2, message, state.statusRole)
+        canvas.put(canvas.width - rate.count - 1, canvas.height - 2, rate, .dim)
+    } else {
+        let width = canvas.width - 1
+        let lines = wrap(message, width: width)
+        for (i, line) in lines.suffix(3).enumerated() {
+            canvas.put(0, canvas.height - 1 - min(lines.count, 3) + i, line.padding(toLength: width, withPad: " ", startingAt: 0), state.statusRole)
+        }
+    }
     let arrows = canvas.unicode ? "↑↓" : "j/k"
     let viewKeys: String
     switch state.view {
@@ -161,10 +178,32 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
         ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
         : " q quit  ? help  0-6 views  \(arrows) select  \(viewKeys)  : command  r refresh"
     canvas.put(0, y, keys, .dim)
-    // What the key may not do, beside the polling rate.
-    let rate = (state.scope == "operate" && !state.readOnly ? "key: operate (s, b, P need admin)  " : "")
-        + String(format: "polling every %.2gs", state.interval)
-    canvas.put(canvas.width - rate.count - 1, canvas.height - 2, rate, .dim)
+}
+
+/// Seconds a status message stays on the status line.
+package let statusLifetime = 15.0
+
+/// `text` in lines of at most `width` characters, broken between words where it can be.
+func wrap(_ text: String, width: Int) -> [String] {
+    guard width > 0 else { return [] }
+    var lines: [String] = []
+    var line = ""
+    for word in text.split(separator: " ", omittingEmptySubsequences: false) {
+        var word = Substring(word)
+        if !line.isEmpty && line.count + 1 + word.count > width {
+            lines.append(line)
+            line = ""
+        }
+        while word.count > width {  // a word longer than a line is cut where the line ends
+            if !line.isEmpty { lines.append(line) }
+            lines.append(String(word.prefix(width)))
+            word = word.dropFirst(width)
+            line = ""
+        }
+        line += (line.isEmpty ? "" : " ") + word
+    }
+    if !line.isEmpty { lines.append(line) }
+    return lines
 }
 
 private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
@@ -196,6 +235,10 @@ func healthProblems(_ snapshot: FleetSnapshot, now: Date) -> [String] {
             down.append("\(name) DOWN")
             continue
         }
+        if c.refused != nil {
+            down.append("\(name) UNAUTHORIZED")
+            continue
+        }
         if dependencyOutage(c.status, now: now) != nil {
             if let d = c.status?.dependencies.first(where: { !$0.up }) { other.append("\(name) \(d.name) unreachable") }
         }
@@ -223,6 +266,36 @@ func duration(_ seconds: Double) -> String {
     }
 }
 
+/// The console's one time zone is UTC (the header says so): "22:10:49" of a date.
+func clock(_ date: Date) -> String {
+    let s = Int(date.timeIntervalSince1970.rounded(.down)) % 86_400
+    let t = s < 0 ? s + 86_400 : s
+    return String(format: "%02d:%02d:%02d", t / 3600, t % 3600 / 60, t % 60)
+}
+
+/// "11-29 22:10:49" (or "11-29 22:10" without seconds) of an RFC 3339 UTC timestamp; "–" for none.
+func shortTime(_ iso: String?, seconds: Bool = true) -> String {
+    guard let iso, let at = parseTimestamp(iso) else { return iso.map { String($0.prefix(seconds ? 14 : 11)) } ?? "–" }
+    let date = Date(timeIntervalSince1970: at)
+    var calendar = Calendar(identifier: .gregorian)
+    calendar.timeZone = TimeZone(identifier: "UTC")!
+    let day = calendar.dateComponents([.month, .day], from: date)
+    let time = clock(date)
+    return String(format: "%02d-%02d ", day.month ?? 0, day.day ?? 0) + (seconds ? time : String(time.prefix(5)))
+}
+
+/// A latency in milliseconds for people: "0.42 ms", "12.5 ms", "13.2 s"; "–" for no data.
+/// `compact` leaves out the space and a digit for a panel's tight line ("2.5ms").
+func milliseconds(_ x: Double?, compact: Bool = false) -> String {
+    guard let x, x.isFinite else { return "–" }
+    let space = compact ? "" : " "
+    switch x {
+    case ..<10: return String(format: compact ? "%.1f" : "%.2f", x) + space + "ms"
+    case ..<1000: return String(format: compact ? "%.0f" : "%.1f", x) + space + "ms"
+    default: return String(format: "%.1f", x / 1000) + space + "s"
+    }
+}
+
 /// A number with a k/M suffix.
 func short(_ x: Double) -> String {
     switch abs(x) {
@@ -236,10 +309,15 @@ func short(_ x: Double) -> String {
 private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selected: Bool, now: Date) {
     let width = canvas.width
     let state = c.status?.state ?? "?"
-    let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : state)"
-    let failing = c.isDown || dependencyOutage(c.status, now: now) != nil
+    let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : c.refused != nil ? "UNAUTHORIZED" : state)"
+    let failing = c.isDown || c.refused != nil || dependencyOutage(c.status, now: now) != nil
     canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: failing ? .error : .title)
     let inner = width - 4
+    if let refused = c.refused {
+        canvas.put(2, y + 1, "UNAUTHORIZED \(canvas.unicode ? "—" : "-") answers at \(c.url), refuses this console's key", .error, limit: inner)
+        canvas.put(2, y + 2, refused + "; start the console with --key KEY (scope read or more)", .dim, limit: inner)
+        return
+    }
     if c.isDown {
         let ago = c.lastSeen.map { "last seen \(duration(now.timeIntervalSince($0))) ago" } ?? "never answered"
         canvas.put(2, y + 1, "DOWN \(canvas.unicode ? "—" : "-") \(ago) at \(c.url)", .error, limit: inner)
@@ -249,6 +327,8 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     let unicode = canvas.unicode
     let s = c.series
     func last(_ field: String) -> Double { s[field]?.last ?? 0 }
+    /// A latency of the last second, or nil when nothing was measured in it (`count` was 0).
+    func latency(_ field: String, count: String) -> Double? { last(count) > 0 ? s[field]?.last : nil }
     func spark(_ field: String, _ w: Int) -> String { sparkline(s[field] ?? [], width: w, unicode: unicode) }
     let graph = max(10, (inner - 40) / 2)
     switch c.kind {
@@ -257,8 +337,9 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
         let requests = last("requests")
         let serverErrors = requests > 0 ? last("errors") / requests * 100 : 0
         let clientErrors = requests > 0 ? last("client_errors") / requests * 100 : 0
-        canvas.put(2, y + 1, String(format: "req/s %@  p50 %.2f ms  p99 %.2f ms  4xx %.1f%%  5xx %.1f%%  in flight %@",
-                                    short(requests), last("p50_ms"), last("p99_ms"), clientErrors, serverErrors, short(last("in_flight"))),
+        canvas.put(2, y + 1, String(format: "req/s %@  p50 %@  p99 %@  4xx %.1f%%  5xx %.1f%%  in flight %@",
+                                    short(requests), milliseconds(latency("p50_ms", count: "requests")), milliseconds(latency("p99_ms", count: "requests")),
+                                    clientErrors, serverErrors, short(last("in_flight"))),
                    serverErrors > 1 ? .error : clientErrors > 10 ? .warn : .value, limit: inner)
         canvas.put(2, y + 2, "req/s ", .dim)
         canvas.put(8, y + 2, spark("requests", graph), .graphLow)
@@ -267,7 +348,7 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     case "batch":
         var line: String
         if let run = c.status?.batch?.run {
-            let eta = run.etaSeconds.map { String(format: "ETA %.0fs", $0) } ?? "ETA -"
+            let eta = "ETA " + (run.etaSeconds.map(duration) ?? "–")
             line = String(format: "run %d %3.0f%%  %@ rows  %@ rows/s  %@  %@", run.id, run.fraction * 100,
                           short(Double(run.rowsDone)), short(run.rowsPerSecond), eta, run.file)
         } else {
@@ -284,9 +365,9 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     case "stream":
         let backlog = c.status?.stream?.backlog
         let status = backlog?.status ?? "?"
-        let age = backlog?.ageSeconds.map { String(format: "%.1fs", $0) } ?? "-"
+        let age = backlog?.ageSeconds.map { $0 < 60 ? String(format: "%.1fs", $0) : duration($0) } ?? "–"
         canvas.put(2, y + 1, status, status == "OK" ? .ok : status == "FALLING_BEHIND" || status == "PAUSED" ? .warn : .error)
-        canvas.put(3 + status.count, y + 1, " backlog \(short(backlog?.events ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(String(format: "%.1f", last("p99_ms")))ms",
+        canvas.put(3 + status.count, y + 1, " backlog \(short(backlog?.events ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(milliseconds(latency("p99_ms", count: "out"), compact: true))",
                    .value, limit: inner - status.count - 1)
         canvas.put(2, y + 2, "out/s ", .dim)
         canvas.put(8, y + 2, spark("out", graph), .graphLow)
@@ -335,9 +416,9 @@ private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ sta
     let events = snapshot.events.reversed().filter {
         filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter)
     }
-    canvas.put(1, 2, "Events, newest first" + (filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))", .title)
+    canvas.put(1, 2, "Events, newest first, times in UTC" + (filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))", .title)
     for (i, event) in events.prefix(canvas.height - 6).enumerated() {
-        let time = String(event.at.dropFirst(11).prefix(8))
+        let time = String(shortTime(event.at).suffix(8))
         let role: Role = event.kind == "error" ? .error : event.kind == "action" ? .accent : .text
         canvas.put(1, 3 + i, "\(time)  \(event.source.padding(toLength: 22, withPad: " ", startingAt: 0)) \(event.kind.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)",
                    role, limit: canvas.width - 2)
@@ -355,28 +436,34 @@ private func drawDialog(_ canvas: inout Canvas, _ question: String) {
 
 private func drawHelp(_ canvas: inout Canvas) {
     let lines = [
-        "q             quit (under switchyard up it asks first: it stops everything)",
+        "q             quit (under switchyard up it asks first: it stops all)",
         "Esc           back: closes a dialog, the filter, help, or a detail view",
-        "0-6, Tab      views: overview, serve, batch, stream, models, predict, events",
+        "0-6, Tab      views: overview serve batch stream models predict events",
         "arrows, j/k   select a component (a run or version in Batch, Models)",
         "r             refresh now;  + / -  poll faster / slower",
-        "x             acknowledge the selected DOWN component (it stays until you do)",
+        "x             acknowledge a DOWN component (it stays on screen until then)",
         "t             trigger a run of the selected batch component",
         "p             pause or resume the selected stream",
         "s             swap the selected component's model (asks the version)",
-        "b             roll back the alias the component follows (Models: production)",
+        "b             roll back the alias it follows (Models view: production)",
         "R, c          Batch view: rerun, cancel the selected run",
         "P             Models view: point production at the selected version",
         "/             filter the events, runs and versions tables",
+        "e, Enter      Predict view: edit a field; send to serve and the scorer",
         ":             command: run, rerun ID, cancel ID, pause, resume, swap VER,",
         "              alias NAME, promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]",
         "?             this help",
     ]
-    let width = 72, height = lines.count + 2
-    let x = (canvas.width - width) / 2, y = max(2, (canvas.height - height) / 2)
+    // It fits the terminal: lines wrap to its width, and what does not fit says so.
+    let width = min(80, canvas.width - 2)
+    var text = lines.flatMap { line in wrap(line, width: width - 4).enumerated().map { $0.offset == 0 ? $0.element : "              " + $0.element } }
+    let room = canvas.height - 4
+    if text.count > room { text = Array(text.prefix(room - 1)) + ["… \(text.count - room + 1) more lines: enlarge the terminal"] }
+    let height = text.count + 2
+    let x = (canvas.width - width) / 2, y = max(1, (canvas.height - height) / 2)
     for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
-    canvas.box(x: x, y: y, width: width, height: height, title: "keys", role: .accent)
-    for (i, line) in lines.enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
+    canvas.box(x: x, y: y, width: width, height: height, title: "keys (Esc closes)", role: .accent)
+    for (i, line) in text.enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
 }
 
 private func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {

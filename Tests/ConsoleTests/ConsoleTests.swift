@@ -125,6 +125,77 @@ private func fleet() -> FleetSnapshot {
         #expect(canvas.cells[1 * 120 + 1].role == .error)
     }
 
+    /// One time zone (UTC, said in the header), human units, and "–" where there is no data.
+    @Test func oneTimeZoneHumanUnitsAndDashesForNoData() {
+        var snapshot = fleet()
+        snapshot.components[0].status?.batch?.run?.etaSeconds = 16_129
+        snapshot.components[1].series = ["requests": [0], "errors": [0], "client_errors": [0], "p50_ms": [0], "p99_ms": [0], "in_flight": [0]]
+        snapshot.components[2].series = ["in": [0], "out": [0], "dead": [0], "backlog": [0], "p99_ms": [0]]
+        snapshot.components[2].status?.state = "paused"
+        snapshot.components[2].status?.counters = NamedNumbers([NamedNumber("dead_letters", 0), NamedNumber("e2e_p99_ms", 13_200), NamedNumber("e2e_p50_ms", nil)])
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800 + 3_725)  // 01:02:05 UTC
+        let lines = drawConsole(snapshot, state, width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines[0].hasSuffix(" 01:02:05 UTC "), "\(lines[0])")
+        #expect(lines[3].contains("ETA 4h28m"), "\(lines[3])")
+        #expect(lines[7].hasPrefix("│ req/s 0  p50 –  p99 –  4xx 0.0%"), "\(lines[7])")
+        #expect(lines[11].contains("p99 –"), "\(lines[11])")
+        state.view = .stream
+        let stream = drawConsole(snapshot, state, width: 100, height: 30, unicode: true).text
+        #expect(stream.contains("dead letters 0  e2e p99 13.2 s  e2e p50 –"))
+        #expect(stream.contains("p50 –  p99 –)"))
+        #expect(!stream.contains("e2e_p99_ms"))
+    }
+
+    /// A status message goes after a while (an error later) and is never cut: a long one wraps.
+    @Test func statusMessagesExpireAndAreNeverCut() {
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        let message = "swap serve-a to credit@3: 409: the alias moved meanwhile (expected v2, it is on v4); look at the Models view and try again with the version you mean"
+        state.status = message
+        state.statusRole = .error
+        func footer(_ state: ConsoleState) -> String {
+            let lines = drawConsole(fleet(), state, width: 80, height: 24, unicode: true).text.split(separator: "\n", omittingEmptySubsequences: false)
+            return lines[20...22].map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        }
+        #expect(footer(state).contains(message), "\(footer(state))")
+        state.now += statusLifetime * 2
+        #expect(footer(state).contains(message), "an error stays longer")
+        state.now += statusLifetime * 2
+        #expect(!footer(state).contains("swap serve-a"))
+        state.status = "refreshing"
+        state.statusRole = .status
+        #expect(footer(state).contains("refreshing"))
+        state.now += statusLifetime + 1
+        #expect(!footer(state).contains("refreshing"))
+    }
+
+    /// The help box fits the smallest terminal and lists the Predict view's keys too.
+    @Test func helpFitsTheTerminal() {
+        var state = ConsoleState()
+        state.showHelp = true
+        let lines = drawConsole(fleet(), state, width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
+        let box = lines.filter { $0.contains("│ ") && ($0.contains("quit") || $0.contains("Predict view")) }
+        #expect(box.count == 2, "\(lines.joined(separator: "\n"))")
+        #expect(!lines.joined().contains("more lines"))
+        let small = drawConsole(fleet(), state, width: 80, height: 12, unicode: true).text
+        #expect(small.contains("needs at least 80×24"))
+    }
+
+    /// A component that refuses the console's key is up, and says UNAUTHORIZED, not DOWN.
+    @Test func anUnauthorizedComponentIsNotDown() {
+        var snapshot = fleet()
+        snapshot.components[3] = ComponentView(url: "http://127.0.0.1:9003", lastSeen: Date())
+        snapshot.components[3].refused = "401 unauthorized: unknown or revoked API key"
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        let lines = drawConsole(snapshot, state, width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines[1].hasPrefix(" 4 components: http://127.0.0.1:9003 UNAUTHORIZED, stream-a FALLING_BEHIND"), "\(lines[1])")
+        #expect(lines[14].contains("UNAUTHORIZED") && !lines[14].contains("DOWN"), "\(lines[14])")
+        #expect(lines[15].contains("refuses this console's key"))
+        #expect(lines[16].contains("401 unauthorized: unknown or revoked API key"))
+    }
+
     @Test func aSmallTerminalIsToldSo() {
         let text = drawConsole(fleet(), ConsoleState(), width: 60, height: 20, unicode: true).text
         #expect(text.contains("The terminal is 60×20."))
@@ -148,7 +219,7 @@ private func fleet() -> FleetSnapshot {
         state.view = .events
         state.filter = "swap"
         let text = drawConsole(snapshot, state, width: 80, height: 24, unicode: true).text
-        #expect(text.contains("Events, newest first matching \"swap\" (1)"))
+        #expect(text.contains("Events, newest first, times in UTC matching \"swap\" (1)"))
         #expect(text.contains("00:00:01  serve serve-a"))
         #expect(!text.contains("run 7 started"))
     }
@@ -306,8 +377,8 @@ private func detailedFleet() -> FleetSnapshot {
         let lines = draw(.batch) { $0.row = 1 }
         #expect(lines[2].hasPrefix(" Batch batch-a  credit@1  next run 2026-11-25T02:15:00Z  queue 1"))
         #expect(lines[3].hasPrefix(" RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL"))
-        #expect(lines[4].hasPrefix(" 8     failed      manual   11-25T01:10:01 0       0       credit@1"))
-        #expect(lines[5].hasPrefix(" 7     succeeded   schedule 11-25T01:00:00 50.0k   10      credit@1"))
+        #expect(lines[4].hasPrefix(" 8     failed      manual   11-25 01:10:01 0       0       credit@1"))
+        #expect(lines[5].hasPrefix(" 7     succeeded   schedule 11-25 01:00:00 50.0k   10      credit@1"))
         let details = lines.joined(separator: "\n")
         #expect(details.contains("run 7: succeeded"))
         #expect(details.contains("read 50000  scored 49990"))
@@ -322,7 +393,7 @@ private func detailedFleet() -> FleetSnapshot {
 
     @Test func modelsViewShowsVersionsAliasesMetricsAndAudit() {
         let lines = draw(.models)
-        #expect(lines[4].hasPrefix(" credit@3             canary              0.8200  0.7400   0.5200   11-25T00:30"))
+        #expect(lines[4].hasPrefix(" credit@3             canary              0.8200  0.7400   0.5200   11-25 00:30"))
         #expect(lines[5].contains("credit@2             production          0.8100") && lines[5].contains("◂ serve,stream"))
         let text = lines.joined(separator: "\n")
         #expect(text.contains("Audit log, newest first"))
@@ -332,7 +403,7 @@ private func detailedFleet() -> FleetSnapshot {
     @Test func serveAndStreamViewsChartTheirSeries() {
         let serve = draw(.serve).joined(separator: "\n")
         #expect(serve.contains("Serve serve-a at http://127.0.0.1:9000  credit@2  serving  following @production"))
-        #expect(serve.contains("latency p99 (p50 0.10 ms  p95 0.20 ms  p99 0.40 ms now)"))
+        #expect(serve.contains("latency p99 (now: p50 0.10 ms  p95 0.20 ms  p99 0.40 ms)"))
         #expect(serve.contains("status codes since start:  200: 9000  400: 12"))
         #expect(serve.contains("█"))
         let stream = draw(.stream).joined(separator: "\n")
@@ -401,6 +472,21 @@ private func detailedFleet() -> FleetSnapshot {
     /// A component that stops answering used to vanish once the fleet directory forgot it
     /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
     /// only when the operator acknowledges it.
+    /// A component that answers 401 is up but refuses the key: no death event, no DOWN.
+    @Test func aRefusedKeyIsNotADeath() throws {
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in
+            HTTPResponse(status: 401, contentType: "application/json", body: #"{"error": "unknown or revoked API key"}"#)
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let collector = Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: "sy_wrong")
+        collector.collect()
+        collector.collect()
+        let view = try #require(collector.snapshot.components.first)
+        #expect(!view.isDown && view.refused == "401 unauthorized: unknown or revoked API key")
+        #expect(!collector.snapshot.events.contains { $0.message.contains("stopped answering") })
+    }
+
     @Test func aDeadComponentStaysDownUntilAcknowledged() throws {
         let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
             let body: String
