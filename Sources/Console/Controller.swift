@@ -250,6 +250,7 @@ package struct Controller: Sendable {
         switch key {
         case .escape:
             state.commandLine = nil
+            state.historyIndex = nil
         case .backspace:
             if line.isEmpty { state.commandLine = nil } else {
                 line.removeLast()
@@ -257,13 +258,105 @@ package struct Controller: Sendable {
             }
         case .enter:
             state.commandLine = nil
-            return command(line, snapshot)
+            state.historyIndex = nil
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if !text.isEmpty && state.history.last != text {
+                state.history.append(text)
+                if state.history.count > 100 { state.history.removeFirst() }
+            }
+            return command(text, snapshot)
+        case .up, .down:
+            // History, newest first going up; past the newest is an empty line again.
+            guard !state.history.isEmpty else { return .none }
+            let last = state.history.count - 1
+            let index = key == .up ? max(0, (state.historyIndex ?? state.history.count) - 1) : (state.historyIndex ?? last) + 1
+            if index > last {
+                state.historyIndex = nil
+                state.commandLine = ""
+            } else {
+                state.historyIndex = index
+                state.commandLine = state.history[index]
+            }
+        case .tab:
+            state.commandLine = complete(line, snapshot)
         case .character(let c):
             state.commandLine = line + String(c)
         default:
             return .none
         }
         return .redraw
+    }
+
+    /// The commands `:` knows, for completion and the unknown-command message.
+    static let verbs = ["run", "rerun", "cancel", "pause", "resume", "swap", "alias", "promote", "rollback", "refresh", "help", "quit"]
+
+    /// `line` with its last word completed: a verb first, then a component (kind or id), a
+    /// version (`credit@3`) or a model. Several candidates complete to what they share and are
+    /// listed on the status line.
+    mutating func complete(_ line: String, _ snapshot: FleetSnapshot) -> String {
+        var words = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        let current = words.popLast() ?? ""
+        let candidates: [String]
+        if words.isEmpty {
+            candidates = Self.verbs
+        } else {
+            let live = snapshot.components.filter { !$0.isDown }
+            let kinds = Array(Set(live.map(\.kind))).sorted()
+            switch words[0] {
+            case "promote": candidates = snapshot.versions.map(\.reference)
+            case "rollback": candidates = Array(Set(snapshot.versions.map(\.model) + snapshot.aliases.map(\.model))).sorted()
+            default: candidates = kinds + live.map(\.id).filter { !$0.isEmpty }
+            }
+        }
+        let matches = candidates.filter { $0.hasPrefix(current) }
+        guard let first = matches.first else { return line }
+        var shared = first
+        for match in matches.dropFirst() {
+            while !match.hasPrefix(shared) { shared.removeLast() }
+        }
+        if matches.count > 1 { state.status = matches.prefix(12).joined(separator: "  ") + (matches.count > 12 ? "  …" : "") }
+        return (words + [shared]).joined(separator: " ") + (matches.count == 1 ? " " : "")
+    }
+
+    /// The component a command names: an id (or its unique beginning), a URL, or a kind — the
+    /// selected component when it is of that kind, else the only live one of it. `kind` is what
+    /// the command needs; nil `word` means the selection (or the only live one of `kind`).
+    private func address(_ word: String?, kind: String?, verb: String, _ snapshot: FleetSnapshot) -> Result<ComponentView, ConsoleError> {
+        let live = snapshot.components.filter { !$0.isDown }
+        let selected = state.selected < snapshot.components.count ? snapshot.components[state.selected] : nil
+        let found: ComponentView
+        if let word {
+            if let exact = live.first(where: { $0.id == word || $0.url == word }) {
+                found = exact
+            } else if ["serve", "batch", "stream"].contains(word) {
+                let ofKind = live.filter { $0.kind == word }
+                if let selected, selected.kind == word, !selected.isDown {
+                    found = selected
+                } else if ofKind.count == 1 {
+                    found = ofKind[0]
+                } else {
+                    return .failure(ConsoleError(ofKind.isEmpty ? "\(verb): no \(word) component is up"
+                                                 : "\(verb): \(ofKind.count) \(word) components are up (\(ofKind.map(\.id).joined(separator: ", "))); name one or select it"))
+                }
+            } else {
+                let prefixed = live.filter { $0.id.hasPrefix(word) }
+                guard prefixed.count == 1 else {
+                    return .failure(ConsoleError(prefixed.isEmpty ? "\(verb): no component \"\(word)\" is up (Tab lists them)"
+                                                 : "\(verb): \"\(word)\" could be \(prefixed.map(\.id).joined(separator: ", "))"))
+                }
+                found = prefixed[0]
+            }
+        } else if let selected, !selected.isDown, kind == nil || selected.kind == kind {
+            found = selected
+        } else if let kind, let only = target(kind, snapshot) {
+            found = only
+        } else {
+            return .failure(ConsoleError(kind.map { "\(verb): no \($0) component is up" } ?? "\(verb): select a running component first, or name one"))
+        }
+        if let kind, found.kind != kind {
+            return .failure(ConsoleError("\(verb): \(found.id) is a \(found.kind) component; \(verb) needs a \(kind) one"))
+        }
+        return .success(found)
     }
 
     /// The selected component if it is of `kind`, else the first of that kind.
@@ -298,27 +391,42 @@ package struct Controller: Sendable {
         }
         switch verb {
         case "run":
-            guard let batch = target("batch", snapshot) else { return fail("run: no batch component is up") }
-            return ask(nil, .trigger, batch, "trigger a run of \(batch.id)")
+            guard words.count <= 2 else { return fail("run takes at most a component, e.g. :run batch-eu") }
+            switch address(words.dropFirst().first, kind: "batch", verb: verb, snapshot) {
+            case .failure(let error): return fail(error.description)
+            case .success(let batch): return ask(nil, .trigger, batch, "trigger a run of \(batch.id)")
+            }
         case "rerun", "cancel":
-            guard words.count == 2, let id = Int(words[1]) else { return fail("\(verb) needs a run id, e.g. :\(verb) 12") }
-            guard let batch = target("batch", snapshot) else { return fail("\(verb): no batch component is up") }
-            let question = verb == "cancel" ? "Cancel run \(id) of \(batch.id)? Outputs written so far stay." : nil
-            return ask(question, verb == "cancel" ? .cancel(id) : .rerun(id), batch, "\(verb) run \(id) of \(batch.id)")
+            guard (2...3).contains(words.count), let id = Int(words[1]) else { return fail("\(verb) needs a run id, e.g. :\(verb) 12 (or :\(verb) 12 batch-eu)") }
+            switch address(words.dropFirst(2).first, kind: "batch", verb: verb, snapshot) {
+            case .failure(let error): return fail(error.description)
+            case .success(let batch):
+                let question = verb == "cancel" ? "Cancel run \(id) of \(batch.id)? Outputs written so far stay." : nil
+                return ask(question, verb == "cancel" ? .cancel(id) : .rerun(id), batch, "\(verb) run \(id) of \(batch.id)")
+            }
         case "pause", "resume":
-            guard let stream = target("stream", snapshot) else { return fail("\(verb): no stream component is up") }
-            let question = verb == "pause" ? "Pause \(stream.id)? Its backlog grows until you resume." : nil
-            return ask(question, verb == "pause" ? .pause : .resume, stream, "\(verb) \(stream.id)")
+            guard words.count <= 2 else { return fail("\(verb) takes at most a component, e.g. :\(verb) stream-eu") }
+            switch address(words.dropFirst().first, kind: "stream", verb: verb, snapshot) {
+            case .failure(let error): return fail(error.description)
+            case .success(let stream):
+                let question = verb == "pause" ? "Pause \(stream.id)? Its backlog grows until you resume." : nil
+                return ask(question, verb == "pause" ? .pause : .resume, stream, "\(verb) \(stream.id)")
+            }
         case "swap", "alias":
-            guard words.count == 2 else { return fail(verb == "swap" ? "swap needs a version, e.g. :swap 3" : "alias needs a name, e.g. :alias canary") }
-            let components = snapshot.components
-            guard state.selected < components.count, !components[state.selected].isDown else { return fail("\(verb): select a running component first") }
-            let component = components[state.selected]
+            guard (2...3).contains(words.count) else {
+                return fail(verb == "swap" ? "swap needs a version, e.g. :swap 3 or :swap serve-a 3" : "alias needs a name, e.g. :alias canary or :alias serve canary")
+            }
+            let component: ComponentView
+            switch address(words.count == 3 ? words[1] : nil, kind: nil, verb: verb, snapshot) {
+            case .failure(let error): return fail(error.description)
+            case .success(let found): component = found
+            }
+            let target = words[words.count - 1]
             let current = component.model ?? "none"
             let name = current.split(separator: "@").first.map(String.init) ?? ""
-            let next = "\(name)@\(words[1])"
-            let request = verb == "swap" ? Int(words[1]).flatMap { SwapRequest.versionNumber(Double($0)) }.map(SwapRequest.version) : .alias(words[1])
-            guard let request else { return fail("swap: \"\(words[1])\" is not a version number") }
+            let next = "\(name)@\(target)"
+            let request = verb == "swap" ? Int(target).flatMap { SwapRequest.versionNumber(Double($0)) }.map(SwapRequest.version) : .alias(target)
+            guard let request else { return fail("swap: \"\(target)\" is not a version number") }
             let metrics = [describe(current), describe(next)].map { $0 ?? "?" }
             let question = "Swap \(component.kind) \(component.id): \(current) (\(metrics[0])) → \(next) (\(metrics[1]))?"
             return ask(question, .swap(request), component, "swap \(component.id) to \(next)")
@@ -349,7 +457,7 @@ package struct Controller: Sendable {
             let question = "Roll \(model)@\(alias) back: \(versions)? Components following it swap."
             return askRegistry(question, .rollback(model: model, alias: alias), "roll back \(model)@\(alias) to v\(previous)")
         default:
-            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, refresh, quit")
+            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, refresh, quit (Tab completes)")
         }
     }
 

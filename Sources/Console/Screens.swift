@@ -61,6 +61,9 @@ package struct ConsoleState: Sendable {
     package var status = "press ? for help" { didSet { statusSince = now } }
     package var statusRole = Role.status
     package var statusSince = Date()
+    /// Commands given on `:`, oldest first (↑ and ↓ walk them), and where the walk is.
+    package var history: [String] = []
+    package var historyIndex: Int?
     package var confirm: PendingAction?
     package var readOnly = false
     package var readOnlyReason = "started with --read-only"
@@ -451,7 +454,8 @@ private func drawHelp(_ canvas: inout Canvas) {
         "/             filter the events, runs and versions tables",
         "e, Enter      Predict view: edit a field; send to serve and the scorer",
         ":             command: run, rerun ID, cancel ID, pause, resume, swap VER,",
-        "              alias NAME, promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]",
+        "              alias NAME (each may name a component: :swap serve-a 3),",
+        "              promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab, ↑↓",
         "?             this help",
     ]
     // It fits the terminal: lines wrap to its width, and what does not fit says so.

@@ -280,6 +280,64 @@ private func fleet() -> FleetSnapshot {
         #expect(c.handle(.character("y"), s) == .perform(.pause, componentURL: "http://127.0.0.1:9002", label: "pause stream-a"))
     }
 
+    /// Commands name a component by kind, id, or the id's unique beginning, as well as the selection.
+    @Test func commandsAddressAComponentByKindOrName() {
+        var c = Controller()
+        let s = fleet()  // batch-a (selected), serve-a, stream-a, serve-b DOWN
+        func run(_ text: String) -> Effect { c.command(text, s) }
+        #expect(run("swap serve 3") == .redraw)
+        #expect(c.state.confirm?.question.hasPrefix("Swap serve serve-a: credit@2") == true, "\(c.state.confirm?.question ?? c.state.status)")
+        #expect(c.handle(.character("y"), s) == .perform(.swap(.version(3)), componentURL: "http://127.0.0.1:9000", label: "swap serve-a to credit@3"))
+        #expect(run("alias stream-a canary") == .redraw)
+        #expect(c.handle(.character("y"), s) == .perform(.swap(.alias("canary")), componentURL: "http://127.0.0.1:9002", label: "swap stream-a to credit@canary"))
+        #expect(run("rerun 7 batch") == .perform(.rerun(7), componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
+        #expect(run("run bat") == .perform(.trigger, componentURL: "http://127.0.0.1:9001", label: "trigger a run of batch-a"))
+        _ = run("run stream-a")
+        #expect(c.state.status == "run: stream-a is a stream component; run needs a batch one")
+        _ = run("swap serve-b 3")
+        #expect(c.state.status == "swap: no component \"serve-b\" is up (Tab lists them)")
+        _ = run("swap s 3")
+        #expect(c.state.status == "swap: \"s\" could be serve-a, stream-a")
+        _ = run("pause serve")
+        #expect(c.state.status == "pause: serve-a is a serve component; pause needs a stream one")
+        #expect(c.state.confirm == nil, "nothing was asked or sent for a refused command")
+    }
+
+    /// Tab completes a verb, then a component; several candidates complete to what they share and
+    /// are listed. ↑ and ↓ walk the commands given before.
+    @Test func tabCompletesAndArrowsWalkTheHistory() {
+        var c = Controller()
+        let s = fleet()
+        func type(_ text: String) { for ch in text { _ = c.handle(.character(ch), s) } }
+        _ = c.handle(.character(":"), s)
+        type("sw")
+        _ = c.handle(.tab, s)
+        #expect(c.state.commandLine == "swap ")
+        type("se")
+        _ = c.handle(.tab, s)
+        #expect(c.state.commandLine == "swap serve")
+        #expect(c.state.status == "serve  serve-a")
+        type("-")
+        _ = c.handle(.tab, s)
+        #expect(c.state.commandLine == "swap serve-a ")
+        type("3")
+        _ = c.handle(.enter, s)
+        _ = c.handle(.character("n"), s)  // the swap asked; no
+        _ = c.handle(.character(":"), s)
+        type("run")
+        _ = c.handle(.enter, s)
+        _ = c.handle(.character(":"), s)
+        _ = c.handle(.up, s)
+        #expect(c.state.commandLine == "run")
+        _ = c.handle(.up, s)
+        #expect(c.state.commandLine == "swap serve-a 3")
+        _ = c.handle(.up, s)
+        #expect(c.state.commandLine == "swap serve-a 3", "the oldest stays")
+        _ = c.handle(.down, s)
+        _ = c.handle(.down, s)
+        #expect(c.state.commandLine == "", "past the newest is a fresh line")
+    }
+
     @Test func swapShowsFromToWithMetricsAndReadOnlyRefuses() {
         var c = Controller()
         c.describe = { $0 == "credit@2" ? "auc 0.8100" : $0 == "credit@3" ? "auc 0.8200" : nil }
