@@ -19,6 +19,8 @@ package final class ComponentHost: Sendable {
     private let tickerDone = DispatchSemaphore(value: 0)
     /// Set by `nudge()`: the ticker runs the component's tick at once rather than at the next second.
     private let nudged = Atomic<Bool>(false)
+    /// Wakes the ticker at once (a nudge, or stop); otherwise it sleeps to the next second.
+    private let wake = DispatchSemaphore(value: 0)
 
     /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
     package static func isLoopback(_ host: String) -> Bool {
@@ -71,15 +73,19 @@ package final class ComponentHost: Sendable {
         return port
     }
 
-    /// Runs the component's tick (alias following) within 20 ms, off the caller's thread: the
+    /// Runs the component's tick (alias following) at once, off the caller's thread: the
     /// registry client calls it when an alias moved.
-    package func nudge() { nudged.store(true, ordering: .releasing) }
+    package func nudge() {
+        nudged.store(true, ordering: .releasing)
+        wake.signal()
+    }
 
     package var isStopping: Bool { stopping.load(ordering: .acquiring) }
 
     /// Stops the ticker and the server and removes the fleet record.
     package func stop() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        wake.signal()
         if tickerStarted.load(ordering: .acquiring) { tickerDone.wait() }
         try? fleet?.remove(id: control.id)
         server.stop()
@@ -89,11 +95,13 @@ package final class ComponentHost: Sendable {
         var last = Date()
         var ticks = 0
         while !stopping.load(ordering: .acquiring) {
-            // Sleep to the next whole second, in short naps so stop() is prompt.
+            // Sleep to the next second; a nudge or stop() wakes it early (one wakeup a second when idle).
             let next = last.addingTimeInterval(1)
-            while Date() < next && !stopping.load(ordering: .acquiring) {
+            while !stopping.load(ordering: .acquiring) {
                 if nudged.exchange(false, ordering: .acquiringAndReleasing) { control.component.tick() }
-                usleep(20_000)
+                let left = next.timeIntervalSinceNow
+                if left <= 0 { break }
+                _ = wake.wait(timeout: .now() + .nanoseconds(Int(left * 1e9)))
             }
             if stopping.load(ordering: .acquiring) { break }
             let now = Date()

@@ -13,6 +13,10 @@ package struct ComponentView: Sendable {
     package var status: ComponentStatus?
     /// Time series field → per-second values, oldest first.
     package var series: [String: [Double]] = [:]
+    /// The component's time of its newest sample, and when this console last read the series:
+    /// the next poll asks only for what came since.
+    var seriesEnd: Double?
+    var seriesReadAt: Date?
     package var lastSeen: Date?
     /// A batch component's latest runs, newest first (`GET /v1/runs`).
     package var runs: [RunSummary] = []
@@ -64,10 +68,14 @@ package struct FleetSnapshot: Sendable {
 /// request with a timeout, so a slow or dead component never holds up the
 /// others or the screen — and publishes immutable snapshots (btop's collect()).
 package final class Collector: @unchecked Sendable {
-    // Safety: `watched` and `eventCursors` are touched only by the collector thread.
-    private var watched: [String] = []
+    // Safety: `eventCursors`, `known`, `clients` and `registrySeen` are touched only by the
+    // collector thread (collect()).
     private var eventCursors: [String: Int] = [:]
     private var known: [String: ComponentView] = [:]
+    /// The registry's alias revision last read, with the aliases and audit log read then.
+    private var registrySeen: (revision: Int, aliases: [(String, String, Int)], audit: [AuditEntry])?
+    /// One client (one kept connection) per component address, kept across polls.
+    private var clients: [String: ComponentAPI] = [:]
     private let endpoints: [String]
     private let registry: RegistryAPI?
     private let key: String?
@@ -159,12 +167,19 @@ package final class Collector: @unchecked Sendable {
         let results = Mutex<[String: (view: ComponentView, cursor: Int, events: [EventItem])]>([:])
         let cursors = eventCursors
         let previous = known
+        for url in Array(clients.keys) where !urls.contains(url) { clients[url] = nil }
+        for url in urls where clients[url] == nil { clients[url] = try? ComponentAPI(url: url, key: key, timeout: timeout) }
+        let apis = clients
         DispatchQueue.concurrentPerform(iterations: urls.count) { i in
             let url = urls[i]
             var view = previous[url] ?? ComponentView(url: url)
             var events: [EventItem] = []
             var cursor = cursors[url] ?? 0
-            poll(&view, events: &events, cursor: &cursor)
+            if let api = apis[url] {
+                poll(api, &view, events: &events, cursor: &cursor)
+            } else {
+                view.error = "not an http://HOST:PORT address"
+            }
             results.withLock { $0[url] = (view, cursor, events) }
         }
         let all = results.withLock { $0 }
@@ -189,8 +204,15 @@ package final class Collector: @unchecked Sendable {
         if let registry, registryProblem == nil {
             do throws(RegistryError) {
                 versions = try registry.versions().sorted { ($0.model, -$0.version) < ($1.model, -$1.version) }
-                aliases = try registry.aliases().aliases.map { ($0.model, $0.alias, $0.version) }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
-                audit = try registry.audit(limit: 200).sorted { $0.id > $1.id }
+                // Aliases and the audit log change only with the revision: read them when it moved.
+                let listing = try registry.aliases(after: registrySeen?.revision)
+                if listing.changed || registrySeen == nil {
+                    aliases = listing.aliases.map { ($0.model, $0.alias, $0.version) }.sorted { ($0.0, $0.1) < ($1.0, $1.1) }
+                    audit = try registry.audit(limit: 200).sorted { $0.id > $1.id }
+                    registrySeen = (listing.revision, aliases, audit)
+                } else if let seen = registrySeen {
+                    (aliases, audit) = (seen.aliases, seen.audit)
+                }
             } catch {
                 registryProblem = error.unreachable ? error.message : "registry: \(error.message)"
             }
@@ -209,16 +231,15 @@ package final class Collector: @unchecked Sendable {
         generation.wrappingAdd(1, ordering: .releasing)
     }
 
-    private func poll(_ view: inout ComponentView, events: inout [EventItem], cursor: inout Int) {
+    private func poll(_ api: ComponentAPI, _ view: inout ComponentView, events: inout [EventItem], cursor: inout Int) {
         do throws(ComponentError) {
-            let api = try ComponentAPI(url: view.url, key: key, timeout: timeout)
             let status = try api.status()
             view.status = status
             view.refused = nil
             view.kind = status.kind
             view.id = status.id.isEmpty ? view.url : status.id
             // The rest is best effort: a component that answers its status is up.
-            if let series = try? api.timeseries(window: 120) { view.series = series.columns }
+            readSeries(api, &view)
             if let items = try? api.events(after: cursor) {
                 for item in items {
                     cursor = max(cursor, item.id)
@@ -236,6 +257,28 @@ package final class Collector: @unchecked Sendable {
             view.error = error.unreachable || error.status == 400 ? error.message : "status \(error.status): \(error.message)"
         }
     }
+
+    /// The charts' last 120 seconds: after the first poll, only the samples since the last one are
+    /// read and appended (counted on this machine's clock, so a component's clock skew does not matter).
+    private func readSeries(_ api: ComponentAPI, _ view: inout ComponentView) {
+        let now = Date()
+        let elapsed = view.seriesReadAt.map { Int(now.timeIntervalSince($0).rounded(.up)) + 2 } ?? Self.seriesSeconds
+        guard let window = try? api.timeseries(window: min(Self.seriesSeconds, max(2, elapsed))) else { return }
+        view.seriesReadAt = now
+        let fresh = window.times.indices.filter { view.seriesEnd == nil || window.times[$0] > view.seriesEnd! }
+        if view.seriesEnd == nil || Set(window.fields) != Set(view.series.keys) {
+            view.series = window.columns  // the first read, or the fields changed (another kind at that address)
+        } else {
+            for field in window.fields {
+                let column = window.columns[field] ?? []
+                view.series[field, default: []].append(contentsOf: fresh.map { $0 < column.count ? column[$0] : 0 })
+                view.series[field] = Array(view.series[field]!.suffix(Self.seriesSeconds))
+            }
+        }
+        view.seriesEnd = window.times.last ?? view.seriesEnd
+    }
+
+    static let seriesSeconds = 120
 
     // MARK: - Actions
 

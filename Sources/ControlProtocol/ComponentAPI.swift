@@ -1,6 +1,7 @@
 import Foundation
 import HTTP
 import JSON
+import Synchronization
 
 /// A failed call to a component's control API: its own error and status, `unreachable` (with
 /// 503) when no answer came, 502 when the answer is not what the route promises.
@@ -46,8 +47,8 @@ public enum ComponentAction: Sendable, Equatable {
 
 /// A component's one client: the control API every component speaks (status, time series,
 /// events) and each kind's own routes (batch runs, stream pause, model swaps), typed. Used by
-/// the console, the command line and the tests. Stateless: one short connection per call, so
-/// it can be shared between threads.
+/// the console, the command line and the tests. It keeps one keep-alive connection (reopened
+/// when the component closed it); calls from several threads take turns on it.
 public final class ComponentAPI: Sendable {
     /// `http://HOST:PORT`.
     public let url: String
@@ -55,6 +56,7 @@ public final class ComponentAPI: Sendable {
     public let port: Int
     private let key: String?
     private let timeout: Double
+    private let connection: Mutex<HTTPClient>
 
     /// `url` is `http://HOST:PORT` (a trailing slash is fine).
     public init(url: String, key: String?, timeout: Double = 5) throws(ComponentError) {
@@ -67,7 +69,11 @@ public final class ComponentAPI: Sendable {
         self.url = "http://\(host):\(port)"
         self.key = key
         self.timeout = timeout
+        connection = Mutex(HTTPClient(host: self.host, port: port, timeout: timeout))
     }
+
+    /// Closes the kept connection (the next call opens one).
+    public func close() { connection.withLock { $0.close() } }
 
     // MARK: - Requests
 
@@ -81,13 +87,19 @@ public final class ComponentAPI: Sendable {
     private func send(_ method: String, _ path: String, body: JSONValue?) throws(ComponentError) -> (value: JSONValue, headers: HTTPHeaders) {
         var headers = [("Content-Type", "application/json")]
         if let key { headers.append(("Authorization", "Bearer \(key)")) }
-        let client = HTTPClient(host: host, port: port, timeout: timeout)
-        defer { client.close() }
+        let bytes = body.map { Array(JSONWriter.text($0).utf8) } ?? []
+        let outcome: Result<HTTPClient.Response, IOError> = connection.withLock { client in
+            do throws(IOError) {
+                return .success(try client.request(method, path, headers: headers, body: bytes))
+            } catch {
+                client.close()
+                return .failure(error)
+            }
+        }
         let response: HTTPClient.Response
-        do {
-            response = try client.request(method, path, headers: headers, body: body.map { Array(JSONWriter.text($0).utf8) } ?? [])
-        } catch {
-            throw ComponentError("\(url) unreachable: \(error)", status: 503, unreachable: true)
+        switch outcome {
+        case .success(let answer): response = answer
+        case .failure(let error): throw ComponentError("\(url) unreachable: \(error)", status: 503, unreachable: true)
         }
         let value = try? JSONValue.parse(response.body)
         guard response.status < 400 else {

@@ -1,6 +1,7 @@
 import ControlProtocol
 import Foundation
 import JSON
+import Synchronization
 import Testing
 
 import Components
@@ -530,6 +531,33 @@ private func detailedFleet() -> FleetSnapshot {
     /// A component that stops answering used to vanish once the fleet directory forgot it
     /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
     /// only when the operator acknowledges it.
+    /// After the first poll only the samples since the last one are asked for and appended, once each.
+    @Test func theSeriesIsReadOnceAndAppended() throws {
+        let asked = Mutex<[String]>([])
+        let round = Atomic<Int>(0)
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let body: String
+            switch request.path {
+            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#
+            case "/v1/timeseries":
+                asked.withLock { $0.append(request.query["window"] ?? "") }
+                // The first answer has seconds 1-3; the second overlaps it and adds 4 and 5.
+                let times = round.add(1, ordering: .relaxed).oldValue == 0 ? [1, 2, 3] : [2, 3, 4, 5]
+                body = #"{"fields": ["requests"], "samples": ["# + times.map { #"{"t": \#($0), "requests": \#($0 * 10)}"# }.joined(separator: ",") + "]}"
+            default: body = #"{"events": []}"#
+            }
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let collector = Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil)
+        collector.collect()
+        collector.collect()
+        #expect(collector.snapshot.components.first?.series["requests"] == [10, 20, 30, 40, 50])
+        let windows = asked.withLock { $0 }
+        #expect(windows.first == "120" && windows.count == 2 && (Int(windows[1]) ?? 120) < 120, "\(windows)")
+    }
+
     /// A component that answers 401 is up but refuses the key: no death event, no DOWN.
     @Test func aRefusedKeyIsNotADeath() throws {
         let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in
