@@ -400,12 +400,10 @@ private func drawMarks(_ canvas: inout Canvas, _ c: ComponentView, _ events: [Ev
     let graph = max(10, (canvas.width - 4 - 40) / 2)
     let x0 = c.kind == "batch" ? 9 : 8
     let source = c.kind + " " + c.id
-    let parser = ISO8601DateFormatter()
-    parser.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     var marked = false
     for event in events.suffix(200) where event.source == source && (event.kind == "model" || event.kind == "run") {
-        guard let at = parser.date(from: event.at) ?? ISO8601DateFormatter().date(from: event.at) else { continue }
-        let age = Int(now.timeIntervalSince(at))
+        guard let at = parseTimestamp(event.at) else { continue }
+        let age = Int(now.timeIntervalSince1970 - at)
         guard age >= 0, age < graph else { continue }
         let glyph = event.kind == "model" ? (canvas.unicode ? "◆" : "S") : (canvas.unicode ? "▲" : "R")
         canvas.put(x0 + graph - 1 - age, y, glyph, .accent)

@@ -57,6 +57,27 @@ import Registry
         }
     }
 
+    /// Timestamps are written and read by arithmetic: the same text as Foundation's ISO 8601
+    /// formatter, read back to the millisecond, and nonsense refused.
+    @Test func timestampsMatchTheISO8601FormatterAndReadBack() {
+        let reference = ISO8601DateFormatter()
+        reference.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        var generator = SystemRandomNumberGenerator()
+        let fixed: [Double] = [0, -1, 951_782_400.5, 1_795_564_800.999, -2_208_988_800, 4_102_444_800, 1_709_164_800]  // 1970, 1969, 2000-02-29, 2026, 1900, 2100, 2024-02-29
+        for t in fixed + (0..<2000).map({ _ in Double(Int64.random(in: -5_000_000_000_000...10_000_000_000_000, using: &generator)) / 1000 }) {
+            let date = Date(timeIntervalSince1970: t)
+            let text = isoTimestamp(date)
+            #expect(text == reference.string(from: date), "\(t)")
+            #expect(parseTimestamp(text).map { abs($0 - (t * 1000).rounded() / 1000) < 1e-6 } == true, "\(text)")
+        }
+        #expect(parseTimestamp("2026-11-29T22:10:49Z") == 1_795_990_249)
+        #expect(parseTimestamp("2026-11-29T23:10:49+01:00") == 1_795_990_249)
+        for bad in ["", "2026-11-29", "2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-11-29T24:00:00Z", "2026-11-29T22:10:49",
+                    "2026-11-29T22:10:49.Z", "2026-11-29T22:10:49+1:00", "x026-11-29T22:10:49Z", String(repeating: "9", count: 100)] {
+            #expect(parseTimestamp(bad) == nil, "\(bad)")
+        }
+    }
+
     @Test func anAddressThatIsNotHTTPHostPortIsRefusedBeforeAnyCall() {
         #expect(throws: ComponentError.self) { try ComponentAPI(url: "ftp://127.0.0.1:1", key: nil) }
         #expect(throws: ComponentError.self) { try ComponentAPI(url: "http://127.0.0.1", key: nil) }
