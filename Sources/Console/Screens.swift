@@ -279,12 +279,8 @@ func clock(_ date: Date) -> String {
 /// "11-29 22:10:49" (or "11-29 22:10" without seconds) of an RFC 3339 UTC timestamp; "–" for none.
 func shortTime(_ iso: String?, seconds: Bool = true) -> String {
     guard let iso, let at = parseTimestamp(iso) else { return iso.map { String($0.prefix(seconds ? 14 : 11)) } ?? "–" }
-    let date = Date(timeIntervalSince1970: at)
-    var calendar = Calendar(identifier: .gregorian)
-    calendar.timeZone = TimeZone(identifier: "UTC")!
-    let day = calendar.dateComponents([.month, .day], from: date)
-    let time = clock(date)
-    return String(format: "%02d-%02d ", day.month ?? 0, day.day ?? 0) + (seconds ? time : String(time.prefix(5)))
+    let utc = Array(isoTimestamp(Date(timeIntervalSince1970: at)))  // YYYY-MM-DDTHH:MM:SS.mmmZ, whatever offset it came with
+    return String(utc[5..<10]) + " " + String(utc[11..<(seconds ? 19 : 16)])
 }
 
 /// A latency in milliseconds for people: "0.42 ms", "12.5 ms", "13.2 s"; "–" for no data.
@@ -304,7 +300,7 @@ func short(_ x: Double) -> String {
     switch abs(x) {
     case 1e6...: String(format: "%.1fM", x / 1e6)
     case 1e4...: String(format: "%.1fk", x / 1e3)
-    case 100...: String(format: "%.0f", x)
+    case 99.95...: String(format: "%.0f", x)  // 99.96 is "100", not "100.0"
     default: String(format: x == x.rounded() ? "%.0f" : "%.1f", x)
     }
 }

@@ -146,6 +146,10 @@ private func fleet() -> FleetSnapshot {
         #expect(stream.contains("dead letters 0  e2e p99 13.2 s  e2e p50 –"))
         #expect(stream.contains("p50 –  p99 –)"))
         #expect(!stream.contains("e2e_p99_ms"))
+        // 99.96 events/s (100 events in a tick of 1.0004 s) is "100", not "100.0"; any offset shows in UTC.
+        #expect(short(99.96) == "100" && short(12.5) == "12.5" && short(12_345) == "12.3k")
+        #expect(shortTime("2026-11-29T23:10:49+01:00") == "11-29 22:10:49" && shortTime(nil) == "–")
+        #expect(milliseconds(0.421) == "0.42 ms" && milliseconds(13_200) == "13.2 s" && milliseconds(2.5, compact: true) == "2.5ms")
     }
 
     /// A status message goes after a while (an error later) and is never cut: a long one wraps.
