@@ -104,7 +104,6 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
 }
 
 private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
-    let down = snapshot.components.filter(\.isDown).count
     var tabs = ""
     for view in ConsoleView.allCases { tabs += view == state.view ? "[\(view.rawValue) \(view.title)]" : " \(view.rawValue) \(view.title) " }
     let time = clock(state.now) + " UTC"

@@ -114,8 +114,11 @@ struct Tmux {
         screen = try tmux.wait("the swap dialog") { $0.contains("Swap serve") && $0.contains("credit@1") && $0.contains("→ credit@2") }
         try tmux.keys("y")
         screen = try tmux.wait("serve on credit@2") { $0.contains("serve") && $0.contains("credit@2  serving") }
-        // Pause the stream and see it paused.
-        try tmux.keys("p")
+        // Pause the stream by a command that names it, typed with Tab completion: ":pau⇥ st⇥" is
+        // ":pause stream" (the kind and the stream's id share "stream"), which addresses the only stream.
+        try tmux.keys(":", "p", "a", "u", "Tab", "s", "t", "Tab")
+        _ = try tmux.wait("the completed command") { $0.contains(":pause stream") }
+        try tmux.keys("Enter")
         _ = try tmux.wait("the pause dialog") { $0.contains("Pause stream") }
         try tmux.keys("y")
         screen = try tmux.wait("the stream paused") { $0.contains("paused") && $0.contains("PAUSED") }
