@@ -47,6 +47,9 @@ package struct EventItem: Sendable, Equatable {
     package var source: String
     package var kind: String
     package var message: String
+
+    /// What keeps the selection on this event when newer ones arrive above it.
+    var identity: String { "\(at)|\(source)|\(kind)|\(message)" }
 }
 
 /// What the console shows, taken by the collector and read by the drawing thread.

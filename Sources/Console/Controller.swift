@@ -7,6 +7,7 @@ import Scoring
 package enum Key: Equatable, Sendable {
     case character(Character)
     case up, down, left, right, tab, enter, escape, backspace, resize
+    case pageUp, pageDown, home, end
 }
 
 /// What handling a key asks of the app (htop's HandlerResult).
@@ -43,6 +44,7 @@ package struct Controller: Sendable {
         switch state.view {
         case .batch: batchRows(snapshot, state).map { "run:\($0.id)" }
         case .models: modelRows(snapshot, state).map(\.reference)
+        case .events: eventRows(snapshot, state).map(\.identity)
         default: []
         }
     }
@@ -60,6 +62,7 @@ package struct Controller: Sendable {
 
     private mutating func handleKey(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
         if state.confirm != nil { return handleConfirm(key) }
+        if state.detail != nil { return handleDetail(key) }
         if state.commandLine != nil { return handleCommandLine(key, snapshot) }
         if state.filtering { return handleFilter(key) }
         if state.view == .predict, state.predict != nil, let effect = handlePredict(key) { return effect }
@@ -85,13 +88,38 @@ package struct Controller: Sendable {
         case .character("?"): state.showHelp = true
         case .character(let c) where ("0"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
         case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
-        case .up, .character("k"), .down, .character("j"):
-            let up = key == .up || key == .character("k")
-            if let rows = tableCount(snapshot) {
-                state.row = up ? max(0, min(state.row, rows - 1) - 1) : min(max(0, rows - 1), state.row + 1)
-            } else {
-                state.selected = up ? max(0, min(state.selected, count - 1) - 1) : min(max(0, count - 1), state.selected + 1)
+        case .up, .character("k"), .down, .character("j"), .pageUp, .pageDown, .home, .end:
+            // One row, a page (what fits on the screen), or to either end: in a view's table, or
+            // between the overview's components.
+            let rows = tableCount(snapshot) ?? count
+            let current = min(tableCount(snapshot) == nil ? state.selected : state.row, max(0, rows - 1))
+            let page = max(1, state.pageRows)
+            let next: Int
+            switch key {
+            case .up, .character("k"): next = current - 1
+            case .down, .character("j"): next = current + 1
+            case .pageUp: next = current - page
+            case .pageDown: next = current + page
+            case .home: next = 0
+            default: next = rows - 1
             }
+            let clamped = max(0, min(max(0, rows - 1), next))
+            if tableCount(snapshot) != nil { state.row = clamped } else { state.selected = clamped }
+        case .enter where state.view == .overview:
+            // The selected component's own view.
+            guard state.selected < count else { return fail("Enter: no component selected") }
+            switch snapshot.components[state.selected].kind {
+            case "serve": state.view = .serve
+            case "batch": state.view = .batch
+            case "stream": state.view = .stream
+            default: return fail("Enter: \(snapshot.components[state.selected].kind) has no view of its own")
+            }
+            state.row = 0
+        case .enter:
+            // The selected row's whole text, wrapped: a run, an event, a version.
+            guard let detail = detailText(snapshot) else { return fail("Enter opens the selected run (2), version (4) or event (6)") }
+            state.detail = detail
+            state.detailScroll = 0
         case .character("R") where state.view == .batch:
             guard let id = selectedRunID(snapshot) else { return fail("rerun: select a run first") }
             return command("rerun \(id)", snapshot)
@@ -221,13 +249,66 @@ package struct Controller: Sendable {
         return .redraw
     }
 
-    /// Rows of the current view's table, when it has one (Batch runs, Models versions).
+    /// Rows of the current view's table, when it has one (Batch runs, Models versions, Events).
     private func tableCount(_ snapshot: FleetSnapshot) -> Int? {
         switch state.view {
         case .batch: batchRows(snapshot, state).count
         case .models: modelRows(snapshot, state).count
+        case .events: eventRows(snapshot, state).count
         default: nil
         }
+    }
+
+    /// The selected row's full text for the drill-down, or nil where there is no row.
+    private func detailText(_ snapshot: FleetSnapshot) -> (title: String, lines: [String])? {
+        switch state.view {
+        case .batch:
+            let rows = batchRows(snapshot, state)
+            guard !rows.isEmpty else { return nil }
+            return runDetail(rows[min(state.row, rows.count - 1)])
+        case .models:
+            let rows = modelRows(snapshot, state)
+            guard !rows.isEmpty else { return nil }
+            let v = rows[min(state.row, rows.count - 1)]
+            let audit = snapshot.audit.filter { $0.model == v.model && ($0.toVersion == v.version || $0.fromVersion == v.version) }
+            let aliases: String = v.aliases.isEmpty ? "none" : v.aliases.joined(separator: ", ")
+            let metrics: String = v.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  ")
+            let ids: [String] = snapshot.components.filter { $0.model == v.reference }.map(\.id)
+            var lines: [String] = ["created \(v.createdAt) by \(v.createdBy)", "sha256 \(v.sha256)", "aliases: \(aliases)", "metrics: \(metrics)"]
+            lines.append("running on: " + (ids.isEmpty ? "nothing" : ids.joined(separator: ", ")))
+            lines += ["", "audit entries that name it, newest first:"]
+            lines += audit.map(auditLine)
+            return ("version \(v.reference)", lines)
+        case .events:
+            let rows = eventRows(snapshot, state)
+            guard !rows.isEmpty else { return nil }
+            let e = rows[min(state.row, rows.count - 1)]
+            return ("event", ["at \(e.at) (UTC)", "from \(e.source)", "kind \(e.kind)", "", e.message])
+        default:
+            return nil
+        }
+    }
+
+    private func auditLine(_ e: AuditEntry) -> String {
+        let alias = e.alias.map { "@\($0)" } ?? ""
+        let from = e.fromVersion.map { "v\($0)" } ?? "none", to = e.toVersion.map { "v\($0)" } ?? "none"
+        return "  \(e.at)  \(e.action) \(e.model)\(alias)  \(from) → \(to)  by \(e.who)" + (e.detail.map { "  (\($0))" } ?? "")
+    }
+
+    /// Keys of the drill-down: scroll it, or close it.
+    private mutating func handleDetail(_ key: Key) -> Effect {
+        let page = max(1, state.pageRows)
+        switch key {
+        case .escape, .enter, .character("q"): state.detail = nil
+        case .up, .character("k"): state.detailScroll = max(0, state.detailScroll - 1)
+        case .down, .character("j"): state.detailScroll += 1
+        case .pageUp: state.detailScroll = max(0, state.detailScroll - page)
+        case .pageDown: state.detailScroll += page
+        case .home: state.detailScroll = 0
+        case .end: state.detailScroll = Int.max / 2
+        default: return .none
+        }
+        return .redraw  // the drawing clamps the scroll to the text
     }
 
     private func selectedRunID(_ snapshot: FleetSnapshot) -> Int? {

@@ -96,6 +96,28 @@ private func runLine(_ run: RunSummary) -> String {
         + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + (run.model ?? "")
 }
 
+/// A run's whole record for the drill-down (Enter in the Batch view).
+func runDetail(_ run: RunSummary) -> (title: String, lines: [String]) {
+    var lines = [
+        "status \(run.status)" + (run.existing ? " (an earlier trigger with the same key)" : ""),
+        "trigger \(run.trigger)" + (run.rerunOf.map { " of run \($0)" } ?? "") + " by \(run.who)" + (run.idempotencyKey.map { ", idempotency key \($0)" } ?? ""),
+        "model \(run.model ?? "–")" + (run.modelSHA256.map { " (sha256 \($0))" } ?? ""),
+        "rows read \(run.rowsRead), scored \(run.rowsScored), rejected \(run.rowsRejected); bytes \(run.bytesDone) of \(run.bytesTotal)",
+    ]
+    if let p = run.progress {
+        lines.append(String(format: "progress %.1f%% of %@, %@ rows/s, ETA %@, running %@", p.fraction * 100, p.file, short(p.rowsPerSecond),
+                            p.etaSeconds.map(duration) ?? "–", duration(p.elapsedSeconds)))
+    }
+    lines += ["queued \(run.queuedAt)", "started \(run.startedAt ?? "–")", "finished \(run.finishedAt ?? "–")"]
+    if let slot = run.scheduledFor { lines.append("scheduled for \(slot)") }
+    if let error = run.error { lines += ["", "error: \(error)"] }
+    if let note = run.note { lines += ["", "note: \(note)"] }
+    lines += ["", "inputs (\(run.inputs.count)); rejects are beside each output as NAME.rejects.*:"]
+    lines += run.inputs.map { "  \($0.name)  \($0.size) bytes  sha256 \($0.sha256)" }
+    lines.append("output \(run.output)")
+    return ("run \(run.id)", lines)
+}
+
 func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     guard let c = focused("batch", snapshot, state) else {
         canvas.put(2, 3, "No batch component found. Start one: switchyard batch --input DIR --output DIR --model NAME@ALIAS", .dim)
@@ -107,7 +129,7 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
         + (state.filter.isEmpty ? "" : "  runs matching \"\(state.filter)\""), c.isDown ? .error : .title, limit: canvas.width - 2)
     let tableWidth = max(50, min(72, canvas.width - 28))
     canvas.put(1, 3, "RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL", .dim, limit: tableWidth)
-    let room = canvas.height - 7
+    let room = tableRows(height: canvas.height)
     let selected = min(state.row, max(0, rows.count - 1))
     let first = max(0, min(selected - room + 1, rows.count - room))
     for (slot, i) in (first..<min(rows.count, first + room)).enumerated() {

@@ -51,6 +51,11 @@ package struct ConsoleState: Sendable {
     /// The API key's scope when the local key store knows it (`read`, `operate`, `admin`).
     package var scope: String?
     package var showHelp = false
+    /// The drill-down over the view (Enter on a run, version or event), and how far it is scrolled.
+    package var detail: (title: String, lines: [String])?
+    package var detailScroll = 0
+    /// Rows a page holds (PgUp/PgDn), from the terminal's height.
+    package var pageRows = tableRows(height: minimumSize.height)
     /// When quitting stops more than the console (under `switchyard up`), `q` asks this first.
     package var quitQuestion: String?
     /// The `:` command line (nil when closed) and the `/` filter.
@@ -99,6 +104,7 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
     }
     drawFooter(&canvas, state)
     if let confirm = state.confirm { drawDialog(&canvas, confirm.question) }
+    if let detail = state.detail { drawDetail(&canvas, detail, scroll: state.detailScroll) }
     if state.showHelp { drawHelp(&canvas) }
     return canvas
 }
@@ -407,18 +413,43 @@ private func drawMarks(_ canvas: inout Canvas, _ c: ComponentView, _ events: [Ev
     if marked { canvas.put(x0 + graph + 1, y, canvas.unicode ? "◆ swap ▲ run" : "S swap R run", .dim) }
 }
 
-private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+/// The Events view's rows: newest first, filtered.
+func eventRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [EventItem] {
     let filter = state.filter.lowercased()
-    let events = snapshot.events.reversed().filter {
-        filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter)
-    }
-    canvas.put(1, 2, "Events, newest first, times in UTC" + (filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))", .title)
-    for (i, event) in events.prefix(canvas.height - 6).enumerated() {
+    return snapshot.events.reversed().filter { filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter) }
+}
+
+/// Rows a view's table shows on a terminal `height` rows tall (a page for PgUp/PgDn).
+package func tableRows(height: Int) -> Int { max(1, height - 7) }
+
+private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+    let events = eventRows(snapshot, state)
+    canvas.put(1, 2, "Events, newest first, times in UTC" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))"
+        + (events.isEmpty ? "" : " — Enter shows one whole"), .title, limit: canvas.width - 2)
+    let room = tableRows(height: canvas.height)
+    let selected = min(state.row, max(0, events.count - 1))
+    let first = max(0, min(selected - room + 1, events.count - room))
+    for (slot, i) in (first..<min(events.count, first + room)).enumerated() {
+        let event = events[i]
         let time = String(shortTime(event.at).suffix(8))
-        let role: Role = event.kind == "error" ? .error : event.kind == "action" ? .accent : .text
-        canvas.put(1, 3 + i, "\(time)  \(event.source.padding(toLength: 22, withPad: " ", startingAt: 0)) \(event.kind.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)",
+        let role: Role = i == selected ? .selected : event.kind == "error" ? .error : event.kind == "action" ? .accent : .text
+        canvas.put(1, 3 + slot, "\(time)  \(event.source.padding(toLength: 22, withPad: " ", startingAt: 0)) \(event.kind.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)",
                    role, limit: canvas.width - 2)
     }
+    if events.count > room { canvas.put(canvas.width - 22, canvas.height - 3, "\(first + 1)-\(min(events.count, first + room)) of \(events.count)", .dim) }
+}
+
+/// The drill-down: a run's, version's or event's whole text, wrapped, scrolled with ↑↓ PgUp PgDn Home End.
+private func drawDetail(_ canvas: inout Canvas, _ detail: (title: String, lines: [String]), scroll: Int) {
+    let x = 2, y = 2, width = canvas.width - 4, height = canvas.height - 4
+    let text = detail.lines.flatMap { $0.isEmpty ? [""] : wrap($0, width: width - 4) }
+    let room = height - 3
+    let top = max(0, min(scroll, text.count - room))
+    for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
+    canvas.box(x: x, y: y, width: width, height: height, title: detail.title + " (Esc closes)", role: .accent)
+    for (i, line) in text.dropFirst(top).prefix(room).enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
+    let position = text.count > room ? "lines \(top + 1)-\(min(text.count, top + room)) of \(text.count); ↑↓ PgUp PgDn Home End scroll" : ""
+    canvas.put(x + 2, y + height - 2, canvas.unicode ? position : position.replacingOccurrences(of: "↑↓", with: "up/down"), .dim, limit: width - 4)
 }
 
 private func drawDialog(_ canvas: inout Canvas, _ question: String) {
@@ -431,36 +462,40 @@ private func drawDialog(_ canvas: inout Canvas, _ question: String) {
 }
 
 private func drawHelp(_ canvas: inout Canvas) {
-    let lines = [
-        "q             quit (under switchyard up it asks first: it stops all)",
-        "Esc           back: closes a dialog, the filter, help, or a detail view",
-        "0-6, Tab      views: overview serve batch stream models predict events",
-        "arrows, j/k   select a component (a run or version in Batch, Models)",
-        "r             refresh now;  + / -  poll faster / slower",
-        "x             acknowledge a DOWN component (it stays on screen until then)",
-        "t             trigger a run of the selected batch component",
-        "p             pause or resume the selected stream",
-        "s             swap the selected component's model (asks the version)",
-        "b             roll back the alias it follows (Models view: production)",
-        "R, c          Batch view: rerun, cancel the selected run",
-        "P             Models view: point production at the selected version",
-        "/             filter the events, runs and versions tables",
-        "e, Enter      Predict view: edit a field; send to serve and the scorer",
-        ":             command: run, rerun ID, cancel ID, pause, resume, swap VER,",
-        "              alias NAME (each may name a component: :swap serve-a 3),",
-        "              promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab, ↑↓",
-        "?             this help",
+    let keys: [(String, String)] = [
+        ("q", "quit (under switchyard up it asks first: it stops all)"),
+        ("Esc", "back: closes a dialog, the filter, help, or a detail view"),
+        ("0-6, Tab", "views: overview serve batch stream models predict events"),
+        ("arrows, j/k", "select a component, or a row in Batch, Models, Events"),
+        ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
+        ("Enter", "a row whole; on the overview, the component's own view"),
+        ("r, + / -", "refresh now; poll faster / slower"),
+        ("x", "acknowledge a DOWN component (it stays on screen until then)"),
+        ("t, p", "trigger a batch run; pause or resume the stream"),
+        ("s, b", "swap the model; roll back the alias the component follows"),
+        ("R, c, P", "rerun, cancel the run (Batch); promote it (Models)"),
+        ("/", "filter the events, runs and versions tables"),
+        ("e, Enter", "Predict view: edit a field; send to serve and the scorer"),
+        (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME (each may name its component: :swap serve-a 3), promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab completes, ↑↓ recall"),
+        ("?", "this help"),
     ]
-    // It fits the terminal: lines wrap to its width, and what does not fit says so.
-    let width = min(80, canvas.width - 2)
-    var text = lines.flatMap { line in wrap(line, width: width - 4).enumerated().map { $0.offset == 0 ? $0.element : "              " + $0.element } }
+    // It fits the terminal: descriptions wrap beside their keys, and what does not fit says so.
+    let width = min(84, canvas.width - 2)
+    var text: [String] = []
+    for (key, description) in keys {
+        for (i, piece) in wrap(description, width: width - 4 - 14).enumerated() {
+            text.append((i == 0 ? key : "").padding(toLength: 14, withPad: " ", startingAt: 0) + piece)
+        }
+    }
     let room = canvas.height - 4
     if text.count > room { text = Array(text.prefix(room - 1)) + ["… \(text.count - room + 1) more lines: enlarge the terminal"] }
     let height = text.count + 2
     let x = (canvas.width - width) / 2, y = max(1, (canvas.height - height) / 2)
     for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
     canvas.box(x: x, y: y, width: width, height: height, title: "keys (Esc closes)", role: .accent)
-    for (i, line) in text.enumerated() { canvas.put(x + 2, y + 1 + i, line, .text, limit: width - 4) }
+    for (i, line) in text.enumerated() {
+        canvas.put(x + 2, y + 1 + i, canvas.unicode ? line : line.replacingOccurrences(of: "↑↓", with: "up/down"), .text, limit: width - 4)
+    }
 }
 
 private func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {

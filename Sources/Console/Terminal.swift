@@ -88,6 +88,10 @@ final class Terminal {
         case 0o404: return .left
         case 0o405: return .right
         case 0o632: return .resize
+        case 0o523: return .pageUp
+        case 0o522: return .pageDown
+        case 0o406: return .home
+        case 0o550: return .end
         case 0o407, 127, 8: return .backspace
         case 9: return .tab
         case 10, 13, 0o527: return .enter
@@ -106,6 +110,17 @@ final class Terminal {
             case 0x42: return .down
             case 0x43: return .right
             case 0x44: return .left
+            case 0x48: return .home  // ESC [ H
+            case 0x46: return .end  // ESC [ F
+            case let digit where (0x31...0x36).contains(digit):  // ESC [ 1~ Home, 4~ End, 5~ PgUp, 6~ PgDn
+                guard wgetch(window) == 0x7E else { return nil }
+                switch digit {
+                case 0x31: return .home
+                case 0x34: return .end
+                case 0x35: return .pageUp
+                case 0x36: return .pageDown
+                default: return nil
+                }
             default: return nil  // another sequence: dropped whole
             }
         case 0..<128: return .character(Character(Unicode.Scalar(UInt8(code))))

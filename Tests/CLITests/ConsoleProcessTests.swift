@@ -132,6 +132,11 @@ struct Tmux {
         // The batch view lists the finished run; the models view moves the production alias.
         try tmux.keys("2")
         _ = try tmux.wait("the run history") { $0.contains("RUN   STATUS") && $0.contains("succeeded") }
+        // Enter opens the selected run whole; End and Home move in it; Esc closes it.
+        try tmux.keys("Home", "Enter")
+        _ = try tmux.wait("the run's whole record") { $0.contains("run 1 (Esc closes)") && $0.contains("status succeeded") && $0.contains("rows read ") }
+        try tmux.keys("Escape")
+        _ = try tmux.wait("the run history again") { $0.contains("RUN   STATUS") && !$0.contains("(Esc closes)") }
         try tmux.keys("4")
         _ = try tmux.wait("the models view") { $0.contains("Audit log") && $0.contains("credit@2") }
         try tmux.keys("P")

@@ -632,6 +632,48 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(c.handle(.character("R"), s) == .perform(.rerun(7), componentURL: "http://127.0.0.1:9001", label: "rerun run 7 of batch-a"))
     }
 
+    /// PgUp/PgDn move a page, Home/End to the ends; the Events selection stays on its event when
+    /// newer ones arrive; Enter opens the selected event or run whole, wrapped, and Esc closes it.
+    @Test func pagesEndsAndTheWholeRecord() {
+        var c = Controller()
+        var s = detailedFleet()
+        let long = "model swap failed: " + (1...40).map { "word\($0)" }.joined(separator: " ") + " THE-END"
+        s.events = (0..<30).map { EventItem(at: String(format: "2026-11-25T01:%02d:00.000Z", $0), source: "serve serve-a", kind: "model", message: $0 == 20 ? long : "event \($0)") }
+        c.state.pageRows = 5
+        _ = c.handle(.character("6"), s)
+        _ = c.handle(.pageDown, s)
+        #expect(c.state.row == 5)
+        _ = c.handle(.end, s)
+        #expect(c.state.row == 29)
+        _ = c.handle(.home, s)
+        #expect(c.state.row == 0)
+        for _ in 0..<9 { _ = c.handle(.down, s) }  // newest first: row 9 is event 20
+        s.events.append(EventItem(at: "2026-11-25T02:00:00.000Z", source: "batch batch-a", kind: "run", message: "run 9 started"))
+        c.follow(s)
+        #expect(c.state.row == 10, "a newer event above keeps the selection on the same event")
+        _ = c.handle(.enter, s)
+        #expect(c.state.detail?.title == "event")
+        let text = drawConsole(s, c.state, width: 80, height: 24, unicode: true).text
+        #expect(text.contains("THE-END") && text.contains("word40"), "the whole message, wrapped")
+        _ = c.handle(.escape, s)
+        #expect(c.state.detail == nil && c.state.view == .events, "Esc closes the record, not the view")
+        // A run: its error and inputs whole.
+        _ = c.handle(.character("2"), s)
+        _ = c.handle(.home, s)
+        _ = c.handle(.enter, s)
+        #expect(c.state.detail?.title == "run 8")
+        let run = drawConsole(s, c.state, width: 80, height: 24, unicode: true).text
+        #expect(run.contains("the header lacks the required field \"amount\""))
+        #expect(run.contains("bad.csv  2048 bytes"))
+        _ = c.handle(.escape, s)
+        // On the overview, Enter opens the selected component's view.
+        _ = c.handle(.escape, s)
+        _ = c.handle(.home, s)
+        _ = c.handle(.down, s)
+        _ = c.handle(.enter, s)
+        #expect(c.state.view == .serve)
+    }
+
     @Test func aFinishedRunIsNotOfferedForCancelling() {
         var c = Controller()
         let s = detailedFleet()
