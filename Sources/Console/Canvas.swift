@@ -104,3 +104,28 @@ package func sparkline(_ values: [Double], width: Int, unicode: Bool, ceiling: D
     }
     return out
 }
+
+/// `sparkline` over `rows` rows (top row first): each row holds 1/rows of the height, so a taller
+/// panel shows more detail. One row is the plain sparkline.
+package func sparkRows(_ values: [Double], width: Int, rows: Int, unicode: Bool, ceiling: Double? = nil) -> [String] {
+    guard rows > 1 else { return [sparkline(values, width: width, unicode: unicode, ceiling: ceiling)] }
+    let levels = sparkLevels(unicode: unicode)
+    let shown = values.suffix(width)
+    let top = ceiling ?? (shown.max() ?? 0)
+    let pad = String(repeating: " ", count: max(0, width - shown.count))
+    return (0..<rows).map { r in
+        var line = pad
+        for v in shown {
+            let filled = v.isFinite && v > 0 && top > 0 ? min(1, v / top) * Double(rows) : 0
+            let fromBottom = Double(rows - 1 - r)
+            if filled >= fromBottom + 1 {
+                line.append(levels[levels.count - 1])
+            } else if filled > fromBottom {
+                line.append(levels[min(levels.count - 1, Int(((filled - fromBottom) * Double(levels.count - 1)).rounded()))])
+            } else {
+                line.append(" ")
+            }
+        }
+        return line
+    }
+}

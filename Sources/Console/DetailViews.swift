@@ -13,18 +13,35 @@ func focused(_ kind: String, _ snapshot: FleetSnapshot, _ state: ConsoleState) -
     return components.first { $0.kind == kind }
 }
 
-/// A chart of `values` (newest right) in `height` rows, with its scale on the left.
-private func drawChart(
-    _ canvas: inout Canvas, x: Int, y: Int, width: Int, height: Int, _ values: [Double], label: String, unit: String, role: Role
+/// Something drawn over a chart's bars: another series as a line of `glyph`s (p50 and p95 over
+/// the p99 bars).
+struct ChartOverlay {
+    var values: [Double]
+    var glyph: Character
+    var role: Role
+}
+
+/// A chart of `values` (newest right, one column a second) in `height` rows: its label and
+/// min/max on the first row, its scale with units on the left (top, middle, 0), and a time axis
+/// (−2m … now) on the last row, with `marks` (swaps ◆, runs ▲) at their second.
+func drawChart(
+    _ canvas: inout Canvas, x: Int, y: Int, width: Int, height: Int, _ values: [Double], label: String, unit: String, role: Role,
+    overlays: [ChartOverlay] = [], marks: [(age: Int, glyph: String)] = []
 ) {
-    let shown = Array(values.suffix(width - 9))
-    let top = max(shown.max() ?? 0, 1e-9)
+    let plot = max(1, width - 9)
+    let shown = Array(values.suffix(plot))
+    let all = ([shown] + overlays.map { Array($0.values.suffix(plot)) }).flatMap { $0 }.filter(\.isFinite)
+    let top = max(all.max() ?? 0, 1e-9)
+    let range = shown.isEmpty ? "" : "  min \(short(shown.min() ?? 0))\(unit)  max \(short(shown.max() ?? 0))\(unit)"
     canvas.put(x, y, label, .title, limit: width)
+    if label.count + range.count <= width { canvas.put(x + label.count, y, range, .dim) }
     let levels = sparkLevels(unicode: canvas.unicode)
-    let rows = height - 1
+    let rows = max(1, height - 2)
+    func withUnit(_ v: Double) -> String { (v == 0 ? "0" : short(v) + unit).padding(toLength: 8, withPad: " ", startingAt: 0) }
+    let left = x + 9 + (plot - shown.count)  // the oldest sample's column
     for r in 0..<rows {
-        let scale = r == 0 ? short(top) + unit : r == rows - 1 ? "0" : ""
-        canvas.put(x, y + 1 + r, scale.padding(toLength: 8, withPad: " ", startingAt: 0), .dim)
+        let scale = r == 0 ? withUnit(top) : r == rows - 1 ? withUnit(0) : r == rows / 2 && rows > 2 ? withUnit(top / 2) : ""
+        canvas.put(x, y + 1 + r, scale, .dim)
         var line = ""
         for v in shown {
             // Each row covers 1/rows of the height; the top partial cell gets a level glyph.
@@ -38,7 +55,39 @@ private func drawChart(
                 line.append(" ")
             }
         }
-        canvas.put(x + 9, y + 1 + r, line, role)
+        canvas.put(left, y + 1 + r, line, role)
+    }
+    for overlay in overlays {
+        let series = Array(overlay.values.suffix(shown.count))
+        for (i, v) in series.enumerated() where v.isFinite && v > 0 {
+            let r = rows - 1 - min(rows - 1, Int(v / top * Double(rows)))
+            canvas.put(left + (shown.count - series.count) + i, y + 1 + r, String(overlay.glyph), overlay.role)
+        }
+    }
+    // The time axis: how long ago the oldest column is, the middle, now; the marks at their second.
+    let axis = y + 1 + rows
+    guard height >= 3 else { return }
+    if shown.count >= 12 {
+        canvas.put(left, axis, "−" + ago(shown.count), .dim)
+        if shown.count >= 30 { canvas.put(left + shown.count / 2 - 2, axis, "−" + ago(shown.count - shown.count / 2), .dim) }
+    }
+    canvas.put(x + 9 + plot - 3, axis, "now", .dim)
+    for mark in marks where mark.age >= 0 && mark.age < shown.count {
+        canvas.put(x + 9 + plot - 1 - mark.age, axis, mark.glyph, .accent)
+    }
+}
+
+/// 45 → "45s", 120 → "2m", 90 → "1m30s".
+func ago(_ seconds: Int) -> String {
+    seconds < 60 ? "\(seconds)s" : seconds % 60 == 0 ? "\(seconds / 60)m" : "\(seconds / 60)m\(seconds % 60)s"
+}
+
+/// Swaps (◆) and runs (▲) of `c` as chart marks: how many seconds ago, and the glyph.
+func chartMarks(_ c: ComponentView, _ events: [EventItem], now: Date, unicode: Bool) -> [(age: Int, glyph: String)] {
+    let source = c.kind + " " + c.id
+    return events.suffix(200).compactMap { event in
+        guard event.source == source, event.kind == "model" || event.kind == "run", let at = parseTimestamp(event.at) else { return nil }
+        return (Int(now.timeIntervalSince1970 - at), event.kind == "model" ? (unicode ? "◆" : "S") : (unicode ? "▲" : "R"))
     }
 }
 
@@ -51,13 +100,16 @@ func drawServeView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
         + (c.status?.following.map { "  following @\($0)" } ?? "  pinned"), c.isDown ? .error : .title, limit: canvas.width - 2)
     let s = c.series
     let width = canvas.width - 2
-    let chartHeight = max(4, (canvas.height - 11) / 2)
+    let chartHeight = max(5, (canvas.height - 11) / 2)
+    let marks = chartMarks(c, snapshot.events, now: state.now, unicode: canvas.unicode)
     drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["p99_ms"] ?? [],
-              label: "latency p99 (now: p50 \(nowLatency(s, "p50_ms", "requests"))  p95 \(nowLatency(s, "p95_ms", "requests"))  p99 \(nowLatency(s, "p99_ms", "requests")))",
-              unit: "ms", role: .graphMid)
+              label: "latency: p99 bars, p95 \(canvas.unicode ? "•" : "o"), p50 \(canvas.unicode ? "·" : ".") (now: p50 \(nowLatency(s, "p50_ms", "requests"))  p95 \(nowLatency(s, "p95_ms", "requests"))  p99 \(nowLatency(s, "p99_ms", "requests")))",
+              unit: "ms", role: .graphMid,
+              overlays: [ChartOverlay(values: s["p95_ms"] ?? [], glyph: canvas.unicode ? "•" : "o", role: .value),
+                         ChartOverlay(values: s["p50_ms"] ?? [], glyph: canvas.unicode ? "·" : ".", role: .text)], marks: marks)
     drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["requests"] ?? [],
               label: "requests/s (\(short(s["requests"]?.last ?? 0)) now)  in flight \(short(s["in_flight"]?.last ?? 0))  connections \(short(s["connections"]?.last ?? 0))",
-              unit: "", role: .graphLow)
+              unit: "/s", role: .graphLow, marks: marks)
     var y = 3 + 2 * chartHeight
     var codes = "status codes since start:"
     for code in c.status?.serve?.statusCodes.entries ?? [] { codes += "  \(code.name): \(short(code.value ?? 0))" }
@@ -183,12 +235,13 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
                c.isDown ? .error : status == "OK" ? .ok : .warn, limit: canvas.width - 2)
     let s = c.series
     let width = canvas.width - 2
-    let chartHeight = max(4, (canvas.height - 10) / 2)
+    let chartHeight = max(5, (canvas.height - 10) / 2)
+    let marks = chartMarks(c, snapshot.events, now: state.now, unicode: canvas.unicode)
     drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["backlog"] ?? [],
-              label: "backlog (events waiting; age \(String(format: "%.1f", s["backlog_age_s"]?.last ?? 0))s)", unit: "", role: .graphHigh)
+              label: "backlog, events waiting (oldest \(String(format: "%.1f", s["backlog_age_s"]?.last ?? 0)) s)", unit: "", role: .graphHigh, marks: marks)
     drawChart(&canvas, x: 1, y: 3 + chartHeight, width: width, height: chartHeight, s["out"] ?? [],
               label: "scored/s (in \(short(s["in"]?.last ?? 0))/s  out \(short(s["out"]?.last ?? 0))/s  p50 \(nowLatency(s, "p50_ms", "out"))  p99 \(nowLatency(s, "p99_ms", "out")))",
-              unit: "", role: .graphLow)
+              unit: "/s", role: .graphLow, marks: marks)
     var y = 3 + 2 * chartHeight
     let counters = c.status?.counters ?? NamedNumbers()
     let dead = counters["dead_letters"] ?? 0

@@ -215,8 +215,13 @@ func wrap(_ text: String, width: Int) -> [String] {
 }
 
 private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
-    let top = 2, panelHeight = 4
-    let room = (canvas.height - top - 2) / panelHeight
+    // Panels grow with the terminal (their sparklines get more rows), from 4 rows to 12, when every
+    // component fits with 2 rows to spare; with more components than fit at 4 rows, the list scrolls.
+    let top = 2
+    let space = canvas.height - top - 2
+    let fair = space / max(1, snapshot.components.count)
+    let panelHeight = fair >= 6 ? min(12, fair) : 4
+    let room = max(1, space / panelHeight)
     guard !snapshot.components.isEmpty else {
         canvas.put(2, top + 1, "No components found in the fleet directory or given with --endpoint.", .dim)
         canvas.put(2, top + 2, "Start one (switchyard serve | batch | stream), or run switchyard up.", .dim)
@@ -225,8 +230,8 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
     let selected = min(state.selected, snapshot.components.count - 1)
     let first = max(0, min(selected - room + 1, snapshot.components.count - room))
     for (slot, index) in (first..<min(snapshot.components.count, first + room)).enumerated() {
-        drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, selected: index == selected, now: state.now)
-        drawMarks(&canvas, snapshot.components[index], snapshot.events, y: top + slot * panelHeight + 3, now: state.now)
+        drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, height: panelHeight, selected: index == selected, now: state.now)
+        drawMarks(&canvas, snapshot.components[index], snapshot.events, y: top + slot * panelHeight + panelHeight - 1, now: state.now)
     }
     if snapshot.components.count > room {
         canvas.put(canvas.width - 16, canvas.height - 3, "\(first + 1)-\(min(snapshot.components.count, first + room)) of \(snapshot.components.count)", .dim)
@@ -310,12 +315,12 @@ func short(_ x: Double) -> String {
     }
 }
 
-private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selected: Bool, now: Date) {
+private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, height: Int, selected: Bool, now: Date) {
     let width = canvas.width
     let state = c.status?.state ?? "?"
     let title = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)  \(c.model ?? "no model")  \(c.isDown ? "DOWN" : c.refused != nil ? "UNAUTHORIZED" : state)"
     let failing = c.isDown || c.refused != nil || dependencyOutage(c.status, now: now) != nil
-    canvas.box(x: 0, y: y, width: width, height: 4, title: title, role: selected ? .selected : .border, titleRole: failing ? .error : .title)
+    canvas.box(x: 0, y: y, width: width, height: height, title: title, role: selected ? .selected : .border, titleRole: failing ? .error : .title)
     let inner = width - 4
     if let refused = c.refused {
         canvas.put(2, y + 1, "UNAUTHORIZED \(canvas.unicode ? "—" : "-") answers at \(c.url), refuses this console's key", .error, limit: inner)
@@ -333,7 +338,11 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
     func last(_ field: String) -> Double { s[field]?.last ?? 0 }
     /// A latency of the last second, or nil when nothing was measured in it (`count` was 0).
     func latency(_ field: String, count: String) -> Double? { last(count) > 0 ? s[field]?.last : nil }
-    func spark(_ field: String, _ w: Int) -> String { sparkline(s[field] ?? [], width: w, unicode: unicode) }
+    let chartRows = max(1, height - 3)
+    /// A sparkline over the panel's chart rows, drawn from the first chart row down.
+    func chart(_ x: Int, _ values: [Double], _ w: Int, _ role: Role, ceiling: Double? = nil) {
+        for (r, line) in sparkRows(values, width: w, rows: chartRows, unicode: unicode, ceiling: ceiling).enumerated() { canvas.put(x, y + 2 + r, line, role) }
+    }
     let graph = max(10, (inner - 40) / 2)
     switch c.kind {
     case "serve":
@@ -346,9 +355,9 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
                                     clientErrors, serverErrors, short(last("in_flight"))),
                    serverErrors > 1 ? .error : clientErrors > 10 ? .warn : .value, limit: inner)
         canvas.put(2, y + 2, "req/s ", .dim)
-        canvas.put(8, y + 2, spark("requests", graph), .graphLow)
+        chart(8, s["requests"] ?? [], graph, .graphLow)
         canvas.put(9 + graph, y + 2, " p99 ", .dim)
-        canvas.put(14 + graph, y + 2, spark("p99_ms", graph), .graphMid)
+        chart(14 + graph, s["p99_ms"] ?? [], graph, .graphMid)
     case "batch":
         var line: String
         if let run = c.status?.batch?.run {
@@ -363,9 +372,9 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
         let next = c.status?.batch?.nextRunAt.map { "next \($0.dropFirst(11).prefix(5))Z" } ?? "no schedule"
         canvas.put(2, y + 1, line + "  queue \(queue)  \(next)", queue > 0 ? .warn : .value, limit: inner)
         canvas.put(2, y + 2, "rows/s ", .dim)
-        canvas.put(9, y + 2, spark("rows", graph), .graphLow)
+        chart(9, s["rows"] ?? [], graph, .graphLow)
         canvas.put(10 + graph, y + 2, " progress ", .dim)
-        canvas.put(20 + graph, y + 2, sparkline(s["progress"] ?? [], width: graph, unicode: unicode, ceiling: 1), .graphMid)
+        chart(20 + graph, s["progress"] ?? [], graph, .graphMid, ceiling: 1)
     case "stream":
         let backlog = c.status?.stream?.backlog
         let status = backlog?.status ?? "?"
@@ -374,9 +383,9 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, selec
         canvas.put(3 + status.count, y + 1, " backlog \(short(backlog?.events ?? 0))  age \(age)  in \(short(last("in")))/s  out \(short(last("out")))/s  dead \(short(last("dead")))/s  p99 \(milliseconds(latency("p99_ms", count: "out"), compact: true))",
                    .value, limit: inner - status.count - 1)
         canvas.put(2, y + 2, "out/s ", .dim)
-        canvas.put(8, y + 2, spark("out", graph), .graphLow)
+        chart(8, s["out"] ?? [], graph, .graphLow)
         canvas.put(9 + graph, y + 2, " backlog ", .dim)
-        canvas.put(18 + graph, y + 2, spark("backlog", graph), .graphHigh)
+        chart(18 + graph, s["backlog"] ?? [], graph, .graphHigh)
     default:
         canvas.put(2, y + 1, "unknown component kind \"\(c.kind)\" at \(c.url)", .dim, limit: inner)
     }

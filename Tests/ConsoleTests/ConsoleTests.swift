@@ -121,8 +121,8 @@ private func fleet() -> FleetSnapshot {
         let canvas = drawConsole(snapshot, state, width: 120, height: 30, unicode: true)
         let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
         #expect(lines[1].hasPrefix(" 4 components: serve-b DOWN, serve-a 4xx 87%, stream-a FALLING_BEHIND  │"), "\(lines[1])")
-        #expect(lines[7].hasPrefix("│ req/s 100  p50 0.10 ms  p99 0.40 ms  4xx 87.0%  5xx 0.0%  in flight 1"), "\(lines[7])")
-        #expect(canvas.cells[7 * 120 + 2].role == .warn)
+        #expect(lines[9].hasPrefix("│ req/s 100  p50 0.10 ms  p99 0.40 ms  4xx 87.0%  5xx 0.0%  in flight 1"), "\(lines[9])")
+        #expect(canvas.cells[9 * 120 + 2].role == .warn)
         #expect(canvas.cells[1 * 120 + 1].role == .error)
     }
 
@@ -199,6 +199,39 @@ private func fleet() -> FleetSnapshot {
         #expect(lines[14].contains("UNAUTHORIZED") && !lines[14].contains("DOWN"), "\(lines[14])")
         #expect(lines[15].contains("refuses this console's key"))
         #expect(lines[16].contains("401 unauthorized: unknown or revoked API key"))
+    }
+
+    /// Panels grow with the terminal: at 140×45 three components' sparklines get several rows
+    /// instead of leaving most of the screen empty; at 80×24 four components keep 4-row panels.
+    @Test func panelsGrowWithTheTerminal() {
+        var snapshot = fleet()
+        snapshot.components.removeLast()
+        let lines = drawConsole(snapshot, ConsoleState(), width: 140, height: 45, unicode: true).text.split(separator: "\n").map(String.init)
+        let tops = lines.indices.filter { lines[$0].hasPrefix("┌─ ") }
+        #expect(tops == [2, 14, 26], "\(tops)")
+        let serveRows = lines[16...24].filter { $0.contains("█") }
+        #expect(serveRows.count >= 4, "the serve panel's sparklines span several rows: \(serveRows)")
+        let empty = lines[2..<43].filter { $0.trimmingCharacters(in: .whitespaces).isEmpty }
+        #expect(empty.count <= 5)
+        let small = drawConsole(fleet(), ConsoleState(), width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(small.indices.filter { small[$0].hasPrefix("┌─ ") } == [2, 6, 10, 14])
+    }
+
+    /// A detail chart has a time axis to now, units on its scale, min and max, and the swaps marked.
+    @Test func detailChartsHaveAxesUnitsAndMarks() {
+        var snapshot = fleet()
+        snapshot.components[1].series = ["requests": Array(repeating: 50, count: 120), "p50_ms": Array(repeating: 0.2, count: 120),
+                                         "p95_ms": Array(repeating: 0.5, count: 120), "p99_ms": Array(repeating: 0.9, count: 120)]
+        var state = ConsoleState()
+        state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        state.view = .serve
+        snapshot.events = [EventItem(at: "2026-11-24T23:59:30.000Z", source: "serve serve-a", kind: "model", message: "swapped credit@1 → credit@2")]
+        let lines = drawConsole(snapshot, state, width: 140, height: 40, unicode: true).text.split(separator: "\n").map(String.init)
+        let axis = lines.filter { $0.contains("−2m") && $0.contains("−1m") && $0.contains("now") }
+        #expect(axis.count == 2, "\(lines.joined(separator: "\n"))")
+        #expect(axis.allSatisfy { $0.contains("◆") }, "the swap 30 s ago is marked on both axes")
+        #expect(lines.contains { $0.hasPrefix(" 0.9ms") } && lines.contains { $0.hasPrefix(" 50/s") })
+        #expect(lines.contains { $0.contains("•") } && lines.contains { $0.contains("·") }, "p95 and p50 drawn over the p99 bars")
     }
 
     @Test func aSmallTerminalIsToldSo() {
@@ -466,7 +499,9 @@ private func detailedFleet() -> FleetSnapshot {
     @Test func serveAndStreamViewsChartTheirSeries() {
         let serve = draw(.serve).joined(separator: "\n")
         #expect(serve.contains("Serve serve-a at http://127.0.0.1:9000  credit@2  serving  following @production"))
-        #expect(serve.contains("latency p99 (now: p50 0.10 ms  p95 0.20 ms  p99 0.40 ms)"))
+        #expect(serve.contains("latency: p99 bars, p95 •, p50 · (now: p50 0.10 ms  p95 0.20 ms  p99 0.40 ms)  min 0.1ms  max 0.4ms"))
+        #expect(serve.contains("0.4ms") && serve.contains("now"), "the scale has units and the time axis ends at now")
+        #expect(serve.contains("requests/s (40 now)  in flight 1  connections 0  min 10/s  max 40/s"))
         #expect(serve.contains("status codes since start:  200: 9000  400: 12"))
         #expect(serve.contains("█"))
         let stream = draw(.stream).joined(separator: "\n")
