@@ -39,6 +39,8 @@ package struct ComponentView: Sendable {
 
     /// `credit@3`, from the status's model.
     package var model: String? { status?.model?.reference }
+    /// The model's name (`credit`): components of one kind running it are replicas of one service.
+    package var service: String { status?.model?.name ?? "" }
 }
 
 /// A line of the events view: a component's event or an operator action.
@@ -220,7 +222,8 @@ package final class Collector: @unchecked Sendable {
                 registryProblem = error.unreachable ? error.message : "registry: \(error.message)"
             }
         }
-        let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.url) < ($1.kind, $1.url) }
+        // By kind, then service (the model's name: replicas of one service side by side), then address.
+        let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.service, $0.url) < ($1.kind, $1.service, $1.url) }
         state.withLock { s in
             s.components = components
             s.aliases = aliases

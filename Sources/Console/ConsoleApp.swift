@@ -133,6 +133,7 @@ package final class ConsoleApp {
                 controller.follow(collector.snapshot)  // the selection stays on the same run, version, component
                 let (width, height) = terminal.size
                 controller.state.pageRows = tableRows(height: height)
+                controller.state.screenHeight = height
                 terminal.draw(drawConsole(collector.snapshot, controller.state, width: width, height: height, unicode: terminal.unicode))
                 drawnVersion = version
                 dirty = false

@@ -148,6 +148,10 @@ package struct Controller: Sendable {
             let name = model.split(separator: "@").first.map(String.init) ?? model
             let alias = components[state.selected].status?.following ?? "production"
             return command("rollback \(name) \(alias)", snapshot)
+        case .character("m") where state.view == .overview:
+            state.compact = !(state.compact ?? (snapshot.components.count > panelRoom(height: state.screenHeight)))
+            state.status = state.compact! ? "the overview as a table (m: panels)" : "the overview as panels (m: a table)"
+            state.statusRole = .status
         case .character("x") where state.view == .overview:
             let components = snapshot.components
             guard state.selected < components.count, components[state.selected].isDown else {

@@ -56,6 +56,8 @@ package struct ConsoleState: Sendable {
     package var detailScroll = 0
     /// Rows a page holds (PgUp/PgDn), from the terminal's height.
     package var pageRows = tableRows(height: minimumSize.height)
+    /// The terminal's height, as last drawn.
+    package var screenHeight = minimumSize.height
     /// When quitting stops more than the console (under `switchyard up`), `q` asks this first.
     package var quitQuestion: String?
     /// The `:` command line (nil when closed) and the `/` filter.
@@ -71,6 +73,9 @@ package struct ConsoleState: Sendable {
     package var historyIndex: Int?
     package var confirm: PendingAction?
     package var readOnly = false
+    /// The overview as a table, a line per component with replicas grouped: nil chooses (a table
+    /// when the panels would not all fit), `m` sets it either way.
+    package var compact: Bool?
     package var readOnlyReason = "started with --read-only"
     package var interval = 1.0
     package var now = Date()
@@ -216,7 +221,8 @@ func wrap(_ text: String, width: Int) -> [String] {
 
 private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     // Panels grow with the terminal (their sparklines get more rows), from 4 rows to 12, when every
-    // component fits with 2 rows to spare; with more components than fit at 4 rows, the list scrolls.
+    // component fits with 2 rows to spare; with more components than fit at 4 rows it is a table
+    // (a line each, replicas grouped), unless the operator chose panels with `m` (they scroll).
     let top = 2
     let space = canvas.height - top - 2
     let fair = space / max(1, snapshot.components.count)
@@ -228,6 +234,10 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
         return
     }
     let selected = min(state.selected, snapshot.components.count - 1)
+    if state.compact ?? (snapshot.components.count > panelRoom(height: canvas.height)) {
+        drawTable(&canvas, snapshot, selected: selected, now: state.now)
+        return
+    }
     let first = max(0, min(selected - room + 1, snapshot.components.count - room))
     for (slot, index) in (first..<min(snapshot.components.count, first + room)).enumerated() {
         drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, height: panelHeight, selected: index == selected, now: state.now)
@@ -236,6 +246,81 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
     if snapshot.components.count > room {
         canvas.put(canvas.width - 16, canvas.height - 3, "\(first + 1)-\(min(snapshot.components.count, first + room)) of \(snapshot.components.count)", .dim)
     }
+}
+
+/// The overview as a table: a line per component, replicas of one service (same kind, same
+/// model name) under a line with their totals — what k9s shows for many pods.
+private func drawTable(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, selected: Int, now: Date) {
+    let components = snapshot.components
+    func last(_ c: ComponentView, _ field: String) -> Double { c.series[field]?.last ?? 0 }
+    /// What the component is doing now, in a few words, by kind.
+    func doing(_ c: ComponentView) -> (String, Role) {
+        if c.isDown { return ("DOWN, last seen " + (c.lastSeen.map { duration(now.timeIntervalSince($0)) + " ago" } ?? "never"), .error) }
+        if c.refused != nil { return ("UNAUTHORIZED: refuses this console's key", .error) }
+        if let outage = dependencyOutage(c.status, now: now) { return (outage, .error) }
+        switch c.kind {
+        case "serve":
+            let requests = last(c, "requests")
+            let errors = requests > 0 ? last(c, "errors") / requests * 100 : 0
+            let p99 = requests > 0 ? c.series["p99_ms"]?.last : nil
+            let state = c.status?.state ?? "?"
+            return ((state == "serving" ? "" : state + "  ") + String(format: "%@ req/s  p99 %@  5xx %.1f%%", short(requests), milliseconds(p99, compact: true), errors),
+                    errors > 1 ? .error : .value)
+        case "batch":
+            if let run = c.status?.batch?.run { return (String(format: "run %d %.0f%%  ETA %@", run.id, run.fraction * 100, run.etaSeconds.map(duration) ?? "–"), .accent) }
+            return ("idle  queue \(c.status?.batch?.queue ?? 0)", .value)
+        case "stream":
+            let backlog = c.status?.stream?.backlog
+            let status = backlog?.status ?? "?"
+            let state = c.status?.state ?? "?"
+            return ((state == "running" ? "" : state + "  ") + "\(status)  backlog \(short(backlog?.events ?? 0))  out \(short(last(c, "out")))/s",
+                    status == "OK" ? .value : .warn)
+        default:
+            return ("", .dim)
+        }
+    }
+    // Rows: a header line before each group of two or more replicas, then its members.
+    var rows: [(text: String, role: Role, index: Int?)] = []
+    var i = 0
+    while i < components.count {
+        let c = components[i]
+        var j = i + 1
+        while j < components.count, components[j].kind == c.kind, !c.service.isEmpty, components[j].service == c.service { j += 1 }
+        if j - i > 1 {
+            let members = components[i..<j]
+            let live = members.filter { !$0.isDown }
+            var total = "\(c.kind) \(c.service): \(members.count) replicas, \(live.count) up"
+            if c.kind == "serve" {
+                let requests = live.map { last($0, "requests") }.reduce(0, +)
+                let p99 = live.compactMap { last($0, "requests") > 0 ? $0.series["p99_ms"]?.last : nil }.max()
+                total += "  —  \(short(requests)) req/s in all, worst p99 \(milliseconds(p99, compact: true))"
+            } else if c.kind == "stream" {
+                total += "  —  backlog \(short(live.map { $0.status?.stream?.backlog.events ?? 0 }.reduce(0, +))) in all, out \(short(live.map { last($0, "out") }.reduce(0, +)))/s"
+            }
+            let versions = Set(live.compactMap(\.model))
+            if versions.count > 1 { total += "  —  versions differ: " + versions.sorted().joined(separator: ", ") }
+            rows.append((total, live.count < members.count || versions.count > 1 ? .warn : .title, nil))
+        }
+        for k in i..<j { rows.append(("", .text, k)) }
+        i = j
+    }
+    let top = 3, room = canvas.height - top - 3
+    canvas.put(1, 2, "KIND   ID                 MODEL        NOW", .dim, limit: canvas.width - 2)
+    let selectedRow = rows.firstIndex { $0.index == selected } ?? 0
+    let first = max(0, min(selectedRow - room + 1, rows.count - room))
+    for (slot, row) in rows[first..<min(rows.count, first + room)].enumerated() {
+        guard let index = row.index else {
+            canvas.put(1, top + slot, (canvas.unicode ? "▾ " : "v ") + row.text, row.role, limit: canvas.width - 2)
+            continue
+        }
+        let c = components[index]
+        let (now, role) = doing(c)
+        let name = c.id.isEmpty ? c.url : c.id
+        let text = c.kind.padding(toLength: 7, withPad: " ", startingAt: 0) + String(name.prefix(18)).padding(toLength: 19, withPad: " ", startingAt: 0)
+            + String((c.model ?? "–").prefix(12)).padding(toLength: 13, withPad: " ", startingAt: 0) + now
+        canvas.put(1, top + slot, text, index == selected ? .selected : role, limit: canvas.width - 2)
+    }
+    if rows.count > room { canvas.put(canvas.width - 22, canvas.height - 3, "\(first + 1)-\(min(rows.count, first + room)) of \(rows.count) rows", .dim) }
 }
 
 /// Each component's trouble, worst first: DOWN, an unreachable dependency, a stalled or
@@ -431,6 +516,9 @@ func eventRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [EventItem] 
 /// Rows a view's table shows on a terminal `height` rows tall (a page for PgUp/PgDn).
 package func tableRows(height: Int) -> Int { max(1, height - 7) }
 
+/// Overview panels of 4 rows that fit a terminal `height` rows tall.
+package func panelRoom(height: Int) -> Int { max(1, (height - 4) / 4) }
+
 private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     let events = eventRows(snapshot, state)
     canvas.put(1, 2, "Events, newest first, times in UTC" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))"
@@ -479,6 +567,7 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
         ("Enter", "a row whole; on the overview, the component's own view"),
         ("r, + / -", "refresh now; poll faster / slower"),
+        ("m", "overview as panels or as a table (replicas grouped, with totals)"),
         ("x", "acknowledge a DOWN component (it stays on screen until then)"),
         ("t, p", "trigger a batch run; pause or resume the stream"),
         ("s, b", "swap the model; roll back the alias the component follows"),

@@ -217,6 +217,41 @@ private func fleet() -> FleetSnapshot {
         #expect(small.indices.filter { small[$0].hasPrefix("┌─ ") } == [2, 6, 10, 14])
     }
 
+    /// More components than panels fit: one line each, replicas of a service grouped under their
+    /// totals (k9s's list); `m` switches to panels and back.
+    @Test func manyComponentsAreATableWithReplicasGrouped() {
+        func canvas(_ s: FleetSnapshot, _ c: Controller) -> Canvas { drawConsole(s, c.state, width: 80, height: 24, unicode: true) }
+        func serve(_ n: Int, _ model: String, requests: Double, p99: Double, down: Bool = false) -> ComponentView {
+            ComponentView(url: "http://10.0.0.\(n):8080", kind: "serve", id: "serve-\(n)",
+                          status: status(#"{"kind":"serve","model":{"reference":"\#(model)"},"following":"production","state":"serving"}"#),
+                          series: ["requests": [requests], "errors": [0], "p99_ms": [p99]], lastSeen: Date(timeIntervalSince1970: 1_795_564_700),
+                          error: down ? "connect failed" : nil)
+        }
+        var s = FleetSnapshot()
+        s.components = [fleet().components[0]]  // batch-a
+            + [serve(1, "credit@2", requests: 100, p99: 0.5), serve(2, "credit@2", requests: 50, p99: 1.5), serve(3, "credit@2", requests: 0, p99: 0, down: true)]
+            + [serve(4, "fraud@7", requests: 10, p99: 0.2)]
+            + (5...11).map { serve($0, "scoring\($0)@1", requests: 1, p99: 0.1) }
+        var c = Controller()
+        c.state.now = Date(timeIntervalSince1970: 1_795_564_800)
+        c.state.screenHeight = 24
+        let lines = drawConsole(s, c.state, width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines[2].hasPrefix(" KIND   ID                 MODEL        NOW"))
+        #expect(lines[3].hasPrefix(" batch  batch-a            credit@1     run 7 45%  ETA 2s"), "\(lines[3])")
+        #expect(lines[4].hasPrefix(" ▾ serve credit: 3 replicas, 2 up  —  150 req/s in all, worst p99 1.5ms"), "\(lines[4])")
+        #expect(lines[5].hasPrefix(" serve  serve-1            credit@2     100 req/s  p99 0.5ms  5xx 0.0%"), "\(lines[5])")
+        #expect(lines[7].hasPrefix(" serve  serve-3            credit@2     DOWN, last seen 1m40s ago"), "\(lines[7])")
+        #expect(canvas(s, c).cells[7 * 80 + 30].role == .error)
+        #expect(lines.contains { $0.hasPrefix(" serve  serve-11") }, "all 11 components on one screen")
+        #expect(!lines.contains { $0.contains("▾ serve fraud") }, "one component is not a group")
+        // m: panels (they scroll); m again: the table.
+        #expect(c.handle(.character("m"), s) == .redraw)
+        #expect(c.state.compact == false)
+        #expect(drawConsole(s, c.state, width: 80, height: 24, unicode: true).text.contains("┌─ batch batch-a"))
+        _ = c.handle(.character("m"), s)
+        #expect(c.state.compact == true)
+    }
+
     /// A detail chart has a time axis to now, units on its scale, min and max, and the swaps marked.
     @Test func detailChartsHaveAxesUnitsAndMarks() {
         var snapshot = fleet()
