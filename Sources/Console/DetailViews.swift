@@ -35,26 +35,12 @@ func drawChart(
     let range = shown.isEmpty ? "" : "  min \(short(shown.min() ?? 0))\(unit)  max \(short(shown.max() ?? 0))\(unit)"
     canvas.put(x, y, label, .title, limit: width)
     if label.count + range.count <= width { canvas.put(x + label.count, y, range, .dim) }
-    let levels = sparkLevels(unicode: canvas.unicode)
     let rows = max(1, height - 2)
     func withUnit(_ v: Double) -> String { (v == 0 ? "0" : short(v) + unit).padding(toLength: 8, withPad: " ", startingAt: 0) }
     let left = x + 9 + (plot - shown.count)  // the oldest sample's column
-    for r in 0..<rows {
+    for (r, line) in sparkRows(shown, width: shown.count, rows: rows, unicode: canvas.unicode, ceiling: top).enumerated() {
         let scale = r == 0 ? withUnit(top) : r == rows - 1 ? withUnit(0) : r == rows / 2 && rows > 2 ? withUnit(top / 2) : ""
         canvas.put(x, y + 1 + r, scale, .dim)
-        var line = ""
-        for v in shown {
-            // Each row covers 1/rows of the height; the top partial cell gets a level glyph.
-            let filled = v.isFinite ? v / top * Double(rows) : 0
-            let fromBottom = Double(rows - 1 - r)
-            if filled >= fromBottom + 1 {
-                line.append(levels[levels.count - 1])
-            } else if filled > fromBottom {
-                line.append(levels[min(levels.count - 1, Int((filled - fromBottom) * Double(levels.count - 1)))])
-            } else {
-                line.append(" ")
-            }
-        }
         canvas.put(left, y + 1 + r, line, role)
     }
     for overlay in overlays {
