@@ -20,6 +20,12 @@ package struct ComponentView: Sendable {
     package var lastSeen: Date?
     /// A batch component's latest runs, newest first (`GET /v1/runs`).
     package var runs: [RunSummary] = []
+    /// A stream's latest dead letters, newest first, and where all of them are kept; or why they
+    /// could not be read (they need a key with scope operate). Read when the count moves.
+    package var deadLetters: [DeadLetter] = []
+    package var deadLettersKept = ""
+    package var deadLetterProblem: String?
+    var deadLettersRead = 0
     /// Why the last poll failed; nil when it answered.
     package var error: String?
     package var isDown: Bool { error != nil }
@@ -253,6 +259,7 @@ package final class Collector: @unchecked Sendable {
                 }
             }
             if status.kind == "batch", let page = try? api.runs(limit: 50) { view.runs = page.runs }
+            if status.kind == "stream" { readDeadLetters(api, status, &view) }
             view.lastSeen = Date()
             view.error = nil
         } catch where error.status == 401 || error.status == 403 {
@@ -285,6 +292,24 @@ package final class Collector: @unchecked Sendable {
     }
 
     static let seriesSeconds = 120
+
+    /// A stream's latest dead letters, read again only when its count moved.
+    private func readDeadLetters(_ api: ComponentAPI, _ status: ComponentStatus, _ view: inout ComponentView) {
+        let total = Int(status.counters["dead_letters"] ?? 0)
+        guard total != view.deadLettersRead else { return }
+        do throws(ComponentError) {
+            let page = try api.deadLetters(limit: 50)
+            view.deadLetters = page.deadLetters
+            view.deadLettersKept = page.kept
+            view.deadLetterProblem = nil
+            view.deadLettersRead = total
+        } catch where error.status == 401 || error.status == 403 {
+            view.deadLetterProblem = "the latest dead letters need a key with scope operate (they hold events' data)"
+            view.deadLettersRead = total
+        } catch {
+            view.deadLetterProblem = "dead letters: \(error.description)"  // asked again next poll
+        }
+    }
 
     // MARK: - Actions
 

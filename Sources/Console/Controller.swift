@@ -45,6 +45,7 @@ package struct Controller: Sendable {
         case .batch: batchRows(snapshot, state).map { "run:\($0.id)" }
         case .models: modelRows(snapshot, state).map(\.reference)
         case .events: eventRows(snapshot, state).map(\.identity)
+        case .stream: deadLetterRows(snapshot, state).map { "dead:\($0.at)|\($0.source)" }
         default: []
         }
     }
@@ -117,7 +118,7 @@ package struct Controller: Sendable {
             state.row = 0
         case .enter:
             // The selected row's whole text, wrapped: a run, an event, a version.
-            guard let detail = detailText(snapshot) else { return fail("Enter opens the selected run (2), version (4) or event (6)") }
+            guard let detail = detailText(snapshot) else { return fail("Enter opens the selected run (2), dead letter (3), version (4) or event (6)") }
             state.detail = detail
             state.detailScroll = 0
         case .character("R") where state.view == .batch:
@@ -259,6 +260,7 @@ package struct Controller: Sendable {
         case .batch: batchRows(snapshot, state).count
         case .models: modelRows(snapshot, state).count
         case .events: eventRows(snapshot, state).count
+        case .stream: deadLetterRows(snapshot, state).isEmpty ? nil : deadLetterRows(snapshot, state).count
         default: nil
         }
     }
@@ -288,6 +290,12 @@ package struct Controller: Sendable {
             guard !rows.isEmpty else { return nil }
             let e = rows[min(state.row, rows.count - 1)]
             return ("event", ["at \(e.at) (UTC)", "from \(e.source)", "kind \(e.kind)", "", e.message])
+        case .stream:
+            let rows = deadLetterRows(snapshot, state)
+            guard !rows.isEmpty else { return nil }
+            let d = rows[min(state.row, rows.count - 1)]
+            return ("dead letter \(d.source)", ["at \(isoTimestamp(Date(timeIntervalSince1970: d.at))) (UTC)", "event id \(d.id.isEmpty ? "–" : d.id)",
+                                                  "from \(d.source)", "", "why: \(d.reason)", "", "the event as it came:", d.event])
         default:
             return nil
         }

@@ -221,7 +221,9 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
                c.isDown ? .error : status == "OK" ? .ok : .warn, limit: canvas.width - 2)
     let s = c.series
     let width = canvas.width - 2
-    let chartHeight = max(5, (canvas.height - 10) / 2)
+    let letters = c.deadLetters
+    let listRows = letters.isEmpty && c.deadLetterProblem == nil ? 0 : min(9, max(2, letters.count + 1))
+    let chartHeight = max(5, (canvas.height - 10 - listRows) / 2)
     let marks = chartMarks(c, snapshot.events, now: state.now, unicode: canvas.unicode)
     drawChart(&canvas, x: 1, y: 3, width: width, height: chartHeight, s["backlog"] ?? [],
               label: "backlog, events waiting (oldest \(String(format: "%.1f", s["backlog_age_s"]?.last ?? 0)) s)", unit: "", role: .graphHigh, marks: marks)
@@ -236,6 +238,29 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     y += 1
     let text = counters.entries.map(counterText).joined(separator: "  ")
     canvas.put(1, y, text, .dim, limit: canvas.width - 2)
+    guard listRows > 0, y + 2 < canvas.height - 3 else { return }
+    y += 1
+    let keys = canvas.unicode ? "— ↑↓ select" : "- up/down select"
+    canvas.put(1, y, "Latest dead letters, newest first \(keys), Enter shows one whole; all are kept in \(c.deadLettersKept.isEmpty ? "the sink" : c.deadLettersKept)",
+               .title, limit: canvas.width - 2)
+    if let problem = c.deadLetterProblem {
+        canvas.put(1, y + 1, problem, .dim, limit: canvas.width - 2)
+        return
+    }
+    let room = min(listRows - 1, canvas.height - 3 - (y + 1))
+    let selected = min(state.row, max(0, letters.count - 1))
+    let first = max(0, min(selected - room + 1, letters.count - room))
+    for (slot, i) in (first..<min(letters.count, first + room)).enumerated() {
+        let letter = letters[i]
+        let line = String(shortTime(isoTimestamp(Date(timeIntervalSince1970: letter.at))).suffix(8)) + "  "
+            + letter.source.padding(toLength: 18, withPad: " ", startingAt: 0) + " " + letter.reason
+        canvas.put(1, y + 1 + slot, line, i == selected ? .selected : .warn, limit: canvas.width - 2)
+    }
+}
+
+/// The Stream view's rows: the focused stream's latest dead letters.
+func deadLetterRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [DeadLetter] {
+    focused("stream", snapshot, state)?.deadLetters ?? []
 }
 
 /// The Models view's rows: registry versions, filtered by model name.

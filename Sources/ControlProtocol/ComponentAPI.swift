@@ -185,6 +185,14 @@ public final class ComponentAPI: Sendable {
         return try decode("/v1/runs", "run", try call("POST", "/v1/runs", body: body), RunSummary.init(json:))
     }
 
+    // MARK: - Stream
+
+    /// The stream's latest dead letters, newest first (scope operate: they hold events' data).
+    public func deadLetters(limit: Int = 100) throws(ComponentError) -> DeadLetterPage {
+        let path = "/v1/dead-letters?limit=\(limit)"
+        return try decode(path, "dead letters", try call("GET", path), DeadLetterPage.init(json:))
+    }
+
     // MARK: - Any action
 
     /// What an action did, in words for the operator (`run 12 queued`, `credit@2 → credit@3`).

@@ -708,6 +708,57 @@ public struct PauseResult: Sendable, Equatable {
     }
 }
 
+/// An event a stream could not score, as its sink keeps it: the event's id and where it came
+/// from, why, the event's text (its first 4 KB) and when (Unix seconds).
+public struct DeadLetter: Sendable, Equatable {
+    public var id: String
+    public var source: String
+    public var reason: String
+    public var event: String
+    public var at: Double
+
+    public init(id: String, source: String, reason: String, event: String, at: Double) {
+        self.id = id
+        self.source = source
+        self.reason = reason
+        self.event = event
+        self.at = at
+    }
+
+    public var json: JSONValue {
+        .object(JSONObject(["id": .string(id), "source": .string(source), "reason": .string(reason), "event": .string(event), "at": .number(at)]))
+    }
+
+    public init?(json value: JSONValue) {
+        guard let reason = value["reason"]?.stringValue else { return nil }
+        self.init(id: value["id"]?.stringValue ?? "", source: value["source"]?.stringValue ?? "", reason: reason,
+                  event: value["event"]?.stringValue ?? "", at: number(value["at"]) ?? 0)
+    }
+}
+
+/// A stream's `GET /v1/dead-letters`: its latest dead letters (newest first), how many there
+/// have been since it started, and where all of them are kept.
+public struct DeadLetterPage: Sendable, Equatable {
+    public var deadLetters: [DeadLetter]
+    public var total: Int
+    public var kept: String
+
+    public init(deadLetters: [DeadLetter], total: Int, kept: String) {
+        self.deadLetters = deadLetters
+        self.total = total
+        self.kept = kept
+    }
+
+    public var json: JSONValue {
+        .object(JSONObject(["dead_letters": .array(deadLetters.map(\.json)), "total": .number(Double(total)), "kept": .string(kept)]))
+    }
+
+    public init?(json value: JSONValue) {
+        guard case .array(let items)? = value["dead_letters"] else { return nil }
+        self.init(deadLetters: items.compactMap(DeadLetter.init(json:)), total: wholeNumber(value["total"], from: 0) ?? 0, kept: value["kept"]?.stringValue ?? "")
+    }
+}
+
 /// A finite number, or nil.
 func number(_ value: JSONValue?) -> Double? {
     guard case .number(let n)? = value, n.isFinite else { return nil }

@@ -130,7 +130,7 @@ final class StreamFixture: @unchecked Sendable {
         defer { f.stop() }
         let file = f.source.appendingPathComponent("a.jsonl")
         try append(eventLine(1) + eventLine(2), to: file)
-        let stream = try f.start()
+        let stream = try f.start(http: true)
         try f.waitFor(2)
         // Half a line: nothing is read until its line feed arrives (FolderSourceTests checks that
         // without threads; here the rest follows at once).
@@ -152,6 +152,14 @@ final class StreamFixture: @unchecked Sendable {
         #expect(dead[0]["reason"]?.stringValue?.contains(#"field "amount": expected a number"#) == true)
         #expect(dead[1]["reason"]?.stringValue?.hasPrefix("not valid JSON") == true)
         #expect(stream.dead.load(ordering: .relaxed) == 2)
+        // The latest dead letters over the control API, newest first, for an operate key only
+        // (they hold events' data).
+        let page = try f.batch.api(f.batch.operateKey).deadLetters()
+        #expect(page.total == 2 && page.kept == "dir:\(f.sink.path)")
+        #expect(page.deadLetters.map(\.source) == ["a.jsonl:5", "a.jsonl:4"])
+        #expect(page.deadLetters.last?.event == #"{"id": 4, "amount": "lots"}"#)
+        #expect(page.deadLetters.last?.reason.contains(#"field "amount": expected a number"#) == true)
+        #expect(throws: ComponentError.self) { try f.batch.api(f.batch.readKey).deadLetters() }
     }
 
     @Test func aLineLongerThanAMicroBatchBecomesADeadLetterNotAStall() throws {

@@ -217,6 +217,31 @@ private func fleet() -> FleetSnapshot {
         #expect(small.indices.filter { small[$0].hasPrefix("┌─ ") } == [2, 6, 10, 14])
     }
 
+    /// The Stream view lists the latest dead letters; ↑↓ select one, Enter shows it whole.
+    @Test func theStreamViewListsDeadLetters() {
+        var s = fleet()
+        s.components[2].deadLetters = [
+            DeadLetter(id: "9", source: "b.jsonl:2", reason: "not valid JSON: unexpected end of input at byte 12", event: "{\"id\": 9, \"amo", at: 1_795_564_790),
+            DeadLetter(id: "4", source: "a.jsonl:4", reason: "field \"amount\": expected a number, got \"lots\"", event: "{\"id\": 4, \"amount\": \"lots\"}", at: 1_795_564_780),
+        ]
+        s.components[2].deadLettersKept = "dir:/scored"
+        var c = Controller()
+        _ = c.handle(.character("3"), s)
+        let lines = drawConsole(s, c.state, width: 100, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.contains("Latest dead letters, newest first") && $0.contains("dir:/scored") })
+        #expect(lines.contains { $0.contains("23:59:50  b.jsonl:2") && $0.contains("not valid JSON") })
+        _ = c.handle(.down, s)
+        _ = c.handle(.enter, s)
+        #expect(c.state.detail?.title == "dead letter a.jsonl:4")
+        let whole = drawConsole(s, c.state, width: 100, height: 30, unicode: true).text
+        #expect(whole.contains(#"{"id": 4, "amount": "lots"}"#) && whole.contains(#"why: field "amount": expected a number, got "lots""#))
+        // A read key: the view says why there is no list.
+        s.components[2].deadLetters = []
+        s.components[2].deadLetterProblem = "the latest dead letters need a key with scope operate (they hold events' data)"
+        _ = c.handle(.escape, s)
+        #expect(drawConsole(s, c.state, width: 100, height: 30, unicode: true).text.contains("need a key with scope operate"))
+    }
+
     /// More components than panels fit: one line each, replicas of a service grouped under their
     /// totals (k9s's list); `m` switches to panels and back.
     @Test func manyComponentsAreATableWithReplicasGrouped() {
@@ -630,6 +655,35 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(collector.snapshot.components.first?.series["requests"] == [10, 20, 30, 40, 50])
         let windows = asked.withLock { $0 }
         #expect(windows.first == "120" && windows.count == 2 && (Int(windows[1]) ?? 120) < 120, "\(windows)")
+    }
+
+    /// A stream's latest dead letters are read when its count moves, not every poll.
+    @Test func deadLettersAreReadWhenTheirCountMoves() throws {
+        let asked = Atomic<Int>(0)
+        let count = Atomic<Int>(1)
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let body: String
+            switch request.path {
+            case "/v1/status": body = #"{"kind": "stream", "id": "stream-x", "state": "running", "counters": {"dead_letters": \#(count.load(ordering: .relaxed))}}"#
+            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
+            case "/v1/dead-letters":
+                asked.add(1, ordering: .relaxed)
+                body = #"{"dead_letters": [{"id": "4", "source": "a.jsonl:4", "reason": "field \"amount\": expected a number", "event": "{\"id\": 4}", "at": 1795564800}], "total": 1, "kept": "dir:/scored"}"#
+            default: body = #"{"events": []}"#
+            }
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let collector = Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: "k")
+        collector.collect()
+        collector.collect()
+        let view = try #require(collector.snapshot.components.first)
+        #expect(view.deadLetters.map(\.source) == ["a.jsonl:4"] && view.deadLettersKept == "dir:/scored")
+        #expect(asked.load(ordering: .relaxed) == 1, "the same count: not asked again")
+        count.store(2, ordering: .relaxed)
+        collector.collect()
+        #expect(asked.load(ordering: .relaxed) == 2)
     }
 
     /// A component that answers 401 is up but refuses the key: no death event, no DOWN.

@@ -90,6 +90,8 @@ package final class StreamComponent: Component {
     package let read = Atomic<Int>(0)
     package let written = Atomic<Int>(0)
     package let dead = Atomic<Int>(0)
+    /// The latest dead letters written, oldest first (at most `recentDeadLetters`).
+    private let recentDead = Mutex<[DeadLetter]>([])
     package let batches = Atomic<Int>(0)
     private let failures = Atomic<Int>(0)
     /// End-to-end latency (event time to prediction written); written by the scoring thread only.
@@ -198,9 +200,23 @@ package final class StreamComponent: Component {
             }
             self.written.wrappingAdd(work.predictions.ranges.count, ordering: .relaxed)
             dead.wrappingAdd(work.deadLetters.ranges.count, ordering: .relaxed)
+            if !work.deadLetters.ranges.isEmpty { keepRecent(work.deadLetters) }
             batches.wrappingAdd(1, ordering: .relaxed)
         }
     }
+
+    /// Keeps the latest dead letters (already written to the sink) for `GET /v1/dead-letters`.
+    private func keepRecent(_ lines: SinkLines) {
+        let letters = lines.ranges.suffix(Self.recentDeadLetters).compactMap { range in
+            (try? JSONValue.parse(Array(lines.bytes[range]))).flatMap(DeadLetter.init(json:))
+        }
+        recentDead.withLock { kept in
+            kept.append(contentsOf: letters)
+            if kept.count > Self.recentDeadLetters { kept.removeFirst(kept.count - Self.recentDeadLetters) }
+        }
+    }
+
+    static let recentDeadLetters = 100
 
     /// Runs `attempt` until it works, backing off while `dependency` is down; false when the
     /// component stops first (the micro-batch is then neither written nor committed, so it is read again).
@@ -357,6 +373,16 @@ package final class StreamComponent: Component {
 
     package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
         let path = String(request.path)
+        if path == "/v1/dead-letters" {
+            guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(path); use GET") }
+            switch authenticator.authorize(request, loop: context.loop, needed: .operate) {  // events' data: not for a read key
+            case .success: break
+            case .failure(let error): return error.response
+            }
+            let limit = min(max(Int(request.query["limit"] ?? "100") ?? 100, 1), Self.recentDeadLetters)
+            let latest = recentDead.withLock { Array($0.suffix(limit).reversed()) }
+            return json(200, DeadLetterPage(deadLetters: latest, total: dead.load(ordering: .relaxed), kept: sink.description).json)
+        }
         guard path == "/v1/pause" || path == "/v1/resume" else { return nil }
         guard request.method == "POST" else { return .error(405, "\(request.method) is not allowed on \(path); use POST") }
         let principal: Principal
