@@ -239,13 +239,58 @@ private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ s
         return
     }
     let first = max(0, min(selected - room + 1, snapshot.components.count - room))
-    for (slot, index) in (first..<min(snapshot.components.count, first + room)).enumerated() {
+    let shown = first..<min(snapshot.components.count, first + room)
+    for (slot, index) in shown.enumerated() {
         drawPanel(&canvas, snapshot.components[index], y: top + slot * panelHeight, height: panelHeight, selected: index == selected, now: state.now)
         drawMarks(&canvas, snapshot.components[index], snapshot.events, y: top + slot * panelHeight + panelHeight - 1, now: state.now)
+    }
+    // Replicas of one service: their totals on the bottom edge of the group's last panel shown.
+    for group in replicaGroups(snapshot.components) where group.count > 1 {
+        guard let totals = replicaTotals(snapshot.components[group]), let last = group.last(where: { shown.contains($0) }) else { continue }
+        // Right of the swap/run legend (drawMarks); on a narrow terminal the end gives way to "…".
+        let from = max(10, (canvas.width - 4 - 40) / 2) + 24
+        let room = canvas.width - 2 - from
+        guard room > 12 else { continue }
+        var text = " " + totals.text + " "
+        if text.count > room { text = String(text.prefix(room - 2)) + "… " }
+        canvas.put(canvas.width - 2 - text.count, top + (last - first) * panelHeight + panelHeight - 1, text, totals.role)
     }
     if snapshot.components.count > room {
         canvas.put(canvas.width - 16, canvas.height - 3, "\(first + 1)-\(min(snapshot.components.count, first + room)) of \(snapshot.components.count)", .dim)
     }
+}
+
+/// Runs of consecutive components of one kind and service (the collector keeps replicas side by side).
+func replicaGroups(_ components: [ComponentView]) -> [Range<Int>] {
+    var groups: [Range<Int>] = []
+    var i = 0
+    while i < components.count {
+        let c = components[i]
+        var j = i + 1
+        while j < components.count, components[j].kind == c.kind, !c.service.isEmpty, components[j].service == c.service { j += 1 }
+        groups.append(i..<j)
+        i = j
+    }
+    return groups
+}
+
+/// "serve credit: 3 replicas, 2 up; 150 req/s, worst p99 1.5ms" (their sums and worst), in the warn role when some
+/// are down or their versions differ; nil for a single component.
+func replicaTotals(_ members: ArraySlice<ComponentView>) -> (text: String, role: Role)? {
+    guard members.count > 1, let c = members.first else { return nil }
+    func last(_ c: ComponentView, _ field: String) -> Double { c.series[field]?.last ?? 0 }
+    let live = members.filter { !$0.isDown }
+    var total = "\(c.kind) \(c.service): \(members.count) replicas, \(live.count) up"
+    if c.kind == "serve" {
+        let requests = live.map { last($0, "requests") }.reduce(0, +)
+        let p99 = live.compactMap { last($0, "requests") > 0 ? $0.series["p99_ms"]?.last : nil }.max()
+        total += "; \(short(requests)) req/s, worst p99 \(milliseconds(p99, compact: true))"
+    } else if c.kind == "stream" {
+        total += "; backlog \(short(live.map { $0.status?.stream?.backlog.events ?? 0 }.reduce(0, +))), out \(short(live.map { last($0, "out") }.reduce(0, +)))/s"
+    }
+    let versions = Set(live.compactMap(\.model))
+    if versions.count > 1 { total += "; versions differ: " + versions.sorted().joined(separator: ", ") }
+    return (total, live.count < members.count || versions.count > 1 ? .warn : .title)
 }
 
 /// The overview as a table: a line per component, replicas of one service (same kind, same
@@ -281,28 +326,9 @@ private func drawTable(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, select
     }
     // Rows: a header line before each group of two or more replicas, then its members.
     var rows: [(text: String, role: Role, index: Int?)] = []
-    var i = 0
-    while i < components.count {
-        let c = components[i]
-        var j = i + 1
-        while j < components.count, components[j].kind == c.kind, !c.service.isEmpty, components[j].service == c.service { j += 1 }
-        if j - i > 1 {
-            let members = components[i..<j]
-            let live = members.filter { !$0.isDown }
-            var total = "\(c.kind) \(c.service): \(members.count) replicas, \(live.count) up"
-            if c.kind == "serve" {
-                let requests = live.map { last($0, "requests") }.reduce(0, +)
-                let p99 = live.compactMap { last($0, "requests") > 0 ? $0.series["p99_ms"]?.last : nil }.max()
-                total += "  —  \(short(requests)) req/s in all, worst p99 \(milliseconds(p99, compact: true))"
-            } else if c.kind == "stream" {
-                total += "  —  backlog \(short(live.map { $0.status?.stream?.backlog.events ?? 0 }.reduce(0, +))) in all, out \(short(live.map { last($0, "out") }.reduce(0, +)))/s"
-            }
-            let versions = Set(live.compactMap(\.model))
-            if versions.count > 1 { total += "  —  versions differ: " + versions.sorted().joined(separator: ", ") }
-            rows.append((total, live.count < members.count || versions.count > 1 ? .warn : .title, nil))
-        }
-        for k in i..<j { rows.append(("", .text, k)) }
-        i = j
+    for group in replicaGroups(components) {
+        if group.count > 1, let totals = replicaTotals(components[group]) { rows.append((totals.text, totals.role, nil)) }
+        for k in group { rows.append(("", .text, k)) }
     }
     let top = 3, room = canvas.height - top - 3
     canvas.put(1, 2, "KIND   ID                 MODEL        NOW", .dim, limit: canvas.width - 2)

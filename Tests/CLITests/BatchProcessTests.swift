@@ -39,14 +39,25 @@ final class RunningSwitchyard: @unchecked Sendable {
                 if data.isEmpty { break }
                 self.output.withLock { $0 += String(decoding: data, as: UTF8.self) }
             }
+            self.ended.store(true, ordering: .releasing)
             self.outputEnded.signal()
         }
         reader.start()
     }
 
     private let outputEnded = DispatchSemaphore(value: 0)
+    private let ended = Atomic<Bool>(false)
 
+    /// What it has printed so far.
     var text: String { output.withLock { $0 } }
+
+    /// Everything it printed: once it has exited and the reader has read the pipe to its end
+    /// (`text` right after the exit can miss the last lines still in the pipe).
+    func finalText() -> String {
+        process.waitUntilExit()
+        for _ in 0..<3000 where !ended.load(ordering: .acquiring) { usleep(10_000) }  // 30 s: only a hung reader waits that long
+        return text
+    }
 
     /// The port from "control API on http://HOST:PORT" (HOST 127.0.0.1 unless given), waiting up to 20 s.
     func port(host: String = "127.0.0.1") throws -> Int {
@@ -193,9 +204,9 @@ extension BatchProcessTests {
         }
         #expect(said, "\(waiting.text)")
         first.kill(SIGINT)  // cancels its run; the waiting one goes next
-        waiting.process.waitUntilExit()
-        #expect(waiting.process.terminationStatus == 0, "\(waiting.text)")
-        #expect(waiting.text.contains("run 2 succeeded: 1 input, 100000 rows read"), "\(waiting.text)")
+        let finished = waiting.finalText()
+        #expect(waiting.process.terminationStatus == 0, "\(finished)")
+        #expect(finished.contains("run 2 succeeded: 1 input, 100000 rows read"), "\(finished)")
     }
 }
 

@@ -263,7 +263,7 @@ private func fleet() -> FleetSnapshot {
         let lines = drawConsole(s, c.state, width: 80, height: 24, unicode: true).text.split(separator: "\n").map(String.init)
         #expect(lines[2].hasPrefix(" KIND   ID                 MODEL        NOW"))
         #expect(lines[3].hasPrefix(" batch  batch-a            credit@1     run 7 45%  ETA 2s"), "\(lines[3])")
-        #expect(lines[4].hasPrefix(" ▾ serve credit: 3 replicas, 2 up  —  150 req/s in all, worst p99 1.5ms"), "\(lines[4])")
+        #expect(lines[4].hasPrefix(" ▾ serve credit: 3 replicas, 2 up; 150 req/s, worst p99 1.5ms"), "\(lines[4])")
         #expect(lines[5].hasPrefix(" serve  serve-1            credit@2     100 req/s  p99 0.5ms  5xx 0.0%"), "\(lines[5])")
         #expect(lines[7].hasPrefix(" serve  serve-3            credit@2     DOWN, last seen 1m40s ago"), "\(lines[7])")
         #expect(canvas(s, c).cells[7 * 80 + 30].role == .error)
@@ -275,6 +275,19 @@ private func fleet() -> FleetSnapshot {
         #expect(drawConsole(s, c.state, width: 80, height: 24, unicode: true).text.contains("┌─ batch batch-a"))
         _ = c.handle(.character("m"), s)
         #expect(c.state.compact == true)
+    }
+
+    /// Replicas shown as panels: their totals on the bottom edge of the group's last panel.
+    @Test func replicaPanelsShowTheirTotals() {
+        var s = fleet()
+        s.components[3] = ComponentView(url: "http://127.0.0.1:9004", kind: "serve", id: "serve-c",
+                                        status: status(#"{"kind":"serve","model":{"name":"credit","version":2,"reference":"credit@2"},"state":"serving"}"#),
+                                        series: ["requests": [60], "p99_ms": [0.9]], lastSeen: Date())
+        s.components[1].status?.model = ModelReference(name: "credit", version: 2, sha256: "")
+        s.components.swapAt(2, 3)  // the collector's order: batch, serve-a, serve-c, stream
+        let lines = drawConsole(s, ConsoleState(), width: 140, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
+        let bottom = lines.firstIndex { $0.contains("serve credit: 2 replicas, 2 up; 100 req/s, worst p99 0.9ms") }
+        #expect(bottom != nil && lines[bottom!].hasPrefix("└"), "\(lines.joined(separator: "\n"))")
     }
 
     /// A detail chart has a time axis to now, units on its scale, min and max, and the swaps marked.
