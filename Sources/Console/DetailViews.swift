@@ -129,9 +129,7 @@ private func runLine(_ run: RunSummary) -> String {
     let started = shortTime(run.startedAt ?? run.queuedAt)
     let rows = short(Double(run.rowsRead))
     let rejected = short(Double(run.rowsRejected))
-    return String(run.id).padding(toLength: 6, withPad: " ", startingAt: 0) + run.status.padding(toLength: 12, withPad: " ", startingAt: 0)
-        + run.trigger.padding(toLength: 9, withPad: " ", startingAt: 0) + started.padding(toLength: 15, withPad: " ", startingAt: 0)
-        + rows.padding(toLength: 8, withPad: " ", startingAt: 0) + rejected.padding(toLength: 8, withPad: " ", startingAt: 0) + (run.model ?? "")
+    return column(String(run.id), 6) + column(run.status, 12) + column(run.trigger, 9) + column(started, 15) + column(rows, 8) + column(rejected, 8) + (run.model ?? "")
 }
 
 /// A run's whole record for the drill-down (Enter in the Batch view).
@@ -253,7 +251,7 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     for (slot, i) in (first..<min(letters.count, first + room)).enumerated() {
         let letter = letters[i]
         let line = String(shortTime(isoTimestamp(Date(timeIntervalSince1970: letter.at))).suffix(8)) + "  "
-            + letter.source.padding(toLength: 18, withPad: " ", startingAt: 0) + " " + letter.reason
+            + column(letter.source, 19) + letter.reason
         canvas.put(1, y + 1 + slot, line, i == selected ? .selected : .warn, limit: canvas.width - 2)
     }
 }
@@ -285,9 +283,8 @@ func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
         let v = rows[i]
         func metric(_ key: String) -> String { v.metrics[key].map { String(format: "%.4f", $0) } ?? "-" }
         let running = snapshot.components.filter { $0.model == v.reference }.map(\.kind)
-        let text = v.reference.padding(toLength: 21, withPad: " ", startingAt: 0) + v.aliases.joined(separator: ",").padding(toLength: 20, withPad: " ", startingAt: 0)
-            + metric("auc").padding(toLength: 8, withPad: " ", startingAt: 0) + metric("accuracy").padding(toLength: 9, withPad: " ", startingAt: 0)
-            + metric("log_loss").padding(toLength: 9, withPad: " ", startingAt: 0) + shortTime(v.createdAt, seconds: false)
+        let text = column(v.reference, 21) + column(v.aliases.joined(separator: ","), 20) + column(metric("auc"), 8) + column(metric("accuracy"), 9)
+            + column(metric("log_loss"), 9) + shortTime(v.createdAt, seconds: false)
             + (running.isEmpty ? "" : "  ◂ " + running.joined(separator: ","))
         canvas.put(1, 4 + slot, canvas.unicode ? text : text.replacingOccurrences(of: "◂", with: "<"), i == selected ? .selected : v.aliases.isEmpty ? .text : .value, limit: canvas.width - 2)
     }
@@ -296,7 +293,7 @@ func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     for (i, entry) in snapshot.audit.prefix(canvas.height - y - 3).enumerated() {
         let move = entry.fromVersion.map { "v\($0) → " } ?? ""
         let to = entry.toVersion.map { "v\($0)" } ?? ""
-        let text = "\(shortTime(entry.at))  \(entry.action.padding(toLength: 9, withPad: " ", startingAt: 0)) \(entry.model)\(entry.alias.map { "@\($0)" } ?? "")  \(move)\(to)  by \(entry.who)"
+        let text = "\(shortTime(entry.at))  \(column(entry.action, 10))\(entry.model)\(entry.alias.map { "@\($0)" } ?? "")  \(move)\(to)  by \(entry.who)"
         canvas.put(1, y + 1 + i, canvas.unicode ? text : text.replacingOccurrences(of: "→", with: "->"), .text, limit: canvas.width - 2)
     }
 }

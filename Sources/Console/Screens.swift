@@ -342,8 +342,7 @@ private func drawTable(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, select
         let c = components[index]
         let (now, role) = doing(c)
         let name = c.id.isEmpty ? c.url : c.id
-        let text = c.kind.padding(toLength: 7, withPad: " ", startingAt: 0) + String(name.prefix(18)).padding(toLength: 19, withPad: " ", startingAt: 0)
-            + String((c.model ?? "–").prefix(12)).padding(toLength: 13, withPad: " ", startingAt: 0) + now
+        let text = column(c.kind, 7) + column(name, 19) + column(c.model ?? "–", 13) + now
         canvas.put(1, top + slot, text, index == selected ? .selected : role, limit: canvas.width - 2)
     }
     if rows.count > room { canvas.put(canvas.width - 22, canvas.height - 3, "\(first + 1)-\(min(rows.count, first + room)) of \(rows.count) rows", .dim) }
@@ -414,6 +413,12 @@ func milliseconds(_ x: Double?, compact: Bool = false) -> String {
     case ..<1000: return String(format: compact ? "%.0f" : "%.1f", x) + space + "ms"
     default: return String(format: "%.1f", x / 1000) + space + "s"
     }
+}
+
+/// `text` as a table column `width` wide: padded, or cut with "…" so the next column always
+/// starts after a space (a long id or alias list never runs into the next column).
+func column(_ text: String, _ width: Int) -> String {
+    text.count < width ? text.padding(toLength: width, withPad: " ", startingAt: 0) : String(text.prefix(max(0, width - 2))) + "… "
 }
 
 /// A number with a k/M suffix.
@@ -556,7 +561,7 @@ private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ sta
         let event = events[i]
         let time = String(shortTime(event.at).suffix(8))
         let role: Role = i == selected ? .selected : event.kind == "error" ? .error : event.kind == "action" ? .accent : .text
-        canvas.put(1, 3 + slot, "\(time)  \(event.source.padding(toLength: 22, withPad: " ", startingAt: 0)) \(event.kind.padding(toLength: 7, withPad: " ", startingAt: 0)) \(event.message)",
+        canvas.put(1, 3 + slot, "\(time)  \(column(event.source, 23))\(column(event.kind, 8))\(event.message)",
                    role, limit: canvas.width - 2)
     }
     if events.count > room { canvas.put(canvas.width - 22, canvas.height - 3, "\(first + 1)-\(min(events.count, first + room)) of \(events.count)", .dim) }

@@ -560,6 +560,17 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(failed.contains("error: bad.csv: the"), "the error wraps in the details")
     }
 
+    /// A column too long for its width is cut with "…" and the next column still starts in its place.
+    @Test func longValuesNeverRunIntoTheNextColumn() {
+        #expect(column("credit@3", 10) == "credit@3  " && column("production,canary,shadow", 10) == "producti… ")
+        var s = detailedFleet()
+        s.versions[0].aliases = ["production-eu", "canary", "shadow", "blue", "green"]
+        var state = ConsoleState()
+        state.view = .models
+        let lines = drawConsole(s, state, width: 100, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines[4].hasPrefix(" credit@3             production-eu,cana… 0.8200  0.7400   0.5200   11-25 00:30"), "\(lines[4])")
+    }
+
     @Test func modelsViewShowsVersionsAliasesMetricsAndAudit() {
         let lines = draw(.models)
         #expect(lines[4].hasPrefix(" credit@3             canary              0.8200  0.7400   0.5200   11-25 00:30"))
