@@ -149,6 +149,13 @@ package struct Controller: Sendable {
             let name = model.split(separator: "@").first.map(String.init) ?? model
             let alias = components[state.selected].status?.following ?? "production"
             return command("rollback \(name) \(alias)", snapshot)
+        case .character("o") where sortOrders[state.view] != nil:
+            // The next sort order; the selection stays on the same row.
+            let key = rowKeys(snapshot).indices.contains(state.row) ? rowKeys(snapshot)[state.row] : nil
+            state.sort[state.view] = ((state.sort[state.view] ?? 0) + 1) % sortOrders[state.view]!.count
+            if let key, let i = rowKeys(snapshot).firstIndex(of: key) { state.row = i }
+            state.status = "sorted by \(sortOrder(state.view, state)) (o: the next order)"
+            state.statusRole = .status
         case .character("m") where state.view == .overview:
             state.compact = !(state.compact ?? (snapshot.components.count > panelRoom(height: state.screenHeight)))
             state.status = state.compact! ? "the overview as a table (m: panels)" : "the overview as panels (m: a table)"

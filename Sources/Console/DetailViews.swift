@@ -121,8 +121,13 @@ func counterText(_ counter: NamedNumber) -> String {
 func batchRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [RunSummary] {
     guard let c = focused("batch", snapshot, state) else { return [] }
     let filter = state.filter.lowercased()
-    guard !filter.isEmpty else { return c.runs }
-    return c.runs.filter { runLine($0).lowercased().contains(filter) }
+    let runs = filter.isEmpty ? c.runs : c.runs.filter { runLine($0).lowercased().contains(filter) }
+    switch sortOrder(.batch, state) {
+    case "status": return runs.sorted { ($0.status, -$0.id) < ($1.status, -$1.id) }
+    case "rejects": return runs.sorted { ($1.rowsRejected, $1.id) < ($0.rowsRejected, $0.id) }
+    case "rows": return runs.sorted { ($1.rowsRead, $1.id) < ($0.rowsRead, $0.id) }
+    default: return runs  // newest first, as the component lists them
+    }
 }
 
 private func runLine(_ run: RunSummary) -> String {
@@ -162,7 +167,7 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     let rows = batchRows(snapshot, state)
     let schedule = c.status?.batch?.nextRunAt.map { "next run \($0)" } ?? "no schedule"
     canvas.put(1, 2, "Batch \(c.id)  \(c.model ?? "")  \(schedule)  queue \(c.status?.batch?.queue ?? 0)"
-        + (state.filter.isEmpty ? "" : "  runs matching \"\(state.filter)\""), c.isDown ? .error : .title, limit: canvas.width - 2)
+        + (state.filter.isEmpty ? "" : "  runs matching \"\(state.filter)\"") + "  by \(sortOrder(.batch, state)) (o sorts)", c.isDown ? .error : .title, limit: canvas.width - 2)
     let tableWidth = max(50, min(72, canvas.width - 28))
     canvas.put(1, 3, "RUN   STATUS      TRIGGER  STARTED        ROWS    REJECTS MODEL", .dim, limit: tableWidth)
     let room = tableRows(height: canvas.height)
@@ -238,8 +243,8 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
     canvas.put(1, y, text, .dim, limit: canvas.width - 2)
     guard listRows > 0, y + 2 < canvas.height - 3 else { return }
     y += 1
-    let keys = canvas.unicode ? "— ↑↓ select" : "- up/down select"
-    canvas.put(1, y, "Latest dead letters, newest first \(keys), Enter shows one whole; all are kept in \(c.deadLettersKept.isEmpty ? "the sink" : c.deadLettersKept)",
+    let keys = canvas.unicode ? "↑↓ select" : "up/down select"
+    canvas.put(1, y, "Latest dead letters by \(sortOrder(.stream, state)), all kept in \(c.deadLettersKept.isEmpty ? "the sink" : c.deadLettersKept) (\(keys), Enter shows one, o sorts)",
                .title, limit: canvas.width - 2)
     if let problem = c.deadLetterProblem {
         canvas.put(1, y + 1, problem, .dim, limit: canvas.width - 2)
@@ -258,13 +263,33 @@ func drawStreamView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
 
 /// The Stream view's rows: the focused stream's latest dead letters.
 func deadLetterRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [DeadLetter] {
-    focused("stream", snapshot, state)?.deadLetters ?? []
+    let letters = focused("stream", snapshot, state)?.deadLetters ?? []
+    return sortOrder(.stream, state) == "reason" ? letters.sorted { ($0.reason, -$0.at) < ($1.reason, -$1.at) } : letters
 }
 
 /// The Models view's rows: registry versions, filtered by model name.
 func modelRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [ModelVersion] {
     let filter = state.filter.lowercased()
-    return filter.isEmpty ? snapshot.versions : snapshot.versions.filter { $0.reference.lowercased().contains(filter) }
+    let versions = filter.isEmpty ? snapshot.versions : snapshot.versions.filter { $0.reference.lowercased().contains(filter) }
+    switch sortOrder(.models, state) {
+    case "AUC": return versions.sorted { ($1.metrics["auc"] ?? -1, $1.reference) < ($0.metrics["auc"] ?? -1, $0.reference) }
+    case "newest": return versions.sorted { ($1.createdAt, $1.version) < ($0.createdAt, $0.version) }
+    default: return versions  // by model, newest version first
+    }
+}
+
+/// Each table's sort orders, the first its default (`o` cycles them).
+let sortOrders: [ConsoleView: [String]] = [
+    .batch: ["newest", "status", "rows", "rejects"],
+    .models: ["model", "AUC", "newest"],
+    .events: ["newest", "kind", "source"],
+    .stream: ["newest", "reason"],
+]
+
+/// The current view's sort order.
+func sortOrder(_ view: ConsoleView, _ state: ConsoleState) -> String {
+    guard let orders = sortOrders[view] else { return "" }
+    return orders[(state.sort[view] ?? 0) % orders.count]
 }
 
 func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
@@ -273,7 +298,7 @@ func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: 
         return
     }
     let rows = modelRows(snapshot, state)
-    canvas.put(1, 2, "Models in the registry" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " — P promote to production, b roll production back",
+    canvas.put(1, 2, "Models in the registry" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " by \(sortOrder(.models, state)) — P promote to production, b roll production back, o sorts",
                .title, limit: canvas.width - 2)
     canvas.put(1, 3, "VERSION              ALIASES             AUC     ACCURACY LOG-LOSS CREATED", .dim, limit: canvas.width - 2)
     let tableRows = max(3, (canvas.height - 8) / 2)

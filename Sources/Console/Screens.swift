@@ -73,6 +73,8 @@ package struct ConsoleState: Sendable {
     package var historyIndex: Int?
     package var confirm: PendingAction?
     package var readOnly = false
+    /// Each table's sort order, as an index into `sortOrders` (`o` cycles it).
+    package var sort: [ConsoleView: Int] = [:]
     /// The overview as a table, a line per component with replicas grouped: nil chooses (a table
     /// when the panels would not all fit), `m` sets it either way.
     package var compact: Bool?
@@ -541,7 +543,12 @@ private func drawMarks(_ canvas: inout Canvas, _ c: ComponentView, _ events: [Ev
 /// The Events view's rows: newest first, filtered.
 func eventRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [EventItem] {
     let filter = state.filter.lowercased()
-    return snapshot.events.reversed().filter { filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter) }
+    let events = snapshot.events.reversed().filter { filter.isEmpty || "\($0.source) \($0.kind) \($0.message)".lowercased().contains(filter) }
+    switch sortOrder(.events, state) {
+    case "kind": return events.sorted { ($0.kind, $1.at) < ($1.kind, $0.at) }
+    case "source": return events.sorted { ($0.source, $1.at) < ($1.source, $0.at) }
+    default: return events
+    }
 }
 
 /// Rows a view's table shows on a terminal `height` rows tall (a page for PgUp/PgDn).
@@ -552,7 +559,7 @@ package func panelRoom(height: Int) -> Int { max(1, (height - 4) / 4) }
 
 private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     let events = eventRows(snapshot, state)
-    canvas.put(1, 2, "Events, newest first, times in UTC" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))"
+    canvas.put(1, 2, "Events by \(sortOrder(.events, state)) (o sorts), times in UTC" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))"
         + (events.isEmpty ? "" : " — Enter shows one whole"), .title, limit: canvas.width - 2)
     let room = tableRows(height: canvas.height)
     let selected = min(state.row, max(0, events.count - 1))
@@ -598,12 +605,12 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
         ("Enter", "a row whole; on the overview, the component's own view"),
         ("r, + / -", "refresh now; poll faster / slower"),
-        ("m", "overview as panels or as a table (replicas grouped, with totals)"),
+        ("m", "the overview as panels or a table (replicas grouped)"),
         ("x", "acknowledge a DOWN component (it stays on screen until then)"),
         ("t, p", "trigger a batch run; pause or resume the stream"),
         ("s, b", "swap the model; roll back the alias the component follows"),
         ("R, c, P", "rerun, cancel the run (Batch); promote it (Models)"),
-        ("/", "filter the events, runs and versions tables"),
+        ("/, o", "filter the table; sort it another way"),
         ("e, Enter", "Predict view: edit a field; send to serve and the scorer"),
         (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME (each may name its component: :swap serve-a 3), promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab completes, ↑↓ recall"),
         ("?", "this help"),

@@ -228,7 +228,7 @@ private func fleet() -> FleetSnapshot {
         var c = Controller()
         _ = c.handle(.character("3"), s)
         let lines = drawConsole(s, c.state, width: 100, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
-        #expect(lines.contains { $0.contains("Latest dead letters, newest first") && $0.contains("dir:/scored") })
+        #expect(lines.contains { $0.contains("Latest dead letters by newest") && $0.contains("dir:/scored") })
         #expect(lines.contains { $0.contains("23:59:50  b.jsonl:2") && $0.contains("not valid JSON") })
         _ = c.handle(.down, s)
         _ = c.handle(.enter, s)
@@ -330,7 +330,7 @@ private func fleet() -> FleetSnapshot {
         state.view = .events
         state.filter = "swap"
         let text = drawConsole(snapshot, state, width: 80, height: 24, unicode: true).text
-        #expect(text.contains("Events, newest first, times in UTC matching \"swap\" (1)"))
+        #expect(text.contains("Events by newest (o sorts), times in UTC matching \"swap\" (1)"))
         #expect(text.contains("00:00:01  serve serve-a"))
         #expect(!text.contains("run 7 started"))
     }
@@ -558,6 +558,25 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(failed.contains("runs matching \"failed\""))
         #expect(!failed.contains(" 7     succeeded"))
         #expect(failed.contains("error: bad.csv: the"), "the error wraps in the details")
+    }
+
+    /// `o` sorts a table another way; the selection stays on the same run.
+    @Test func tablesSortAnotherWayAndKeepTheSelection() {
+        var c = Controller()
+        var s = detailedFleet()
+        s.components[0].runs.append(run(#"{"id":6,"status":"succeeded","trigger":"manual","rows_read":90000,"rows_rejected":0}"#))
+        _ = c.handle(.character("2"), s)
+        _ = c.handle(.end, s)  // run 6, the oldest
+        #expect(c.state.rowKey == "run:6")
+        _ = c.handle(.character("o"), s)  // by status: failed 8, then succeeded 7 and 6
+        #expect(batchRows(s, c.state).map(\.id) == [8, 7, 6] && c.state.status.hasPrefix("sorted by status"))
+        _ = c.handle(.character("o"), s)  // by rows read
+        #expect(batchRows(s, c.state).map(\.id) == [6, 7, 8])
+        #expect(c.state.row == 0 && c.state.rowKey == "run:6", "still on run 6")
+        #expect(drawConsole(s, c.state, width: 100, height: 30, unicode: true).text.contains("by rows (o sorts)"))
+        _ = c.handle(.character("4"), s)
+        _ = c.handle(.character("o"), s)  // versions by AUC
+        #expect(modelRows(s, c.state).map(\.reference) == ["credit@3", "credit@2", "credit@1"])
     }
 
     /// A column too long for its width is cut with "…" and the next column still starts in its place.
