@@ -88,6 +88,8 @@ package final class Collector: @unchecked Sendable {
     /// One client (one kept connection) per component address, kept across polls.
     private var clients: [String: ComponentAPI] = [:]
     private let endpoints: [String]
+    /// What the views need besides status, series and events (batch runs, dead letters).
+    private let collects: Set<Collected>
     private let registry: RegistryAPI?
     private let key: String?
     private let timeout: Double
@@ -104,7 +106,8 @@ package final class Collector: @unchecked Sendable {
 
     /// `registry`: the registry service (its fleet, versions, aliases and audit log); nil shows
     /// only the `endpoints`.
-    package init(endpoints: [String], registry: RegistryAPI?, key: String?, timeout: Double = 1) {
+    package init(endpoints: [String], registry: RegistryAPI?, key: String?, timeout: Double = 1, collects: Set<Collected> = collectedByViews) {
+        self.collects = collects
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         self.registry = registry
         self.key = key
@@ -258,8 +261,8 @@ package final class Collector: @unchecked Sendable {
                     events.append(EventItem(at: item.at, source: view.kind + " " + view.id, kind: item.kind, message: item.message))
                 }
             }
-            if status.kind == "batch", let page = try? api.runs(limit: 50) { view.runs = page.runs }
-            if status.kind == "stream" { readDeadLetters(api, status, &view) }
+            if status.kind == "batch", collects.contains(.runs), let page = try? api.runs(limit: 50) { view.runs = page.runs }
+            if status.kind == "stream", collects.contains(.deadLetters) { readDeadLetters(api, status, &view) }
             view.lastSeen = Date()
             view.error = nil
         } catch where error.status == 401 || error.status == 403 {

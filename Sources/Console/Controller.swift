@@ -40,15 +40,7 @@ package struct Controller: Sendable {
     }
 
     /// Each row's identity in the current view's table.
-    private func rowKeys(_ snapshot: FleetSnapshot) -> [String] {
-        switch state.view {
-        case .batch: batchRows(snapshot, state).map { "run:\($0.id)" }
-        case .models: modelRows(snapshot, state).map(\.reference)
-        case .events: eventRows(snapshot, state).map(\.identity)
-        case .stream: deadLetterRows(snapshot, state).map { "dead:\($0.at)|\($0.source)" }
-        default: []
-        }
-    }
+    private func rowKeys(_ snapshot: FleetSnapshot) -> [String] { screen(state.view).rowKeys(snapshot, state) ?? [] }
 
     package mutating func handle(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
         follow(snapshot)
@@ -66,12 +58,13 @@ package struct Controller: Sendable {
         if state.detail != nil { return handleDetail(key) }
         if state.commandLine != nil { return handleCommandLine(key, snapshot) }
         if state.filtering { return handleFilter(key) }
-        if state.view == .predict, state.predict != nil, let effect = handlePredict(key) { return effect }
         if state.showHelp {
             // Any key closes help, q and Esc included: neither quits from here.
             state.showHelp = false
             return .redraw
         }
+        // The view's own keys first (Batch's R and c, Models' P and b, the overview's x and m, …).
+        if let effect = screen(state.view).handle(key, snapshot, &self) { return effect }
         let count = snapshot.components.count
         switch key {
         case .character("q"):
@@ -106,42 +99,12 @@ package struct Controller: Sendable {
             }
             let clamped = max(0, min(max(0, rows - 1), next))
             if tableCount(snapshot) != nil { state.row = clamped } else { state.selected = clamped }
-        case .enter where state.view == .overview:
-            // The selected component's own view.
-            guard state.selected < count else { return fail("Enter: no component selected") }
-            switch snapshot.components[state.selected].kind {
-            case "serve": state.view = .serve
-            case "batch": state.view = .batch
-            case "stream": state.view = .stream
-            default: return fail("Enter: \(snapshot.components[state.selected].kind) has no view of its own")
-            }
-            state.row = 0
         case .enter:
             // The selected row's whole text, wrapped: a run, an event, a version.
-            guard let detail = detailText(snapshot) else { return fail("Enter opens the selected run (2), dead letter (3), version (4) or event (6)") }
+            guard let detail = screen(state.view).detail(snapshot, state) else { return fail("Enter opens the selected run (2), dead letter (3), version (4) or event (6)") }
             state.detail = detail
             state.detailScroll = 0
-        case .character("R") where state.view == .batch:
-            guard let id = selectedRunID(snapshot) else { return fail("rerun: select a run first") }
-            return command("rerun \(id)", snapshot)
-        case .character("c") where state.view == .batch:
-            guard let id = selectedRunID(snapshot) else { return fail("cancel: select a run first") }
-            let rows = batchRows(snapshot, state)
-            let run = rows[min(state.row, rows.count - 1)]
-            if run.isFinished {
-                return fail("cancel: run \(id) has already finished (\(run.status)); R reruns it")
-            }
-            return command("cancel \(id)", snapshot)
-        case .character("P") where state.view == .models:
-            let rows = modelRows(snapshot, state)
-            guard !rows.isEmpty else { return fail("promote: no version to promote") }
-            return command("promote \(rows[min(state.row, rows.count - 1)].reference) production", snapshot)
         case .character("b"):
-            if state.view == .models {
-                let rows = modelRows(snapshot, state)
-                guard !rows.isEmpty else { return fail("rollback: no model selected") }
-                return command("rollback \(rows[min(state.row, rows.count - 1)].model) production", snapshot)
-            }
             let components = snapshot.components
             guard state.selected < components.count, let model = components[state.selected].model else {
                 return fail("rollback: select a component that runs a model")
@@ -149,27 +112,13 @@ package struct Controller: Sendable {
             let name = model.split(separator: "@").first.map(String.init) ?? model
             let alias = components[state.selected].status?.following ?? "production"
             return command("rollback \(name) \(alias)", snapshot)
-        case .character("o") where sortOrders[state.view] != nil:
+        case .character("o") where !screen(state.view).sortOrders.isEmpty:
             // The next sort order; the selection stays on the same row.
             let key = rowKeys(snapshot).indices.contains(state.row) ? rowKeys(snapshot)[state.row] : nil
-            state.sort[state.view] = ((state.sort[state.view] ?? 0) + 1) % sortOrders[state.view]!.count
+            state.sort[state.view] = ((state.sort[state.view] ?? 0) + 1) % screen(state.view).sortOrders.count
             if let key, let i = rowKeys(snapshot).firstIndex(of: key) { state.row = i }
             state.status = "sorted by \(sortOrder(state.view, state)) (o: the next order)"
             state.statusRole = .status
-        case .character("m") where state.view == .overview:
-            state.compact = !(state.compact ?? (snapshot.components.count > panelRoom(height: state.screenHeight)))
-            state.status = state.compact! ? "the overview as a table (m: panels)" : "the overview as panels (m: a table)"
-            state.statusRole = .status
-        case .character("x") where state.view == .overview:
-            let components = snapshot.components
-            guard state.selected < components.count, components[state.selected].isDown else {
-                return fail("x: select a DOWN component to acknowledge (it stays on screen until you do)")
-            }
-            let gone = components[state.selected]
-            state.status = "acknowledged: \(gone.kind) \(gone.id) at \(gone.url) is no longer shown"
-            state.statusRole = .status
-            state.selected = max(0, state.selected - 1)
-            return .acknowledge(url: gone.url)
         case .character("r"):
             state.status = "refreshing"
             return .refresh
@@ -191,7 +140,7 @@ package struct Controller: Sendable {
     }
 
     /// Keys of the Predict view: select and edit fields, Enter sends; nil passes the key on.
-    private mutating func handlePredict(_ key: Key) -> Effect? {
+    mutating func handlePredict(_ key: Key) -> Effect? {
         guard var form = state.predict else { return nil }
         defer { state.predict = form }
         if let text = form.editing {
@@ -261,58 +210,8 @@ package struct Controller: Sendable {
         return .redraw
     }
 
-    /// Rows of the current view's table, when it has one (Batch runs, Models versions, Events).
-    private func tableCount(_ snapshot: FleetSnapshot) -> Int? {
-        switch state.view {
-        case .batch: batchRows(snapshot, state).count
-        case .models: modelRows(snapshot, state).count
-        case .events: eventRows(snapshot, state).count
-        case .stream: deadLetterRows(snapshot, state).isEmpty ? nil : deadLetterRows(snapshot, state).count
-        default: nil
-        }
-    }
-
-    /// The selected row's full text for the drill-down, or nil where there is no row.
-    private func detailText(_ snapshot: FleetSnapshot) -> (title: String, lines: [String])? {
-        switch state.view {
-        case .batch:
-            let rows = batchRows(snapshot, state)
-            guard !rows.isEmpty else { return nil }
-            return runDetail(rows[min(state.row, rows.count - 1)])
-        case .models:
-            let rows = modelRows(snapshot, state)
-            guard !rows.isEmpty else { return nil }
-            let v = rows[min(state.row, rows.count - 1)]
-            let audit = snapshot.audit.filter { $0.model == v.model && ($0.toVersion == v.version || $0.fromVersion == v.version) }
-            let aliases: String = v.aliases.isEmpty ? "none" : v.aliases.joined(separator: ", ")
-            let metrics: String = v.metrics.sorted { $0.key < $1.key }.map { "\($0.key) \(String(format: "%.4f", $0.value))" }.joined(separator: "  ")
-            let ids: [String] = snapshot.components.filter { $0.model == v.reference }.map(\.id)
-            var lines: [String] = ["created \(v.createdAt) by \(v.createdBy)", "sha256 \(v.sha256)", "aliases: \(aliases)", "metrics: \(metrics)"]
-            lines.append("running on: " + (ids.isEmpty ? "nothing" : ids.joined(separator: ", ")))
-            lines += ["", "audit entries that name it, newest first:"]
-            lines += audit.map(auditLine)
-            return ("version \(v.reference)", lines)
-        case .events:
-            let rows = eventRows(snapshot, state)
-            guard !rows.isEmpty else { return nil }
-            let e = rows[min(state.row, rows.count - 1)]
-            return ("event", ["at \(e.at) (UTC)", "from \(e.source)", "kind \(e.kind)", "", e.message])
-        case .stream:
-            let rows = deadLetterRows(snapshot, state)
-            guard !rows.isEmpty else { return nil }
-            let d = rows[min(state.row, rows.count - 1)]
-            return ("dead letter \(d.source)", ["at \(isoTimestamp(Date(timeIntervalSince1970: d.at))) (UTC)", "event id \(d.id.isEmpty ? "–" : d.id)",
-                                                  "from \(d.source)", "", "why: \(d.reason)", "", "the event as it came:", d.event])
-        default:
-            return nil
-        }
-    }
-
-    private func auditLine(_ e: AuditEntry) -> String {
-        let alias = e.alias.map { "@\($0)" } ?? ""
-        let from = e.fromVersion.map { "v\($0)" } ?? "none", to = e.toVersion.map { "v\($0)" } ?? "none"
-        return "  \(e.at)  \(e.action) \(e.model)\(alias)  \(from) → \(to)  by \(e.who)" + (e.detail.map { "  (\($0))" } ?? "")
-    }
+    /// Rows of the current view's table, when it has one (runs, versions, events, dead letters).
+    private func tableCount(_ snapshot: FleetSnapshot) -> Int? { screen(state.view).rowKeys(snapshot, state)?.count }
 
     /// Keys of the drill-down: scroll it, or close it.
     private mutating func handleDetail(_ key: Key) -> Effect {
@@ -328,12 +227,6 @@ package struct Controller: Sendable {
         default: return .none
         }
         return .redraw  // the drawing clamps the scroll to the text
-    }
-
-    private func selectedRunID(_ snapshot: FleetSnapshot) -> Int? {
-        let rows = batchRows(snapshot, state)
-        guard !rows.isEmpty else { return nil }
-        return rows[min(state.row, rows.count - 1)].id
     }
 
     /// The scope each action needs, as the components and the registry check it.
@@ -466,7 +359,7 @@ package struct Controller: Sendable {
         return components.first { $0.kind == kind && !$0.isDown }
     }
 
-    private mutating func fail(_ message: String) -> Effect {
+    mutating func fail(_ message: String) -> Effect {
         state.status = message
         state.statusRole = .error
         return .redraw

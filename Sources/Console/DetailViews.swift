@@ -278,20 +278,6 @@ func modelRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [ModelVersio
     }
 }
 
-/// Each table's sort orders, the first its default (`o` cycles them).
-let sortOrders: [ConsoleView: [String]] = [
-    .batch: ["newest", "status", "rows", "rejects"],
-    .models: ["model", "AUC", "newest"],
-    .events: ["newest", "kind", "source"],
-    .stream: ["newest", "reason"],
-]
-
-/// The current view's sort order.
-func sortOrder(_ view: ConsoleView, _ state: ConsoleState) -> String {
-    guard let orders = sortOrders[view] else { return "" }
-    return orders[(state.sort[view] ?? 0) % orders.count]
-}
-
 func drawModelsView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     guard !snapshot.versions.isEmpty else {
         canvas.put(2, 3, "No registry here (SWITCHYARD_HOME), or no models in it yet: switchyard train | models import", .dim, limit: canvas.width - 4)

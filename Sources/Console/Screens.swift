@@ -7,17 +7,8 @@ import Scoring
 package enum ConsoleView: Int, CaseIterable, Sendable {
     case overview = 0, serve, batch, stream, models, predict, events
 
-    var title: String {
-        switch self {
-        case .overview: "Overview"
-        case .serve: "Serve"
-        case .batch: "Batch"
-        case .stream: "Stream"
-        case .models: "Models"
-        case .predict: "Predict"
-        case .events: "Events"
-        }
-    }
+    /// Its title, from its registered view (`consoleViews`).
+    var title: String { screen(self).title }
 }
 
 /// A change in the registry: components that follow the alias pick it up.
@@ -100,15 +91,7 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
         return canvas
     }
     drawHeader(&canvas, snapshot, state)
-    switch state.view {
-    case .overview: drawOverview(&canvas, snapshot, state)
-    case .events: drawEvents(&canvas, snapshot, state)
-    case .predict: drawPredict(&canvas, state)
-    case .serve: drawServeView(&canvas, snapshot, state)
-    case .batch: drawBatchView(&canvas, snapshot, state)
-    case .stream: drawStreamView(&canvas, snapshot, state)
-    case .models: drawModelsView(&canvas, snapshot, state)
-    }
+    screen(state.view).draw(&canvas, snapshot, state)
     drawFooter(&canvas, state)
     if let confirm = state.confirm { drawDialog(&canvas, confirm.question) }
     if let detail = state.detail { drawDetail(&canvas, detail, scroll: state.detailScroll) }
@@ -182,13 +165,7 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
         }
     }
     let arrows = canvas.unicode ? "↑↓" : "j/k"
-    let viewKeys: String
-    switch state.view {
-    case .batch: viewKeys = "t run  R rerun  c cancel  / filter"
-    case .models: viewKeys = "P promote  b rollback  / filter"
-    case .events: viewKeys = "/ filter"
-    default: viewKeys = "t run  p pause  s swap  b rollback"
-    }
+    let viewKeys = screen(state.view).footerKeys
     let keys = state.readOnly
         ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
         : " q quit  ? help  0-6 views  \(arrows) select  \(viewKeys)  : command  r refresh"
@@ -221,7 +198,7 @@ func wrap(_ text: String, width: Int) -> [String] {
     return lines
 }
 
-private func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     // Panels grow with the terminal (their sparklines get more rows), from 4 rows to 12, when every
     // component fits with 2 rows to spare; with more components than fit at 4 rows it is a table
     // (a line each, replicas grouped), unless the operator chose panels with `m` (they scroll).
@@ -557,7 +534,7 @@ package func tableRows(height: Int) -> Int { max(1, height - 7) }
 /// Overview panels of 4 rows that fit a terminal `height` rows tall.
 package func panelRoom(height: Int) -> Int { max(1, (height - 4) / 4) }
 
-private func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
+func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
     let events = eventRows(snapshot, state)
     canvas.put(1, 2, "Events by \(sortOrder(.events, state)) (o sorts), times in UTC" + (state.filter.isEmpty ? "" : " matching \"\(state.filter)\"") + " (\(events.count))"
         + (events.isEmpty ? "" : " — Enter shows one whole"), .title, limit: canvas.width - 2)
@@ -634,7 +611,7 @@ private func drawHelp(_ canvas: inout Canvas) {
     }
 }
 
-private func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
+func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
     guard let form = state.predict else {
         canvas.put(2, 3, state.predictProblem.isEmpty ? "Select a serve component on the overview (0), then come back." : state.predictProblem, .dim, limit: canvas.width - 4)
         return

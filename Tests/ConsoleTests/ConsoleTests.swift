@@ -729,6 +729,38 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(asked.load(ordering: .relaxed) == 2)
     }
 
+    /// Views are registered in one list: each view's number, title, keys and what it needs collected
+    /// come from there, and the collector reads only what some view needs.
+    @Test func viewsAreRegisteredInOneList() throws {
+        #expect(consoleViews.map(\.view) == ConsoleView.allCases)
+        #expect(consoleViews.map(\.title) == ["Overview", "Serve", "Batch", "Stream", "Models", "Predict", "Events"])
+        #expect(collectedByViews == [.runs, .deadLetters])
+        var state = ConsoleState()
+        state.view = .models
+        let text = drawConsole(fleet(), state, width: 100, height: 30, unicode: true).text
+        #expect(text.contains("[4 Models]") && text.contains(screen(.models).footerKeys))
+        // A collector for views that need no runs does not ask for them.
+        let asked = Atomic<Int>(0)
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let body: String
+            switch request.path {
+            case "/v1/status": body = #"{"kind": "batch", "id": "batch-x", "state": "idle"}"#
+            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
+            case "/v1/runs":
+                asked.add(1, ordering: .relaxed)
+                body = #"{"runs": []}"#
+            default: body = #"{"events": []}"#
+            }
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil, collects: []).collect()
+        #expect(asked.load(ordering: .relaxed) == 0)
+        Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil).collect()
+        #expect(asked.load(ordering: .relaxed) == 1)
+    }
+
     /// A component that answers 401 is up but refuses the key: no death event, no DOWN.
     @Test func aRefusedKeyIsNotADeath() throws {
         let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in
