@@ -165,7 +165,7 @@ package final class ControlAPI: Sendable {
         }
     }
 
-    private static let paths = ["/healthz", "/readyz", "/v1/status", "/v1/timeseries", "/v1/events", "/metrics", "/v1/model"]
+    private static let paths = ["/healthz", "/readyz", "/v1/status", "/v1/timeseries", "/v1/events", "/v1/logs", "/metrics", "/v1/model"]
 
     private func route(_ request: HTTPRequest, _ ctx: inout RequestContext) -> HTTPResponse {
         let path = request.path
@@ -208,6 +208,18 @@ package final class ControlAPI: Sendable {
             let after = Int(request.query["after"] ?? "0") ?? 0
             let list = events.after(after).map { ComponentEvent(id: $0.id, at: $0.at, kind: $0.kind, message: $0.message).json }
             return json(200, .object(JSONObject(["events": .array(list)])))
+        case ("GET", "/v1/logs"):
+            if let denied = needs(.operate) { return denied }  // what a process logs can name hosts, files and keys' ids
+            let limit = min(max(Int(request.query["tail"] ?? "200") ?? 200, 1), LogBook.capacity)
+            let lines: [LogBook.Line]
+            if let text = request.query["after"] {
+                guard let after = Int(text), after >= 0 else { return .error(400, "after: expected the number of the last line seen (a whole number from 0)") }
+                lines = LogBook.process.after(after, limit: LogBook.capacity)
+            } else {
+                lines = LogBook.process.tail(limit)
+            }
+            let next = lines.last?.seq ?? LogBook.process.newest  // below a client's `after`: a new process
+            return json(200, LogPage(lines: lines.map { LogLine(seq: $0.seq, at: $0.at, text: $0.text) }, next: next).json)
         case ("GET", "/metrics"):
             if let denied = needs(.read) { return denied }
             var text = PrometheusText()

@@ -60,6 +60,18 @@ package struct EventItem: Sendable, Equatable {
     var identity: String { "\(at)|\(source)|\(kind)|\(message)" }
 }
 
+/// A component's log as the console follows it.
+package struct LogTail: Sendable {
+    package var url: String
+    package var lines: [LogLine] = []
+    /// The last line read (the next poll asks for what came after it).
+    var next: Int?
+    package var problem: String?
+
+    /// Lines kept for the view.
+    static let kept = 2000
+}
+
 /// What the console shows, taken by the collector and read by the drawing thread.
 package struct FleetSnapshot: Sendable {
     package var components: [ComponentView] = []
@@ -70,6 +82,8 @@ package struct FleetSnapshot: Sendable {
     package var audit: [AuditEntry] = []
     /// Why the registry could not be read this round ("registry http://… unreachable: …"), or nil.
     package var registryProblem: String?
+    /// The log the operator has open (`l`): whose, its latest lines, or why it cannot be read.
+    package var log: LogTail?
     package var events: [EventItem] = []
     package var takenAt = Date()
     package init() {}
@@ -103,6 +117,9 @@ package final class Collector: @unchecked Sendable {
     /// Components the operator acknowledged as gone (`x`), with when: they are dropped until the
     /// fleet directory hears from them again.
     private let acknowledged = Mutex<[String: Date]>([:])
+    /// The component whose log is open, and the log read so far (collector thread only after the URL is set).
+    private let logWatched = Mutex<String?>(nil)
+    private var logRead: LogTail?
 
     /// `registry`: the registry service (its fleet, versions, aliases and audit log); nil shows
     /// only the `endpoints`.
@@ -146,6 +163,12 @@ package final class Collector: @unchecked Sendable {
     /// An event from outside the components (`switchyard up` restarting one), shown in the events view.
     package func note(source: String, kind: String, message: String) {
         operatorEvents.withLock { $0.append(EventItem(at: isoTimestamp(Date()), source: source, kind: kind, message: message)) }
+    }
+
+    /// Follows the log of the component at `url` (nil: none); the next snapshot has it.
+    package func watchLog(_ url: String?) {
+        logWatched.withLock { $0 = url }
+        wake.signal()
     }
 
     /// Drops a DOWN component from the screen (the operator has seen it); it returns when it
@@ -232,6 +255,7 @@ package final class Collector: @unchecked Sendable {
             }
         }
         // By kind, then service (the model's name: replicas of one service side by side), then address.
+        let log = readLog()
         let components = urls.compactMap { known[$0] }.sorted { ($0.kind, $0.service, $0.url) < ($1.kind, $1.service, $1.url) }
         state.withLock { s in
             s.components = components
@@ -239,6 +263,7 @@ package final class Collector: @unchecked Sendable {
             s.versions = versions
             s.audit = audit
             s.registryProblem = registryProblem
+            s.log = log
             let merged = s.events + added + operatorEvents.withLock { e in defer { e.removeAll() }; return e }
             s.events = Array(merged.sorted { $0.at < $1.at }.suffix(500))  // ISO 8601 UTC sorts as text
             s.takenAt = Date()
@@ -272,6 +297,33 @@ package final class Collector: @unchecked Sendable {
         } catch {
             view.error = error.unreachable || error.status == 400 ? error.message : "status \(error.status): \(error.message)"
         }
+    }
+
+    /// The open log: its last 500 lines at first, then what came since, up to `LogTail.kept`.
+    private func readLog() -> LogTail? {
+        guard let url = logWatched.withLock({ $0 }) else {
+            logRead = nil
+            return nil
+        }
+        var tail = logRead?.url == url ? logRead! : LogTail(url: url)
+        do throws(ComponentError) {
+            guard let api = clients[url] ?? (try? ComponentAPI(url: url, key: key, timeout: timeout)) else { throw ComponentError("bad address \(url)", status: 400) }
+            var page = try api.logs(after: tail.next, tail: 500)
+            if let asked = tail.next, page.next < asked {
+                // A new process at that address numbers its lines from 1 again.
+                page = try api.logs(tail: 500)
+                tail.lines.append(LogLine(seq: 0, at: Date().timeIntervalSince1970, text: "— the component restarted: its log starts again —"))
+            }
+            tail.lines = Array((tail.lines + page.lines).suffix(LogTail.kept))
+            tail.next = page.next
+            tail.problem = nil
+        } catch where error.status == 401 || error.status == 403 {
+            tail.problem = "a component's log needs a key with scope operate (\(error.message))"
+        } catch {
+            tail.problem = "the log cannot be read now: \(error.description)"
+        }
+        logRead = tail
+        return tail
     }
 
     /// The charts' last 120 seconds: after the first poll, only the samples since the last one are

@@ -83,6 +83,9 @@ package final class ConsoleApp {
                 case .acknowledge(let url):
                     collector.acknowledge(url)
                     dirty = true
+                case .watchLog(let url):
+                    collector.watchLog(url)
+                    dirty = true
                 case .perform(let action, let url, let label):
                     if snapshot.components.contains(where: { $0.url == url }) {
                         collector.perform(action, on: url, label: label) { [outcomes] result in

@@ -21,6 +21,8 @@ package enum Effect: Equatable, Sendable {
     case registry(RegistryAction, label: String)
     /// The operator has seen this DOWN component: stop showing it.
     case acknowledge(url: String)
+    /// Follow this component's log (nil: stop).
+    case watchLog(url: String?)
 }
 
 /// The console's key handling: a pure state machine over `ConsoleState`, so
@@ -56,6 +58,7 @@ package struct Controller: Sendable {
     private mutating func handleKey(_ key: Key, _ snapshot: FleetSnapshot) -> Effect {
         if state.confirm != nil { return handleConfirm(key) }
         if state.detail != nil { return handleDetail(key) }
+        if state.logOf != nil { return handleLog(key) }
         if state.commandLine != nil { return handleCommandLine(key, snapshot) }
         if state.filtering { return handleFilter(key) }
         if state.showHelp {
@@ -119,6 +122,17 @@ package struct Controller: Sendable {
             if let key, let i = rowKeys(snapshot).firstIndex(of: key) { state.row = i }
             state.status = "sorted by \(sortOrder(state.view, state)) (o: the next order)"
             state.statusRole = .status
+        case .character("l"):
+            // The log of the selected component (or the one this view shows).
+            let components = snapshot.components
+            let kind = state.view == .overview ? nil : screen(state.view).title.lowercased()
+            guard let c = kind.flatMap({ focused($0, snapshot, state) }) ?? (state.selected < components.count ? components[state.selected] : nil) else {
+                return fail("l: select a component to see its log")
+            }
+            state.logOf = c.url
+            state.logTitle = "\(c.kind) \(c.id.isEmpty ? c.url : c.id)"
+            state.logScroll = nil
+            return .watchLog(url: c.url)
         case .character("r"):
             state.status = "refreshing"
             return .refresh
@@ -212,6 +226,25 @@ package struct Controller: Sendable {
 
     /// Rows of the current view's table, when it has one (runs, versions, events, dead letters).
     private func tableCount(_ snapshot: FleetSnapshot) -> Int? { screen(state.view).rowKeys(snapshot, state)?.count }
+
+    /// Keys of the log: scroll back (which stops following), End follows again, Esc closes.
+    private mutating func handleLog(_ key: Key) -> Effect {
+        let page = max(1, state.pageRows)
+        let bottom = Int.max / 2
+        switch key {
+        case .escape, .character("q"), .character("l"):
+            state.logOf = nil
+            return .watchLog(url: nil)
+        case .up, .character("k"): state.logScroll = max(0, (state.logScroll ?? bottom) - 1)
+        case .pageUp: state.logScroll = max(0, (state.logScroll ?? bottom) - page)
+        case .down, .character("j"): state.logScroll = state.logScroll.map { $0 + 1 }
+        case .pageDown: state.logScroll = state.logScroll.map { $0 + page }
+        case .home: state.logScroll = 0
+        case .end: state.logScroll = nil
+        default: return .none
+        }
+        return .redraw  // the drawing clamps the scroll and says whether it follows
+    }
 
     /// Keys of the drill-down: scroll it, or close it.
     private mutating func handleDetail(_ key: Key) -> Effect {

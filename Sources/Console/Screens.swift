@@ -42,6 +42,10 @@ package struct ConsoleState: Sendable {
     /// The API key's scope when the local key store knows it (`read`, `operate`, `admin`).
     package var scope: String?
     package var showHelp = false
+    /// The component whose log is open (`l`), what to call it, and how far it is scrolled (nil: it follows the end).
+    package var logOf: String?
+    package var logTitle = ""
+    package var logScroll: Int?
     /// The drill-down over the view (Enter on a run, version or event), and how far it is scrolled.
     package var detail: (title: String, lines: [String])?
     package var detailScroll = 0
@@ -94,6 +98,7 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
     screen(state.view).draw(&canvas, snapshot, state)
     drawFooter(&canvas, state)
     if let confirm = state.confirm { drawDialog(&canvas, confirm.question) }
+    if state.logOf != nil { drawLog(&canvas, snapshot.log, state) }
     if let detail = state.detail { drawDetail(&canvas, detail, scroll: state.detailScroll) }
     if state.showHelp { drawHelp(&canvas) }
     return canvas
@@ -551,6 +556,32 @@ func drawEvents(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: Cons
     if events.count > room { canvas.put(canvas.width - 22, canvas.height - 3, "\(first + 1)-\(min(events.count, first + room)) of \(events.count)", .dim) }
 }
 
+/// A component's log over the view: the end of it while following, wrapped; scrolled back with
+/// ↑ PgUp Home, End follows again.
+private func drawLog(_ canvas: inout Canvas, _ log: LogTail?, _ state: ConsoleState) {
+    let x = 1, y = 1, width = canvas.width - 2, height = canvas.height - 2
+    for row in y..<(y + height) { canvas.put(x, row, String(repeating: " ", count: width)) }
+    let following = state.logScroll == nil
+    canvas.box(x: x, y: y, width: width, height: height, title: "log of \(state.logTitle) (UTC)", role: .accent)
+    let room = height - 3
+    guard let log, log.url == state.logOf else {
+        canvas.put(x + 2, y + 1, "reading…", .dim)
+        return
+    }
+    var text: [(String, Role)] = []
+    for line in log.lines {
+        let time = line.seq == 0 ? "        " : clock(Date(timeIntervalSince1970: line.at))
+        let role: Role = line.text.hasPrefix("error:") ? .error : line.seq == 0 ? .warn : .text
+        for (i, piece) in wrap(line.text, width: max(10, width - 14)).enumerated() { text.append(((i == 0 ? time : "        ") + "  " + piece, role)) }
+    }
+    let top = following ? max(0, text.count - room) : max(0, min(state.logScroll!, text.count - room))
+    for (i, line) in text.dropFirst(top).prefix(room).enumerated() { canvas.put(x + 2, y + 1 + i, line.0, line.1, limit: width - 4) }
+    if text.isEmpty && log.problem == nil { canvas.put(x + 2, y + 1, "nothing logged yet", .dim) }
+    let keys = canvas.unicode ? "↑ PgUp Home scroll back, End follows, Esc closes" : "up PgUp Home scroll back, End follows, Esc closes"
+    let status = log.problem ?? ((following ? "following — " : "lines \(top + 1)-\(min(text.count, top + room)) of \(text.count) — ") + keys)
+    canvas.put(x + 2, y + height - 2, status, log.problem == nil ? .dim : .error, limit: width - 4)
+}
+
 /// The drill-down: a run's, version's or event's whole text, wrapped, scrolled with ↑↓ PgUp PgDn Home End.
 private func drawDetail(_ canvas: inout Canvas, _ detail: (title: String, lines: [String]), scroll: Int) {
     let x = 2, y = 2, width = canvas.width - 4, height = canvas.height - 4
@@ -582,6 +613,7 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
         ("Enter", "a row whole; on the overview, the component's own view"),
         ("r, + / -", "refresh now; poll faster / slower"),
+        ("l", "the component's log, following it (scope operate)"),
         ("m", "the overview as panels or a table (replicas grouped)"),
         ("x", "acknowledge a DOWN component (it stays on screen until then)"),
         ("t, p", "trigger a batch run; pause or resume the stream"),

@@ -138,6 +138,13 @@ public final class ComponentAPI: Sendable {
         return items.compactMap(ComponentEvent.init(json:))
     }
 
+    /// The component's log (scope operate): its last `tail` lines, or with `after` the lines since
+    /// that one (follow it by asking again `after: page.next`).
+    public func logs(after: Int? = nil, tail: Int = 200) throws(ComponentError) -> LogPage {
+        let path = "/v1/logs?" + (after.map { "after=\($0)" } ?? "tail=\(tail)")
+        return try decode(path, "log lines", try call("GET", path), LogPage.init(json:))
+    }
+
     /// Pins a version or follows an alias (scope admin).
     public func swap(_ request: SwapRequest) throws(ComponentError) -> SwapResult {
         let (method, path, body) = ComponentAction.swap(request).request

@@ -759,6 +759,45 @@ public struct DeadLetterPage: Sendable, Equatable {
     }
 }
 
+/// A line of a component's log (`GET /v1/logs`): its number, when (Unix seconds) and its text.
+public struct LogLine: Sendable, Equatable {
+    public var seq: Int
+    public var at: Double
+    public var text: String
+
+    public init(seq: Int, at: Double, text: String) {
+        self.seq = seq
+        self.at = at
+        self.text = text
+    }
+
+    public var json: JSONValue { .object(JSONObject(["seq": .number(Double(seq)), "at": .number(at), "text": .string(text)])) }
+
+    public init?(json value: JSONValue) {
+        guard let seq = wholeNumber(value["seq"], from: 0), let text = value["text"]?.stringValue else { return nil }
+        self.init(seq: seq, at: number(value["at"]) ?? 0, text: text)
+    }
+}
+
+/// Lines of a component's log, oldest first; `next` is what to ask `after` to follow it (the
+/// newest line's number: below what a client asked after, the process has restarted).
+public struct LogPage: Sendable, Equatable {
+    public var lines: [LogLine]
+    public var next: Int
+
+    public init(lines: [LogLine], next: Int) {
+        self.lines = lines
+        self.next = next
+    }
+
+    public var json: JSONValue { .object(JSONObject(["lines": .array(lines.map(\.json)), "next": .number(Double(next))])) }
+
+    public init?(json value: JSONValue) {
+        guard case .array(let items)? = value["lines"] else { return nil }
+        self.init(lines: items.compactMap(LogLine.init(json:)), next: wholeNumber(value["next"], from: 0) ?? 0)
+    }
+}
+
 /// A finite number, or nil.
 func number(_ value: JSONValue?) -> Double? {
     guard case .number(let n)? = value, n.isFinite else { return nil }

@@ -114,6 +114,11 @@ struct Tmux {
         screen = try tmux.wait("the swap dialog") { $0.contains("Swap serve") && $0.contains("credit@1") && $0.contains("→ credit@2") }
         try tmux.keys("y")
         screen = try tmux.wait("serve on credit@2") { $0.contains("serve") && $0.contains("credit@2  serving") }
+        // l: serve's log, following it — its startup line and the swap just made are in it.
+        try tmux.keys("l")
+        _ = try tmux.wait("serve's log") { $0.contains("log of serve") && $0.contains("serving credit@1 on http://") && $0.contains("model: swapped credit@1") }
+        try tmux.keys("Escape")
+        _ = try tmux.wait("the overview again") { !$0.contains("log of serve") && $0.contains("credit@2  serving") }
         // Pause the stream by a command that names it, typed with Tab completion: ":pau⇥ st⇥" is
         // ":pause stream" (the kind and the stream's id share "stream"), which addresses the only stream.
         try tmux.keys(":", "p", "a", "u", "Tab", "s", "t", "Tab")

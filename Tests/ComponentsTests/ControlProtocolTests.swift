@@ -6,6 +6,7 @@ import Testing
 @testable import Components
 @testable import HTTP
 import Registry
+import Telemetry
 
 /// The control API's wire types: each one written by `json` reads back the same, through text.
 @Suite struct ControlProtocolTests {
@@ -113,6 +114,28 @@ import Registry
             Issue.record("a closed port answered")
         } catch {
             #expect(error.unreachable && error.status == 503)
+        }
+    }
+
+    /// The process's log over the control API (scope operate): its tail, then what came after a
+    /// line; events are in it too.
+    @Test func aComponentsLogIsReadAndFollowed() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.start()
+        let marker = "log line \(UUID().uuidString)"
+        LogBook.process.write(marker, echo: false)
+        let operate = try f.api(f.operateKey)
+        let page = try operate.logs(tail: 2000)
+        #expect(page.lines.contains { $0.text == marker })
+        #expect(page.next == page.lines.last?.seq)
+        _ = try f.api(f.adminKey).swap(.version(2))  // an event: it is in the log as well
+        let more = try operate.logs(after: page.next)
+        #expect(more.lines.contains { $0.text.hasPrefix("model: swapped credit@1 → credit@2") }, "\(more.lines.map(\.text))")
+        #expect(more.lines.allSatisfy { $0.seq > page.next } && more.next >= page.next)
+        #expect(throws: ComponentError.self) { try f.api(f.readKey).logs() }
+        #expect(throws: ComponentError("after: expected the number of the last line seen (a whole number from 0)", status: 400)) {
+            try operate.call("GET", "/v1/logs?after=-1")
         }
     }
 }

@@ -761,6 +761,52 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(asked.load(ordering: .relaxed) == 1)
     }
 
+    /// `l` follows a component's log: its tail first, then what came after; a lower `next` means
+    /// a new process at that address, said in the log.
+    @Test func aLogIsFollowedAndARestartIsSaid() throws {
+        let asked = Mutex<[String]>([])
+        let newest = Atomic<Int>(3)
+        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let body: String
+            switch request.path {
+            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#
+            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
+            case "/v1/logs":
+                let query = request.query["after"].map { "after=\($0)" } ?? "tail=\(request.query["tail"] ?? "")"
+                asked.withLock { $0.append(query) }
+                let n = newest.load(ordering: .relaxed)
+                let from = (Int(request.query["after"] ?? "") ?? 0) + 1
+                let lines = from <= n ? (from...n).map { #"{"seq": \#($0), "at": 1795564800, "text": "line \#($0)"}"# } : []
+                body = #"{"lines": [\#(lines.joined(separator: ","))], "next": \#(n)}"#
+            default: body = #"{"events": []}"#
+            }
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        let port = try server.start()
+        defer { server.stop() }
+        let url = "http://127.0.0.1:\(port)"
+        let collector = Collector(endpoints: [url], registry: nil, key: "k")
+        collector.collect()
+        var c = Controller()
+        #expect(c.handle(.character("l"), collector.snapshot) == .watchLog(url: url))
+        collector.watchLog(url)
+        collector.collect()
+        #expect(collector.snapshot.log?.lines.map(\.text) == ["line 1", "line 2", "line 3"])
+        newest.store(5, ordering: .relaxed)
+        collector.collect()
+        #expect(collector.snapshot.log?.lines.map(\.text) == ["line 1", "line 2", "line 3", "line 4", "line 5"])
+        newest.store(2, ordering: .relaxed)  // another process now: its lines start at 1
+        collector.collect()
+        #expect(collector.snapshot.log?.lines.suffix(3).map(\.text) == ["— the component restarted: its log starts again —", "line 1", "line 2"])
+        #expect(asked.withLock { $0 } == ["tail=500", "after=3", "after=5", "tail=500"])
+        // Drawn: the end while following; scrolled back, where it is; Esc closes and stops following.
+        let text = drawConsole(collector.snapshot, c.state, width: 80, height: 24, unicode: true).text
+        #expect(text.contains("log of serve serve-x") && text.contains("line 2") && text.contains("following"))
+        _ = c.handle(.home, collector.snapshot)
+        #expect(drawConsole(collector.snapshot, c.state, width: 80, height: 24, unicode: true).text.contains("lines 1-"))
+        #expect(c.handle(.escape, collector.snapshot) == .watchLog(url: nil) && c.state.logOf == nil)
+    }
+
     /// A component that answers 401 is up but refuses the key: no death event, no DOWN.
     @Test func aRefusedKeyIsNotADeath() throws {
         let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { _, _ in

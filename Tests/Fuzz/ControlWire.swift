@@ -17,6 +17,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if let series = SeriesWindow(json: value), SeriesWindow(json: again(series.json)) != series { fatalError("SeriesWindow does not read back") }
     if let swap = SwapResult(json: value), SwapResult(json: again(swap.json)) != swap { fatalError("SwapResult does not read back") }
     if let page = DeadLetterPage(json: value), DeadLetterPage(json: again(page.json)) != page { fatalError("DeadLetterPage does not read back") }
+    if let page = LogPage(json: value), LogPage(json: again(page.json)) != page { fatalError("LogPage does not read back") }
     _ = PauseResult(json: value)
     _ = SwapRequest.decode(Array(UnsafeBufferPointer(start: data, count: size)))
     _ = ModelVersion(json: value)

@@ -133,11 +133,11 @@ let batchCommand = Command(
             throw error
         }
         access.follow(host_)
-        print("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
-        if let schedule { print("  schedule: \(schedule)") } else { print("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
+        logLine("batch job \(batch.job): \(batch.inputDirectory.path) → \(batch.outputDirectory.path); control API on http://\(host):\(bound)")
+        if let schedule { logLine("  schedule: \(schedule)") } else { logLine("  no schedule: trigger runs with POST /v1/runs (scope operate)") }
         fflush(nil)
         termination.wait()
-        print("stopping (a running run is cancelled and marked interrupted)")
+        logLine("stopping (a running run is cancelled and marked interrupted)")
         host_.stop()
         batch.stop()
         return Exit.ok
@@ -193,7 +193,7 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     }
     if queued.existed {
         let r = queued.run
-        print("run \(r.id) already exists for idempotency key \"\(r.idempotencyKey ?? "")\": \(r.status.rawValue); nothing run")
+        logLine("run \(r.id) already exists for idempotency key \"\(r.idempotencyKey ?? "")\": \(r.status.rawValue); nothing run")
         return r.status == .succeeded || !r.status.isFinished ? Exit.ok : Exit.failure
     }
     let terminal = isatty(2) == 1
@@ -207,10 +207,10 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let recorded: RunLedger.Run? = try? ledger.run(queued.run.id)
     guard let run = finished ?? recorded else { throw CommandError("run \(queued.run.id) vanished from the ledger") }
     let seconds = Double(csystem_monotonic_ns() - started) / 1e9
-    print("run \(run.id) \(run.status.rawValue): \(run.inputs.count) input\(run.inputs.count == 1 ? "" : "s"), \(run.rowsRead) rows read, \(run.rowsScored) scored, \(run.rowsRejected) rejected in \(String(format: "%.2f", seconds)) s with \(run.model ?? "no model")")
-    if run.rowsRejected > 0 { print("  rejected rows, with line numbers and reasons: \(batch.outputDirectory.path)/*.rejects.*") }
-    if let error = run.error { print("  \(error)") }
-    if let note = run.note { print("  \(note)") }
+    logLine("run \(run.id) \(run.status.rawValue): \(run.inputs.count) input\(run.inputs.count == 1 ? "" : "s"), \(run.rowsRead) rows read, \(run.rowsScored) scored, \(run.rowsRejected) rejected in \(String(format: "%.2f", seconds)) s with \(run.model ?? "no model")")
+    if run.rowsRejected > 0 { logLine("  rejected rows, with line numbers and reasons: \(batch.outputDirectory.path)/*.rejects.*") }
+    if let error = run.error { logLine("  \(error)") }
+    if let note = run.note { logLine("  \(note)") }
     return run.status == .succeeded ? Exit.ok : Exit.failure
 }
 

@@ -281,3 +281,6 @@ func exitWithParent() {
     thread.name = "parent-lifeline"
     thread.start()
 }
+
+/// A line of a component's log: printed, and kept for its `GET /v1/logs` (the console's `l`).
+func logLine(_ text: String) { LogBook.process.write(text) }

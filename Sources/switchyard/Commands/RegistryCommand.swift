@@ -51,10 +51,10 @@ let registryCommand = Command(
             authenticator: authenticator, events: events, fleet: fleet)
         let termination = Termination()
         let bound = try startListening(runner, host: host, port: port)
-        print("registry \(home.url.path): control API on http://\(host):\(bound)")
+        logLine("registry \(home.url.path): control API on http://\(host):\(bound)")
         fflush(nil)
         termination.wait()
-        print("stopping")
+        logLine("stopping")
         runner.stop()
         return Exit.ok
     })

@@ -78,12 +78,12 @@ let serveCommand = Command(
         let bound = try startListening(runner, host: host, port: port)
         access.follow(runner)
         let model = serve.model.current.map { "\($0.version.model)@\($0.version.version)" } ?? reference
-        print("serving \(model) on http://\(host):\(bound) with \(threads) event loops"
+        logLine("serving \(model) on http://\(host):\(bound) with \(threads) event loops"
             + (open ? "; scoring is open (no key)" : "; scoring needs a key with scope predict"))
-        print("  POST /v2/models/\(model.split(separator: "@")[0])/infer   POST /score   POST /invocations   GET /v1/status")
+        logLine("  POST /v2/models/\(model.split(separator: "@")[0])/infer   POST /score   POST /invocations   GET /v1/status")
         fflush(nil)
         termination.wait()
-        print("stopping")
+        logLine("stopping")
         runner.stop()
         return Exit.ok
     })

@@ -105,10 +105,10 @@ let streamCommand = Command(
         let bound = try startListening(runner, host: host, port: port)
         stream.start()
         access.follow(runner)
-        print("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")
+        logLine("stream \(name): \(source.description) → \(sink.description); control API on http://\(host):\(bound)")
         fflush(nil)
         termination.wait()
-        print("stopping: finishing the micro-batches already read")
+        logLine("stopping: finishing the micro-batches already read")
         stream.stop()
         runner.stop()
         return Exit.ok
