@@ -670,9 +670,6 @@ private func detailedFleet() -> FleetSnapshot {
 }
 
 @Suite struct CollectorTests {
-    /// A component that stops answering used to vanish once the fleet directory forgot it
-    /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
-    /// only when the operator acknowledges it.
     /// After the first poll only the samples since the last one are asked for and appended, once each.
     @Test func theSeriesIsReadOnceAndAppended() throws {
         let asked = Mutex<[String]>([])
@@ -822,6 +819,9 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(!collector.snapshot.events.contains { $0.message.contains("stopped answering") })
     }
 
+    /// A component that stops answering used to vanish once the fleet directory forgot it
+    /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
+    /// only when the operator acknowledges it.
     @Test func aDeadComponentStaysDownUntilAcknowledged() throws {
         let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
             let body: String
