@@ -79,7 +79,7 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
     private func bind(_ version: ModelVersion, alias: String?, reason: String) throws -> (from: ModelVersion?, to: Current) {
         try swapLock.withLock { _ in
             let current = state.withLock { $0.current }
-            if let current, current.version == version {
+            if let current, current.version.isSame(as: version) {
                 state.withLock { $0.alias = alias }
                 return (current.version, current)
             }
@@ -135,7 +135,7 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
         guard let alias else { return }
         do {
             let version = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(alias)") }
-            if version != self.version { try bind(version, alias: alias, reason: "alias \(alias) moved in the registry") }
+            if self.version.map({ !$0.isSame(as: version) }) ?? true { try bind(version, alias: alias, reason: "alias \(alias) moved in the registry") }
             lastFollowError.withLock { $0 = nil }
         } catch {
             let message = "\(error)"

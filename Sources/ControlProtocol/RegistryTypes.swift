@@ -46,6 +46,12 @@ public struct ModelVersion: Sendable, Equatable {
 
     public var reference: String { "\(model)@\(version)" }
 
+    /// The same artifact of the same version: what a component runs is the same. (`==` also
+    /// compares the aliases and metrics, which change without changing what runs.)
+    public func isSame(as other: ModelVersion) -> Bool {
+        model == other.model && version == other.version && sha256 == other.sha256
+    }
+
     public init(model: String, version: Int, sha256: String, createdAt: String, createdBy: String, metrics: [String: Double], aliases: [String]) {
         self.model = model
         self.version = version

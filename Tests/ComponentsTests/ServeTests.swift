@@ -361,6 +361,20 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(version == "2")
     }
 
+    /// Another alias pointing at the version a component runs changes nothing it runs: no swap,
+    /// no reload (a version's identity is its model, number and sha256, not its list of aliases).
+    @Test func anotherAliasOnTheRunningVersionIsNotASwap() throws {
+        let f = try ServeFixture()
+        defer { f.stop() }
+        try f.registry.promote(model: "credit", version: 1, alias: "canary", who: "test")
+        f.serve.tick()
+        f.serve.tick()
+        var status = ComponentStatus(kind: "serve")
+        f.serve.describe(&status)
+        #expect(status.counters["swaps"] == 0)
+        #expect(f.serve.model.current?.version.reference == "credit@1")
+    }
+
     /// The issue-14 attack: an admin's `{"version": 1e300}` trapped converting to Int in every
     /// component. Now every shape of a bad swap request is a 400 naming the field.
     @Test(arguments: [

@@ -389,7 +389,7 @@ package final class BatchComponent: Component {
     /// A rerun's model: the version its run used.
     private func load(_ reference: String) throws -> (version: ModelVersion, loaded: Scorer) {
         let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
-        if let current = binding.current, current.version == version { return current }
+        if let current = binding.current, current.version.isSame(as: version) { return current }
         let document = try registryCall { () throws(RegistryError) in try registry.document(version) }
         return (version, try Self.compile(version, document))
     }
