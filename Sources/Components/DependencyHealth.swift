@@ -59,33 +59,27 @@ package final class DependencyHealth: Sendable {
     /// Records a failed attempt; returns how long to wait before the next one.
     @discardableResult
     package func failed(_ error: String) -> Double {
-        let (first, delay) = state.withLock { s -> (Bool, Double) in
-            let first = s.since == nil
-            if first {
+        // The event is in the log before the outage shows in status: whoever sees one sees the other.
+        state.withLock { s -> Double in
+            if s.since == nil {
+                events.append("error", "\(name) \(address) unreachable: \(error); retrying with backoff")
                 s.since = Date()
                 s.outages += 1
             }
             s.error = error
-            return (first, s.backoff.next())
+            return s.backoff.next()
         }
-        if first { events.append("error", "\(name) \(address) unreachable: \(error); retrying with backoff") }
-        return delay
     }
 
     /// Records a working attempt; the end of an outage is an event.
     package func succeeded() {
-        let ended = state.withLock { s -> (since: Date, attempts: Int)? in
-            guard let since = s.since else { return nil }
-            defer {
-                s.since = nil
-                s.error = nil
-                s.backoff.reset()
-            }
-            return (since, s.backoff.attempts)
-        }
-        if let ended {
-            let seconds = (Date().timeIntervalSince(ended.since) * 10).rounded() / 10
-            events.append("recovered", "\(name) \(address) reachable again after \(seconds) s (\(ended.attempts) attempts)")
+        state.withLock { s in
+            guard let since = s.since else { return }
+            let seconds = (Date().timeIntervalSince(since) * 10).rounded() / 10
+            events.append("recovered", "\(name) \(address) reachable again after \(seconds) s (\(s.backoff.attempts) attempts)")
+            s.since = nil
+            s.error = nil
+            s.backoff.reset()
         }
     }
 

@@ -1,5 +1,6 @@
 import ControlProtocol
 import Foundation
+import JSON
 import Scoring
 
 /// Model versions, aliases and the audit log, in SWITCHYARD_HOME.
@@ -362,7 +363,12 @@ extension ModelRegistry {
             let last = try database.query("SELECT MAX(version) FROM versions WHERE model = ?", [.text(model)]).first?.first?.integer
             throw RegistryError("\(model) has no version \(number)\(last.map { " (versions are 1 to \($0))" } ?? "")")
         }
-        let metrics = (try? JSONDecoder().decode([String: Double].self, from: Data((row[3].text ?? "{}").utf8))) ?? [:]
+        // The project's parser, not Foundation's JSONDecoder: this runs for every version listed and
+        // every alias a follower resolves, each second.
+        var metrics: [String: Double] = [:]
+        if case .object(let o)? = try? JSONValue.parse(Array((row[3].text ?? "{}").utf8)) {
+            for (key, value) in zip(o.keys, o.values) { if case .number(let x) = value { metrics[key] = x } }
+        }
         let aliases = try database.query(
             "SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias", [.text(model), .integer(Int64(number))]
         ).compactMap { $0.first?.text }
