@@ -234,8 +234,20 @@ package final class ControlAPI: Sendable {
             if let denied = needs(.admin) { return denied }
             if let wrongType = requireJSON(request) { return wrongType }
             switch SwapRequest.decode(request.body) {
-            case .success(let swap): return component.swapModel(swap, by: ctx.principal)
-            case .failure(let error): return error.response
+            case .success(let swap):
+                // Loading and warming a version takes as long as the model is big: off the event
+                // loop, which keeps serving with the old version; the answer goes out when the swap
+                // is done (swaps still happen one at a time, in ModelBinding).
+                let promise = HTTPPromise()
+                let (component, principal) = (self.component, ctx.principal)
+                DispatchQueue.global().async {
+                    var response = component.swapModel(swap, by: principal)
+                    response.observed = false
+                    promise.fulfil(response)
+                }
+                return .later(promise)
+            case .failure(let error):
+                return error.response
             }
         default:
             return .error(405, "\(request.method) is not allowed on \(path)")

@@ -47,7 +47,8 @@ final class ServeFixture {
     var documents: [Int: ModelDocument] = [:]
     var adminKey = "", predictKey = "", readKey = "", operateKey = ""
 
-    init(open: Bool = false, reference: String = "credit@production", threads: Int = 2) throws {
+    /// `source` wraps the registry the component loads through (a test's gate).
+    init(open: Bool = false, reference: String = "credit@production", threads: Int = 2, source: (ModelRegistry) -> any ModelSource = { $0 }) throws {
         home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-\(UUID().uuidString)"))
         registry = try ModelRegistry(home: home)
         documents = try registerCreditVersions(registry)
@@ -58,7 +59,7 @@ final class ServeFixture {
         operateKey = try keys.create(scope: .operate, name: nil, who: "test").1
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
-        let serve = try ServeComponent(registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
+        let serve = try ServeComponent(registry: source(registry), reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
         self.serve = serve
         host = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
@@ -361,6 +362,35 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(version == "2")
     }
 
+    /// A swap loads its version off the event loop: with one loop, a request that arrives while
+    /// the new version is still loading is answered at once, by the old version; the swap's own
+    /// answer comes when it is done. (It used to load on the loop that received POST /v1/model,
+    /// and that loop served nothing meanwhile.)
+    @Test func aSwapLoadsOffTheEventLoop() throws {
+        let gate = LoadGate()
+        let f = try ServeFixture(open: true, threads: 1, source: { GatedSource(base: $0, gate: gate) })
+        defer {
+            gate.release()
+            f.stop()
+        }
+        let swapped = Mutex<Result<SwapResult, ComponentError>?>(nil)
+        let admin = try ComponentAPI(url: "http://127.0.0.1:\(f.port)", key: f.adminKey, timeout: 60)
+        let thread = Thread {
+            do throws(ComponentError) { let r = try admin.swap(.version(2)); swapped.withLock { $0 = .success(r) } } catch { swapped.withLock { $0 = .failure(error) } }
+        }
+        thread.start()
+        #expect(gate.waitUntilEntered(), "the swap reached the registry's document")
+        // The only loop is free: a prediction is answered now, by version 1.
+        let scored = try HTTPClient(port: f.port, timeout: 10).request("POST", "/score", headers: [("Content-Type", "application/json")],
+                                                                       body: Array(#"{"data": [\#(creditRecord)]}"#.utf8))
+        #expect(scored.status == 200 && scored.headers["x-model-version"] == "1")
+        #expect(swapped.withLock { $0 } == nil, "the swap has not answered yet")
+        gate.release()
+        for _ in 0..<3000 where swapped.withLock({ $0 }) == nil { usleep(10_000) }  // 30 s: only fails a hung swap
+        #expect(try swapped.withLock { $0 }?.get().model.reference == "credit@2")
+        #expect(try f.post("/score", #"{"data": [\#(creditRecord)]}"#).headers["x-model-version"] == "2")
+    }
+
     /// Another alias pointing at the version a component runs changes nothing it runs: no swap,
     /// no reload (a version's identity is its model, number and sha256, not its list of aliases).
     @Test func anotherAliasOnTheRunningVersionIsNotASwap() throws {
@@ -490,5 +520,38 @@ func numbers(_ value: JSONValue?) -> [Double] {
         let serve = try ServeComponent(registry: fresh, reference: "credit", loops: 1, open: true, events: EventLog(),
                                        authenticator: Authenticator(store: nil, loops: 1))
         #expect(serve.model.current?.version.reference == "credit@1")
+    }
+}
+
+/// Holds `document` for version 2 until released, so a test can act while a swap is loading.
+final class LoadGate: Sendable {
+    private let entered = DispatchSemaphore(value: 0)
+    private let opened = DispatchSemaphore(value: 0)
+    private let released = Atomic<Bool>(false)
+
+    func pass() {
+        entered.signal()
+        if !released.load(ordering: .acquiring) { opened.wait() }
+    }
+
+    /// Whether a load reached the gate within 30 s (only a hung swap takes that long).
+    func waitUntilEntered() -> Bool { entered.wait(timeout: .now() + 30) == .success }
+
+    func release() {
+        guard !released.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        opened.signal()
+    }
+}
+
+/// The local registry, with version 2's document held at a gate.
+struct GatedSource: ModelSource {
+    let base: ModelRegistry
+    let gate: LoadGate
+
+    func resolve(_ reference: String) throws(RegistryError) -> ModelVersion { try base.resolve(reference) }
+
+    func document(_ version: ModelVersion) throws(RegistryError) -> ModelDocument {
+        if version.version == 2 { gate.pass() }
+        return try base.document(version)
     }
 }

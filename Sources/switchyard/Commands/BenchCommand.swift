@@ -328,6 +328,8 @@ let benchServeCommand = Command(
         if wrk != nil { print("(load: wrk -t1 with --latency; wrk's percentiles are its own)") }
 
         if swaps > 0 {
+            // The same load without swaps first, in this invocation: what the swaps cost is the difference.
+            let quiet = LoadGenerator.run(port: port, request: request, connections: 64, duration: duration)
             let outcome = Mutex<LoadGenerator.Result?>(nil)
             let load = Thread {
                 outcome.withLock { $0 = LoadGenerator.run(port: port, request: request, connections: 64, duration: duration) }
@@ -347,6 +349,11 @@ let benchServeCommand = Command(
             print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run (built-in generator): \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
             print(header)
             report(64, [LoadSummary(r)])
+            print("the same run without swaps, just before:")
+            report(64, [LoadSummary(quiet)])
+            let (swapping, steady) = (LoadSummary(r).p99, LoadSummary(quiet).p99)
+            print(String(format: "p99 with swaps %.0f µs, without %.0f µs: %.2f× (goal ≤ 1.5×; a swap loads off the event loops)",
+                         swapping / 1000, steady / 1000, swapping / max(steady, 1)))
         }
         return Exit.ok
     })
