@@ -669,27 +669,37 @@ private func detailedFleet() -> FleetSnapshot {
     }
 }
 
+/// A component answering the control API from `routes` (path → JSON body for the request), its
+/// status from `status`, an empty time series and event list otherwise; on a free loopback port.
+private final class FakeComponent: Sendable {
+    let server: HTTPServer
+    let url: String
+
+    init(status: String, routes: [String: @Sendable (HTTPRequest) -> String] = [:]) throws {
+        server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
+            let path = String(request.path)
+            let body = routes[path].map { $0(request) } ?? (path == "/v1/status" ? status : path == "/v1/timeseries" ? #"{"fields": [], "samples": []}"# : #"{"events": []}"#)
+            return HTTPResponse(status: 200, contentType: "application/json", body: body)
+        }
+        url = "http://127.0.0.1:\(try server.start())"
+    }
+
+    func stop() { server.stop() }
+}
+
 @Suite struct CollectorTests {
     /// After the first poll only the samples since the last one are asked for and appended, once each.
     @Test func theSeriesIsReadOnceAndAppended() throws {
         let asked = Mutex<[String]>([])
         let round = Atomic<Int>(0)
-        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
-            let body: String
-            switch request.path {
-            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#
-            case "/v1/timeseries":
-                asked.withLock { $0.append(request.query["window"] ?? "") }
-                // The first answer has seconds 1-3; the second overlaps it and adds 4 and 5.
-                let times = round.add(1, ordering: .relaxed).oldValue == 0 ? [1, 2, 3] : [2, 3, 4, 5]
-                body = #"{"fields": ["requests"], "samples": ["# + times.map { #"{"t": \#($0), "requests": \#($0 * 10)}"# }.joined(separator: ",") + "]}"
-            default: body = #"{"events": []}"#
-            }
-            return HTTPResponse(status: 200, contentType: "application/json", body: body)
-        }
-        let port = try server.start()
-        defer { server.stop() }
-        let collector = Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil)
+        let fake = try FakeComponent(status: #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#, routes: ["/v1/timeseries": { request in
+            asked.withLock { $0.append(request.query["window"] ?? "") }
+            // The first answer has seconds 1-3; the second overlaps it and adds 4 and 5.
+            let times = round.add(1, ordering: .relaxed).oldValue == 0 ? [1, 2, 3] : [2, 3, 4, 5]
+            return #"{"fields": ["requests"], "samples": ["# + times.map { #"{"t": \#($0), "requests": \#($0 * 10)}"# }.joined(separator: ",") + "]}"
+        }])
+        defer { fake.stop() }
+        let collector = Collector(endpoints: [fake.url], registry: nil, key: nil)
         collector.collect()
         collector.collect()
         #expect(collector.snapshot.components.first?.series["requests"] == [10, 20, 30, 40, 50])
@@ -701,21 +711,15 @@ private func detailedFleet() -> FleetSnapshot {
     @Test func deadLettersAreReadWhenTheirCountMoves() throws {
         let asked = Atomic<Int>(0)
         let count = Atomic<Int>(1)
-        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
-            let body: String
-            switch request.path {
-            case "/v1/status": body = #"{"kind": "stream", "id": "stream-x", "state": "running", "counters": {"dead_letters": \#(count.load(ordering: .relaxed))}}"#
-            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
-            case "/v1/dead-letters":
+        let fake = try FakeComponent(status: "", routes: [
+            "/v1/status": { _ in #"{"kind": "stream", "id": "stream-x", "state": "running", "counters": {"dead_letters": \#(count.load(ordering: .relaxed))}}"# },
+            "/v1/dead-letters": { _ in
                 asked.add(1, ordering: .relaxed)
-                body = #"{"dead_letters": [{"id": "4", "source": "a.jsonl:4", "reason": "field \"amount\": expected a number", "event": "{\"id\": 4}", "at": 1795564800}], "total": 1, "kept": "dir:/scored"}"#
-            default: body = #"{"events": []}"#
-            }
-            return HTTPResponse(status: 200, contentType: "application/json", body: body)
-        }
-        let port = try server.start()
-        defer { server.stop() }
-        let collector = Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: "k")
+                return #"{"dead_letters": [{"id": "4", "source": "a.jsonl:4", "reason": "field \"amount\": expected a number", "event": "{\"id\": 4}", "at": 1795564800}], "total": 1, "kept": "dir:/scored"}"#
+            },
+        ])
+        defer { fake.stop() }
+        let collector = Collector(endpoints: [fake.url], registry: nil, key: "k")
         collector.collect()
         collector.collect()
         let view = try #require(collector.snapshot.components.first)
@@ -738,23 +742,14 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(text.contains("[4 Models]") && text.contains(screen(.models).footerKeys))
         // A collector for views that need no runs does not ask for them.
         let asked = Atomic<Int>(0)
-        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
-            let body: String
-            switch request.path {
-            case "/v1/status": body = #"{"kind": "batch", "id": "batch-x", "state": "idle"}"#
-            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
-            case "/v1/runs":
-                asked.add(1, ordering: .relaxed)
-                body = #"{"runs": []}"#
-            default: body = #"{"events": []}"#
-            }
-            return HTTPResponse(status: 200, contentType: "application/json", body: body)
-        }
-        let port = try server.start()
-        defer { server.stop() }
-        Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil, collects: []).collect()
+        let fake = try FakeComponent(status: #"{"kind": "batch", "id": "batch-x", "state": "idle"}"#, routes: ["/v1/runs": { _ in
+            asked.add(1, ordering: .relaxed)
+            return #"{"runs": []}"#
+        }])
+        defer { fake.stop() }
+        Collector(endpoints: [fake.url], registry: nil, key: nil, collects: []).collect()
         #expect(asked.load(ordering: .relaxed) == 0)
-        Collector(endpoints: ["http://127.0.0.1:\(port)"], registry: nil, key: nil).collect()
+        Collector(endpoints: [fake.url], registry: nil, key: nil).collect()
         #expect(asked.load(ordering: .relaxed) == 1)
     }
 
@@ -763,25 +758,16 @@ private func detailedFleet() -> FleetSnapshot {
     @Test func aLogIsFollowedAndARestartIsSaid() throws {
         let asked = Mutex<[String]>([])
         let newest = Atomic<Int>(3)
-        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
-            let body: String
-            switch request.path {
-            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#
-            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
-            case "/v1/logs":
-                let query = request.query["after"].map { "after=\($0)" } ?? "tail=\(request.query["tail"] ?? "")"
-                asked.withLock { $0.append(query) }
-                let n = newest.load(ordering: .relaxed)
-                let from = (Int(request.query["after"] ?? "") ?? 0) + 1
-                let lines = from <= n ? (from...n).map { #"{"seq": \#($0), "at": 1795564800, "text": "line \#($0)"}"# } : []
-                body = #"{"lines": [\#(lines.joined(separator: ","))], "next": \#(n)}"#
-            default: body = #"{"events": []}"#
-            }
-            return HTTPResponse(status: 200, contentType: "application/json", body: body)
-        }
-        let port = try server.start()
-        defer { server.stop() }
-        let url = "http://127.0.0.1:\(port)"
+        let fake = try FakeComponent(status: #"{"kind": "serve", "id": "serve-x", "state": "serving"}"#, routes: ["/v1/logs": { request in
+            let query = request.query["after"].map { "after=\($0)" } ?? "tail=\(request.query["tail"] ?? "")"
+            asked.withLock { $0.append(query) }
+            let n = newest.load(ordering: .relaxed)
+            let from = (Int(request.query["after"] ?? "") ?? 0) + 1
+            let lines = from <= n ? (from...n).map { #"{"seq": \#($0), "at": 1795564800, "text": "line \#($0)"}"# } : []
+            return #"{"lines": [\#(lines.joined(separator: ","))], "next": \#(n)}"#
+        }])
+        defer { fake.stop() }
+        let url = fake.url
         let collector = Collector(endpoints: [url], registry: nil, key: "k")
         collector.collect()
         var c = Controller()
@@ -823,17 +809,8 @@ private func detailedFleet() -> FleetSnapshot {
     /// (~15 s); now it stays DOWN with when it was last seen, its death is an event, and it goes
     /// only when the operator acknowledges it.
     @Test func aDeadComponentStaysDownUntilAcknowledged() throws {
-        let server = HTTPServer(configuration: .init(port: 0, threads: 1)) { request, _ in
-            let body: String
-            switch request.path {
-            case "/v1/status": body = #"{"kind": "serve", "id": "serve-x", "model": {"reference": "credit@1"}, "state": "serving"}"#
-            case "/v1/timeseries": body = #"{"fields": [], "samples": []}"#
-            default: body = #"{"events": []}"#
-            }
-            return HTTPResponse(status: 200, contentType: "application/json", body: body)
-        }
-        let port = try server.start()
-        let url = "http://127.0.0.1:\(port)"
+        let server = try FakeComponent(status: #"{"kind": "serve", "id": "serve-x", "model": {"reference": "credit@1"}, "state": "serving"}"#)
+        let url = server.url
         let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-collector-\(UUID().uuidString)"))
         defer { try? FileManager.default.removeItem(at: home.url) }
         let fleet = try FleetDirectory(home: home)
