@@ -121,9 +121,7 @@ package final class ComponentHost: Sendable {
 
     private func heartbeat() {
         guard let fleet else { return }
-        var status = ComponentStatus(kind: control.component.kind)
-        control.component.describe(&status)
-        let model = status.model?.reference
+        let model = control.component.runningModel
         try? fleet.heartbeat(.init(
             id: control.id, kind: control.component.kind, url: control.baseURL, pid: Int(getpid()),
             host: ProcessInfo.processInfo.hostName, model: model, startedAt: control.startedAt,

@@ -22,6 +22,8 @@ package protocol Component: AnyObject, Sendable {
     var kind: String { get }
     /// Fills in its part of /v1/status: `model`, `following`, `state`, `counters` and its kind's own part.
     func describe(_ status: inout ComponentStatus)
+    /// The version it runs (`NAME@N`), for its fleet record; nil when it runs none.
+    var runningModel: String? { get }
     /// Whether /readyz answers 200.
     var isReady: Bool { get }
     /// Fields of a per-second sample for /v1/timeseries.
@@ -41,6 +43,7 @@ package protocol Component: AnyObject, Sendable {
 
 extension Component {
     package var dependencies: [DependencyHealth] { [] }
+    package var runningModel: String? { nil }
 }
 
 /// A request's context inside a component.

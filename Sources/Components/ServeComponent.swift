@@ -196,6 +196,8 @@ package final class ServeComponent: Component {
         ]
     }
 
+    package var runningModel: String? { binding.version?.reference }
+
     package func describe(_ status: inout ComponentStatus) {
         binding.describe(&status)
         status.state = model.current == nil ? "loading" : "serving"

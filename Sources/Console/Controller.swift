@@ -125,8 +125,7 @@ package struct Controller: Sendable {
         case .character("l"):
             // The log of the selected component (or the one this view shows).
             let components = snapshot.components
-            let kind = state.view == .overview ? nil : screen(state.view).title.lowercased()
-            guard let c = kind.flatMap({ focused($0, snapshot, state) }) ?? (state.selected < components.count ? components[state.selected] : nil) else {
+            guard let c = screen(state.view).kind.flatMap({ focused($0, snapshot, state) }) ?? (state.selected < components.count ? components[state.selected] : nil) else {
                 return fail("l: select a component to see its log")
             }
             state.logOf = c.url

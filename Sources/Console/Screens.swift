@@ -232,7 +232,7 @@ func drawOverview(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: Co
     for group in replicaGroups(snapshot.components) where group.count > 1 {
         guard let totals = replicaTotals(snapshot.components[group]), let last = group.last(where: { shown.contains($0) }) else { continue }
         // Right of the swap/run legend (drawMarks); on a narrow terminal the end gives way to "…".
-        let from = max(10, (canvas.width - 4 - 40) / 2) + 24
+        let from = panelGraphWidth(canvas.width) + 24
         let room = canvas.width - 2 - from
         guard room > 12 else { continue }
         var text = " " + totals.text + " "
@@ -443,7 +443,7 @@ private func drawPanel(_ canvas: inout Canvas, _ c: ComponentView, y: Int, heigh
     func chart(_ x: Int, _ values: [Double], _ w: Int, _ role: Role, ceiling: Double? = nil) {
         for (r, line) in sparkRows(values, width: w, rows: chartRows, unicode: unicode, ceiling: ceiling).enumerated() { canvas.put(x, y + 2 + r, line, role) }
     }
-    let graph = max(10, (inner - 40) / 2)
+    let graph = panelGraphWidth(width)
     switch c.kind {
     case "serve":
         // 4xx and 5xx apart: a flood of bad requests is not health, and not the server's fault either.
@@ -507,20 +507,15 @@ func dependencyOutage(_ status: ComponentStatus?, now: Date) -> String? {
 /// sparkline (one column a second, newest right) on the panel's bottom edge.
 private func drawMarks(_ canvas: inout Canvas, _ c: ComponentView, _ events: [EventItem], y: Int, now: Date) {
     guard !c.isDown else { return }
-    let graph = max(10, (canvas.width - 4 - 40) / 2)
+    let graph = panelGraphWidth(canvas.width)
     let x0 = c.kind == "batch" ? 9 : 8
-    let source = c.kind + " " + c.id
-    var marked = false
-    for event in events.suffix(200) where event.source == source && (event.kind == "model" || event.kind == "run") {
-        guard let at = parseTimestamp(event.at) else { continue }
-        let age = Int(now.timeIntervalSince1970 - at)
-        guard age >= 0, age < graph else { continue }
-        let glyph = event.kind == "model" ? (canvas.unicode ? "◆" : "S") : (canvas.unicode ? "▲" : "R")
-        canvas.put(x0 + graph - 1 - age, y, glyph, .accent)
-        marked = true
-    }
-    if marked { canvas.put(x0 + graph + 1, y, canvas.unicode ? "◆ swap ▲ run" : "S swap R run", .dim) }
+    let marks = chartMarks(c, events, now: now, unicode: canvas.unicode).filter { $0.age >= 0 && $0.age < graph }
+    for mark in marks { canvas.put(x0 + graph - 1 - mark.age, y, mark.glyph, .accent) }
+    if !marks.isEmpty { canvas.put(x0 + graph + 1, y, canvas.unicode ? "◆ swap ▲ run" : "S swap R run", .dim) }
 }
+
+/// The width of each of an overview panel's two sparklines on a terminal `width` columns wide.
+func panelGraphWidth(_ width: Int) -> Int { max(10, (width - 4 - 40) / 2) }
 
 /// The Events view's rows: newest first, filtered.
 func eventRows(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [EventItem] {

@@ -17,6 +17,8 @@ package enum Collected: Sendable, Hashable {
 protocol ConsoleScreen: Sendable {
     var view: ConsoleView { get }
     var title: String { get }
+    /// The kind of component it shows (`serve`, `batch`, `stream`); nil for the others.
+    var kind: String? { get }
     /// What the collector must read for it.
     var collects: Set<Collected> { get }
     /// Its keys on the footer.
@@ -34,6 +36,7 @@ protocol ConsoleScreen: Sendable {
 }
 
 extension ConsoleScreen {
+    var kind: String? { nil }
     var collects: Set<Collected> { [] }
     var sortOrders: [String] { [] }
     func rowKeys(_ snapshot: FleetSnapshot, _ state: ConsoleState) -> [String]? { nil }
@@ -75,7 +78,7 @@ struct OverviewScreen: ConsoleScreen {
             // The selected component's own view.
             guard controller.state.selected < components.count else { return controller.fail("Enter: no component selected") }
             let kind = components[controller.state.selected].kind
-            guard let view = consoleViews.first(where: { $0.title.lowercased() == kind })?.view else {
+            guard let view = consoleViews.first(where: { $0.kind == kind })?.view else {
                 return controller.fail("Enter: \(kind) has no view of its own")
             }
             controller.state.view = view
@@ -106,6 +109,7 @@ struct OverviewScreen: ConsoleScreen {
 struct ServeScreen: ConsoleScreen {
     let view = ConsoleView.serve
     let title = "Serve"
+    let kind: String? = "serve"
     let footerKeys = "s swap  b rollback"
     func draw(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) { drawServeView(&canvas, snapshot, state) }
 }
@@ -113,6 +117,7 @@ struct ServeScreen: ConsoleScreen {
 struct BatchScreen: ConsoleScreen {
     let view = ConsoleView.batch
     let title = "Batch"
+    let kind: String? = "batch"
     let collects: Set<Collected> = [.runs]
     let footerKeys = "t run  R rerun  c cancel  / filter  o sort  Enter open"
     let sortOrders = ["newest", "status", "rows", "rejects"]
@@ -137,6 +142,7 @@ struct BatchScreen: ConsoleScreen {
 struct StreamScreen: ConsoleScreen {
     let view = ConsoleView.stream
     let title = "Stream"
+    let kind: String? = "stream"
     let collects: Set<Collected> = [.deadLetters]
     let footerKeys = "p pause  s swap  o sort  Enter open"
     let sortOrders = ["newest", "reason"]

@@ -463,6 +463,8 @@ package final class BatchComponent: Component {
         return total > 0 ? min(1, Double(progress.bytesDone.load(ordering: .relaxed)) / Double(total)) : 0
     }
 
+    package var runningModel: String? { binding.version?.reference }
+
     package func describe(_ status: inout ComponentStatus) {
         let (current, t) = state.withLock { ($0.active, $0.totals) }
         binding.describe(&status)

@@ -334,6 +334,8 @@ package final class StreamComponent: Component {
         ]
     }
 
+    package var runningModel: String? { binding.version?.reference }
+
     package func describe(_ status: inout ComponentStatus) {
         let (backlog, backlogStatus) = backlogState.withLock { ($0.current, $0.status) }
         let (input, processing) = rates()
