@@ -52,6 +52,8 @@ package struct RequestContext: Sendable {
     package var receivedNanoseconds: UInt64
     package var requestID: String
     package var principal: Principal
+    /// The component is draining (shutting down): readiness answers 503.
+    package var draining = false
 }
 
 /// Checks `Authorization: Bearer KEY` against the active keys, kept in memory
@@ -118,6 +120,7 @@ package final class ControlAPI: Sendable {
     private let http = Mutex<(connections: Int, limit: Int, acceptPauses: Int)?>(nil)
     private let requestCounter = Atomic<UInt64>(0)
     private let requestPrefix: String
+    private let drainingFlag = Atomic<Bool>(false)
 
     /// Dependencies besides the component's own (the registry service, for a component using one).
     package let extraDependencies: [DependencyHealth]
@@ -139,11 +142,21 @@ package final class ControlAPI: Sendable {
     }
     package var baseURL: String { url.withLock { $0 } }
 
+    /// Readiness answers 503 from now on (load balancers take the component out of rotation), and status says `draining`.
+    package func beginDrain(_ why: String) {
+        guard !drainingFlag.exchange(true, ordering: .relaxed) else { return }
+        events.append("drain", why)
+    }
+
+    package var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
+
     /// The server's handler.
     package func handle(_ request: HTTPRequest, _ context: HTTPServer.Context) -> HTTPResponse {
         let requestID = request.headers["x-request-id"].flatMap { $0.isEmpty || $0.utf8.count > 200 ? nil : $0 }
             ?? newRequestID()
-        var ctx = RequestContext(loop: context.loop, receivedNanoseconds: context.receivedNanoseconds, requestID: requestID, principal: .anonymous)
+        var ctx = RequestContext(
+            loop: context.loop, receivedNanoseconds: context.receivedNanoseconds, requestID: requestID, principal: .anonymous,
+            draining: drainingFlag.load(ordering: .relaxed))
         var response = route(request, &ctx)
         response.headers.add("x-request-id", requestID)
         return response
@@ -196,6 +209,7 @@ package final class ControlAPI: Sendable {
         case ("GET", "/healthz"), ("HEAD", "/healthz"):
             return json(200, .object(JSONObject(["status": .string("ok")])))
         case ("GET", "/readyz"), ("HEAD", "/readyz"):
+            if ctx.draining { return .error(503, "not ready: draining (shutting down)") }
             return component.isReady
                 ? json(200, .object(JSONObject(["status": .string("ready")])))
                 : .error(503, "not ready: no model loaded yet")
@@ -261,6 +275,7 @@ package final class ControlAPI: Sendable {
     package func status() -> ComponentStatus {
         var status = ComponentStatus(kind: component.kind, id: id, url: baseURL, version: switchyardVersion, pid: Int(getpid()), startedAt: startedAt)
         component.describe(&status)
+        if isDraining { status.state = "draining" }
         status.dependencies = (component.dependencies + extraDependencies).map { $0.status() }
         if let http = http.withLock({ $0 }) {
             status.http = ComponentStatus.ConnectionFigures(connections: http.connections, maxConnections: http.limit, acceptPauses: http.acceptPauses)

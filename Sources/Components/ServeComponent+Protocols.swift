@@ -20,7 +20,7 @@ extension ServeComponent {
         case ("GET", "/v2/health/live"):
             return json(200, .object(JSONObject(["live": .bool(true)])))
         case ("GET", "/v2/health/ready"):
-            return json(200, .object(JSONObject(["ready": .bool(true)])))
+            return json(context.draining ? 503 : 200, .object(JSONObject(["ready": .bool(!context.draining)])))
         case ("GET", "/v2"):
             return json(200, .object(JSONObject([
                 "name": .string("switchyard"), "version": .string(switchyardVersion), "extensions": .array([]),
@@ -88,7 +88,7 @@ extension ServeComponent {
         case ("GET", nil):
             return json(200, modelMetadata(snapshot))
         case ("GET", "ready"?):
-            return json(200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(true)])))
+            return json(context.draining ? 503 : 200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(!context.draining)])))
         case ("POST", "infer"?):
             return guarded(request, context) { try infer(request, snapshot, loop: context.loop) }
         default:

@@ -1,4 +1,5 @@
 import CSystem
+import Dispatch
 import Synchronization
 
 #if canImport(Glibc)
@@ -51,9 +52,17 @@ final class EventLoop: @unchecked Sendable {
 
     func requestStop() {
         stopping.store(true, ordering: .releasing)
+        wake()
+    }
+
+    /// Wakes the loop: to stop, to deliver late responses, or to begin draining.
+    func wake() {
         var one: UInt64 = 1
         _ = write(wakeFD, &one, 8)
     }
+
+    /// The loop has let go of the listener: the server is draining.
+    private var detached = false
 
     func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
@@ -65,10 +74,11 @@ final class EventLoop: @unchecked Sendable {
                 let fd = events[i].data.fd
                 let flags = events[i].events
                 if fd == listener {
-                    acceptAll()
+                    if !detached { acceptAll() }
                 } else if fd == wakeFD {
                     var value: UInt64 = 0
                     _ = read(wakeFD, &value, 8)
+                    if !detached && server.isDraining { beginDraining() }
                     deliverLater()
                 } else if let connection = connection(fd) {
                     if flags & Epoll.readable != 0 || flags & Epoll.hangup != 0 { readFrom(connection) }
@@ -139,16 +149,27 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func pauseAccepting() {
-        guard !acceptPaused else { return }
+        guard !acceptPaused, !detached else { return }
         acceptPaused = true
         server.acceptPauses.wrappingAdd(1, ordering: .relaxed)
         try? Epoll.control(epfd, Epoll.delete, listener, events: 0)
     }
 
     private func resumeAccepting() {
-        guard acceptPaused else { return }
+        guard acceptPaused, !detached else { return }
         acceptPaused = false
         try? Epoll.control(epfd, Epoll.add, listener, events: Epoll.readable | UInt32(EPOLLEXCLUSIVE.rawValue))
+    }
+
+    // MARK: - Draining
+
+    /// Lets go of the listener (the server closes it once every loop has) and closes the idle
+    /// connections; a request already sent on one is read first and answered with `Connection: close`.
+    private func beginDraining() {
+        detached = true
+        if !acceptPaused { try? Epoll.control(epfd, Epoll.delete, listener, events: 0) }
+        server.drainDetached.leave()
+        for case let connection? in connections where connection.isIdle { readFrom(connection) }  // flush closes it when still idle
     }
 
     // MARK: - Reading and handling
@@ -273,7 +294,7 @@ final class EventLoop: @unchecked Sendable {
         if connection.outputOffset == connection.output.count {
             connection.output.removeAll(keepingCapacity: connection.output.capacity <= 1 << 16)
             connection.outputOffset = 0
-            if connection.closing {
+            if connection.closing || (detached && connection.isIdle) {
                 closeConnection(fd)
                 return
             }
@@ -348,6 +369,9 @@ final class Connection {
     var awaiting: HTTPServer.Deferred?
     var waiting: [HTTPRequestParser.Event] = []
     var interest: UInt32 = Epoll.readable | UInt32(EPOLLRDHUP.rawValue)
+
+    /// Nothing in flight: no request begun, nothing to write, no response awaited.
+    var isIdle: Bool { parser.phase == .idle && awaiting == nil && waiting.isEmpty && outputOffset == output.count }
 
     init(fd: Int32, serial: UInt64, limits: HTTPRequestParser.Limits, now: UInt64) {
         self.fd = fd

@@ -82,6 +82,10 @@ public final class HTTPServer: Sendable {
     let acceptPauses = Atomic<Int>(0)
     /// `configuration.maxConnections`, clamped by `start()` to what the descriptor limit allows.
     private let connectionLimit = Atomic<Int>(0)
+    /// Set by `drain`: responses say `Connection: close`, idle connections close, the loops stop accepting.
+    let drainingFlag = Atomic<Bool>(false)
+    /// Loops that have let go of the listener since `drain` began.
+    let drainDetached = DispatchGroup()
     private let state = Mutex<(loops: [EventLoop], port: Int, listener: Int32)>(([], 0, -1))
     private let finished = DispatchGroup()
 
@@ -134,6 +138,31 @@ public final class HTTPServer: Sendable {
         if listener >= 0 { close(listener) }
         state.withLock { $0 = ([], 0, -1) }
     }
+
+    /// Drains, then stops: the loops stop accepting and the listener closes (new connections are
+    /// refused, so a proxy tries its next upstream), idle keep-alive connections close, and the
+    /// requests in flight finish, each answered with `Connection: close`. Returns the connections
+    /// still open when `timeout` passed or `giveUp` said yes (they are then cut off); 0 when all finished.
+    @discardableResult
+    public func drain(timeout: Double, giveUp: () -> Bool = { false }) -> Int {
+        let (loops, listener) = state.withLock { ($0.loops, $0.listener) }
+        guard !loops.isEmpty, !drainingFlag.exchange(true, ordering: .acquiringAndReleasing) else { return 0 }
+        for _ in loops { drainDetached.enter() }
+        for loop in loops { loop.wake() }
+        let deadline = DispatchTime.now() + .nanoseconds(Int(max(0, min(timeout, 1e6)) * 1e9))
+        // A loop lets go of the listener at its next wakeup (a handler holding it delays that).
+        if drainDetached.wait(timeout: deadline) == .success, listener >= 0 {
+            close(listener)
+            state.withLock { $0.listener = -1 }
+        }
+        while connections > 0 && DispatchTime.now() < deadline && !giveUp() { usleep(5_000) }
+        let left = connections
+        stop()
+        return left
+    }
+
+    /// Whether `drain` has begun.
+    public var isDraining: Bool { drainingFlag.load(ordering: .relaxed) }
 
     /// Open connections now.
     public var connections: Int { connectionCount.load(ordering: .relaxed) }
@@ -239,7 +268,7 @@ extension HTTPServer {
     private func write(_ response: HTTPResponse, keepAlive: Bool, head: Bool, received: UInt64, into output: inout [UInt8], loop: Int) -> Bool {
         var response = response
         if head { response.body = [] }
-        let keepAlive = keepAlive && !response.close
+        let keepAlive = keepAlive && !response.close && !drainingFlag.load(ordering: .relaxed)
         response.serialize(into: &output, keepAlive: keepAlive)
         if response.observed { observer?(loop, response.status, monotonicNanoseconds() - received) }
         return keepAlive

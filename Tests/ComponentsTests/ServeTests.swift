@@ -478,6 +478,29 @@ func numbers(_ value: JSONValue?) -> [Double] {
         try? FileManager.default.removeItem(at: f.home.url)
     }
 
+    /// SIGTERM drains: during the drain delay readiness answers 503 on both readiness routes and
+    /// status says `draining`, while scoring still works (the load balancer has not noticed yet);
+    /// then the host stops and leaves the fleet.
+    @Test func drainingTurnsReadinessTo503AndKeepsScoringUntilTheListenerCloses() throws {
+        let f = try ServeFixture(open: true)
+        defer { try? FileManager.default.removeItem(at: f.home.url) }
+        #expect(try f.get("/readyz").status == 200)
+        let giveUp = Atomic<Bool>(false)
+        let left = Mutex<Int?>(nil)
+        let host = f.host
+        Thread { let n = host.drain(delay: 600, timeout: 600, giveUp: { giveUp.load(ordering: .relaxed) }); left.withLock { $0 = n } }.start()
+        #expect(waitUntil { (try? f.get("/readyz").status) == 503 })
+        let oip = try f.get("/v2/health/ready")
+        #expect(try oip.status == 503 && body(oip)["ready"] == .bool(false))
+        #expect(try f.get("/v2/models/credit/ready").status == 503)
+        #expect(try body(try f.get("/v1/status", key: f.readKey))["state"] == .string("draining"))
+        #expect(f.serve.events.after(0).contains { $0.kind == "drain" })
+        #expect(try f.post("/score", "{\"data\": [\(creditRecord)]}").status == 200, "still scoring during the delay")
+        giveUp.store(true, ordering: .relaxed)
+        #expect(waitUntil { left.withLock { $0 } != nil })
+        #expect(try FleetDirectory(home: f.home).members().isEmpty)
+    }
+
     @Test func timeseriesReportsRequestsAndLatency() throws {
         let f = try ServeFixture()
         defer { f.stop() }
@@ -554,4 +577,14 @@ struct GatedSource: ModelSource {
         if version.version == 2 { gate.pass() }
         return try base.document(version)
     }
+}
+
+/// Polls `condition` until it holds or `deadline` seconds pass (a deadline that only fails a hung test).
+func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
+    let end = Date().addingTimeInterval(deadline)
+    while Date() < end {
+        if condition() { return true }
+        usleep(10_000)
+    }
+    return condition()
 }

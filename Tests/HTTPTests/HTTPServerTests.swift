@@ -97,6 +97,56 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
         #expect(try HTTPClient(port: server.port).request("GET", "/still").text == "/still")
     }
 
+    /// Drain (SIGTERM on a serve): new connections are refused, an idle keep-alive connection is
+    /// closed, a request in flight still gets its answer, with `Connection: close`, and drain
+    /// returns once it has, with nothing cut off.
+    @Test func drainFinishesWhatIsInFlightAndRefusesNewConnections() throws {
+        let held = Mutex<[HTTPPromise]>([])
+        let server = HTTPServer(configuration: .init(threads: 2)) { request, _ in
+            if request.path == "/hold" {
+                let promise = HTTPPromise()
+                held.withLock { $0.append(promise) }
+                return .later(promise)
+            }
+            return HTTPResponse(status: 200, contentType: "text/plain", body: "\(request.path)")
+        }
+        let port = try server.start()
+        let idle = HTTPClient(port: port, timeout: 20)
+        #expect(try idle.request("GET", "/a").text == "/a")  // kept alive, now idle
+        let busy = HTTPClient(port: port, timeout: 20)
+        try busy.sendRaw(Array("GET /hold HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+        #expect(waitUntil { held.withLock { $0.count } == 1 })
+
+        let left = Mutex<Int?>(nil)
+        Thread { let n = server.drain(timeout: 60); left.withLock { $0 = n } }.start()
+        #expect(idle.readUntilClosed().isEmpty, "the idle connection is closed without a word")
+        #expect(waitUntil { (try? connectTCP(host: "127.0.0.1", port: port, timeout: 5)).map { close($0); return false } ?? true },
+                "new connections are refused")
+        #expect(left.withLock { $0 } == nil, "drain waits for the request in flight")
+        held.withLock { $0[0] }.fulfil(HTTPResponse(status: 200, contentType: "text/plain", body: "late"))
+        let answer = try busy.readResponse()
+        #expect(answer.text == "late" && answer.headers["Connection"] == "close")
+        #expect(busy.readUntilClosed().isEmpty)
+        #expect(waitUntil { left.withLock { $0 } != nil })
+        #expect(left.withLock { $0 } == 0, "nothing was cut off")
+    }
+
+    /// A request that does not finish within the drain timeout is cut off, and drain says so.
+    @Test func drainCutsOffWhatOutlastsItsTimeout() throws {
+        let held = Mutex<[HTTPPromise]>([])
+        let server = HTTPServer(configuration: .init(threads: 1)) { _, _ in
+            let promise = HTTPPromise()
+            held.withLock { $0.append(promise) }
+            return .later(promise)
+        }
+        let port = try server.start()
+        let busy = HTTPClient(port: port, timeout: 20)
+        try busy.sendRaw(Array("GET /never HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+        #expect(waitUntil { held.withLock { $0.count } == 1 })
+        #expect(server.drain(timeout: 0.2) == 1)
+        #expect(busy.readUntilClosed().isEmpty)
+    }
+
     @Test func malformedRequestsGet400AndTheConnectionCloses() throws {
         let server = try echoServer()
         defer { server.stop() }

@@ -149,9 +149,11 @@ struct Arguments {
     }
 
     /// A duration in seconds: above 0 and at most a day.
-    func seconds(_ name: String) throws(UsageError) -> Double? {
+    func seconds(_ name: String, zeroAllowed: Bool = false) throws(UsageError) -> Double? {
         guard let v = try double(name) else { return nil }
-        guard v > 0, v <= 86_400 else { throw UsageError("--\(name) must be between 0 and 86400 seconds, got \(v)") }
+        guard zeroAllowed ? v >= 0 : v > 0, v <= 86_400 else {
+            throw UsageError("--\(name) must be \(zeroAllowed ? "from" : "more than") 0 and at most 86400 seconds, got \(v)")
+        }
         return v
     }
 

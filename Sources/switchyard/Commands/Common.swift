@@ -220,11 +220,17 @@ private final class SignalHandlers: @unchecked Sendable {
 /// between the line and the handler), and the process ran on.
 final class Termination: Sendable {
     private let done = DispatchSemaphore(value: 0)
+    private let signals = Atomic<Int>(0)
 
     init() {
-        let done = done
-        onTermination { done.signal() }
+        onTermination { [self] in
+            signals.wrappingAdd(1, ordering: .relaxed)
+            done.signal()
+        }
     }
+
+    /// A second signal came: whoever is stopping cleanly should stop at once.
+    var repeated: Bool { signals.load(ordering: .relaxed) > 1 }
 
     /// Blocks until the signal came (at once if it already did).
     func wait() { done.wait() }

@@ -26,6 +26,8 @@ let serveCommand = Command(
         Option(name: "header-timeout", value: "SECONDS", help: "time to send a request head (408 after)", defaultValue: "10"),
         Option(name: "body-timeout", value: "SECONDS", help: "time to send a request body (408 after)", defaultValue: "30"),
         Option(name: "idle-timeout", value: "SECONDS", help: "idle keep-alive connections close after this", defaultValue: "75"),
+        Option(name: "drain-delay", value: "SECONDS", help: "on SIGTERM, keep accepting this long with readiness at 503 (for a load balancer to notice)", defaultValue: "0"),
+        Option(name: "drain-timeout", value: "SECONDS", help: "on SIGTERM, requests in flight get this long to finish; the rest are cut off", defaultValue: "10"),
     ] + registryOptions,
     details: """
         Endpoints (the same model behind all of them):
@@ -38,6 +40,10 @@ let serveCommand = Command(
         /metrics (scope read) and POST /v1/model {"version": N} | {"alias": "A"} (scope admin).
         Scoring needs a key with scope predict unless --open. Keys: 'switchyard keys create'.
         Every response carries x-request-id and, from scoring routes, x-model-version.
+
+        SIGTERM (or Ctrl-C) drains: /readyz and /v2/health/ready answer 503, the listener closes
+        after --drain-delay, idle keep-alive connections close and requests in flight finish with
+        'Connection: close' within --drain-timeout. A second signal stops at once.
 
         Example:
           switchyard serve --model credit@production --port 8080
@@ -58,6 +64,8 @@ let serveCommand = Command(
         configuration.idleTimeout = try args.seconds("idle-timeout") ?? configuration.idleTimeout
         let maxRows = try args.integer("max-rows", range: 1...10_000_000) ?? ServeComponent.defaultMaxRows
         let open = args.flag("open")
+        let drainDelay = try args.seconds("drain-delay", zeroAllowed: true) ?? 0
+        let drainTimeout = try args.seconds("drain-timeout", zeroAllowed: true) ?? 10
 
         let events = EventLog()
         let access = try registryAccess(args, events: events)
@@ -83,8 +91,9 @@ let serveCommand = Command(
         logLine("  POST /v2/models/\(model.split(separator: "@")[0])/infer   POST /score   POST /invocations   GET /v1/status")
         fflush(nil)
         termination.wait()
-        logLine("stopping")
-        runner.stop()
+        logLine("draining: readiness answers 503" + (drainDelay > 0 ? "; closing the listener in \(drainDelay) s" : ""))
+        let cutOff = runner.drain(delay: drainDelay, timeout: drainTimeout, giveUp: { termination.repeated })
+        logLine(cutOff == 0 ? "stopped: every request finished" : "stopped: \(cutOff) connection(s) cut off with requests unfinished")
         return Exit.ok
     })
 
