@@ -162,7 +162,7 @@ func waitUntil(deadline: Double = 30, _ condition: () -> Bool) -> Bool {
 /// Starts `path` with no signal blocked and SIGINT and SIGTERM at their defaults, its standard
 /// output and error into `output`. Foundation's Process passes on the spawning thread's signal
 /// mask, and a test thread's blocks SIGINT, so a wrk started that way never sees its Ctrl-C.
-func spawnWithSignals(_ path: String, _ arguments: [String], output: URL) throws -> pid_t {
+func spawnWithSignals(_ path: String, _ arguments: [String], environment: [String]? = nil, output: URL) throws -> pid_t {
     let fd = open(output.path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
     guard fd >= 0 else { throw CLITestError("cannot create \(output.path)") }
     defer { close(fd) }
@@ -186,7 +186,9 @@ func spawnWithSignals(_ path: String, _ arguments: [String], output: URL) throws
     let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
     defer { for p in argv { free(p) } }
     var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, &attributes, argv, environ)
+    let envp: [UnsafeMutablePointer<CChar>?]? = environment.map { $0.map { strdup($0) } + [nil] }
+    defer { for p in envp ?? [] { free(p) } }
+    let rc = envp.map { posix_spawn(&pid, path, &actions, &attributes, argv, $0) } ?? posix_spawn(&pid, path, &actions, &attributes, argv, environ)
     guard rc == 0 else { throw CLITestError("posix_spawn \(path): \(String(cString: strerror(rc)))") }
     return pid
 }

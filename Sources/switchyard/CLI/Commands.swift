@@ -12,5 +12,6 @@ let commands: [Command] = [
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsImportCommand, modelsPromoteCommand,
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
+    imageBuildCommand, deployK8sCommand,
     benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
 ]

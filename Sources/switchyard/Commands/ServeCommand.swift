@@ -14,7 +14,9 @@ let serveCommand = Command(
     words: ["serve"],
     summary: "Serve a model over HTTP: Open Inference Protocol v2, Azure ML /score, MLflow /invocations",
     options: [
-        Option(name: "model", value: "NAME@ALIAS", help: "the model; an alias is followed as it moves, a version number is pinned", required: true),
+        Option(name: "model", value: "NAME@ALIAS", help: "the model; an alias is followed as it moves, a version number is pinned (with --model-file: NAME@N names the file's version)"),
+        Option(name: "model-file", value: "FILE", help: "serve this model document instead of one from a registry (a container image's baked-in model)"),
+        Option(name: "keys-file", value: "FILE", help: "API keys from this file, reread every 2 s: lines 'SCOPE KEY-or-sha256:HEX [NAME]' (a mounted Secret)"),
         Option(name: "port", value: "PORT", help: "port to listen on (0 picks a free one)", defaultValue: "8080"),
         Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
         Option(name: "threads", value: "N", help: "event loops (threads)", defaultValue: "one per core"),
@@ -49,7 +51,8 @@ let serveCommand = Command(
           switchyard serve --model credit@production --port 8080
         """,
     run: { args in
-        let reference = try args.require("model")
+        let modelFile = args.string("model-file")
+        if modelFile == nil && args.string("model") == nil { throw UsageError("missing --model NAME@ALIAS (or --model-file FILE)") }
         let port = try args.integer("port", range: 0...65535) ?? 8080
         let host = args.string("host") ?? "127.0.0.1"
         let threadsText = args.string("threads")
@@ -70,11 +73,19 @@ let serveCommand = Command(
         let events = EventLog()
         let access = try registryAccess(args, events: events)
         try access.checkComponentKey()
-        let authenticator = Authenticator(store: access.keys, loops: threads)
+        var models = access.models
+        var reference = args.string("model") ?? ""
+        if let modelFile {
+            guard access.client == nil else { throw UsageError("--model-file serves a file: leave out --registry (or SWITCHYARD_REGISTRY)") }
+            let file = try registryCall { () throws(RegistryError) in try ModelFile(path: modelFile, label: args.string("model")) }
+            (models, reference) = (file, file.version.reference)
+        }
+        let keys = try args.string("keys-file").map { path in try registryCall { () throws(RegistryError) in try KeyFile(path: path) } } ?? access.keys
+        let authenticator = Authenticator(store: keys, loops: threads)
         let serve: ServeComponent
         do {
             try ComponentHost.checkExposure(host: host, open: open, authenticator: authenticator)
-            serve = try ServeComponent(registry: access.models, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
+            serve = try ServeComponent(registry: models, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
                 maxRows: maxRows)
         } catch let error as HTTPError {
             throw CommandError(error.message)
