@@ -23,7 +23,7 @@ extension ServeComponent {
             return json(context.draining ? 503 : 200, .object(JSONObject(["ready": .bool(!context.draining)])))
         case ("GET", "/v2"):
             return json(200, .object(JSONObject([
-                "name": .string("switchyard"), "version": .string(switchyardVersion), "extensions": .array([]),
+                "name": .string("switchyard"), "version": .string(switchyardVersion), "extensions": .array([.string("binary_tensor_data")]),
             ])))
         case ("GET", "/swagger.json"):
             return json(200, swagger(snapshot))
@@ -38,10 +38,12 @@ extension ServeComponent {
 
     /// Auth, content type, then the body; thrown `HTTPError`s become responses.
     private func guarded(
-        _ request: HTTPRequest, _ context: RequestContext, allowCSV: Bool = false, _ body: () throws -> HTTPResponse
+        _ request: HTTPRequest, _ context: RequestContext, allowCSV: Bool = false, allowBinary: Bool = false, _ body: () throws -> HTTPResponse
     ) -> HTTPResponse {
         if let denied = authorizeScoring(request, context) { return denied }
-        if !(allowCSV && isCSV(request)), let wrongType = requireJSON(request) {
+        // A binary-tensor request's JSON part is defined by its header, whatever its Content-Type says.
+        let binary = allowBinary && request.headers["Inference-Header-Content-Length"] != nil
+        if !(allowCSV && isCSV(request)), !binary, let wrongType = requireJSON(request) {
             return allowCSV
                 ? .error(415, "Content-Type \(request.headers["Content-Type"] ?? "") is not accepted here; send application/json or text/csv")
                 : wrongType
@@ -90,7 +92,7 @@ extension ServeComponent {
         case ("GET", "ready"?):
             return json(context.draining ? 503 : 200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(!context.draining)])))
         case ("POST", "infer"?):
-            return guarded(request, context) { try infer(request, snapshot, loop: context.loop) }
+            return guarded(request, context, allowBinary: true) { try infer(request, snapshot, loop: context.loop) }
         default:
             return .error(404, "no route for \(request.method) \(request.path)")
         }
@@ -143,7 +145,16 @@ extension ServeComponent {
     }
 
     private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot, loop: Int) throws -> HTTPResponse {
-        try request.body.withUnsafeBytes { body in
+        if let header = request.headers["Inference-Header-Content-Length"] {
+            // The binary tensor data extension: read as the JSON request it stands for.
+            let json = try request.body.withUnsafeBytes { body in
+                try BinaryTensors.jsonRequest(body, headerLength: try BinaryTensors.headerLength(header, bodyCount: body.count))
+            }
+            return try json.withUnsafeBytes { body in
+                try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch) }
+            }
+        }
+        return try request.body.withUnsafeBytes { body in
             try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch) }
         }
     }
@@ -210,7 +221,15 @@ extension ServeComponent {
                 }
             }
         }
+        // Outputs, and which come back as binary data (the extension): `binary_data_output` on the
+        // request says all, `binary_data` on a requested output says that one.
         var wantProbability = true, wantLabel = true
+        func flag(_ node: Int?, _ name: StaticString) -> Bool? {
+            guard let node, tape.kind(node) == .object, let value = tape.member(node, name) else { return nil }
+            return tape.kind(value) == .true
+        }
+        let allBinary = flag(tape.member(tape.root, "parameters"), "binary_data_output") ?? false
+        var binaryProbability = allBinary, binaryLabel = allBinary
         if let requested = tape.member(tape.root, "outputs"), tape.kind(requested) == .array, tape.count(requested) > 0 {
             wantProbability = false
             wantLabel = false
@@ -218,14 +237,16 @@ extension ServeComponent {
             for _ in 0..<tape.count(requested) {
                 defer { output = tape.next(output) }
                 let name = tape.member(output, "name").flatMap { tape.string($0) } ?? ""
+                let binary = flag(tape.member(output, "parameters"), "binary_data") ?? allBinary
                 switch name {
-                case "probability": wantProbability = true
-                case "label": wantLabel = true
+                case "probability": (wantProbability, binaryProbability) = (true, binary)
+                case "label": (wantLabel, binaryLabel) = (true, binary)
                 default: throw HTTPError(400, "unknown output \"\(name)\"; outputs are probability and label")
                 }
             }
         }
         var w = JSONWriter()
+        var tail: [UInt8] = []
         w.reserveCapacity(160 + rows * (c * 24 + 16))
         w.raw(#"{"model_name":"#)
         w.string(snapshot.version.model)
@@ -243,26 +264,45 @@ extension ServeComponent {
             w.integer(rows)
             w.raw(",")
             w.integer(c)
-            w.raw(#"],"data":["#)
-            for (i, p) in s.probabilities.enumerated() {
-                if i > 0 { w.raw(",") }
-                w.number(p)
+            if binaryProbability {
+                w.raw(#"],"parameters":{"binary_data_size":"#)
+                w.integer(s.probabilities.count * 8)
+                w.raw("}}")
+                BinaryTensors.append(s.probabilities, to: &tail)
+            } else {
+                w.raw(#"],"data":["#)
+                for (i, p) in s.probabilities.enumerated() {
+                    if i > 0 { w.raw(",") }
+                    w.number(p)
+                }
+                w.raw("]}")
             }
-            w.raw("]}")
         }
         if wantLabel {
             if wantProbability { w.raw(",") }
             w.raw(#"{"name":"label","datatype":"BYTES","shape":["#)
             w.integer(rows)
-            w.raw(#"],"data":["#)
-            for (i, label) in s.labels.enumerated() {
-                if i > 0 { w.raw(",") }
-                w.string(scorer.classes[label])
+            if binaryLabel {
+                let start = tail.count
+                for label in s.labels { BinaryTensors.append(bytes: scorer.classes[label], to: &tail) }
+                w.raw(#"],"parameters":{"binary_data_size":"#)
+                w.integer(tail.count - start)
+                w.raw("}}")
+            } else {
+                w.raw(#"],"data":["#)
+                for (i, label) in s.labels.enumerated() {
+                    if i > 0 { w.raw(",") }
+                    w.string(scorer.classes[label])
+                }
+                w.raw("]}")
             }
-            w.raw("]}")
         }
         w.raw("]}")
-        return jsonBytes(200, w.bytes)
+        guard (wantProbability && binaryProbability) || (wantLabel && binaryLabel) else { return jsonBytes(200, w.bytes) }
+        var headers = HTTPHeaders()
+        headers.add("Content-Type", "application/octet-stream")
+        headers.add("Inference-Header-Content-Length", String(w.bytes.count))
+        return HTTPResponse(status: 200, headers: headers, body: w.bytes + tail)
     }
 
     /// Reads and checks input tensor `index` at `node`, appending its data nodes to `data`. The shape

@@ -28,15 +28,22 @@ let serve: ControlAPI = {
 
 let paths = ["/v2/models/credit/infer", "/score", "/invocations", "/v2/models/credit/versions/1/infer", "/v1/model"]
 
-/// The first byte picks the route; the rest is the body. Any body gets an answer below 500.
+/// The first byte picks the route (and 0x80 CSV for /invocations); with 0x40 on an infer route the
+/// next two bytes (little-endian) are the Inference-Header-Content-Length of a binary-tensor
+/// request. The rest is the body. Any body gets an answer below 500.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
     let path = paths[Int(data[0]) % paths.count]
     var headers = HTTPHeaders()
     headers.add("Content-Type", data[0] & 0x80 != 0 && path == "/invocations" ? "text/csv" : "application/json")
+    var start = 1
+    if data[0] & 0x40 != 0, path.hasSuffix("/infer"), size >= 3 {
+        headers.add("Inference-Header-Content-Length", String(Int(data[1]) | Int(data[2]) << 8))
+        start = 3
+    }
     let request = HTTPRequest(method: "POST", target: path, minorVersion: 1, headers: headers,
-                              body: Array(UnsafeBufferPointer(start: data + 1, count: size - 1)), keepAlive: true)
+                              body: Array(UnsafeBufferPointer(start: data + start, count: size - start)), keepAlive: true)
     let response = serve.handle(request, HTTPServer.Context(loop: 0, receivedNanoseconds: 0))
     if response.status >= 500 && path != "/v1/model" { fatalError("\(path) answered \(response.status): \(String(decoding: response.body, as: UTF8.self))") }
     return 0
