@@ -217,6 +217,9 @@ let benchServeCommand = Command(
         Option(name: "swaps", value: "N", help: "model swaps during the final 64-connection run", defaultValue: "20"),
         Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
+        Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
+        Option(name: "auth", value: "LIST", help: "open (no key) and/or key (a secured serve, Authorization: Bearer with a predict key)", defaultValue: "open,key"),
+        Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
     ],
     details: """
         Starts a serve component in this process on a free loopback port (a credit model
@@ -224,7 +227,12 @@ let benchServeCommand = Command(
         closed-loop load generator: one thread, keep-alive connections, each sending a
         single-record Open Inference Protocol request as soon as the last one is answered.
         The generator shares the machine's cores with the server, as wrk would.
-        With wrk on PATH, wrk (one thread) is the load instead.
+        With wrk on PATH, wrk is the load instead, with each of --wrk-threads; every run
+        reports the generator's CPU, and says so when it was the bottleneck (at 90% or more
+        of its threads: the server could have answered more).
+
+        Each route (--routes) runs open and with a key (--auth): the keyed runs go to a
+        second serve that requires a predict key, as a secured service runs.
 
         First it feeds the same request through the server's parse, route, score and
         serialize path on one thread, without sockets: the server's own CPU per request.
@@ -247,19 +255,28 @@ let benchServeCommand = Command(
             ? ProcessInfo.processInfo.activeProcessorCount : try args.integer("threads", range: 1...64)!
         let swaps = try args.integer("swaps", range: 0...1000) ?? 20
         let rounds = try args.integer("rounds", range: 1...50) ?? 1
+        func list(_ name: String, _ fallback: String, _ allowed: [String]) throws -> [String] {
+            let values = (args.string(name) ?? fallback).split(separator: ",").map(String.init)
+            for v in values where !allowed.contains(v) { throw UsageError("--\(name) takes \(allowed.joined(separator: ", ")), got \"\(v)\"") }
+            return values
+        }
+        let routes = try list("routes", "oip,score", ["oip", "score"])
+        let auths = try list("auth", "open,key", ["open", "key"])
+        let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: folder) }
         let home = Home(folder)
         var document = try trainBenchDocument()
-        let (registry, keys, adminKey) = try registryCall { () throws(RegistryError) in
+        let (registry, keys, adminKey, predictKey) = try registryCall { () throws(RegistryError) in
             let registry = try ModelRegistry(home: home)
             try registry.register(document, who: "bench")
             document.estimator.intercepts[0] += 0.25
             try registry.register(document, who: "bench")
             try registry.promote(model: "credit", version: 1, alias: "production", who: "bench")
             let keys = try KeyStore(home: home)
-            return (registry, keys, try keys.create(scope: .admin, name: "bench", who: "bench").1)
+            return (registry, keys, try keys.create(scope: .admin, name: "bench", who: "bench").1,
+                    try keys.create(scope: .predict, name: "bench-load", who: "bench").1)
         }
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
@@ -272,8 +289,26 @@ let benchServeCommand = Command(
         let host = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
             configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+        // The same model behind a serve that requires a predict key: what a secured service runs.
+        let securedServe: ServeComponent
+        do {
+            securedServe = try ServeComponent(registry: registry, reference: "credit@production", loops: threads, open: false, events: events, authenticator: authenticator)
+        } catch let error as HTTPError {
+            throw CommandError(error.message)
+        }
+        let secured = ComponentHost(
+            component: securedServe, observer: { securedServe.observe(loop: $0, status: $1, nanoseconds: $2) },
+            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
         let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
-        let request = Array("POST /v2/models/credit/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+        let scoreBody = #"{"data":[{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}]}"#
+        /// The request of a route, with the key's header for a keyed run.
+        func requestBytes(_ route: String, keyed: Bool) -> (path: String, body: String, headers: [(String, String)], bytes: [UInt8]) {
+            let (path, text) = route == "oip" ? ("/v2/models/credit/infer", body) : ("/score", scoreBody)
+            let headers = [("Content-Type", "application/json")] + (keyed ? [("Authorization", "Bearer \(predictKey)")] : [])
+            let head = "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\n" + headers.map { "\($0.0): \($0.1)\r\n" }.joined()
+            return (path, text, headers, Array((head + "Content-Length: \(text.utf8.count)\r\n\r\n\(text)").utf8))
+        }
+        let request = requestBytes("oip", keyed: false).bytes
         print("request: single-record POST /v2/models/credit/infer (\(request.count) bytes)")
         // Before the loops start, so this thread is loop 0's only user.
         let inProcess = try inProcessCost(host.server, request: request)
@@ -281,51 +316,68 @@ let benchServeCommand = Command(
 
         let port = try host.start()
         defer { host.stop() }
-        print("server: \(threads) event loops on 127.0.0.1:\(port); load: 1 generator thread, \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+        let securedPort = try secured.start()
+        defer { secured.stop() }
+        print("server: \(threads) event loops on 127.0.0.1:\(port) (open) and :\(securedPort) (a predict key required); \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
         _ = LoadGenerator.run(port: port, request: request, connections: 4, duration: 0.5)  // warm up
         let wrk = findExecutable("wrk")
-        func load(_ port: Int, _ connections: Int) throws -> LoadSummary {
-            if let wrk { return try runWrk(wrk, port: port, body: body, connections: connections, duration: duration) }
-            return LoadSummary(LoadGenerator.run(port: port, request: request, connections: connections, duration: duration))
-        }
-        func us(_ ns: Double) -> String { String(format: "%.0f µs", ns / 1000).padding(toLength: 11, withPad: " ", startingAt: 0) }
-        let header = "connections  requests/s" + (rounds > 1 ? " (median, range)           " : "   ") + "p50        p99        non-2xx  broken"
-        /// One line: medians of the runs (with the rate's range when there are several), failures summed.
-        func report(_ c: Int, _ runs: [LoadSummary]) {
-            let rates = runs.map(\.rate)
-            let rate = runs.count > 1
-                ? "\(Int(LoadSummary.median(rates))) (\(Int(rates.min()!))–\(Int(rates.max()!)))".padding(toLength: 39, withPad: " ", startingAt: 0)
-                : String(Int(rates[0])).padding(toLength: 13, withPad: " ", startingAt: 0)
-            print(String(c).padding(toLength: 13, withPad: " ", startingAt: 0) + rate
-                + us(LoadSummary.median(runs.map(\.p50))) + us(LoadSummary.median(runs.map(\.p99)))
-                + String(runs.map(\.failed).reduce(0, +)).padding(toLength: 9, withPad: " ", startingAt: 0) + "\(runs.map(\.broken).reduce(0, +))")
-        }
-        var ours: [Int: [LoadSummary]] = [:], theirs: [Int: [LoadSummary]] = [:]
+        let generators = wrk == nil ? [1] : wrkThreads
+        print("load: " + (wrk == nil ? "the built-in generator (1 thread; install wrk for more)" : "wrk -t\(generators.map(String.init).joined(separator: "/-t")) --latency") + "\n")
+        func us(_ ns: Double) -> String { ns >= 10_000_000 ? String(format: "%.0f ms", ns / 1e6) : String(format: "%.0f µs", ns / 1000) }
+        struct Variant: Hashable { var route: String; var keyed: Bool; var generators: Int; var connections: Int }
+        var ours: [Variant: [LoadSummary]] = [:], theirs: [Variant: [LoadSummary]] = [:]
+        var variants: [Variant] = []
+        for route in routes { for auth in auths { for g in generators { for c in counts {
+            variants.append(Variant(route: route, keyed: auth == "key", generators: g, connections: c))
+        } } } }
         for round in 1...rounds {
             if rounds > 1 { print("round \(round) of \(rounds)…") }
-            for c in counts {
-                ours[c, default: []].append(try load(port, c))
-                if let nginx { theirs[c, default: []].append(try load(nginx.port, c)) }
+            for v in variants {
+                let r = requestBytes(v.route, keyed: v.keyed)
+                func load(_ port: Int) throws -> LoadSummary {
+                    if let wrk {
+                        return try runWrk(wrk, port: port, path: r.path, body: r.body, headers: r.headers, threads: v.generators, connections: v.connections, duration: duration)
+                    }
+                    return LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
+                }
+                ours[v, default: []].append(try load(v.keyed ? securedPort : port))
+                if let nginx { theirs[v, default: []].append(try load(nginx.port)) }
             }
         }
-        print("\n" + (nginx == nil ? "" : "switchyard\n") + header)
-        for c in counts { report(c, ours[c]!) }
-        if let nginx {
-            print("\nnginx, fixed 200 (\(nginx.workers) workers)\n" + header)
-            for c in counts { report(c, theirs[c]!) }
-            print("")
-            for c in counts {
-                let ratio = LoadSummary.median(ours[c]!.map(\.rate)) / LoadSummary.median(theirs[c]!.map(\.rate))
-                let pairs = zip(ours[c]!, theirs[c]!).map { $0.rate / $1.rate }
-                let p99 = "p99 \(us(LoadSummary.median(ours[c]!.map(\.p99))).trimmingCharacters(in: .whitespaces)) vs \(us(LoadSummary.median(theirs[c]!.map(\.p99))).trimmingCharacters(in: .whitespaces))"
-                print("\(c) connections: switchyard/nginx \(String(format: "%.2f", ratio))×"
-                    + (rounds > 1 ? " (round by round \(String(format: "%.2f", pairs.min()!))–\(String(format: "%.2f", pairs.max()!)))" : "") + "; " + p99)
-            }
+        func rate(_ runs: [LoadSummary]) -> String {
+            let rates = runs.map(\.rate)
+            return runs.count > 1 ? "\(Int(LoadSummary.median(rates))) (\(Int(rates.min()!))–\(Int(rates.max()!)))" : "\(Int(rates[0]))"
         }
-        if wrk != nil { print("(load: wrk -t1 with --latency; wrk's percentiles are its own)") }
+        func cpu(_ runs: [LoadSummary], _ v: Variant) -> String {
+            guard wrk != nil else { return "" }
+            let share = LoadSummary.median(runs.map(\.generatorCPU)) / Double(v.generators)
+            return String(format: "%3.0f%%", share * 100) + (share >= 0.9 ? " ←bound" : "")
+        }
+        var table: [[String]] = [["route", "key", "load", "conns", "switchyard req/s", "p50", "p99", "wrk CPU"]
+            + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
+        for v in variants {
+            let mine = ours[v]!
+            var row = [v.route == "oip" ? "OIP" : "/score", v.keyed ? "yes" : "no", wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
+                       rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), cpu(mine, v)]
+            if nginx != nil {
+                let ref = theirs[v]!
+                let ratio = LoadSummary.median(mine.map(\.rate)) / LoadSummary.median(ref.map(\.rate))
+                let pairs = zip(mine, ref).map { $0.rate / $1.rate }
+                row += [rate(ref), us(LoadSummary.median(ref.map(\.p50))), us(LoadSummary.median(ref.map(\.p99))), cpu(ref, v),
+                        String(format: "%.2f×", ratio) + (rounds > 1 ? String(format: " (%.2f–%.2f)", pairs.min()!, pairs.max()!) : "")]
+            }
+            row += ["\(mine.map(\.failed).reduce(0, +))", "\(mine.map(\.broken).reduce(0, +))"]
+            table.append(row)
+        }
+        print(benchTable(table))
+        if wrk != nil {
+            print("wrk CPU: the load generator's CPU over the run as a share of its threads (←bound: at 90% or more it, not the server, set the rate).")
+            print("Latency percentiles are wrk's own (--latency).")
+        }
+        if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
 
         if swaps > 0 {
             // The same load without swaps first, in this invocation: what the swaps cost is the difference.
@@ -347,10 +399,11 @@ let benchServeCommand = Command(
             while !load.isFinished { usleep(10_000) }
             let r = outcome.withLock { $0 }!
             print("\n\(swaps) swaps (v1 ⇄ v2) during a 64-connection run (built-in generator): \(r.requests) requests, \(r.failed) failed, \(r.broken) broken connections, \(swapFailures) failed swaps")
-            print(header)
-            report(64, [LoadSummary(r)])
-            print("the same run without swaps, just before:")
-            report(64, [LoadSummary(quiet)])
+            func line(_ what: String, _ run: LoadSummary) -> [String] {
+                [what, "\(Int(run.rate))", us(run.p50), us(run.p99), "\(run.failed)", "\(run.broken)"]
+            }
+            print(benchTable([["64 connections", "requests/s", "p50", "p99", "non-2xx", "broken"],
+                              line("with swaps", LoadSummary(r)), line("without, just before", LoadSummary(quiet))]))
             let (swapping, steady) = (LoadSummary(r).p99, LoadSummary(quiet).p99)
             print(String(format: "p99 with swaps %.0f µs, without %.0f µs: %.2f× (goal ≤ 1.5×; a swap loads off the event loops)",
                          swapping / 1000, steady / 1000, swapping / max(steady, 1)))
@@ -393,21 +446,33 @@ func findExecutable(_ name: String) -> String? {
     return nil
 }
 
-/// Runs wrk (one thread, `connections` connections) with a POST script; parses rate, p50, p99 and non-2xx.
-private func runWrk(_ wrk: String, port: Int, body: String, connections: Int, duration: Double) throws -> LoadSummary {
+/// Runs wrk (`threads` threads, `connections` connections) with a POST script; parses rate, p50,
+/// p99, non-2xx and socket errors, and measures wrk's own CPU (its rusage as a reaped child).
+private func runWrk(
+    _ wrk: String, port: Int, path: String, body: String, headers: [(String, String)], threads: Int, connections: Int, duration: Double
+) throws -> LoadSummary {
     let script = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-wrk-\(getpid()).lua")
     defer { try? FileManager.default.removeItem(at: script) }
-    let escaped = body.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'")
-    try "wrk.method = 'POST'\nwrk.body = '\(escaped)'\nwrk.headers['Content-Type'] = 'application/json'\n".write(to: script, atomically: true, encoding: .utf8)
+    func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'" }
+    try ("wrk.method = 'POST'\nwrk.body = \(quoted(body))\n" + headers.map { "wrk.headers[\(quoted($0.0))] = \(quoted($0.1))\n" }.joined())
+        .write(to: script, atomically: true, encoding: .utf8)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: wrk)
-    process.arguments = ["-t1", "-c\(connections)", "-d\(max(1, Int(duration)))s", "--latency", "-s", script.path, "http://127.0.0.1:\(port)/v2/models/credit/infer"]
+    process.arguments = ["-t\(threads)", "-c\(max(connections, threads))", "-d\(max(1, Int(duration)))s", "--latency", "-s", script.path, "http://127.0.0.1:\(port)\(path)"]
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
+    func childrenCPU() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+    }
+    let cpuBefore = childrenCPU()
+    let started = monotonicNanoseconds()
     try process.run()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     process.waitUntilExit()
+    let wall = Double(monotonicNanoseconds() - started) / 1e9
     func microseconds(_ text: Substring) -> Double {
         let t = text.trimmingCharacters(in: .whitespaces)
         if t.hasSuffix("us") { return (Double(t.dropLast(2)) ?? 0) * 1000 }
@@ -425,7 +490,17 @@ private func runWrk(_ wrk: String, port: Int, body: String, connections: Int, du
         if line.contains("Socket errors") { result.broken = line.split(separator: ",").compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +) }
     }
     guard result.rate > 0 else { throw CommandError("wrk gave no result:\n\(output)") }
+    result.generatorCPU = (childrenCPU() - cpuBefore) / max(wall, 1e-3)
     return result
+}
+
+/// Left-aligned columns, two spaces apart, the first row a header.
+func benchTable(_ rows: [[String]]) -> String {
+    var widths = [Int](repeating: 0, count: rows.map(\.count).max() ?? 0)
+    for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+    return rows.map { row in
+        row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }.joined(separator: "\n")
 }
 
 /// One load run: rate, latency percentiles (ns), failures.
@@ -435,6 +510,8 @@ struct LoadSummary {
     var p99 = 0.0
     var failed = 0
     var broken = 0
+    /// The load generator's CPU over the run, in cores (wrk only).
+    var generatorCPU = 0.0
 
     init() {}
 
