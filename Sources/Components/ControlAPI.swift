@@ -61,15 +61,27 @@ package struct RequestContext: Sendable {
 package final class Authenticator: Sendable {
     private let keys: Published<[String: KeyEntry]>
     private let store: (any KeySource)?
+    /// Per event loop: keys already hashed and found, by their bytes, so a client sending the same
+    /// key on every request costs a byte comparison, not a SHA-256 (valid while the table's
+    /// generation stands; unknown keys are never kept, so a flood of made-up keys fills nothing).
+    private let recent: LoopLocal<RecentKeys>
 
     package struct KeyEntry: Sendable {
         var id: String
         var scope: Scope
     }
 
+    struct RecentKeys {
+        static let capacity = 16
+        var generation = -1
+        var keys: [[UInt8]] = []
+        var entries: [KeyEntry] = []
+    }
+
     package init(store: (any KeySource)?, loops: Int) {
         self.store = store
         keys = Published([:], loops: loops)
+        recent = LoopLocal(loops: loops) { RecentKeys() }
         refresh()
     }
 
@@ -81,18 +93,51 @@ package final class Authenticator: Sendable {
 
     package var hasKeys: Bool { !keys.current.isEmpty }
 
+    private enum Presented {
+        case none, malformed, unknown
+        case key(KeyEntry)
+    }
+
+    /// The key an `Authorization: Bearer KEY` header presents, read from its bytes: the scheme in
+    /// any case, then spaces, the key, and spaces or tabs around it ignored.
+    private func presented(_ request: HTTPRequest, loop: Int) -> Presented {
+        request.headers.withValue("Authorization") { value -> Presented in
+            var start = 0, end = value.count
+            while start < end && (value[start] == 0x20 || value[start] == 0x09) { start += 1 }
+            while end > start && (value[end - 1] == 0x20 || value[end - 1] == 0x09) { end -= 1 }
+            let scheme: [UInt8] = Array("bearer".utf8)
+            guard end - start > scheme.count + 1, (0..<scheme.count).allSatisfy({ value[start + $0] | 0x20 == scheme[$0] }),
+                  value[start + scheme.count] == 0x20 else { return .malformed }
+            start += scheme.count
+            while start < end && value[start] == 0x20 { start += 1 }
+            let key = UnsafeBufferPointer(rebasing: value[start..<end])
+            return recent.with(loop: loop) { cache -> Presented in
+                let generation = keys.generationNow
+                if cache.generation != generation {
+                    cache = RecentKeys()
+                    cache.generation = generation
+                }
+                if let i = cache.keys.firstIndex(where: { $0.elementsEqual(key) }) { return .key(cache.entries[i]) }
+                guard let entry = keys.read(loop: loop)[SHA256.hex(Array(key))] else { return .unknown }
+                if cache.keys.count == RecentKeys.capacity {
+                    cache.keys.removeFirst()
+                    cache.entries.removeFirst()
+                }
+                cache.keys.append(Array(key))
+                cache.entries.append(entry)
+                return .key(entry)
+            }
+        } ?? .none
+    }
+
     /// The principal, or the 401/403 response when `needed` is not met.
     package func authorize(_ request: HTTPRequest, loop: Int, needed: Scope?) -> Result<Principal, HTTPError> {
         var principal = Principal.anonymous
-        if let header = request.headers["Authorization"] {
-            let parts = header.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-                return .failure(HTTPError(401, "the Authorization header must be 'Bearer KEY'"))
-            }
-            guard let entry = keys.read(loop: loop)[KeyStore.hash(String(parts[1]).trimmingCharacters(in: .whitespaces))] else {
-                return .failure(HTTPError(401, "unknown or revoked API key"))
-            }
-            principal = Principal(keyID: entry.id, scope: entry.scope)
+        switch presented(request, loop: loop) {
+        case .none: break
+        case .malformed: return .failure(HTTPError(401, "the Authorization header must be 'Bearer KEY'"))
+        case .unknown: return .failure(HTTPError(401, "unknown or revoked API key"))
+        case .key(let entry): principal = Principal(keyID: entry.id, scope: entry.scope)
         }
         guard let needed else { return .success(principal) }
         guard let scope = principal.scope else {

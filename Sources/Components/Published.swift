@@ -44,6 +44,10 @@ package final class Published<Value: Sendable>: @unchecked Sendable {
         return current
     }
 
+    /// Moves each time a value is published: a reader's derived cache is current while it is unchanged.
+    @inline(__always)
+    package var generationNow: Int { generation.load(ordering: .acquiring) }
+
     /// The current value, from any thread.
     package var current: Value { value.withLock { $0.value } }
 }

@@ -100,6 +100,13 @@ public struct HTTPHeaders: Sendable, Sequence {
         return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
+    /// Calls `body` with the bytes of the first value of `name`, without making a String; nil when there is none.
+    @inline(__always)
+    package func withValue<R>(_ name: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        guard let range = valueRange(name) else { return nil }
+        return wire.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
     public func values(_ name: String) -> [String] {
         fields.filter { equalsIgnoringASCIICase($0.name, name) }.map(\.value)
     }

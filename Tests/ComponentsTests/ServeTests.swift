@@ -266,6 +266,12 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(try f.get("/healthz").status == 200 && f.get("/readyz").status == 200)
         #expect(try f.post("/v1/model", #"{"version": 2}"#, key: f.operateKey).status == 403)
         #expect(try f.post("/v1/model", #"{"version": 2}"#, key: f.predictKey).status == 403)
+        // The header is read from its bytes: the scheme in any case, spaces around the key ignored.
+        for (header, status) in [("bearer \(f.predictKey)", 200), ("BEARER   \(f.predictKey)  ", 200), ("Bearer", 401), ("Bearer ", 401),
+                                 ("Basic \(f.predictKey)", 401), ("Bearer \(f.predictKey)x", 401), ("Bearer\t\(f.predictKey)", 401)] {
+            let response = try f.post("/score", score, headers: [("Authorization", header)])
+            #expect(response.status == status, "\(header): \(response.text)")
+        }
         // A revoked key stops working once the server refreshes its key table.
         let id = try f.keys.list().first { $0.scope == .predict }!.id
         try f.keys.revoke(id: id)
