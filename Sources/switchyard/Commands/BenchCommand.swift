@@ -331,7 +331,9 @@ let benchServeCommand = Command(
         var ours: [Variant: [LoadSummary]] = [:], theirs: [Variant: [LoadSummary]] = [:]
         var variants: [Variant] = []
         for route in routes { for auth in auths { for g in generators { for c in counts {
-            variants.append(Variant(route: route, keyed: auth == "key", generators: g, connections: c))
+            // wrk needs a connection per thread: -t2 at 1 connection runs 2, and says so.
+            let variant = Variant(route: route, keyed: auth == "key", generators: g, connections: max(c, g))
+            if !variants.contains(variant) { variants.append(variant) }
         } } } }
         for round in 1...rounds {
             if rounds > 1 { print("round \(round) of \(rounds)…") }
