@@ -139,7 +139,10 @@ struct LightGBMModel {
         if block["is_linear"] == "1" { throw ModelFormatError("Tree=\(t): linear trees (linear_tree=true) are not supported") }
         let leafValues = try list("leaf_value") { Double($0) }
         guard leafValues.count == leaves else { throw ModelFormatError("Tree=\(t): \(leafValues.count) leaf values for \(leaves) leaves") }
-        let leafNodes = leafValues.map { ForeignEnsemble.Node(value: $0 * scale) }
+        // Data counts: what LightGBM's own TreeSHAP (pred_contrib) weighs paths by.
+        let leafCounts = (try? list("leaf_count") { Double($0) }).flatMap { $0.count == leaves ? $0 : nil }
+        var leafNodes = leafValues.map { ForeignEnsemble.Node(value: $0 * scale) }
+        if let leafCounts { for k in 0..<leaves { leafNodes[k].cover = leafCounts[k] } }
         guard leaves > 1 else { return ForeignEnsemble.Tree(margin: margin, nodes: leafNodes) }
 
         let splits = leaves - 1
@@ -151,6 +154,7 @@ struct LightGBMModel {
         guard features.count == splits, thresholds.count == splits, decisions.count == splits, lefts.count == splits,
             rights.count == splits
         else { throw ModelFormatError("Tree=\(t): the split arrays do not have num_leaves - 1 (\(splits)) entries") }
+        let internalCounts = (try? list("internal_count") { Double($0) }).flatMap { $0.count == splits ? $0 : nil }
         let boundaries = (block["num_cat"].flatMap(Int.init) ?? 0) > 0 ? try list("cat_boundaries") { Int($0) } : []
         let bitsets = boundaries.isEmpty ? [] : try list("cat_threshold") { UInt32($0) }
 
@@ -162,6 +166,7 @@ struct LightGBMModel {
         var nodes: [ForeignEnsemble.Node] = []
         for i in 0..<splits {
             var node = ForeignEnsemble.Node()
+            node.cover = leafCounts == nil ? nil : internalCounts?[i]
             node.feature = features[i]
             node.threshold = thresholds[i]
             node.left = child(lefts[i])

@@ -111,6 +111,8 @@ struct ForeignEnsemble {
         /// Codes that go left at a categorical split.
         var categoriesLeft: [Int]? = nil
         var zeroIsMissing = false
+        /// The training data that reached the node (nil when the file does not say).
+        var cover: Double? = nil
     }
 
     struct Tree {
@@ -168,6 +170,7 @@ struct ForeignEnsemble {
         var out = ModelDocument.Tree(margin: tree.margin)
         var categorical: [ModelDocument.CategorySplit] = []
         var zero: [Int] = []
+        var cover: [Double] = []
         guard !tree.nodes.isEmpty else { throw ModelFormatError("tree \(t) has no nodes") }
         // (library node, slot of its parent's child pointer to patch, is left)
         var stack: [(Int, Int, Bool)] = [(0, -1, false)]
@@ -180,6 +183,7 @@ struct ForeignEnsemble {
                 if isLeft { out.left[parent] = slot } else { out.right[parent] = slot }
             }
             let node = tree.nodes[i]
+            if let c = node.cover, cover.count == slot { cover.append(c) }
             if node.feature < 0 {
                 out.feature.append(-1)
                 out.threshold.append(0)
@@ -205,6 +209,7 @@ struct ForeignEnsemble {
         }
         if !categorical.isEmpty { out.categorical = categorical }
         if !zero.isEmpty { out.zeroIsMissing = zero }
+        if cover.count == out.feature.count { out.cover = cover }  // every node's, or none
         return out
     }
 }

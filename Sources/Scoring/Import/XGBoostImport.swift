@@ -146,6 +146,10 @@ struct XGBoostModel {
             throw ModelFormatError("tree \(t): the node arrays have different lengths")
         }
         var nodes = [ForeignEnsemble.Node](repeating: ForeignEnsemble.Node(), count: n)
+        // The hessian sums ("cover"): what XGBoost's own TreeSHAP (pred_contribs) weighs paths by.
+        if let hessians = value["sum_hessian"]?.arrayOfNumbers, hessians.count == n {
+            for i in 0..<n { nodes[i].cover = hessians[i] }
+        }
         for i in 0..<n {
             if left[i] < 0 {
                 nodes[i].value = Double(Float(conditions[i]))

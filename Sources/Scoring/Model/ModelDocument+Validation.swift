@@ -197,5 +197,13 @@ extension ModelDocument.Tree {
                 throw ModelFormatError("\(at): zero_is_missing names node \(node), which is not a split")
             }
         }
+        if let cover {
+            guard cover.count == n, cover.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw ModelFormatError("\(at): cover must have one finite, non-negative number per node (\(n))")
+            }
+            for i in 0..<n where feature[i] != -1 && cover[i] <= 0 {
+                throw ModelFormatError("\(at): node \(i) is a split with cover \(cover[i]); a split's cover must be positive")
+            }
+        }
     }
 }

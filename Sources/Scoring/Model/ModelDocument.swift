@@ -212,10 +212,14 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         public var categorical: [CategorySplit]?
         /// Nodes where an input of 0 counts as missing (LightGBM's `zero_as_missing`).
         public var zeroIsMissing: [Int]?
+        /// Per node: how much training data reached it (XGBoost's hessian sum, LightGBM's count),
+        /// what TreeSHAP weighs the paths a record does not take by. Absent in files written
+        /// before explanations; such a model scores but cannot explain.
+        public var cover: [Double]?
 
         enum CodingKeys: String, CodingKey {
             case margin, feature, threshold, left, right, defaultLeft = "default_left", value, categorical
-            case zeroIsMissing = "zero_is_missing"
+            case zeroIsMissing = "zero_is_missing", cover
         }
 
         public init(margin: Int) {

@@ -24,6 +24,7 @@ public final class Scorer: Sendable {
 
     // Number slots, in schema order of the number fields.
     let numberWeights: [Double]  // slot * marginCount + k, already divided by scale
+    let numberShift: [Double]  // slot * marginCount + k: weight × mean, folded into the bias
     let numberImpute: [Double]  // NaN where a missing value is an error
     let numberFields: [Int]
 
@@ -45,6 +46,8 @@ public final class Scorer: Sendable {
     /// A record's design vector before its fields are set: NaN (missing) in
     /// number and code columns, 0 in one-hot columns.
     let designTemplate: [Double]
+    /// Per design column: the field it comes from (for explanations).
+    let columnField: [Int]
 
     enum Plan: Sendable {
         case number(slot: Int)
@@ -72,6 +75,7 @@ public final class Scorer: Sendable {
         var bias = estimator.intercepts
         var plans: [Plan] = []
         var numberWeights: [Double] = []
+        var numberShift: [Double] = []
         var numberImpute: [Double] = []
         var numberFields: [Int] = []
         var numberColumns: [Int] = []
@@ -84,6 +88,7 @@ public final class Scorer: Sendable {
         var categoryColumns: [Int] = []
         var categoryOneHot: [Bool] = []
         var template = [Double](repeating: .nan, count: column)
+        var columnField = [Int](repeating: 0, count: column)
 
         // validate() guarantees every field has exactly one step and an offset.
         for (index, field) in fields.enumerated() {
@@ -92,6 +97,7 @@ public final class Scorer: Sendable {
             switch field.type {
             case .number:
                 plans.append(.number(slot: numberFields.count))
+                columnField[at] = index
                 numberFields.append(index)
                 numberColumns.append(at)
                 numberPassThrough.append(field.missing == .passThrough)
@@ -102,11 +108,13 @@ public final class Scorer: Sendable {
                 for k in 0..<m {
                     let w = coefficients[k][at] / scale
                     numberWeights.append(w)
+                    numberShift.append(w * mean)
                     bias[k] -= w * mean
                 }
             case .category:
                 let values = field.values!
                 plans.append(.category(slot: categoryFields.count))
+                for c in 0..<(step.transform == .oneHot ? values.count : 1) { columnField[at + c] = index }
                 categoryFields.append(index)
                 categoryTables.append(CategoryTable(values))
                 categoryColumns.append(at)
@@ -127,6 +135,8 @@ public final class Scorer: Sendable {
         self.bias = bias
         self.plans = plans
         self.numberWeights = numberWeights
+        self.numberShift = numberShift
+        self.columnField = columnField
         self.numberImpute = numberImpute
         self.numberFields = numberFields
         self.numberColumns = numberColumns
@@ -235,7 +245,7 @@ public final class Scorer: Sendable {
         }.get()
     }
 
-    private func addJSON(
+    func addJSON(
         field i: Int, _ value: JSONValue?, _ m: UnsafeMutablePointer<Double>, _ row: Int?, record: [String]?
     ) throws(ScoringError) {
         switch value {

@@ -42,6 +42,11 @@ struct TreeProgram: Sendable {
     let marginScale: [Double]
     /// Whether any split needs the general walk for every row.
     let needsGeneralWalk: Bool
+    /// Per node (the same layout): the training data that reached it; empty when the model does
+    /// not say, and then it cannot be explained.
+    let cover: [Double]
+    /// Per tree: its expected value, the cover-weighted mean of its leaves (TreeSHAP's base).
+    let expected: [Double]
 
     init(_ ensemble: ModelDocument.TreeEnsemble, intercepts: [Double], width: Int) {
         let marginCount = intercepts.count
@@ -57,6 +62,9 @@ struct TreeProgram: Sendable {
         var treesPerMargin = [Int](repeating: 0, count: marginCount)
         let float32 = ensemble.precision == .float32
         var general = false
+        var cover: [Double] = []
+        var expected: [Double] = []
+        let explainable = ensemble.trees.allSatisfy { $0.cover != nil }
 
         for tree in ensemble.trees {
             let sets = Dictionary((tree.categorical ?? []).map { ($0.node, $0.left) }, uniquingKeysWith: { a, _ in a })
@@ -69,11 +77,21 @@ struct TreeProgram: Sendable {
             var queue = [(0, 0)]
             var head = 0
             var depth = 0
+            if explainable, let covers = tree.cover {
+                // The node means, children before parents (a child's index is above its parent's in no particular order, so recurse).
+                func mean(_ i: Int) -> Double {
+                    if tree.feature[i] == -1 { return float32 ? Double(Float(tree.value[i])) : tree.value[i] }
+                    let (l, r) = (tree.left[i], tree.right[i])
+                    return (covers[l] * mean(l) + covers[r] * mean(r)) / covers[i]
+                }
+                expected.append(mean(0))
+            }
             while head < queue.count {
                 let (i, d) = queue[head]
                 let slot = base + Int32(head)
                 head += 1
                 depth = max(depth, d)
+                if explainable { cover.append(tree.cover![i]) }
                 if tree.feature[i] == -1 {
                     nodes.append(Node(threshold: .infinity, feature: 0, left: slot))
                     flags.append(Self.leaf)
@@ -128,6 +146,8 @@ struct TreeProgram: Sendable {
         self.intercepts = float32 ? intercepts.map { Double(Float($0)) } : intercepts
         marginScale = treesPerMargin.map { $0 > 0 ? 1 / Double($0) : 1 }
         needsGeneralWalk = general
+        self.cover = cover
+        self.expected = expected
     }
 
     /// The margins of one design row `x` (rounded in place first when float32).
@@ -222,22 +242,23 @@ struct TreeProgram: Sendable {
     func walk(from root: Int32, _ x: UnsafePointer<Double>, _ nodes: UnsafePointer<Node>) -> Int32 {
         var i = Int(root)
         while true {
-            let f = flags[i]
-            if f & Self.leaf != 0 { return Int32(i) }
-            let node = nodes[i]
-            let value = x[Int(node.feature)]
-            let goLeft: Bool
-            if value.isNaN {
-                goLeft = f & Self.defaultLeft != 0
-            } else if f & Self.categorical != 0 {
-                goLeft = inSet(node: i, value)
-            } else if f & Self.zeroIsMissing != 0 && value >= -1e-35 && value <= 1e-35 {
-                goLeft = f & Self.defaultLeft != 0
-            } else {
-                goLeft = value <= node.threshold
-            }
-            i = Int(node.left) + (goLeft ? 0 : 1)
+            if flags[i] & Self.leaf != 0 { return Int32(i) }
+            i = Int(nodes[i].left) + (goesLeft(i, x[Int(nodes[i].feature)], nodes[i].threshold) ? 0 : 1)
         }
+    }
+
+    /// Whether split `i` sends `value` left.
+    @inline(__always)
+    func goesLeft(_ i: Int, _ value: Double, _ threshold: Double) -> Bool {
+        let f = flags[i]
+        if value.isNaN {
+            return f & Self.defaultLeft != 0
+        } else if f & Self.categorical != 0 {
+            return inSet(node: i, value)
+        } else if f & Self.zeroIsMissing != 0 && value >= -1e-35 && value <= 1e-35 {
+            return f & Self.defaultLeft != 0
+        }
+        return value <= threshold
     }
 
     /// Whether the code `value` (truncated, as both libraries do) is in node `i`'s set.

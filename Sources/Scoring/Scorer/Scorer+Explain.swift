@@ -1,0 +1,231 @@
+import JSON
+
+/// Why a record got its score: each input field's contribution to each margin (the log-odds of a
+/// binary model, one margin per class for a multiclass one), from a base value. The base plus
+/// the contributions is the margin the prediction came from.
+public struct Explanation: Sendable, Equatable {
+    public var prediction: Prediction
+    /// Per margin: the margin before any field contributes (a logistic regression's intercept; a
+    /// tree ensemble's expected margin over its training data).
+    public var base: [Double]
+    /// Per margin, per field in schema order.
+    public var contributions: [[Double]]
+
+    /// Per margin: base plus the contributions.
+    public var margins: [Double] { zip(base, contributions).map { $0 + $1.reduce(0, +) } }
+}
+
+extension Scorer {
+    /// Whether this model can be explained (a tree ensemble needs its nodes' covers).
+    public var explainable: Bool { trees.map { !$0.cover.isEmpty } ?? true }
+
+    /// The record (a JSON object by field name, or an array in schema order) scored and explained.
+    /// Logistic regression: each field's term of the margin, one-hot columns summed per field and
+    /// standardization folded in (a standardized field contributes w·(x − mean)/scale). Tree
+    /// ensembles: exact path-dependent TreeSHAP (XGBoost's `pred_contribs`, LightGBM's
+    /// `pred_contrib`) per design column, summed per field.
+    public func explain(json record: JSONValue, row: Int? = nil) throws(ScoringError) -> Explanation {
+        var values: [(JSONValue?, [String]?)] = []
+        switch record {
+        case .object(let object):
+            for i in plans.indices {
+                let value: JSONValue? = i < object.count && object.keys[i] == fieldNames[i] ? object.values[i] : object[fieldNames[i]]
+                values.append((value, value == nil ? object.keys : nil))
+            }
+        case .array(let array):
+            guard array.count == plans.count else { throw arrayLength(array.count, row: row) }
+            values = array.map { ($0, nil) }
+        default:
+            throw ScoringError(row: row, field: nil, message: "expected a record (a JSON object or array), got \(record.excerpt)")
+        }
+        return try explain(row: row) { i, m throws(ScoringError) in try addJSON(field: i, values[i].0, m, row, record: values[i].1) }
+    }
+
+    /// A typed record in schema order, scored and explained.
+    public func explain(_ values: [FieldValue], row: Int? = nil) throws(ScoringError) -> Explanation {
+        guard values.count == plans.count else {
+            throw ScoringError(row: row, field: nil, message: "expected \(plans.count) values in schema order, got \(values.count)")
+        }
+        return try explain(row: row) { i, m throws(ScoringError) in
+            switch values[i] {
+            case .number(let x): try addNumber(field: i, x, m, row)
+            case .text(let text): try addText(field: i, text, m, row)
+            case .missing: try addMissing(field: i, m, row, record: nil)
+            }
+        }
+    }
+
+    /// `add(i, m)` adds field `i` to `m` the way scoring does (margins for a linear model, the
+    /// design vector for trees). The prediction is scoring's own; the contributions come beside it.
+    private func explain(row: Int?, _ add: (Int, UnsafeMutablePointer<Double>) throws(ScoringError) -> Void) throws(ScoringError) -> Explanation {
+        let m = marginCount
+        var contributions = [[Double]](repeating: [Double](repeating: 0, count: plans.count), count: m)
+        var base = [Double](repeating: 0, count: m)
+        if let trees, trees.cover.isEmpty {
+            throw ScoringError(row: row, field: nil, message: "this model cannot be explained: its trees carry no node covers (it was imported before explanations existed; import it again)")
+        }
+        var probabilities = [Double](repeating: 0, count: classes.count)
+        let label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) in
+            try scoreRecord(into: p.baseAddress!, row: row) { margins throws(ScoringError) in
+                for i in plans.indices { try add(i, margins) }
+            }
+        }
+        if let trees {
+            var x = designTemplate
+            try x.withUnsafeMutableBufferPointer { x throws(ScoringError) in
+                for i in plans.indices { try add(i, x.baseAddress!) }
+            }
+            let columns = trees.explain(x, base: &base)
+            for k in 0..<m {
+                for (column, phi) in columns[k].enumerated() where phi != 0 { contributions[k][columnField[column]] += phi }
+            }
+        } else {
+            base = document.estimator.intercepts
+            try withUnsafeTemporaryAllocation(of: Double.self, capacity: m) { one throws(ScoringError) in
+                for i in plans.indices {
+                    for k in 0..<m { one[k] = 0 }
+                    try add(i, one.baseAddress!)
+                    // A standardized number's term is w·x − w·mean: scoring folds the second part into the bias.
+                    if case .number(let slot) = plans[i] {
+                        for k in 0..<m { contributions[k][i] = one[k] - numberShift[slot * m + k] }
+                    } else {
+                        for k in 0..<m { contributions[k][i] = one[k] }
+                    }
+                }
+            }
+        }
+        return Explanation(
+            prediction: Prediction(probabilities: probabilities, labelIndex: label, label: classes[label]), base: base, contributions: contributions)
+    }
+}
+
+extension TreeProgram {
+    /// One element of TreeSHAP's path of unique features: the share of zero-paths and one-paths
+    /// through it, and the permutation weight.
+    struct PathElement {
+        var column: Int
+        var zero: Double
+        var one: Double
+        var weight: Double
+    }
+
+    /// Path-dependent TreeSHAP (Lundberg et al., "Consistent individualized feature attribution for
+    /// tree ensembles", algorithm 2) over design row `x`: per margin, each column's contribution.
+    /// `base` receives each margin's expected value (intercept plus the trees' expected values).
+    func explain(_ row: [Double], base: inout [Double]) -> [[Double]] {
+        var x = row
+        if float32 { for j in x.indices { x[j] = Double(Float(x[j])) } }
+        var phi = [[Double]](repeating: [Double](repeating: 0, count: width), count: marginCount)
+        var perTree = [Double](repeating: 0, count: width)
+        for k in 0..<marginCount { base[k] = average ? 0 : intercepts[k] }
+        let maxDepth = Int(depths.max() ?? 0) + 2
+        var path = [PathElement](repeating: PathElement(column: -1, zero: 0, one: 0, weight: 0), count: (maxDepth + 1) * (maxDepth + 2) / 2 + 1)
+        x.withUnsafeBufferPointer { x in
+            path.withUnsafeMutableBufferPointer { path in
+                nodes.withUnsafeBufferPointer { nodes in
+                    for t in roots.indices {
+                        let k = Int(treeMargin[t])
+                        for j in 0..<width { perTree[j] = 0 }
+                        recurse(Int(roots[t]), x.baseAddress!, nodes.baseAddress!, &perTree, path.baseAddress!, depth: 0, zero: 1, one: 1, column: -1)
+                        for j in 0..<width { phi[k][j] += perTree[j] }
+                        base[k] += expected[t]
+                    }
+                }
+            }
+        }
+        if average {
+            for k in 0..<marginCount {
+                base[k] = intercepts[k] + base[k] * marginScale[k]
+                for j in 0..<width { phi[k][j] *= marginScale[k] }
+            }
+        }
+        return phi
+    }
+
+    private func recurse(
+        _ node: Int, _ x: UnsafePointer<Double>, _ nodes: UnsafePointer<Node>, _ phi: inout [Double],
+        _ parentPath: UnsafeMutablePointer<PathElement>, depth: Int, zero parentZero: Double, one parentOne: Double, column parentColumn: Int
+    ) {
+        var depth = depth
+        let path = parentPath + depth + 1
+        path.update(from: parentPath, count: depth + 1)
+        Self.extend(path, depth, parentZero, parentOne, parentColumn)
+        if flags[node] & Self.leaf != 0 {
+            let value = leafValue[node]
+            if depth >= 1 {
+                for i in 1...depth {
+                    let w = Self.unwoundSum(path, depth, i)
+                    phi[path[i].column] += w * (path[i].one - path[i].zero) * value
+                }
+            }
+            return
+        }
+        let split = nodes[node]
+        let column = Int(split.feature)
+        let left = Int(split.left)
+        let hot = goesLeft(node, x[column], split.threshold) ? left : left + 1
+        let cold = hot == left ? left + 1 : left
+        var incomingZero = 1.0, incomingOne = 1.0
+        // A feature split on again: undo its earlier element, to redo it here.
+        var index = 0
+        while index <= depth && path[index].column != column { index += 1 }
+        if index != depth + 1 {
+            incomingZero = path[index].zero
+            incomingOne = path[index].one
+            Self.unwind(path, depth, index)
+            depth -= 1
+        }
+        let covered = cover[node]
+        recurse(hot, x, nodes, &phi, path, depth: depth + 1, zero: cover[hot] / covered * incomingZero, one: incomingOne, column: column)
+        recurse(cold, x, nodes, &phi, path, depth: depth + 1, zero: cover[cold] / covered * incomingZero, one: 0, column: column)
+    }
+
+    private static func extend(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ zero: Double, _ one: Double, _ column: Int) {
+        path[depth] = PathElement(column: column, zero: zero, one: one, weight: depth == 0 ? 1 : 0)
+        var i = depth - 1
+        while i >= 0 {
+            path[i + 1].weight += one * path[i].weight * Double(i + 1) / Double(depth + 1)
+            path[i].weight = zero * path[i].weight * Double(depth - i) / Double(depth + 1)
+            i -= 1
+        }
+    }
+
+    private static func unwind(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int) {
+        let one = path[index].one, zero = path[index].zero
+        var next = path[depth].weight
+        var i = depth - 1
+        while i >= 0 {
+            if one != 0 {
+                let saved = path[i].weight
+                path[i].weight = next * Double(depth + 1) / (Double(i + 1) * one)
+                next = saved - path[i].weight * zero * Double(depth - i) / Double(depth + 1)
+            } else {
+                path[i].weight = path[i].weight * Double(depth + 1) / (zero * Double(depth - i))
+            }
+            i -= 1
+        }
+        for j in index..<depth {
+            path[j].column = path[j + 1].column
+            path[j].zero = path[j + 1].zero
+            path[j].one = path[j + 1].one
+        }
+    }
+
+    private static func unwoundSum(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int) -> Double {
+        let one = path[index].one, zero = path[index].zero
+        var next = path[depth].weight
+        var total = 0.0
+        var i = depth - 1
+        while i >= 0 {
+            if one != 0 {
+                let share = next * Double(depth + 1) / (Double(i + 1) * one)
+                total += share
+                next = path[i].weight - share * zero * Double(depth - i) / Double(depth + 1)
+            } else {
+                total += path[i].weight / zero / (Double(depth - i) / Double(depth + 1))
+            }
+            i -= 1
+        }
+        return total
+    }
+}
