@@ -229,6 +229,7 @@ extension ServeComponent {
             return tape.kind(value) == .true
         }
         let allBinary = flag(tape.member(tape.root, "parameters"), "binary_data_output") ?? false
+        let explain = flag(tape.member(tape.root, "parameters"), "explain") ?? false
         var binaryProbability = allBinary, binaryLabel = allBinary
         if let requested = tape.member(tape.root, "outputs"), tape.kind(requested) == .array, tape.count(requested) > 0 {
             wantProbability = false
@@ -296,6 +297,56 @@ extension ServeComponent {
                 }
                 w.raw("]}")
             }
+        }
+        if explain {
+            // Each field's contribution to each margin (parameters "explain": true): [N, F] for a
+            // binary model (the log-odds of its second class), [N, classes, F] for a multiclass one.
+            let fieldCount = scorer.fieldNames.count
+            var explanations: [Explanation] = []
+            explanations.reserveCapacity(rows)
+            for r in 0..<rows {
+                let values = s.cells.withUnsafeBufferPointer {
+                    scorer.fieldValues(tape: tape, fieldNodes: UnsafeBufferPointer(rebasing: $0[(r * fieldCount)..<((r + 1) * fieldCount)]))
+                }
+                do { explanations.append(try scorer.explain(values, row: r + 1)) } catch { throw HTTPError(400, error.description) }
+            }
+            let m = scorer.marginCount
+            if wantProbability || wantLabel { w.raw(",") }
+            w.raw(#"{"name":"contributions","datatype":"FP64","shape":["#)
+            w.integer(rows)
+            if m > 1 {
+                w.raw(",")
+                w.integer(m)
+            }
+            w.raw(",")
+            w.integer(fieldCount)
+            w.raw(#"],"parameters":{"fields":["#)
+            for (f, name) in scorer.fieldNames.enumerated() {
+                if f > 0 { w.raw(",") }
+                w.string(name)
+            }
+            w.raw(#"],"margins":["#)
+            for k in 0..<m {
+                if k > 0 { w.raw(",") }
+                w.string(scorer.classes[m == 1 ? 1 : k])
+            }
+            w.raw(#"],"base":["#)
+            for k in 0..<m {
+                if k > 0 { w.raw(",") }
+                w.number(explanations.first?.base[k] ?? 0)
+            }
+            w.raw(#"]},"data":["#)
+            var first = true
+            for e in explanations {
+                for k in 0..<m {
+                    for value in e.contributions[k] {
+                        if !first { w.raw(",") }
+                        first = false
+                        w.number(value)
+                    }
+                }
+            }
+            w.raw("]}")
         }
         w.raw("]}")
         guard (wantProbability && binaryProbability) || (wantLabel && binaryLabel) else { return jsonBytes(200, w.bytes) }
@@ -391,6 +442,7 @@ extension ServeComponent {
 
     private func azureScore(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
+        let explain = wantsExplanation(request)
         var tape = JSONTape()
         return try request.body.withUnsafeBytes { body in
             do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
@@ -415,7 +467,19 @@ extension ServeComponent {
                     throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
                 }
                 if r > 0 { w.raw(",") }
-                writePrediction(&w, label: label, probabilities, scorer.classes)
+                guard explain else {
+                    writePrediction(&w, label: label, probabilities, scorer.classes)
+                    continue
+                }
+                let values = fieldNodes.withUnsafeBufferPointer { scorer.fieldValues(tape: tape, fieldNodes: $0) }
+                do {
+                    let explanation = try scorer.explain(values, row: r + 1)
+                    guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
+                    object.append("explanation", explanation.json(scorer))
+                    w.value(.object(object))
+                } catch {
+                    throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
+                }
             }
             w.raw("]")
             return jsonBytes(200, w.bytes)
@@ -490,11 +554,13 @@ extension ServeComponent {
 
     private func mlflowInvocations(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
-        let predictions: [Prediction]
+        var explain = wantsExplanation(request)
+        let predictions: [JSONValue]
         if isCSV(request) {
-            predictions = try score(try csvRows(request.body, scorer), scorer)
+            predictions = try score(try csvRows(request.body, scorer), scorer, explain: explain)
         } else {
             let body = try parseBody(request)
+            if case .bool(true)? = body["params"]?["explain"] { explain = true }
             var records: [JSONValue]
             if let split = body["dataframe_split"] {
                 guard case .array(let columns)? = split["columns"], case .array(let data)? = split["data"] else {
@@ -531,9 +597,9 @@ extension ServeComponent {
             } else {
                 throw HTTPError(400, "expected one of dataframe_split, dataframe_records, instances or inputs (MLflow's formats), or a text/csv body")
             }
-            predictions = try score(records, scorer)
+            predictions = try score(records, scorer, explain: explain)
         }
-        return json(200, .object(JSONObject(["predictions": .array(predictions.map { predictionJSON($0, scorer.classes) })])))
+        return json(200, .object(JSONObject(["predictions": .array(predictions)])))
     }
 
     private func csvRows(_ body: [UInt8], _ scorer: Scorer) throws -> [[FieldValue]] {
@@ -588,22 +654,51 @@ extension ServeComponent {
         do { return try JSONValue.parse(request.body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
     }
 
-    private func score(_ records: [JSONValue], _ scorer: Scorer) throws -> [Prediction] {
+    /// `?explain=true` (or `1`) on the URL.
+    private func wantsExplanation(_ request: HTTPRequest) -> Bool {
+        guard let value = request.query["explain"] else { return false }
+        return value == "true" || value == "1"
+    }
+
+    /// Each record's prediction as JSON, with its explanation when `explain`.
+    private func score(_ records: [JSONValue], _ scorer: Scorer, explain: Bool) throws -> [JSONValue] {
         guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
-        var out: [Prediction] = []
+        var out: [JSONValue] = []
         out.reserveCapacity(records.count)
         for (i, record) in records.enumerated() {
-            do { out.append(try scorer.predict(json: record, row: i + 1)) } catch { throw HTTPError(400, error.description) }
+            do {
+                guard explain else {
+                    out.append(predictionJSON(try scorer.predict(json: record, row: i + 1), scorer.classes))
+                    continue
+                }
+                let explanation = try scorer.explain(json: record, row: i + 1)
+                guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
+                object.append("explanation", explanation.json(scorer))
+                out.append(.object(object))
+            } catch {
+                throw HTTPError(400, error.description)
+            }
         }
         return out
     }
 
-    private func score(_ rows: [[FieldValue]], _ scorer: Scorer) throws -> [Prediction] {
+    private func score(_ rows: [[FieldValue]], _ scorer: Scorer, explain: Bool) throws -> [JSONValue] {
         guard rows.count <= maxRows else { throw tooMany("\(rows.count) rows") }
-        var out: [Prediction] = []
+        var out: [JSONValue] = []
         out.reserveCapacity(rows.count)
         for (i, row) in rows.enumerated() {
-            do { out.append(try scorer.predict(row, row: i + 1)) } catch { throw HTTPError(400, error.description) }
+            do {
+                guard explain else {
+                    out.append(predictionJSON(try scorer.predict(row, row: i + 1), scorer.classes))
+                    continue
+                }
+                let explanation = try scorer.explain(row, row: i + 1)
+                guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
+                object.append("explanation", explanation.json(scorer))
+                out.append(.object(object))
+            } catch {
+                throw HTTPError(400, error.description)
+            }
         }
         return out
     }

@@ -170,3 +170,32 @@ func run(_ path: String, _ arguments: [String]) throws -> Outcome {
     process.waitUntilExit()
     return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
 }
+
+@Suite struct ExplainCommandTests {
+    /// `switchyard explain`: a table for one record, JSON Lines for many, errors by row.
+    @Test func explainPrintsContributionsThatAddUpToTheMargin() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
+                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        let record = #"{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+        let table = try switchyard(["explain", "credit", "--json", record], home: home)
+        #expect(table.status == 0, "\(table.stderr)")
+        #expect(table.stdout.contains("log-odds of 1: base") && table.stdout.contains("credit_score") && table.stdout.contains("\"student\""))
+
+        let lines = try switchyard(["explain", "credit"], home: home, input: record + "\n\n{\"amount\": \"lots\"}\n")
+        #expect(lines.status == 65)
+        let outputs = lines.stdout.split(separator: "\n").map { try? JSONValue.parse(String($0)) }
+        #expect(outputs.count == 2)
+        guard case .array(let margins)? = outputs[0]?["explanation"], case .object(let contributions)? = margins.first?["contributions"],
+              case .number(let base)? = margins.first?["base"], case .number(let margin)? = margins.first?["margin"],
+              case .number(let p1)? = outputs[0]?["probabilities"]?["1"] else {
+            Issue.record("no explanation: \(lines.stdout)")
+            return
+        }
+        let sum = contributions.values.reduce(base) { if case .number(let x) = $1 { $0 + x } else { $0 } }
+        #expect(abs(sum - margin) < 1e-9 && abs(1 / (1 + exp(-margin)) - p1) < 1e-12)
+        #expect(outputs[1]?["row"] == .number(2) && "\(outputs[1]?["error"] ?? .null)".contains("amount"))
+    }
+}

@@ -484,6 +484,37 @@ func numbers(_ value: JSONValue?) -> [Double] {
         try? FileManager.default.removeItem(at: f.home.url)
     }
 
+    /// Explanations on every protocol (issue 18 item 2): OIP's `parameters.explain`, `/score?explain=true`
+    /// and MLflow's `params`, each equal to the embedded scorer's.
+    @Test func everyProtocolExplainsWhenAsked() throws {
+        let f = try ServeFixture(open: true)
+        defer { f.stop() }
+        let scorer = try Scorer(f.documents[1]!)
+        let expected = try scorer.explain(json: try JSONValue.parse(creditRecord))
+        let margin = expected.margins[0]
+        #expect(abs(margin - log(expected.prediction.probabilities[1] / expected.prediction.probabilities[0])) < 1e-9)
+
+        let oip = try body(try f.post("/v2/models/credit/infer", #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":\#(creditArray)}],"parameters":{"explain":true}}"#))
+        guard case .array(let outputs)? = oip["outputs"], let contributions = outputs.first(where: { $0["name"] == .string("contributions") }) else {
+            Issue.record("no contributions output: \(oip)")
+            return
+        }
+        #expect(contributions["shape"] == .array([.number(1), .number(15)]))
+        #expect(numbers(contributions["data"]) == expected.contributions[0])
+        #expect(numbers(contributions["parameters"]?["base"]) == expected.base)
+        #expect(contributions["parameters"]?["margins"] == .array([.string("1")]))
+
+        let score = try body(try f.post("/score?explain=true", #"{"data": [\#(creditRecord)]}"#))
+        let explanation = score[0]?["explanation"]?[0]
+        #expect(explanation?["class"] == .string("1") && explanation?["base"] == .number(expected.base[0]))
+        #expect(explanation?["contributions"]?["credit_score"] == .number(expected.contributions[0][scorer.fieldIndex("credit_score")!]))
+        #expect(explanation?["margin"] == .number(margin))
+        #expect(try body(try f.post("/score", #"{"data": [\#(creditRecord)]}"#))[0]?["explanation"] == nil, "only when asked")
+
+        let mlflow = try body(try f.post("/invocations", #"{"dataframe_records": [\#(creditRecord)], "params": {"explain": true}}"#))
+        #expect(mlflow["predictions"]?[0]?["explanation"]?[0]?["margin"] == .number(margin))
+    }
+
     /// SIGTERM drains: during the drain delay readiness answers 503 on both readiness routes and
     /// status says `draining`, while scoring still works (the load balancer has not noticed yet);
     /// then the host stops and leaves the fleet.
@@ -593,4 +624,12 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
         usleep(10_000)
     }
     return condition()
+}
+
+extension JSONValue {
+    /// An array's element, for tests.
+    subscript(index: Int) -> JSONValue? {
+        guard case .array(let a) = self, a.indices.contains(index) else { return nil }
+        return a[index]
+    }
 }

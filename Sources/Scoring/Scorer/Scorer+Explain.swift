@@ -229,3 +229,34 @@ extension TreeProgram {
         return total
     }
 }
+
+extension Explanation {
+    /// `[{"class", "base", "margin", "contributions": {field: value}}]`, one per margin: for a
+    /// binary model the log-odds of its second class; for a multiclass one each class's margin.
+    public func json(_ scorer: Scorer) -> JSONValue {
+        let margins = margins
+        return .array(base.indices.map { k in
+            var contributions = JSONObject()
+            for (f, name) in scorer.fieldNames.enumerated() { contributions.append(name, .number(self.contributions[k][f])) }
+            return .object(JSONObject([
+                "class": .string(scorer.classes[base.count == 1 ? 1 : k]), "base": .number(base[k]), "margin": .number(margins[k]),
+                "contributions": .object(contributions),
+            ]))
+        })
+    }
+}
+
+extension Scorer {
+    /// The typed values of a record whose fields are tape nodes (schema order; -1 for absent), for
+    /// explaining a record that already scored (so every node is a number, a string or null).
+    package func fieldValues(tape: JSONTape, fieldNodes: UnsafeBufferPointer<Int32>) -> [FieldValue] {
+        fieldNodes.map { node in
+            guard node >= 0 else { return .missing }
+            switch tape.kind(Int(node)) {
+            case .number: return tape.number(Int(node)).map(FieldValue.number) ?? .missing
+            case .string: return .text(tape.string(Int(node)) ?? "")
+            default: return .missing
+            }
+        }
+    }
+}

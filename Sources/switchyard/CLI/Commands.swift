@@ -3,7 +3,7 @@ let commands: [Command] = [
     upCommand,
     trainCommand,
     fixturesCreditCommand,
-    predictCommand,
+    predictCommand, explainCommand,
     registryCommand,
     serveCommand,
     batchCommand, batchRunCommand,

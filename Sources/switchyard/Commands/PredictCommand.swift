@@ -86,3 +86,114 @@ private func predictLines(scorer: Scorer, model: String) -> Int32 {
     }
     return Exit.ok
 }
+
+let explainCommand = Command(
+    words: ["explain"],
+    summary: "Why a record gets its score: each field's contribution to the model's margin",
+    positionals: ["NAME[@VERSION|@ALIAS]"],
+    options: [
+        Option(name: "json", value: "RECORD", help: "one record: a JSON object (by field name) or array (schema order)"),
+        Option(name: "format", value: "table|json", help: "how to print one record's explanation", defaultValue: "table"),
+    ] + registryOptions,
+    details: """
+        A logistic regression's margin (the log-odds of the second class, or each class's
+        margin for a multiclass model) is its intercept plus one term per field; a tree
+        ensemble's is its expected value plus each field's exact TreeSHAP contribution (as
+        XGBoost's pred_contribs and LightGBM's pred_contrib compute it). Base plus the
+        contributions is the margin; the probability follows from it.
+
+        Without --json, reads JSON Lines from standard input and writes one JSON line per
+        record: the prediction with "explanation": [{"class", "base", "margin",
+        "contributions": {field: value}}], or {"row": N, "error": ...}.
+
+        Example:
+          switchyard explain credit --json '{"amount": 12000, "term": 36, ...}'
+        """,
+    run: { args in
+        let (version, scorer) = try loadScorer(try openStore(args), args.positional(0)!)
+        guard scorer.explainable else {
+            throw CommandError("\(version.reference) cannot be explained: its trees carry no node covers (imported before explanations existed); import it again")
+        }
+        guard let text = args.string("json") else {
+            return explainLines(scorer: scorer, model: version.reference)
+        }
+        let format = args.string("format") ?? "table"
+        guard format == "table" || format == "json" else { throw UsageError("--format is table or json, got \"\(format)\"") }
+        let record: JSONValue
+        do { record = try JSONValue.parse(text) } catch { throw CommandError("--json: \(error)", code: Exit.dataError) }
+        let explanation: Explanation
+        do { explanation = try scorer.explain(json: record) } catch let error as ScoringError {
+            throw CommandError(error.description, code: Exit.dataError)
+        }
+        if format == "json" {
+            print(explanationJSON(explanation, scorer: scorer, model: version.reference, row: nil).jsonText)
+        } else {
+            print(explanationTable(explanation, scorer: scorer, record: record, model: version.reference), terminator: "")
+        }
+        return Exit.ok
+    })
+
+func explanationJSON(_ e: Explanation, scorer: Scorer, model: String, row: Int?) -> JSONValue {
+    guard case .object(var object) = predictionJSON(e.prediction, classes: scorer.classes, model: model, row: row) else { return .null }
+    object.append("explanation", e.json(scorer))
+    return .object(object)
+}
+
+/// The contributions as a table for a person: largest first, with a bar, per margin.
+func explanationTable(_ e: Explanation, scorer: Scorer, record: JSONValue, model: String) -> String {
+    let p = e.prediction
+    var out = "\(model): \(p.label) (p = \(String(format: "%.4f", p.probabilities[p.labelIndex])))\n"
+    let binary = e.base.count == 1
+    for k in e.base.indices {
+        let what = binary ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+        out += "\n\(what): base \(String(format: "%+.4f", e.base[k])), margin \(String(format: "%+.4f", e.margins[k]))\n"
+        let order = e.contributions[k].indices.sorted { abs(e.contributions[k][$0]) > abs(e.contributions[k][$1]) }
+        let largest = max(order.first.map { abs(e.contributions[k][$0]) } ?? 0, 1e-12)
+        let nameWidth = scorer.fieldNames.map(\.count).max() ?? 0
+        for f in order {
+            let name = scorer.fieldNames[f]
+            let value: String
+            switch record {
+            case .object: value = record[name].map { $0 == .null ? "(missing)" : $0.excerpt } ?? "(missing)"
+            case .array(let a): value = f < a.count ? a[f].excerpt : ""
+            default: value = ""
+            }
+            let c = e.contributions[k][f]
+            let bar = String(repeating: c >= 0 ? "+" : "-", count: Int((abs(c) / largest * 20).rounded()))
+            out += "  " + name.padding(toLength: nameWidth, withPad: " ", startingAt: 0) + "  "
+                + String(value.prefix(14)).padding(toLength: 14, withPad: " ", startingAt: 0) + "  "
+                + String(format: "%+.4f", c) + "  " + bar + "\n"
+        }
+    }
+    return out
+}
+
+/// JSON Lines in, one explained prediction (or error) out per non-blank line.
+private func explainLines(scorer: Scorer, model: String) -> Int32 {
+    var failed = 0
+    var row = 0
+    let data = FileHandle.standardInput.readDataToEndOfFile()
+    var out: [UInt8] = []
+    for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+        var line = line
+        if line.last == 0x0D { line = line.dropLast() }
+        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+        row += 1
+        var writer = JSONWriter()
+        do {
+            let explanation = try scorer.explain(json: try JSONValue.parse([UInt8](line)), row: row)
+            writer.value(explanationJSON(explanation, scorer: scorer, model: model, row: row))
+        } catch {
+            failed += 1
+            writer.value(.object(JSONObject(["row": .number(Double(row)), "error": .string((error as? ScoringError)?.description ?? "row \(row): \(error)")])))
+        }
+        out.append(contentsOf: writer.bytes)
+        out.append(0x0A)
+    }
+    FileHandle.standardOutput.write(Data(out))
+    if failed > 0 {
+        writeError("switchyard explain: \(failed) of \(row) records could not be explained (see their \"error\" lines)")
+        return Exit.dataError
+    }
+    return Exit.ok
+}
