@@ -13,5 +13,5 @@ let commands: [Command] = [
     modelsRollbackCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
     imageBuildCommand, deployK8sCommand,
-    benchScoreCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
+    benchScoreCommand, benchExplainCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
 ]

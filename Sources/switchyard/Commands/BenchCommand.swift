@@ -182,6 +182,21 @@ func benchTreeDocument(trees count: Int, depth: Int) throws -> ModelDocument {
                 tree.value.append(Double(Float(random.uniform() * 0.2 - 0.1)))
             }
         }
+        // Covers, as a library records them: how many of the sample rows reach each node (plus
+        // one per leaf, so no split is empty), for explanations.
+        var cover = [Double](repeating: 0, count: tree.feature.count)
+        for row in sample {
+            var i = 0
+            while tree.feature[i] != -1 {
+                let x = Float(row[tree.feature[i]])
+                i = x < Float(tree.threshold[i]) ? tree.left[i] : tree.right[i]
+            }
+            cover[i] += 1
+        }
+        for i in cover.indices.reversed() {
+            cover[i] = tree.feature[i] == -1 ? cover[i] + 1 : cover[tree.left[i]] + cover[tree.right[i]]
+        }
+        tree.cover = cover
         trees.append(tree)
     }
     return ModelDocument(
