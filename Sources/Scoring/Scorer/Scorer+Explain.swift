@@ -109,61 +109,86 @@ extension TreeProgram {
         var weight: Double
     }
 
+    /// What one tree walk reads, as raw pointers (the recursion is the hot loop of an explanation).
+    struct ShapContext {
+        var x: UnsafePointer<Double>
+        var nodes: UnsafePointer<Node>
+        var flags: UnsafePointer<UInt8>
+        var leafValue: UnsafePointer<Double>
+        var cover: UnsafePointer<Double>
+        var phi: UnsafeMutablePointer<Double>
+        /// 1 / n for n in 0...: the path arithmetic's divisions by small whole numbers, as products.
+        var reciprocal: UnsafePointer<Double>
+    }
+
     /// Path-dependent TreeSHAP (Lundberg et al., "Consistent individualized feature attribution for
     /// tree ensembles", algorithm 2) over design row `x`: per margin, each column's contribution.
     /// `base` receives each margin's expected value (intercept plus the trees' expected values).
     func explain(_ row: [Double], base: inout [Double]) -> [[Double]] {
         var x = row
         if float32 { for j in x.indices { x[j] = Double(Float(x[j])) } }
-        var phi = [[Double]](repeating: [Double](repeating: 0, count: width), count: marginCount)
-        var perTree = [Double](repeating: 0, count: width)
+        var phi = [Double](repeating: 0, count: marginCount * width)
         for k in 0..<marginCount { base[k] = average ? 0 : intercepts[k] }
         let maxDepth = Int(depths.max() ?? 0) + 2
         var path = [PathElement](repeating: PathElement(column: -1, zero: 0, one: 0, weight: 0), count: (maxDepth + 1) * (maxDepth + 2) / 2 + 1)
+        let reciprocal = (0...(maxDepth + 2)).map { $0 == 0 ? 0 : 1 / Double($0) }
         x.withUnsafeBufferPointer { x in
             path.withUnsafeMutableBufferPointer { path in
                 nodes.withUnsafeBufferPointer { nodes in
-                    for t in roots.indices {
-                        let k = Int(treeMargin[t])
-                        for j in 0..<width { perTree[j] = 0 }
-                        recurse(Int(roots[t]), x.baseAddress!, nodes.baseAddress!, &perTree, path.baseAddress!, depth: 0, zero: 1, one: 1, column: -1)
-                        for j in 0..<width { phi[k][j] += perTree[j] }
-                        base[k] += expected[t]
+                    flags.withUnsafeBufferPointer { flags in
+                        leafValue.withUnsafeBufferPointer { leafValue in
+                            cover.withUnsafeBufferPointer { cover in
+                                reciprocal.withUnsafeBufferPointer { reciprocal in
+                                    phi.withUnsafeMutableBufferPointer { phi in
+                                        var context = ShapContext(
+                                            x: x.baseAddress!, nodes: nodes.baseAddress!, flags: flags.baseAddress!, leafValue: leafValue.baseAddress!,
+                                            cover: cover.baseAddress!, phi: phi.baseAddress!, reciprocal: reciprocal.baseAddress!)
+                                        for t in roots.indices {
+                                            let k = Int(treeMargin[t])
+                                            context.phi = phi.baseAddress! + k * width
+                                            recurse(Int(roots[t]), context, path.baseAddress!, depth: 0, zero: 1, one: 1, column: -1)
+                                            base[k] += expected[t]
+                                        }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
         }
+        var out = (0..<marginCount).map { k in Array(phi[(k * width)..<((k + 1) * width)]) }
         if average {
             for k in 0..<marginCount {
                 base[k] = intercepts[k] + base[k] * marginScale[k]
-                for j in 0..<width { phi[k][j] *= marginScale[k] }
+                for j in 0..<width { out[k][j] *= marginScale[k] }
             }
         }
-        return phi
+        return out
     }
 
     private func recurse(
-        _ node: Int, _ x: UnsafePointer<Double>, _ nodes: UnsafePointer<Node>, _ phi: inout [Double],
-        _ parentPath: UnsafeMutablePointer<PathElement>, depth: Int, zero parentZero: Double, one parentOne: Double, column parentColumn: Int
+        _ node: Int, _ c: ShapContext, _ parentPath: UnsafeMutablePointer<PathElement>, depth: Int, zero parentZero: Double, one parentOne: Double,
+        column parentColumn: Int
     ) {
         var depth = depth
         let path = parentPath + depth + 1
         path.update(from: parentPath, count: depth + 1)
-        Self.extend(path, depth, parentZero, parentOne, parentColumn)
-        if flags[node] & Self.leaf != 0 {
-            let value = leafValue[node]
+        Self.extend(path, depth, parentZero, parentOne, parentColumn, c.reciprocal)
+        if c.flags[node] & Self.leaf != 0 {
+            let value = c.leafValue[node]
             if depth >= 1 {
                 for i in 1...depth {
-                    let w = Self.unwoundSum(path, depth, i)
-                    phi[path[i].column] += w * (path[i].one - path[i].zero) * value
+                    let w = Self.unwoundSum(path, depth, i, c.reciprocal)
+                    c.phi[path[i].column] += w * (path[i].one - path[i].zero) * value
                 }
             }
             return
         }
-        let split = nodes[node]
+        let split = c.nodes[node]
         let column = Int(split.feature)
         let left = Int(split.left)
-        let hot = goesLeft(node, x[column], split.threshold) ? left : left + 1
+        let hot = goesLeft(node, c.x[column], split.threshold) ? left : left + 1
         let cold = hot == left ? left + 1 : left
         var incomingZero = 1.0, incomingOne = 1.0
         // A feature split on again: undo its earlier element, to redo it here.
@@ -172,35 +197,40 @@ extension TreeProgram {
         if index != depth + 1 {
             incomingZero = path[index].zero
             incomingOne = path[index].one
-            Self.unwind(path, depth, index)
+            Self.unwind(path, depth, index, c.reciprocal)
             depth -= 1
         }
-        let covered = cover[node]
-        recurse(hot, x, nodes, &phi, path, depth: depth + 1, zero: cover[hot] / covered * incomingZero, one: incomingOne, column: column)
-        recurse(cold, x, nodes, &phi, path, depth: depth + 1, zero: cover[cold] / covered * incomingZero, one: 0, column: column)
+        let covered = 1 / c.cover[node]
+        recurse(hot, c, path, depth: depth + 1, zero: c.cover[hot] * covered * incomingZero, one: incomingOne, column: column)
+        recurse(cold, c, path, depth: depth + 1, zero: c.cover[cold] * covered * incomingZero, one: 0, column: column)
     }
 
-    private static func extend(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ zero: Double, _ one: Double, _ column: Int) {
+    @inline(__always)
+    private static func extend(
+        _ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ zero: Double, _ one: Double, _ column: Int, _ reciprocal: UnsafePointer<Double>
+    ) {
         path[depth] = PathElement(column: column, zero: zero, one: one, weight: depth == 0 ? 1 : 0)
+        let inverse = reciprocal[depth + 1]
         var i = depth - 1
         while i >= 0 {
-            path[i + 1].weight += one * path[i].weight * Double(i + 1) / Double(depth + 1)
-            path[i].weight = zero * path[i].weight * Double(depth - i) / Double(depth + 1)
+            path[i + 1].weight += one * path[i].weight * Double(i + 1) * inverse
+            path[i].weight = zero * path[i].weight * Double(depth - i) * inverse
             i -= 1
         }
     }
 
-    private static func unwind(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int) {
+    private static func unwind(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int, _ reciprocal: UnsafePointer<Double>) {
         let one = path[index].one, zero = path[index].zero
+        let inverse = reciprocal[depth + 1]
         var next = path[depth].weight
         var i = depth - 1
         while i >= 0 {
             if one != 0 {
                 let saved = path[i].weight
-                path[i].weight = next * Double(depth + 1) / (Double(i + 1) * one)
-                next = saved - path[i].weight * zero * Double(depth - i) / Double(depth + 1)
+                path[i].weight = next * Double(depth + 1) * reciprocal[i + 1] / one
+                next = saved - path[i].weight * zero * Double(depth - i) * inverse
             } else {
-                path[i].weight = path[i].weight * Double(depth + 1) / (zero * Double(depth - i))
+                path[i].weight = path[i].weight * Double(depth + 1) * reciprocal[depth - i] / zero
             }
             i -= 1
         }
@@ -211,20 +241,28 @@ extension TreeProgram {
         }
     }
 
-    private static func unwoundSum(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int) -> Double {
+    @inline(__always)
+    private static func unwoundSum(_ path: UnsafeMutablePointer<PathElement>, _ depth: Int, _ index: Int, _ reciprocal: UnsafePointer<Double>) -> Double {
         let one = path[index].one, zero = path[index].zero
-        var next = path[depth].weight
+        let scale = Double(depth + 1)
+        let inverse = reciprocal[depth + 1]
         var total = 0.0
         var i = depth - 1
-        while i >= 0 {
-            if one != 0 {
-                let share = next * Double(depth + 1) / (Double(i + 1) * one)
+        if one != 0 {
+            let perOne = scale / one
+            var next = path[depth].weight
+            while i >= 0 {
+                let share = next * perOne * reciprocal[i + 1]
                 total += share
-                next = path[i].weight - share * zero * Double(depth - i) / Double(depth + 1)
-            } else {
-                total += path[i].weight / zero / (Double(depth - i) / Double(depth + 1))
+                next = path[i].weight - share * zero * Double(depth - i) * inverse
+                i -= 1
             }
-            i -= 1
+        } else {
+            let perZero = scale / zero
+            while i >= 0 {
+                total += path[i].weight * perZero * reciprocal[depth - i]
+                i -= 1
+            }
         }
         return total
     }
