@@ -28,9 +28,9 @@ extension ServeComponent {
         case ("GET", "/swagger.json"):
             return json(200, swagger(snapshot))
         case ("POST", "/score"):
-            return guarded(request, context) { try azureScore(request, snapshot) }
+            return guarded(request, context) { try azureScore(request, context, snapshot) }
         case ("POST", "/invocations"):
-            return guarded(request, context, allowCSV: true) { try mlflowInvocations(request, snapshot) }
+            return guarded(request, context, allowCSV: true) { try mlflowInvocations(request, context, snapshot) }
         default:
             return nil
         }
@@ -92,7 +92,7 @@ extension ServeComponent {
         case ("GET", "ready"?):
             return json(context.draining ? 503 : 200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(!context.draining)])))
         case ("POST", "infer"?):
-            return guarded(request, context, allowBinary: true) { try infer(request, snapshot, loop: context.loop) }
+            return guarded(request, context, allowBinary: true) { try infer(request, snapshot, context) }
         default:
             return .error(404, "no route for \(request.method) \(request.path)")
         }
@@ -144,22 +144,23 @@ extension ServeComponent {
         var labels: [Int] = []
     }
 
-    private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot, loop: Int) throws -> HTTPResponse {
+    private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot, _ context: RequestContext) throws -> HTTPResponse {
+        let loop = context.loop
         if let header = request.headers["Inference-Header-Content-Length"] {
             // The binary tensor data extension: read as the JSON request it stands for.
             let json = try request.body.withUnsafeBytes { body in
                 try BinaryTensors.jsonRequest(body, headerLength: try BinaryTensors.headerLength(header, bodyCount: body.count))
             }
             return try json.withUnsafeBytes { body in
-                try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch) }
+                try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch, context) }
             }
         }
         return try request.body.withUnsafeBytes { body in
-            try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch) }
+            try inferScratch.with(loop: loop) { scratch in try infer(body, snapshot, &scratch, context) }
         }
     }
 
-    private func infer(_ body: UnsafeRawBufferPointer, _ snapshot: ModelSnapshot, _ s: inout InferScratch) throws -> HTTPResponse {
+    private func infer(_ body: UnsafeRawBufferPointer, _ snapshot: ModelSnapshot, _ s: inout InferScratch, _ context: RequestContext) throws -> HTTPResponse {
         do { try s.tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
         let tape = s.tape
         let scorer = snapshot.scorer
@@ -218,6 +219,25 @@ extension ServeComponent {
                     } catch {
                         throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
                     }
+                }
+            }
+        }
+        if let log = predictionLog {
+            let keyField = log.options.key.flatMap { scorer.fieldIndex($0) }
+            for r in 0..<rows where log.sample(loop: context.loop) {
+                let cells = s.cells[(r * fieldCount)..<((r + 1) * fieldCount)]
+                let key = keyField.flatMap { f in cells[cells.startIndex + f] >= 0 ? nodeText(tape, Int(cells[cells.startIndex + f])) : nil }
+                s.probabilities.withUnsafeBufferPointer { p in
+                    log.append(logLine(context, row: r + 1, snapshot, key: key, label: s.labels[r], p.baseAddress! + r * c) { w in
+                        w.raw("{")
+                        for (f, node) in cells.enumerated() {
+                            if f > 0 { w.raw(",") }
+                            w.string(scorer.fieldNames[f])
+                            w.raw(":")
+                            if node >= 0 { w.raw(tape.text(Int(node))) } else { w.raw("null") }
+                        }
+                        w.raw("}")
+                    })
                 }
             }
         }
@@ -440,7 +460,7 @@ extension ServeComponent {
 
     // MARK: - Azure ML
 
-    private func azureScore(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
+    private func azureScore(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
         let explain = wantsExplanation(request)
         var tape = JSONTape()
@@ -465,6 +485,12 @@ extension ServeComponent {
                     }.get()
                 } catch {
                     throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
+                }
+                if let log = predictionLog, log.sample(loop: context.loop) {
+                    let key = log.options.key.flatMap { memberText(tape, record, $0) }
+                    probabilities.withUnsafeBufferPointer { p in
+                        log.append(logLine(context, row: r + 1, snapshot, key: key, label: label, p.baseAddress!) { $0.raw(tape.text(record)) })
+                    }
                 }
                 if r > 0 { w.raw(",") }
                 guard explain else {
@@ -552,12 +578,24 @@ extension ServeComponent {
 
     // MARK: - MLflow
 
-    private func mlflowInvocations(_ request: HTTPRequest, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
+    private func mlflowInvocations(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
         var explain = wantsExplanation(request)
         let predictions: [JSONValue]
         if isCSV(request) {
-            predictions = try score(try csvRows(request.body, scorer), scorer, explain: explain)
+            let rows = try csvRows(request.body, scorer)
+            predictions = try score(rows, scorer, explain: explain)
+            logRecords(context, snapshot, rows.map { row -> JSONValue in
+                var object = JSONObject()
+                for (name, value) in zip(scorer.fieldNames, row) {
+                    switch value {
+                    case .number(let x): object.append(name, .number(x))
+                    case .text(let t): object.append(name, .string(t))
+                    case .missing: object.append(name, .null)
+                    }
+                }
+                return .object(object)
+            }, predictions)
         } else {
             let body = try parseBody(request)
             if case .bool(true)? = body["params"]?["explain"] { explain = true }
@@ -598,6 +636,7 @@ extension ServeComponent {
                 throw HTTPError(400, "expected one of dataframe_split, dataframe_records, instances or inputs (MLflow's formats), or a text/csv body")
             }
             predictions = try score(records, scorer, explain: explain)
+            logRecords(context, snapshot, records, predictions)
         }
         return json(200, .object(JSONObject(["predictions": .array(predictions)])))
     }
@@ -642,6 +681,114 @@ extension ServeComponent {
         }
         if let failure { throw failure }
         return rows
+    }
+
+    // MARK: - The prediction log
+
+    /// One line of the prediction log: who asked (the request id), what ran, the record as it was
+    /// sent, and what it was answered.
+    func logLine(
+        _ context: RequestContext, row: Int, _ snapshot: ModelSnapshot, key: String?, label: Int, _ probabilities: UnsafePointer<Double>,
+        record: (inout JSONWriter) -> Void
+    ) -> [UInt8] {
+        let classes = snapshot.scorer.classes
+        var w = JSONWriter()
+        w.reserveCapacity(512)
+        w.raw(#"{"request_id":"#)
+        w.string(context.requestID)
+        w.raw(#","row":"#)
+        w.integer(row)
+        w.raw(#","at":"#)
+        w.string(isoTimestamp(Date()))
+        w.raw(#","model":"#)
+        w.string(snapshot.version.reference)
+        w.raw(#","sha256":"#)
+        w.string(snapshot.version.sha256)
+        if let key {
+            w.raw(#","key":"#)
+            w.string(key)
+        }
+        w.raw(#","record":"#)
+        record(&w)
+        w.raw(#","label":"#)
+        w.string(classes[label])
+        w.raw(#","probabilities":{"#)
+        for (k, name) in classes.enumerated() {
+            if k > 0 { w.raw(",") }
+            w.string(name)
+            w.raw(":")
+            w.number(probabilities[k])
+        }
+        w.raw("}}")
+        return w.bytes
+    }
+
+    /// MLflow's records (already parsed) and their predictions, sampled into the log.
+    private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [JSONValue]) {
+        guard let log = predictionLog else { return }
+        let classes = snapshot.scorer.classes
+        for (r, record) in records.enumerated() where log.sample(loop: context.loop) {
+            guard r < predictions.count, case .string(let label)? = predictions[r]["label"], let index = classes.firstIndex(of: label) else { continue }
+            let p = classes.map { name -> Double in if case .number(let x)? = predictions[r]["probabilities"]?[name] { x } else { .nan } }
+            let key = log.options.key.flatMap { name -> String? in
+                switch record[name] {
+                case .string(let s)?: s
+                case .number(let x)?: JSONWriter.numberText(x)
+                default: nil
+                }
+            }
+            p.withUnsafeBufferPointer { p in
+                log.append(logLine(context, row: r + 1, snapshot, key: key, label: index, p.baseAddress!) { $0.value(record) })
+            }
+        }
+    }
+
+    /// A member's value as text (a string's own text, anything else as its JSON), for the log's key.
+    private func memberText(_ tape: JSONTape, _ object: Int, _ name: String) -> String? {
+        guard tape.kind(object) == .object else { return nil }
+        var found: String?
+        tape.forEachMember(object) { key, value in
+            if found == nil, tape.string(key) == name { found = nodeText(tape, value) }
+        }
+        return found
+    }
+
+    private func nodeText(_ tape: JSONTape, _ node: Int) -> String? {
+        switch tape.kind(node) {
+        case .string: tape.string(node)
+        case .null: nil
+        default: String(decoding: tape.text(node), as: UTF8.self)
+        }
+    }
+
+    /// `GET /v1/predictions/ID` (what request ID was answered) or `GET /v1/predictions?key=VALUE`
+    /// (what records with that key were answered, newest first): scope operate, as records can
+    /// hold personal data. The log is searched off the event loop.
+    func predictions(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse {
+        guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(request.path)") }
+        if case .failure(let error) = authenticator.authorize(request, loop: context.loop, needed: .operate) { return error.response }
+        guard let log = predictionLog else {
+            return .error(404, "this serve does not log predictions (start it with --log-predictions all or sample=SHARE)")
+        }
+        let rest = request.path.dropFirst("/v1/predictions".count)
+        let id = rest.hasPrefix("/") ? String(rest.dropFirst()).removingPercentEncoding : nil
+        let key = request.query["key"]
+        guard (id.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) || (key.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) else {
+            return .error(400, "ask for GET /v1/predictions/REQUEST-ID or GET /v1/predictions?key=VALUE (at most 200 bytes)")
+        }
+        let limit = min(max(Int(request.query["limit"] ?? "20") ?? 20, 1), 1000)
+        let promise = HTTPPromise()
+        let folder = log.options.folder
+        DispatchQueue.global().async {
+            let found = PredictionLog.find(in: folder, requestID: id, key: id == nil ? key : nil, limit: limit)
+            var response = found.isEmpty
+                ? HTTPError(404, id.map { "no logged prediction for request \($0) (the log keeps \(log.options.policy.text) of requests)" }
+                    ?? "no logged prediction with key \(key ?? "")").response
+                : json(200, .object(JSONObject(["predictions": .array(found)])))
+            response.observed = false
+            promise.fulfil(response)
+        }
+        return .later(promise)
     }
 
     // MARK: - Shared

@@ -114,13 +114,16 @@ package final class ServeComponent: Component {
         (HistogramSnapshot(), 0, 0, 0))
     /// Set by the host so status can report open connections.
     package let connections = Atomic<Int>(0)
+    /// What it answered, for support staff (`--log-predictions`); nil when off.
+    package let predictionLog: PredictionLog?
 
     /// Loads the model `reference` names (`NAME@ALIAS` is followed; `NAME@VERSION` is pinned).
     package init(
         registry: any ModelSource, reference: String, loops: Int, open: Bool, events: EventLog, authenticator: Authenticator,
-        maxRows: Int = ServeComponent.defaultMaxRows
+        maxRows: Int = ServeComponent.defaultMaxRows, predictionLog: PredictionLog? = nil
     ) throws {
         self.maxRows = max(1, maxRows)
+        self.predictionLog = predictionLog
         self.authenticator = authenticator
         self.loops = loops
         self.open = open
@@ -208,7 +211,9 @@ package final class ServeComponent: Component {
             NamedNumber("swaps", Double(binding.swaps)),
             NamedNumber("failed_swaps", Double(binding.failedSwaps)),
             NamedNumber("connections", Double(connections.load(ordering: .relaxed))),
-        ])
+        ] + (predictionLog.map { log in
+            [NamedNumber("predictions_logged", Double(log.counts.written)), NamedNumber("predictions_dropped", Double(log.counts.dropped))]
+        } ?? []))
         status.serve = ServeStatus(statusCodes: NamedNumbers(responses.totals().sorted { $0.0 < $1.0 }.map {
             NamedNumber($0.0 == 0 ? "other" : "\($0.0)", Double($0.1))
         }))
@@ -242,6 +247,7 @@ package final class ServeComponent: Component {
     // MARK: - Routing
 
     package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        if request.path.utf8.starts(with: "/v1/predictions".utf8) { return predictions(request, context) }
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
         guard let snapshot = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }

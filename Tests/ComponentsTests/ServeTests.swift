@@ -48,7 +48,10 @@ final class ServeFixture {
     var adminKey = "", predictKey = "", readKey = "", operateKey = ""
 
     /// `source` wraps the registry the component loads through (a test's gate).
-    init(open: Bool = false, reference: String = "credit@production", threads: Int = 2, source: (ModelRegistry) -> any ModelSource = { $0 }) throws {
+    init(
+        open: Bool = false, reference: String = "credit@production", threads: Int = 2, source: (ModelRegistry) -> any ModelSource = { $0 },
+        log: PredictionLog.Policy = .off, logKey: String? = nil
+    ) throws {
         home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-\(UUID().uuidString)"))
         registry = try ModelRegistry(home: home)
         documents = try registerCreditVersions(registry)
@@ -59,7 +62,11 @@ final class ServeFixture {
         operateKey = try keys.create(scope: .operate, name: nil, who: "test").1
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
-        let serve = try ServeComponent(registry: source(registry), reference: reference, loops: threads, open: open, events: events, authenticator: authenticator)
+        let predictionLog = log == .off ? nil : try PredictionLog(
+            .init(folder: home.url.appendingPathComponent("predictions"), prefix: "serve", policy: log, key: logKey), loops: threads)
+        let serve = try ServeComponent(
+            registry: source(registry), reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
+            predictionLog: predictionLog)
         self.serve = serve
         host = ComponentHost(
             component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
@@ -70,6 +77,7 @@ final class ServeFixture {
 
     func stop() {
         host.stop()
+        serve.predictionLog?.stop()
         try? FileManager.default.removeItem(at: home.url)
     }
 
@@ -513,6 +521,73 @@ func numbers(_ value: JSONValue?) -> [Double] {
 
         let mlflow = try body(try f.post("/invocations", #"{"dataframe_records": [\#(creditRecord)], "params": {"explain": true}}"#))
         #expect(mlflow["predictions"]?[0]?["explanation"]?[0]?["margin"] == .number(margin))
+    }
+
+    /// The prediction log (issue 18 item 4): what a request was answered is found by its request id
+    /// or by the record's key field, over HTTP with scope operate; every protocol logs.
+    @Test func predictionsAreLoggedAndFoundByRequestIDAndKey() throws {
+        let f = try ServeFixture(open: true, log: .all, logKey: "customer")
+        defer { f.stop() }
+        let first = #"{"customer": "C-1042", "amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+        let scored = try f.post("/score", #"{"data": [\#(first), \#(creditRecord)]}"#, headers: [("x-request-id", "support-case-7")])
+        #expect(scored.status == 200)
+        #expect(try f.post("/v2/models/credit/infer", #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":\#(creditArray)}]}"#,
+                           headers: [("x-request-id", "oip-1")]).status == 200)
+        #expect(try f.post("/invocations", #"{"dataframe_records": [\#(first)]}"#, headers: [("x-request-id", "mlflow-1")]).status == 200)
+        let folder = f.home.url.appendingPathComponent("predictions")
+        #expect(waitUntil { PredictionLog.find(in: folder, requestID: "mlflow-1").count == 1 })
+
+        #expect(try f.get("/v1/predictions/support-case-7").status == 401)
+        #expect(try f.get("/v1/predictions/support-case-7", key: f.predictKey).status == 403, "records can hold personal data: operate")
+        let found = try body(try f.get("/v1/predictions/support-case-7", key: f.operateKey))
+        guard case .array(let entries)? = found["predictions"] else {
+            Issue.record("no predictions: \(found)")
+            return
+        }
+        #expect(entries.count == 2)
+        let expected = try f.expected(1, first)
+        let row1 = entries.first { $0["row"] == .number(1) }
+        #expect(row1?["model"] == .string("credit@1") && row1?["sha256"] == .string(f.serve.model.current!.version.sha256))
+        #expect(row1?["key"] == .string("C-1042") && row1?["record"]?["customer"] == .string("C-1042"))
+        #expect(row1?["probabilities"]?["1"] == .number(expected.probabilities[1]) && row1?["label"] == .string(expected.label))
+        let oip = PredictionLog.find(in: folder, requestID: "oip-1")
+        #expect(oip.first?["record"]?["region"] == .string("east"))
+
+        let byKey = try body(try f.get("/v1/predictions?key=C-1042", key: f.operateKey))
+        guard case .array(let keyed)? = byKey["predictions"] else { return }
+        #expect(Set(keyed.compactMap { if case .string(let id)? = $0["request_id"] { id } else { nil } }) == ["support-case-7", "mlflow-1"])
+        #expect(try f.get("/v1/predictions/nobody", key: f.operateKey).status == 404)
+        #expect(try f.get("/v1/predictions", key: f.operateKey).status == 400)
+        #expect(try body(try f.get("/v1/status", key: f.readKey))["counters"]?["predictions_logged"] == .number(4))
+    }
+
+    @Test func aSampledLogKeepsItsShareAndSkipsACutOffLine() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-log-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var options = PredictionLog.Options(folder: folder, prefix: "t", policy: PredictionLog.Policy("sample=0.25")!, key: nil)
+        options.segmentBytes = 400
+        options.maxBytes = 2000
+        options.flushInterval = 0.01
+        let log = try PredictionLog(options, loops: 1)
+        let sampled = (0..<1000).filter { _ in log.sample(loop: 0) }.count
+        #expect(sampled == 251, "the first, then one in four")
+        // Batches of ten lines (each batch one write), the writer catching up between them.
+        for batch in 0..<20 {
+            for i in 0..<10 { log.append(Array(#"{"request_id":"r\#(batch * 10 + i)","row":1,"pad":"\#(String(repeating: "x", count: 60))"}"#.utf8)) }
+            #expect(waitUntil { log.counts.written == (batch + 1) * 10 })
+        }
+        log.stop()
+        // A new segment once one passes 400 bytes; the oldest deleted beyond 2,000 in all.
+        let segments = PredictionLog.segments(in: folder)
+        let total = segments.reduce(0) { $0 + $1.size }
+        #expect(segments.count >= 2 && total <= 2000 + 1000, "\(segments.count) segments, \(total) bytes")
+        #expect(PredictionLog.find(in: folder, requestID: "r0").isEmpty, "the oldest went")
+        #expect(PredictionLog.find(in: folder, requestID: "r199").count == 1, "the newest is kept")
+        // A crash mid-write leaves a last line without its newline: it is not read.
+        let cut = folder.appendingPathComponent("t-1-1-999999.jsonl")
+        try Data(#"{"request_id":"whole","row":1}"#.utf8 + [0x0A] + #"{"request_id":"cut","ro"#.utf8).write(to: cut)
+        #expect(PredictionLog.find(in: folder, requestID: "whole").count == 1)
+        #expect(PredictionLog.find(in: folder, requestID: "cut").isEmpty)
     }
 
     /// SIGTERM drains: during the drain delay readiness answers 503 on both readiness routes and

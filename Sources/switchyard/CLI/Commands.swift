@@ -3,7 +3,7 @@ let commands: [Command] = [
     upCommand,
     trainCommand,
     fixturesCreditCommand,
-    predictCommand, explainCommand,
+    predictCommand, explainCommand, predictionsShowCommand,
     registryCommand,
     serveCommand,
     batchCommand, batchRunCommand,

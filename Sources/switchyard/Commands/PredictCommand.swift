@@ -3,6 +3,7 @@ import Foundation
 import JSON
 import Registry
 import Scoring
+import Components
 
 let predictCommand = Command(
     words: ["predict"],
@@ -197,3 +198,38 @@ private func explainLines(scorer: Scorer, model: String) -> Int32 {
     }
     return Exit.ok
 }
+
+let predictionsShowCommand = Command(
+    words: ["predictions", "show"],
+    summary: "What the service answered: a logged prediction by request id, or by --key",
+    positionals: ["REQUEST-ID?"],
+    options: [
+        Option(name: "key", value: "VALUE", help: "the records logged with this key (serve --log-key FIELD), newest first"),
+        Option(name: "limit", value: "N", help: "at most this many", defaultValue: "20"),
+    ],
+    details: """
+        Searches the prediction log that serve keeps under SWITCHYARD_HOME/predictions (see
+        'switchyard serve --help'). Prints one JSON line per logged record: request_id, row, at,
+        model, sha256, key, record, label and probabilities. A running serve answers the same
+        from its own machine: GET /v1/predictions/ID or /v1/predictions?key=VALUE (scope operate).
+
+        Example:
+          switchyard predictions show 5f3a9c1e-42
+          switchyard predictions show --key C-1042
+        """,
+    run: { args in
+        let id = args.positional(0)
+        let key = args.string("key")
+        guard id != nil || key != nil else { throw UsageError("give a REQUEST-ID or --key VALUE") }
+        let limit = try args.integer("limit", range: 1...100_000) ?? 20
+        let folder = Home.fromEnvironment().url.appendingPathComponent("predictions")
+        guard FileManager.default.fileExists(atPath: folder.path) else {
+            throw CommandError("no prediction log in \(folder.path): serve keeps one there (--log-predictions)", code: Exit.failure)
+        }
+        let found = PredictionLog.find(in: folder, requestID: id, key: id == nil ? key : nil, limit: limit)
+        guard !found.isEmpty else {
+            throw CommandError(id.map { "no logged prediction for request \($0) (a sampled log keeps only some requests)" } ?? "no logged prediction with key \(key ?? "")")
+        }
+        for value in found { print(value.jsonText) }
+        return Exit.ok
+    })

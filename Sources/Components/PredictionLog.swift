@@ -1,0 +1,239 @@
+import ControlProtocol
+import Foundation
+import JSON
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a component answered, kept so support staff can find it later by request id or by a
+/// record field (`--log-key`): one JSON line per scored record, in size-bounded segments under
+/// SWITCHYARD_HOME/predictions, the oldest deleted beyond a total size.
+///
+/// The request path only decides whether a record is sampled (a per-loop counter, no lock) and
+/// appends its finished line to a pending buffer; a writer thread writes whole lines with one
+/// `write` per batch. A reader skips a last line without its newline (a crash mid-write), so a
+/// record is in the log whole or not at all. When the writer falls behind by more than
+/// `pendingLimit` bytes, lines are dropped and counted, never queued without bound.
+package final class PredictionLog: Sendable {
+    package enum Policy: Sendable, Equatable {
+        case off
+        case all
+        /// A share in (0, 1).
+        case sample(Double)
+
+        /// `all`, `off` or `sample=0.05`.
+        package init?(_ text: String) {
+            switch text {
+            case "all": self = .all
+            case "off": self = .off
+            default:
+                guard text.hasPrefix("sample="), let share = Double(text.dropFirst(7)), share > 0, share <= 1 else { return nil }
+                self = share == 1 ? .all : .sample(share)
+            }
+        }
+
+        package var text: String {
+            switch self {
+            case .off: "off"
+            case .all: "all"
+            case .sample(let share): "sample=\(share)"
+            }
+        }
+    }
+
+    package struct Options: Sendable {
+        package var folder: URL
+        /// Names this process's segments: `KIND-PID-START-SEQ.jsonl`.
+        package var prefix: String
+        package var policy: Policy
+        /// A record field whose value is logged as `key`, for lookups by it (a customer id).
+        package var key: String?
+        package var segmentBytes = 64 << 20
+        package var maxBytes = 1 << 30
+        package var pendingLimit = 16 << 20
+        /// How long the writer waits between batches.
+        package var flushInterval = 0.2
+
+        package init(folder: URL, prefix: String, policy: Policy, key: String?) {
+            self.folder = folder
+            self.prefix = prefix
+            self.policy = policy
+            self.key = key
+        }
+    }
+
+    package let options: Options
+    private let pending = Mutex<[UInt8]>([])
+    private let wake = DispatchSemaphore(value: 0)
+    private let stopping = Atomic<Bool>(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let written = Atomic<Int>(0)
+    private let dropped = Atomic<Int>(0)
+    private let failure = Mutex<String?>(nil)
+    /// Per loop: the sampling accumulator (a record is logged each time it passes 1).
+    private let samplers: LoopLocal<Double>
+
+    package init(_ options: Options, loops: Int) throws {
+        self.options = options
+        samplers = LoopLocal(loops: loops) { 1 }  // the first record of each loop is logged
+        try FileManager.default.createDirectory(at: options.folder, withIntermediateDirectories: true)
+        let thread = Thread { [self] in
+            runWriter()
+            done.signal()
+        }
+        thread.name = "prediction-log"
+        thread.start()
+    }
+
+    /// Whether the next record scored on `loop` is logged.
+    @inline(__always)
+    package func sample(loop: Int) -> Bool {
+        switch options.policy {
+        case .off: return false
+        case .all: return true
+        case .sample(let share):
+            return samplers.with(loop: loop) { credit in
+                credit += share
+                guard credit >= 1 else { return false }
+                credit -= 1
+                return true
+            }
+        }
+    }
+
+    /// Queues one finished line (no newline); dropped and counted when the writer is too far behind.
+    package func append(_ line: [UInt8]) {
+        let queued = pending.withLock { buffer -> Bool in
+            guard buffer.count + line.count < options.pendingLimit else { return false }
+            buffer.append(contentsOf: line)
+            buffer.append(0x0A)
+            return true
+        }
+        if !queued { dropped.wrappingAdd(1, ordering: .relaxed) }
+    }
+
+    /// Writes what is queued and stops the writer.
+    package func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        wake.signal()
+        done.wait()
+    }
+
+    package var counts: (written: Int, dropped: Int) { (written.load(ordering: .relaxed), dropped.load(ordering: .relaxed)) }
+    package var problem: String? { failure.withLock { $0 } }
+
+    // MARK: - The writer
+
+    private func runWriter() {
+        var segment = 0
+        var fd: Int32 = -1
+        var size = 0
+        let started = Int(Date().timeIntervalSince1970)
+        func open() {
+            segment += 1
+            let name = "\(options.prefix)-\(getpid())-\(started)-\(String(format: "%06d", segment)).jsonl"
+            fd = Glibc.open(options.folder.appendingPathComponent(name).path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+            size = 0
+            if fd < 0 { failure.withLock { $0 = "cannot write \(name) in \(options.folder.path): \(String(cString: strerror(errno)))" } }
+        }
+        while true {
+            let stop = stopping.load(ordering: .acquiring)
+            if !stop { _ = wake.wait(timeout: .now() + .nanoseconds(Int(options.flushInterval * 1e9))) }
+            let batch = pending.withLock { buffer -> [UInt8] in
+                defer { buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20) }
+                return buffer
+            }
+            if !batch.isEmpty {
+                if fd < 0 || size >= options.segmentBytes {
+                    if fd >= 0 { close(fd) }
+                    open()
+                    enforceLimit()
+                }
+                if fd >= 0 {
+                    let ok = batch.withUnsafeBytes { writeAll(fd, $0) }
+                    if ok {
+                        size += batch.count
+                        written.wrappingAdd(batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }, ordering: .relaxed)
+                        failure.withLock { $0 = nil }
+                    } else {
+                        failure.withLock { $0 = "writing the prediction log failed: \(String(cString: strerror(errno)))" }
+                    }
+                }
+            }
+            if stop { break }
+        }
+        if fd >= 0 { close(fd) }
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        return true
+    }
+
+    /// Deletes the oldest segments (of any process) beyond `maxBytes` in all.
+    private func enforceLimit() {
+        let segments = Self.segments(in: options.folder)
+        var total = segments.reduce(0) { $0 + $1.size }
+        for segment in segments.reversed() where total > options.maxBytes {  // oldest last
+            unlink(segment.url.path)
+            total -= segment.size
+        }
+    }
+
+    /// The folder's segments, newest first.
+    package static func segments(in folder: URL) -> [(url: URL, size: Int, modified: Date)] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return names.filter { $0.hasSuffix(".jsonl") }.compactMap { name -> (URL, Int, Date)? in
+            let url = folder.appendingPathComponent(name)
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: url.path) else { return nil }
+            return (url, (attributes[.size] as? Int) ?? 0, (attributes[.modificationDate] as? Date) ?? .distantPast)
+        }.sorted { $0.2 != $1.2 ? $0.2 > $1.2 : $0.0.lastPathComponent > $1.0.lastPathComponent }
+    }
+
+    /// The logged records whose request id is `requestID` (or whose key is `key`), newest segment
+    /// first, at most `limit`. Lines that do not parse (a crash's cut-off last line) are skipped.
+    package static func find(in folder: URL, requestID: String? = nil, key: String? = nil, limit: Int = 100) -> [JSONValue] {
+        var needles: [[UInt8]] = []
+        if let requestID { needles.append(Array((#""request_id":"# + JSONWriter.text(.string(requestID))).utf8)) }
+        if let key { needles.append(Array((#""key":"# + JSONWriter.text(.string(key))).utf8)) }
+        guard !needles.isEmpty else { return [] }
+        var found: [JSONValue] = []
+        for segment in segments(in: folder) {
+            guard let data = FileManager.default.contents(atPath: segment.url.path) else { continue }
+            let bytes = [UInt8](data)
+            var lines: [JSONValue] = []
+            var start = 0
+            while start < bytes.count, let end = bytes[start...].firstIndex(of: 0x0A) {
+                let line = bytes[start..<end]
+                if needles.allSatisfy({ contains(line, $0) }), let value = try? JSONValue.parse(Array(line)) {
+                    lines.append(value)
+                }
+                start = end + 1
+            }
+            found.append(contentsOf: lines.reversed())  // newest first within a segment too
+            if found.count >= limit { break }
+        }
+        return Array(found.prefix(limit))
+    }
+
+    private static func contains(_ haystack: ArraySlice<UInt8>, _ needle: [UInt8]) -> Bool {
+        guard let first = needle.first, haystack.count >= needle.count else { return false }
+        var i = haystack.startIndex
+        let last = haystack.endIndex - needle.count
+        while i <= last {
+            if haystack[i] == first && haystack[i..<(i + needle.count)].elementsEqual(needle) { return true }
+            i += 1
+        }
+        return false
+    }
+}
