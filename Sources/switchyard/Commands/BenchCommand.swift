@@ -233,7 +233,7 @@ let benchServeCommand = Command(
         Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
         Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
-        Option(name: "auth", value: "LIST", help: "open (no key) and/or key (a secured serve, Authorization: Bearer with a predict key)", defaultValue: "open,key"),
+        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction)", defaultValue: "open,key"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
     ],
     details: """
@@ -276,7 +276,7 @@ let benchServeCommand = Command(
             return values
         }
         let routes = try list("routes", "oip,score", ["oip", "score"])
-        let auths = try list("auth", "open,key", ["open", "key"])
+        let auths = try list("auth", "open,key", ["open", "key", "log"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
@@ -314,6 +314,19 @@ let benchServeCommand = Command(
         let secured = ComponentHost(
             component: securedServe, observer: { securedServe.observe(loop: $0, status: $1, nanoseconds: $2) },
             configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+        // And an open one that logs every prediction (--auth log): what the log costs at full load.
+        let log = try PredictionLog(.init(folder: folder.appendingPathComponent("predictions"), prefix: "bench", policy: .all, key: nil), loops: threads)
+        defer { log.stop() }
+        let loggingServe: ServeComponent
+        do {
+            loggingServe = try ServeComponent(
+                registry: registry, reference: "credit@production", loops: threads, open: true, events: events, authenticator: authenticator, predictionLog: log)
+        } catch let error as HTTPError {
+            throw CommandError(error.message)
+        }
+        let logging = ComponentHost(
+            component: loggingServe, observer: { loggingServe.observe(loop: $0, status: $1, nanoseconds: $2) },
+            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
         let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
         let scoreBody = #"{"data":[{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}]}"#
         /// The request of a route, with the key's header for a keyed run.
@@ -333,6 +346,8 @@ let benchServeCommand = Command(
         defer { host.stop() }
         let securedPort = try secured.start()
         defer { secured.stop() }
+        let loggingPort = auths.contains("log") ? try logging.start() : 0
+        defer { if loggingPort != 0 { logging.stop() } }
         print("server: \(threads) event loops on 127.0.0.1:\(port) (open) and :\(securedPort) (a predict key required); \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
@@ -342,12 +357,12 @@ let benchServeCommand = Command(
         let generators = wrk == nil ? [1] : wrkThreads
         print("load: " + (wrk == nil ? "the built-in generator (1 thread; install wrk for more)" : "wrk -t\(generators.map(String.init).joined(separator: "/-t")) --latency") + "\n")
         func us(_ ns: Double) -> String { ns >= 10_000_000 ? String(format: "%.0f ms", ns / 1e6) : String(format: "%.0f µs", ns / 1000) }
-        struct Variant: Hashable { var route: String; var keyed: Bool; var generators: Int; var connections: Int }
+        struct Variant: Hashable { var route: String; var auth: String; var generators: Int; var connections: Int; var keyed: Bool { auth == "key" } }
         var ours: [Variant: [LoadSummary]] = [:], theirs: [Variant: [LoadSummary]] = [:]
         var variants: [Variant] = []
         for route in routes { for auth in auths { for g in generators { for c in counts {
             // wrk needs a connection per thread: -t2 at 1 connection runs 2, and says so.
-            let variant = Variant(route: route, keyed: auth == "key", generators: g, connections: max(c, g))
+            let variant = Variant(route: route, auth: auth, generators: g, connections: max(c, g))
             if !variants.contains(variant) { variants.append(variant) }
         } } } }
         for round in 1...rounds {
@@ -360,7 +375,7 @@ let benchServeCommand = Command(
                     }
                     return LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
                 }
-                ours[v, default: []].append(try load(v.keyed ? securedPort : port))
+                ours[v, default: []].append(try load(v.auth == "key" ? securedPort : v.auth == "log" ? loggingPort : port))
                 if let nginx { theirs[v, default: []].append(try load(nginx.port)) }
             }
         }
@@ -373,11 +388,11 @@ let benchServeCommand = Command(
             let share = LoadSummary.median(runs.map(\.generatorCPU)) / Double(v.generators)
             return String(format: "%3.0f%%", share * 100) + (share >= 0.9 ? " ←bound" : "")
         }
-        var table: [[String]] = [["route", "key", "load", "conns", "switchyard req/s", "p50", "p99", "wrk CPU"]
+        var table: [[String]] = [["route", "serve", "load", "conns", "switchyard req/s", "p50", "p99", "wrk CPU"]
             + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
         for v in variants {
             let mine = ours[v]!
-            var row = [v.route == "oip" ? "OIP" : "/score", v.keyed ? "yes" : "no", wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
+            var row = [v.route == "oip" ? "OIP" : "/score", v.auth == "key" ? "key" : v.auth == "log" ? "open+log" : "open", wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
                        rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), cpu(mine, v)]
             if nginx != nil {
                 let ref = theirs[v]!
@@ -395,6 +410,19 @@ let benchServeCommand = Command(
             print("Latency percentiles are wrk's own (--latency).")
         }
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
+        if auths.contains("log") {
+            print("serve: open, key (a predict key required) or open+log (every prediction logged: \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
+            for route in routes {
+                for g in generators {
+                    for c in counts {
+                        guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
+                              let logged = ours[Variant(route: route, auth: "log", generators: g, connections: max(c, g))] else { continue }
+                        let cost = 1 - LoadSummary.median(logged.map(\.rate)) / LoadSummary.median(open.map(\.rate))
+                        print(String(format: "  the log's cost, %@ wrk -t%d %d connections: %.1f%% of requests/s (goal ≤ 5%%)", route == "oip" ? "OIP" : "/score", g, max(c, g), cost * 100))
+                    }
+                }
+            }
+        }
 
         if swaps > 0 {
             // The same load without swaps first, in this invocation: what the swaps cost is the difference.
