@@ -74,10 +74,15 @@ package final class PredictionLog: Sendable {
     private let failure = Mutex<String?>(nil)
     /// Per loop: the sampling accumulator (a record is logged each time it passes 1).
     private let samplers: LoopLocal<Double>
+    /// Per loop: the current second's ISO 8601 text, made once a second rather than once a line.
+    private let clocks: LoopLocal<(second: Int, text: [UInt8])>
+    /// Lines queued and not yet written.
+    private let queuedLines = Atomic<Int>(0)
 
     package init(_ options: Options, loops: Int) throws {
         self.options = options
         samplers = LoopLocal(loops: loops) { 1 }  // the first record of each loop is logged
+        clocks = LoopLocal(loops: loops) { (-1, []) }
         try FileManager.default.createDirectory(at: options.folder, withIntermediateDirectories: true)
         let thread = Thread { [self] in
             runWriter()
@@ -103,6 +108,28 @@ package final class PredictionLog: Sendable {
         }
     }
 
+    /// Calls `body` with the current time (UTC, ISO 8601, to the millisecond) from event loop `loop`.
+    @inline(__always)
+    package func timestamp(loop: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
+        clocks.with(loop: loop) { clock in
+            if clock.second != now.tv_sec {
+                clock.second = now.tv_sec
+                clock.text = Array(isoTimestamp(Date(timeIntervalSince1970: Double(now.tv_sec))).utf8)
+            }
+            // The second's text ("….SSS.mmmZ") with this line's milliseconds written over ".mmm".
+            let milliseconds = Int(now.tv_nsec / 1_000_000)
+            let at = clock.text.count - 4
+            if at > 0 {
+                clock.text[at] = UInt8(48 + milliseconds / 100)
+                clock.text[at + 1] = UInt8(48 + milliseconds / 10 % 10)
+                clock.text[at + 2] = UInt8(48 + milliseconds % 10)
+            }
+            clock.text.withUnsafeBytes(body)
+        }
+    }
+
     /// Queues one finished line (no newline); dropped and counted when the writer is too far behind.
     package func append(_ line: [UInt8]) {
         let queued = pending.withLock { buffer -> Bool in
@@ -111,7 +138,7 @@ package final class PredictionLog: Sendable {
             buffer.append(0x0A)
             return true
         }
-        if !queued { dropped.wrappingAdd(1, ordering: .relaxed) }
+        if queued { queuedLines.wrappingAdd(1, ordering: .relaxed) } else { dropped.wrappingAdd(1, ordering: .relaxed) }
     }
 
     /// Writes what is queued and stops the writer.
@@ -141,9 +168,9 @@ package final class PredictionLog: Sendable {
         while true {
             let stop = stopping.load(ordering: .acquiring)
             if !stop { _ = wake.wait(timeout: .now() + .nanoseconds(Int(options.flushInterval * 1e9))) }
-            let batch = pending.withLock { buffer -> [UInt8] in
+            let (batch, lines) = pending.withLock { buffer -> ([UInt8], Int) in
                 defer { buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20) }
-                return buffer
+                return (buffer, queuedLines.exchange(0, ordering: .relaxed))
             }
             if !batch.isEmpty {
                 if fd < 0 || size >= options.segmentBytes {
@@ -155,7 +182,7 @@ package final class PredictionLog: Sendable {
                     let ok = batch.withUnsafeBytes { writeAll(fd, $0) }
                     if ok {
                         size += batch.count
-                        written.wrappingAdd(batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }, ordering: .relaxed)
+                        written.wrappingAdd(lines, ordering: .relaxed)
                         failure.withLock { $0 = nil }
                     } else {
                         failure.withLock { $0 = "writing the prediction log failed: \(String(cString: strerror(errno)))" }

@@ -698,12 +698,10 @@ extension ServeComponent {
         w.string(context.requestID)
         w.raw(#","row":"#)
         w.integer(row)
-        w.raw(#","at":"#)
-        w.string(isoTimestamp(Date()))
-        w.raw(#","model":"#)
-        w.string(snapshot.version.reference)
-        w.raw(#","sha256":"#)
-        w.string(snapshot.version.sha256)
+        w.raw(#","at":""#)
+        predictionLog?.timestamp(loop: context.loop) { w.raw($0) }
+        w.raw("\"")
+        snapshot.logIdentity.withUnsafeBytes { w.raw($0) }
         if let key {
             w.raw(#","key":"#)
             w.string(key)

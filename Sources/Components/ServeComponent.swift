@@ -19,6 +19,8 @@ package final class ModelSnapshot: Sendable {
     package let example: JSONValue
     /// The version number as text, for every response's `x-model-version`.
     package let versionText: String
+    /// `,"model":"NAME@N","sha256":"…"`: the same in every prediction-log line of this version.
+    let logIdentity: [UInt8]
 
     init(scorer: Scorer, version: ModelRegistry.Version, loops: Int) {
         self.scorer = scorer
@@ -26,6 +28,12 @@ package final class ModelSnapshot: Sendable {
         counters = StatusCounters(loops: loops)
         example = scorer.document.exampleRecord()
         versionText = String(version.version)
+        var w = JSONWriter()
+        w.raw(#","model":"#)
+        w.string(version.reference)
+        w.raw(#","sha256":"#)
+        w.string(version.sha256)
+        logIdentity = w.bytes
     }
 
     var label: String { version.reference }

@@ -549,6 +549,11 @@ func numbers(_ value: JSONValue?) -> [Double] {
         let row1 = entries.first { $0["row"] == .number(1) }
         #expect(row1?["model"] == .string("credit@1") && row1?["sha256"] == .string(f.serve.model.current!.version.sha256))
         #expect(row1?["key"] == .string("C-1042") && row1?["record"]?["customer"] == .string("C-1042"))
+        if case .string(let at)? = row1?["at"], let time = parseTimestamp(at) {
+            #expect(abs(time - Date().timeIntervalSince1970) < 3600 && at.count == 24 && at.hasSuffix("Z"), "\(at)")
+        } else {
+            Issue.record("no time: \(String(describing: row1))")
+        }
         #expect(row1?["probabilities"]?["1"] == .number(expected.probabilities[1]) && row1?["label"] == .string(expected.label))
         let oip = PredictionLog.find(in: folder, requestID: "oip-1")
         #expect(oip.first?["record"]?["region"] == .string("east"))

@@ -234,6 +234,7 @@ let benchServeCommand = Command(
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
         Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
         Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction)", defaultValue: "open,key"),
+        Option(name: "log-policy", value: "all|sample=SHARE", help: "what the open+log serve (--auth log) logs", defaultValue: "all"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
     ],
     details: """
@@ -315,7 +316,10 @@ let benchServeCommand = Command(
             component: securedServe, observer: { securedServe.observe(loop: $0, status: $1, nanoseconds: $2) },
             configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
         // And an open one that logs every prediction (--auth log): what the log costs at full load.
-        let log = try PredictionLog(.init(folder: folder.appendingPathComponent("predictions"), prefix: "bench", policy: .all, key: nil), loops: threads)
+        guard let logPolicy = PredictionLog.Policy(args.string("log-policy") ?? "all"), logPolicy != .off else {
+            throw UsageError("--log-policy is all or sample=SHARE")
+        }
+        let log = try PredictionLog(.init(folder: folder.appendingPathComponent("predictions"), prefix: "bench", policy: logPolicy, key: nil), loops: threads)
         defer { log.stop() }
         let loggingServe: ServeComponent
         do {
@@ -411,7 +415,7 @@ let benchServeCommand = Command(
         }
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
         if auths.contains("log") {
-            print("serve: open, key (a predict key required) or open+log (every prediction logged: \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
+            print("serve: open, key (a predict key required) or open+log (predictions logged, \(logPolicy.text): \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
             for route in routes {
                 for g in generators {
                     for c in counts {
