@@ -1,3 +1,4 @@
+import CSystem
 import ControlProtocol
 import Foundation
 import JSON
