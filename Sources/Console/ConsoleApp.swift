@@ -114,10 +114,8 @@ package final class ConsoleApp {
                         let (registry, apiKey, outcomes) = (registry, apiKey, outcomes)
                         DispatchQueue.global().async {
                             let result = predictBoth(record: record, form: form, key: apiKey, registry: registry)
-                            outcomes.post { state in
-                                state.predict?.result = result
-                                state.predict?.sending = false
-                            }
+                            let values = form.fields.map(\.value)
+                            outcomes.post { state in state.predict?.receive(result, values: values) }
                         }
                     }
                     dirty = true

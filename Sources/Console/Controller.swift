@@ -161,6 +161,8 @@ package struct Controller: Sendable {
             case .enter:
                 form.fields[form.selected].value = text
                 form.editing = nil
+                // An answer to a record that can no longer be sent is stale.
+                if case .failure = form.record() { form.result = nil }
             case .escape: form.editing = nil
             case .backspace: if !text.isEmpty { form.editing = String(text.dropLast()) }
             case .character(let c): form.editing = text + String(c)
@@ -171,8 +173,10 @@ package struct Controller: Sendable {
         switch key {
         case .up, .character("k"): form.selected = max(0, form.selected - 1)
         case .down, .character("j"): form.selected = min(form.fields.count - 1, form.selected + 1)
-        case .character("e"): form.editing = form.fields[form.selected].value
-        case .character("x"): form.fields[form.selected].value = ""
+        case .character("e"): form.editing = ""  // typing replaces the value; Esc keeps it
+        case .character("x"):
+            form.fields[form.selected].value = ""
+            if case .failure = form.record() { form.result = nil }
         case .enter:
             if case .failure(let error) = form.record() {
                 state.status = error.description

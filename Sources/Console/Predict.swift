@@ -12,6 +12,20 @@ package struct PredictForm: Sendable {
         package var name: String
         package var value: String
         package var isNumber: Bool
+        /// A category field's allowed values (an unknown one is flagged before sending).
+        package var allowed: [String]? = nil
+
+        /// Why the value cannot be sent, if it cannot.
+        package var problem: String? {
+            guard !value.isEmpty else { return nil }
+            if isNumber {
+                guard let x = Double(value), x.isFinite else { return "expected a number, got \"\(value)\"" }
+                return nil
+            }
+            guard let allowed, !allowed.contains(value) else { return nil }
+            let shown = allowed.count <= 8 ? allowed.joined(separator: ", ") : allowed.prefix(8).joined(separator: ", ") + ", …"
+            return "unknown category \"\(value)\"; expected one of \(shown)"
+        }
     }
 
     package var componentURL: String
@@ -22,6 +36,8 @@ package struct PredictForm: Sendable {
     package var editing: String?
     package var result: PredictResult?
     package var sending = false
+    /// The values and explained margin of the last record answered, to say what an edit changed.
+    package var lastSent: (values: [String], margin: Double)?
 
     /// A form prefilled with the document's example record.
     package init(componentURL: String, model: String, document: ModelDocument) {
@@ -34,19 +50,34 @@ package struct PredictForm: Sendable {
             case .string(let s)?: s
             default: ""
             }
-            return Field(name: field.name, value: value, isNumber: field.type == .number)
+            return Field(name: field.name, value: value, isNumber: field.type == .number, allowed: field.type == .category ? field.values : nil)
         }
+    }
+
+    /// Takes an answer for the record whose values were `values`: says what changed since the last one.
+    package mutating func receive(_ answer: PredictResult, values: [String]) {
+        var answer = answer
+        if let margin = answer.margin, let last = lastSent, last.values.count == values.count {
+            let changed = values.indices.filter { values[$0] != last.values[$0] }
+            if !changed.isEmpty {
+                func shown(_ v: String) -> String { v.isEmpty ? "(missing)" : v }
+                let what = changed.prefix(2).map { "\(fields[$0].name) \(shown(last.values[$0])) → \(shown(values[$0]))" }.joined(separator: ", ")
+                    + (changed.count > 2 ? " and \(changed.count - 2) more" : "")
+                answer.change = what + String(format: ": %+.2f ", margin - last.margin) + answer.marginName
+            }
+        }
+        if let margin = answer.margin { lastSent = (values, margin) }
+        result = answer
+        sending = false
     }
 
     /// The record as JSON; an empty value is left out (missing); a number field must parse.
     package func record() -> Result<JSONValue, ConsoleError> {
         var o = JSONObject()
         for field in fields where !field.value.isEmpty {
+            if let problem = field.problem { return .failure(ConsoleError("field \"\(field.name)\": \(problem)")) }
             if field.isNumber {
-                guard let x = Double(field.value), x.isFinite else {
-                    return .failure(ConsoleError("field \"\(field.name)\": expected a number, got \"\(field.value)\""))
-                }
-                o.append(field.name, .number(x))
+                o.append(field.name, .number(Double(field.value)!))
             } else {
                 o.append(field.name, .string(field.value))
             }
@@ -66,6 +97,15 @@ package struct PredictResult: Sendable, Equatable {
     package var verdict = ""
     package var agrees = false
     package var error: String?
+    /// The embedded scorer's explanation of the label's margin: each field's value and
+    /// contribution, largest first, from `base` to `margin` (nil when the model cannot explain).
+    package var contributions: [(field: String, value: String, contribution: Double)] = []
+    package var base = 0.0
+    package var margin: Double?
+    /// "log-odds of 1", "margin of high".
+    package var marginName = ""
+    /// What the last edit changed: `credit_score 680 → 580: -0.42 log-odds of 1`.
+    package var change: String?
 
     package static func == (a: PredictResult, b: PredictResult) -> Bool {
         a.verdict == b.verdict && a.error == b.error && a.serviceLabel == b.serviceLabel && a.embeddedLabel == b.embeddedLabel
@@ -97,6 +137,17 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
         let p = try scorer.predict(json: record)
         result.embedded = zip(scorer.classes, p.probabilities).map { ($0, $1) }
         result.embeddedLabel = p.label
+        if scorer.explainable {
+            let e = try scorer.explain(json: record)
+            // A binary model's one margin; a multiclass one's margin of the predicted class.
+            let k = e.base.count == 1 ? 0 : p.labelIndex
+            result.base = e.base[k]
+            result.margin = e.margins[k]
+            result.marginName = e.base.count == 1 ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+            result.contributions = scorer.fieldNames.indices.map { f in
+                (scorer.fieldNames[f], form.fields.first { $0.name == scorer.fieldNames[f] }?.value ?? "", e.contributions[k][f])
+            }.sorted { abs($0.contribution) > abs($1.contribution) }
+        }
     } catch {
         result.verdict = "embedded scorer: \(error)"
         return result

@@ -651,7 +651,17 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
         let selected = i == form.selected
         let value = selected && form.editing != nil ? form.editing! + (canvas.unicode ? "█" : "_") : field.value
         canvas.put(1, 3 + slot, (selected ? "> " : "  ") + field.name.padding(toLength: 16, withPad: " ", startingAt: 0), selected ? .selected : .text)
-        canvas.put(19, 3 + slot, value.isEmpty ? "(missing)" : value, field.value.isEmpty ? .dim : .value, limit: 22)
+        canvas.put(19, 3 + slot, value.isEmpty ? "(missing)" : value, field.value.isEmpty ? .dim : field.problem != nil ? .error : .value, limit: 22)
+    }
+    // Under the form: what the selected field takes, or what is wrong with it.
+    let selectedField = form.fields[form.selected]
+    let hintY = 4 + min(rows, form.fields.count)
+    if hintY < canvas.height - 4 {
+        if let problem = selectedField.problem {
+            canvas.put(1, hintY, "\(selectedField.name): \(problem)", .error, limit: 42)
+        } else if let allowed = selectedField.allowed {
+            canvas.put(1, hintY, "\(selectedField.name) takes: " + allowed.joined(separator: ", "), .dim, limit: 42)
+        }
     }
     let x = 44
     let width = canvas.width - x - 1
@@ -673,9 +683,36 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
         for (i, (name, p)) in r.embedded.enumerated() { canvas.put(x + 2, y + 1 + i, String(format: "p(%@) = %.12f", name, p), .text, limit: width - 2) }
     }
     let verdictY = y + 2 + r.embedded.count
-    for (i, chunk) in stride(from: 0, to: r.verdict.count, by: width).enumerated() {
+    var lineY = verdictY
+    for chunk in stride(from: 0, to: r.verdict.count, by: max(width, 1)) {
         let start = r.verdict.index(r.verdict.startIndex, offsetBy: chunk)
         let end = r.verdict.index(start, offsetBy: min(width, r.verdict.count - chunk))
-        canvas.put(x, verdictY + i, String(r.verdict[start..<end]), r.agrees ? .ok : .error)
+        canvas.put(x, lineY, String(r.verdict[start..<end]), r.agrees ? .ok : .error)
+        lineY += 1
+    }
+    // Why: the largest contributions to the label's margin, as bars (+ right, − left of a centre).
+    guard let margin = r.margin, lineY + 3 < canvas.height - 3 else { return }
+    lineY += 1
+    if let change = r.change {
+        canvas.put(x, lineY, change, .value, limit: width)
+        lineY += 1
+    }
+    canvas.put(x, lineY, String(format: "why — %@: base %+.3f → %+.3f", r.marginName, r.base, margin), .title, limit: width)
+    lineY += 1
+    let largest = max(r.contributions.first.map { abs($0.contribution) } ?? 0, 1e-12)
+    let half = max(4, (width - 36) / 2)
+    for item in r.contributions where lineY < canvas.height - 3 {
+        let label = item.field.padding(toLength: 14, withPad: " ", startingAt: 0) + " " + String(item.value.prefix(9)).padding(toLength: 9, withPad: " ", startingAt: 0)
+        canvas.put(x, lineY, label, .text, limit: width)
+        canvas.put(x + 25, lineY, String(format: "%+.3f", item.contribution), item.contribution >= 0 ? .ok : .error)
+        let length = Int((abs(item.contribution) / largest * Double(half)).rounded())
+        let bar = String(repeating: canvas.unicode ? "█" : "#", count: length)
+        let centre = x + 33 + half
+        if item.contribution >= 0 {
+            canvas.put(centre, lineY, bar, .ok, limit: max(0, canvas.width - centre - 1))
+        } else {
+            canvas.put(centre - length, lineY, bar, .error, limit: length)
+        }
+        lineY += 1
     }
 }

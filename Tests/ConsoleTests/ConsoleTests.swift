@@ -512,6 +512,68 @@ private func fleet() -> FleetSnapshot {
     }
 }
 
+@Suite struct PredictExplainTests {
+    private func form() throws -> PredictForm {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures/sklearn-credit-model.json")
+        return PredictForm(componentURL: "http://127.0.0.1:9000", model: "credit@2", document: try ModelDocument.decode(try Data(contentsOf: url)))
+    }
+
+    /// An unknown category is flagged as it is typed and refused before sending (it used to be
+    /// scored silently as all zeros); the allowed values are listed; an answer to a record that
+    /// can no longer be sent is cleared.
+    @Test func anUnknownCategoryIsFlaggedAndAStaleAnswerCleared() throws {
+        var c = Controller()
+        c.state.view = .predict
+        var f = try form()
+        f.result = PredictResult(service: [("1", 0.7)], serviceLabel: "1", verdict: "parity")
+        f.selected = f.fields.firstIndex { $0.name == "region" }!
+        c.state.predict = f
+        let s = fleet()
+        let drawnBefore = drawConsole(s, c.state, width: 120, height: 34, unicode: true).text
+        #expect(drawnBefore.contains("region takes: central, east"))
+        for key in [Key.character("e"), .character("a"), .character("t"), .character("l"), .character("a"), .character("n"), .character("t"), .character("i"), .character("s"), .enter] {
+            _ = c.handle(key, s)
+        }
+        #expect(c.state.predict?.fields[f.selected].value == "atlantis", "e replaces the text")
+        #expect(c.state.predict?.result == nil, "the stale answer is gone")
+        #expect(c.handle(.enter, s) == .redraw)
+        #expect(c.state.status.contains(#"unknown category "atlantis"; expected one of central, east"#), "\(c.state.status)")
+        #expect(drawConsole(s, c.state, width: 120, height: 34, unicode: true).text.contains(#"region: unknown category "atlantis""#))
+    }
+
+    /// The answer explains itself: bars for the largest contributions, the base and margin, and
+    /// what the last edit changed.
+    @Test func theAnswerShowsWhyAndWhatTheEditChanged() throws {
+        var f = try form()
+        let score = f.fields.firstIndex { $0.name == "credit_score" }!
+        var values = f.fields.map(\.value)
+        var first = PredictResult(service: [("0", 0.3), ("1", 0.7)], serviceLabel: "1", serviceVersion: "v2", embedded: [("0", 0.3), ("1", 0.7)],
+                                  embeddedLabel: "1", verdict: "parity: equal within 1e-9", agrees: true)
+        first.margin = 0.85
+        first.base = -0.41
+        first.marginName = "log-odds of 1"
+        first.contributions = [("credit_score", "724", -0.61), ("utilization", "1", 1.52), ("term", "36", 0.01)]
+        f.receive(first, values: values)
+        #expect(f.result?.change == nil, "nothing to compare the first answer with")
+        values[score] = "580"
+        f.fields[score].value = "580"
+        var second = first
+        second.margin = 1.27
+        f.receive(second, values: values)
+        #expect(f.result?.change?.hasPrefix("credit_score \(first.contributions[0].value) → 580: +0.42 log-odds of 1") == false)
+        #expect(f.result?.change?.contains("→ 580: +0.42 log-odds of 1") == true, "\(f.result?.change ?? "")")
+        var state = ConsoleState()
+        state.view = .predict
+        state.predict = f
+        let text = drawConsole(fleet(), state, width: 140, height: 40, unicode: true).text
+        #expect(text.contains("why — log-odds of 1: base -0.410 → +1.270"))
+        #expect(text.contains("credit_score") && text.contains("-0.610") && text.contains("+1.520"))
+        #expect(text.contains("█"))
+        #expect(text.contains("→ 580: +0.42 log-odds of 1"))
+    }
+}
+
 /// The fleet with batch run history, registry versions and an audit log.
 private func detailedFleet() -> FleetSnapshot {
     var s = fleet()
