@@ -109,6 +109,15 @@ package final class ConsoleApp {
                         controller.state.statusRole = .error
                     }
                     dirty = true
+                case .replay(let query):
+                    if let form = controller.state.predict {
+                        let (registry, apiKey, outcomes) = (registry, apiKey, outcomes)
+                        DispatchQueue.global().async {
+                            let result = replay(query: query, form: form, key: apiKey, registry: registry)
+                            outcomes.post { state in state.predict?.receive(replay: result) }
+                        }
+                    }
+                    dirty = true
                 case .predict:
                     if let form = controller.state.predict, case .success(let record) = form.record() {
                         let (registry, apiKey, outcomes) = (registry, apiKey, outcomes)

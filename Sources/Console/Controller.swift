@@ -17,6 +17,8 @@ package enum Effect: Equatable, Sendable {
     case perform(ComponentAction, componentURL: String, label: String)
     /// Score the Predict form's record on its serve component and with the embedded scorer.
     case predict
+    /// Find this request id (or key value) in the serve's prediction log and replay it.
+    case replay(String)
     /// Change the local registry (already confirmed).
     case registry(RegistryAction, label: String)
     /// The operator has seen this DOWN component: stop showing it.
@@ -156,6 +158,21 @@ package struct Controller: Sendable {
     mutating func handlePredict(_ key: Key) -> Effect? {
         guard var form = state.predict else { return nil }
         defer { state.predict = form }
+        if let text = form.searching {
+            switch key {
+            case .enter:
+                form.searching = nil
+                let query = text.trimmingCharacters(in: .whitespaces)
+                guard !query.isEmpty else { return .redraw }
+                form.sending = true
+                return .replay(query)
+            case .escape: form.searching = nil
+            case .backspace: if !text.isEmpty { form.searching = String(text.dropLast()) }
+            case .character(let c): if text.count < 200 { form.searching = text + String(c) }
+            default: return Effect.none
+            }
+            return .redraw
+        }
         if let text = form.editing {
             switch key {
             case .enter:
@@ -174,6 +191,7 @@ package struct Controller: Sendable {
         case .up, .character("k"): form.selected = max(0, form.selected - 1)
         case .down, .character("j"): form.selected = min(form.fields.count - 1, form.selected + 1)
         case .character("e"): form.editing = ""  // typing replaces the value; Esc keeps it
+        case .character("/"): form.searching = ""
         case .character("x"):
             form.fields[form.selected].value = ""
             if case .failure = form.record() { form.result = nil }

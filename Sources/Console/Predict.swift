@@ -38,6 +38,10 @@ package struct PredictForm: Sendable {
     package var sending = false
     /// The values and explained margin of the last record answered, to say what an edit changed.
     package var lastSent: (values: [String], margin: Double)?
+    /// The request id or key being typed after `/`; nil when not searching.
+    package var searching: String?
+    /// The last replay of a logged prediction.
+    package var replay: ReplayResult?
 
     /// A form prefilled with the document's example record.
     package init(componentURL: String, model: String, document: ModelDocument) {
@@ -54,6 +58,16 @@ package struct PredictForm: Sendable {
         }
     }
 
+    /// Takes a replay: its record fills the form, so it can be edited and sent.
+    package mutating func receive(replay: ReplayResult) {
+        self.replay = replay
+        sending = false
+        guard replay.error == nil else { return }
+        for i in fields.indices { fields[i].value = replay.values[fields[i].name] ?? "" }
+        result = nil
+        lastSent = nil
+    }
+
     /// Takes an answer for the record whose values were `values`: says what changed since the last one.
     package mutating func receive(_ answer: PredictResult, values: [String]) {
         var answer = answer
@@ -68,6 +82,7 @@ package struct PredictForm: Sendable {
         }
         if let margin = answer.margin { lastSent = (values, margin) }
         result = answer
+        replay = nil
         sending = false
     }
 
@@ -176,4 +191,109 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
 func fetchDocument(_ registry: RegistryAPI, _ reference: String) throws -> ModelDocument {
     let version = try registry.resolve(reference).version
     return try ModelDocument.decode(Data(try registry.artifact(version.sha256)))
+}
+
+/// A logged prediction replayed (the Predict view's `/`): what the service answered then, the
+/// same record on the version that answered it and on the current production version, and
+/// whether the replay matches the log.
+package struct ReplayResult: Sendable {
+    package struct Answer: Sendable {
+        package var model: String
+        package var label: String
+        package var probability: Double
+        /// The label's margin explained, largest first.
+        package var contributions: [(field: String, contribution: Double)] = []
+        package var marginName = ""
+    }
+
+    package var query: String
+    package var requestID = ""
+    package var at = ""
+    package var logged: Answer?
+    package var replayed: Answer?
+    package var production: Answer?
+    package var matches = false
+    package var verdict = ""
+    package var error: String?
+    /// The logged record's values by field name, for the form.
+    package var values: [String: String] = [:]
+}
+
+/// Finds `query` (a request id, else a key value) in the serve's prediction log and replays it.
+package func replay(query: String, form: PredictForm, key: String?, registry: RegistryAPI?) -> ReplayResult {
+    var result = ReplayResult(query: query)
+    let entry: JSONValue
+    do throws(ComponentError) {
+        let api = try ComponentAPI(url: form.componentURL, key: key)
+        let escaped = query.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(CharacterSet(charactersIn: "/?&=#"))) ?? query
+        let found: JSONValue
+        do {
+            found = try api.call("GET", "/v1/predictions/\(escaped)")
+        } catch where error.status == 404 {
+            found = try api.call("GET", "/v1/predictions?key=\(escaped)&limit=1")
+        }
+        guard case .array(let entries)? = found["predictions"], let first = entries.first else {
+            result.error = "the serve's log has nothing for \(query)"
+            return result
+        }
+        entry = first
+    } catch {
+        result.error = error.status == 404
+            ? "no logged prediction for \(query) (a request id, or a --log-key value; the log may keep only a sample)"
+            : error.status == 401 || error.status == 403 ? "the log needs a key with scope operate: \(error.message)" : error.message
+        return result
+    }
+    guard let record = entry["record"], case .string(let model)? = entry["model"], case .string(let label)? = entry["label"] else {
+        result.error = "the logged entry has no record, model or label"
+        return result
+    }
+    result.requestID = entry["request_id"]?.stringValue ?? query
+    result.at = entry["at"]?.stringValue ?? ""
+    if case .object(let object) = record {
+        for (name, value) in zip(object.keys, object.values) {
+            switch value {
+            case .number(let x): result.values[name] = JSONWriter.numberText(x)
+            case .string(let s): result.values[name] = s
+            default: result.values[name] = ""
+            }
+        }
+    }
+    let loggedP: Double = if case .number(let p)? = entry["probabilities"]?[label] { p } else { .nan }
+    result.logged = .init(model: model, label: label, probability: loggedP)
+    guard let registry else {
+        result.error = "no registry: replaying needs the registry with \(model)"
+        return result
+    }
+    func answer(_ reference: String) throws -> (ReplayResult.Answer, [Double], [String]) {
+        let scorer = try Scorer(try fetchDocument(registry, reference))
+        let version = (try? registry.resolve(reference).version.reference) ?? reference
+        let p = try scorer.predict(json: record)
+        var out = ReplayResult.Answer(model: version, label: p.label, probability: p.probabilities[p.labelIndex])
+        if scorer.explainable {
+            let e = try scorer.explain(json: record)
+            let k = e.base.count == 1 ? 0 : p.labelIndex
+            out.marginName = e.base.count == 1 ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+            out.contributions = scorer.fieldNames.indices.map { (scorer.fieldNames[$0], e.contributions[k][$0]) }
+                .sorted { abs($0.contribution) > abs($1.contribution) }
+        }
+        return (out, p.probabilities, scorer.classes)
+    }
+    do {
+        let (replayed, probabilities, classes) = try answer(model)
+        result.replayed = replayed
+        var worst = 0.0
+        for (k, name) in classes.enumerated() {
+            guard case .number(let logged)? = entry["probabilities"]?[name] else { worst = .infinity; continue }
+            worst = max(worst, abs(logged - probabilities[k]))
+        }
+        result.matches = worst <= 1e-9 && replayed.label == label
+        result.verdict = result.matches
+            ? String(format: "the replay on %@ matches what was logged (within %.0e)", model, max(worst, 1e-16))
+            : "MISMATCH: the replay on \(model) differs from the log (largest difference \(worst))"
+        let production = model.split(separator: "@").first.map { "\($0)@production" } ?? model
+        result.production = try? answer(production).0
+    } catch {
+        result.error = "replaying on \(model): \(error)"
+    }
+    return result
 }

@@ -615,7 +615,7 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("s, b", "swap the model; roll back the alias the component follows"),
         ("R, c, P", "rerun, cancel the run (Batch); promote it (Models)"),
         ("/, o", "filter the table; sort it another way"),
-        ("e, Enter", "Predict view: edit a field; send to serve and the scorer"),
+        ("e, Enter, /", "Predict view: edit; send; replay a logged request"),
         (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME (each may name its component: :swap serve-a 3), promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab completes, ↑↓ recall"),
         ("?", "this help"),
     ]
@@ -643,7 +643,11 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
         canvas.put(2, 3, state.predictProblem.isEmpty ? "Select a serve component on the overview (0), then come back." : state.predictProblem, .dim, limit: canvas.width - 4)
         return
     }
-    canvas.put(1, 2, "Predict with \(form.model) at \(form.componentURL) — e edits a field, Enter sends to the service and the embedded scorer", .title, limit: canvas.width - 2)
+    if let search = form.searching {
+        canvas.put(1, 2, "replay a logged request — its request id, or its key value: " + search + (canvas.unicode ? "█" : "_"), .value, limit: canvas.width - 2)
+    } else {
+        canvas.put(1, 2, "Predict with \(form.model) at \(form.componentURL) — e edits a field, Enter sends, / replays a logged request", .title, limit: canvas.width - 2)
+    }
     let rows = canvas.height - 6
     let first = max(0, min(form.selected - rows + 1, form.fields.count - rows))
     for (slot, i) in (first..<min(form.fields.count, first + rows)).enumerated() {
@@ -666,6 +670,10 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
     let x = 44
     let width = canvas.width - x - 1
     if form.sending { canvas.put(x, 3, "sending…", .dim) }
+    if form.result == nil, let replay = form.replay, !form.sending {
+        drawReplay(&canvas, replay, x: x, width: width)
+        return
+    }
     guard let r = form.result else {
         if !form.sending { canvas.put(x, 3, "Enter sends this record.", .dim) }
         return
@@ -714,5 +722,42 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
             canvas.put(centre - length, lineY, bar, .error, limit: length)
         }
         lineY += 1
+    }
+}
+
+/// A replayed request: the logged answer, the replay on that version (and whether it matches the
+/// log), and the current production version's answer, with both explanations side by side.
+func drawReplay(_ canvas: inout Canvas, _ r: ReplayResult, x: Int, width: Int) {
+    if let error = r.error {
+        canvas.put(x, 3, "replay of \(r.query)", .title, limit: width)
+        canvas.put(x, 4, error, .error, limit: width)
+        return
+    }
+    canvas.put(x, 3, "request \(r.requestID) at \(r.at.prefix(19).replacingOccurrences(of: "T", with: " "))", .title, limit: width)
+    var y = 4
+    func line(_ what: String, _ a: ReplayResult.Answer?) {
+        guard let a else { return }
+        canvas.put(x, y, String(format: "%@ %@: %@ (p = %.4f)", what, a.model, a.label, a.probability), .value, limit: width)
+        y += 1
+    }
+    line("logged", r.logged)
+    line("replayed on", r.replayed)
+    line("production", r.production)
+    canvas.put(x, y, r.verdict, r.matches ? .ok : .error, limit: width)
+    y += 2
+    guard let left = r.replayed, !left.contributions.isEmpty else { return }
+    let column = max(20, width / 2)
+    canvas.put(x, y, "why, on \(left.model)", .title, limit: column - 1)
+    if let right = r.production { canvas.put(x + column, y, "on production \(right.model)", .title, limit: width - column) }
+    y += 1
+    for i in 0..<min(left.contributions.count, max(0, canvas.height - 4 - y)) {
+        let l = left.contributions[i]
+        canvas.put(x, y + i, l.field.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %+.3f", l.contribution),
+                   l.contribution >= 0 ? .ok : .error, limit: column - 1)
+        if let right = r.production, i < right.contributions.count {
+            let c = right.contributions[i]
+            canvas.put(x + column, y + i, c.field.padding(toLength: 14, withPad: " ", startingAt: 0) + String(format: " %+.3f", c.contribution),
+                       c.contribution >= 0 ? .ok : .error, limit: width - column)
+        }
     }
 }

@@ -204,7 +204,7 @@ struct ModelsScreen: ConsoleScreen {
 struct PredictScreen: ConsoleScreen {
     let view = ConsoleView.predict
     let title = "Predict"
-    let footerKeys = "e edit  x missing  Enter send"
+    let footerKeys = "e edit  x missing  Enter send  / replay"
 
     func handle(_ key: Key, _ snapshot: FleetSnapshot, _ controller: inout Controller) -> Effect? {
         controller.state.predict == nil ? nil : controller.handlePredict(key)

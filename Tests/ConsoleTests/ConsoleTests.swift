@@ -2,6 +2,7 @@ import ControlProtocol
 import Foundation
 import JSON
 import Synchronization
+import Telemetry
 import Testing
 
 import Components
@@ -978,5 +979,66 @@ private final class FakeComponent: Sendable {
         _ = c.handle(.character("4"), s)
         _ = c.handle(.character("b"), s)
         #expect(c.state.confirm?.question == "Re-promote credit@production: v1 (auc 0.7900) → v2 (auc 0.8100), undoing the rollback? Components following it swap.")
+    }
+}
+
+@Suite struct ReplayTests {
+    /// Issue 18 item 5: `/` in Predict finds a request in the serve's prediction log, replays it on
+    /// the version that answered and on the current production version, and says whether the
+    /// replay matches what was logged; the record fills the form.
+    @Test func aLoggedRequestIsReplayedOnItsVersionAndOnProduction() throws {
+        let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-replay-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures/sklearn-credit-model.json")
+        var document = try ModelDocument.decode(try Data(contentsOf: url))
+        document.metadata.name = "credit"
+        let registry = try ModelRegistry(home: home)
+        try registry.register(document, who: "test")
+        document.estimator.intercepts[0] += 1.5
+        try registry.register(document, who: "test")
+        try registry.promote(model: "credit", version: 1, alias: "production", who: "test")
+        let keys = try KeyStore(home: home)
+        let operate = try keys.create(scope: .operate, name: "support", who: "test").1
+        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        let log = try PredictionLog(.init(folder: home.url.appendingPathComponent("predictions"), prefix: "serve", policy: .all, key: "customer"), loops: 1)
+        defer { log.stop() }
+        let serve = try ServeComponent(registry: registry, reference: "credit@1", loops: 1, open: true, events: events, authenticator: authenticator, predictionLog: log)
+        let host = ComponentHost(component: serve, observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
+        let port = try host.start()
+        defer { host.stop() }
+        let record = #"{"customer":"C-77","amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+        let answered = try HTTPClient(port: port).request("POST", "/score", headers: [("Content-Type", "application/json"), ("x-request-id", "case-9")],
+                                                          body: Array(#"{"data": [\#(record)]}"#.utf8))
+        #expect(answered.status == 200)
+        let folder = home.url.appendingPathComponent("predictions")
+        for _ in 0..<2000 where PredictionLog.find(in: folder, requestID: "case-9").isEmpty { usleep(10_000) }
+        try registry.promote(model: "credit", version: 2, alias: "production", who: "test")  // production moved since
+
+        let local = try EmbeddedRegistry(home: home, actor: "test")
+        defer { local.stop() }
+        let api = try RegistryAPI(url: local.url, key: local.sessionKey)
+        var form = PredictForm(componentURL: "http://127.0.0.1:\(port)", model: "credit@1", document: document)
+        let result = replay(query: "case-9", form: form, key: operate, registry: api)
+        #expect(result.error == nil, "\(result.error ?? "")")
+        #expect(result.matches && result.verdict.hasPrefix("the replay on credit@1 matches what was logged"), "\(result.verdict)")
+        #expect(result.logged?.model == "credit@1" && result.replayed?.model == "credit@1" && result.production?.model == "credit@2")
+        #expect(result.production?.probability != result.replayed?.probability)
+        #expect(result.replayed?.contributions.isEmpty == false)
+        let byKey = replay(query: "C-77", form: form, key: operate, registry: api)
+        #expect(byKey.requestID == "case-9" && byKey.matches, "a key value finds it too")
+        #expect(replay(query: "nobody", form: form, key: operate, registry: api).error?.contains("no logged prediction for nobody") == true)
+
+        form.fields[0].value = "1"
+        form.receive(replay: result)
+        #expect(form.fields.first { $0.name == "amount" }?.value == "12042.41", "the logged record fills the form")
+        var state = ConsoleState()
+        state.view = .predict
+        state.predict = form
+        let text = drawConsole(fleet(), state, width: 140, height: 40, unicode: true).text
+        #expect(text.contains("request case-9 at"))
+        #expect(text.contains("the replay on credit@1 matches what was logged"))
+        #expect(text.contains("on production credit@2"))
     }
 }
