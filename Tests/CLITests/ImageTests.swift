@@ -171,6 +171,25 @@ func run(_ path: String, _ arguments: [String]) throws -> Outcome {
     return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
 }
 
+@Suite struct PredictionsCommandTests {
+    @Test func predictionsShowFindsALoggedRecordByRequestIDOrKey() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        let folder = home.appendingPathComponent("predictions")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let lines = [#"{"request_id":"a-1","row":1,"key":"C-1","record":{"amount":1},"label":"1"}"#,
+                     #"{"request_id":"a-2","row":1,"key":"C-2","record":{"amount":2},"label":"0"}"#]
+        try (lines.joined(separator: "\n") + "\n").write(to: folder.appendingPathComponent("serve-1-1-000001.jsonl"), atomically: true, encoding: .utf8)
+        let byID = try switchyard(["predictions", "show", "a-2"], home: home)
+        #expect(byID.status == 0 && byID.stdout.contains(#""key":"C-2""#) && !byID.stdout.contains("a-1"), "\(byID.stdout) \(byID.stderr)")
+        let byKey = try switchyard(["predictions", "show", "--key", "C-1"], home: home)
+        #expect(byKey.status == 0 && byKey.stdout.contains(#""request_id":"a-1""#))
+        let none = try switchyard(["predictions", "show", "zzz"], home: home)
+        #expect(none.status != 0 && none.stderr.contains("no logged prediction for request zzz"))
+    }
+}
+
 @Suite struct ExplainCommandTests {
     /// `switchyard explain`: a table for one record, JSON Lines for many, errors by row.
     @Test func explainPrintsContributionsThatAddUpToTheMargin() throws {
