@@ -48,17 +48,8 @@ enum BinaryTensors {
         var w = JSONWriter()
         w.reserveCapacity(headerLength + binary.count * 4)
         w.raw("{")
-        var firstMember = true
         // Everything but the inputs as it was sent (id, outputs, parameters).
-        tape.forEachMember(tape.root) { key, value in
-            guard tape.string(key) != "inputs" else { return }
-            if !firstMember { w.raw(",") }
-            firstMember = false
-            w.raw(tape.text(key))
-            w.raw(":")
-            w.raw(tape.text(value))
-        }
-        if !firstMember { w.raw(",") }
+        if copyMembers(tape, tape.root, except: ["inputs"], into: &w) { w.raw(",") }
         w.raw(#""inputs":["#)
         var used = 0
         var index = 0
@@ -111,16 +102,7 @@ enum BinaryTensors {
         guard valid else { throw HTTPError(400, "input \"\(name)\": \"shape\" must be a list of non-negative integers that fits its binary data") }
 
         w.raw("{")
-        var first = true
-        tape.forEachMember(input) { key, value in
-            guard tape.string(key) != "parameters", tape.string(key) != "data" else { return }
-            if !first { w.raw(",") }
-            first = false
-            w.raw(tape.text(key))
-            w.raw(":")
-            w.raw(tape.text(value))
-        }
-        if !first { w.raw(",") }
+        if copyMembers(tape, input, except: ["parameters", "data"], into: &w) { w.raw(",") }
         w.raw(#""data":["#)
         if datatype == "BYTES" {
             try elementsOfBytes(bytes, count: count, name: name, into: &w)
@@ -136,6 +118,20 @@ enum BinaryTensors {
             throw HTTPError(400, "input \"\(name)\": datatype \"\(datatype.prefix(40))\" is not one of BOOL, UINT8…UINT64, INT8…INT64, FP16, BF16, FP32, FP64, BYTES")
         }
         w.raw("]}")
+    }
+
+    /// Writes an object's members but `except`, as they were sent; whether it wrote any.
+    private static func copyMembers(_ tape: JSONTape, _ object: Int, except: Set<String>, into w: inout JSONWriter) -> Bool {
+        var wrote = false
+        tape.forEachMember(object) { key, value in
+            guard let name = tape.string(key), !except.contains(name) else { return }
+            if wrote { w.raw(",") }
+            wrote = true
+            w.raw(tape.text(key))
+            w.raw(":")
+            w.raw(tape.text(value))
+        }
+        return wrote
     }
 
     /// BYTES: each element a 4-byte little-endian length and that many bytes, written as a JSON string.

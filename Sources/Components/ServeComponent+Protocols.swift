@@ -708,16 +708,9 @@ extension ServeComponent {
         }
         w.raw(#","record":"#)
         record(&w)
-        w.raw(#","label":"#)
-        w.string(classes[label])
-        w.raw(#","probabilities":{"#)
-        for (k, name) in classes.enumerated() {
-            if k > 0 { w.raw(",") }
-            w.string(name)
-            w.raw(":")
-            w.number(probabilities[k])
-        }
-        w.raw("}}")
+        w.raw(",")
+        writeOutcome(&w, label: label, classes) { probabilities[$0] }
+        w.raw("}")
         return w.bytes
     }
 
@@ -851,16 +844,24 @@ extension ServeComponent {
 
 /// Writes `{"label": ..., "probabilities": {class: p, ...}}`.
 func writePrediction(_ w: inout JSONWriter, label: Int, _ probabilities: [Double], _ classes: [String]) {
-    w.raw(#"{"label":"#)
+    w.raw("{")
+    writeOutcome(&w, label: label, classes) { probabilities[$0] }
+    w.raw("}")
+}
+
+/// Writes the members `"label": ..., "probabilities": {class: p, ...}` (of an object the caller opened).
+@inline(__always)
+func writeOutcome(_ w: inout JSONWriter, label: Int, _ classes: [String], _ probability: (Int) -> Double) {
+    w.raw(#""label":"#)
     w.string(classes[label])
     w.raw(#","probabilities":{"#)
     for (k, c) in classes.enumerated() {
         if k > 0 { w.raw(",") }
         w.string(c)
         w.raw(":")
-        w.number(probabilities[k])
+        w.number(probability(k))
     }
-    w.raw("}}")
+    w.raw("}")
 }
 
 /// A JSON response from bytes already written.

@@ -36,11 +36,14 @@ let predictCommand = Command(
                 throw CommandError(error.description, code: Exit.dataError)
             }
         }
-        return predictLines(scorer: scorer, model: version.reference)
+        return jsonLines(verb: "predict") { record, row in
+            predictionJSON(try scorer.predict(json: record, row: row), classes: scorer.classes, model: version.reference, row: row)
+        }
     })
 
-/// JSON Lines in, JSON Lines out, one output line per non-blank input line.
-private func predictLines(scorer: Scorer, model: String) -> Int32 {
+/// JSON Lines in, JSON Lines out, one output line per non-blank input line: `answer(record, row)`,
+/// or `{"row": N, "error": ...}` for a line that is not JSON or cannot be answered.
+private func jsonLines(verb: String, _ answer: (JSONValue, Int) throws -> JSONValue) -> Int32 {
     var failed = 0
     var row = 0
     var pending: [UInt8] = []
@@ -52,9 +55,7 @@ private func predictLines(scorer: Scorer, model: String) -> Int32 {
         row += 1
         var writer = JSONWriter()
         do {
-            let record = try JSONValue.parse(line)
-            let prediction = try scorer.predict(json: record, row: row)
-            writer.value(predictionJSON(prediction, classes: scorer.classes, model: model, row: row))
+            writer.value(try answer(try JSONValue.parse(line), row))
         } catch {
             failed += 1
             let message = (error as? ScoringError)?.description ?? "row \(row): \(error)"
@@ -82,7 +83,7 @@ private func predictLines(scorer: Scorer, model: String) -> Int32 {
     if !pending.isEmpty { handle(pending[...]) }
     FileHandle.standardOutput.write(Data(out))
     if failed > 0 {
-        writeError("switchyard predict: \(failed) of \(row) records could not be scored (see their \"error\" lines)")
+        writeError("switchyard \(verb): \(failed) of \(row) records could not be \(verb == "explain" ? "explained" : "scored") (see their \"error\" lines)")
         return Exit.dataError
     }
     return Exit.ok
@@ -116,7 +117,9 @@ let explainCommand = Command(
             throw CommandError("\(version.reference) cannot be explained: its trees carry no node covers (imported before explanations existed); import it again")
         }
         guard let text = args.string("json") else {
-            return explainLines(scorer: scorer, model: version.reference)
+            return jsonLines(verb: "explain") { record, row in
+                explanationJSON(try scorer.explain(json: record, row: row), scorer: scorer, model: version.reference, row: row)
+            }
         }
         let format = args.string("format") ?? "table"
         guard format == "table" || format == "json" else { throw UsageError("--format is table or json, got \"\(format)\"") }
@@ -167,36 +170,6 @@ func explanationTable(_ e: Explanation, scorer: Scorer, record: JSONValue, model
         }
     }
     return out
-}
-
-/// JSON Lines in, one explained prediction (or error) out per non-blank line.
-private func explainLines(scorer: Scorer, model: String) -> Int32 {
-    var failed = 0
-    var row = 0
-    let data = FileHandle.standardInput.readDataToEndOfFile()
-    var out: [UInt8] = []
-    for line in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
-        var line = line
-        if line.last == 0x0D { line = line.dropLast() }
-        if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
-        row += 1
-        var writer = JSONWriter()
-        do {
-            let explanation = try scorer.explain(json: try JSONValue.parse([UInt8](line)), row: row)
-            writer.value(explanationJSON(explanation, scorer: scorer, model: model, row: row))
-        } catch {
-            failed += 1
-            writer.value(.object(JSONObject(["row": .number(Double(row)), "error": .string((error as? ScoringError)?.description ?? "row \(row): \(error)")])))
-        }
-        out.append(contentsOf: writer.bytes)
-        out.append(0x0A)
-    }
-    FileHandle.standardOutput.write(Data(out))
-    if failed > 0 {
-        writeError("switchyard explain: \(failed) of \(row) records could not be explained (see their \"error\" lines)")
-        return Exit.dataError
-    }
-    return Exit.ok
 }
 
 let predictionsShowCommand = Command(
