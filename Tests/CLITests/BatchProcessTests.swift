@@ -105,8 +105,7 @@ struct CLITestError: Error, CustomStringConvertible {
         let home = root.appendingPathComponent("home")
         let input = root.appendingPathComponent("in"), output = root.appendingPathComponent("out"), reference = root.appendingPathComponent("ref")
         try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         for (name, seed) in [("a", "1"), ("b", "2"), ("c", "3")] {
             let made = try switchyard(["fixtures", "credit", "--rows", "30000", "--seed", seed, "--out", input.appendingPathComponent("\(name).csv").path], home: home)
             #expect(made.status == 0, "\(made.stderr)")
@@ -177,8 +176,7 @@ extension BatchProcessTests {
         let home = root.appendingPathComponent("home")
         let input = root.appendingPathComponent("in"), output = root.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         #expect(try switchyard(["fixtures", "credit", "--rows", "100000", "--seed", "1", "--out", input.appendingPathComponent("a.csv").path], home: home).status == 0)
         let run = ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production", "--job", "nightly", "--settle", "0"]
         // At 5,000 rows/s the first run holds the job for 20 s, however fast the machine: it is stopped below.
@@ -223,8 +221,7 @@ private func runID(_ body: [UInt8]) -> Int? {
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
         let source = root.appendingPathComponent("events"), sink = root.appendingPathComponent("scored")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let total = 60_000, batch = 1000
         let producer = try RunningSwitchyard(["stream", "produce", "--to", "dir:\(source.path)", "--rate", "30000", "--count", "\(total)"], home: home)
         // The stream refuses a source folder that does not exist: start it once the producer made it.

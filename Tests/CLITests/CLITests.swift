@@ -53,6 +53,13 @@ func switchyard(_ arguments: [String], home: URL, input: String? = nil, in direc
     return Outcome(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
 }
 
+/// Trains the credit fixture into `home` as credit@1, promoted to production.
+func trainCredit(_ home: URL) throws {
+    let trained = try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
+                                  "--name", "credit", "--promote", "production"], home: home)
+    guard trained.status == 0 else { throw CLITestError("train failed: \(trained.stderr)") }
+}
+
 func temporaryFolder() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-cli-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)

@@ -22,8 +22,7 @@ import Testing
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         // The debug build is shipped here (the release one is what users ship; the libraries are the same).
         func build(_ name: String) throws -> Outcome {
             try switchyard(["image", "build", "--model", "credit@production", "--out", root.appendingPathComponent(name).path,
@@ -107,8 +106,7 @@ import Testing
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let artifacts = home.appendingPathComponent("artifacts")
         let model = artifacts.appendingPathComponent(try FileManager.default.contentsOfDirectory(atPath: artifacts.path).first { $0.hasSuffix(".json") } ?? "")
         let keys = root.appendingPathComponent("keys")
@@ -142,8 +140,7 @@ import Testing
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let printed = try switchyard(["deploy", "k8s", "--model", "credit@production", "--replicas", "3", "--drain-delay", "4"], home: home)
         #expect(printed.status == 0, "\(printed.stderr)")
         let yaml = printed.stdout
@@ -196,8 +193,7 @@ func run(_ path: String, _ arguments: [String]) throws -> Outcome {
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let record = #"{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
         let table = try switchyard(["explain", "credit", "--json", record], home: home)
         #expect(table.status == 0, "\(table.stderr)")

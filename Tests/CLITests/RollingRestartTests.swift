@@ -93,8 +93,7 @@ func freePort() throws -> Int {
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let key = try switchyard(["keys", "create", "--scope", "read"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let ports = [try freePort(), try freePort()]
         func replica(_ port: Int) throws -> RunningSwitchyard {

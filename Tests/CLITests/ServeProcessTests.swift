@@ -13,8 +13,7 @@ import Testing
         let root = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: root) }
         let home = root.appendingPathComponent("home")
-        #expect(try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
-                                "--name", "credit", "--promote", "production"], home: home).status == 0)
+        try trainCredit(home)
         let key = try switchyard(["keys", "create", "--scope", "read"], home: home).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let serve = try RunningSwitchyard(["serve", "--model", "credit@production", "--port", "0", "--open", "--threads", "1"], home: home, descriptors: 48)
         defer { serve.kill(SIGTERM) }
