@@ -1,6 +1,7 @@
 import CSystem
 import ControlProtocol
 import Foundation
+import HTTP
 import JSON
 import Synchronization
 
@@ -131,6 +132,44 @@ package final class PredictionLog: Sendable {
         }
     }
 
+    /// `,"model":"NAME@N","sha256":"…"`: the same in every line of a version.
+    package static func identity(_ version: ModelVersion) -> [UInt8] {
+        var w = JSONWriter()
+        w.raw(#","model":"#)
+        w.string(version.reference)
+        w.raw(#","sha256":"#)
+        w.string(version.sha256)
+        return w.bytes
+    }
+
+    /// One line: who asked (the request or event id), when, what ran (`identity`), the record as it
+    /// was sent (`record` writes it), and what it was answered.
+    package func line(
+        requestID: String, row: Int, loop: Int, identity: [UInt8], key: String?, record: (inout JSONWriter) -> Void,
+        label: Int, classes: [String], probabilities: UnsafePointer<Double>
+    ) -> [UInt8] {
+        var w = JSONWriter()
+        w.reserveCapacity(512)
+        w.raw(#"{"request_id":"#)
+        w.string(requestID)
+        w.raw(#","row":"#)
+        w.integer(row)
+        w.raw(#","at":""#)
+        timestamp(loop: loop) { w.raw($0) }
+        w.raw("\"")
+        identity.withUnsafeBytes { w.raw($0) }
+        if let key {
+            w.raw(#","key":"#)
+            w.string(key)
+        }
+        w.raw(#","record":"#)
+        record(&w)
+        w.raw(",")
+        writeOutcome(&w, label: label, classes) { probabilities[$0] }
+        w.raw("}")
+        return w.bytes
+    }
+
     /// Queues one finished line (no newline); dropped and counted when the writer is too far behind.
     package func append(_ line: [UInt8]) {
         let queued = pending.withLock { buffer -> Bool in
@@ -151,6 +190,38 @@ package final class PredictionLog: Sendable {
 
     package var counts: (written: Int, dropped: Int) { (written.load(ordering: .relaxed), dropped.load(ordering: .relaxed)) }
     package var problem: String? { failure.withLock { $0 } }
+
+    // MARK: - Lookups over HTTP
+
+    /// `GET /v1/predictions/ID` (what request or event ID was answered) or `GET /v1/predictions?key=VALUE`
+    /// (what records with that key were answered, newest first): scope operate, as records can hold
+    /// personal data. The log is searched off the event loop.
+    package static func lookup(_ log: PredictionLog?, _ request: HTTPRequest, _ context: RequestContext, authenticator: Authenticator) -> HTTPResponse {
+        guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(request.path)") }
+        if case .failure(let error) = authenticator.authorize(request, loop: context.loop, needed: .operate) { return error.response }
+        guard let log else {
+            return .error(404, "this component does not log predictions (start it with --log-predictions all or sample=SHARE)")
+        }
+        let rest = request.path.dropFirst("/v1/predictions".count)
+        let id = rest.hasPrefix("/") ? String(rest.dropFirst()).removingPercentEncoding : nil
+        let key = request.query["key"]
+        guard (id.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) || (key.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) else {
+            return .error(400, "ask for GET /v1/predictions/REQUEST-ID or GET /v1/predictions?key=VALUE (at most 200 bytes)")
+        }
+        let limit = min(max(Int(request.query["limit"] ?? "20") ?? 20, 1), 1000)
+        let promise = HTTPPromise()
+        let folder = log.options.folder
+        DispatchQueue.global().async {
+            let found = PredictionLog.find(in: folder, requestID: id, key: id == nil ? key : nil, limit: limit)
+            var response = found.isEmpty
+                ? HTTPError(404, id.map { "no logged prediction for request \($0) (the log keeps \(log.options.policy.text) of requests)" }
+                    ?? "no logged prediction with key \(key ?? "")").response
+                : json(200, .object(JSONObject(["predictions": .array(found)])))
+            response.observed = false
+            promise.fulfil(response)
+        }
+        return .later(promise)
+    }
 
     // MARK: - The writer
 

@@ -685,33 +685,15 @@ extension ServeComponent {
 
     // MARK: - The prediction log
 
-    /// One line of the prediction log: who asked (the request id), what ran, the record as it was
-    /// sent, and what it was answered.
+    /// One line of the prediction log (see `PredictionLog.line`).
     func logLine(
         _ context: RequestContext, row: Int, _ snapshot: ModelSnapshot, key: String?, label: Int, _ probabilities: UnsafePointer<Double>,
         record: (inout JSONWriter) -> Void
     ) -> [UInt8] {
-        let classes = snapshot.scorer.classes
-        var w = JSONWriter()
-        w.reserveCapacity(512)
-        w.raw(#"{"request_id":"#)
-        w.string(context.requestID)
-        w.raw(#","row":"#)
-        w.integer(row)
-        w.raw(#","at":""#)
-        predictionLog?.timestamp(loop: context.loop) { w.raw($0) }
-        w.raw("\"")
-        snapshot.logIdentity.withUnsafeBytes { w.raw($0) }
-        if let key {
-            w.raw(#","key":"#)
-            w.string(key)
-        }
-        w.raw(#","record":"#)
-        record(&w)
-        w.raw(",")
-        writeOutcome(&w, label: label, classes) { probabilities[$0] }
-        w.raw("}")
-        return w.bytes
+        guard let predictionLog else { return [] }
+        return predictionLog.line(
+            requestID: context.requestID, row: row, loop: context.loop, identity: snapshot.logIdentity, key: key, record: record,
+            label: label, classes: snapshot.scorer.classes, probabilities: probabilities)
     }
 
     /// MLflow's records (already parsed) and their predictions, sampled into the log.
@@ -750,36 +732,6 @@ extension ServeComponent {
         case .null: nil
         default: String(decoding: tape.text(node), as: UTF8.self)
         }
-    }
-
-    /// `GET /v1/predictions/ID` (what request ID was answered) or `GET /v1/predictions?key=VALUE`
-    /// (what records with that key were answered, newest first): scope operate, as records can
-    /// hold personal data. The log is searched off the event loop.
-    func predictions(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse {
-        guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(request.path)") }
-        if case .failure(let error) = authenticator.authorize(request, loop: context.loop, needed: .operate) { return error.response }
-        guard let log = predictionLog else {
-            return .error(404, "this serve does not log predictions (start it with --log-predictions all or sample=SHARE)")
-        }
-        let rest = request.path.dropFirst("/v1/predictions".count)
-        let id = rest.hasPrefix("/") ? String(rest.dropFirst()).removingPercentEncoding : nil
-        let key = request.query["key"]
-        guard (id.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) || (key.map { !$0.isEmpty && $0.utf8.count <= 200 } ?? false) else {
-            return .error(400, "ask for GET /v1/predictions/REQUEST-ID or GET /v1/predictions?key=VALUE (at most 200 bytes)")
-        }
-        let limit = min(max(Int(request.query["limit"] ?? "20") ?? 20, 1), 1000)
-        let promise = HTTPPromise()
-        let folder = log.options.folder
-        DispatchQueue.global().async {
-            let found = PredictionLog.find(in: folder, requestID: id, key: id == nil ? key : nil, limit: limit)
-            var response = found.isEmpty
-                ? HTTPError(404, id.map { "no logged prediction for request \($0) (the log keeps \(log.options.policy.text) of requests)" }
-                    ?? "no logged prediction with key \(key ?? "")").response
-                : json(200, .object(JSONObject(["predictions": .array(found)])))
-            response.observed = false
-            promise.fulfil(response)
-        }
-        return .later(promise)
     }
 
     // MARK: - Shared

@@ -28,12 +28,7 @@ package final class ModelSnapshot: Sendable {
         counters = StatusCounters(loops: loops)
         example = scorer.document.exampleRecord()
         versionText = String(version.version)
-        var w = JSONWriter()
-        w.raw(#","model":"#)
-        w.string(version.reference)
-        w.raw(#","sha256":"#)
-        w.string(version.sha256)
-        logIdentity = w.bytes
+        logIdentity = PredictionLog.identity(version)
     }
 
     var label: String { version.reference }
@@ -255,7 +250,9 @@ package final class ServeComponent: Component {
     // MARK: - Routing
 
     package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
-        if request.path.utf8.starts(with: "/v1/predictions".utf8) { return predictions(request, context) }
+        if request.path.utf8.starts(with: "/v1/predictions".utf8) {
+            return PredictionLog.lookup(predictionLog, request, context, authenticator: authenticator)
+        }
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
         guard let snapshot = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }

@@ -67,13 +67,16 @@ final class StreamFixture: @unchecked Sendable {
     }
 
     @discardableResult
-    func start(name: String = "test", sink custom: (any StreamSink)? = nil, options: StreamComponent.Options = .init(), http: Bool = false) throws -> StreamComponent {
+    func start(
+        name: String = "test", sink custom: (any StreamSink)? = nil, options: StreamComponent.Options = .init(), http: Bool = false,
+        log: PredictionLog? = nil
+    ) throws -> StreamComponent {
         let authenticator = Authenticator(store: batch.keys, loops: 1)
         let events = EventLog()
         let component = try StreamComponent(
             registry: batch.registry, reference: "credit@production", name: name,
             source: try FolderSource(directory: source, stream: name, checkpoints: try StreamCheckpoints(home: batch.home)),
-            sink: try custom ?? FolderSink(directory: sink), options: options, events: events, authenticator: authenticator)
+            sink: try custom ?? FolderSink(directory: sink), options: options, events: events, authenticator: authenticator, predictionLog: log)
         if http {
             let host = ComponentHost(component: component, observer: nil, configuration: .init(port: 0, threads: 1),
                                      authenticator: authenticator, events: events, fleet: nil)
@@ -105,6 +108,37 @@ final class StreamFixture: @unchecked Sendable {
             guard Date() < deadline else { throw HTTPError(500, "only \(s.written.load(ordering: .relaxed)) of \(count) events out after 10 s") }
             usleep(5_000)
         }
+    }
+}
+
+@Suite struct StreamPredictionLogTests {
+    /// The stream logs what it scored (issue 18 item 4), by event id and by a key field, once the
+    /// sink has the predictions; the control API finds them (scope operate).
+    @Test func scoredEventsAreLoggedAndFoundByEventIDAndKey() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        var options = PredictionLog.Options(folder: f.batch.home.url.appendingPathComponent("predictions"), prefix: "stream", policy: .all, key: "region")
+        options.flushInterval = 0.01
+        let log = try PredictionLog(options, loops: 1)
+        defer { log.stop() }
+        try append(eventLine(1) + eventLine(2) + #"{"id": 3, "amount": "lots"}"# + "\n", to: f.source.appendingPathComponent("a.jsonl"))
+        try f.start(http: true, log: log)
+        try f.waitFor(3)
+        #expect(waitUntil { log.counts.written == 2 }, "the two predictions, not the dead letter")
+        let entries = PredictionLog.find(in: options.folder, requestID: "2")
+        #expect(entries.count == 1)
+        let expected = try f.batch.scorer(1).predict(json: try JSONValue.parse(eventLine(2)))
+        #expect(entries.first?["model"] == .string("credit@1") && entries.first?["probabilities"]?["1"] == .number(expected.probabilities[1]))
+        #expect(entries.first?["record"]?["id"] == .number(2))
+        let region = entries.first?["key"]
+        let page = try f.batch.api(f.batch.operateKey).call("GET", "/v1/predictions/1")
+        #expect(page["predictions"].map { if case .array(let a) = $0 { a.count } else { 0 } } == 1)
+        if case .string(let value)? = region {
+            #expect(!PredictionLog.find(in: options.folder, key: value).isEmpty)
+        } else {
+            Issue.record("no key logged: \(String(describing: entries.first))")
+        }
+        #expect(throws: ComponentError.self) { try f.batch.api(f.batch.readKey).call("GET", "/v1/predictions/1") }
     }
 }
 

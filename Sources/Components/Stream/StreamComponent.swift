@@ -110,11 +110,15 @@ package final class StreamComponent: Component {
         var status = "OK"
     }
 
+    /// What it scored, for support staff (`--log-predictions`); nil when off. One scoring thread: loop 0.
+    package let predictionLog: PredictionLog?
+
     package init(
         registry: any ModelSource, reference: String, name: String, source: any StreamSource, sink: any StreamSink,
-        options: Options, events: EventLog, authenticator: Authenticator
+        options: Options, events: EventLog, authenticator: Authenticator, predictionLog: PredictionLog? = nil
     ) throws {
         self.name = name
+        self.predictionLog = predictionLog
         self.source = source
         self.sink = sink
         self.options = options
@@ -189,10 +193,12 @@ package final class StreamComponent: Component {
             }
             // One model per micro-batch: a swap lands between two of them.
             guard let current = binding.current else { continue }
-            work.score(batch, scorer: current.loaded, model: current.version.reference)
+            work.score(batch, scorer: current.loaded, model: current.version.reference, log: predictionLog, version: current.version)
             // Write, then commit; retried until it works (or the process stops), so nothing is skipped.
             guard retry(sinkHealth, "writing to \(sink.description)", { try sink.write(predictions: work.predictions, deadLetters: work.deadLetters) })
             else { return }
+            // Only predictions the sink has are logged as answered.
+            for line in work.logLines { predictionLog?.append(line) }
             let written = Date().timeIntervalSince1970
             guard retry(sourceHealth, "committing at \(source.description)", { try source.commit(batch) }) else { return }
             for t in work.eventTimes where t.isFinite && t <= written {
@@ -374,6 +380,9 @@ package final class StreamComponent: Component {
     // MARK: - Routes
 
     package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
+        if request.path.utf8.starts(with: "/v1/predictions".utf8) {
+            return PredictionLog.lookup(predictionLog, request, context, authenticator: authenticator)
+        }
         let path = String(request.path)
         if path == "/v1/dead-letters" {
             guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(path); use GET") }
@@ -404,18 +413,23 @@ private struct ScoringWork {
     var predictions = SinkLines()
     var deadLetters = SinkLines()
     var eventTimes: [Double] = []
+    /// Prediction-log lines of the sampled events, appended once the sink has their predictions.
+    var logLines: [[UInt8]] = []
     private var records = JSONRecordScorer()
     private var cachedModel = ""
     private var tails: [[UInt8]] = []
     private var keys: [[UInt8]] = []
+    private var identity: [UInt8] = []
 
     /// Scores every event of `batch`: a prediction line, or a dead letter with the reason.
-    mutating func score(_ batch: MicroBatch, scorer: Scorer, model: String) {
+    mutating func score(_ batch: MicroBatch, scorer: Scorer, model: String, log: PredictionLog? = nil, version: ModelVersion? = nil) {
         predictions.removeAll()
         deadLetters.removeAll()
         eventTimes.removeAll(keepingCapacity: true)
+        logLines.removeAll(keepingCapacity: true)
         if cachedModel != model {
             cachedModel = model
+            identity = version.map(PredictionLog.identity) ?? []
             tails = scorer.classes.map {
                 Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(model))),"event_time":"#.utf8)
             }
@@ -466,6 +480,23 @@ private struct ScoringWork {
                 predictions.bytes.append(0x7D)
                 predictions.ranges.append(start..<predictions.bytes.count)
                 predictions.bytes.append(0x0A)
+                if let log, log.sample(loop: 0) {
+                    let key = log.options.key.flatMap { name -> String? in
+                        var found: String?
+                        tape.forEachMember(tape.root) { k, v in
+                            if found == nil, tape.string(k) == name {
+                                found = tape.kind(v) == .string ? tape.string(v) : tape.kind(v) == .null ? nil : String(decoding: tape.text(v), as: UTF8.self)
+                            }
+                        }
+                        return found
+                    }
+                    let id = predictions.ids[predictions.ids.count - 1]
+                    records.probabilities.withUnsafeBufferPointer { p in
+                        logLines.append(log.line(
+                            requestID: id, row: 1, loop: 0, identity: identity, key: key, record: { $0.raw(text) },
+                            label: label, classes: scorer.classes, probabilities: p.baseAddress!))
+                    }
+                }
             }
         }
     }

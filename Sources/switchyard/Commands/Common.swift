@@ -288,5 +288,25 @@ func exitWithParent() {
     thread.start()
 }
 
+/// The prediction log's options, shared by serve and stream.
+let predictionLogOptions = [
+    Option(name: "log-predictions", value: "all|sample=SHARE|off", help: "keep what was answered, for 'switchyard predictions show' and GET /v1/predictions", defaultValue: "sample=0.05"),
+    Option(name: "log-key", value: "FIELD", help: "a record field (a customer id) logged as the key to look predictions up by"),
+    Option(name: "log-max-bytes", value: "BYTES", help: "the prediction log's size on disk; the oldest segments go beyond it", defaultValue: "1073741824"),
+]
+
+/// The prediction log the options ask for, under SWITCHYARD_HOME/predictions; nil when off.
+func predictionLog(_ args: Arguments, prefix: String, loops: Int) throws -> PredictionLog? {
+    let text = args.string("log-predictions") ?? "sample=0.05"
+    guard let policy = PredictionLog.Policy(text) else {
+        throw UsageError("--log-predictions is all, off or sample=SHARE (a share above 0 and at most 1), got \"\(text)\"")
+    }
+    guard policy != .off else { return nil }
+    var options = PredictionLog.Options(
+        folder: Home.fromEnvironment().url.appendingPathComponent("predictions"), prefix: prefix, policy: policy, key: args.string("log-key"))
+    options.maxBytes = try args.integer("log-max-bytes", range: 1 << 20...1 << 50) ?? options.maxBytes
+    do { return try PredictionLog(options, loops: loops) } catch { throw CommandError("cannot keep the prediction log in \(options.folder.path): \(error)") }
+}
+
 /// A line of a component's log: printed, and kept for its `GET /v1/logs` (the console's `l`).
 func logLine(_ text: String) { LogBook.process.write(text) }

@@ -28,12 +28,9 @@ let serveCommand = Command(
         Option(name: "header-timeout", value: "SECONDS", help: "time to send a request head (408 after)", defaultValue: "10"),
         Option(name: "body-timeout", value: "SECONDS", help: "time to send a request body (408 after)", defaultValue: "30"),
         Option(name: "idle-timeout", value: "SECONDS", help: "idle keep-alive connections close after this", defaultValue: "75"),
-        Option(name: "log-predictions", value: "all|sample=SHARE|off", help: "keep what was answered, for 'switchyard predictions show' and GET /v1/predictions", defaultValue: "sample=0.05"),
-        Option(name: "log-key", value: "FIELD", help: "a record field (a customer id) logged as the key to look predictions up by"),
-        Option(name: "log-max-bytes", value: "BYTES", help: "the prediction log's size on disk; the oldest segments go beyond it", defaultValue: "1073741824"),
         Option(name: "drain-delay", value: "SECONDS", help: "on SIGTERM, keep accepting this long with readiness at 503 (for a load balancer to notice)", defaultValue: "0"),
         Option(name: "drain-timeout", value: "SECONDS", help: "on SIGTERM, requests in flight get this long to finish; the rest are cut off", defaultValue: "10"),
-    ] + registryOptions,
+    ] + predictionLogOptions + registryOptions,
     details: """
         Endpoints (the same model behind all of them):
           POST /v2/models/NAME[/versions/V]/infer   Open Inference Protocol v2 (KServe, Triton)
@@ -75,11 +72,6 @@ let serveCommand = Command(
         configuration.idleTimeout = try args.seconds("idle-timeout") ?? configuration.idleTimeout
         let maxRows = try args.integer("max-rows", range: 1...10_000_000) ?? ServeComponent.defaultMaxRows
         let open = args.flag("open")
-        let logText = args.string("log-predictions") ?? "sample=0.05"
-        guard let logPolicy = PredictionLog.Policy(logText) else {
-            throw UsageError("--log-predictions is all, off or sample=SHARE (a share above 0 and at most 1), got \"\(logText)\"")
-        }
-        let logMaxBytes = try args.integer("log-max-bytes", range: 1 << 20...1 << 50) ?? 1 << 30
         let drainDelay = try args.seconds("drain-delay", zeroAllowed: true) ?? 0
         let drainTimeout = try args.seconds("drain-timeout", zeroAllowed: true) ?? 10
 
@@ -95,13 +87,7 @@ let serveCommand = Command(
         }
         let keys = try args.string("keys-file").map { path in try registryCall { () throws(RegistryError) in try KeyFile(path: path) } } ?? access.keys
         let authenticator = Authenticator(store: keys, loops: threads)
-        var log: PredictionLog?
-        if logPolicy != .off {
-            var options = PredictionLog.Options(
-                folder: Home.fromEnvironment().url.appendingPathComponent("predictions"), prefix: "serve", policy: logPolicy, key: args.string("log-key"))
-            options.maxBytes = logMaxBytes
-            do { log = try PredictionLog(options, loops: threads) } catch { throw CommandError("cannot keep the prediction log in \(options.folder.path): \(error)") }
-        }
+        let log = try predictionLog(args, prefix: "serve", loops: threads)
         defer { log?.stop() }
         let serve: ServeComponent
         do {

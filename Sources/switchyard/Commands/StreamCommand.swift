@@ -51,7 +51,7 @@ let streamCommand = Command(
         Option(name: "max-batch", value: "N", help: "most events in one micro-batch", defaultValue: "20000"),
         Option(name: "port", value: "PORT", help: "control API port (0 picks a free one)", defaultValue: "8082"),
         Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
-    ] + registryOptions,
+    ] + predictionLogOptions + registryOptions,
     details: """
         Events are JSON objects with the model's fields, an optional "id" (else the source's:
         FILE:LINE or the Redis entry id) and an optional "event_time" (Unix seconds; a Redis
@@ -92,10 +92,12 @@ let streamCommand = Command(
         }
         let source = try makeStreamSource(sourceText, name: name, home: home)
         let sink = try makeStreamSink(sinkText)
+        let log = try predictionLog(args, prefix: "stream", loops: 1)
+        defer { log?.stop() }
         let stream: StreamComponent
         do {
             stream = try StreamComponent(registry: access.models, reference: try args.require("model"), name: name, source: source,
-                                         sink: sink, options: options, events: events, authenticator: authenticator)
+                                         sink: sink, options: options, events: events, authenticator: authenticator, predictionLog: log)
         } catch let error as HTTPError {
             throw CommandError(error.message)
         }
