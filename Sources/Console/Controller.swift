@@ -158,6 +158,38 @@ package struct Controller: Sendable {
     mutating func handlePredict(_ key: Key) -> Effect? {
         guard var form = state.predict else { return nil }
         defer { state.predict = form }
+        if let text = form.pasting {
+            var next = text
+            switch key {
+            case .escape:
+                form.pasting = nil
+                return .redraw
+            case .backspace: next = String(text.dropLast())
+            case .character(let c): next = text + String(c)
+            case .enter: next = text + " "  // a pasted line break
+            default: return Effect.none
+            }
+            guard next.count <= 64 * 1024 else {
+                form.pasting = nil
+                state.status = "the pasted record is longer than 64 KiB"
+                state.statusRole = .error
+                return .redraw
+            }
+            if next.isEmpty || !PredictForm.isComplete(next) {
+                form.pasting = next.isEmpty ? nil : next
+                return .redraw
+            }
+            form.pasting = nil
+            switch form.paste(next) {
+            case .success(let message):
+                state.status = message
+                state.statusRole = .status
+            case .failure(let error):
+                state.status = error.description
+                state.statusRole = .error
+            }
+            return .redraw
+        }
         if let text = form.searching {
             switch key {
             case .enter:
@@ -192,6 +224,7 @@ package struct Controller: Sendable {
         case .down, .character("j"): form.selected = min(form.fields.count - 1, form.selected + 1)
         case .character("e"): form.editing = ""  // typing replaces the value; Esc keeps it
         case .character("/"): form.searching = ""
+        case .character("{"): form.pasting = "{"  // a record pasted as JSON
         case .character("x"):
             form.fields[form.selected].value = ""
             if case .failure = form.record() { form.result = nil }

@@ -40,6 +40,8 @@ package struct PredictForm: Sendable {
     package var lastSent: (values: [String], margin: Double)?
     /// The request id or key being typed after `/`; nil when not searching.
     package var searching: String?
+    /// A record being pasted (or typed) as JSON, from its `{`; nil when not pasting.
+    package var pasting: String?
     /// The last replay of a logged prediction.
     package var replay: ReplayResult?
 
@@ -56,6 +58,44 @@ package struct PredictForm: Sendable {
             }
             return Field(name: field.name, value: value, isNumber: field.type == .number, allowed: field.type == .category ? field.values : nil)
         }
+    }
+
+    /// Whether the pasted text is a whole JSON object yet: its braces balance outside strings.
+    package static func isComplete(_ text: String) -> Bool {
+        var depth = 0, inString = false, escaped = false
+        for c in text.utf8 {
+            if inString {
+                if escaped { escaped = false } else if c == UInt8(ascii: "\\") { escaped = true } else if c == UInt8(ascii: "\"") { inString = false }
+                continue
+            }
+            switch c {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        return depth <= 0 && !text.isEmpty
+    }
+
+    /// Fills the form from a pasted JSON object; the fields it names are set (null or absent ones
+    /// become missing). Returns what to tell the operator, or an error.
+    package mutating func paste(_ text: String) -> Result<String, ConsoleError> {
+        guard case .object(let object)? = try? JSONValue.parse(text) else {
+            return .failure(ConsoleError("the pasted record is not a JSON object: paste {\"field\": value, …}"))
+        }
+        let known = Set(fields.map(\.name))
+        for i in fields.indices {
+            switch object[fields[i].name] {
+            case .number(let x)?: fields[i].value = JSONWriter.numberText(x)
+            case .string(let s)?: fields[i].value = s
+            case .bool(let b)?: fields[i].value = b ? "true" : "false"
+            default: fields[i].value = ""
+            }
+        }
+        result = nil
+        let ignored = object.keys.filter { !known.contains($0) }
+        return .success("record pasted" + (ignored.isEmpty ? "" : "; not model inputs, ignored: " + ignored.prefix(6).joined(separator: ", ")))
     }
 
     /// Takes a replay: its record fills the form, so it can be edited and sent.

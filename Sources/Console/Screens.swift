@@ -615,7 +615,7 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("s, b", "swap the model; roll back the alias the component follows"),
         ("R, c, P", "rerun, cancel the run (Batch); promote it (Models)"),
         ("/, o", "filter the table; sort it another way"),
-        ("e, Enter, /", "Predict view: edit; send; replay a logged request"),
+        ("e Enter / {", "Predict view: edit, send, replay a request, paste JSON"),
         (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME (each may name its component: :swap serve-a 3), promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab completes, ↑↓ recall"),
         ("?", "this help"),
     ]
@@ -643,7 +643,9 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
         canvas.put(2, 3, state.predictProblem.isEmpty ? "Select a serve component on the overview (0), then come back." : state.predictProblem, .dim, limit: canvas.width - 4)
         return
     }
-    if let search = form.searching {
+    if let pasting = form.pasting {
+        canvas.put(1, 2, "record as JSON (Esc cancels): " + String(pasting.suffix(max(10, canvas.width - 40))) + (canvas.unicode ? "█" : "_"), .value, limit: canvas.width - 2)
+    } else if let search = form.searching {
         canvas.put(1, 2, "replay a logged request — its request id, or its key value: " + search + (canvas.unicode ? "█" : "_"), .value, limit: canvas.width - 2)
     } else {
         canvas.put(1, 2, "Predict with \(form.model) at \(form.componentURL) — e edits a field, Enter sends, / replays a logged request", .title, limit: canvas.width - 2)

@@ -543,6 +543,25 @@ private func fleet() -> FleetSnapshot {
         #expect(drawConsole(s, c.state, width: 120, height: 34, unicode: true).text.contains(#"region: unknown category "atlantis""#))
     }
 
+    /// A record pasted as JSON fills the form (a paste arrives as keys; line breaks as Enter).
+    @Test func aRecordPastedAsJSONFillsTheForm() throws {
+        var c = Controller()
+        c.state.view = .predict
+        c.state.predict = try form()
+        let s = fleet()
+        let pasted = "{\"amount\": 5000, \"region\": \"west\", \"note\": \"a {brace} in text\",\n \"term\": null, \"customer\": \"C-1\"}"
+        for ch in pasted { _ = c.handle(ch == "\n" ? .enter : .character(ch), s) }
+        #expect(c.state.predict?.pasting == nil, "complete once the braces balance outside strings")
+        let f = try #require(c.state.predict)
+        #expect(f.fields.first { $0.name == "amount" }?.value == "5000")
+        #expect(f.fields.first { $0.name == "region" }?.value == "west")
+        #expect(f.fields.first { $0.name == "term" }?.value == "", "null: missing")
+        #expect(f.fields.first { $0.name == "rate" }?.value == "", "absent: missing")
+        #expect(c.state.status == "record pasted; not model inputs, ignored: note, customer")
+        for ch in "{not json}" { _ = c.handle(.character(ch), s) }
+        #expect(c.state.status.hasPrefix("the pasted record is not a JSON object"))
+    }
+
     /// The answer explains itself: bars for the largest contributions, the base and margin, and
     /// what the last edit changed.
     @Test func theAnswerShowsWhyAndWhatTheEditChanged() throws {
