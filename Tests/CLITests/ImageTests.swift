@@ -214,3 +214,61 @@ func run(_ path: String, _ arguments: [String]) throws -> Outcome {
         #expect(outputs[1]?["row"] == .number(2) && "\(outputs[1]?["error"] ?? .null)".contains("amount"))
     }
 }
+
+@Suite struct BatchExplainTests {
+    /// `batch run --explain top=K` (issue 18 item 2): each output row carries its K largest
+    /// contributions, equal to the embedded scorer's explanation, for CSV and JSON Lines inputs.
+    @Test func batchRowsCarryTheirLargestContributions() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        try trainCredit(home)
+        let input = root.appendingPathComponent("in"), output = root.appendingPathComponent("out")
+        try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+        #expect(try switchyard(["fixtures", "credit", "--rows", "40", "--seed", "3", "--out", input.appendingPathComponent("a.csv").path], home: home).status == 0)
+        #expect(try switchyard(["fixtures", "credit", "--rows", "10", "--seed", "4", "--format", "jsonl", "--out", input.appendingPathComponent("b.jsonl").path], home: home).status == 0)
+        let run = try switchyard(["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production",
+                                  "--settle", "0", "--explain", "top=3"], home: home)
+        #expect(run.status == 0, "\(run.stdout) \(run.stderr)")
+        let artifacts = home.appendingPathComponent("artifacts")
+        let model = try #require(try FileManager.default.contentsOfDirectory(atPath: artifacts.path).first { $0.hasSuffix(".json") })
+        let scorer = try Scorer(try ModelDocument.decode(try Data(contentsOf: artifacts.appendingPathComponent(model))))
+        func top3(_ e: Explanation) -> [String] {
+            let c = e.contributions[0]
+            return c.indices.sorted { abs(c[$0]) > abs(c[$1]) }.prefix(3).map { scorer.fieldNames[$0] }
+        }
+
+        let csv = try String(contentsOf: output.appendingPathComponent("a.csv"), encoding: .utf8).split(separator: "\n")
+        let header = csv[0].split(separator: ",").map(String.init)
+        #expect(header.suffix(6) == ["explain_1_field", "explain_1_contribution", "explain_2_field", "explain_2_contribution", "explain_3_field", "explain_3_contribution"])
+        let inputs = try String(contentsOf: input.appendingPathComponent("a.csv"), encoding: .utf8).split(separator: "\n")
+        let names = inputs[0].split(separator: ",").map(String.init)
+        #expect(csv.count == inputs.count, "every row scored, in order")
+        for (row, line) in zip(inputs.dropFirst(), csv.dropFirst()) {
+            let cells = row.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            var record = JSONObject()
+            for (name, cell) in zip(names, cells) where scorer.fieldIndex(name) != nil {
+                if let x = Double(cell) { record.append(name, .number(x)) } else { record.append(name, .string(cell)) }
+            }
+            let expected = try scorer.explain(json: .object(record))
+            let out = line.split(separator: ",").map(String.init)
+            #expect([out[out.count - 6], out[out.count - 4], out[out.count - 2]] == top3(expected), "\(line)")
+            let field = scorer.fieldIndex(out[out.count - 6])!
+            #expect(abs((Double(out[out.count - 5]) ?? .nan) - expected.contributions[0][field]) < 1e-12)
+        }
+
+        let jsonl = try String(contentsOf: output.appendingPathComponent("b.jsonl"), encoding: .utf8).split(separator: "\n")
+        let records = try String(contentsOf: input.appendingPathComponent("b.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(jsonl.count == records.count)
+        for (record, line) in zip(records, jsonl) {
+            let value = try JSONValue.parse(String(line))
+            guard case .array(let items)? = value["explanation"] else {
+                Issue.record("no explanation: \(line)")
+                continue
+            }
+            let expected = try scorer.explain(json: try JSONValue.parse(String(record)))
+            #expect(items.compactMap { $0["field"]?.stringValue } == top3(expected))
+            #expect(value["label"] != nil && value["model_version"] == .string("credit@1"))
+        }
+    }
+}

@@ -28,6 +28,8 @@ package final class BatchComponent: Component {
     package struct Options: Sendable {
         package var workers = ProcessInfo.processInfo.activeProcessorCount
         package var idColumns: [String]?
+        /// Each row's K largest contributions as columns (`--explain top=K`); nil: none.
+        package var explainTop: Int?
         package var rowsPerSecond: Double?
         package var chunkBytes = 1 << 20
         /// A file modified less than this long ago may still be being written: it waits for the
@@ -309,6 +311,7 @@ package final class BatchComponent: Component {
                                  idColumns: options.idColumns, workers: options.workers)
         runner.rowsPerSecond = options.rowsPerSecond
         runner.chunkBytes = options.chunkBytes
+        runner.explainTop = options.explainTop
         var failures: [String] = []
         let reporting = Atomic<Bool>(report != nil)
         let reporterDone = DispatchSemaphore(value: 0)

@@ -65,6 +65,8 @@ package struct BatchRunner: Sendable {
     package var rowsPerSecond: Double?
     /// The longest record; a quoted field left open longer than this is rejected.
     package var maxRecordBytes = 8 << 20
+    /// Each row's K largest contributions to its label's margin, as columns (nil: none).
+    package var explainTop: Int?
 
     package init(scorer: Scorer, model: String, outputDirectory: URL, idColumns: [String]? = nil, workers: Int) {
         self.scorer = scorer
@@ -403,6 +405,8 @@ private struct OutputLayout: Sendable {
     let tails: [[UInt8]]
     /// JSON Lines: `"probabilities":{"c0":` then `,"c1":` …
     let probabilityKeys: [[UInt8]]
+    /// `--explain top=K`: K; the tails then leave the row open for the explanation and its end.
+    let explainTop: Int?
 
     init(csvHeader: [String], runner: BatchRunner) throws(RegistryError) {
         format = .csv
@@ -433,9 +437,12 @@ private struct OutputLayout: Sendable {
         var header = (ids.isEmpty ? ["line"] : ids).map(csvField)
         header += scorer.classes.map { csvField("probability_\($0)") }
         header += ["label", "model_version"]
+        explainTop = runner.explainTop
+        for k in 1...max(1, runner.explainTop ?? 0) where runner.explainTop != nil { header += ["explain_\(k)_field", "explain_\(k)_contribution"] }
         outputHeader = Array((header.joined(separator: ",") + "\n").utf8)
         rejectsHeader = Array("line,reason,record\n".utf8)
-        tails = scorer.classes.map { Array(",\(csvField($0)),\(csvField(runner.model))\n".utf8) }
+        let end = runner.explainTop == nil ? "\n" : ""
+        tails = scorer.classes.map { Array(",\(csvField($0)),\(csvField(runner.model))\(end)".utf8) }
         probabilityKeys = []
     }
 
@@ -448,8 +455,10 @@ private struct OutputLayout: Sendable {
         idNames = jsonIDs
         outputHeader = []
         rejectsHeader = []
+        explainTop = runner.explainTop
+        let end: [UInt8] = runner.explainTop == nil ? [0x7D, 0x0A] : []
         tails = scorer.classes.map {
-            Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(runner.model)))}"#.utf8) + [0x0A]
+            Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(runner.model)))"#.utf8) + end
         }
         probabilityKeys = scorer.classes.enumerated().map { k, c in
             Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8)
@@ -458,6 +467,45 @@ private struct OutputLayout: Sendable {
 }
 
 extension OutputLayout {
+    /// `--explain top=K`: the K largest contributions to the row's label margin (a binary model's one
+    /// margin), as CSV columns (field, contribution; empty when the model has fewer fields) or a
+    /// JSON `"explanation"` member, then the row's end.
+    func appendExplanation(_ explanation: Explanation?, label: Int, to output: inout [UInt8]) {
+        guard let top = explainTop else { return }
+        var largest: [(field: String, value: Double)] = []
+        if let explanation {
+            let margin = explanation.base.count == 1 ? 0 : label
+            let values = explanation.contributions[margin]
+            let order = values.indices.sorted { abs(values[$0]) > abs(values[$1]) }
+            for f in order.prefix(top) { largest.append((scorer.fieldNames[f], values[f])) }
+        }
+        switch format {
+        case .csv:
+            for i in 0..<top {
+                output.append(0x2C)
+                if i < largest.count {
+                    output.append(contentsOf: csvField(largest[i].field).utf8)
+                    output.append(0x2C)
+                    output.append(contentsOf: JSONWriter.numberText(largest[i].value).utf8)
+                } else {
+                    output.append(0x2C)
+                }
+            }
+            output.append(0x0A)
+        case .jsonLines:
+            output.append(contentsOf: #","explanation":["#.utf8)
+            for (i, item) in largest.enumerated() {
+                if i > 0 { output.append(0x2C) }
+                output.append(contentsOf: #"{"field":"#.utf8)
+                output.append(contentsOf: JSONWriter.text(.string(item.field)).utf8)
+                output.append(contentsOf: #","contribution":"#.utf8)
+                output.append(contentsOf: JSONWriter.numberText(item.value).utf8)
+                output.append(0x7D)
+            }
+            output.append(contentsOf: "]}\n".utf8)
+        }
+    }
+
     /// One row of the rejects file: the line, the reason, and the record as it was.
     func appendReject(line: Int, reason: String, record: some Collection<UInt8>, to rejects: inout [UInt8]) {
         switch format {
@@ -583,6 +631,8 @@ private struct ChunkWork {
     private var idEnds: [Int] = []
     private var pending: [(line: Int, reason: String, record: UnsafeRawBufferPointer)] = []
     private var records = JSONRecordScorer()
+    /// `--explain`: each CSV row's typed values, to explain the rows that scored.
+    private var rowValues: [[FieldValue]] = []
 
     init(layout: OutputLayout, capacity: Int) {
         self.layout = layout
@@ -612,6 +662,8 @@ private struct ChunkWork {
         rowRanges.removeAll(keepingCapacity: true)
         ids.removeAll(keepingCapacity: true)
         idEnds.removeAll(keepingCapacity: true)
+        rowValues.removeAll(keepingCapacity: true)
+        let explaining = layout.explainTop != nil
         reader.reset(line: firstLine)
         var position = 0
         let columnFields = layout.columnFields
@@ -633,6 +685,20 @@ private struct ChunkWork {
                     for column in 0..<columnCount {
                         let field = columnFields[column]
                         if field >= 0 { batch.setText(field: field, r.field(column)) }
+                    }
+                    if explaining {
+                        var values = [FieldValue](repeating: .missing, count: layout.scorer.fieldNames.count)
+                        for column in 0..<columnCount where columnFields[column] >= 0 {
+                            let cell = r.field(column)
+                            if cell.isEmpty { continue }
+                            let field = columnFields[column]
+                            if let x = DecimalParser.parse(cell), layout.scorer.document.schema.fields[field].type == .number {
+                                values[field] = .number(x)
+                            } else {
+                                values[field] = .text(String(decoding: cell, as: UTF8.self))
+                            }
+                        }
+                        rowValues.append(values)
                     }
                     for (n, column) in idColumns.enumerated() {
                         if n > 0 { ids.append(0x2C) }
@@ -685,6 +751,7 @@ private struct ChunkWork {
                 appendProbability(scored.probabilities[i * classes + k], to: &output)
             }
             output.append(contentsOf: layout.tails[label])
+            if explaining { layout.appendExplanation(try? layout.scorer.explain(rowValues[i]), label: label, to: &output) }
         }
     }
 
@@ -748,6 +815,7 @@ private struct ChunkWork {
                 appendProbability(records.probabilities[k], to: &output)
             }
             output.append(contentsOf: layout.tails[label])
+            if layout.explainTop != nil { layout.appendExplanation(try? scorer.explain(json: tape.value(tape.root)), label: label, to: &output) }
         }
     }
 

@@ -20,6 +20,7 @@ private let batchOptions: [Option] = [
     Option(name: "job", value: "NAME", help: "the job's name in the run ledger", defaultValue: "the output folder's path"),
     Option(name: "id", value: "COLUMNS", help: "comma-separated columns copied to each output row", defaultValue: "id, when present; else the line number"),
     Option(name: "workers", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
+    Option(name: "explain", value: "top=K", help: "add each row's K largest contributions to the label's margin (field and value) as columns"),
     Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
     Option(name: "settle", value: "SECONDS", help: "files modified more recently than this may still be being written: they wait for the next run", defaultValue: "5"),
 ] + registryOptions
@@ -49,6 +50,12 @@ private func makeBatchComponent(
     }
     if let ids = args.string("id"), !ids.hasPrefix("id, when") {
         options.idColumns = ids.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+    if let text = args.string("explain") {
+        guard text.hasPrefix("top="), let k = Int(text.dropFirst(4)), k >= 1, k <= 1000 else {
+            throw UsageError("--explain takes top=K, a whole number from 1 to 1000, got \"\(text)\"")
+        }
+        options.explainTop = k
     }
     if let rate = try args.double("max-rows-per-second") {
         guard rate > 0 else { throw UsageError("--max-rows-per-second must be above 0") }
