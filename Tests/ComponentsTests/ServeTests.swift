@@ -563,7 +563,8 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(Set(keyed.compactMap { if case .string(let id)? = $0["request_id"] { id } else { nil } }) == ["support-case-7", "mlflow-1"])
         #expect(try f.get("/v1/predictions/nobody", key: f.operateKey).status == 404)
         #expect(try f.get("/v1/predictions", key: f.operateKey).status == 400)
-        #expect(try body(try f.get("/v1/status", key: f.readKey))["counters"]?["predictions_logged"] == .number(4))
+        // The writer counts a batch just after writing it: wait for the count, not only the file.
+        #expect(waitUntil { (try? body(try f.get("/v1/status", key: f.readKey)))?["counters"]?["predictions_logged"] == .number(4) })
     }
 
     @Test func aSampledLogKeepsItsShareAndSkipsACutOffLine() throws {
