@@ -96,17 +96,13 @@ package final class ComponentHost: Sendable {
     /// requests in flight finish with `Connection: close`, for at most `timeout`. Returns the
     /// connections cut off then (0: every request finished).
     package func drain(delay: Double, timeout: Double, giveUp: () -> Bool = { false }) -> Int {
-        let listening = delay > 0 ? "the listener closes in \(seconds(delay)) s, then " : "the listener closes; "
-        control.beginDrain("draining: readiness answers 503; \(listening)requests in flight get up to \(seconds(timeout)) s")
+        let listening = delay > 0 ? "the listener closes in \(JSONWriter.numberText(delay)) s, then " : "the listener closes; "
+        control.beginDrain("draining: readiness answers 503; \(listening)requests in flight get up to \(JSONWriter.numberText(timeout)) s")
         let until = DispatchTime.now() + .nanoseconds(Int(max(0, min(delay, 1e6)) * 1e9))
         while DispatchTime.now() < until && !giveUp() { usleep(10_000) }
         let left = server.drain(timeout: timeout, giveUp: giveUp)
         stop()
         return left
-    }
-
-    private func seconds(_ value: Double) -> String {
-        value == value.rounded() && abs(value) < 1e9 ? String(Int(value)) : String(value)
     }
 
     private func runTicker() {

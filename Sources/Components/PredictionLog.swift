@@ -170,6 +170,26 @@ package final class PredictionLog: Sendable {
         return w.bytes
     }
 
+    /// The value of the member `name` of a record object, as the log's key: a string's own text,
+    /// anything else as its JSON; nil when absent or null.
+    package static func keyText(_ tape: JSONTape, _ object: Int, _ name: String) -> String? {
+        guard tape.kind(object) == .object else { return nil }
+        var found: String?
+        tape.forEachMember(object) { key, value in
+            if found == nil, tape.string(key) == name { found = text(tape, value) }
+        }
+        return found
+    }
+
+    /// A value as the log's key text (nil for null).
+    package static func text(_ tape: JSONTape, _ node: Int) -> String? {
+        switch tape.kind(node) {
+        case .string: tape.string(node)
+        case .null: nil
+        default: String(decoding: tape.text(node), as: UTF8.self)
+        }
+    }
+
     /// Queues one finished line (no newline); dropped and counted when the writer is too far behind.
     package func append(_ line: [UInt8]) {
         let queued = pending.withLock { buffer -> Bool in

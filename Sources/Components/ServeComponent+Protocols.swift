@@ -38,11 +38,10 @@ extension ServeComponent {
 
     /// Auth, content type, then the body; thrown `HTTPError`s become responses.
     private func guarded(
-        _ request: HTTPRequest, _ context: RequestContext, allowCSV: Bool = false, allowBinary: Bool = false, _ body: () throws -> HTTPResponse
+        _ request: HTTPRequest, _ context: RequestContext, allowCSV: Bool = false, binary: Bool = false, _ body: () throws -> HTTPResponse
     ) -> HTTPResponse {
         if let denied = authorizeScoring(request, context) { return denied }
         // A binary-tensor request's JSON part is defined by its header, whatever its Content-Type says.
-        let binary = allowBinary && request.headers["Inference-Header-Content-Length"] != nil
         if !(allowCSV && isCSV(request)), !binary, let wrongType = requireJSON(request) {
             return allowCSV
                 ? .error(415, "Content-Type \(request.headers["Content-Type"] ?? "") is not accepted here; send application/json or text/csv")
@@ -92,7 +91,8 @@ extension ServeComponent {
         case ("GET", "ready"?):
             return json(context.draining ? 503 : 200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(!context.draining)])))
         case ("POST", "infer"?):
-            return guarded(request, context, allowBinary: true) { try infer(request, snapshot, context) }
+            let binaryHeader = request.headers["Inference-Header-Content-Length"]
+            return guarded(request, context, binary: binaryHeader != nil) { try infer(request, binaryHeader: binaryHeader, snapshot, context) }
         default:
             return .error(404, "no route for \(request.method) \(request.path)")
         }
@@ -144,9 +144,10 @@ extension ServeComponent {
         var labels: [Int] = []
     }
 
-    private func infer(_ request: HTTPRequest, _ snapshot: ModelSnapshot, _ context: RequestContext) throws -> HTTPResponse {
+    /// `binaryHeader`: the request's Inference-Header-Content-Length, if it has one.
+    private func infer(_ request: HTTPRequest, binaryHeader: String?, _ snapshot: ModelSnapshot, _ context: RequestContext) throws -> HTTPResponse {
         let loop = context.loop
-        if let header = request.headers["Inference-Header-Content-Length"] {
+        if let header = binaryHeader {
             // The binary tensor data extension: read as the JSON request it stands for.
             let json = try request.body.withUnsafeBytes { body in
                 try BinaryTensors.jsonRequest(body, headerLength: try BinaryTensors.headerLength(header, bodyCount: body.count))
@@ -226,7 +227,7 @@ extension ServeComponent {
             let keyField = log.options.key.flatMap { scorer.fieldIndex($0) }
             for r in 0..<rows where log.sample(loop: context.loop) {
                 let cells = s.cells[(r * fieldCount)..<((r + 1) * fieldCount)]
-                let key = keyField.flatMap { f in cells[cells.startIndex + f] >= 0 ? nodeText(tape, Int(cells[cells.startIndex + f])) : nil }
+                let key = keyField.flatMap { f in cells[cells.startIndex + f] >= 0 ? PredictionLog.text(tape, Int(cells[cells.startIndex + f])) : nil }
                 s.probabilities.withUnsafeBufferPointer { p in
                     log.append(logLine(context, row: r + 1, snapshot, key: key, label: s.labels[r], p.baseAddress! + r * c) { w in
                         w.raw("{")
@@ -487,7 +488,7 @@ extension ServeComponent {
                     throw HTTPError(400, (error as? ScoringError)?.description ?? "\(error)")
                 }
                 if let log = predictionLog, log.sample(loop: context.loop) {
-                    let key = log.options.key.flatMap { memberText(tape, record, $0) }
+                    let key = log.options.key.flatMap { PredictionLog.keyText(tape, record, $0) }
                     probabilities.withUnsafeBufferPointer { p in
                         log.append(logLine(context, row: r + 1, snapshot, key: key, label: label, p.baseAddress!) { $0.raw(tape.text(record)) })
                     }
@@ -581,11 +582,10 @@ extension ServeComponent {
     private func mlflowInvocations(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
         var explain = wantsExplanation(request)
-        let predictions: [JSONValue]
+        var records: [JSONValue]
         if isCSV(request) {
-            let rows = try csvRows(request.body, scorer)
-            predictions = try score(rows, scorer, explain: explain)
-            logRecords(context, snapshot, rows.map { row -> JSONValue in
+            // Each CSV row as the record it stands for (an empty cell is missing).
+            records = try csvRows(request.body, scorer).map { row -> JSONValue in
                 var object = JSONObject()
                 for (name, value) in zip(scorer.fieldNames, row) {
                     switch value {
@@ -595,11 +595,10 @@ extension ServeComponent {
                     }
                 }
                 return .object(object)
-            }, predictions)
+            }
         } else {
             let body = try parseBody(request)
             if case .bool(true)? = body["params"]?["explain"] { explain = true }
-            var records: [JSONValue]
             if let split = body["dataframe_split"] {
                 guard case .array(let columns)? = split["columns"], case .array(let data)? = split["data"] else {
                     throw HTTPError(400, #"dataframe_split needs "columns" and "data""#)
@@ -635,10 +634,10 @@ extension ServeComponent {
             } else {
                 throw HTTPError(400, "expected one of dataframe_split, dataframe_records, instances or inputs (MLflow's formats), or a text/csv body")
             }
-            predictions = try score(records, scorer, explain: explain)
-            logRecords(context, snapshot, records, predictions)
         }
-        return json(200, .object(JSONObject(["predictions": .array(predictions)])))
+        let scored = try score(records, scorer, explain: explain)
+        logRecords(context, snapshot, records, scored.map(\.prediction))
+        return json(200, .object(JSONObject(["predictions": .array(scored.map(\.json))])))
     }
 
     private func csvRows(_ body: [UInt8], _ scorer: Scorer) throws -> [[FieldValue]] {
@@ -697,12 +696,10 @@ extension ServeComponent {
     }
 
     /// MLflow's records (already parsed) and their predictions, sampled into the log.
-    private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [JSONValue]) {
+    private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [Prediction]) {
         guard let log = predictionLog else { return }
-        let classes = snapshot.scorer.classes
         for (r, record) in records.enumerated() where log.sample(loop: context.loop) {
-            guard r < predictions.count, case .string(let label)? = predictions[r]["label"], let index = classes.firstIndex(of: label) else { continue }
-            let p = classes.map { name -> Double in if case .number(let x)? = predictions[r]["probabilities"]?[name] { x } else { .nan } }
+            let prediction = predictions[r]
             let key = log.options.key.flatMap { name -> String? in
                 switch record[name] {
                 case .string(let s)?: s
@@ -710,27 +707,9 @@ extension ServeComponent {
                 default: nil
                 }
             }
-            p.withUnsafeBufferPointer { p in
-                log.append(logLine(context, row: r + 1, snapshot, key: key, label: index, p.baseAddress!) { $0.value(record) })
+            prediction.probabilities.withUnsafeBufferPointer { p in
+                log.append(logLine(context, row: r + 1, snapshot, key: key, label: prediction.labelIndex, p.baseAddress!) { $0.value(record) })
             }
-        }
-    }
-
-    /// A member's value as text (a string's own text, anything else as its JSON), for the log's key.
-    private func memberText(_ tape: JSONTape, _ object: Int, _ name: String) -> String? {
-        guard tape.kind(object) == .object else { return nil }
-        var found: String?
-        tape.forEachMember(object) { key, value in
-            if found == nil, tape.string(key) == name { found = nodeText(tape, value) }
-        }
-        return found
-    }
-
-    private func nodeText(_ tape: JSONTape, _ node: Int) -> String? {
-        switch tape.kind(node) {
-        case .string: tape.string(node)
-        case .null: nil
-        default: String(decoding: tape.text(node), as: UTF8.self)
         }
     }
 
@@ -751,41 +730,22 @@ extension ServeComponent {
     }
 
     /// Each record's prediction as JSON, with its explanation when `explain`.
-    private func score(_ records: [JSONValue], _ scorer: Scorer, explain: Bool) throws -> [JSONValue] {
+    /// Each record's prediction, and its JSON (with its explanation when `explain`).
+    private func score(_ records: [JSONValue], _ scorer: Scorer, explain: Bool) throws -> [(prediction: Prediction, json: JSONValue)] {
         guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
-        var out: [JSONValue] = []
+        var out: [(prediction: Prediction, json: JSONValue)] = []
         out.reserveCapacity(records.count)
         for (i, record) in records.enumerated() {
             do {
                 guard explain else {
-                    out.append(predictionJSON(try scorer.predict(json: record, row: i + 1), scorer.classes))
+                    let prediction = try scorer.predict(json: record, row: i + 1)
+                    out.append((prediction, predictionJSON(prediction, scorer.classes)))
                     continue
                 }
                 let explanation = try scorer.explain(json: record, row: i + 1)
                 guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
                 object.append("explanation", explanation.json(scorer))
-                out.append(.object(object))
-            } catch {
-                throw HTTPError(400, error.description)
-            }
-        }
-        return out
-    }
-
-    private func score(_ rows: [[FieldValue]], _ scorer: Scorer, explain: Bool) throws -> [JSONValue] {
-        guard rows.count <= maxRows else { throw tooMany("\(rows.count) rows") }
-        var out: [JSONValue] = []
-        out.reserveCapacity(rows.count)
-        for (i, row) in rows.enumerated() {
-            do {
-                guard explain else {
-                    out.append(predictionJSON(try scorer.predict(row, row: i + 1), scorer.classes))
-                    continue
-                }
-                let explanation = try scorer.explain(row, row: i + 1)
-                guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
-                object.append("explanation", explanation.json(scorer))
-                out.append(.object(object))
+                out.append((explanation.prediction, .object(object)))
             } catch {
                 throw HTTPError(400, error.description)
             }

@@ -189,11 +189,12 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
     }
     do {
         let scorer = try Scorer(try fetchDocument(registry, form.model))
-        let p = try scorer.predict(json: record)
+        // An explanation carries scoring's own prediction: one pass when the model can explain.
+        let e = scorer.explainable ? try scorer.explain(json: record) : nil
+        let p = try e?.prediction ?? scorer.predict(json: record)
         result.embedded = zip(scorer.classes, p.probabilities).map { ($0, $1) }
         result.embeddedLabel = p.label
-        if scorer.explainable {
-            let e = try scorer.explain(json: record)
+        if let e {
             // A binary model's one margin; a multiclass one's margin of the predicted class.
             let k = e.base.count == 1 ? 0 : p.labelIndex
             result.base = e.base[k]
@@ -307,10 +308,10 @@ package func replay(query: String, form: PredictForm, key: String?, registry: Re
     func answer(_ reference: String) throws -> (ReplayResult.Answer, [Double], [String]) {
         let scorer = try Scorer(try fetchDocument(registry, reference))
         let version = (try? registry.resolve(reference).version.reference) ?? reference
-        let p = try scorer.predict(json: record)
+        let e = scorer.explainable ? try scorer.explain(json: record) : nil
+        let p = try e?.prediction ?? scorer.predict(json: record)
         var out = ReplayResult.Answer(model: version, label: p.label, probability: p.probabilities[p.labelIndex])
-        if scorer.explainable {
-            let e = try scorer.explain(json: record)
+        if let e {
             let k = e.base.count == 1 ? 0 : p.labelIndex
             out.marginName = e.base.count == 1 ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
             out.contributions = scorer.fieldNames.indices.map { (scorer.fieldNames[$0], e.contributions[k][$0]) }

@@ -481,15 +481,7 @@ private struct ScoringWork {
                 predictions.ranges.append(start..<predictions.bytes.count)
                 predictions.bytes.append(0x0A)
                 if let log, log.sample(loop: 0) {
-                    let key = log.options.key.flatMap { name -> String? in
-                        var found: String?
-                        tape.forEachMember(tape.root) { k, v in
-                            if found == nil, tape.string(k) == name {
-                                found = tape.kind(v) == .string ? tape.string(v) : tape.kind(v) == .null ? nil : String(decoding: tape.text(v), as: UTF8.self)
-                            }
-                        }
-                        return found
-                    }
+                    let key = log.options.key.flatMap { PredictionLog.keyText(tape, tape.root, $0) }
                     let id = predictions.ids[predictions.ids.count - 1]
                     records.probabilities.withUnsafeBufferPointer { p in
                         logLines.append(log.line(

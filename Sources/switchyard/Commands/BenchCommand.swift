@@ -296,41 +296,21 @@ let benchServeCommand = Command(
         }
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
-        let serve: ServeComponent
-        do {
-            serve = try ServeComponent(registry: registry, reference: "credit@production", loops: threads, open: true, events: events, authenticator: authenticator)
-        } catch let error as HTTPError {
-            throw CommandError(error.message)
+        func makeHost(open: Bool, log: PredictionLog? = nil) throws -> ComponentHost {
+            try benchServeHost(registry, open: open, threads: threads, events: events, authenticator: authenticator, log: log)
         }
-        let host = ComponentHost(
-            component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
-            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
-        // The same model behind a serve that requires a predict key: what a secured service runs.
-        let securedServe: ServeComponent
-        do {
-            securedServe = try ServeComponent(registry: registry, reference: "credit@production", loops: threads, open: false, events: events, authenticator: authenticator)
-        } catch let error as HTTPError {
-            throw CommandError(error.message)
-        }
-        let secured = ComponentHost(
-            component: securedServe, observer: { securedServe.observe(loop: $0, status: $1, nanoseconds: $2) },
-            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
-        // And an open one that logs every prediction (--auth log): what the log costs at full load.
+        let host = try makeHost(open: true)
+        // --auth key: the same model behind a serve that requires a predict key (a secured service);
+        // --auth log: an open one logging predictions (what the log costs at full load).
+        let secured = auths.contains("key") ? try makeHost(open: false) : nil
         guard let logPolicy = PredictionLog.Policy(args.string("log-policy") ?? "all"), logPolicy != .off else {
             throw UsageError("--log-policy is all or sample=SHARE")
         }
-        let log = try PredictionLog(.init(folder: folder.appendingPathComponent("predictions"), prefix: "bench", policy: logPolicy, key: nil), loops: threads)
-        defer { log.stop() }
-        let loggingServe: ServeComponent
-        do {
-            loggingServe = try ServeComponent(
-                registry: registry, reference: "credit@production", loops: threads, open: true, events: events, authenticator: authenticator, predictionLog: log)
-        } catch let error as HTTPError {
-            throw CommandError(error.message)
-        }
-        let logging = ComponentHost(
-            component: loggingServe, observer: { loggingServe.observe(loop: $0, status: $1, nanoseconds: $2) },
-            configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+        let log = auths.contains("log")
+            ? try PredictionLog(.init(folder: folder.appendingPathComponent("predictions"), prefix: "bench", policy: logPolicy, key: nil), loops: threads)
+            : nil
+        defer { log?.stop() }
+        let logging = try log.map { try makeHost(open: true, log: $0) }
         let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
         let scoreBody = #"{"data":[{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}]}"#
         /// The request of a route, with the key's header for a keyed run.
@@ -348,11 +328,12 @@ let benchServeCommand = Command(
 
         let port = try host.start()
         defer { host.stop() }
-        let securedPort = try secured.start()
-        defer { secured.stop() }
-        let loggingPort = auths.contains("log") ? try logging.start() : 0
-        defer { if loggingPort != 0 { logging.stop() } }
-        print("server: \(threads) event loops on 127.0.0.1:\(port) (open) and :\(securedPort) (a predict key required); \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+        let securedPort = try secured?.start() ?? 0
+        defer { secured?.stop() }
+        let loggingPort = try logging?.start() ?? 0
+        defer { logging?.stop() }
+        print("server: \(threads) event loops on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
+            + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
@@ -414,7 +395,7 @@ let benchServeCommand = Command(
             print("Latency percentiles are wrk's own (--latency).")
         }
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
-        if auths.contains("log") {
+        if let log {
             print("serve: open, key (a predict key required) or open+log (predictions logged, \(logPolicy.text): \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
             for route in routes {
                 for g in generators {
@@ -459,6 +440,23 @@ let benchServeCommand = Command(
         }
         return Exit.ok
     })
+
+/// A serve of credit@production on a free port for `bench serve`: open or requiring a predict key, logging or not.
+private func benchServeHost(
+    _ registry: ModelRegistry, open: Bool, threads: Int, events: EventLog, authenticator: Authenticator, log: PredictionLog?
+) throws -> ComponentHost {
+    let serve: ServeComponent
+    do {
+        serve = try ServeComponent(
+            registry: registry, reference: "credit@production", loops: threads, open: open, events: events, authenticator: authenticator,
+            predictionLog: log)
+    } catch let error as HTTPError {
+        throw CommandError(error.message)
+    }
+    return ComponentHost(
+        component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
+        configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+}
 
 /// The server's own CPU per request without the kernel: `request` fed through
 /// the same `process` path the event loops use, 5 rounds of 100,000 on this

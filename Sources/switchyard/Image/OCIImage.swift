@@ -40,8 +40,6 @@ enum OCIImage {
     struct Built {
         var manifestDigest: String
         var archiveBytes: Int
-        var layerBytes: Int
-        var libraries: [String]
     }
 
     static func build(_ plan: ImagePlan, out: String, progress: (String) -> Void) throws -> Built {
@@ -127,7 +125,7 @@ enum OCIImage {
         try archive.file("oci-layout", bytes: Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8))
         _ = try archive.finish()
         guard rename(partial, out) == 0 else { throw CommandError("cannot write \(out): \(String(cString: strerror(errno)))") }
-        return Built(manifestDigest: manifestDigest, archiveBytes: archive.size, layerBytes: layer.size, libraries: libraries.map(\.path))
+        return Built(manifestDigest: manifestDigest, archiveBytes: archive.size)
     }
 
     private enum LayerEntry {
