@@ -10,11 +10,13 @@ package struct ModelTarget: Sendable, Equatable {
     package var alias: String?
     /// The version the reference resolves to now.
     package var version: ModelRegistry.Version
+    /// The alias's traffic split, when it has one (`version` is its main version).
+    package var route: AliasRoute?
 
     package init(_ reference: String, in source: any ModelSource) throws(RegistryError) {
         let parts = reference.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         model = parts[0]
-        version = try source.resolve(reference)
+        (version, route) = try source.resolveRoute(reference)
         if parts.count == 2 {
             alias = Int(parts[1]) == nil ? parts[1] : nil
         } else {

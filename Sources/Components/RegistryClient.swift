@@ -31,6 +31,8 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     private struct State {
         /// Reference → the version it resolved to last, and the alias revision it was read at.
         var resolved: [String: ModelVersion] = [:]
+        /// Reference → the alias's traffic split, when it had one.
+        var routes: [String: AliasRoute] = [:]
         var resolvedAt: [String: Int] = [:]
         /// The latest alias revision seen.
         var revision = -1
@@ -82,36 +84,41 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
     // MARK: - ModelSource
 
     package func resolve(_ reference: String) throws(RegistryError) -> ModelVersion {
+        try resolveRoute(reference).version
+    }
+
+    package func resolveRoute(_ reference: String) throws(RegistryError) -> (version: ModelVersion, route: AliasRoute?) {
         let now = Date().timeIntervalSince1970
         let parts = reference.split(separator: "@", maxSplits: 1)
         let pinned = parts.count == 2 && Int(parts[1]) != nil
         // While `follow` holds a long poll the revision is current without asking.
         let watched = following.load(ordering: .acquiring) && health.isUp
-        let (known, current, fresh) = state.withLock { s in
-            (s.resolved[reference], s.resolvedAt[reference] == s.revision && s.revision >= 0, watched || now - s.checkedAt < recheck)
+        let (known, route, current, fresh) = state.withLock { s in
+            (s.resolved[reference], s.routes[reference], s.resolvedAt[reference] == s.revision && s.revision >= 0, watched || now - s.checkedAt < recheck)
         }
         // A version number never changes; an alias is read again only once the alias revision moved.
-        if let known, pinned || (current && fresh) { return known }
+        if let known, pinned || (current && fresh) { return (known, route) }
         do throws(RegistryError) {
             if let known, current {
                 let check = try through { () throws(RegistryError) in try api.aliases(after: state.withLock { $0.revision }) }
                 if !check.changed {
                     state.withLock { $0.checkedAt = now }
-                    return known
+                    return (known, route)
                 }
             }
-            let (version, revision) = try through { () throws(RegistryError) in try api.resolve(reference) }
+            let answer = try through { () throws(RegistryError) in try api.resolve(reference) }
             state.withLock {
-                $0.resolved[reference] = version
-                $0.resolvedAt[reference] = revision
-                $0.revision = max($0.revision, revision)
+                $0.resolved[reference] = answer.version
+                $0.routes[reference] = answer.route
+                $0.resolvedAt[reference] = answer.revision
+                $0.revision = max($0.revision, answer.revision)
                 $0.checkedAt = now
             }
             saveState()
-            return version
+            return (answer.version, answer.route)
         } catch where error.unreachable {
             // Unreachable: what this component last resolved stands until the registry answers again.
-            if let known { return known }
+            if let known { return (known, route) }
             throw error
         }
     }
@@ -210,6 +217,10 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         try through { () throws(RegistryError) in try api.promote(model: model, version: version, alias: alias, expected: expected) }
     }
 
+    package func setRoute(model: String, alias: String, route: AliasRoute, who: String = "") throws(RegistryError) -> Int? {
+        try through { () throws(RegistryError) in try api.setRoute(model: model, alias: alias, route: route) }
+    }
+
     package func rollback(model: String, alias: String, who: String = "") throws(RegistryError) -> (from: Int, to: Int) {
         try through { () throws(RegistryError) in try api.rollback(model: model, alias: alias) }
     }
@@ -268,6 +279,7 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         let s = state.withLock { $0 }
         var o = JSONObject()
         o.append("resolved", .object(s.resolved.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, $1.value.json) }))
+        o.append("routes", .object(s.routes.sorted { $0.key < $1.key }.reduce(into: JSONObject()) { $0.append($1.key, $1.value.json) }))
         o.append("keys", keyTableJSON(s.keys))
         try? writeAtomically(Data(JSONWriter.text(.object(o)).utf8), to: stateFile)
     }
@@ -277,6 +289,9 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         state.withLock { s in
             if case .object(let resolved)? = value["resolved"] {
                 for (reference, item) in zip(resolved.keys, resolved.values) { s.resolved[reference] = ModelVersion(json: item) }
+            }
+            if case .object(let routes)? = value["routes"] {
+                for (reference, item) in zip(routes.keys, routes.values) { s.routes[reference] = try? AliasRoute(json: item) }
             }
             s.keys = decodeKeyTable(value["keys"])
         }

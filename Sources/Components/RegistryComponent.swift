@@ -159,8 +159,9 @@ package final class RegistryComponent: Component {
         case ("GET", 1, "resolve"):
             _ = try authorize(request, context, .read)
             guard let reference = request.query["ref"], !reference.isEmpty else { throw HTTPError(400, "give ?ref=NAME, NAME@VERSION or NAME@ALIAS") }
-            let version = try registryCall { () throws(RegistryError) in try registry.resolve(reference) }
+            let (version, route) = try registryCall { () throws(RegistryError) in try registry.resolveRoute(reference) }
             guard case .object(var o) = version.json else { return .error(500, "") }
+            if let route { o.append("route", route.json) }
             o.append("revision", .number(Double((try? registry.revision()) ?? 0)))  // so a follower knows what it has seen
             return json(200, .object(o))
         case ("GET", 2, "artifacts"):
@@ -220,6 +221,24 @@ package final class RegistryComponent: Component {
             return json(200, .object(JSONObject([
                 "model": .string(model), "alias": .string(alias), "from": previous.map { .number(Double($0)) } ?? .null,
                 "to": .number(Double(version)), "revision": .number(Double((try? registry.revision()) ?? 0)),
+            ])))
+        case ("POST", 4, "aliases") where r[3] == "route":
+            let principal = try authorize(request, context, .admin)
+            if let wrongType = requireJSON(request) { return wrongType }
+            let (model, alias) = (r[1], r[2])
+            guard let body = try? JSONValue.parse(request.body), case .object = body else {
+                throw HTTPError(400, #"expected {"split": [{"version": N, "weight": PERCENT}, …], "key": "FIELD" or null}"#)
+            }
+            let route = try registryCall { () throws(RegistryError) in try AliasRoute(json: body) }
+            let actor = who(principal)
+            let previous = try registryCall { () throws(RegistryError) in
+                try registry.setRoute(model: model, alias: alias, route: route, who: actor)
+            }
+            watch.moved()
+            events.append("registry", "\(model)@\(alias) routed: \(route.description) by \(actor)")
+            return json(200, .object(JSONObject([
+                "model": .string(model), "alias": .string(alias), "from": previous.map { .number(Double($0)) } ?? .null,
+                "to": .number(Double(route.main)), "route": route.json, "revision": .number(Double((try? registry.revision()) ?? 0)),
             ])))
         case ("POST", 4, "aliases") where r[3] == "rollback":
             let principal = try authorize(request, context, .admin)

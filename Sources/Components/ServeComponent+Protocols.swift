@@ -36,6 +36,81 @@ extension ServeComponent {
         }
     }
 
+    // MARK: - Routing key
+
+    /// Where a request falls on a split's routing circle: its `x-routing-key` header, else the
+    /// value of the route's key field in its first record — an OIP input of that name, a member
+    /// of the first of `records`/`data`/`instances`/`dataframe_records`/`inputs` (or of the body
+    /// itself), or its column of `dataframe_split`. Nil when it has none (CSV bodies, binary
+    /// tensors and a key that is not a string or number included): it is then spread evenly.
+    func routingPoint(_ request: HTTPRequest, key field: String?, loop: Int) -> UInt64? {
+        if let header = request.headers["x-routing-key"] { return AliasRoute.point(key: header.utf8) }
+        guard let field, !request.body.isEmpty, !isCSV(request), request.headers["Inference-Header-Content-Length"] == nil else { return nil }
+        return inferScratch.with(loop: loop) { s -> UInt64? in
+            guard (request.body.withUnsafeBytes { body in (try? s.tape.parse(body)) != nil }) else { return nil }
+            let tape = s.tape
+            guard let node = Self.keyNode(tape, field: Array(field.utf8)) else { return nil }
+            switch tape.kind(node) {
+            case .string: return tape.string(node).map { AliasRoute.point(key: $0.utf8) }
+            case .number: return AliasRoute.point(key: tape.rawBytes(node))
+            default: return nil
+            }
+        }
+    }
+
+    /// The node holding the first record's value of `field`, in any of the body shapes the protocols accept.
+    static func keyNode(_ tape: JSONTape, field: [UInt8]) -> Int? {
+        func member(_ node: Int, _ name: [UInt8]) -> Int? {
+            guard tape.kind(node) == .object else { return nil }
+            var found: Int?
+            tape.forEachMember(node) { key, value in
+                if found == nil, tape.string(key).map({ $0.utf8.elementsEqual(name) }) == true { found = value }
+            }
+            return found
+        }
+        func first(_ node: Int) -> Int? {
+            guard tape.kind(node) == .array, tape.count(node) > 0 else { return nil }
+            return tape.firstElement(node)
+        }
+        /// The first scalar of a (nested) array, or the value itself.
+        func scalar(_ node: Int) -> Int? {
+            var n = node
+            while tape.kind(n) == .array { guard let f = first(n) else { return nil }; n = f }
+            return n
+        }
+        let root = tape.root
+        if let record = first(root) { return member(record, field) }
+        guard tape.kind(root) == .object else { return nil }
+        if let inputs = tape.member(root, "inputs"), tape.kind(inputs) == .array {
+            // OIP: a tensor named like the field; MLflow: a list of records.
+            var found: Int?
+            tape.forEachElement(inputs) { input in
+                guard found == nil else { return }
+                if let name = tape.member(input, "name"), tape.string(name).map({ $0.utf8.elementsEqual(field) }) == true,
+                   let data = tape.member(input, "data") { found = scalar(data) }
+            }
+            if let found { return found }
+            if let record = first(inputs), let value = member(record, field) { return value }
+        }
+        if let split = tape.member(root, "dataframe_split"), let columns = tape.member(split, "columns"), tape.kind(columns) == .array,
+           let data = tape.member(split, "data"), let row = first(data), tape.kind(row) == .array {
+            var index = 0, at: Int?
+            tape.forEachElement(columns) { column in
+                if at == nil, tape.string(column).map({ $0.utf8.elementsEqual(field) }) == true { at = index }
+                index += 1
+            }
+            guard let at, at < tape.count(row) else { return nil }
+            var node = tape.firstElement(row)
+            for _ in 0..<at { node = tape.next(node) }
+            return node
+        }
+        for list in [tape.member(root, "records"), tape.member(root, "data"), tape.member(root, "instances"), tape.member(root, "dataframe_records")] {
+            if let list, let record = first(list), let value = member(record, field) { return value }
+            if let list, let value = member(list, field) { return value }
+        }
+        return member(root, field)
+    }
+
     /// Auth, content type, then the body; thrown `HTTPError`s become responses.
     private func guarded(
         _ request: HTTPRequest, _ context: RequestContext, allowCSV: Bool = false, binary: Bool = false, _ body: () throws -> HTTPResponse

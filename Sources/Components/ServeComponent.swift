@@ -21,10 +21,16 @@ package final class ModelSnapshot: Sendable {
     package let versionText: String
     /// `,"model":"NAME@N","sha256":"…"`: the same in every prediction-log line of this version.
     let logIdentity: [UInt8]
+    /// Latency of the requests this version answered, per loop.
+    let latency: [LatencyHistogram]
+    /// The totals at the last sample, and that interval's figures.
+    private let window = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, recent: (rps: Double, eps: Double, p50: Double, p99: Double))>(
+        (HistogramSnapshot(), 0, 0, (0, 0, 0, 0)))
 
     init(scorer: Scorer, version: ModelRegistry.Version, loops: Int) {
         self.scorer = scorer
         self.version = version
+        latency = (0..<loops).map { _ in LatencyHistogram() }
         counters = StatusCounters(loops: loops)
         example = scorer.document.exampleRecord()
         versionText = String(version.version)
@@ -32,6 +38,52 @@ package final class ModelSnapshot: Sendable {
     }
 
     var label: String { version.reference }
+
+    /// Closes a sampling interval: its request and error rates and latency quantiles.
+    func sampleWindow(interval: Double) {
+        let merged = latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }
+        let requests = counters.total, errors = counters.errors
+        window.withLock { w in
+            let delta = merged - w.histogram
+            func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
+            w.recent = (Double(requests &- w.requests) / interval, Double(errors &- w.errors) / interval, ms(0.5), ms(0.99))
+            (w.histogram, w.requests, w.errors) = (merged, requests, errors)
+        }
+    }
+
+    func traffic(weight: Int?) -> VersionTraffic {
+        let recent = window.withLock { $0.recent }
+        return VersionTraffic(version: version.version, weight: weight, requests: Double(counters.total), errors: Double(counters.errors),
+                              requestsPerSecond: recent.rps, errorsPerSecond: recent.eps, p50Ms: recent.p50, p99Ms: recent.p99)
+    }
+}
+
+/// What a serve component answers with: the model's main version and, when its alias splits
+/// traffic, every version of the split with where each one's share ends. Immutable, shared by
+/// every loop; a request picks its version once and finishes on it.
+package final class ServeModels: Sendable {
+    package let main: ModelSnapshot
+    /// The split's versions in the route's order; empty when the alias does not split.
+    package let arms: [ModelSnapshot]
+    package let route: AliasRoute?
+    private let bounds: [UInt64]
+
+    init(main: ModelSnapshot, split: ModelBinding<ModelSnapshot>.Split?) {
+        self.main = main
+        arms = split?.arms.map(\.loaded) ?? []
+        route = split?.route
+        bounds = split?.route.bounds ?? []
+    }
+
+    /// The main version (what status calls the model).
+    package var version: ModelRegistry.Version { main.version }
+
+    /// The version a point on the routing circle falls to.
+    @inline(__always)
+    func pick(_ point: UInt64) -> ModelSnapshot { arms[AliasRoute.arm(at: point, bounds: bounds)] }
+
+    /// Every version it answers with, the main one first when not split.
+    var all: [ModelSnapshot] { arms.isEmpty ? [main] : arms }
 }
 
 /// Counters with one row per event loop: each loop adds only to its own row
@@ -56,6 +108,15 @@ package final class LoopCounters: @unchecked Sendable {
     @inline(__always)
     func add(loop: Int, column: Int = 0, _ value: UInt64 = 1) {
         csystem_counter_add(storage + loop * width + column, value)
+    }
+
+    /// This loop's count before adding one: a per-loop sequence number.
+    @inline(__always)
+    func next(loop: Int) -> UInt64 {
+        let slot = storage + loop * width
+        let value = csystem_counter_load(slot)
+        csystem_counter_add(slot, 1)
+        return value
     }
 
     func sum(column: Int = 0) -> UInt64 {
@@ -94,7 +155,7 @@ package final class StatusCounters: Sendable {
 /// endpoints over one model, hot swaps, and serve telemetry.
 package final class ServeComponent: Component {
     package let kind = "serve"
-    package let model: Published<ModelSnapshot?>
+    package let model: Published<ServeModels?>
     let events: EventLog
     let authenticator: Authenticator
     let loops: Int
@@ -111,6 +172,10 @@ package final class ServeComponent: Component {
     let latency: [LatencyHistogram]
     let responses: StatusCounters
     private let inFlight: LoopCounters
+    /// Each loop's count of split requests without a routing key (their place in the sequence).
+    private let unkeyed: LoopCounters
+    /// The version that answered each loop's latest request, until the server observes its latency.
+    private let answered: LoopLocal<ModelSnapshot?>
     /// Each loop's reusable infer buffers.
     let inferScratch: LoopLocal<InferScratch>
     private let sampling = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, clientErrors: UInt64)>(
@@ -135,15 +200,18 @@ package final class ServeComponent: Component {
         latency = (0..<loops).map { _ in LatencyHistogram() }
         responses = StatusCounters(loops: loops)
         inFlight = LoopCounters(loops: loops, width: 1)
+        unkeyed = LoopCounters(loops: loops, width: 1)
+        answered = LoopLocal(loops: loops) { nil }
         inferScratch = LoopLocal(loops: loops) { InferScratch() }
         let (published, history) = (model, ServedVersions())
         self.history = history
         binding = try ModelBinding(
-            registry: registry, reference: reference, events: events, wording: .init(running: "serving", effect: ""),
+            registry: registry, reference: reference, events: events, wording: .init(running: "serving", effect: ""), splits: true,
             make: { version, document in try ServeComponent.prepare(version, document, loops: loops) },
-            activate: { current in
-                history.append(current.loaded)
-                published.publish(current.loaded)
+            activate: { current, split in
+                let models = ServeModels(main: current.loaded, split: split)
+                for snapshot in models.all { history.append(snapshot) }
+                published.publish(models)
             })
     }
 
@@ -178,6 +246,10 @@ package final class ServeComponent: Component {
     package func observe(loop: Int, status: Int, nanoseconds: UInt64) {
         latency[loop].record(nanoseconds)
         responses.record(loop: loop, status: status)
+        answered.with(loop: loop) { snapshot in
+            snapshot?.latency[loop].record(nanoseconds)
+            snapshot = nil
+        }
     }
 
     package let sampleFields = ["requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms", "in_flight", "connections"]
@@ -192,6 +264,7 @@ package final class ServeComponent: Component {
         let delta = merged - previous.histogram
         func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
         let busy = inFlight.sum()
+        for snapshot in model.current?.all ?? [] { snapshot.sampleWindow(interval: interval) }
         return [
             "requests": Double(requests - previous.requests) / interval,
             "errors": Double(errors - previous.errors) / interval,
@@ -217,9 +290,10 @@ package final class ServeComponent: Component {
         ] + (predictionLog.map { log in
             [NamedNumber("predictions_logged", Double(log.counts.written)), NamedNumber("predictions_dropped", Double(log.counts.dropped))]
         } ?? []))
-        status.serve = ServeStatus(statusCodes: NamedNumbers(responses.totals().sorted { $0.0 < $1.0 }.map {
-            NamedNumber($0.0 == 0 ? "other" : "\($0.0)", Double($0.1))
-        }))
+        let models = model.current
+        status.serve = ServeStatus(
+            statusCodes: NamedNumbers(responses.totals().sorted { $0.0 < $1.0 }.map { NamedNumber($0.0 == 0 ? "other" : "\($0.0)", Double($0.1)) }),
+            versions: models?.all.map { $0.traffic(weight: models?.route?.weight(of: $0.version.version)) } ?? [])
     }
 
     package func metrics(_ text: inout PrometheusText) {
@@ -239,6 +313,19 @@ package final class ServeComponent: Component {
                             Double(count))
             }
         }
+        let versionBounds = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+        for (i, snapshot) in history.all.enumerated() {
+            text.histogram(
+                "switchyard_model_request_duration_seconds", help: "Time from a complete request to its response, by the model version that answered.",
+                snapshot.latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }, bounds: versionBounds,
+                labels: [("model", snapshot.version.model), ("model_version", "\(snapshot.version.version)")], described: i == 0)
+        }
+        if let models = model.current, let route = models.route {
+            text.describe("switchyard_route_weight_percent", "gauge", "The share of requests the followed alias's split sends to each version.")
+            for arm in route.arms {
+                text.sample("switchyard_route_weight_percent", [("model", models.version.model), ("model_version", "\(arm.version)")], Double(arm.weight))
+            }
+        }
         text.describe("switchyard_model_swaps_total", "counter", "Model swaps completed.")
         text.sample("switchyard_model_swaps_total", [], Double(binding.swaps))
         text.describe("switchyard_model_swap_failures_total", "counter", "Model swaps that failed (the old version kept serving).")
@@ -255,7 +342,11 @@ package final class ServeComponent: Component {
         }
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
-        guard let snapshot = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }
+        guard let models = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }
+        // A split routes scoring requests (POST) by their key, or along the even sequence.
+        let snapshot = models.arms.isEmpty || request.method != "POST" ? models.main
+            : models.pick(routingPoint(request, key: models.route?.key, loop: context.loop)
+                ?? AliasRoute.point(sequence: unkeyed.next(loop: context.loop)))
         var response: HTTPResponse
         if let r = routeProtocols(request, context, snapshot) {
             response = r
@@ -265,6 +356,7 @@ package final class ServeComponent: Component {
         response.headers.add("x-model-version", snapshot.versionText)
         response.headers.add("x-model", snapshot.version.model)
         snapshot.counters.record(loop: context.loop, status: response.status)
+        answered.with(loop: context.loop) { $0 = snapshot }
         return response
     }
 

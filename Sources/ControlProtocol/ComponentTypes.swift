@@ -140,6 +140,9 @@ public struct ComponentStatus: Sendable, Equatable {
     public var model: ModelReference?
     /// The alias it follows; nil when pinned to a version.
     public var following: String?
+    /// The followed alias's traffic split, when it has one: serve splits by it, batch and stream
+    /// run its main version (`model`).
+    public var route: AliasRoute?
     /// `serving`, `loading`, `idle`, `running`, `paused`, `reconnecting`, …
     public var state: String
     public var counters: NamedNumbers
@@ -188,6 +191,7 @@ public struct ComponentStatus: Sendable, Equatable {
         o.append("started_at", .string(startedAt))
         o.append("model", model?.json ?? .null)
         o.append("following", following.map(JSONValue.string) ?? .null)
+        if let route { o.append("route", route.json) }
         o.append("state", .string(state))
         o.append("counters", counters.json)
         serve?.append(to: &o)
@@ -218,6 +222,7 @@ public struct ComponentStatus: Sendable, Equatable {
                   pid: wholeNumber(value["pid"], from: 0) ?? 0, startedAt: value["started_at"]?.stringValue ?? "",
                   model: ModelReference(json: value["model"]), following: value["following"]?.stringValue, state: value["state"]?.stringValue ?? "",
                   counters: NamedNumbers(json: value["counters"]), dependencies: dependencies, http: http)
+        if let r = value["route"], r != .null { route = try? AliasRoute(json: r) }
         switch kind {
         case "serve": serve = ServeStatus(json: value)
         case "batch": batch = BatchStatus(json: value)
@@ -230,10 +235,69 @@ public struct ComponentStatus: Sendable, Equatable {
 /// Serve's part of its status: responses by status code (`"200"`, …, `"other"`).
 public struct ServeStatus: Sendable, Equatable {
     public var statusCodes: NamedNumbers
-    public init(statusCodes: NamedNumbers) { self.statusCodes = statusCodes }
+    /// Traffic per version it answers with: the main version, and every version of a split.
+    public var versions: [VersionTraffic]
 
-    func append(to o: inout JSONObject) { o.append("status_codes", statusCodes.json) }
-    init(json value: JSONValue) { self.init(statusCodes: NamedNumbers(json: value["status_codes"])) }
+    public init(statusCodes: NamedNumbers, versions: [VersionTraffic] = []) {
+        self.statusCodes = statusCodes
+        self.versions = versions
+    }
+
+    func append(to o: inout JSONObject) {
+        o.append("status_codes", statusCodes.json)
+        o.append("versions", .array(versions.map(\.json)))
+    }
+
+    init(json value: JSONValue) {
+        let versions: [VersionTraffic] = if case .array(let items)? = value["versions"] { items.compactMap(VersionTraffic.init(json:)) } else { [] }
+        self.init(statusCodes: NamedNumbers(json: value["status_codes"]), versions: versions)
+    }
+}
+
+/// One version's traffic on a serve replica: totals since it was loaded, and the last sampling
+/// interval's rates and latency (request received to response written).
+public struct VersionTraffic: Sendable, Equatable {
+    public var version: Int
+    /// Its share of a split, in percent; nil when the alias does not split.
+    public var weight: Int?
+    public var requests: Double
+    /// Answers with status 5xx.
+    public var errors: Double
+    public var requestsPerSecond: Double
+    public var errorsPerSecond: Double
+    public var p50Ms: Double
+    public var p99Ms: Double
+
+    public init(version: Int, weight: Int?, requests: Double, errors: Double, requestsPerSecond: Double, errorsPerSecond: Double, p50Ms: Double, p99Ms: Double) {
+        self.version = version
+        self.weight = weight
+        self.requests = requests
+        self.errors = errors
+        self.requestsPerSecond = requestsPerSecond
+        self.errorsPerSecond = errorsPerSecond
+        self.p50Ms = p50Ms
+        self.p99Ms = p99Ms
+    }
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("version", .number(Double(version)))
+        o.append("weight", weight.map { .number(Double($0)) } ?? .null)
+        o.append("requests", .number(requests))
+        o.append("errors", .number(errors))
+        o.append("requests_per_second", .number(requestsPerSecond))
+        o.append("errors_per_second", .number(errorsPerSecond))
+        o.append("p50_ms", .number(p50Ms))
+        o.append("p99_ms", .number(p99Ms))
+        return .object(o)
+    }
+
+    public init?(json value: JSONValue) {
+        guard let version = wholeNumber(value["version"], from: 1) else { return nil }
+        func n(_ key: String) -> Double { if case .number(let x)? = value[key], x.isFinite { x } else { 0 } }
+        self.init(version: version, weight: wholeNumber(value["weight"], from: 0), requests: n("requests"), errors: n("errors"),
+                  requestsPerSecond: n("requests_per_second"), errorsPerSecond: n("errors_per_second"), p50Ms: n("p50_ms"), p99Ms: n("p99_ms"))
+    }
 }
 
 /// Batch's part of its status: the job, its folders and schedule, the queue and the running run.

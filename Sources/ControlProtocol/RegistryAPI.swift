@@ -81,13 +81,17 @@ public final class RegistryAPI: Sendable {
         return zip(o.keys, o.values).compactMap { name, v in wholeNumber(v, from: 1).map { (name, $0) } }.sorted { $0.0 < $1.0 }
     }
 
-    /// The version a reference (`NAME`, `NAME@VERSION`, `NAME@ALIAS`) points at, and the alias
-    /// revision it was read at.
-    public func resolve(_ reference: String) throws(RegistryError) -> (version: ModelVersion, revision: Int) {
+    /// The version a reference (`NAME`, `NAME@VERSION`, `NAME@ALIAS`) points at, the alias's
+    /// traffic split when it has one, and the alias revision it was read at.
+    public func resolve(_ reference: String) throws(RegistryError) -> (version: ModelVersion, route: AliasRoute?, revision: Int) {
         let path = "/v1/resolve?ref=\(Self.escape(reference))"
         let value = try callJSON("GET", path)
         guard let version = ModelVersion(json: value) else { throw malformed(path, "a version it could not describe") }
-        return (version, wholeNumber(value["revision"], from: 0) ?? -1)
+        var route: AliasRoute?
+        if let r = value["route"], r != .null {
+            do { route = try AliasRoute(json: r) } catch { throw malformed(path, "a route it could not read (\(error))") }
+        }
+        return (version, route, wholeNumber(value["revision"], from: 0) ?? -1)
     }
 
     /// An artifact's bytes, checked against the sha256 that names it.
@@ -147,6 +151,13 @@ public final class RegistryAPI: Sendable {
         case .version(let v)?: o.append("expected", .number(Double(v)))
         }
         let value = try callJSON("POST", "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))", body: Self.body(.object(o)))
+        return wholeNumber(value["from"], from: 1)
+    }
+
+    /// Splits `alias` over the route's versions (a route of one version ends a split). The service
+    /// audits it under this client's key. Returns where the alias pointed before.
+    public func setRoute(model: String, alias: String, route: AliasRoute) throws(RegistryError) -> Int? {
+        let value = try callJSON("POST", "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))/route", body: Self.body(route.json))
         return wholeNumber(value["from"], from: 1)
     }
 

@@ -135,6 +135,14 @@ extension Database {
             PRIMARY KEY (stream, file)
         );
         """,
+        """
+        CREATE TABLE routes (
+            model TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            PRIMARY KEY (model, alias)
+        );
+        """,
     ]
 }
 
@@ -218,6 +226,44 @@ extension ModelRegistry {
         }
     }
 
+    /// Splits `alias` over the route's versions: the alias points at the route's main version
+    /// (batch and stream follow it), serve replicas split by the weights. A route of one version
+    /// is a plain alias, so `1=100` ends a split. Audited as `route` with the split as detail.
+    /// Returns the version the alias pointed at before.
+    @discardableResult
+    public func setRoute(model: String, alias: String, route: AliasRoute, who: String) throws(RegistryError) -> Int? {
+        try Self.checkAlias(alias)
+        return try database.exclusive { () throws(RegistryError) in
+            try database.transaction { () throws(RegistryError) -> Int? in
+                for arm in route.arms { _ = try self.version(model, arm.version) }
+                let previous = try aliasTarget(model, alias)
+                let before = try routeOf(model, alias)
+                if before == route || (before == nil && route.isSingle && previous == route.main) { return previous }
+                try setAlias(model: model, alias: alias, version: route.main, who: who)
+                if !route.isSingle {
+                    try database.query("INSERT INTO routes (model, alias, spec) VALUES (?, ?, ?)",
+                                         [.text(model), .text(alias), .text(route.json.jsonText)])
+                }
+                try appendAudit(at: timestamp(), who: who, action: "route", model: model, alias: alias, from: previous, to: route.main,
+                                detail: route.isSingle ? "split ended: v\(route.main) 100%" : route.description)
+                return previous
+            }
+        }
+    }
+
+    /// The split of `model@alias`; nil when it points at one version.
+    public func route(model: String, alias: String) throws(RegistryError) -> AliasRoute? {
+        try database.exclusive { () throws(RegistryError) in try routeOf(model, alias) }
+    }
+
+    private func routeOf(_ model: String, _ alias: String) throws(RegistryError) -> AliasRoute? {
+        guard let spec = try database.query("SELECT spec FROM routes WHERE model = ? AND alias = ?", [.text(model), .text(alias)]).first?.first?.text
+        else { return nil }
+        do { return try AliasRoute(json: try JSONValue.parse(Array(spec.utf8))) } catch {
+            throw RegistryError("the route of \(model)@\(alias) in the registry is damaged (\(error)); set it again with 'switchyard models route'", status: 500)
+        }
+    }
+
     /// Moves `alias` back to where it pointed before its latest change (a second
     /// rollback undoes the first). Returns (from, to).
     @discardableResult
@@ -268,6 +314,16 @@ extension ModelRegistry {
             }
             return try version(name, v)
         }
+    }
+
+    /// `resolve`, and the alias's split when it has one: `NAME@ALIAS`, or a bare name (its `production`).
+    public func resolveRoute(_ reference: String) throws(RegistryError) -> (version: Version, route: AliasRoute?) {
+        let version = try resolve(reference)
+        let parts = reference.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let alias = parts.count == 1 ? "production" : parts[1]
+        guard Int(alias) == nil, let route = try route(model: version.model, alias: alias) else { return (version, nil) }
+        // Moved between the two reads: the route's main version is what the alias points at.
+        return (route.main == version.version ? version : try resolve("\(version.model)@\(route.main)"), route)
     }
 
     /// The model document of a version, read from its artifact and checked against its sha256.
@@ -382,7 +438,9 @@ extension ModelRegistry {
             .first?.first?.integer.map(Int.init)
     }
 
+    /// Points the alias at one version and ends any split it had (`setRoute` sets a new one after).
     private func setAlias(model: String, alias: String, version: Int, who: String) throws(RegistryError) {
+        try database.query("DELETE FROM routes WHERE model = ? AND alias = ?", [.text(model), .text(alias)])
         try database.query(
             """
             INSERT INTO aliases (model, alias, version, updated_at, updated_by) VALUES (?, ?, ?, ?, ?)

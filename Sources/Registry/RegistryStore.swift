@@ -10,6 +10,16 @@ public protocol ModelSource: Sendable {
     func resolve(_ reference: String) throws(RegistryError) -> ModelRegistry.Version
     /// The model document of a version, checked against its sha256.
     func document(_ version: ModelRegistry.Version) throws(RegistryError) -> ModelDocument
+    /// `resolve`, and the traffic split when the reference follows an alias that has one (the
+    /// version is then the split's main one).
+    func resolveRoute(_ reference: String) throws(RegistryError) -> (version: ModelRegistry.Version, route: AliasRoute?)
+}
+
+extension ModelSource {
+    /// A source without splits: every alias points at one version.
+    public func resolveRoute(_ reference: String) throws(RegistryError) -> (version: ModelRegistry.Version, route: AliasRoute?) {
+        (try resolve(reference), nil)
+    }
 }
 
 /// The active API keys, by the sha256 of the key: what a component checks requests against.
@@ -45,6 +55,8 @@ public protocol RegistryStore: ModelSource {
     func register(_ document: ModelDocument, who: String) throws(RegistryError) -> ModelRegistry.Registration
     func promote(model: String, version: Int, alias: String, who: String, expected: ModelRegistry.Expected?) throws(RegistryError) -> Int?
     func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int)
+    /// Splits the alias over the route's versions (`ModelRegistry.setRoute`); returns where it pointed before.
+    func setRoute(model: String, alias: String, route: AliasRoute, who: String) throws(RegistryError) -> Int?
     func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [ModelRegistry.AuditEntry]
     /// Every alias of every model, and the revision they are at (the latest audit entry's id).
     func allAliases() throws(RegistryError) -> (revision: Int, aliases: [(model: String, alias: String, version: Int)])

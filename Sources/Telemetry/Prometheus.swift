@@ -24,14 +24,17 @@ public struct PrometheusText {
     }
 
     /// A histogram in seconds from a nanosecond snapshot, at the given bucket bounds (seconds).
-    public mutating func histogram(_ name: String, help: String, _ snapshot: HistogramSnapshot, bounds: [Double]) {
-        describe(name, "histogram", help)
+    /// `described: false` adds a labelled series to a histogram described already.
+    public mutating func histogram(
+        _ name: String, help: String, _ snapshot: HistogramSnapshot, bounds: [Double], labels: [(String, String)] = [], described: Bool = true
+    ) {
+        if described { describe(name, "histogram", help) }
         for bound in bounds {
-            sample(name + "_bucket", [("le", Self.format(bound))], Double(snapshot.count(atMost: UInt64(bound * 1e9))))
+            sample(name + "_bucket", labels + [("le", Self.format(bound))], Double(snapshot.count(atMost: UInt64(bound * 1e9))))
         }
-        sample(name + "_bucket", [("le", "+Inf")], Double(snapshot.count))
-        sample(name + "_sum", [], Double(snapshot.sum) / 1e9)
-        sample(name + "_count", [], Double(snapshot.count))
+        sample(name + "_bucket", labels + [("le", "+Inf")], Double(snapshot.count))
+        sample(name + "_sum", labels, Double(snapshot.sum) / 1e9)
+        sample(name + "_count", labels, Double(snapshot.count))
     }
 
     static func escape(_ value: String) -> String {

@@ -89,7 +89,7 @@ func temporaryFolder() throws -> URL {
         (["train", "--data", "x.csv", "--label", "y", "--holdout", "2"], "--holdout must be between 0 and 1, got 2.0"),
         (["fixtures", "credit", "--rows", "many", "--out", "x"], #"--rows expects a whole number, got "many""#),
         (["fixtures", "credit", "--rows", "5", "--out", "x", "--format", "xml"], "--format must be one of csv, jsonl"),
-        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, import, promote, rollback, audit"),
+        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, import, promote, rollback, route, audit"),
         (["models", "promote", "credit"], #"expected NAME@VERSION with a version number, got "credit""#),
         (["predict"], "missing NAME[@VERSION|@ALIAS]"),
         (["models", "show", "a", "b"], #"unexpected argument "b""#),

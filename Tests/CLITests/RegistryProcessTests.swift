@@ -50,8 +50,27 @@ import Testing
             usleep(20_000)
         }
         #expect(version == "2")
+        // A canary: 20% to v1 by routing key, through the service; the serve process splits.
+        let routed = try switchyard(["models", "route", "credit", "production", "2=80", "1=20"] + remote, home: cliHome)
+        #expect(routed.stdout.contains("credit@production: v2 80% · v1 20% (main version v2)"), "\(routed.stdout) \(routed.stderr)")
+        func versions() -> Set<String> {
+            Set((0..<40).compactMap { i in
+                try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json"), ("x-routing-key", "c\(i)")],
+                                                         body: Array(#"{"data": [\#(record)]}"#.utf8)).headers["x-model-version"]
+            })
+        }
+        var seen = Set<String>()
+        for _ in 0..<1000 where seen != ["1", "2"] {
+            seen = versions()
+            usleep(20_000)
+        }
+        #expect(seen == ["1", "2"])
+        #expect(try switchyard(["models", "show", "credit@2"] + remote, home: cliHome).stdout.contains("production splits: v2 80% · v1 20%"))
+        let wrong = try switchyard(["models", "route", "credit", "production", "2=80", "1=30"] + remote, home: cliHome)
+        #expect(wrong.status != 0 && wrong.stderr.contains("the weights add up to 110, not 100 (2=80 1=30)"), "\(wrong.stderr)")
         let audit = try switchyard(["models", "audit", "credit"] + remote, home: cliHome)
         #expect(audit.stdout.contains("(ops)") && audit.stdout.contains("promote"), "\(audit.stdout)")
+        #expect(audit.stdout.contains("route") && audit.stdout.contains("v2 80% · v1 20%"), "\(audit.stdout)")
         // A component started with a key that cannot read the key table is told so at once.
         let reader = try switchyard(["keys", "create", "--scope", "read"] + remote, home: cliHome).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         let weak = try switchyard(["serve", "--model", "credit@production", "--port", "0", "--registry", url, "--key", reader], home: root.appendingPathComponent("weak"))

@@ -121,7 +121,8 @@ struct Arguments {
         if positionals.count < required.count {
             throw UsageError("missing \(required[positionals.count])")
         }
-        if positionals.count > command.positionals.count {
+        // A last positional ending in "..." takes every word left.
+        if positionals.count > command.positionals.count, command.positionals.last?.hasSuffix("...") != true {
             throw UsageError("unexpected argument \"\(positionals[command.positionals.count])\"")
         }
         for option in command.options where option.required && values[option.name] == nil {

@@ -14,7 +14,7 @@ import Glibc
 
 let benchRegistryCommand = Command(
     words: ["bench", "registry"],
-    summary: "Measure the registry service: alias moves reaching followers, heartbeats/s, start time with --registry",
+    summary: "Measure the registry service: alias moves and split changes reaching followers, heartbeats/s, start time with --registry",
     options: [
         Option(name: "followers", value: "N", help: "serve components following the alias", defaultValue: "10"),
         Option(name: "moves", value: "N", help: "alias moves timed", defaultValue: "20"),
@@ -25,7 +25,8 @@ let benchRegistryCommand = Command(
         on a scratch SWITCHYARD_HOME with two versions of a model, and N serve components, each
         with its own home and registry client, following credit@production. Each move flips the
         alias through the service; its time is from the request to the moment the last follower
-        serves the new version. Heartbeats: the built-in load generator posts fleet heartbeats
+        serves the new version; each split change likewise, until the last follower splits by the
+        new weights. Heartbeats: the built-in load generator posts fleet heartbeats
         on 16 connections (its own CPU is reported, so a saturated generator shows). Start: a
         `switchyard serve` process from spawn to its "serving … on" line, against the local
         registry and against the service with an empty cache, 7 of each, interleaved.
@@ -90,6 +91,24 @@ let benchRegistryCommand = Command(
         func q(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         print(String(format: "alias move → all %d followers serving it: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d moves (goal p99 ≤ 1000 ms)",
                      followers, q(0.5), q(0.99), sorted.last ?? 0, moves))
+
+        // Weight changes of a split (issue: every replica follows within 1 s).
+        var weightLatencies: [Double] = []
+        for i in 0..<moves {
+            let words = i % 2 == 0 ? ["1=90", "2=10"] : ["1=50", "2=50"]
+            let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: words, key: nil) }
+            let start = csystem_monotonic_ns()
+            _ = try registryCall { () throws(RegistryError) in try mover.setRoute(model: "credit", alias: "production", route: route) }
+            let deadline = Date().addingTimeInterval(30)
+            while serves.contains(where: { $0.model.current?.route != route }) && Date() < deadline { usleep(500) }
+            guard !serves.contains(where: { $0.model.current?.route != route }) else {
+                throw CommandError("weight change \(i + 1): not every follower split \(route.words) within 30 s")
+            }
+            weightLatencies.append(Double(csystem_monotonic_ns() - start) / 1e6)
+        }
+        let weights = weightLatencies.sorted()
+        print(String(format: "split weight change → all %d followers splitting by it: p50 %.0f ms, p99 %.0f ms, max %.0f ms over %d changes (goal ≤ 1000 ms)",
+                     followers, weights[weights.count / 2], weights[min(weights.count - 1, Int(Double(weights.count) * 0.99))], weights.last ?? 0, moves))
 
         // Heartbeats.
         let body = #"{"id": "bench-member", "kind": "serve", "url": "http://127.0.0.1:1", "pid": 1, "host": "bench", "model": "credit@1", "started_at": "2026-01-01T00:00:00Z"}"#

@@ -46,6 +46,11 @@ let modelsShowCommand = Command(
         print("created \(version.createdAt) by \(version.createdBy)")
         let aliases = try registryCall { () throws(RegistryError) in try registry.aliases(model: version.model) }
         print("aliases: " + (aliases.isEmpty ? "none" : aliases.map { "\($0.alias)→v\($0.version)" }.joined(separator: "  ")))
+        for (alias, _) in aliases {
+            if let route = try registryCall({ () throws(RegistryError) in try registry.resolveRoute("\(version.model)@\(alias)") }).route {
+                print("  \(alias) splits: \(route.description)")
+            }
+        }
         if let t = document.metadata.training {
             print("trained on \(t.dataRows) rows (sha256 \(t.dataSHA256.prefix(12))), label \"\(t.label)\", \(t.algorithm), C=\(t.c), \(t.iterations) iterations")
             print("held out: AUC \(format4(t.metrics["auc"]))  accuracy \(format4(t.metrics["accuracy"]))  log-loss \(format4(t.metrics["log_loss"]))")
@@ -192,6 +197,31 @@ let modelsRollbackCommand = Command(
         let registry = try openStore(args)
         let moved = try registryCall { () throws(RegistryError) in try registry.rollback(model: name, alias: alias, who: cliActor()) }
         print("\(name)@\(alias): v\(moved.from) → v\(moved.to)")
+        return Exit.ok
+    })
+
+let modelsRouteCommand = Command(
+    words: ["models", "route"],
+    summary: "Split an alias's traffic over versions by weight (a canary), or end a split",
+    positionals: ["NAME", "ALIAS", "VERSION=PERCENT..."],
+    options: [
+        Option(name: "sticky", value: "FIELD", help: "keep each caller on one version by this record field (the x-routing-key header wins)"),
+    ] + registryOptions,
+    details: """
+        The weights are percents adding up to 100: 'route credit production 1=90 2=10' sends 10% of
+        the requests to v2. The alias itself points at the largest weight, which batch and stream
+        run; every serve replica following the alias splits the same way. A request with a routing
+        key (the x-routing-key header, or the --sticky field of its first record) always gets the same
+        version on every replica; one without is spread evenly. '1=100' ends the split; so does
+        'models promote' or 'models rollback' on the alias. Every change is in 'models audit'.
+        """,
+    run: { args in
+        let (name, alias) = (args.positional(0)!, args.positional(1)!)
+        let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: Array(args.positionals.dropFirst(2)), key: args.string("sticky")) }
+        let registry = try openStore(args)
+        let previous = try registryCall { () throws(RegistryError) in try registry.setRoute(model: name, alias: alias, route: route, who: cliActor()) }
+        print("\(name)@\(alias): " + (route.isSingle ? "all traffic to v\(route.main)" : route.description)
+              + " (main version v\(route.main)\(previous.map { $0 == route.main ? "" : ", was v\($0)" } ?? ""))")
         return Exit.ok
     })
 
