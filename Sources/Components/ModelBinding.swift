@@ -22,10 +22,11 @@ import Telemetry
 package final class ModelBinding<Loaded: Sendable>: Sendable {
     package typealias Current = (version: ModelVersion, loaded: Loaded)
 
-    /// A traffic split as it runs: every arm loaded, in the route's order.
+    /// A traffic split as it runs: every arm loaded, in the route's order, and the shadow version.
     package struct Split: Sendable {
         package var route: AliasRoute
         package var arms: [Current]
+        package var shadow: Current?
     }
 
     /// How a component words a change in its events.
@@ -120,7 +121,7 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
             var split: Split?
             do {
                 // What runs already is reused: a weight change loads nothing.
-                var loaded: [Current] = (current.map { [$0] } ?? []) + (currentSplit?.arms ?? [])
+                var loaded: [Current] = (current.map { [$0] } ?? []) + (currentSplit?.arms ?? []) + (currentSplit?.shadow.map { [$0] } ?? [])
                 func obtain(_ v: ModelVersion) throws -> Current {
                     if let have = loaded.first(where: { $0.version.isSame(as: v) }) { return have }
                     let made = try load(v)
@@ -130,11 +131,12 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
                 next = try obtain(version)
                 if let wantSplit {
                     let name = version.model
-                    split = Split(route: wantSplit, arms: try wantSplit.arms.map { arm in
-                        if arm.version == version.version { return next }
-                        let v = try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(arm.version)") }
-                        return try obtain(v)
-                    })
+                    func obtainNumber(_ number: Int) throws -> Current {
+                        if number == version.version { return next }
+                        return try obtain(try registryCall { () throws(RegistryError) in try registry.resolve("\(name)@\(number)") })
+                    }
+                    split = Split(route: wantSplit, arms: try wantSplit.arms.map { try obtainNumber($0.version) },
+                                  shadow: try wantSplit.shadow.map { try obtainNumber($0.version) })
                 }
             } catch {
                 failedSwapCount.wrappingAdd(1, ordering: .relaxed)

@@ -298,22 +298,29 @@ extension ServeComponent {
                 }
             }
         }
-        if let log = predictionLog {
-            let keyField = log.options.key.flatMap { scorer.fieldIndex($0) }
-            for r in 0..<rows where log.sample(loop: context.loop) {
+        let shadow = shadowing.with(loop: context.loop) { $0 }
+        if predictionLog != nil || shadow != nil {
+            let keyField = predictionLog?.options.key.flatMap { scorer.fieldIndex($0) }
+            for r in 0..<rows {
                 let cells = s.cells[(r * fieldCount)..<((r + 1) * fieldCount)]
-                let key = keyField.flatMap { f in cells[cells.startIndex + f] >= 0 ? PredictionLog.text(tape, Int(cells[cells.startIndex + f])) : nil }
-                s.probabilities.withUnsafeBufferPointer { p in
-                    log.append(logLine(context, row: r + 1, snapshot, key: key, label: s.labels[r], p.baseAddress! + r * c) { w in
-                        w.raw("{")
-                        for (f, node) in cells.enumerated() {
-                            if f > 0 { w.raw(",") }
-                            w.string(scorer.fieldNames[f])
-                            w.raw(":")
-                            if node >= 0 { w.raw(tape.text(Int(node))) } else { w.raw("null") }
-                        }
-                        w.raw("}")
-                    })
+                func record(_ w: inout JSONWriter) {
+                    w.raw("{")
+                    for (f, node) in cells.enumerated() {
+                        if f > 0 { w.raw(",") }
+                        w.string(scorer.fieldNames[f])
+                        w.raw(":")
+                        if node >= 0 { w.raw(tape.text(Int(node))) } else { w.raw("null") }
+                    }
+                    w.raw("}")
+                }
+                if let log = predictionLog, log.sample(loop: context.loop) {
+                    let key = keyField.flatMap { f in cells[cells.startIndex + f] >= 0 ? PredictionLog.text(tape, Int(cells[cells.startIndex + f])) : nil }
+                    s.probabilities.withUnsafeBufferPointer { p in
+                        log.append(logLine(context, row: r + 1, snapshot, key: key, label: s.labels[r], p.baseAddress! + r * c, record: record))
+                    }
+                }
+                if let shadow, shadow.comparison.sample(loop: context.loop, percent: shadow.sample) {
+                    shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1, record: record)
                 }
             }
         }
@@ -539,6 +546,7 @@ extension ServeComponent {
     private func azureScore(_ request: HTTPRequest, _ context: RequestContext, _ snapshot: ModelSnapshot) throws -> HTTPResponse {
         let scorer = snapshot.scorer
         let explain = wantsExplanation(request)
+        let shadow = shadowing.with(loop: context.loop) { $0 }
         var tape = JSONTape()
         return try request.body.withUnsafeBytes { body in
             do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
@@ -567,6 +575,9 @@ extension ServeComponent {
                     probabilities.withUnsafeBufferPointer { p in
                         log.append(logLine(context, row: r + 1, snapshot, key: key, label: label, p.baseAddress!) { $0.raw(tape.text(record)) })
                     }
+                }
+                if let shadow, shadow.comparison.sample(loop: context.loop, percent: shadow.sample) {
+                    shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1) { $0.raw(tape.text(record)) }
                 }
                 if r > 0 { w.raw(",") }
                 guard explain else {
@@ -772,6 +783,11 @@ extension ServeComponent {
 
     /// MLflow's records (already parsed) and their predictions, sampled into the log.
     private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [Prediction]) {
+        if let shadow = shadowing.with(loop: context.loop, { $0 }) {
+            for (r, record) in records.enumerated() where shadow.comparison.sample(loop: context.loop, percent: shadow.sample) {
+                shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1) { $0.value(record) }
+            }
+        }
         guard let log = predictionLog else { return }
         for (r, record) in records.enumerated() where log.sample(loop: context.loop) {
             let prediction = predictions[r]

@@ -67,12 +67,22 @@ package final class ServeModels: Sendable {
     package let arms: [ModelSnapshot]
     package let route: AliasRoute?
     private let bounds: [UInt64]
+    /// Whether requests are divided (two versions or more).
+    let splits: Bool
+    /// The version scoring a copy of the live rows, the percent of rows it gets, and where they are compared.
+    let shadow: (snapshot: ModelSnapshot, sample: Double, comparison: ShadowComparison)?
 
-    init(main: ModelSnapshot, split: ModelBinding<ModelSnapshot>.Split?) {
+    init(main: ModelSnapshot, split: ModelBinding<ModelSnapshot>.Split?, comparison: ShadowComparison?) {
         self.main = main
         arms = split?.arms.map(\.loaded) ?? []
         route = split?.route
         bounds = split?.route.bounds ?? []
+        splits = arms.count > 1
+        if let snapshot = split?.shadow?.loaded, let sample = split?.route.shadow?.sample, let comparison {
+            shadow = (snapshot, sample, comparison)
+        } else {
+            shadow = nil
+        }
     }
 
     /// The main version (what status calls the model).
@@ -82,8 +92,8 @@ package final class ServeModels: Sendable {
     @inline(__always)
     func pick(_ point: UInt64) -> ModelSnapshot { arms[AliasRoute.arm(at: point, bounds: bounds)] }
 
-    /// Every version it answers with, the main one first when not split.
-    var all: [ModelSnapshot] { arms.isEmpty ? [main] : arms }
+    /// Every version it answers with (the main one when not split), and the shadow.
+    var all: [ModelSnapshot] { (arms.isEmpty ? [main] : arms) + (shadow.map { [$0.snapshot] } ?? []) }
 }
 
 /// Counters with one row per event loop: each loop adds only to its own row
@@ -176,6 +186,10 @@ package final class ServeComponent: Component {
     private let unkeyed: LoopCounters
     /// The version that answered each loop's latest request, until the server observes its latency.
     private let answered: LoopLocal<ModelSnapshot?>
+    /// The shadow of each loop's request in progress, for the protocols to copy rows to.
+    let shadowing: LoopLocal<(live: ModelSnapshot, snapshot: ModelSnapshot, sample: Double, comparison: ShadowComparison)?>
+    /// The shadow comparison, once a route named a shadow.
+    package let shadows: ShadowHolder
     /// Each loop's reusable infer buffers.
     let inferScratch: LoopLocal<InferScratch>
     private let sampling = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, clientErrors: UInt64)>(
@@ -202,14 +216,18 @@ package final class ServeComponent: Component {
         inFlight = LoopCounters(loops: loops, width: 1)
         unkeyed = LoopCounters(loops: loops, width: 1)
         answered = LoopLocal(loops: loops) { nil }
+        shadowing = LoopLocal(loops: loops) { nil }
         inferScratch = LoopLocal(loops: loops) { InferScratch() }
-        let (published, history) = (model, ServedVersions())
+        let (published, history, shadows) = (model, ServedVersions(), ShadowHolder())
+        self.shadows = shadows
         self.history = history
         binding = try ModelBinding(
             registry: registry, reference: reference, events: events, wording: .init(running: "serving", effect: ""), splits: true,
             make: { version, document in try ServeComponent.prepare(version, document, loops: loops) },
             activate: { current, split in
-                let models = ServeModels(main: current.loaded, split: split)
+                // One comparison for the component's life, made when a route first names a shadow.
+                let comparison = split?.shadow == nil ? nil : shadows.get(loops: loops)
+                let models = ServeModels(main: current.loaded, split: split, comparison: comparison)
                 for snapshot in models.all { history.append(snapshot) }
                 published.publish(models)
             })
@@ -287,7 +305,10 @@ package final class ServeComponent: Component {
             NamedNumber("swaps", Double(binding.swaps)),
             NamedNumber("failed_swaps", Double(binding.failedSwaps)),
             NamedNumber("connections", Double(connections.load(ordering: .relaxed))),
-        ] + (predictionLog.map { log in
+        ] + (shadows.current.map { shadow in
+            let counts = shadow.counts
+            return [NamedNumber("shadow_compared", Double(counts.compared)), NamedNumber("shadow_dropped", Double(counts.dropped))]
+        } ?? []) + (predictionLog.map { log in
             [NamedNumber("predictions_logged", Double(log.counts.written)), NamedNumber("predictions_dropped", Double(log.counts.dropped))]
         } ?? []))
         let models = model.current
@@ -340,13 +361,18 @@ package final class ServeComponent: Component {
         if request.path.utf8.starts(with: "/v1/predictions".utf8) {
             return PredictionLog.lookup(predictionLog, request, context, authenticator: authenticator)
         }
+        if request.path == "/v1/compare" { return compare(request, context) }
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
         guard let models = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }
         // A split routes scoring requests (POST) by their key, or along the even sequence.
-        let snapshot = models.arms.isEmpty || request.method != "POST" ? models.main
+        let snapshot = !models.splits || request.method != "POST" ? models.main
             : models.pick(routingPoint(request, key: models.route?.key, loop: context.loop)
                 ?? AliasRoute.point(sequence: unkeyed.next(loop: context.loop)))
+        if let shadow = models.shadow {
+            shadowing.with(loop: context.loop) { $0 = (snapshot, shadow.snapshot, shadow.sample, shadow.comparison) }
+        }
+        defer { if models.shadow != nil { shadowing.with(loop: context.loop) { $0 = nil } } }
         var response: HTTPResponse
         if let r = routeProtocols(request, context, snapshot) {
             response = r
@@ -358,6 +384,18 @@ package final class ServeComponent: Component {
         snapshot.counters.record(loop: context.loop, status: response.status)
         answered.with(loop: context.loop) { $0 = snapshot }
         return response
+    }
+
+    /// `GET /v1/compare` (scope read): the shadow comparison over its window (`ShadowComparison.report`).
+    private func compare(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse {
+        guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(request.path)") }
+        if case .failure(let error) = authenticator.authorize(request, loop: context.loop, needed: .read) { return error.response }
+        let models = model.current
+        guard let comparison = shadows.current else {
+            return .error(404, "no shadow has run here; name one with 'switchyard models route \(models?.version.model ?? "NAME") ALIAS 1=100 --shadow 2'")
+        }
+        let top = min(max(Int(request.query["top"] ?? "10") ?? 10, 0), 100)
+        return json(200, comparison.report(shadow: models?.route?.shadow, model: models?.version.model ?? "", top: top))
     }
 
     /// Checks the caller may score: scope `predict`, unless the server is open.

@@ -19,13 +19,27 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A version that scores a copy of the live requests off the hot path, answering nobody.
+    public struct Shadow: Sendable, Equatable {
+        public var version: Int
+        /// Percent of the live rows it scores, above 0 and at most 100.
+        public var sample: Double
+
+        public init(version: Int, sample: Double = 100) {
+            self.version = version
+            self.sample = sample
+        }
+    }
+
     public var arms: [Arm]
     /// The record field whose value keeps a caller on one version (`x-routing-key` wins over it).
     public var key: String?
+    public var shadow: Shadow?
 
-    /// Checks what `init(arms:key:)` is given: at least one arm, distinct versions from 1,
-    /// weights 0...100 adding up to 100, a key field of at most 200 bytes.
-    public init(arms: [Arm], key: String? = nil) throws(RegistryError) {
+    /// Checks what `init(arms:key:shadow:)` is given: at least one arm, distinct versions from 1,
+    /// weights 0...100 adding up to 100, a key field of at most 200 bytes, a shadow version that
+    /// takes no live traffic, sampling above 0 and at most 100 percent.
+    public init(arms: [Arm], key: String? = nil, shadow: Shadow? = nil) throws(RegistryError) {
         guard !arms.isEmpty else { throw RegistryError("a route needs at least one VERSION=PERCENT", status: 400) }
         guard arms.count <= Self.maxArms else { throw RegistryError("a route splits over at most \(Self.maxArms) versions", status: 400) }
         var seen = Set<Int>()
@@ -41,14 +55,22 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
         if let key {
             guard !key.isEmpty, key.utf8.count <= 200 else { throw RegistryError("the routing key field must be 1 to 200 bytes", status: 400) }
         }
+        if let shadow {
+            guard shadow.version >= 1 else { throw RegistryError("shadow version \(shadow.version): versions are numbered from 1", status: 400) }
+            guard !arms.contains(where: { $0.version == shadow.version && $0.weight > 0 }) else {
+                throw RegistryError("v\(shadow.version) takes live traffic; a shadow version answers nobody", status: 400)
+            }
+            guard shadow.sample > 0, shadow.sample <= 100 else { throw RegistryError("the shadow's sample is a percent above 0 and at most 100", status: 400) }
+        }
         self.arms = arms
         self.key = key
+        self.shadow = shadow
     }
 
     public static let maxArms = 10
 
     /// Reads `1=90 2=10` (the command line's words).
-    public init(words: [String], key: String?) throws(RegistryError) {
+    public init(words: [String], key: String?, shadow: Shadow? = nil) throws(RegistryError) {
         var arms: [Arm] = []
         for word in words {
             let parts = word.split(separator: "=", omittingEmptySubsequences: false)
@@ -57,7 +79,7 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
             }
             arms.append(Arm(version: version, weight: weight))
         }
-        try self.init(arms: arms, key: key)
+        try self.init(arms: arms, key: key, shadow: shadow)
     }
 
     /// The version the alias itself points at: the largest weight, the first listed on a tie.
@@ -68,13 +90,14 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// One version and nothing else: the same as a plain alias (the registry keeps no route then).
-    public var isSingle: Bool { arms.count == 1 }
+    public var isSingle: Bool { arms.count == 1 && shadow == nil }
 
     public func weight(of version: Int) -> Int? { arms.first { $0.version == version }?.weight }
 
-    /// `v1 90% · v2 10%, sticky on customer_id`.
+    /// `v1 90% · v2 10%, sticky on customer_id, shadow v3 (10% of rows)`.
     public var description: String {
         arms.map { "v\($0.version) \($0.weight)%" }.joined(separator: " · ") + (key.map { ", sticky on \($0)" } ?? "")
+            + (shadow.map { ", shadow v\($0.version)" + ($0.sample < 100 ? " (\(JSONWriter.numberText($0.sample))% of rows)" : "") } ?? "")
     }
 
     /// `1=90 2=10`: the command-line form.
@@ -130,6 +153,7 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
         var o = JSONObject()
         o.append("split", .array(arms.map { .object(JSONObject(["version": .number(Double($0.version)), "weight": .number(Double($0.weight))])) }))
         o.append("key", key.map(JSONValue.string) ?? .null)
+        o.append("shadow", shadow.map { .object(JSONObject(["version": .number(Double($0.version)), "sample": .number($0.sample)])) } ?? .null)
         return .object(o)
     }
 
@@ -151,6 +175,19 @@ public struct AliasRoute: Sendable, Equatable, CustomStringConvertible {
         case .string(let k)?: key = k
         default: throw RegistryError(#"field "key": expected the name of a record field, or null"#, status: 400)
         }
-        try self.init(arms: arms, key: key)
+        var shadow: Shadow?
+        switch value["shadow"] {
+        case nil, .null?: shadow = nil
+        case let s? where wholeNumber(s["version"], from: 1) != nil:
+            var sample = 100.0
+            switch s["sample"] {
+            case nil, .null?: break
+            case .number(let x)?: sample = x
+            default: throw RegistryError(#"field "shadow.sample": expected a percent above 0 and at most 100"#, status: 400)
+            }
+            shadow = Shadow(version: wholeNumber(s["version"], from: 1)!, sample: sample)
+        default: throw RegistryError(#"field "shadow": expected {"version": N, "sample": PERCENT} or null"#, status: 400)
+        }
+        try self.init(arms: arms, key: key, shadow: shadow)
     }
 }

@@ -5,6 +5,9 @@ public struct JSONWriter {
 
     public init() {}
 
+    /// Empties the buffer, keeping its capacity (a writer reused without allocating).
+    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+
     public var string: String { String(decoding: bytes, as: UTF8.self) }
 
     public mutating func value(_ value: JSONValue) {

@@ -235,7 +235,7 @@ extension ModelRegistry {
         try Self.checkAlias(alias)
         return try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) -> Int? in
-                for arm in route.arms { _ = try self.version(model, arm.version) }
+                for number in route.arms.map(\.version) + (route.shadow.map { [$0.version] } ?? []) { _ = try self.version(model, number) }
                 let previous = try aliasTarget(model, alias)
                 let before = try routeOf(model, alias)
                 if before == route || (before == nil && route.isSingle && previous == route.main) { return previous }

@@ -152,6 +152,70 @@ struct SeededKeys {
         #expect(throws: RegistryError.self) { _ = try f.client(key: f.operateKey, home: f.home).setRoute(model: "credit", alias: "production", route: try AliasRoute(words: ["2=100"], key: nil)) }
     }
 
+    /// A shadow answers nobody, and its comparison is exact: on v1 live against a shifted v2 as
+    /// shadow, 300 generated records sent one a request through /score, OIP infer and MLflow
+    /// /invocations give exactly the disagreements, mean and max |Δp| the embedded scorer gives,
+    /// and the largest disagreement names its request.
+    @Test func aShadowScoresACopyAndComparesExactly() throws {
+        let f = try ServeFixture(open: true)
+        defer { f.stop() }
+        try f.registry.setRoute(model: "credit", alias: "production",
+                                route: AliasRoute(words: ["1=100"], key: nil, shadow: .init(version: 2)), who: "test")
+        #expect(waitFor { f.serve.tick(); return f.serve.model.current?.route?.shadow?.version == 2 })
+        #expect(try f.get("/v1/compare").status == 401, "scope read")
+        let (live, shadow) = (try Scorer(f.documents[1]!), try Scorer(f.documents[2]!))
+        var generator = CreditFixture(seed: 11)
+        var disagreements = 0, deltas: [(id: String, delta: Double)] = []
+        let client = f.client()
+        for i in 0..<300 {
+            let row = generator.next()
+            let values: [(String, JSONValue)] = [
+                ("amount", .number(row.amount)), ("term", .number(Double(row.term))), ("rate", .number(row.rate)), ("income", .number(row.income)),
+                ("age", .number(Double(row.age))), ("tenure", .number(row.tenure)), ("utilization", .number(row.utilization)),
+                ("inquiries", .number(Double(row.inquiries))), ("delinquencies", .number(Double(row.delinquencies))),
+                ("open_accounts", .number(Double(row.openAccounts))), ("debt_ratio", .number(row.debtRatio)), ("credit_score", .number(Double(row.creditScore))),
+                ("region", .string(CreditFixture.regions[row.region])), ("product", .string(CreditFixture.products[row.product])),
+                ("channel", .string(CreditFixture.channels[row.channel])),
+            ]
+            var object = JSONObject()
+            for (name, value) in values { object.append(name, value) }
+            let record = JSONValue.object(object)
+            let (a, b) = (try live.predict(json: record), try shadow.predict(json: record))
+            if a.label != b.label { disagreements += 1 }
+            let id = "r-\(i)"
+            deltas.append((id, zip(a.probabilities, b.probabilities).map { abs($0 - $1) }.max()!))
+            let (path, body): (String, String) = switch i % 3 {
+            case 0: ("/score", #"{"data": [\#(record.jsonText)]}"#)
+            case 1: ("/v2/models/credit/infer", #"{"inputs": ["# + values.map { name, value in
+                #"{"name": "\#(name)", "shape": [1], "datatype": "\#(value.stringValue == nil ? "FP64" : "BYTES")", "data": [\#(value.jsonText)]}"#
+            }.joined(separator: ",") + "]}")
+            default: ("/invocations", #"{"dataframe_records": [\#(record.jsonText)]}"#)
+            }
+            let r = try client.request("POST", path, headers: Self.json + [("x-request-id", id)], body: Array(body.utf8))
+            #expect(r.status == 200 && r.headers["x-model-version"] == "1", "\(path): \(r.status) \(String(decoding: r.body, as: UTF8.self))")
+        }
+        #expect(disagreements > 0, "the crafted pair disagrees on some rows")
+        var report = JSONValue.null
+        #expect(waitFor {
+            report = (try? JSONValue.parse(f.get("/v1/compare", key: f.readKey).body)) ?? .null
+            return report["compared_total"] == .number(300)
+        })
+        #expect(report["window"] == .number(300) && report["dropped"] == .number(0))
+        #expect(report["disagreements"] == .number(Double(disagreements)))
+        #expect(report["agreement"] == .number(Double(300 - disagreements) / 300))
+        let maxDelta = deltas.map(\.delta).max()!
+        #expect(report["max_abs_delta"] == .number(maxDelta))
+        if case .number(let mean)? = report["mean_abs_delta"] {
+            #expect(abs(mean - deltas.map(\.delta).reduce(0, +) / 300) < 1e-12)
+        } else {
+            Issue.record("no mean_abs_delta")
+        }
+        #expect(report["largest"]?[0]?["request_id"] == .string(deltas.first { $0.delta == maxDelta }!.id))
+        #expect(report["shadow"]?["version"] == .number(2))
+        let roles = report["versions"].flatMap { if case .array(let a) = $0 { a.map { $0["role"]?.stringValue ?? "" } } else { nil } }
+        #expect(roles == ["live", "shadow"])
+    }
+
     /// The registry side: a split is checked, audited, ends with 1=100 or a promote, and batch and
     /// stream (bindings that do not split) run its main version and say so.
     @Test func theRegistryKeepsAndAuditsASplit() throws {
@@ -167,6 +231,12 @@ struct SeededKeys {
         ] {
             #expect(throws: RegistryError(message, status: 400)) { _ = try AliasRoute(words: words, key: nil) }
         }
+        #expect(throws: RegistryError("v2 takes live traffic; a shadow version answers nobody", status: 400)) {
+            _ = try AliasRoute(words: ["1=50", "2=50"], key: nil, shadow: .init(version: 2))
+        }
+        let shadowed = try AliasRoute(json: try JSONValue.parse(#"{"split": [{"version": 1, "weight": 100}], "shadow": {"version": 2, "sample": 10}}"#))
+        #expect(shadowed.description == "v1 100%, shadow v2 (10% of rows)" && !shadowed.isSingle)
+        #expect(try AliasRoute(json: shadowed.json) == shadowed)
         #expect(throws: RegistryError.self) {
             try registry.setRoute(model: "credit", alias: "production", route: AliasRoute(words: ["1=90", "3=10"], key: nil), who: "t")
         }

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <time.h>
 #include <spawn.h>
+#include <sched.h>
 
 /// Monotonic clock in nanoseconds (CLOCK_MONOTONIC, served by the vDSO).
 static inline uint64_t csystem_monotonic_ns(void) {
@@ -59,5 +60,12 @@ void csystem_sha256_blocks(uint32_t state[8], const uint8_t *data, size_t blocks
 /// the pipe's read end (the same for every signal), or -1. Once it returns, the signal is never
 /// lost or fatal: whoever reads the pipe decides what it means.
 int csystem_catch_signal(int sig);
+
+/// Moves the calling thread to Linux's SCHED_IDLE class: it runs on CPU nobody else wants (work
+/// that must not slow the event loops). Returns 0, or -1 where the kernel refuses.
+static inline int csystem_idle_priority(void) {
+    struct sched_param param = {0};
+    return sched_setscheduler(0, 5 /* SCHED_IDLE */, &param);
+}
 
 #endif

@@ -233,8 +233,9 @@ let benchServeCommand = Command(
         Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
         Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
-        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction)", defaultValue: "open,key"),
+        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction), shadow (open, a shadow version scoring a copy)", defaultValue: "open,key"),
         Option(name: "log-policy", value: "all|sample=SHARE", help: "what the open+log serve (--auth log) logs", defaultValue: "all"),
+        Option(name: "shadow-sample", value: "PERCENT", help: "the rows the open+shadow serve (--auth shadow) copies to its shadow", defaultValue: "100"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
     ],
     details: """
@@ -277,7 +278,7 @@ let benchServeCommand = Command(
             return values
         }
         let routes = try list("routes", "oip,score", ["oip", "score"])
-        let auths = try list("auth", "open,key", ["open", "key", "log"])
+        let auths = try list("auth", "open,key", ["open", "key", "log", "shadow"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
@@ -297,7 +298,7 @@ let benchServeCommand = Command(
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
         func makeHost(open: Bool, log: PredictionLog? = nil) throws -> ComponentHost {
-            try benchServeHost(registry, open: open, threads: threads, events: events, authenticator: authenticator, log: log)
+            try benchServeHost(registry, open: open, threads: threads, events: events, authenticator: authenticator, log: log).host
         }
         let host = try makeHost(open: true)
         // --auth key: the same model behind a serve that requires a predict key (a secured service);
@@ -311,6 +312,14 @@ let benchServeCommand = Command(
             : nil
         defer { log?.stop() }
         let logging = try log.map { try makeHost(open: true, log: $0) }
+        // --auth shadow: an open serve of an alias that runs v1 with v2 as a shadow (--shadow-sample of its rows).
+        let shadowSample = try args.double("shadow-sample") ?? 100
+        var shadowed: (host: ComponentHost, serve: ServeComponent)?
+        if auths.contains("shadow") {
+            let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: ["1=100"], key: nil, shadow: .init(version: 2, sample: shadowSample)) }
+            _ = try registryCall { () throws(RegistryError) in try registry.setRoute(model: "credit", alias: "shadowed", route: route, who: "bench") }
+            shadowed = try benchServeHost(registry, reference: "credit@shadowed", open: true, threads: threads, events: events, authenticator: authenticator, log: nil)
+        }
         let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
         let scoreBody = #"{"data":[{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}]}"#
         /// The request of a route, with the key's header for a keyed run.
@@ -332,8 +341,11 @@ let benchServeCommand = Command(
         defer { secured?.stop() }
         let loggingPort = try logging?.start() ?? 0
         defer { logging?.stop() }
+        let shadowPort = try shadowed?.host.start() ?? 0
+        defer { shadowed?.host.stop() }
         print("server: \(threads) event loops on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
-            + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+            + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
+            + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
@@ -360,7 +372,8 @@ let benchServeCommand = Command(
                     }
                     return LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
                 }
-                ours[v, default: []].append(try load(v.auth == "key" ? securedPort : v.auth == "log" ? loggingPort : port))
+                let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort][v.auth] ?? port
+                ours[v, default: []].append(try load(target))
                 if let nginx { theirs[v, default: []].append(try load(nginx.port)) }
             }
         }
@@ -377,7 +390,8 @@ let benchServeCommand = Command(
             + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
         for v in variants {
             let mine = ours[v]!
-            var row = [v.route == "oip" ? "OIP" : "/score", v.auth == "key" ? "key" : v.auth == "log" ? "open+log" : "open", wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
+            let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow"][v.auth] ?? "open"
+            var row: [String] = [v.route == "oip" ? "OIP" : "/score", serveLabel, wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
                        rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), cpu(mine, v)]
             if nginx != nil {
                 let ref = theirs[v]!
@@ -404,6 +418,24 @@ let benchServeCommand = Command(
                               let logged = ours[Variant(route: route, auth: "log", generators: g, connections: max(c, g))] else { continue }
                         let cost = 1 - LoadSummary.median(logged.map(\.rate)) / LoadSummary.median(open.map(\.rate))
                         print(String(format: "  the log's cost, %@ wrk -t%d %d connections: %.1f%% of requests/s (goal ≤ 5%%)", route == "oip" ? "OIP" : "/score", g, max(c, g), cost * 100))
+                    }
+                }
+            }
+        }
+
+        if let shadowed, let comparison = shadowed.serve.shadows.current {
+            let tally = comparison.counts
+            print("serve open+shadow: v1 answers, v2 scores a copy of \(JSONWriter.numberText(shadowSample))% of rows off the event loops (\(tally.compared) compared, \(tally.dropped) dropped by the full queue).")
+            for route in routes {
+                for g in generators {
+                    for c in counts {
+                        guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
+                              let shadow = ours[Variant(route: route, auth: "shadow", generators: g, connections: max(c, g))] else { continue }
+                        let shadowP99: Double = LoadSummary.median(shadow.map(\.p99)), openP99: Double = LoadSummary.median(open.map(\.p99))
+                        let rateRatio: Double = LoadSummary.median(shadow.map(\.rate)) / LoadSummary.median(open.map(\.rate))
+                        let name = route == "oip" ? "OIP" : "/score"
+                        print("  p99 with the shadow, \(name) wrk -t\(g) \(max(c, g)) connections: \(us(shadowP99)) vs \(us(openP99)) without: "
+                              + String(format: "%.2f× (goal ≤ 1.1×); requests/s %.2f×", shadowP99 / max(openP99, 1), rateRatio))
                     }
                 }
             }
@@ -443,19 +475,19 @@ let benchServeCommand = Command(
 
 /// A serve of credit@production on a free port for `bench serve`: open or requiring a predict key, logging or not.
 private func benchServeHost(
-    _ registry: ModelRegistry, open: Bool, threads: Int, events: EventLog, authenticator: Authenticator, log: PredictionLog?
-) throws -> ComponentHost {
+    _ registry: ModelRegistry, reference: String = "credit@production", open: Bool, threads: Int, events: EventLog, authenticator: Authenticator, log: PredictionLog?
+) throws -> (host: ComponentHost, serve: ServeComponent) {
     let serve: ServeComponent
     do {
         serve = try ServeComponent(
-            registry: registry, reference: "credit@production", loops: threads, open: open, events: events, authenticator: authenticator,
+            registry: registry, reference: reference, loops: threads, open: open, events: events, authenticator: authenticator,
             predictionLog: log)
     } catch let error as HTTPError {
         throw CommandError(error.message)
     }
-    return ComponentHost(
+    return (ComponentHost(
         component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
-        configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil)
+        configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil), serve)
 }
 
 /// The server's own CPU per request without the kernel: `request` fed through

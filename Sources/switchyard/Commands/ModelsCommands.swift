@@ -206,6 +206,8 @@ let modelsRouteCommand = Command(
     positionals: ["NAME", "ALIAS", "VERSION=PERCENT..."],
     options: [
         Option(name: "sticky", value: "FIELD", help: "keep each caller on one version by this record field (the x-routing-key header wins)"),
+        Option(name: "shadow", value: "VERSION", help: "also score a copy of the live rows with VERSION, answering nobody (GET /v1/compare)"),
+        Option(name: "shadow-sample", value: "PERCENT", help: "the percent of live rows the shadow scores", defaultValue: "100"),
     ] + registryOptions,
     details: """
         The weights are percents adding up to 100: 'route credit production 1=90 2=10' sends 10% of
@@ -214,10 +216,20 @@ let modelsRouteCommand = Command(
         key (the x-routing-key header, or the --sticky field of its first record) always gets the same
         version on every replica; one without is spread evenly. '1=100' ends the split; so does
         'models promote' or 'models rollback' on the alias. Every change is in 'models audit'.
+
+        A shadow ('route credit production 1=100 --shadow 2') scores a copy of the live rows off
+        the hot path on every serve replica and compares: label agreement, |Δp| and the rows that
+        disagree most, in GET /v1/compare and the console's Rollout view.
         """,
     run: { args in
         let (name, alias) = (args.positional(0)!, args.positional(1)!)
-        let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: Array(args.positionals.dropFirst(2)), key: args.string("sticky")) }
+        var shadow: AliasRoute.Shadow?
+        if let version = try args.integer("shadow", range: 1...Int(Int32.max)) {
+            shadow = AliasRoute.Shadow(version: version, sample: try args.double("shadow-sample") ?? 100)
+        }
+        let route = try registryCall { () throws(RegistryError) in
+            try AliasRoute(words: Array(args.positionals.dropFirst(2)), key: args.string("sticky"), shadow: shadow)
+        }
         let registry = try openStore(args)
         let previous = try registryCall { () throws(RegistryError) in try registry.setRoute(model: name, alias: alias, route: route, who: cliActor()) }
         print("\(name)@\(alias): " + (route.isSingle ? "all traffic to v\(route.main)" : route.description)
