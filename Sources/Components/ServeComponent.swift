@@ -395,7 +395,7 @@ package final class ServeComponent: Component {
             return .error(404, "no shadow has run here; name one with 'switchyard models route \(models?.version.model ?? "NAME") ALIAS 1=100 --shadow 2'")
         }
         let top = min(max(Int(request.query["top"] ?? "10") ?? 10, 0), 100)
-        return json(200, comparison.report(shadow: models?.route?.shadow, model: models?.version.model ?? "", top: top))
+        return json(200, comparison.report(shadow: models?.route?.shadow, model: models?.version.model ?? "", top: top).json)
     }
 
     /// Checks the caller may score: scope `predict`, unless the server is open.

@@ -40,6 +40,8 @@ package final class ShadowComparison: Sendable {
         var liveNanoseconds: UInt64
         var shadowNanoseconds: UInt64
         var shadowError: String?
+        /// The record as both versions scored it (JSON), for the console to open in Predict.
+        var record: [UInt8]
     }
 
     /// The compared rows of the window.
@@ -165,7 +167,7 @@ package final class ShadowComparison: Sendable {
         guard let prediction else { return }  // the live version answered this row, so it scores it
         var pair = Pair(requestID: requestID, row: row, liveVersion: live.version.version, liveLabel: prediction.label,
                         shadowLabel: "", liveProbability: prediction.probabilities.last ?? 0, shadowProbability: .nan, delta: 0,
-                        liveNanoseconds: t1 - t0, shadowNanoseconds: t2 - t1)
+                        liveNanoseconds: t1 - t0, shadowNanoseconds: t2 - t1, record: Array(recordBytes))
         switch shadow {
         case .success(let p):
             pair.shadowLabel = p.label
@@ -204,63 +206,34 @@ package final class ShadowComparison: Sendable {
 
     /// The comparison over the window: what `GET /v1/compare` answers. `shadow`: the route's
     /// shadow now (nil when it has none).
-    package func report(shadow: AliasRoute.Shadow?, model: String, top: Int = 10) -> JSONValue {
+    package func report(shadow: AliasRoute.Shadow?, model: String, top: Int = 10) -> ShadowReport {
         let (pairs, shadowVersion) = state.withLock { ($0.ring, $0.shadowVersion) }
         let counts = self.counts
-        var o = JSONObject()
-        o.append("model", .string(model))
-        o.append("shadow", shadow.map { .object(JSONObject(["version": .number(Double($0.version)), "sample": .number($0.sample)])) } ?? .null)
-        o.append("compared_version", shadowVersion.map { .number(Double($0)) } ?? .null)
-        o.append("window", .number(Double(pairs.count)))
-        o.append("window_limit", .number(Double(window)))
-        o.append("compared_total", .number(Double(counts.compared)))
-        o.append("dropped", .number(Double(counts.dropped)))
-        o.append("queued", .number(Double(counts.queued)))
-        let failed = pairs.filter { $0.shadowError != nil }.count
         let agreeing = pairs.filter { $0.shadowError == nil && $0.liveLabel == $0.shadowLabel }.count
-        o.append("agreement", pairs.isEmpty ? .null : .number(Double(agreeing) / Double(pairs.count)))
-        o.append("disagreements", .number(Double(pairs.count - agreeing)))
-        o.append("shadow_errors", .number(Double(failed)))
         let deltas = pairs.filter { $0.shadowError == nil }.map(\.delta)
-        o.append("mean_abs_delta", deltas.isEmpty ? .null : .number(deltas.reduce(0, +) / Double(deltas.count)))
-        o.append("max_abs_delta", deltas.max().map(JSONValue.number) ?? .null)
-        func latency(_ values: [UInt64]) -> JSONValue {
-            guard !values.isEmpty else { return .null }
+        func scoring(_ version: Int, _ role: String, _ values: [UInt64]) -> ShadowReport.VersionScoring {
             let sorted = values.sorted()
-            func us(_ q: Double) -> JSONValue { .number(Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1000) }
-            return .object(JSONObject(["p50_us": us(0.5), "p99_us": us(0.99)]))
+            func us(_ q: Double) -> Double? { sorted.isEmpty ? nil : Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))]) / 1000 }
+            return .init(version: version, role: role, rows: values.count, p50Microseconds: us(0.5), p99Microseconds: us(0.99))
         }
-        var versions: [JSONValue] = []
-        for live in Set(pairs.map(\.liveVersion)).sorted() {
-            versions.append(.object(JSONObject([
-                "version": .number(Double(live)), "role": .string("live"),
-                "rows": .number(Double(pairs.filter { $0.liveVersion == live }.count)),
-                "scoring": latency(pairs.filter { $0.liveVersion == live }.map(\.liveNanoseconds)),
-            ])))
+        var versions = Set(pairs.map(\.liveVersion)).sorted().map { live in
+            scoring(live, "live", pairs.filter { $0.liveVersion == live }.map(\.liveNanoseconds))
         }
-        if let shadowVersion {
-            versions.append(.object(JSONObject([
-                "version": .number(Double(shadowVersion)), "role": .string("shadow"), "rows": .number(Double(pairs.count)),
-                "scoring": latency(pairs.map(\.shadowNanoseconds)),
-            ])))
-        }
-        o.append("versions", .array(versions))
-        let largest = pairs.filter { $0.delta > 0 || $0.liveLabel != $0.shadowLabel }
-            .sorted { ($0.delta, $0.liveLabel != $0.shadowLabel ? 1 : 0) > ($1.delta, $1.liveLabel != $1.shadowLabel ? 1 : 0) }.prefix(max(0, top))
-        o.append("largest", .array(largest.map { p in
-            var item = JSONObject()
-            item.append("request_id", .string(p.requestID))
-            item.append("row", .number(Double(p.row)))
-            item.append("live_version", .number(Double(p.liveVersion)))
-            item.append("live_label", .string(p.liveLabel))
-            item.append("shadow_label", p.shadowError == nil ? .string(p.shadowLabel) : .null)
-            item.append("live_probability", .number(p.liveProbability))
-            item.append("shadow_probability", p.shadowProbability.isFinite ? .number(p.shadowProbability) : .null)
-            item.append("abs_delta", .number(p.delta))
-            if let error = p.shadowError { item.append("shadow_error", .string(error)) }
-            return .object(item)
-        }))
-        return .object(o)
+        if let shadowVersion { versions.append(scoring(shadowVersion, "shadow", pairs.map(\.shadowNanoseconds))) }
+        let differing = pairs.filter { $0.delta > 0 || $0.liveLabel != $0.shadowLabel }
+        let largest = differing.sorted { ($0.delta, $0.liveLabel != $0.shadowLabel ? 1 : 0) > ($1.delta, $1.liveLabel != $1.shadowLabel ? 1 : 0) }.prefix(max(0, top))
+        return ShadowReport(
+            model: model, shadow: shadow, comparedVersion: shadowVersion, window: pairs.count, windowLimit: window,
+            comparedTotal: Int(clamping: counts.compared), dropped: counts.dropped, queued: counts.queued,
+            agreement: pairs.isEmpty ? nil : Double(agreeing) / Double(pairs.count), disagreements: pairs.count - agreeing,
+            shadowErrors: pairs.filter { $0.shadowError != nil }.count,
+            meanAbsDelta: deltas.isEmpty ? nil : deltas.reduce(0, +) / Double(deltas.count), maxAbsDelta: deltas.max(), versions: versions,
+            largest: largest.map { p in
+                .init(requestID: p.requestID, row: p.row, liveVersion: p.liveVersion, liveLabel: p.liveLabel,
+                      shadowLabel: p.shadowError == nil ? p.shadowLabel : nil, liveProbability: p.liveProbability,
+                      shadowProbability: p.shadowProbability.isFinite ? p.shadowProbability : nil, absDelta: p.delta, shadowError: p.shadowError,
+                      record: try? JSONValue.parse(p.record))
+            })
     }
 }
 

@@ -25,6 +25,8 @@ package struct ComponentView: Sendable {
     package var deadLetters: [DeadLetter] = []
     package var deadLettersKept = ""
     package var deadLetterProblem: String?
+    /// A serve replica's shadow comparison, while its route names a shadow (`GET /v1/compare`).
+    package var comparison: ShadowReport?
     var deadLettersRead = 0
     /// Why the last poll failed; nil when it answered.
     package var error: String?
@@ -288,6 +290,9 @@ package final class Collector: @unchecked Sendable {
             }
             if status.kind == "batch", collects.contains(.runs), let page = try? api.runs(limit: 50) { view.runs = page.runs }
             if status.kind == "stream", collects.contains(.deadLetters) { readDeadLetters(api, status, &view) }
+            if status.kind == "serve", collects.contains(.comparison) {
+                view.comparison = status.route?.shadow == nil ? nil : try? api.comparison(top: 10)
+            }
             view.lastSeen = Date()
             view.error = nil
         } catch where error.status == 401 || error.status == 403 {
@@ -381,6 +386,9 @@ package final class Collector: @unchecked Sendable {
                 case .rollback(let model, let alias):
                     let moved = try registry.rollback(model: model, alias: alias)
                     return .success("\(model)@\(alias): v\(moved.from) → v\(moved.to) (rolled back)")
+                case .route(let model, let alias, let route):
+                    _ = try registry.setRoute(model: model, alias: alias, route: route)
+                    return .success("\(model)@\(alias): " + (route.isSingle ? "all to v\(route.main)" : route.description))
                 }
             } catch {
                 return .failure(ConsoleError("\(error)"))

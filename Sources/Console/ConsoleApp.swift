@@ -130,7 +130,16 @@ package final class ConsoleApp {
                     dirty = true
                 }
                 collector.interval = controller.state.interval
-                if controller.state.view == .predict { preparePredict() }
+                if controller.state.view == .predict {
+                    preparePredict()
+                    if let record = controller.state.pendingRecord, controller.state.predict != nil {
+                        controller.state.pendingRecord = nil
+                        switch controller.state.predict!.paste(record) {
+                        case .success(let message): (controller.state.status, controller.state.statusRole) = ("the disagreeing record: \(message); Enter sends it", .ok)
+                        case .failure(let error): (controller.state.status, controller.state.statusRole) = (error.description, .error)
+                        }
+                    }
+                }
             }
             for change in outcomes.take() {
                 change(&controller.state)

@@ -85,7 +85,7 @@ package struct Controller: Sendable {
                 state.statusRole = .status
             }
         case .character("?"): state.showHelp = true
-        case .character(let c) where ("0"..."6").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
+        case .character(let c) where ("0"..."7").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
         case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
         case .up, .character("k"), .down, .character("j"), .pageUp, .pageDown, .home, .end:
             // One row, a page (what fits on the screen), or to either end: in a view's table, or
@@ -320,7 +320,7 @@ package struct Controller: Sendable {
     static func scopeNeeded(_ verb: String) -> String? {
         switch verb {
         case "run", "rerun", "cancel", "pause", "resume": "operate"
-        case "swap", "alias", "promote", "rollback": "admin"
+        case "swap", "alias", "promote", "rollback", "route": "admin"
         default: nil
         }
     }
@@ -368,7 +368,7 @@ package struct Controller: Sendable {
     }
 
     /// The commands `:` knows, for completion and the unknown-command message.
-    static let verbs = ["run", "rerun", "cancel", "pause", "resume", "swap", "alias", "promote", "rollback", "refresh", "help", "quit"]
+    static let verbs = ["run", "rerun", "cancel", "pause", "resume", "swap", "alias", "promote", "rollback", "route", "refresh", "help", "quit"]
 
     /// `line` with its last word completed: a verb first, then a component (kind or id), a
     /// version (`credit@3`) or a model. Several candidates complete to what they share and are
@@ -384,7 +384,7 @@ package struct Controller: Sendable {
             let kinds = Array(Set(live.map(\.kind))).sorted()
             switch words[0] {
             case "promote": candidates = snapshot.versions.map(\.reference)
-            case "rollback": candidates = Array(Set(snapshot.versions.map(\.model) + snapshot.aliases.map(\.model))).sorted()
+            case "rollback", "route": candidates = Array(Set(snapshot.versions.map(\.model) + snapshot.aliases.map(\.model))).sorted()
             default: candidates = kinds + live.map(\.id).filter { !$0.isEmpty }
             }
         }
@@ -536,8 +536,31 @@ package struct Controller: Sendable {
             }
             let question = "Roll \(model)@\(alias) back: \(versions)? Components following it swap."
             return askRegistry(question, .rollback(model: model, alias: alias), "roll back \(model)@\(alias) to v\(previous)")
+        case "route":
+            // :route MODEL ALIAS 1=90 2=10 [sticky=FIELD] [shadow=V[@PERCENT]]
+            guard words.count >= 4 else { return fail("route needs a model, an alias and weights, e.g. :route credit production 1=90 2=10 [sticky=FIELD] [shadow=3]") }
+            let (model, alias) = (words[1], words[2])
+            var weights: [String] = [], sticky: String?, shadow: AliasRoute.Shadow?
+            for word in words.dropFirst(3) {
+                if word.hasPrefix("sticky=") {
+                    sticky = String(word.dropFirst("sticky=".count))
+                } else if word.hasPrefix("shadow=") {
+                    let parts = word.dropFirst("shadow=".count).split(separator: "@")
+                    guard let version = parts.first.flatMap({ Int($0) }), version >= 1 else { return fail("route: shadow=V[@PERCENT], e.g. shadow=3 or shadow=3@10") }
+                    shadow = .init(version: version, sample: parts.count > 1 ? Double(parts[1]) ?? -1 : 100)
+                } else {
+                    weights.append(word)
+                }
+            }
+            let route: AliasRoute
+            do { route = try AliasRoute(words: weights, key: sticky, shadow: shadow) } catch { return fail("route: \(error.message)") }
+            let now = snapshot.components.first { $0.kind == "serve" && $0.service == model && $0.status?.following == alias }?.status?.route
+            let from = now?.description ?? snapshot.aliases.first { $0.model == model && $0.alias == alias }.map { "v\($0.version) 100%" } ?? "none"
+            let to = route.isSingle ? "v\(route.main) 100% (no split)" : route.description
+            return askRegistry("Route \(model)@\(alias): \(from) → \(to)? Every serve replica following it splits so within a second.",
+                               .route(model: model, alias: alias, route: route), "route \(model)@\(alias) \(route.words)")
         default:
-            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, refresh, quit (Tab completes)")
+            return fail("unknown command \":\(verb)\"; try run, rerun ID, cancel ID, pause, resume, swap VERSION, alias NAME, promote MODEL@VER, rollback MODEL, route MODEL ALIAS V=P…, refresh, quit (Tab completes)")
         }
     }
 

@@ -3,9 +3,9 @@ import Foundation
 import JSON
 import Scoring
 
-/// The console's views: 0 the overview, 1–6 the detail views.
+/// The console's views: 0 the overview, 1–7 the detail views.
 package enum ConsoleView: Int, CaseIterable, Sendable {
-    case overview = 0, serve, batch, stream, models, predict, events
+    case overview = 0, serve, batch, stream, models, predict, events, rollout
 
     /// Its title, from its registered view (`consoleViews`).
     var title: String { screen(self).title }
@@ -16,6 +16,8 @@ package enum RegistryAction: Equatable, Sendable {
     /// `expected`: where the alias pointed when the operator confirmed.
     case promote(model: String, version: Int, alias: String, expected: AliasExpectation)
     case rollback(model: String, alias: String)
+    /// Splits (or shadows) the alias; a route of one version ends a split.
+    case route(model: String, alias: String, route: AliasRoute)
 }
 
 /// An action waiting for the operator's yes: a component's control API call, or a registry change.
@@ -80,6 +82,8 @@ package struct ConsoleState: Sendable {
     package var predict: PredictForm?
     /// Why there is no form (no serve component, model not in the local registry).
     package var predictProblem = ""
+    /// A record for the Predict form once it is made (the Rollout view's Enter on a disagreement).
+    package var pendingRecord: String?
     package init() {}
 }
 
@@ -105,9 +109,14 @@ package func drawConsole(_ snapshot: FleetSnapshot, _ state: ConsoleState, width
 }
 
 private func drawHeader(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: ConsoleState) {
-    var tabs = ""
-    for view in ConsoleView.allCases { tabs += view == state.view ? "[\(view.rawValue) \(view.title)]" : " \(view.rawValue) \(view.title) " }
     let time = clock(state.now) + " UTC"
+    func tabLine(titles: Bool) -> String {
+        guard titles else { return ConsoleView.allCases.map { $0 == state.view ? "[\($0.rawValue) \($0.title)]" : "\($0.rawValue)" }.joined(separator: " ") }
+        return ConsoleView.allCases.map { $0 == state.view ? "[\($0.rawValue) \($0.title)]" : " \($0.rawValue) \($0.title) " }.joined()
+    }
+    // On a narrow terminal only the current view's title is spelled out.
+    var tabs = tabLine(titles: true)
+    if tabs.count > canvas.width - 12 - time.count - 2 { tabs = tabLine(titles: false) }
     canvas.put(0, 0, " Switchyard ", .title)
     canvas.put(12, 0, tabs, .dim, limit: canvas.width - 12 - time.count - 2)
     if let start = tabs.range(of: "[")?.lowerBound {
@@ -172,8 +181,8 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
     let arrows = canvas.unicode ? "↑↓" : "j/k"
     let viewKeys = screen(state.view).footerKeys
     let keys = state.readOnly
-        ? " q quit  ? help  0-6 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
-        : " q quit  ? help  0-6 views  \(arrows) select  \(viewKeys)  : command  r refresh"
+        ? " q quit  ? help  0-7 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
+        : " q quit  ? help  0-7 views  \(arrows) select  \(viewKeys)  : command  r refresh"
     canvas.put(0, y, keys, .dim)
 }
 
@@ -603,8 +612,8 @@ private func drawHelp(_ canvas: inout Canvas) {
     let keys: [(String, String)] = [
         ("q", "quit (under switchyard up it asks first: it stops all)"),
         ("Esc", "back: closes a dialog, the filter, help, or a detail view"),
-        ("0-6, Tab", "views: overview serve batch stream models predict events"),
-        ("arrows, j/k", "select a component, or a row in Batch, Models, Events"),
+        ("0-7, Tab", "the views the header names"),
+        ("arrows, j/k", "select a component, or a row in a view's table"),
         ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
         ("Enter", "a row whole; on the overview, the component's own view"),
         ("r, + / -", "refresh now; poll faster / slower"),
@@ -613,11 +622,11 @@ private func drawHelp(_ canvas: inout Canvas) {
         ("x", "acknowledge a DOWN component (it stays on screen until then)"),
         ("t, p", "trigger a batch run; pause or resume the stream"),
         ("s, b", "swap the model; roll back the alias the component follows"),
-        ("R, c, P", "rerun, cancel the run (Batch); promote it (Models)"),
+        ("R, c, P", "rerun, cancel the run (Batch); promote it (Models, Rollout)"),
+        ("> < A", "Rollout: give the version 10% more, 10% less; abort it"),
         ("/, o", "filter the table; sort it another way"),
         ("e Enter / {", "Predict view: edit, send, replay a request, paste JSON"),
-        (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME (each may name its component: :swap serve-a 3), promote MODEL@VER [ALIAS], rollback MODEL [ALIAS]; Tab completes, ↑↓ recall"),
-        ("?", "this help"),
+        (":", "a command: run, rerun ID, cancel ID, pause, resume, swap VER, alias NAME, promote MODEL@VER, rollback MODEL, route MODEL ALIAS V=P…; Tab completes, ↑↓ recall"),
     ]
     // It fits the terminal: descriptions wrap beside their keys, and what does not fit says so.
     let width = min(84, canvas.width - 2)

@@ -7,6 +7,8 @@ package enum Collected: Sendable, Hashable {
     case runs
     /// A stream's latest dead letters (`GET /v1/dead-letters`, scope operate).
     case deadLetters
+    /// A serve replica's shadow comparison (`GET /v1/compare`), when its route has a shadow.
+    case comparison
 }
 
 /// One of the console's views, as htop's meters are: its title, what it needs collected, its
@@ -44,9 +46,9 @@ extension ConsoleScreen {
     func handle(_ key: Key, _ snapshot: FleetSnapshot, _ controller: inout Controller) -> Effect? { nil }
 }
 
-/// Every view, in the order of their numbers (0–6).
+/// Every view, in the order of their numbers (0–7).
 let consoleViews: [any ConsoleScreen] = [
-    OverviewScreen(), ServeScreen(), BatchScreen(), StreamScreen(), ModelsScreen(), PredictScreen(), EventsScreen(),
+    OverviewScreen(), ServeScreen(), BatchScreen(), StreamScreen(), ModelsScreen(), PredictScreen(), EventsScreen(), RolloutScreen(),
 ]
 
 /// The registered view for `view`.

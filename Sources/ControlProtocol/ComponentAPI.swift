@@ -195,6 +195,12 @@ public final class ComponentAPI: Sendable {
     // MARK: - Stream
 
     /// The stream's latest dead letters, newest first (scope operate: they hold events' data).
+    /// A serve replica's shadow comparison (`GET /v1/compare`, scope read); 404 when no shadow ran there.
+    public func comparison(top: Int = 10) throws(ComponentError) -> ShadowReport {
+        let path = "/v1/compare?top=\(top)"
+        return try decode(path, "a comparison", try call("GET", path), ShadowReport.init(json:))
+    }
+
     public func deadLetters(limit: Int = 100) throws(ComponentError) -> DeadLetterPage {
         let path = "/v1/dead-letters?limit=\(limit)"
         return try decode(path, "dead letters", try call("GET", path), DeadLetterPage.init(json:))

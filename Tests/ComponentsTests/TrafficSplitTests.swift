@@ -214,6 +214,10 @@ struct SeededKeys {
         #expect(report["shadow"]?["version"] == .number(2))
         let roles = report["versions"].flatMap { if case .array(let a) = $0 { a.map { $0["role"]?.stringValue ?? "" } } else { nil } }
         #expect(roles == ["live", "shadow"])
+        // The console reads the same through the component client, record included.
+        let typed = try ComponentAPI(url: "http://127.0.0.1:\(f.port)", key: f.readKey).comparison(top: 3)
+        #expect(typed.disagreements == disagreements && typed.window == 300 && typed.largest.count == 3)
+        #expect(typed.largest.first?.record?["credit_score"] != nil, "the disagreeing record, for Predict")
     }
 
     /// The registry side: a split is checked, audited, ends with 1=100 or a promote, and batch and

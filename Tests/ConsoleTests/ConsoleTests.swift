@@ -79,7 +79,7 @@ private func fleet() -> FleetSnapshot {
         let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
         #expect(lines.count == 24)
         #expect(lines.allSatisfy { $0.count == 80 })
-        #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 Serve  2 Batch "))
+        #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 2 3 4 5 6 7 "))
         #expect(lines[1] == " 4 components: serve-b DOWN, stream-a FALLING_BEHIND  │ credit: production=v2 ca")
         #expect(lines[2] == "┌─ batch batch-a  credit@1  running ───────────────────────────────────────────┐")
         #expect(lines[3] == "│ run 7  45%  120.0k rows  3.0M rows/s  ETA 2s  day.csv  queue 1  next 02:15Z  │")
@@ -92,7 +92,7 @@ private func fleet() -> FleetSnapshot {
         #expect(lines[15].hasPrefix("│ DOWN — last seen 20782d0h ago at http://127.0.0.1:9003"))
         #expect(lines[16].hasPrefix("│ connect failed"))
         #expect(lines[22] == " ready" + String(repeating: " ", count: 57) + "polling every 1s ")
-        #expect(lines[23].hasPrefix(" q quit  ? help  0-6 views"))
+        #expect(lines[23].hasPrefix(" q quit  ? help  0-7 views"))
         // Roles: the down panel's title is an error, the selected panel's frame is highlighted.
         #expect(canvas.cells[14 * 80 + 3].role == .error)
         #expect(canvas.cells[11 * 80 + 2].role == .warn)
@@ -347,6 +347,8 @@ private func fleet() -> FleetSnapshot {
         #expect(c.state.selected == 3, "stops at the last component")
         _ = c.handle(.character("6"), s)
         #expect(c.state.view == .events)
+        _ = c.handle(.tab, s)
+        #expect(c.state.view == .rollout)
         _ = c.handle(.tab, s)
         #expect(c.state.view == .overview)
         _ = c.handle(.character("?"), s)
@@ -721,6 +723,55 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(c.state.confirm?.question.hasPrefix("Roll credit@production back: v2") == true)
     }
 
+    /// The Rollout view: a split alias with a shadow, summed over its two replicas, its keys
+    /// move the split by 10% (confirmed, then a registry route), abort and promote, and Enter on a
+    /// disagreement opens its record in Predict.
+    @Test func rolloutShowsTheSplitSideBySideAndMovesItWhenConfirmed() throws {
+        var s = fleet()
+        let route = #""route":{"split":[{"version":1,"weight":90},{"version":2,"weight":10}],"key":null,"shadow":{"version":3,"sample":100}}"#
+        func replica(_ rps: Double, p99: Double) -> String {
+            #"{"kind":"serve","model":{"reference":"credit@1"},"following":"production","state":"serving",\#(route),"status_codes":{"200":100},"versions":[{"version":1,"weight":90,"requests":900,"errors":0,"requests_per_second":\#(rps),"errors_per_second":0,"p50_ms":0.2,"p99_ms":\#(p99)},{"version":2,"weight":10,"requests":100,"errors":3,"requests_per_second":\#(rps / 9),"errors_per_second":0.5,"p50_ms":0.3,"p99_ms":2.5}]}"#
+        }
+        s.components[1].status = status(replica(90, p99: 1.5))
+        s.components[3] = ComponentView(url: "http://127.0.0.1:9004", kind: "serve", id: "serve-c", status: status(replica(72, p99: 1.9)), lastSeen: Date())
+        let record = try JSONValue.parse(#"{"amount": 1000, "region": "east"}"#)
+        s.components[1].comparison = ShadowReport(
+            model: "credit", shadow: .init(version: 3), comparedVersion: 3, window: 1000, windowLimit: 10_000, comparedTotal: 1000, dropped: 0, queued: 0,
+            agreement: 0.97, disagreements: 30, shadowErrors: 0, meanAbsDelta: 0.012, maxAbsDelta: 0.21,
+            versions: [.init(version: 1, role: "live", rows: 1000, p50Microseconds: 4, p99Microseconds: 9), .init(version: 3, role: "shadow", rows: 1000, p50Microseconds: 5, p99Microseconds: 11)],
+            largest: [.init(requestID: "req-42", row: 1, liveVersion: 1, liveLabel: "0", shadowLabel: "1", liveProbability: 0.48, shadowProbability: 0.69, absDelta: 0.21, shadowError: nil, record: record)])
+        var state = ConsoleState()
+        state.view = .rollout
+        let lines = drawConsole(s, state, width: 110, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.contains("credit@production: v1 90% · v2 10%, shadow v3  (2 replicas)") }, "\(lines)")
+        #expect(lines.contains { $0.contains("v1       90%     162      0        0.20 ms   1.90 ms   1800      0") }, "requests/s summed, p99 the worst replica's: \(lines)")
+        #expect(lines.contains { $0.contains("shadow v3: agreement 97.00%  mean |Δp| 0.0120  max |Δp| 0.2100  over 1000 rows") })
+        #expect(lines.contains { $0.contains("req-42  #1  v1 0 0.480  →  1 0.690  0.2100") })
+
+        var c = Controller()
+        _ = c.handle(.character("7"), s)
+        #expect(c.state.view == .rollout)
+        _ = c.handle(.down, s)  // v2
+        _ = c.handle(.character(">"), s)
+        #expect(c.state.confirm?.question == "Route credit@production: v1 90% · v2 10%, shadow v3 → v1 80% · v2 20%, shadow v3? Every serve replica following it splits so within a second.")
+        let wider = try AliasRoute(words: ["1=80", "2=20"], key: nil, shadow: .init(version: 3))
+        #expect(c.handle(.character("y"), s) == .registry(.route(model: "credit", alias: "production", route: wider), label: "route credit@production 1=80 2=20"))
+        _ = c.handle(.character("A"), s)
+        #expect(c.state.confirm?.question.contains("→ v1 100% · v2 0%, shadow v3?") == true)
+        _ = c.handle(.character("n"), s)
+        _ = c.handle(.character("P"), s)
+        #expect(c.state.confirm?.question.contains("→ v2 100% (no split)?") == true)
+        _ = c.handle(.character("n"), s)
+        _ = c.handle(.down, s)  // the disagreement
+        #expect(c.handle(.enter, s) == .redraw)
+        #expect(c.state.view == .predict && c.state.pendingRecord == record.jsonText)
+        #expect(s.components[c.state.selected].id == "serve-a")
+        // The command line does the same, and a read key may not.
+        c.state.scope = "read"
+        _ = c.command("route credit production 1=50 2=50", s)
+        #expect(c.state.status == "route: not allowed — your key has scope read; route needs admin")
+    }
+
     @Test func batchKeysRerunAndCancelTheSelectedRun() {
         var c = Controller()
         let s = detailedFleet()
@@ -816,8 +867,8 @@ private final class FakeComponent: Sendable {
     /// come from there, and the collector reads only what some view needs.
     @Test func viewsAreRegisteredInOneList() throws {
         #expect(consoleViews.map(\.view) == ConsoleView.allCases)
-        #expect(consoleViews.map(\.title) == ["Overview", "Serve", "Batch", "Stream", "Models", "Predict", "Events"])
-        #expect(collectedByViews == [.runs, .deadLetters])
+        #expect(consoleViews.map(\.title) == ["Overview", "Serve", "Batch", "Stream", "Models", "Predict", "Events", "Rollout"])
+        #expect(collectedByViews == [.runs, .deadLetters, .comparison])
         var state = ConsoleState()
         state.view = .models
         let text = drawConsole(fleet(), state, width: 100, height: 30, unicode: true).text
