@@ -4,6 +4,7 @@ import Foundation
 import HTTP
 import JSON
 import Synchronization
+import Telemetry
 
 #if canImport(Glibc)
 import Glibc
@@ -73,7 +74,9 @@ package final class PredictionLog: Sendable {
     private let done = DispatchSemaphore(value: 0)
     private let written = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
-    private let failure = Mutex<String?>(nil)
+    /// Whether lines reach the disk: a failed write is an outage (an event, a DOWN dependency in
+    /// status and the console) until a write works again.
+    package let health: DependencyHealth
     /// Per loop: the sampling accumulator (a record is logged each time it passes 1).
     private let samplers: LoopLocal<Double>
     /// Per loop: the current second's ISO 8601 text, made once a second rather than once a line.
@@ -81,8 +84,9 @@ package final class PredictionLog: Sendable {
     /// Lines queued and not yet written.
     private let queuedLines = Atomic<Int>(0)
 
-    package init(_ options: Options, loops: Int) throws {
+    package init(_ options: Options, loops: Int, events: EventLog = EventLog()) throws {
         self.options = options
+        health = DependencyHealth(name: "prediction log", address: options.folder.path, events: events)
         samplers = LoopLocal(loops: loops) { 1 }  // the first record of each loop is logged
         clocks = LoopLocal(loops: loops) { (-1, []) }
         try FileManager.default.createDirectory(at: options.folder, withIntermediateDirectories: true)
@@ -209,7 +213,8 @@ package final class PredictionLog: Sendable {
     }
 
     package var counts: (written: Int, dropped: Int) { (written.load(ordering: .relaxed), dropped.load(ordering: .relaxed)) }
-    package var problem: String? { failure.withLock { $0 } }
+    /// Why lines are not being written, while they are not.
+    package var problem: String? { health.status().error }
 
     // MARK: - Lookups over HTTP
 
@@ -255,7 +260,7 @@ package final class PredictionLog: Sendable {
             let name = "\(options.prefix)-\(getpid())-\(started)-\(String(format: "%06d", segment)).jsonl"
             fd = Glibc.open(options.folder.appendingPathComponent(name).path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
             size = 0
-            if fd < 0 { failure.withLock { $0 = "cannot write \(name) in \(options.folder.path): \(String(cString: strerror(errno)))" } }
+            if fd < 0 { health.failed("cannot write \(name): \(String(cString: strerror(errno)))") }
         }
         while true {
             let stop = stopping.load(ordering: .acquiring)
@@ -270,15 +275,14 @@ package final class PredictionLog: Sendable {
                     open()
                     enforceLimit()
                 }
-                if fd >= 0 {
-                    let ok = batch.withUnsafeBytes { writeAll(fd, $0) }
-                    if ok {
-                        size += batch.count
-                        written.wrappingAdd(lines, ordering: .relaxed)
-                        failure.withLock { $0 = nil }
-                    } else {
-                        failure.withLock { $0 = "writing the prediction log failed: \(String(cString: strerror(errno)))" }
-                    }
+                // Lines that could not be written are counted as dropped, never lost unsaid.
+                if fd >= 0, batch.withUnsafeBytes({ writeAll(fd, $0) }) {
+                    size += batch.count
+                    written.wrappingAdd(lines, ordering: .relaxed)
+                    health.succeeded()
+                } else {
+                    if fd >= 0 { health.failed("writing failed: \(String(cString: strerror(errno)))") }
+                    dropped.wrappingAdd(lines, ordering: .relaxed)
                 }
             }
             if stop { break }

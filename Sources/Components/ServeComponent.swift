@@ -92,6 +92,13 @@ package final class ServeModels: Sendable {
     @inline(__always)
     func pick(_ point: UInt64) -> ModelSnapshot { arms[AliasRoute.arm(at: point, bounds: bounds)] }
 
+    /// The version of the split an OIP path names (`/v2/models/NAME/versions/N/…`), if it is one.
+    func arm(named path: Substring) -> ModelSnapshot? {
+        guard path.utf8.starts(with: "/v2/models/".utf8), let range = path.range(of: "/versions/") else { return nil }
+        let number = path[range.upperBound...].prefix { $0 != "/" }
+        return arms.first { $0.versionText == number }
+    }
+
     /// Every version it answers with (the main one when not split), and the shadow.
     var all: [ModelSnapshot] { (arms.isEmpty ? [main] : arms) + (shadow.map { [$0.snapshot] } ?? []) }
 }
@@ -295,6 +302,9 @@ package final class ServeComponent: Component {
 
     package var runningModel: String? { binding.version?.reference }
 
+    /// The prediction log, when on: a disk that refuses its lines is an outage in status.
+    package var dependencies: [DependencyHealth] { predictionLog.map { [$0.health] } ?? [] }
+
     package func describe(_ status: inout ComponentStatus) {
         binding.describe(&status)
         status.state = model.current == nil ? "loading" : "serving"
@@ -365,10 +375,12 @@ package final class ServeComponent: Component {
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
         guard let models = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }
-        // A split routes scoring requests (POST) by their key, or along the even sequence.
-        let snapshot = !models.splits || request.method != "POST" ? models.main
-            : models.pick(routingPoint(request, key: models.route?.key, loop: context.loop)
-                ?? AliasRoute.point(sequence: unkeyed.next(loop: context.loop)))
+        // A split routes scoring requests (POST) by their key, or along the even sequence; an OIP
+        // path naming one of its versions (`/v2/models/NAME/versions/N/…`) gets that version.
+        let snapshot = !models.splits ? models.main
+            : models.arm(named: request.path) ?? (request.method != "POST" ? models.main
+                : models.pick(routingPoint(request, key: models.route?.key, loop: context.loop)
+                    ?? AliasRoute.point(sequence: unkeyed.next(loop: context.loop))))
         if let shadow = models.shadow {
             shadowing.with(loop: context.loop) { $0 = (snapshot, shadow.snapshot, shadow.sample, shadow.comparison) }
         }

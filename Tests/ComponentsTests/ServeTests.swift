@@ -596,6 +596,31 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(PredictionLog.find(in: folder, requestID: "cut").isEmpty)
     }
 
+    /// A log whose folder cannot take its lines says so — an outage event and a DOWN dependency —
+    /// counts the lines as dropped, and recovers by itself once it can write again.
+    @Test func aLogThatCannotWriteIsAnOutageAndCountsItsLines() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-log-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        var options = PredictionLog.Options(folder: folder, prefix: "t", policy: .all, key: nil)
+        options.flushInterval = 0.01
+        let events = EventLog()
+        let log = try PredictionLog(options, loops: 1, events: events)
+        defer { log.stop() }
+        // The folder replaced by a file: no segment can be made in it (root or not).
+        try FileManager.default.removeItem(at: folder)
+        try Data("in the way".utf8).write(to: folder)
+        for i in 0..<5 { log.append(Array(#"{"request_id":"r\#(i)","row":1}"#.utf8)) }
+        #expect(waitUntil { log.counts.dropped == 5 })
+        #expect(log.counts.written == 0 && !log.health.isUp && log.problem?.contains("cannot write") == true)
+        #expect(events.after(0).contains { $0.kind == "error" && $0.message.hasPrefix("prediction log \(folder.path)") })
+        try FileManager.default.removeItem(at: folder)
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        log.append(Array(#"{"request_id":"back","row":1}"#.utf8))
+        #expect(waitUntil { log.counts.written == 1 })
+        #expect(log.health.isUp && log.problem == nil && log.health.outages == 1)
+        #expect(events.after(0).contains { $0.kind == "recovered" })
+    }
+
     /// SIGTERM drains: during the drain delay readiness answers 503 on both readiness routes and
     /// status says `draining`, while scoring still works (the load balancer has not noticed yet);
     /// then the host stops and leaves the fleet.

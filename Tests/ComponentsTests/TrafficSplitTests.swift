@@ -116,6 +116,13 @@ struct SeededKeys {
             if let v = versions.first.flatMap({ Int($0) }) { seen.insert(v) }
         }
         #expect(seen == [1, 2], "40 keys at 50/50 reach both versions")
+        // An OIP path naming a version of the split gets that version, whatever the key.
+        for v in [1, 2] {
+            let r = try clients[0].request("POST", "/v2/models/credit/versions/\(v)/infer", headers: Self.json + [("x-routing-key", "k")],
+                                           body: Array(#"{"inputs": [{"name": "input", "shape": [1, 15], "datatype": "BYTES", "data": \#(creditArray)}]}"#.utf8))
+            #expect(r.status == 200 && r.headers["x-model-version"] == "\(v)")
+            #expect(try clients[0].request("GET", "/v2/models/credit/versions/\(v)").status == 200)
+        }
     }
 
     /// Every replica of a fleet (each with its own home and registry client, following through the

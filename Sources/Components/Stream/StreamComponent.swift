@@ -256,7 +256,7 @@ package final class StreamComponent: Component {
         binding.swap(request, by: principal)
     }
 
-    package var dependencies: [DependencyHealth] { [sourceHealth, sinkHealth] }
+    package var dependencies: [DependencyHealth] { [sourceHealth, sinkHealth] + (predictionLog.map { [$0.health] } ?? []) }
 
     /// Ready while a model is loaded and the source and sink answer.
     package var isReady: Bool { binding.current != nil && sourceHealth.isUp && sinkHealth.isUp }

@@ -296,7 +296,7 @@ let predictionLogOptions = [
 ]
 
 /// The prediction log the options ask for, under SWITCHYARD_HOME/predictions; nil when off.
-func predictionLog(_ args: Arguments, prefix: String, loops: Int) throws -> PredictionLog? {
+func predictionLog(_ args: Arguments, prefix: String, loops: Int, events: EventLog) throws -> PredictionLog? {
     let text = args.string("log-predictions") ?? "sample=0.05"
     guard let policy = PredictionLog.Policy(text) else {
         throw UsageError("--log-predictions is all, off or sample=SHARE (a share above 0 and at most 1), got \"\(text)\"")
@@ -305,7 +305,7 @@ func predictionLog(_ args: Arguments, prefix: String, loops: Int) throws -> Pred
     var options = PredictionLog.Options(
         folder: Home.fromEnvironment().url.appendingPathComponent("predictions"), prefix: prefix, policy: policy, key: args.string("log-key"))
     options.maxBytes = try args.integer("log-max-bytes", range: 1 << 20...1 << 50) ?? options.maxBytes
-    do { return try PredictionLog(options, loops: loops) } catch { throw CommandError("cannot keep the prediction log in \(options.folder.path): \(error)") }
+    do { return try PredictionLog(options, loops: loops, events: events) } catch { throw CommandError("cannot keep the prediction log in \(options.folder.path): \(error)") }
 }
 
 /// A line of a component's log: printed, and kept for its `GET /v1/logs` (the console's `l`).

@@ -87,7 +87,7 @@ let serveCommand = Command(
         }
         let keys = try args.string("keys-file").map { path in try registryCall { () throws(RegistryError) in try KeyFile(path: path) } } ?? access.keys
         let authenticator = Authenticator(store: keys, loops: threads)
-        let log = try predictionLog(args, prefix: "serve", loops: threads)
+        let log = try predictionLog(args, prefix: "serve", loops: threads, events: events)
         defer { log?.stop() }
         let serve: ServeComponent
         do {

@@ -92,7 +92,7 @@ let streamCommand = Command(
         }
         let source = try makeStreamSource(sourceText, name: name, home: home)
         let sink = try makeStreamSink(sinkText)
-        let log = try predictionLog(args, prefix: "stream", loops: 1)
+        let log = try predictionLog(args, prefix: "stream", loops: 1, events: events)
         defer { log?.stop() }
         let stream: StreamComponent
         do {
