@@ -135,6 +135,30 @@ package final class RegistryClient: RegistryStore, KeySource, KeyAdministration,
         do { return try ModelDocument.decode(data!) } catch { throw RegistryError("\(version.reference): \(error)", status: 422) }
     }
 
+    /// A version's drift baseline from the service (nil when it has none), kept in the cache once
+    /// fetched: a component restarted while the registry is down still has it.
+    package func baseline(model: String, version: Int) throws(RegistryError) -> DriftBaseline? {
+        let file = cache.appendingPathComponent("baselines/\(model.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })-\(version).json")
+        do {
+            guard let value = try through({ () throws(RegistryError) in try api.baseline(model: model, version: version) }) else { return nil }
+            let baseline = try DriftBaseline(json: value)
+            try? FileManager.default.createDirectory(at: file.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try? writeAtomically(Data(value.jsonText.utf8), to: file)
+            return baseline
+        } catch let error as RegistryError where error.unreachable {
+            guard let data = FileManager.default.contents(atPath: file.path), let value = try? JSONValue.parse([UInt8](data)) else { throw error }
+            return try? DriftBaseline(json: value)
+        } catch let error as RegistryError {
+            throw error
+        } catch {
+            throw RegistryError("the baseline of \(model)@\(version) from \(url): \(error)", status: 502)
+        }
+    }
+
+    package func setBaseline(model: String, version: Int, baseline: DriftBaseline, who: String = "") throws(RegistryError) {
+        try through { () throws(RegistryError) in try api.setBaseline(model: model, version: version, baseline: baseline.json) }
+    }
+
     /// Watches the alias revision from a thread of its own with a long poll
     /// (`GET /v1/aliases?after=REV&wait=S`: the registry answers when an alias moves, or after S
     /// seconds with a few bytes saying nothing changed) and calls `changed` when an alias moved, so a

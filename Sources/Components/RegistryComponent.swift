@@ -156,6 +156,23 @@ package final class RegistryComponent: Component {
             o.append("version", registration.version.json)
             o.append("existed", .bool(registration.existed))
             return json(registration.existed ? 200 : 201, .object(o))
+        case ("GET", 5, "models") where r[2] == "versions" && r[4] == "baseline":
+            _ = try authorize(request, context, .read)
+            guard let version = Int(r[3]), version >= 1 else { throw HTTPError(400, "a version is a whole number from 1") }
+            guard let baseline = try registryCall({ () throws(RegistryError) in try registry.baseline(model: r[1], version: version) }) else {
+                throw HTTPError(404, "\(r[1])@\(version) has no drift baseline; make one with 'switchyard models baseline \(r[1])@\(version) --data FILE.csv'")
+            }
+            return json(200, baseline.json)
+        case ("POST", 5, "models") where r[2] == "versions" && r[4] == "baseline":
+            let principal = try authorize(request, context, .operate)
+            if let wrongType = requireJSON(request) { return wrongType }
+            guard let version = Int(r[3]), version >= 1 else { throw HTTPError(400, "a version is a whole number from 1") }
+            let baseline: DriftBaseline
+            do { baseline = try DriftBaseline(json: try JSONValue.parse(request.body)) } catch { throw HTTPError(400, "\(error)") }
+            let actor = who(principal)
+            try registryCall { () throws(RegistryError) in try registry.setBaseline(model: r[1], version: version, baseline: baseline, who: actor) }
+            events.append("registry", "drift baseline of \(r[1])@\(version) stored by \(actor) (\(baseline.rows) rows)")
+            return json(200, .object(JSONObject(["model": .string(r[1]), "version": .number(Double(version)), "rows": .number(Double(baseline.rows))])))
         case ("GET", 1, "resolve"):
             _ = try authorize(request, context, .read)
             guard let reference = request.query["ref"], !reference.isEmpty else { throw HTTPError(400, "give ?ref=NAME, NAME@VERSION or NAME@ALIAS") }

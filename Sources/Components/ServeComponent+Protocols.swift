@@ -299,10 +299,17 @@ extension ServeComponent {
             }
         }
         let shadow = shadowing.with(loop: context.loop) { $0 }
-        if predictionLog != nil || shadow != nil {
+        let drift = snapshot.drift.read(loop: context.loop)
+        if predictionLog != nil || shadow != nil || drift != nil {
             let keyField = predictionLog?.options.key.flatMap { scorer.fieldIndex($0) }
             for r in 0..<rows {
                 let cells = s.cells[(r * fieldCount)..<((r + 1) * fieldCount)]
+                if let drift {
+                    s.cells.withUnsafeBufferPointer { cells in
+                        drift.observe(loop: context.loop, tape: tape, nodes: UnsafeBufferPointer(rebasing: cells[(r * fieldCount)..<((r + 1) * fieldCount)]),
+                                      probability: s.probabilities[r * c + c - 1])
+                    }
+                }
                 func record(_ w: inout JSONWriter) {
                     w.raw("{")
                     for (f, node) in cells.enumerated() {
@@ -547,6 +554,7 @@ extension ServeComponent {
         let scorer = snapshot.scorer
         let explain = wantsExplanation(request)
         let shadow = shadowing.with(loop: context.loop) { $0 }
+        let drift = snapshot.drift.read(loop: context.loop)
         var tape = JSONTape()
         return try request.body.withUnsafeBytes { body in
             do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
@@ -578,6 +586,9 @@ extension ServeComponent {
                 }
                 if let shadow, shadow.comparison.sample(loop: context.loop, percent: shadow.sample) {
                     shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1) { $0.raw(tape.text(record)) }
+                }
+                if let drift {
+                    fieldNodes.withUnsafeBufferPointer { drift.observe(loop: context.loop, tape: tape, nodes: $0, probability: probabilities.last) }
                 }
                 if r > 0 { w.raw(",") }
                 guard explain else {
@@ -783,6 +794,11 @@ extension ServeComponent {
 
     /// MLflow's records (already parsed) and their predictions, sampled into the log.
     private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [Prediction]) {
+        if let drift = snapshot.drift.read(loop: context.loop) {
+            for (record, prediction) in zip(records, predictions) {
+                drift.observe(loop: context.loop, DriftMonitor.values(record, fieldNames: snapshot.scorer.fieldNames), probability: prediction.probabilities.last)
+            }
+        }
         if let shadow = shadowing.with(loop: context.loop, { $0 }) {
             for (r, record) in records.enumerated() where shadow.comparison.sample(loop: context.loop, percent: shadow.sample) {
                 shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1) { $0.value(record) }

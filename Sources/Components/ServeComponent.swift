@@ -23,6 +23,9 @@ package final class ModelSnapshot: Sendable {
     let logIdentity: [UInt8]
     /// Latency of the requests this version answered, per loop.
     let latency: [LatencyHistogram]
+    /// Its inputs' drift, once its baseline is known (looked for at load and every 10 s after).
+    let drift: Published<DriftMonitor?>
+    let baseline = BaselineSearch()
     /// The totals at the last sample, and that interval's figures.
     private let window = Mutex<(histogram: HistogramSnapshot, requests: UInt64, errors: UInt64, recent: (rps: Double, eps: Double, p50: Double, p99: Double))>(
         (HistogramSnapshot(), 0, 0, (0, 0, 0, 0)))
@@ -31,6 +34,7 @@ package final class ModelSnapshot: Sendable {
         self.scorer = scorer
         self.version = version
         latency = (0..<loops).map { _ in LatencyHistogram() }
+        drift = Published(nil, loops: loops)
         counters = StatusCounters(loops: loops)
         example = scorer.document.exampleRecord()
         versionText = String(version.version)
@@ -183,6 +187,8 @@ package final class ServeComponent: Component {
     package static let defaultMaxRows = 10_000
     /// What it runs and follows; each version it loads is published to the loops.
     private let binding: ModelBinding<ModelSnapshot>
+    /// Where versions and their drift baselines come from.
+    private let registry: any ModelSource
     /// The versions served lately, for their per-version metrics.
     private let history: ServedVersions
     /// Latency and status of every response, per loop.
@@ -212,6 +218,7 @@ package final class ServeComponent: Component {
         maxRows: Int = ServeComponent.defaultMaxRows, predictionLog: PredictionLog? = nil
     ) throws {
         self.maxRows = max(1, maxRows)
+        self.registry = registry
         self.predictionLog = predictionLog
         self.authenticator = authenticator
         self.loops = loops
@@ -262,8 +269,19 @@ package final class ServeComponent: Component {
         binding.swap(request, by: principal)
     }
 
-    /// Follows the alias: a move in the registry is picked up within a second.
-    package func tick() { binding.follow() }
+    /// Follows the alias: a move in the registry is picked up within a second. Looks for the drift
+    /// baseline of each version it runs that has none yet (every 10 s).
+    package func tick() {
+        binding.follow()
+        for snapshot in model.current?.all ?? [] where snapshot.drift.current == nil {
+            if let monitor = snapshot.baseline.refresh(snapshot.version, registry: registry, loops: loops, events: events) { snapshot.drift.publish(monitor) }
+        }
+    }
+
+    /// Drift per version it runs (the main first): PSI per field, or why there is none.
+    package func driftStatus() -> [DriftStatus] {
+        (model.current?.all ?? []).map { $0.drift.current?.report() ?? DriftMonitor.missing($0.version) }
+    }
 
     // MARK: - Telemetry
 
@@ -289,7 +307,10 @@ package final class ServeComponent: Component {
         let delta = merged - previous.histogram
         func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
         let busy = inFlight.sum()
-        for snapshot in model.current?.all ?? [] { snapshot.sampleWindow(interval: interval) }
+        for snapshot in model.current?.all ?? [] {
+            snapshot.sampleWindow(interval: interval)
+            snapshot.drift.current?.sample()
+        }
         return [
             "requests": Double(requests - previous.requests) / interval,
             "errors": Double(errors - previous.errors) / interval,
@@ -321,6 +342,7 @@ package final class ServeComponent: Component {
         } ?? []) + (predictionLog.map { log in
             [NamedNumber("predictions_logged", Double(log.counts.written)), NamedNumber("predictions_dropped", Double(log.counts.dropped))]
         } ?? []))
+        status.drift = driftStatus()
         let models = model.current
         status.serve = ServeStatus(
             statusCodes: NamedNumbers(responses.totals().sorted { $0.0 < $1.0 }.map { NamedNumber($0.0 == 0 ? "other" : "\($0.0)", Double($0.1)) }),
@@ -357,6 +379,7 @@ package final class ServeComponent: Component {
                 text.sample("switchyard_route_weight_percent", [("model", models.version.model), ("model_version", "\(arm.version)")], Double(arm.weight))
             }
         }
+        DriftMonitor.metrics(&text, model: model.current?.version.model ?? "", driftStatus())
         text.describe("switchyard_model_swaps_total", "counter", "Model swaps completed.")
         text.sample("switchyard_model_swaps_total", [], Double(binding.swaps))
         text.describe("switchyard_model_swap_failures_total", "counter", "Model swaps that failed (the old version kept serving).")
@@ -372,6 +395,7 @@ package final class ServeComponent: Component {
             return PredictionLog.lookup(predictionLog, request, context, authenticator: authenticator)
         }
         if request.path == "/v1/compare" { return compare(request, context) }
+        if request.path == "/v1/drift" { return DriftMonitor.respond(request, context, authenticator: authenticator, driftStatus()) }
         inFlight.add(loop: context.loop)
         defer { inFlight.add(loop: context.loop, UInt64.max) }  // wraps: −1
         guard let models = model.read(loop: context.loop) else { return .error(503, "no model loaded yet") }

@@ -85,7 +85,7 @@ package struct Controller: Sendable {
                 state.statusRole = .status
             }
         case .character("?"): state.showHelp = true
-        case .character(let c) where ("0"..."7").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
+        case .character(let c) where ("0"..."8").contains(c): state.view = ConsoleView(rawValue: Int(String(c))!)!
         case .tab: state.view = ConsoleView(rawValue: (state.view.rawValue + 1) % ConsoleView.allCases.count)!
         case .up, .character("k"), .down, .character("j"), .pageUp, .pageDown, .home, .end:
             // One row, a page (what fits on the screen), or to either end: in a view's table, or

@@ -3,9 +3,9 @@ import Foundation
 import JSON
 import Scoring
 
-/// The console's views: 0 the overview, 1–7 the detail views.
+/// The console's views: 0 the overview, 1–8 the detail views.
 package enum ConsoleView: Int, CaseIterable, Sendable {
-    case overview = 0, serve, batch, stream, models, predict, events, rollout
+    case overview = 0, serve, batch, stream, models, predict, events, rollout, drift
 
     /// Its title, from its registered view (`consoleViews`).
     var title: String { screen(self).title }
@@ -181,8 +181,8 @@ private func drawFooter(_ canvas: inout Canvas, _ state: ConsoleState) {
     let arrows = canvas.unicode ? "↑↓" : "j/k"
     let viewKeys = screen(state.view).footerKeys
     let keys = state.readOnly
-        ? " q quit  ? help  0-7 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
-        : " q quit  ? help  0-7 views  \(arrows) select  \(viewKeys)  : command  r refresh"
+        ? " q quit  ? help  0-8 views  \(arrows) select  r refresh  +/- rate  (actions disabled: \(state.readOnlyReason))"
+        : " q quit  ? help  0-8 views  \(arrows) select  \(viewKeys)  : command  r refresh"
     canvas.put(0, y, keys, .dim)
 }
 
@@ -360,6 +360,10 @@ func healthProblems(_ snapshot: FleetSnapshot, now: Date) -> [String] {
         }
         if let backlog = c.status?.stream?.backlog.status, backlog == "STALLED" || backlog == "FALLING_BEHIND" {
             other.append("\(name) \(backlog)")
+        }
+        // Drift: the worst input field at or past the alert level (the Drift view has all of them).
+        for d in c.status?.drift ?? [] {
+            if let worst = d.worst, let psi = worst.psi, psi >= 0.25 { other.append(String(format: "%@ v%d DRIFT %@ PSI %.2f", name, d.version, worst.name, psi)) }
         }
         if c.kind == "serve", let requests = c.series["requests"]?.last, requests > 0 {
             let serverErrors = (c.series["errors"]?.last ?? 0) / requests, clientErrors = (c.series["client_errors"]?.last ?? 0) / requests
@@ -612,7 +616,7 @@ private func drawHelp(_ canvas: inout Canvas) {
     let keys: [(String, String)] = [
         ("q", "quit (under switchyard up it asks first: it stops all)"),
         ("Esc", "back: closes a dialog, the filter, help, or a detail view"),
-        ("0-7, Tab", "the views the header names"),
+        ("0-8, Tab", "the views the header names"),
         ("arrows, j/k", "select a component, or a row in a view's table"),
         ("PgUp PgDn", "a page up or down; Home, End: the first, the last row"),
         ("Enter", "a row whole; on the overview, the component's own view"),

@@ -46,9 +46,9 @@ extension ConsoleScreen {
     func handle(_ key: Key, _ snapshot: FleetSnapshot, _ controller: inout Controller) -> Effect? { nil }
 }
 
-/// Every view, in the order of their numbers (0–7).
+/// Every view, in the order of their numbers (0–8).
 let consoleViews: [any ConsoleScreen] = [
-    OverviewScreen(), ServeScreen(), BatchScreen(), StreamScreen(), ModelsScreen(), PredictScreen(), EventsScreen(), RolloutScreen(),
+    OverviewScreen(), ServeScreen(), BatchScreen(), StreamScreen(), ModelsScreen(), PredictScreen(), EventsScreen(), RolloutScreen(), DriftScreen(),
 ]
 
 /// The registered view for `view`.

@@ -143,6 +143,8 @@ public struct ComponentStatus: Sendable, Equatable {
     /// The followed alias's traffic split, when it has one: serve splits by it, batch and stream
     /// run its main version (`model`).
     public var route: AliasRoute?
+    /// Input drift of the versions it runs (serve and stream), the main version first.
+    public var drift: [DriftStatus] = []
     /// `serving`, `loading`, `idle`, `running`, `paused`, `reconnecting`, …
     public var state: String
     public var counters: NamedNumbers
@@ -192,6 +194,7 @@ public struct ComponentStatus: Sendable, Equatable {
         o.append("model", model?.json ?? .null)
         o.append("following", following.map(JSONValue.string) ?? .null)
         if let route { o.append("route", route.json) }
+        if !drift.isEmpty { o.append("drift", .array(drift.map(\.json))) }
         o.append("state", .string(state))
         o.append("counters", counters.json)
         serve?.append(to: &o)
@@ -223,6 +226,7 @@ public struct ComponentStatus: Sendable, Equatable {
                   model: ModelReference(json: value["model"]), following: value["following"]?.stringValue, state: value["state"]?.stringValue ?? "",
                   counters: NamedNumbers(json: value["counters"]), dependencies: dependencies, http: http)
         if let r = value["route"], r != .null { route = try? AliasRoute(json: r) }
+        if case .array(let items)? = value["drift"] { drift = items.compactMap(DriftStatus.init(json:)) }
         switch kind {
         case "serve": serve = ServeStatus(json: value)
         case "batch": batch = BatchStatus(json: value)
@@ -866,4 +870,65 @@ public struct LogPage: Sendable, Equatable {
 func number(_ value: JSONValue?) -> Double? {
     guard case .number(let n)? = value, n.isFinite else { return nil }
     return n
+}
+
+/// A component's input drift for one model version: the population stability index (PSI) per
+/// input field and for the predicted probability, over the window's rows, against the version's
+/// baseline. PSI is nil with too few rows; `problem` says why there is no drift at all (no
+/// baseline for the version).
+public struct DriftStatus: Sendable, Equatable {
+    public struct Field: Sendable, Equatable {
+        public var name: String
+        public var psi: Double?
+        public init(name: String, psi: Double?) {
+            self.name = name
+            self.psi = psi
+        }
+    }
+
+    public var version: Int
+    public var windowSeconds: Double
+    public var rows: Int
+    public var baselineRows: Int
+    public var fields: [Field]
+    public var prediction: Double?
+    public var problem: String?
+
+    public init(version: Int, windowSeconds: Double, rows: Int, baselineRows: Int, fields: [Field], prediction: Double?, problem: String?) {
+        self.version = version
+        self.windowSeconds = windowSeconds
+        self.rows = rows
+        self.baselineRows = baselineRows
+        self.fields = fields
+        self.prediction = prediction
+        self.problem = problem
+    }
+
+    /// The largest field PSI.
+    public var worst: Field? { fields.filter { $0.psi != nil }.max { $0.psi! < $1.psi! } }
+
+    public var json: JSONValue {
+        func number(_ x: Double?) -> JSONValue { x.map(JSONValue.number) ?? .null }
+        var o = JSONObject()
+        o.append("version", .number(Double(version)))
+        o.append("window_s", .number(windowSeconds))
+        o.append("rows", .number(Double(rows)))
+        o.append("baseline_rows", .number(Double(baselineRows)))
+        o.append("fields", .array(fields.map { .object(JSONObject(["name": .string($0.name), "psi": number($0.psi)])) }))
+        o.append("prediction_psi", number(prediction))
+        o.append("problem", problem.map(JSONValue.string) ?? .null)
+        return .object(o)
+    }
+
+    public init?(json value: JSONValue) {
+        guard let version = wholeNumber(value["version"], from: 1) else { return nil }
+        func number(_ v: JSONValue?) -> Double? { if case .number(let x)? = v, x.isFinite { x } else { nil } }
+        var fields: [Field] = []
+        if case .array(let items)? = value["fields"] {
+            fields = items.compactMap { item in item["name"]?.stringValue.map { Field(name: $0, psi: number(item["psi"])) } }
+        }
+        self.init(version: version, windowSeconds: number(value["window_s"]) ?? 0, rows: wholeNumber(value["rows"], from: 0) ?? 0,
+                  baselineRows: wholeNumber(value["baseline_rows"], from: 0) ?? 0, fields: fields, prediction: number(value["prediction_psi"]),
+                  problem: value["problem"]?.stringValue)
+    }
 }

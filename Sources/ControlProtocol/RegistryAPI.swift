@@ -161,6 +161,20 @@ public final class RegistryAPI: Sendable {
         return wholeNumber(value["from"], from: 1)
     }
 
+    /// A version's drift baseline as JSON; nil when it has none (404).
+    public func baseline(model: String, version: Int) throws(RegistryError) -> JSONValue? {
+        do {
+            return try callJSON("GET", "/v1/models/\(Self.escape(model))/versions/\(version)/baseline")
+        } catch where error.status == 404 && !error.unreachable && error.message.contains("no drift baseline") {
+            return nil
+        }
+    }
+
+    /// Stores a version's drift baseline (its JSON form).
+    public func setBaseline(model: String, version: Int, baseline: JSONValue) throws(RegistryError) {
+        _ = try callJSON("POST", "/v1/models/\(Self.escape(model))/versions/\(version)/baseline", body: Self.body(baseline))
+    }
+
     /// Points `alias` back where it was before its last move.
     public func rollback(model: String, alias: String) throws(RegistryError) -> (from: Int, to: Int) {
         let path = "/v1/aliases/\(Self.escape(model))/\(Self.escape(alias))/rollback"

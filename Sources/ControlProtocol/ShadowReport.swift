@@ -114,7 +114,8 @@ public struct ShadowReport: Sendable, Equatable {
         o.append("versions", .array(versions.map { v in
             .object(JSONObject([
                 "version": .number(Double(v.version)), "role": .string(v.role), "rows": .number(Double(v.rows)),
-                "scoring": v.p50Microseconds == nil ? .null : .object(JSONObject(["p50_us": number(v.p50Microseconds), "p99_us": number(v.p99Microseconds)])),
+                "scoring": v.p50Microseconds == nil && v.p99Microseconds == nil ? .null
+                    : .object(JSONObject(["p50_us": number(v.p50Microseconds), "p99_us": number(v.p99Microseconds)])),
             ]))
         }))
         o.append("largest", .array(largest.map { d in

@@ -55,6 +55,9 @@ package struct JSONTape {
 
     package func kind(_ node: Int) -> Kind { nodes[node].kind }
 
+    /// Whether a string node has escapes (its raw bytes are not its text).
+    package func isEscaped(_ node: Int) -> Bool { nodes[node].escaped }
+
     /// Children of an array, or the values of an object, in order.
     package func elements(_ node: Int) -> [Int] {
         var out: [Int] = []

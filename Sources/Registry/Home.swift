@@ -17,6 +17,8 @@ public struct Home: Sendable {
 
     public var databasePath: String { url.appendingPathComponent("registry.sqlite").path }
     public var artifacts: URL { url.appendingPathComponent("artifacts") }
+    /// Drift baselines of versions, named by their sha256.
+    public var baselines: URL { url.appendingPathComponent("baselines") }
     public var logs: URL { url.appendingPathComponent("logs") }
 
     /// Creates the folders, naming what could not be made.

@@ -143,6 +143,17 @@ extension Database {
             PRIMARY KEY (model, alias)
         );
         """,
+        """
+        CREATE TABLE baselines (
+            model TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (model, version),
+            FOREIGN KEY (model, version) REFERENCES versions(model, version)
+        );
+        """,
     ]
 }
 
@@ -249,6 +260,48 @@ extension ModelRegistry {
                 return previous
             }
         }
+    }
+
+    /// Stores the drift baseline of a version (in `baselines/`, named by its sha256), replacing any
+    /// earlier one; audited as `baseline`. Components running the version pick it up.
+    public func setBaseline(model: String, version: Int, baseline: DriftBaseline, who: String) throws(RegistryError) {
+        let bytes = Data(baseline.json.jsonText.utf8)
+        let sha = SHA256.hex([UInt8](bytes))
+        let file = home.baselines.appendingPathComponent("\(sha).json")
+        if !FileManager.default.fileExists(atPath: file.path) {
+            do {
+                try FileManager.default.createDirectory(at: home.baselines, withIntermediateDirectories: true)
+                try writeAtomically(bytes, to: file)
+            } catch {
+                throw RegistryError("cannot store the baseline in \(home.baselines.path): \(error)", status: 500)
+            }
+        }
+        try database.exclusive { () throws(RegistryError) in
+            try database.transaction { () throws(RegistryError) in
+                _ = try self.version(model, version)
+                let at = timestamp()
+                try database.query("""
+                    INSERT INTO baselines (model, version, sha256, created_at, created_by) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (model, version) DO UPDATE SET sha256 = excluded.sha256, created_at = excluded.created_at, created_by = excluded.created_by
+                    """, [.text(model), .integer(Int64(version)), .text(sha), .text(at), .text(who)])
+                try appendAudit(at: at, who: who, action: "baseline", model: model, alias: nil, from: nil, to: version,
+                                detail: "\(baseline.rows) rows, \(baseline.fields.count) fields, sha256 \(sha.prefix(12))")
+            }
+        }
+    }
+
+    /// The drift baseline of a version; nil when it has none.
+    public func baseline(model: String, version: Int) throws(RegistryError) -> DriftBaseline? {
+        let sha = try database.exclusive { () throws(RegistryError) in
+            try database.query("SELECT sha256 FROM baselines WHERE model = ? AND version = ?", [.text(model), .integer(Int64(version))]).first?.first?.text
+        }
+        guard let sha else { return nil }
+        let file = home.baselines.appendingPathComponent("\(sha).json")
+        guard let data = FileManager.default.contents(atPath: file.path), SHA256.hex([UInt8](data)) == sha else {
+            throw RegistryError("the baseline of \(model)@\(version) is missing or damaged: \(file.path); store it again with 'switchyard models baseline'", status: 500)
+        }
+        let bytes = [UInt8](data)
+        do { return try DriftBaseline(json: try JSONValue.parse(bytes)) } catch { throw RegistryError("the baseline of \(model)@\(version): \(error)", status: 500) }
     }
 
     /// The split of `model@alias`; nil when it points at one version.

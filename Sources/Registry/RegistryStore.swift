@@ -13,6 +13,8 @@ public protocol ModelSource: Sendable {
     /// `resolve`, and the traffic split when the reference follows an alias that has one (the
     /// version is then the split's main one).
     func resolveRoute(_ reference: String) throws(RegistryError) -> (version: ModelRegistry.Version, route: AliasRoute?)
+    /// The version's drift baseline; nil when it has none.
+    func baseline(model: String, version: Int) throws(RegistryError) -> DriftBaseline?
 }
 
 extension ModelSource {
@@ -20,6 +22,9 @@ extension ModelSource {
     public func resolveRoute(_ reference: String) throws(RegistryError) -> (version: ModelRegistry.Version, route: AliasRoute?) {
         (try resolve(reference), nil)
     }
+
+    /// A source without baselines.
+    public func baseline(model: String, version: Int) throws(RegistryError) -> DriftBaseline? { nil }
 }
 
 /// The active API keys, by the sha256 of the key: what a component checks requests against.
@@ -57,6 +62,8 @@ public protocol RegistryStore: ModelSource {
     func rollback(model: String, alias: String, who: String) throws(RegistryError) -> (from: Int, to: Int)
     /// Splits the alias over the route's versions (`ModelRegistry.setRoute`); returns where it pointed before.
     func setRoute(model: String, alias: String, route: AliasRoute, who: String) throws(RegistryError) -> Int?
+    /// Stores a version's drift baseline (`ModelRegistry.setBaseline`).
+    func setBaseline(model: String, version: Int, baseline: DriftBaseline, who: String) throws(RegistryError)
     func audit(model: String?, after: Int?, limit: Int) throws(RegistryError) -> [ModelRegistry.AuditEntry]
     /// Every alias of every model, and the revision they are at (the latest audit entry's id).
     func allAliases() throws(RegistryError) -> (revision: Int, aliases: [(model: String, alias: String, version: Int)])

@@ -89,7 +89,7 @@ func temporaryFolder() throws -> URL {
         (["train", "--data", "x.csv", "--label", "y", "--holdout", "2"], "--holdout must be between 0 and 1, got 2.0"),
         (["fixtures", "credit", "--rows", "many", "--out", "x"], #"--rows expects a whole number, got "many""#),
         (["fixtures", "credit", "--rows", "5", "--out", "x", "--format", "xml"], "--format must be one of csv, jsonl"),
-        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, import, promote, rollback, route, audit"),
+        (["models"], "switchyard models: needs a subcommand; one of: list, show, register, import, promote, rollback, route, baseline, audit"),
         (["models", "promote", "credit"], #"expected NAME@VERSION with a version number, got "credit""#),
         (["predict"], "missing NAME[@VERSION|@ALIAS]"),
         (["models", "show", "a", "b"], #"unexpected argument "b""#),
@@ -159,9 +159,15 @@ func temporaryFolder() throws -> URL {
         #expect(list.stdout.contains(#""aliases":["production"]"#))
         let audit = try switchyard(["models", "audit", "credit", "--json"], home: home)
         let actions = audit.stdout.split(separator: "\n").map { line in
-            ["register", "promote", "rollback"].first { line.contains(#""action":"\#($0)""#) } ?? "?"
+            ["register", "baseline", "promote", "rollback"].first { line.contains(#""action":"\#($0)""#) } ?? "?"
         }
-        #expect(actions == ["register", "promote", "register", "promote", "rollback"])
+        // train stores the training data's drift baseline with the version, before promoting it.
+        #expect(actions == ["register", "baseline", "promote", "register", "promote", "rollback"])
+        // An imported or registered version gets one from data like its training data.
+        let baseline = try switchyard(["models", "baseline", "credit@2", "--data", fixtures.appendingPathComponent("credit-sample.csv").path], home: home)
+        #expect(baseline.status == 0 && baseline.stdout.contains("drift baseline of credit@2: 200 rows of credit-sample.csv, 15 fields"), "\(baseline.stdout) \(baseline.stderr)")
+        let noInputs = try switchyard(["models", "baseline", "credit@2", "--data", fixtures.appendingPathComponent("sklearn-credit-model.json").path], home: home)
+        #expect(noInputs.status == 65 && noInputs.stderr.contains("the header names none of the model's inputs"), "\(noInputs.stderr)")
         let show = try switchyard(["models", "show", "credit@1"], home: home)
         #expect(show.status == 0)
         #expect(show.stdout.contains("aliases: production→v1"))

@@ -111,6 +111,33 @@ final class StreamFixture: @unchecked Sendable {
     }
 }
 
+@Suite struct StreamDriftTests {
+    /// A stream counts what it scores into its version's baseline bins: 600 events with income
+    /// tripled flag income and no other field (status and GET /v1/drift).
+    @Test func aStreamReportsItsInputsDrift() throws {
+        let f = try StreamFixture()
+        defer { f.stop() }
+        let scorer = try f.batch.scorer(1)
+        try f.batch.registry.setBaseline(model: "credit", version: 1, baseline: DriftBaseline.make(
+            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) }), who: "test")
+        let events = creditRecords(seed: 5, count: 600, incomeScale: 3).enumerated().map { i, record -> String in
+            guard case .object(var o) = record else { return "" }
+            o.append("id", .number(Double(i)))
+            return JSONValue.object(o).jsonText + "\n"
+        }
+        try f.start(http: true)
+        f.stream!.tick()  // looks for the baseline now
+        try append(events.joined(), to: f.source.appendingPathComponent("shifted.jsonl"))
+        try f.waitFor(600)
+        let drift = try #require(f.stream!.driftStatus().first)
+        #expect(drift.problem == nil && drift.rows == 600)
+        let psi = Dictionary(uniqueKeysWithValues: drift.fields.map { ($0.name, $0.psi ?? -1) })
+        #expect(psi["income"]! >= DriftMonitor.alert && psi.filter { $0.key != "income" }.allSatisfy { $0.value >= 0 && $0.value < DriftMonitor.warn }, "\(psi)")
+        let answer = try JSONValue.parse(try HTTPClient(port: f.port).request("GET", "/v1/drift", headers: [("Authorization", "Bearer \(f.batch.readKey)")]).body)
+        #expect(answer["versions"]?[0]?["fields"] != nil, "\(answer)")
+    }
+}
+
 @Suite struct StreamPredictionLogTests {
     /// The stream logs what it scored (issue 18 item 4), by event id and by a key field, once the
     /// sink has the predictions; the control API finds them (scope operate).

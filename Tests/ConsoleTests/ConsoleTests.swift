@@ -79,7 +79,7 @@ private func fleet() -> FleetSnapshot {
         let lines = canvas.text.split(separator: "\n", omittingEmptySubsequences: false).map { String($0) }
         #expect(lines.count == 24)
         #expect(lines.allSatisfy { $0.count == 80 })
-        #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 2 3 4 5 6 7 "))
+        #expect(lines[0].hasPrefix(" Switchyard [0 Overview] 1 2 3 4 5 6 7 8 "))
         #expect(lines[1] == " 4 components: serve-b DOWN, stream-a FALLING_BEHIND  │ credit: production=v2 ca")
         #expect(lines[2] == "┌─ batch batch-a  credit@1  running ───────────────────────────────────────────┐")
         #expect(lines[3] == "│ run 7  45%  120.0k rows  3.0M rows/s  ETA 2s  day.csv  queue 1  next 02:15Z  │")
@@ -92,7 +92,7 @@ private func fleet() -> FleetSnapshot {
         #expect(lines[15].hasPrefix("│ DOWN — last seen 20782d0h ago at http://127.0.0.1:9003"))
         #expect(lines[16].hasPrefix("│ connect failed"))
         #expect(lines[22] == " ready" + String(repeating: " ", count: 57) + "polling every 1s ")
-        #expect(lines[23].hasPrefix(" q quit  ? help  0-7 views"))
+        #expect(lines[23].hasPrefix(" q quit  ? help  0-8 views"))
         // Roles: the down panel's title is an error, the selected panel's frame is highlighted.
         #expect(canvas.cells[14 * 80 + 3].role == .error)
         #expect(canvas.cells[11 * 80 + 2].role == .warn)
@@ -349,6 +349,8 @@ private func fleet() -> FleetSnapshot {
         #expect(c.state.view == .events)
         _ = c.handle(.tab, s)
         #expect(c.state.view == .rollout)
+        _ = c.handle(.tab, s)
+        #expect(c.state.view == .drift)
         _ = c.handle(.tab, s)
         #expect(c.state.view == .overview)
         _ = c.handle(.character("?"), s)
@@ -772,6 +774,23 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(c.state.status == "route: not allowed — your key has scope read; route needs admin")
     }
 
+    /// The Drift view draws each field's PSI as a bar, worst first, with the verdict; a version
+    /// without a baseline says how to make one; the overview names a shifted field.
+    @Test func driftShowsEachFieldsPSIAndTheOverviewFlagsAShift() {
+        var s = fleet()
+        s.components[1].status = status(#"{"kind":"serve","model":{"reference":"credit@1"},"following":"production","state":"serving","drift":[{"version":1,"window_s":300,"rows":2001,"baseline_rows":5000,"fields":[{"name":"age","psi":0.009},{"name":"income","psi":2.86},{"name":"rate","psi":0.12}],"prediction_psi":0.28,"problem":null},{"version":2,"problem":"credit@2 has no drift baseline; make one with 'switchyard models baseline credit@2 --data FILE.csv'"}]}"#)
+        var state = ConsoleState()
+        state.view = .drift
+        let lines = drawConsole(s, state, width: 100, height: 30, unicode: true).text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.contains("serve serve-a credit@1: 2001 rows in the last 5m0s against a baseline of 5000") }, "\(lines)")
+        let income = lines.firstIndex { $0.hasPrefix("  income ") }, rate = lines.firstIndex { $0.hasPrefix("  rate ") }, age = lines.firstIndex { $0.hasPrefix("  age ") }
+        #expect(income != nil && rate != nil && age != nil && income! < rate! && rate! < age!, "worst first: \(lines)")
+        #expect(lines[income!].contains("2.860  SHIFTED") && lines[rate!].contains("0.120  look") && lines[age!].contains("0.009"), "\(lines)")
+        #expect(lines.contains { $0.contains("credit@2 has no drift baseline; make one with 'switchyard models baseline") }
+                && lines.contains { $0.hasPrefix(" credit@2 --data FILE.csv'") }, "wrapped, not cut: \(lines)")
+        #expect(healthProblems(s, now: Date()).contains("serve-a v1 DRIFT income PSI 2.86"))
+    }
+
     @Test func batchKeysRerunAndCancelTheSelectedRun() {
         var c = Controller()
         let s = detailedFleet()
@@ -867,7 +886,7 @@ private final class FakeComponent: Sendable {
     /// come from there, and the collector reads only what some view needs.
     @Test func viewsAreRegisteredInOneList() throws {
         #expect(consoleViews.map(\.view) == ConsoleView.allCases)
-        #expect(consoleViews.map(\.title) == ["Overview", "Serve", "Batch", "Stream", "Models", "Predict", "Events", "Rollout"])
+        #expect(consoleViews.map(\.title) == ["Overview", "Serve", "Batch", "Stream", "Models", "Predict", "Events", "Rollout", "Drift"])
         #expect(collectedByViews == [.runs, .deadLetters, .comparison])
         var state = ConsoleState()
         state.view = .models

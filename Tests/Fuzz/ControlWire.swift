@@ -18,6 +18,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if let swap = SwapResult(json: value), SwapResult(json: again(swap.json)) != swap { fatalError("SwapResult does not read back") }
     if let page = DeadLetterPage(json: value), DeadLetterPage(json: again(page.json)) != page { fatalError("DeadLetterPage does not read back") }
     if let page = LogPage(json: value), LogPage(json: again(page.json)) != page { fatalError("LogPage does not read back") }
+    if let route = try? AliasRoute(json: value), (try? AliasRoute(json: again(route.json))) != route { fatalError("AliasRoute does not read back") }
+    if let report = ShadowReport(json: value), ShadowReport(json: again(report.json)) != report { fatalError("ShadowReport does not read back") }
+    if let drift = DriftStatus(json: value), DriftStatus(json: again(drift.json)) != drift { fatalError("DriftStatus does not read back") }
     _ = PauseResult(json: value)
     _ = SwapRequest.decode(Array(UnsafeBufferPointer(start: data, count: size)))
     _ = ModelVersion(json: value)

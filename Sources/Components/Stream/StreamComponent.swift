@@ -79,6 +79,9 @@ package final class StreamComponent: Component {
 
     /// What it scores with and follows; a swap lands between two micro-batches.
     private let binding: ModelBinding<Scorer>
+    /// Where versions and their drift baselines come from, and the running version's drift.
+    private let registry: any ModelSource
+    private let baseline = BaselineSearch()
     private let queue: BoundedQueue<MicroBatch>
     package let paused = Atomic<Bool>(false)
     /// Set by the reading thread once it has seen `paused` and reads nothing more.
@@ -123,6 +126,7 @@ package final class StreamComponent: Component {
         self.sink = sink
         self.options = options
         self.events = events
+        self.registry = registry
         self.authenticator = authenticator
         sourceHealth = DependencyHealth(name: "source", address: source.description, events: events)
         sinkHealth = DependencyHealth(name: "sink", address: sink.description, events: events)
@@ -193,7 +197,8 @@ package final class StreamComponent: Component {
             }
             // One model per micro-batch: a swap lands between two of them.
             guard let current = binding.current else { continue }
-            work.score(batch, scorer: current.loaded, model: current.version.reference, log: predictionLog, version: current.version)
+            work.score(batch, scorer: current.loaded, model: current.version.reference, log: predictionLog, version: current.version,
+                       drift: baseline.monitor(for: current.version))
             // Write, then commit; retried until it works (or the process stops), so nothing is skipped.
             guard retry(sinkHealth, "writing to \(sink.description)", { try sink.write(predictions: work.predictions, deadLetters: work.deadLetters) })
             else { return }
@@ -265,7 +270,14 @@ package final class StreamComponent: Component {
 
     package func tick() {
         binding.follow()
+        if let version = binding.version { baseline.refresh(version, registry: registry, loops: 1, events: events) }
         updateBacklog()
+    }
+
+    /// The running version's drift, or why there is none.
+    package func driftStatus() -> [DriftStatus] {
+        guard let version = binding.version else { return [] }
+        return [baseline.monitor(for: version)?.report() ?? DriftMonitor.missing(version)]
     }
 
     /// Samples the source's backlog and classifies it over the last 10 s, in the
@@ -330,6 +342,7 @@ package final class StreamComponent: Component {
         let delta = histogram - previous.latency
         func ms(_ q: Double) -> Double { delta.quantile(q).map { Double($0) / 1e6 } ?? 0 }
         let backlog = backlogState.withLock { $0.current }
+        if let version = binding.version { baseline.monitor(for: version)?.sample() }
         return [
             "in": Double(r - previous.read) / interval,
             "out": Double(w - previous.written) / interval,
@@ -347,6 +360,7 @@ package final class StreamComponent: Component {
         let (input, processing) = rates()
         let all = latency.snapshot()
         binding.describe(&status)
+        status.drift = driftStatus()
         status.state = paused.load(ordering: .relaxed) ? "paused" : sourceHealth.isUp && sinkHealth.isUp ? "running" : "reconnecting"
         status.counters = NamedNumbers([
             NamedNumber("read", Double(read.load(ordering: .relaxed))),
@@ -363,6 +377,7 @@ package final class StreamComponent: Component {
     }
 
     package func metrics(_ text: inout PrometheusText) {
+        DriftMonitor.metrics(&text, model: binding.version?.model ?? "", driftStatus())
         text.describe("switchyard_stream_events_total", "counter", "Events by outcome: read, written (predictions), dead (dead letters).")
         text.sample("switchyard_stream_events_total", [("outcome", "read")], Double(read.load(ordering: .relaxed)))
         text.sample("switchyard_stream_events_total", [("outcome", "written")], Double(written.load(ordering: .relaxed)))
@@ -384,6 +399,7 @@ package final class StreamComponent: Component {
             return PredictionLog.lookup(predictionLog, request, context, authenticator: authenticator)
         }
         let path = String(request.path)
+        if path == "/v1/drift" { return DriftMonitor.respond(request, context, authenticator: authenticator, driftStatus()) }
         if path == "/v1/dead-letters" {
             guard request.method == "GET" else { return .error(405, "\(request.method) is not allowed on \(path); use GET") }
             switch authenticator.authorize(request, loop: context.loop, needed: .operate) {  // events' data: not for a read key
@@ -422,7 +438,7 @@ private struct ScoringWork {
     private var identity: [UInt8] = []
 
     /// Scores every event of `batch`: a prediction line, or a dead letter with the reason.
-    mutating func score(_ batch: MicroBatch, scorer: Scorer, model: String, log: PredictionLog? = nil, version: ModelVersion? = nil) {
+    mutating func score(_ batch: MicroBatch, scorer: Scorer, model: String, log: PredictionLog? = nil, version: ModelVersion? = nil, drift: DriftMonitor? = nil) {
         predictions.removeAll()
         deadLetters.removeAll()
         eventTimes.removeAll(keepingCapacity: true)
@@ -451,6 +467,7 @@ private struct ScoringWork {
                     dead(id ?? batch.sourceIDs[i], failure.reason, text, source: batch.sourceIDs[i])
                     continue
                 }
+                if let drift { records.observe(drift, probability: records.probabilities[scorer.classes.count - 1]) }
                 let tape = records.tape
                 let time = eventTime(tape) ?? batch.sourceTimes[i]
                 eventTimes.append(time)

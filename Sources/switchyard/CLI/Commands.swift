@@ -10,7 +10,7 @@ let commands: [Command] = [
     streamCommand, streamProduceCommand,
     consoleCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsImportCommand, modelsPromoteCommand,
-    modelsRollbackCommand, modelsRouteCommand, modelsAuditCommand,
+    modelsRollbackCommand, modelsRouteCommand, modelsBaselineCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
     imageBuildCommand, deployK8sCommand,
     benchScoreCommand, benchExplainCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,

@@ -233,7 +233,7 @@ let benchServeCommand = Command(
         Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
         Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
-        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction), shadow (open, a shadow version scoring a copy)", defaultValue: "open,key"),
+        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction), shadow (open, a shadow version scoring a copy), drift (open, every row counted for drift)", defaultValue: "open,key"),
         Option(name: "log-policy", value: "all|sample=SHARE", help: "what the open+log serve (--auth log) logs", defaultValue: "all"),
         Option(name: "shadow-sample", value: "PERCENT", help: "the rows the open+shadow serve (--auth shadow) copies to its shadow", defaultValue: "100"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
@@ -278,7 +278,7 @@ let benchServeCommand = Command(
             return values
         }
         let routes = try list("routes", "oip,score", ["oip", "score"])
-        let auths = try list("auth", "open,key", ["open", "key", "log", "shadow"])
+        let auths = try list("auth", "open,key", ["open", "key", "log", "shadow", "drift"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
@@ -314,6 +314,27 @@ let benchServeCommand = Command(
         let logging = try log.map { try makeHost(open: true, log: $0) }
         // --auth shadow: an open serve of an alias that runs v1 with v2 as a shadow (--shadow-sample of its rows).
         let shadowSample = try args.double("shadow-sample") ?? 100
+        // --auth drift: an open serve of a version (v3, alias "drifting") that has a drift baseline,
+        // so every row is also counted into its bins.
+        var drifting: (host: ComponentHost, serve: ServeComponent)?
+        if auths.contains("drift") {
+            var third = try registryCall { () throws(RegistryError) in try registry.document(try registry.resolve("credit@1")) }
+            third.estimator.intercepts[0] += 1e-6
+            let scorer = try Scorer(third)
+            var generator = CreditFixture(seed: 9)
+            var csv = Array(CreditFixture.csvHeader.utf8)
+            for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
+            let data = folder.appendingPathComponent("baseline.csv")
+            try Data(csv).write(to: data)
+            let baseline = DriftBaseline.make(scorer: scorer, rows: try DriftBaseline.rows(csv: data, scorer: scorer))
+            _ = try registryCall { () throws(RegistryError) in
+                let v = try registry.register(third, who: "bench").version
+                try registry.setBaseline(model: "credit", version: v.version, baseline: baseline, who: "bench")
+                try registry.promote(model: "credit", version: v.version, alias: "drifting", who: "bench")
+            }
+            drifting = try benchServeHost(registry, reference: "credit@drifting", open: true, threads: threads, events: events, authenticator: authenticator, log: nil)
+            drifting?.serve.tick()  // finds the baseline now
+        }
         var shadowed: (host: ComponentHost, serve: ServeComponent)?
         if auths.contains("shadow") {
             let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: ["1=100"], key: nil, shadow: .init(version: 2, sample: shadowSample)) }
@@ -343,6 +364,8 @@ let benchServeCommand = Command(
         defer { logging?.stop() }
         let shadowPort = try shadowed?.host.start() ?? 0
         defer { shadowed?.host.stop() }
+        let driftPort = try drifting?.host.start() ?? 0
+        defer { drifting?.host.stop() }
         print("server: \(threads) event loops on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
             + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
             + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
@@ -372,7 +395,7 @@ let benchServeCommand = Command(
                     }
                     return LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
                 }
-                let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort][v.auth] ?? port
+                let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort, "drift": driftPort][v.auth] ?? port
                 ours[v, default: []].append(try load(target))
                 if let nginx { theirs[v, default: []].append(try load(nginx.port)) }
             }
@@ -390,7 +413,7 @@ let benchServeCommand = Command(
             + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
         for v in variants {
             let mine = ours[v]!
-            let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow"][v.auth] ?? "open"
+            let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow", "drift": "open+drift"][v.auth] ?? "open"
             var row: [String] = [v.route == "oip" ? "OIP" : "/score", serveLabel, wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
                        rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), cpu(mine, v)]
             if nginx != nil {
@@ -436,6 +459,22 @@ let benchServeCommand = Command(
                         let name = route == "oip" ? "OIP" : "/score"
                         print("  p99 with the shadow, \(name) wrk -t\(g) \(max(c, g)) connections: \(us(shadowP99)) vs \(us(openP99)) without: "
                               + String(format: "%.2f× (goal ≤ 1.1×); requests/s %.2f×", shadowP99 / max(openP99, 1), rateRatio))
+                    }
+                }
+            }
+        }
+
+        if let drifting {
+            let rows = drifting.serve.driftStatus().first?.rows ?? 0
+            print("serve open+drift: every row counted into its version's baseline bins (\(rows) rows in the drift window at the end).")
+            for route in routes {
+                for g in generators {
+                    for c in counts {
+                        guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
+                              let drift = ours[Variant(route: route, auth: "drift", generators: g, connections: max(c, g))] else { continue }
+                        let ratio: Double = LoadSummary.median(drift.map(\.rate)) / LoadSummary.median(open.map(\.rate))
+                        let p99: Double = LoadSummary.median(drift.map(\.p99)) / max(LoadSummary.median(open.map(\.p99)), 1)
+                        print("  drift's cost, \(route == "oip" ? "OIP" : "/score") wrk -t\(g) \(max(c, g)) connections: " + String(format: "requests/s %.2f×, p99 %.2f×", ratio, p99))
                     }
                 }
             }

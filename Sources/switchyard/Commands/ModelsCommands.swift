@@ -91,6 +91,7 @@ let modelsRegisterCommand = Command(
     options: [
         Option(name: "name", value: "NAME", help: "register under this name instead of metadata.name"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
+        Option(name: "baseline-data", value: "FILE.csv", help: "also store its drift baseline from data like its training data"),
     ] + registryOptions,
     run: { args in
         let path = args.positional(0)!
@@ -101,7 +102,8 @@ let modelsRegisterCommand = Command(
             throw CommandError("\(path): \(error)", code: Exit.dataError)
         }
         if let name = args.string("name") { document.metadata.name = name }
-        try registerAndReport(try openStore(args), document, promote: args.string("promote"))
+        try registerAndReport(try openStore(args), document, promote: args.string("promote"),
+                              baselineData: args.string("baseline-data").map { URL(fileURLWithPath: $0) })
         return Exit.ok
     })
 
@@ -114,6 +116,7 @@ let modelsImportCommand = Command(
         Option(name: "schema", value: "SCHEMA.json", help: "map model features to named input fields (see below)"),
         Option(name: "name", value: "NAME", help: "the model name (default: the file name without its extension)"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
+        Option(name: "baseline-data", value: "FILE.csv", help: "also store its drift baseline from data like its training data"),
     ] + registryOptions,
     details: """
         Formats:
@@ -165,7 +168,8 @@ let modelsImportCommand = Command(
             let nodes = trees.trees.reduce(0) { $0 + $1.feature.count }
             print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, classes \(document.outputs.classes.joined(separator: ", "))")
         }
-        try registerAndReport(try openStore(args), document, promote: args.string("promote"))
+        try registerAndReport(try openStore(args), document, promote: args.string("promote"),
+                              baselineData: args.string("baseline-data").map { URL(fileURLWithPath: $0) })
         return Exit.ok
     })
 
@@ -234,6 +238,30 @@ let modelsRouteCommand = Command(
         let previous = try registryCall { () throws(RegistryError) in try registry.setRoute(model: name, alias: alias, route: route, who: cliActor()) }
         print("\(name)@\(alias): " + (route.isSingle ? "all traffic to v\(route.main)" : route.description)
               + " (main version v\(route.main)\(previous.map { $0 == route.main ? "" : ", was v\($0)" } ?? ""))")
+        return Exit.ok
+    })
+
+let modelsBaselineCommand = Command(
+    words: ["models", "baseline"],
+    summary: "Store a version's drift baseline from the data it was made from (for imported models)",
+    positionals: ["NAME@VERSION"],
+    options: [
+        Option(name: "data", value: "FILE.csv", help: "rows like the ones the model was trained on: CSV with a header naming its inputs", required: true),
+        Option(name: "limit", value: "N", help: "read at most the first N rows", defaultValue: "1000000"),
+    ] + registryOptions,
+    details: """
+        The baseline keeps, per input field, ten quantile bins (numbers) or the schema's values
+        (categories) with the share of rows in each and the share missing, and the same for the
+        predicted probability. Serve and stream count live rows into the same bins and report the
+        population stability index per field (GET /v1/drift, /metrics, the console). 'switchyard
+        train' stores the training data's baseline by itself.
+        """,
+    run: { args in
+        let reference = args.positional(0)!
+        let registry = try openStore(args)
+        let (version, scorer) = try loadScorer(registry, reference)
+        try storeBaseline(registry, version, scorer.document, data: URL(fileURLWithPath: try args.require("data")),
+                          limit: try args.integer("limit", range: 1...100_000_000) ?? 1_000_000)
         return Exit.ok
     })
 

@@ -68,6 +68,7 @@ let trainCommand = Command(
             try registryCall { () throws(RegistryError) in try writeAtomically(report.document.encoded(), to: URL(fileURLWithPath: out)) }
             print("wrote \(out)")
         }
-        try registerAndReport(try openStore(args), report.document, promote: args.string("promote"))
+        // The data it was trained on is its drift baseline.
+        try registerAndReport(try openStore(args), report.document, promote: args.string("promote"), baselineData: URL(fileURLWithPath: path))
         return Exit.ok
     })
