@@ -432,51 +432,39 @@ let benchServeCommand = Command(
             print("Latency percentiles are wrk's own (--latency).")
         }
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
-        if let log {
-            print("serve: open, key (a predict key required) or open+log (predictions logged, \(logPolicy.text): \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
+        /// One line per configuration: `auth`'s runs beside the open serve's.
+        func againstOpen(_ auth: String, _ line: (_ route: String, _ threads: Int, _ connections: Int, _ open: [LoadSummary], _ other: [LoadSummary]) -> String) {
             for route in routes {
                 for g in generators {
                     for c in counts {
                         guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
-                              let logged = ours[Variant(route: route, auth: "log", generators: g, connections: max(c, g))] else { continue }
-                        let cost = 1 - LoadSummary.median(logged.map(\.rate)) / LoadSummary.median(open.map(\.rate))
-                        print(String(format: "  the log's cost, %@ wrk -t%d %d connections: %.1f%% of requests/s (goal ≤ 5%%)", route == "oip" ? "OIP" : "/score", g, max(c, g), cost * 100))
+                              let other = ours[Variant(route: route, auth: auth, generators: g, connections: max(c, g))] else { continue }
+                        print(line(route == "oip" ? "OIP" : "/score", g, max(c, g), open, other))
                     }
                 }
             }
         }
-
+        func medianRate(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.rate)) }
+        func medianP99(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.p99)) }
+        if let log {
+            print("serve: open, key (a predict key required) or open+log (predictions logged, \(logPolicy.text): \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
+            againstOpen("log") { route, g, c, open, logged in
+                String(format: "  the log's cost, %@ wrk -t%d %d connections: %.1f%% of requests/s (goal ≤ 5%%)", route, g, c, (1 - medianRate(logged) / medianRate(open)) * 100)
+            }
+        }
         if let shadowed, let comparison = shadowed.serve.shadows.current {
             let tally = comparison.counts
             print("serve open+shadow: v1 answers, v2 scores a copy of \(JSONWriter.numberText(shadowSample))% of rows off the event loops (\(tally.compared) compared, \(tally.dropped) dropped by the full queue).")
-            for route in routes {
-                for g in generators {
-                    for c in counts {
-                        guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
-                              let shadow = ours[Variant(route: route, auth: "shadow", generators: g, connections: max(c, g))] else { continue }
-                        let shadowP99: Double = LoadSummary.median(shadow.map(\.p99)), openP99: Double = LoadSummary.median(open.map(\.p99))
-                        let rateRatio: Double = LoadSummary.median(shadow.map(\.rate)) / LoadSummary.median(open.map(\.rate))
-                        let name = route == "oip" ? "OIP" : "/score"
-                        print("  p99 with the shadow, \(name) wrk -t\(g) \(max(c, g)) connections: \(us(shadowP99)) vs \(us(openP99)) without: "
-                              + String(format: "%.2f× (goal ≤ 1.1×); requests/s %.2f×", shadowP99 / max(openP99, 1), rateRatio))
-                    }
-                }
+            againstOpen("shadow") { route, g, c, open, shadow in
+                "  p99 with the shadow, \(route) wrk -t\(g) \(c) connections: \(us(medianP99(shadow))) vs \(us(medianP99(open))) without: "
+                    + String(format: "%.2f× (goal ≤ 1.1×); requests/s %.2f×", medianP99(shadow) / max(medianP99(open), 1), medianRate(shadow) / medianRate(open))
             }
         }
-
         if let drifting {
-            let rows = drifting.serve.driftStatus().first?.rows ?? 0
-            print("serve open+drift: every row counted into its version's baseline bins (\(rows) rows in the drift window at the end).")
-            for route in routes {
-                for g in generators {
-                    for c in counts {
-                        guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
-                              let drift = ours[Variant(route: route, auth: "drift", generators: g, connections: max(c, g))] else { continue }
-                        let ratio: Double = LoadSummary.median(drift.map(\.rate)) / LoadSummary.median(open.map(\.rate))
-                        let p99: Double = LoadSummary.median(drift.map(\.p99)) / max(LoadSummary.median(open.map(\.p99)), 1)
-                        print("  drift's cost, \(route == "oip" ? "OIP" : "/score") wrk -t\(g) \(max(c, g)) connections: " + String(format: "requests/s %.2f×, p99 %.2f×", ratio, p99))
-                    }
-                }
+            print("serve open+drift: every row counted into its version's baseline bins (\(drifting.serve.driftStatus().first?.rows ?? 0) rows in the drift window at the end).")
+            againstOpen("drift") { route, g, c, open, drift in
+                "  drift's cost, \(route) wrk -t\(g) \(c) connections: "
+                    + String(format: "requests/s %.2f×, p99 %.2f×", medianRate(drift) / medianRate(open), medianP99(drift) / max(medianP99(open), 1))
             }
         }
 
