@@ -147,6 +147,26 @@ package final class DriftMonitor: @unchecked Sendable {
         countPrediction(loop: loop, probability)
     }
 
+    /// Counts one field of a row from a text cell (a CSV cell; empty is missing), from slot `loop`.
+    @inline(__always)
+    package func observe(loop: Int, field f: Int, text: UnsafeRawBufferPointer) {
+        guard f < plans.count - 1 else { return }
+        let plan = plans[f]
+        let bin = text.isEmpty ? plan.missing : plan.isNumber ? (DecimalParser.parse(text).map { numberBin(plan, $0) } ?? plan.missing) : categoryBin(plan, text)
+        counters.add(loop: loop, column: bin)
+    }
+
+    /// Counts one field of a row as missing (a column the input does not have).
+    @inline(__always)
+    package func observeMissing(loop: Int, field f: Int) {
+        guard f < plans.count - 1 else { return }
+        counters.add(loop: loop, column: plans[f].missing)
+    }
+
+    /// Counts a row's predicted probability (nil: the row was not scored).
+    @inline(__always)
+    package func observePrediction(loop: Int, _ probability: Double?) { countPrediction(loop: loop, probability) }
+
     /// Counts a scored row from event loop `loop`: `values` in the schema's order.
     package func observe(loop: Int, _ values: [FieldValue], probability: Double?) {
         for f in 0..<min(values.count, plans.count - 1) {

@@ -10,9 +10,9 @@ struct JSONRecordScorer {
     /// The last record's probabilities, `classes.count` of them.
     private(set) var probabilities: [Double] = []
 
-    /// Counts the last scored record into `drift`'s bins.
-    func observe(_ drift: DriftMonitor, probability: Double) {
-        fieldNodes.withUnsafeBufferPointer { drift.observe(loop: 0, tape: tape, nodes: $0, probability: probability) }
+    /// Counts the last scored record into `drift`'s bins, from counter slot `loop`.
+    func observe(_ drift: DriftMonitor, loop: Int = 0, probability: Double) {
+        fieldNodes.withUnsafeBufferPointer { drift.observe(loop: loop, tape: tape, nodes: $0, probability: probability) }
     }
 
     /// The label index, or why the record cannot be scored.

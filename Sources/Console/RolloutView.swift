@@ -250,7 +250,8 @@ struct DriftScreen: ConsoleScreen {
                     y += 1
                     continue
                 }
-                canvas.put(1, y, "\(c.kind) \(name) \(c.service)@\(d.version): \(d.rows) rows in the last \(duration(d.windowSeconds)) against a baseline of \(d.baselineRows)", .title, limit: width)
+                let span = d.windowSeconds > 0 ? "in the last \(duration(d.windowSeconds))" : "in the \(c.status?.batch?.run == nil ? "latest" : "running") run"
+                canvas.put(1, y, "\(c.kind) \(name) \(c.service)@\(d.version): \(d.rows) rows \(span) against a baseline of \(d.baselineRows)", .title, limit: width)
                 y += 1
                 let rows = d.fields.map { ($0.name, $0.psi) } + [("prediction", d.prediction)]
                 for (field, psi) in rows.sorted(by: { ($0.1 ?? -1) > ($1.1 ?? -1) }) {

@@ -873,8 +873,9 @@ func number(_ value: JSONValue?) -> Double? {
 }
 
 /// A component's input drift for one model version: the population stability index (PSI) per
-/// input field and for the predicted probability, over the window's rows, against the version's
-/// baseline. PSI is nil with too few rows; `problem` says why there is no drift at all (no
+/// input field and for the predicted probability, over the window's rows (serve and stream: the
+/// last `windowSeconds`; batch, with `windowSeconds` 0: the running or latest run), against the
+/// version's baseline. PSI is nil with too few rows; `problem` says why there is no drift at all (no
 /// baseline for the version).
 public struct DriftStatus: Sendable, Equatable {
     public struct Field: Sendable, Equatable {

@@ -348,6 +348,35 @@ final class BatchFixture: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct BatchComponentTests {
+    /// A run counts its rows against the version's baseline: CSV rows with income tripled (and
+    /// a JSON Lines file of the same) flag income and no other field, as the latest run's drift.
+    @Test func aRunReportsItsInputsDriftAgainstTheBaseline() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let scorer = try f.scorer(1)
+        try f.registry.setBaseline(model: "credit", version: 1, baseline: DriftBaseline.make(
+            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) }), who: "test")
+        let shifted = creditRecords(seed: 6, count: 900, incomeScale: 3)
+        var csv = scorer.fieldNames.joined(separator: ",") + "\n"
+        for record in shifted.prefix(600) {
+            csv += scorer.fieldNames.map { name in
+                switch record[name] { case .number(let x)?: JSONWriter.numberText(x); case .string(let t)?: t; default: "" }
+            }.joined(separator: ",") + "\n"
+        }
+        try f.write("shifted.csv", Array(csv.utf8))
+        try f.write("shifted.jsonl", Array(shifted.suffix(300).map(\.jsonText).joined(separator: "\n").utf8) + [0x0A])
+        let batch = try f.start()
+        #expect(batch.driftStatus().isEmpty, "before the first run")
+        let answer = try f.request("POST", "/v1/runs", key: f.operateKey)
+        guard case .number(let id)? = answer.json["id"] else { Issue.record("\(answer)"); return }
+        #expect(try f.waitForRun(Int(id)).status == .succeeded)
+        let drift = try #require(batch.driftStatus().first)
+        #expect(drift.problem == nil && drift.rows == 900 && drift.windowSeconds == 0)
+        let psi = Dictionary(uniqueKeysWithValues: drift.fields.map { ($0.name, $0.psi ?? -1) })
+        #expect(psi["income"]! >= DriftMonitor.alert && psi.filter { $0.key != "income" }.allSatisfy { $0.value >= 0 && $0.value < DriftMonitor.warn }, "\(psi)")
+        #expect(try f.request("GET", "/v1/drift", key: f.readKey).json["versions"]?[0]?["rows"] == .number(900))
+    }
+
     @Test func triggersWithAndWithoutAnIdempotencyKey() throws {
         let f = try BatchFixture()
         defer { f.stop() }

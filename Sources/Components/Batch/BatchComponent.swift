@@ -48,6 +48,9 @@ package final class BatchComponent: Component {
     private let workerDone = DispatchSemaphore(value: 0)
     private let workerStarted = Atomic<Bool>(false)
     private let sampling = Mutex<(rows: Int, bytes: Int64, rejected: Int)>((0, 0, 0))
+    /// Drift of the running run, else of the latest run (its rows against its version's baseline),
+    /// or why there is none.
+    private let drift = Mutex<(monitor: DriftMonitor?, last: DriftStatus?)>((nil, nil))
 
     struct ActiveRun {
         var id: Int
@@ -293,6 +296,11 @@ package final class BatchComponent: Component {
             inputs.append(.init(name: file.lastPathComponent, size: size, sha256: ""))
         }
         let total = sizes.reduce(0, +)
+        progress.bytesTotal.store(total, ordering: .relaxed)
+        // Active before the ledger says running: a cancel that finds it no longer queued finds it
+        // here (its progress is flagged, and the run stops at its first chunk).
+        state.withLock { $0.active = ActiveRun(id: run.id, model: model.version.reference, progress: progress, startedNanoseconds: csystem_monotonic_ns()) }
+        defer { state.withLock { $0.active = nil } }
         do {
             guard try ledger.start(run.id, model: model.version.reference, modelSHA256: model.version.sha256, bytesTotal: total) else {
                 return try? ledger.run(run.id)  // cancelled before it started
@@ -302,13 +310,23 @@ package final class BatchComponent: Component {
             events.append("error", "run \(run.id): \(error.message)")
             return nil
         }
-        progress.bytesTotal.store(total, ordering: .relaxed)
-        state.withLock { $0.active = ActiveRun(id: run.id, model: model.version.reference, progress: progress, startedNanoseconds: csystem_monotonic_ns()) }
-        defer { state.withLock { $0.active = nil } }
         events.append("run", "run \(run.id) started: \(files.count) input\(files.count == 1 ? "" : "s"), \(total) bytes, model \(model.version.reference)")
 
         var runner = BatchRunner(scorer: model.loaded, model: model.version.reference, outputDirectory: outputDirectory,
                                  idColumns: options.idColumns, workers: options.workers)
+        // Drift is per run: its rows against the version's baseline, looked up once a run.
+        if let baseline = try? registry.baseline(model: model.version.model, version: model.version.version) {
+            let monitor = DriftMonitor(baseline: baseline, version: model.version, loops: runner.driftSlots, window: 0)
+            runner.drift = monitor
+            drift.withLock { $0.monitor = monitor }
+        } else {
+            drift.withLock { $0 = (nil, DriftMonitor.missing(model.version)) }
+        }
+        defer {
+            drift.withLock { d in
+                if let monitor = d.monitor { d = (nil, monitor.report()) }
+            }
+        }
         runner.rowsPerSecond = options.rowsPerSecond
         runner.chunkBytes = options.chunkBytes
         runner.explainTop = options.explainTop
@@ -472,12 +490,18 @@ package final class BatchComponent: Component {
         let (current, t) = state.withLock { ($0.active, $0.totals) }
         binding.describe(&status)
         status.state = current == nil ? "idle" : "running"
+        status.drift = driftStatus()
         status.counters = NamedNumbers(RunLedger.Status.allCases.filter(\.isFinished).map { NamedNumber("runs_\($0.rawValue)", Double(t.runs[$0] ?? 0)) }
             + [NamedNumber("rows", Double(t.rows)), NamedNumber("rows_rejected", Double(t.rejected))])
         status.batch = BatchStatus(
             job: job, input: inputDirectory.path + (pattern.map { "/" + $0 } ?? ""), output: outputDirectory.path,
             schedule: schedule?.description, nextRunAt: schedule == nil ? nil : nextSlot.withLock { $0 }.map(isoTimestamp),
             queue: (try? ledger.count(job: job, status: .queued)) ?? 0, run: current.map(progress))
+    }
+
+    /// The running run's drift so far, else the latest run's; empty before the first run.
+    package func driftStatus() -> [DriftStatus] {
+        drift.withLock { d in (d.monitor?.report()).map { [$0] } ?? d.last.map { [$0] } ?? [] }
     }
 
     /// The running run's progress, with its rate and what is left.
@@ -494,6 +518,7 @@ package final class BatchComponent: Component {
     }
 
     package func metrics(_ text: inout PrometheusText) {
+        DriftMonitor.metrics(&text, model: binding.version?.model ?? "", driftStatus())
         let t = state.withLock { $0.totals }
         text.describe("switchyard_batch_runs_total", "counter", "Runs finished by this process, by status.")
         for status in RunLedger.Status.allCases where status.isFinished {
@@ -513,6 +538,7 @@ package final class BatchComponent: Component {
 
     package func route(_ request: HTTPRequest, _ context: RequestContext) -> HTTPResponse? {
         let path = String(request.path)
+        if path == "/v1/drift" { return DriftMonitor.respond(request, context, authenticator: authenticator, driftStatus()) }
         guard path == "/v1/runs" || path.hasPrefix("/v1/runs/") else { return nil }
         let parts = path.split(separator: "/").map(String.init)  // ["v1", "runs", id?, action?]
         let needed: Scope = request.method == "GET" ? .read : .operate

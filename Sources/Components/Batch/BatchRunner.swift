@@ -67,6 +67,11 @@ package struct BatchRunner: Sendable {
     package var maxRecordBytes = 8 << 20
     /// Each row's K largest contributions to its label's margin, as columns (nil: none).
     package var explainTop: Int?
+    /// Counts every row's inputs (and every scored row's prediction) against the version's
+    /// baseline; made with `driftSlots` slots.
+    package var drift: DriftMonitor?
+    /// The counter slots a run needs: one per chunk in flight.
+    package var driftSlots: Int { workers + 2 }
 
     package init(scorer: Scorer, model: String, outputDirectory: URL, idColumns: [String]? = nil, workers: Int) {
         self.scorer = scorer
@@ -137,8 +142,9 @@ private struct FileScoring {
         try output.write(layout.outputHeader)
         try rejects.write(layout.rejectsHeader)
 
-        let window = runner.workers + 2
-        var free = (0..<window).map { _ in Chunk(layout: layout, capacity: runner.chunkBytes) }
+        let window = runner.driftSlots
+        // Each chunk counts drift in its own slot: a chunk is scored by one thread at a time.
+        var free = (0..<window).map { Chunk(layout: layout, capacity: runner.chunkBytes, slot: $0) }
         var inFlight: [Chunk] = []
         let started = csystem_monotonic_ns()
         var rows = 0
@@ -407,6 +413,9 @@ private struct OutputLayout: Sendable {
     let probabilityKeys: [[UInt8]]
     /// `--explain top=K`: K; the tails then leave the row open for the explanation and its end.
     let explainTop: Int?
+    /// The run's drift counters, and CSV: schema field → input column (-1: not in the input).
+    let drift: DriftMonitor?
+    let fieldColumns: [Int]
 
     init(csvHeader: [String], runner: BatchRunner) throws(RegistryError) {
         format = .csv
@@ -424,6 +433,10 @@ private struct OutputLayout: Sendable {
                 "the header lacks \(absent.map { "\"\($0)\"" }.joined(separator: ", ")), which \(runner.model) needs; the header has: \(csvHeader.joined(separator: ","))")
         }
         columnFields = fields
+        var columns = [Int](repeating: -1, count: runner.scorer.fieldNames.count)
+        for (column, field) in fields.enumerated() where field >= 0 && columns[field] < 0 { columns[field] = column }
+        fieldColumns = columns
+        drift = runner.drift
         let ids = runner.idColumns ?? (index["id"] != nil ? ["id"] : [])
         var idColumns: [Int] = []
         for name in ids {
@@ -450,6 +463,8 @@ private struct OutputLayout: Sendable {
         format = .jsonLines
         scorer = runner.scorer
         columnFields = []
+        fieldColumns = []
+        drift = runner.drift
         columnCount = 0
         idColumns = []
         idNames = jsonIDs
@@ -594,9 +609,9 @@ private final class Chunk: @unchecked Sendable {
     /// (no exclusivity checks or uniqueness tests on class properties).
     private var work: ChunkWork?
 
-    init(layout: OutputLayout, capacity: Int) {
+    init(layout: OutputLayout, capacity: Int, slot: Int) {
         input.reserveCapacity(capacity)
-        work = ChunkWork(layout: layout, capacity: capacity)
+        work = ChunkWork(layout: layout, capacity: capacity, slot: slot)
     }
 
     func process() {
@@ -633,9 +648,12 @@ private struct ChunkWork {
     private var records = JSONRecordScorer()
     /// `--explain`: each CSV row's typed values, to explain the rows that scored.
     private var rowValues: [[FieldValue]] = []
+    /// This chunk's drift counter slot.
+    private let slot: Int
 
-    init(layout: OutputLayout, capacity: Int) {
+    init(layout: OutputLayout, capacity: Int, slot: Int) {
         self.layout = layout
+        self.slot = slot
         output.reserveCapacity(capacity)
         batch = ColumnBatch(for: layout.scorer, capacity: capacity / 64)
     }
@@ -686,6 +704,11 @@ private struct ChunkWork {
                         let field = columnFields[column]
                         if field >= 0 { batch.setText(field: field, r.field(column)) }
                     }
+                    if let drift = layout.drift {
+                        for (field, column) in layout.fieldColumns.enumerated() {
+                            if column >= 0 { drift.observe(loop: slot, field: field, text: r.field(column)) } else { drift.observeMissing(loop: slot, field: field) }
+                        }
+                    }
                     if explaining {
                         var values = [FieldValue](repeating: .missing, count: layout.scorer.fieldNames.count)
                         for column in 0..<columnCount where columnFields[column] >= 0 {
@@ -734,6 +757,7 @@ private struct ChunkWork {
         for i in 0..<batch.count {
             defer { idStart = idEnds[i] }
             let label = Int(scored.labels[i])
+            layout.drift?.observePrediction(loop: slot, label >= 0 ? scored.probabilities[i * classes + classes - 1] : nil)
             guard label >= 0 else {
                 let e = scored.errors[errorIndex]
                 errorIndex += 1
@@ -780,6 +804,7 @@ private struct ChunkWork {
                 pending.append((line, failure.reason, text))
                 continue
             }
+            if let drift = layout.drift { records.observe(drift, loop: slot, probability: records.probabilities[scorer.classes.count - 1]) }
             let tape = records.tape
             rowsScored += 1
             output.append(0x7B)
