@@ -265,6 +265,14 @@ extension ModelRegistry {
     /// Stores the drift baseline of a version (in `baselines/`, named by its sha256), replacing any
     /// earlier one; audited as `baseline`. Components running the version pick it up.
     public func setBaseline(model: String, version: Int, baseline: DriftBaseline, who: String) throws(RegistryError) {
+        // Made for this version's inputs, in its schema's order: a baseline of another model would
+        // bin every row into the wrong fields.
+        let fields = try document(try database.exclusive { () throws(RegistryError) in try self.version(model, version) }).schema.fields
+        guard baseline.fields.map(\.name) == fields.map(\.name),
+              zip(baseline.fields, fields).allSatisfy({ ($0.kind == .number) == ($1.type == .number) }) else {
+            throw RegistryError("the baseline's fields (\(baseline.fields.map(\.name).joined(separator: ", "))) are not the inputs of \(model)@\(version) "
+                + "(\(fields.map(\.name).joined(separator: ", "))) with their types; make it with 'switchyard models baseline \(model)@\(version) --data FILE.csv'", status: 400)
+        }
         let bytes = Data(baseline.json.jsonText.utf8)
         let sha = SHA256.hex([UInt8](bytes))
         let file = home.baselines.appendingPathComponent("\(sha).json")

@@ -104,5 +104,14 @@ func creditRecords(seed: UInt64, count: Int, incomeScale: Double = 1) -> [JSONVa
         f.stopService()
         #expect(try client.baseline(model: "credit", version: 1) == baseline, "from the cache while the registry is down")
         #expect(throws: RegistryError.self) { _ = try client.setBaseline(model: "credit", version: 2, baseline: baseline) }
+        // A baseline of other inputs is refused, naming both lists.
+        var other = baseline
+        other.fields.swapAt(0, 1)
+        do {
+            try f.registry.setBaseline(model: "credit", version: 1, baseline: other, who: "test")
+            Issue.record("a baseline of other fields was stored")
+        } catch {
+            #expect(error.status == 400 && error.message.hasPrefix("the baseline's fields (term, amount,"), "\(error)")
+        }
     }
 }
