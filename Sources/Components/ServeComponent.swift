@@ -295,6 +295,9 @@ package final class ServeComponent: Component {
         }
     }
 
+    /// The latency histograms' bucket bounds in `/metrics`, in seconds.
+    static let latencyBounds = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
+
     package let sampleFields = ["requests", "errors", "client_errors", "p50_ms", "p95_ms", "p99_ms", "in_flight", "connections"]
 
     package func sample(interval: Double) -> [String: Double] {
@@ -353,25 +356,24 @@ package final class ServeComponent: Component {
         let merged = latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }
         text.histogram(
             "switchyard_http_request_duration_seconds", help: "Time from a complete request to its response.", merged,
-            bounds: [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5])
+            bounds: Self.latencyBounds)
         text.describe("switchyard_http_responses_total", "counter", "Responses by status, including the server's own 4xx/5xx.")
         for (status, count) in responses.totals() {
             text.sample("switchyard_http_responses_total", [("status", status == 0 ? "other" : "\(status)")], Double(count))
         }
         text.describe("switchyard_http_requests_total", "counter", "Requests handled, by status and the model version that answered.")
-        for snapshot in history.all {
-            for (status, count) in snapshot.counters.totals() {
+        let served = history.byVersion()
+        for (version, statuses, _) in served {
+            for (status, count) in statuses {
                 text.sample("switchyard_http_requests_total",
-                            [("status", status == 0 ? "other" : "\(status)"), ("model", snapshot.version.model), ("model_version", "\(snapshot.version.version)")],
+                            [("status", status == 0 ? "other" : "\(status)"), ("model", version.model), ("model_version", "\(version.version)")],
                             Double(count))
             }
         }
-        let versionBounds = [0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5]
-        for (i, snapshot) in history.all.enumerated() {
+        for (i, (version, _, latency)) in served.enumerated() {
             text.histogram(
                 "switchyard_model_request_duration_seconds", help: "Time from a complete request to its response, by the model version that answered.",
-                snapshot.latency.reduce(HistogramSnapshot()) { $0 + $1.snapshot() }, bounds: versionBounds,
-                labels: [("model", snapshot.version.model), ("model_version", "\(snapshot.version.version)")], described: i == 0)
+                latency, bounds: Self.latencyBounds, labels: [("model", version.model), ("model_version", "\(version.version)")], described: i == 0)
         }
         if let models = model.current, let route = models.route {
             text.describe("switchyard_route_weight_percent", "gauge", "The share of requests the followed alias's split sends to each version.")
@@ -452,12 +454,27 @@ func registryCall<T>(_ body: () throws(RegistryError) -> T) throws -> T {
 final class ServedVersions: Sendable {
     private let list = Mutex<[ModelSnapshot]>([])
 
+    /// Keeps `snapshot` (once: a split republishes the versions it already runs).
     func append(_ snapshot: ModelSnapshot) {
         list.withLock {
+            guard !$0.contains(where: { $0 === snapshot }) else { return }
             $0.append(snapshot)
             if $0.count > 50 { $0.removeFirst() }
         }
     }
 
-    var all: [ModelSnapshot] { list.withLock { $0 } }
+    /// Per version served, oldest first, its loads added together (a version swapped away and back
+    /// is loaded twice): responses by status, and latency.
+    func byVersion() -> [(version: ModelVersion, statuses: [(status: Int, count: UInt64)], latency: HistogramSnapshot)] {
+        var out: [(version: ModelVersion, statuses: [Int: UInt64], latency: HistogramSnapshot)] = []
+        for snapshot in list.withLock({ $0 }) {
+            let i = out.firstIndex { $0.version.isSame(as: snapshot.version) } ?? {
+                out.append((snapshot.version, [:], HistogramSnapshot()))
+                return out.count - 1
+            }()
+            for (status, count) in snapshot.counters.totals() { out[i].statuses[status, default: 0] += count }
+            out[i].latency = snapshot.latency.reduce(out[i].latency) { $0 + $1.snapshot() }
+        }
+        return out.map { ($0.version, $0.statuses.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, $0.latency) }
+    }
 }

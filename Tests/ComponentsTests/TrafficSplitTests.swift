@@ -71,6 +71,9 @@ struct SeededKeys {
         #expect(metrics.contains(#"switchyard_http_requests_total{status="200",model="credit",model_version="2"} \#(unkeyed[2]! + keyed[2]!)"#))
         #expect(metrics.contains(#"switchyard_model_request_duration_seconds_count{model="credit",model_version="2"} \#(unkeyed[2]! + keyed[2]!)"#))
         #expect(metrics.contains(#"switchyard_route_weight_percent{model="credit",model_version="2"} 10"#))
+        // One series per version, counted once, though the split republished v1 beside v2.
+        #expect(metrics.components(separatedBy: #"switchyard_http_requests_total{status="200",model="credit",model_version="1"}"#).count == 2)
+        #expect(metrics.contains(#"switchyard_http_requests_total{status="200",model="credit",model_version="1"} \#(unkeyed[1]! + keyed[1]!)"#))
     }
 
     /// One routing key always gets one version: by header, or by the route's record field in
