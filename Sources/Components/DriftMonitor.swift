@@ -167,18 +167,11 @@ package final class DriftMonitor: @unchecked Sendable {
     @inline(__always)
     package func observePrediction(loop: Int, _ probability: Double?) { countPrediction(loop: loop, probability) }
 
-    /// Counts a scored row from event loop `loop`: `values` in the schema's order.
+    /// Counts a scored row from event loop `loop`: `values` in the schema's order (MLflow's
+    /// records; binned by the baseline itself, off the tape-reading fast path).
     package func observe(loop: Int, _ values: [FieldValue], probability: Double?) {
-        for f in 0..<min(values.count, plans.count - 1) {
-            let plan = plans[f]
-            let bin: Int
-            switch (plan.isNumber, values[f]) {
-            case (true, .number(let x)): bin = numberBin(plan, x)
-            case (false, .text(let t)): bin = categoryBin(plan, t)
-            case (false, .number(let x)): bin = categoryBin(plan, JSONWriter.numberText(x))
-            default: bin = plan.missing
-            }
-            counters.add(loop: loop, column: bin)
+        for (f, field) in baseline.fields.enumerated() where f < values.count {
+            counters.add(loop: loop, column: plans[f].base + field.bin(values[f]))
         }
         countPrediction(loop: loop, probability)
     }
@@ -211,20 +204,6 @@ package final class DriftMonitor: @unchecked Sendable {
         return DriftStatus(version: version.version, windowSeconds: window, rows: Int(clamping: prediction.rows), baselineRows: baseline.rows,
                            fields: fields, prediction: prediction.psi, problem: nil)
     }
-
-    /// A JSON record's values in the schema's order (by name; a list in schema order by position).
-    package static func values(_ record: JSONValue, fieldNames: [String]) -> [FieldValue] {
-        func value(_ v: JSONValue?) -> FieldValue {
-            switch v {
-            case .number(let x)?: .number(x)
-            case .string(let t)?: .text(t)
-            default: .missing
-            }
-        }
-        if case .array(let items) = record { return fieldNames.indices.map { value($0 < items.count ? items[$0] : nil) } }
-        return fieldNames.map { value(record[$0]) }
-    }
-
 }
 
 extension DriftMonitor {

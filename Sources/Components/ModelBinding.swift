@@ -141,12 +141,10 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
             } catch {
                 failedSwapCount.wrappingAdd(1, ordering: .relaxed)
                 let what = wantSplit.map { "the split \($0.description)" } ?? version.reference
-                let message = "swap to \(what) failed, still \(wording.running) \(current?.version.reference ?? "nothing"): \(error)"
-                // Following retries each second: the same failure is said once.
-                if lastSwapFailure.withLock({ last in defer { last = message }; return last != message }) { events.append("error", message) }
+                sayOnce(lastSwapFailure, "swap to \(what) failed, still \(wording.running) \(current?.version.reference ?? "nothing"): \(error)")
                 throw error
             }
-            lastSwapFailure.withLock { $0 = nil }
+            sayOnce(lastSwapFailure, nil)
             state.withLock {
                 $0.current = next
                 $0.split = split
@@ -205,15 +203,20 @@ package final class ModelBinding<Loaded: Sendable>: Sendable {
             if running.map({ !$0.isSame(as: target.version) }) ?? true || target.route != route {
                 try bind(target.version, route: target.route, alias: alias, reason: "alias \(alias) moved in the registry")
             }
-            lastFollowError.withLock { $0 = nil }
+            sayOnce(lastFollowError, nil)
         } catch {
-            let message = "\(error)"
-            let repeated = lastFollowError.withLock { last in
-                defer { last = message }
-                return last == message
-            }
-            if !repeated { events.append("error", "following \(name)@\(alias): \(message)") }
+            sayOnce(lastFollowError, "following \(name)@\(alias): \(error)")
         }
+    }
+
+    /// Appends `message` as an error event unless `slot` said it last (following retries each
+    /// second: one failure is said once); nil clears the slot after a success.
+    private func sayOnce(_ slot: borrowing Mutex<String?>, _ message: String?) {
+        let repeated = slot.withLock { last in
+            defer { last = message }
+            return last == message
+        }
+        if let message, !repeated { events.append("error", message) }
     }
 
     /// `model`, `following` and `route` for /v1/status.

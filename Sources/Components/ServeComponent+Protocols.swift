@@ -796,7 +796,7 @@ extension ServeComponent {
     private func logRecords(_ context: RequestContext, _ snapshot: ModelSnapshot, _ records: [JSONValue], _ predictions: [Prediction]) {
         if let drift = snapshot.drift.read(loop: context.loop) {
             for (record, prediction) in zip(records, predictions) {
-                drift.observe(loop: context.loop, DriftMonitor.values(record, fieldNames: snapshot.scorer.fieldNames), probability: prediction.probabilities.last)
+                drift.observe(loop: context.loop, snapshot.scorer.fieldValues(json: record), probability: prediction.probabilities.last)
             }
         }
         if let shadow = shadowing.with(loop: context.loop, { $0 }) {

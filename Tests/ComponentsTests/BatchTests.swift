@@ -355,7 +355,7 @@ final class BatchFixture: @unchecked Sendable {
         defer { f.stop() }
         let scorer = try f.scorer(1)
         try f.registry.setBaseline(model: "credit", version: 1, baseline: DriftBaseline.make(
-            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) }), who: "test")
+            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { scorer.fieldValues(json: $0) }), who: "test")
         let shifted = creditRecords(seed: 6, count: 900, incomeScale: 3)
         var csv = scorer.fieldNames.joined(separator: ",") + "\n"
         for record in shifted.prefix(600) {

@@ -44,14 +44,14 @@ func creditRecords(seed: UInt64, count: Int, incomeScale: Double = 1) -> [JSONVa
         let f = try ServeFixture(open: true)
         defer { f.stop() }
         let scorer = try Scorer(f.documents[1]!)
-        let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) })
+        let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { scorer.fieldValues(json: $0) })
         #expect(baseline.rows == 5000 && baseline.fields.count == 15)
         #expect(try DriftBaseline(json: try JSONValue.parse(baseline.json.jsonText)) == baseline, "its JSON reads back")
 
         // The same population, another sample: nothing drifts.
         let control = DriftMonitor(baseline: baseline, version: f.serve.model.current!.version, loops: 1)
         for record in creditRecords(seed: 2, count: 2000) {
-            control.observe(loop: 0, DriftMonitor.values(record, fieldNames: scorer.fieldNames), probability: try scorer.predict(json: record).probabilities.last)
+            control.observe(loop: 0, scorer.fieldValues(json: record), probability: try scorer.predict(json: record).probabilities.last)
         }
         let calm = control.report()
         #expect(calm.rows == 2000 && calm.fields.allSatisfy { ($0.psi ?? 1) < DriftMonitor.warn }, "\(calm.fields)")
@@ -96,7 +96,7 @@ func creditRecords(seed: UInt64, count: Int, incomeScale: Double = 1) -> [JSONVa
         let f = try RegistryServiceFixture()
         defer { f.cleanUp() }
         let scorer = try Scorer(try f.registry.document(try f.registry.resolve("credit@1")))
-        let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 4, count: 500).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) })
+        let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 4, count: 500).map { scorer.fieldValues(json: $0) })
         let client = try f.client(key: f.operateKey, home: Home(f.home.url.appendingPathComponent("component")))
         #expect(try client.baseline(model: "credit", version: 1) == nil)
         try client.setBaseline(model: "credit", version: 1, baseline: baseline)

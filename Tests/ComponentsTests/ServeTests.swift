@@ -535,7 +535,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
                            headers: [("x-request-id", "oip-1")]).status == 200)
         #expect(try f.post("/invocations", #"{"dataframe_records": [\#(first)]}"#, headers: [("x-request-id", "mlflow-1")]).status == 200)
         let folder = f.home.url.appendingPathComponent("predictions")
-        #expect(waitUntil { PredictionLog.find(in: folder, requestID: "mlflow-1").count == 1 })
+        #expect(waitFor { PredictionLog.find(in: folder, requestID: "mlflow-1").count == 1 })
 
         #expect(try f.get("/v1/predictions/support-case-7").status == 401)
         #expect(try f.get("/v1/predictions/support-case-7", key: f.predictKey).status == 403, "records can hold personal data: operate")
@@ -564,7 +564,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(try f.get("/v1/predictions/nobody", key: f.operateKey).status == 404)
         #expect(try f.get("/v1/predictions", key: f.operateKey).status == 400)
         // The writer counts a batch just after writing it: wait for the count, not only the file.
-        #expect(waitUntil { (try? body(try f.get("/v1/status", key: f.readKey)))?["counters"]?["predictions_logged"] == .number(4) })
+        #expect(waitFor { (try? body(try f.get("/v1/status", key: f.readKey)))?["counters"]?["predictions_logged"] == .number(4) })
     }
 
     @Test func aSampledLogKeepsItsShareAndSkipsACutOffLine() throws {
@@ -580,7 +580,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
         // Batches of ten lines (each batch one write), the writer catching up between them.
         for batch in 0..<20 {
             for i in 0..<10 { log.append(Array(#"{"request_id":"r\#(batch * 10 + i)","row":1,"pad":"\#(String(repeating: "x", count: 60))"}"#.utf8)) }
-            #expect(waitUntil { log.counts.written == (batch + 1) * 10 })
+            #expect(waitFor { log.counts.written == (batch + 1) * 10 })
         }
         log.stop()
         // A new segment once one passes 400 bytes; the oldest deleted beyond 2,000 in all.
@@ -610,13 +610,13 @@ func numbers(_ value: JSONValue?) -> [Double] {
         try FileManager.default.removeItem(at: folder)
         try Data("in the way".utf8).write(to: folder)
         for i in 0..<5 { log.append(Array(#"{"request_id":"r\#(i)","row":1}"#.utf8)) }
-        #expect(waitUntil { log.counts.dropped == 5 })
+        #expect(waitFor { log.counts.dropped == 5 })
         #expect(log.counts.written == 0 && !log.health.isUp && log.problem?.contains("cannot write") == true)
         #expect(events.after(0).contains { $0.kind == "error" && $0.message.hasPrefix("prediction log \(folder.path)") })
         try FileManager.default.removeItem(at: folder)
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         log.append(Array(#"{"request_id":"back","row":1}"#.utf8))
-        #expect(waitUntil { log.counts.written == 1 })
+        #expect(waitFor { log.counts.written == 1 })
         #expect(log.health.isUp && log.problem == nil && log.health.outages == 1)
         #expect(events.after(0).contains { $0.kind == "recovered" })
     }
@@ -632,7 +632,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
         let left = Mutex<Int?>(nil)
         let host = f.host
         Thread { let n = host.drain(delay: 600, timeout: 600, giveUp: { giveUp.load(ordering: .relaxed) }); left.withLock { $0 = n } }.start()
-        #expect(waitUntil { (try? f.get("/readyz").status) == 503 })
+        #expect(waitFor { (try? f.get("/readyz").status) == 503 })
         let oip = try f.get("/v2/health/ready")
         #expect(try oip.status == 503 && body(oip)["ready"] == .bool(false))
         #expect(try f.get("/v2/models/credit/ready").status == 503)
@@ -640,7 +640,7 @@ func numbers(_ value: JSONValue?) -> [Double] {
         #expect(f.serve.events.after(0).contains { $0.kind == "drain" })
         #expect(try f.post("/score", "{\"data\": [\(creditRecord)]}").status == 200, "still scoring during the delay")
         giveUp.store(true, ordering: .relaxed)
-        #expect(waitUntil { left.withLock { $0 } != nil })
+        #expect(waitFor { left.withLock { $0 } != nil })
         #expect(try FleetDirectory(home: f.home).members().isEmpty)
     }
 
@@ -720,16 +720,6 @@ struct GatedSource: ModelSource {
         if version.version == 2 { gate.pass() }
         return try base.document(version)
     }
-}
-
-/// Polls `condition` until it holds or `deadline` seconds pass (a deadline that only fails a hung test).
-func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
-    let end = Date().addingTimeInterval(deadline)
-    while Date() < end {
-        if condition() { return true }
-        usleep(10_000)
-    }
-    return condition()
 }
 
 extension JSONValue {

@@ -119,7 +119,7 @@ final class StreamFixture: @unchecked Sendable {
         defer { f.stop() }
         let scorer = try f.batch.scorer(1)
         try f.batch.registry.setBaseline(model: "credit", version: 1, baseline: DriftBaseline.make(
-            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { DriftMonitor.values($0, fieldNames: scorer.fieldNames) }), who: "test")
+            scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { scorer.fieldValues(json: $0) }), who: "test")
         let events = creditRecords(seed: 5, count: 600, incomeScale: 3).enumerated().map { i, record -> String in
             guard case .object(var o) = record else { return "" }
             o.append("id", .number(Double(i)))
@@ -151,7 +151,7 @@ final class StreamFixture: @unchecked Sendable {
         try append(eventLine(1) + eventLine(2) + #"{"id": 3, "amount": "lots"}"# + "\n", to: f.source.appendingPathComponent("a.jsonl"))
         try f.start(http: true, log: log)
         try f.waitFor(3)
-        #expect(waitUntil { log.counts.written == 2 }, "the two predictions, not the dead letter")
+        #expect(waitFor { log.counts.written == 2 }, "the two predictions, not the dead letter")
         let entries = PredictionLog.find(in: options.folder, requestID: "2")
         #expect(entries.count == 1)
         let expected = try f.batch.scorer(1).predict(json: try JSONValue.parse(eventLine(2)))

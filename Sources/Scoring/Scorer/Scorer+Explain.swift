@@ -285,6 +285,20 @@ extension Explanation {
 }
 
 extension Scorer {
+    /// The typed values of a JSON record in the schema's order: an object's members by name, a
+    /// list by position; anything but a number or a string is missing.
+    public func fieldValues(json record: JSONValue) -> [FieldValue] {
+        func value(_ v: JSONValue?) -> FieldValue {
+            switch v {
+            case .number(let x)?: .number(x)
+            case .string(let t)?: .text(t)
+            default: .missing
+            }
+        }
+        if case .array(let items) = record { return fieldNames.indices.map { value($0 < items.count ? items[$0] : nil) } }
+        return fieldNames.map { value(record[$0]) }
+    }
+
     /// The typed values of a record whose fields are tape nodes (schema order; -1 for absent), for
     /// explaining a record that already scored (so every node is a number, a string or null).
     package func fieldValues(tape: JSONTape, fieldNodes: UnsafeBufferPointer<Int32>) -> [FieldValue] {

@@ -71,13 +71,7 @@ private func benchScorer(_ scorer: Scorer, label: String, records: Int, rows: In
             guard let value = try? JSONValue.parse(line) else { continue }
             jsonLines.append(line)
             objects.append(value)
-            typed.append(scorer.fieldNames.map { name in
-                switch value[name] {
-                case .number(let x)?: .number(x)
-                case .string(let s)?: .text(s)
-                default: .missing
-                }
-            })
+            typed.append(scorer.fieldValues(json: value))
         }
         guard (try? scorer.predict(json: objects[0])) != nil else {
             throw CommandError("the model cannot score credit fixture records; bench score needs a credit-shaped model")

@@ -31,15 +31,7 @@ let benchExplainCommand = Command(
             if let value = try? JSONValue.parse(line.dropLast()) { objects.append(value) }
         }
         func typed(_ scorer: Scorer) -> [[FieldValue]] {
-            objects.map { value in
-                scorer.fieldNames.map { name in
-                    switch value[name] {
-                    case .number(let x)?: .number(x)
-                    case .string(let s)?: .text(s)
-                    default: .missing
-                    }
-                }
-            }
+            objects.map(scorer.fieldValues(json:))
         }
         func timeEach(_ name: String, _ scorer: Scorer) throws {
             let inputs = typed(scorer)
