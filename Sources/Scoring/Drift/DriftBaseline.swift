@@ -102,13 +102,11 @@ public struct DriftBaseline: Sendable, Equatable {
         return DriftBaseline(fields: fields, prediction: numberField("prediction", probabilities, missing: failed), rows: rows.count)
     }
 
-    /// Up to `limit` rows of a CSV file with a header, as field values in the scorer's schema
+    /// Up to `limit` rows of CSV bytes with a header (`name` names them in errors), as field values in the scorer's schema
     /// order (an empty cell, or a number field's cell that is not a number, is missing; columns
     /// that are not inputs are ignored). Throws naming the line of a malformed record, or when
     /// the header names none of the model's inputs.
-    public static func rows(csv url: URL, scorer: Scorer, limit: Int = 1_000_000) throws -> [[FieldValue]] {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch { throw ScoringError(row: nil, field: nil, message: "cannot read \(url.path): \(error.localizedDescription)") }
+    public static func rows(csv data: some ContiguousBytes, name: String, scorer: Scorer, limit: Int = 1_000_000) throws -> [[FieldValue]] {
         let types = scorer.document.schema.fields.map(\.type)
         var reader = CSVReader()
         var header: [Int?] = []
@@ -135,7 +133,7 @@ public struct DriftBaseline: Sendable, Equatable {
                 }
             }
         } catch {
-            throw ScoringError(row: nil, field: nil, message: "\(url.lastPathComponent) \(error)")
+            throw ScoringError(row: nil, field: nil, message: "\(name) \(error)")
         }
         return rows
     }

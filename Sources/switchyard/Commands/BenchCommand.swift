@@ -318,9 +318,7 @@ let benchServeCommand = Command(
             var generator = CreditFixture(seed: 9)
             var csv = Array(CreditFixture.csvHeader.utf8)
             for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
-            let data = folder.appendingPathComponent("baseline.csv")
-            try Data(csv).write(to: data)
-            let baseline = DriftBaseline.make(scorer: scorer, rows: try DriftBaseline.rows(csv: data, scorer: scorer))
+            let baseline = DriftBaseline.make(scorer: scorer, rows: try DriftBaseline.rows(csv: csv, name: "the credit fixture", scorer: scorer))
             _ = try registryCall { () throws(RegistryError) in
                 let v = try registry.register(third, who: "bench").version
                 try registry.setBaseline(model: "credit", version: v.version, baseline: baseline, who: "bench")

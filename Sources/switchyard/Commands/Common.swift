@@ -144,9 +144,9 @@ func predictionJSON(_ p: Prediction, classes: [String], model: String, row: Int?
 }
 
 /// Registers `document`, says which version it became, and points `alias` at it if given.
-/// Registers `document`; with `baselineData` (a CSV of the data it was made from) it stores the
-/// version's drift baseline too, before any alias moves to it.
-func registerAndReport(_ registry: any RegistryStore, _ document: ModelDocument, promote alias: String?, baselineData: URL? = nil) throws {
+/// Registers `document`; with `baselineData` (a CSV of the data it was made from: its name and
+/// bytes) it stores the version's drift baseline too, before any alias moves to it.
+func registerAndReport(_ registry: any RegistryStore, _ document: ModelDocument, promote alias: String?, baselineData: (name: String, bytes: [UInt8])? = nil) throws {
     let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: cliActor()) }
     let v = registration.version
     print(registration.existed ? "already registered as \(v.reference) (same content)" : "registered \(v.reference) (sha256 \(v.sha256.prefix(12)))")
@@ -154,16 +154,21 @@ func registerAndReport(_ registry: any RegistryStore, _ document: ModelDocument,
     if let alias { try promoteAndReport(registry, model: v.model, version: v.version, alias: alias) }
 }
 
-/// Makes the drift baseline of `version` from a CSV (its first 1,000,000 rows) and stores it.
-func storeBaseline(_ registry: any RegistryStore, _ version: ModelVersion, _ document: ModelDocument, data: URL, limit: Int = 1_000_000) throws {
+/// Makes the drift baseline of `version` from a CSV (its first `limit` rows) and stores it.
+func storeBaseline(_ registry: any RegistryStore, _ version: ModelVersion, _ document: ModelDocument, data: (name: String, bytes: [UInt8]), limit: Int = 1_000_000) throws {
     let scorer: Scorer
     do { scorer = try Scorer(document) } catch { throw CommandError("\(version.reference): \(error)") }
     let rows: [[FieldValue]]
-    do { rows = try DriftBaseline.rows(csv: data, scorer: scorer, limit: limit) } catch { throw CommandError("\(error)", code: Exit.dataError) }
-    guard !rows.isEmpty else { throw CommandError("\(data.path) has no rows to make a drift baseline from", code: Exit.dataError) }
+    do { rows = try DriftBaseline.rows(csv: data.bytes, name: data.name, scorer: scorer, limit: limit) } catch { throw CommandError("\(error)", code: Exit.dataError) }
+    guard !rows.isEmpty else { throw CommandError("\(data.name) has no rows to make a drift baseline from", code: Exit.dataError) }
     let baseline = DriftBaseline.make(scorer: scorer, rows: rows)
     try registryCall { () throws(RegistryError) in try registry.setBaseline(model: version.model, version: version.version, baseline: baseline, who: cliActor()) }
-    print("drift baseline of \(version.reference): \(rows.count) rows of \(data.lastPathComponent), \(baseline.fields.count) fields")
+    print("drift baseline of \(version.reference): \(rows.count) rows of \(data.name), \(baseline.fields.count) fields")
+}
+
+/// `--baseline-data FILE`, read (`-` is standard input), with its name for messages.
+func baselineData(_ args: Arguments, _ option: String = "baseline-data") throws -> (name: String, bytes: [UInt8])? {
+    try args.string(option).map { (URL(fileURLWithPath: $0).lastPathComponent, try readFile($0)) }
 }
 
 /// Points `alias` at `version` and prints from → to.

@@ -103,7 +103,7 @@ let modelsRegisterCommand = Command(
         }
         if let name = args.string("name") { document.metadata.name = name }
         try registerAndReport(try openStore(args), document, promote: args.string("promote"),
-                              baselineData: args.string("baseline-data").map { URL(fileURLWithPath: $0) })
+                              baselineData: try baselineData(args))
         return Exit.ok
     })
 
@@ -169,7 +169,7 @@ let modelsImportCommand = Command(
             print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, classes \(document.outputs.classes.joined(separator: ", "))")
         }
         try registerAndReport(try openStore(args), document, promote: args.string("promote"),
-                              baselineData: args.string("baseline-data").map { URL(fileURLWithPath: $0) })
+                              baselineData: try baselineData(args))
         return Exit.ok
     })
 
@@ -260,7 +260,8 @@ let modelsBaselineCommand = Command(
         let reference = args.positional(0)!
         let registry = try openStore(args)
         let (version, scorer) = try loadScorer(registry, reference)
-        try storeBaseline(registry, version, scorer.document, data: URL(fileURLWithPath: try args.require("data")),
+        _ = try args.require("data")
+        try storeBaseline(registry, version, scorer.document, data: try baselineData(args, "data")!,
                           limit: try args.integer("limit", range: 1...100_000_000) ?? 1_000_000)
         return Exit.ok
     })

@@ -69,6 +69,7 @@ let trainCommand = Command(
             print("wrote \(out)")
         }
         // The data it was trained on is its drift baseline.
-        try registerAndReport(try openStore(args), report.document, promote: args.string("promote"), baselineData: URL(fileURLWithPath: path))
+        try registerAndReport(try openStore(args), report.document, promote: args.string("promote"),
+                              baselineData: (URL(fileURLWithPath: path).lastPathComponent, bytes))
         return Exit.ok
     })
