@@ -3,6 +3,7 @@ import ControlProtocol
 import Foundation
 import HTTP
 import JSON
+import Scoring
 import Synchronization
 import Telemetry
 
@@ -150,7 +151,7 @@ package final class PredictionLog: Sendable {
     /// was sent (`record` writes it), and what it was answered.
     package func line(
         requestID: String, row: Int, loop: Int, identity: [UInt8], key: String?, record: (inout JSONWriter) -> Void,
-        label: Int, classes: [String], probabilities: UnsafePointer<Double>
+        label: Int, scorer: Scorer, probabilities: UnsafePointer<Double>
     ) -> [UInt8] {
         var w = JSONWriter()
         w.reserveCapacity(512)
@@ -169,7 +170,7 @@ package final class PredictionLog: Sendable {
         w.raw(#","record":"#)
         record(&w)
         w.raw(",")
-        writeOutcome(&w, label: label, classes) { probabilities[$0] }
+        writeOutcome(&w, label: label, scorer) { probabilities[$0] }
         w.raw("}")
         return w.bytes
     }

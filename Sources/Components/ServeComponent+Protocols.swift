@@ -184,11 +184,13 @@ extension ServeComponent {
             "versions": .array([.string("\(snapshot.version.version)")]),
             "platform": .string("switchyard"),
             "inputs": .array(inputs),
-            "outputs": .array([
-                .object(JSONObject(["name": .string("probability"), "datatype": .string("FP64"),
-                                    "shape": .array([.number(-1), .number(Double(snapshot.scorer.classes.count))])])),
-                .object(JSONObject(["name": .string("label"), "datatype": .string("BYTES"), "shape": .array([.number(-1)])])),
-            ]),
+            "outputs": .array(snapshot.scorer.isRegression
+                ? [.object(JSONObject(["name": .string("predict"), "datatype": .string("FP64"), "shape": .array([.number(-1)])]))]
+                : [
+                    .object(JSONObject(["name": .string("probability"), "datatype": .string("FP64"),
+                                        "shape": .array([.number(-1), .number(Double(snapshot.scorer.classes.count))])])),
+                    .object(JSONObject(["name": .string("label"), "datatype": .string("BYTES"), "shape": .array([.number(-1)])])),
+                ]),
         ]))
     }
 
@@ -281,7 +283,7 @@ extension ServeComponent {
                 for r in 0..<rows { s.cells[r * fieldCount + field] = s.data[t.offset + r] }
             }
         }
-        let c = scorer.classes.count
+        let c = scorer.outputCount
         s.probabilities.removeAll(keepingCapacity: true)
         s.probabilities.append(contentsOf: repeatElement(0, count: rows * c))
         s.labels.removeAll(keepingCapacity: true)
@@ -332,8 +334,11 @@ extension ServeComponent {
             }
         }
         // Outputs, and which come back as binary data (the extension): `binary_data_output` on the
-        // request says all, `binary_data` on a requested output says that one.
-        var wantProbability = true, wantLabel = true
+        // request says all, `binary_data` on a requested output says that one. A regression model's
+        // one output is `predict`, its values [N] (in the probability's place); it has no label.
+        let regression = scorer.isRegression
+        let numbersOutput = regression ? "predict" : "probability"
+        var wantProbability = true, wantLabel = !regression
         func flag(_ node: Int?, _ name: StaticString) -> Bool? {
             guard let node, tape.kind(node) == .object, let value = tape.member(node, name) else { return nil }
             return tape.kind(value) == .true
@@ -350,9 +355,10 @@ extension ServeComponent {
                 let name = tape.member(output, "name").flatMap { tape.string($0) } ?? ""
                 let binary = flag(tape.member(output, "parameters"), "binary_data") ?? allBinary
                 switch name {
-                case "probability": (wantProbability, binaryProbability) = (true, binary)
-                case "label": (wantLabel, binaryLabel) = (true, binary)
-                default: throw HTTPError(400, "unknown output \"\(name)\"; outputs are probability and label")
+                case numbersOutput: (wantProbability, binaryProbability) = (true, binary)
+                case "label" where !regression: (wantLabel, binaryLabel) = (true, binary)
+                default:
+                    throw HTTPError(400, "unknown output \"\(name)\"; " + (regression ? "a regression model's output is predict" : "outputs are probability and label"))
                 }
             }
         }
@@ -371,10 +377,14 @@ extension ServeComponent {
         }
         w.raw(#","outputs":["#)
         if wantProbability {
-            w.raw(#"{"name":"probability","datatype":"FP64","shape":["#)
+            w.raw(#"{"name":""#)
+            w.raw(numbersOutput)
+            w.raw(#"","datatype":"FP64","shape":["#)
             w.integer(rows)
-            w.raw(",")
-            w.integer(c)
+            if !regression {
+                w.raw(",")
+                w.integer(c)
+            }
             if binaryProbability {
                 w.raw(#"],"parameters":{"binary_data_size":"#)
                 w.integer(s.probabilities.count * 8)
@@ -410,7 +420,8 @@ extension ServeComponent {
         }
         if explain {
             // Each field's contribution to each margin (parameters "explain": true): [N, F] for a
-            // binary model (the log-odds of its second class), [N, classes, F] for a multiclass one.
+            // binary model (the log-odds of its second class) or a regression (the value),
+            // [N, classes, F] for a multiclass one.
             let fieldCount = scorer.fieldNames.count
             var explanations: [Explanation] = []
             explanations.reserveCapacity(rows)
@@ -438,7 +449,7 @@ extension ServeComponent {
             w.raw(#"],"margins":["#)
             for k in 0..<m {
                 if k > 0 { w.raw(",") }
-                w.string(scorer.classes[m == 1 ? 1 : k])
+                w.string(scorer.marginName(k))
             }
             w.raw(#"],"base":["#)
             for k in 0..<m {
@@ -563,7 +574,7 @@ extension ServeComponent {
             }
             let records = tape.kind(data) == .object ? [data] : tape.elements(data)
             guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
-            var probabilities = [Double](repeating: 0, count: scorer.classes.count)
+            var probabilities = [Double](repeating: 0, count: scorer.outputCount)
             var fieldNodes: [Int32] = []
             var w = JSONWriter()
             w.raw("[")
@@ -592,13 +603,13 @@ extension ServeComponent {
                 }
                 if r > 0 { w.raw(",") }
                 guard explain else {
-                    writePrediction(&w, label: label, probabilities, scorer.classes)
+                    writePrediction(&w, label: label, probabilities, scorer)
                     continue
                 }
                 let values = fieldNodes.withUnsafeBufferPointer { scorer.fieldValues(tape: tape, fieldNodes: $0) }
                 do {
                     let explanation = try scorer.explain(values, row: r + 1)
-                    guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
+                    guard case .object(var object) = predictionJSON(explanation.prediction, scorer) else { continue }
                     object.append("explanation", explanation.json(scorer))
                     w.value(.object(object))
                 } catch {
@@ -628,13 +639,13 @@ extension ServeComponent {
         let record: JSONValue = .object(JSONObject(["type": .string("object"), "properties": .object(properties), "required": .array(required)]))
         var probabilities = JSONObject()
         for c in snapshot.scorer.classes { probabilities.append(c, .object(JSONObject(["type": .string("number")]))) }
-        let prediction: JSONValue = .object(JSONObject([
-            "type": .string("object"),
-            "properties": .object(JSONObject([
+        let outcome: JSONObject = snapshot.scorer.isRegression
+            ? JSONObject(["value": .object(JSONObject(["type": .string("number"), "description": .string(snapshot.scorer.target ?? "")]))])
+            : JSONObject([
                 "label": .object(JSONObject(["type": .string("string"), "enum": .array(snapshot.scorer.classes.map(JSONValue.string))])),
                 "probabilities": .object(JSONObject(["type": .string("object"), "properties": .object(probabilities)])),
-            ])),
-        ]))
+            ])
+        let prediction: JSONValue = .object(JSONObject(["type": .string("object"), "properties": .object(outcome)]))
         let requestBody: JSONValue = .object(JSONObject([
             "required": .bool(true),
             "content": .object(JSONObject(["application/json": .object(JSONObject([
@@ -789,7 +800,7 @@ extension ServeComponent {
         guard let predictionLog else { return [] }
         return predictionLog.line(
             requestID: context.requestID, row: row, loop: context.loop, identity: snapshot.logIdentity, key: key, record: record,
-            label: label, classes: snapshot.scorer.classes, probabilities: probabilities)
+            label: label, scorer: snapshot.scorer, probabilities: probabilities)
     }
 
     /// MLflow's records (already parsed) and their predictions, sampled into the log.
@@ -836,8 +847,8 @@ extension ServeComponent {
         return value == "true" || value == "1"
     }
 
-    /// Each record's prediction as JSON, with its explanation when `explain`.
-    /// Each record's prediction, and its JSON (with its explanation when `explain`).
+    /// Each record's prediction, and its JSON for MLflow's `predictions` (with its explanation when
+    /// `explain`; a regression's plain value without one).
     private func score(_ records: [JSONValue], _ scorer: Scorer, explain: Bool) throws -> [(prediction: Prediction, json: JSONValue)] {
         guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
         var out: [(prediction: Prediction, json: JSONValue)] = []
@@ -846,11 +857,12 @@ extension ServeComponent {
             do {
                 guard explain else {
                     let prediction = try scorer.predict(json: record, row: i + 1)
-                    out.append((prediction, predictionJSON(prediction, scorer.classes)))
+                    // MLflow answers a regression with its plain numbers.
+                    out.append((prediction, prediction.value.map(JSONValue.number) ?? predictionJSON(prediction, scorer)))
                     continue
                 }
                 let explanation = try scorer.explain(json: record, row: i + 1)
-                guard case .object(var object) = predictionJSON(explanation.prediction, scorer.classes) else { continue }
+                guard case .object(var object) = predictionJSON(explanation.prediction, scorer) else { continue }
                 object.append("explanation", explanation.json(scorer))
                 out.append((explanation.prediction, .object(object)))
             } catch {
@@ -861,16 +873,23 @@ extension ServeComponent {
     }
 }
 
-/// Writes `{"label": ..., "probabilities": {class: p, ...}}`.
-func writePrediction(_ w: inout JSONWriter, label: Int, _ probabilities: [Double], _ classes: [String]) {
+/// Writes `{"label": ..., "probabilities": {class: p, ...}}`, or a regression's `{"value": x}`.
+func writePrediction(_ w: inout JSONWriter, label: Int, _ probabilities: [Double], _ scorer: Scorer) {
     w.raw("{")
-    writeOutcome(&w, label: label, classes) { probabilities[$0] }
+    writeOutcome(&w, label: label, scorer) { probabilities[$0] }
     w.raw("}")
 }
 
-/// Writes the members `"label": ..., "probabilities": {class: p, ...}` (of an object the caller opened).
+/// Writes the members `"label": ..., "probabilities": {class: p, ...}` — or a regression model's
+/// `"value": x` — of an object the caller opened. `outcome(k)` is the record's k-th outcome number.
 @inline(__always)
-func writeOutcome(_ w: inout JSONWriter, label: Int, _ classes: [String], _ probability: (Int) -> Double) {
+func writeOutcome(_ w: inout JSONWriter, label: Int, _ scorer: Scorer, _ outcome: (Int) -> Double) {
+    if scorer.isRegression {
+        w.raw(#""value":"#)
+        w.number(outcome(0))
+        return
+    }
+    let classes = scorer.classes
     w.raw(#""label":"#)
     w.string(classes[label])
     w.raw(#","probabilities":{"#)
@@ -878,7 +897,7 @@ func writeOutcome(_ w: inout JSONWriter, label: Int, _ classes: [String], _ prob
         if k > 0 { w.raw(",") }
         w.string(c)
         w.raw(":")
-        w.number(probability(k))
+        w.number(outcome(k))
     }
     w.raw("}")
 }
@@ -890,9 +909,10 @@ func jsonBytes(_ status: Int, _ bytes: [UInt8]) -> HTTPResponse {
     return HTTPResponse(status: status, headers: headers, body: bytes)
 }
 
-/// `{"label": ..., "probabilities": {class: p, ...}}`.
-func predictionJSON(_ p: Prediction, _ classes: [String]) -> JSONValue {
+/// `{"label": ..., "probabilities": {class: p, ...}}`, or a regression's `{"value": x}`.
+func predictionJSON(_ p: Prediction, _ scorer: Scorer) -> JSONValue {
+    if let value = p.value { return .object(JSONObject(["value": .number(value)])) }
     var probabilities = JSONObject()
-    for (k, c) in classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
+    for (k, c) in scorer.classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
     return .object(JSONObject(["label": .string(p.label), "probabilities": .object(probabilities)]))
 }

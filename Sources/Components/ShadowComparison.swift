@@ -19,7 +19,8 @@ import Telemetry
 /// from the requests it copies (`switchyard bench serve --auth open,shadow` measures the cost).
 ///
 /// The comparison covers the last `window` rows: label agreement, mean and max |Δp| (the largest
-/// difference over the classes), each version's scoring time per row (both scored the same way,
+/// difference over the classes; for a regression, agreement is an identical value and Δ the
+/// values' difference), each version's scoring time per row (both scored the same way,
 /// here), and the rows that disagree most, by request id — what `GET /v1/compare` answers.
 package final class ShadowComparison: Sendable {
     package static let queueLimit = 4096
@@ -172,7 +173,9 @@ package final class ShadowComparison: Sendable {
         case .success(let p):
             pair.shadowLabel = p.label
             pair.shadowProbability = p.probabilities.last ?? 0
-            // Classes are compared by name: a shadow may order or name them differently.
+            // A regression's difference is the values'; classes are compared by name: a shadow may
+            // order or name them differently.
+            if let a = prediction.value, let b = p.value { pair.delta = abs(a - b) }
             let liveClasses = live.scorer.classes, shadowClasses = shadowSnapshot.scorer.classes
             for (k, name) in liveClasses.enumerated() {
                 let other = shadowClasses.firstIndex(of: name).map { p.probabilities[$0] } ?? 0

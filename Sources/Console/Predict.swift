@@ -149,6 +149,8 @@ package struct PredictResult: Sendable, Equatable {
     package var latencyMilliseconds = 0.0
     package var embedded: [(String, Double)] = []
     package var embeddedLabel = ""
+    /// The model predicts a number: `service` and `embedded` hold one entry, "value".
+    package var regression = false
     package var verdict = ""
     package var agrees = false
     package var error: String?
@@ -192,14 +194,16 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
         // An explanation carries scoring's own prediction: one pass when the model can explain.
         let e = scorer.explainable ? try scorer.explain(json: record) : nil
         let p = try e?.prediction ?? scorer.predict(json: record)
-        result.embedded = zip(scorer.classes, p.probabilities).map { ($0, $1) }
+        // A regression's one number is its value, named as the service names it.
+        result.embedded = p.value.map { [("value", $0)] } ?? zip(scorer.classes, p.probabilities).map { ($0, $1) }
         result.embeddedLabel = p.label
+        result.regression = scorer.isRegression
         if let e {
-            // A binary model's one margin; a multiclass one's margin of the predicted class.
+            // A binary model's or a regression's one margin; a multiclass one's margin of the predicted class.
             let k = e.base.count == 1 ? 0 : p.labelIndex
             result.base = e.base[k]
             result.margin = e.margins[k]
-            result.marginName = e.base.count == 1 ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+            result.marginName = scorer.marginDescription(k)
             result.contributions = scorer.fieldNames.indices.map { f in
                 (scorer.fieldNames[f], form.fields.first { $0.name == scorer.fieldNames[f] }?.value ?? "", e.contributions[k][f])
             }.sorted { abs($0.contribution) > abs($1.contribution) }
@@ -212,11 +216,12 @@ package func predictBoth(record: JSONValue, form: PredictForm, key: String?, reg
     var detail = ""
     for (name, embedded) in result.embedded {
         guard let served = result.service.first(where: { $0.0 == name })?.1 else {
-            detail = "class \(name) missing from the service's answer"
+            detail = "\(result.regression ? "the value" : "class \(name)") is missing from the service's answer"
             worst = .infinity
             break
         }
-        let diff = abs(served - embedded)
+        // A regression's value is compared relative to its size; probabilities absolutely.
+        let diff = abs(served - embedded) / (result.regression ? max(1, abs(embedded)) : 1)
         if diff > worst {
             worst = diff
             detail = "class \(name): service \(served), embedded \(embedded)"
@@ -284,8 +289,12 @@ package func replay(query: String, form: PredictForm, key: String?, registry: Re
             : error.status == 401 || error.status == 403 ? "the log needs a key with scope operate: \(error.message)" : error.message
         return result
     }
-    guard let record = entry["record"], case .string(let model)? = entry["model"], case .string(let label)? = entry["label"] else {
-        result.error = "the logged entry has no record, model or label"
+    // A classifier's entry has a label and probabilities, a regression's a value.
+    let loggedValue: Double? = if case .number(let v)? = entry["value"] { v } else { nil }
+    guard let record = entry["record"], case .string(let model)? = entry["model"],
+        let label = entry["label"]?.stringValue ?? loggedValue.map(JSONWriter.numberText)
+    else {
+        result.error = "the logged entry has no record, model, label or value"
         return result
     }
     result.requestID = entry["request_id"]?.stringValue ?? query
@@ -299,7 +308,8 @@ package func replay(query: String, form: PredictForm, key: String?, registry: Re
             }
         }
     }
-    let loggedP: Double = if case .number(let p)? = entry["probabilities"]?[label] { p } else { .nan }
+    // A regression's answer shows its value, with no probability (NaN).
+    let loggedP: Double = if loggedValue == nil, case .number(let p)? = entry["probabilities"]?[label] { p } else { .nan }
     result.logged = .init(model: model, label: label, probability: loggedP)
     guard let registry else {
         result.error = "no registry: replaying needs the registry with \(model)"
@@ -310,10 +320,10 @@ package func replay(query: String, form: PredictForm, key: String?, registry: Re
         let version = (try? registry.resolve(reference).version.reference) ?? reference
         let e = scorer.explainable ? try scorer.explain(json: record) : nil
         let p = try e?.prediction ?? scorer.predict(json: record)
-        var out = ReplayResult.Answer(model: version, label: p.label, probability: p.probabilities[p.labelIndex])
+        var out = ReplayResult.Answer(model: version, label: p.label, probability: p.value == nil ? p.probabilities[p.labelIndex] : .nan)
         if let e {
             let k = e.base.count == 1 ? 0 : p.labelIndex
-            out.marginName = e.base.count == 1 ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+            out.marginName = scorer.marginDescription(k)
             out.contributions = scorer.fieldNames.indices.map { (scorer.fieldNames[$0], e.contributions[k][$0]) }
                 .sorted { abs($0.contribution) > abs($1.contribution) }
         }
@@ -327,7 +337,11 @@ package func replay(query: String, form: PredictForm, key: String?, registry: Re
             guard case .number(let logged)? = entry["probabilities"]?[name] else { worst = .infinity; continue }
             worst = max(worst, abs(logged - probabilities[k]))
         }
-        result.matches = worst <= 1e-9 && replayed.label == label
+        if classes.isEmpty {
+            // A regression: the logged value against the replayed one, relative to its size.
+            worst = loggedValue.map { abs($0 - probabilities[0]) / max(1, abs($0)) } ?? .infinity
+        }
+        result.matches = worst <= 1e-9 && (classes.isEmpty || replayed.label == label)
         result.verdict = result.matches
             ? String(format: "the replay on %@ matches what was logged (within %.0e)", model, max(worst, 1e-16))
             : "MISMATCH: the replay on \(model) differs from the log (largest difference \(worst))"

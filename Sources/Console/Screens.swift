@@ -699,11 +699,13 @@ func drawPredict(_ canvas: inout Canvas, _ state: ConsoleState) {
         return
     }
     canvas.put(x, 3, String(format: "service %@: %@ in %.2f ms", r.serviceVersion, r.serviceLabel, r.latencyMilliseconds), .value, limit: width)
-    for (i, (name, p)) in r.service.enumerated() { canvas.put(x + 2, 4 + i, String(format: "p(%@) = %.12f", name, p), .text, limit: width - 2) }
+    // A probability per class, or a regression's value.
+    let number = r.regression ? "%@ = %.12g" : "p(%@) = %.12f"
+    for (i, (name, p)) in r.service.enumerated() { canvas.put(x + 2, 4 + i, String(format: number, name, p), .text, limit: width - 2) }
     let y = 5 + r.service.count
     if !r.embedded.isEmpty {
         canvas.put(x, y, "embedded \(form.model): \(r.embeddedLabel)", .value, limit: width)
-        for (i, (name, p)) in r.embedded.enumerated() { canvas.put(x + 2, y + 1 + i, String(format: "p(%@) = %.12f", name, p), .text, limit: width - 2) }
+        for (i, (name, p)) in r.embedded.enumerated() { canvas.put(x + 2, y + 1 + i, String(format: number, name, p), .text, limit: width - 2) }
     }
     let verdictY = y + 2 + r.embedded.count
     var lineY = verdictY
@@ -752,7 +754,9 @@ func drawReplay(_ canvas: inout Canvas, _ r: ReplayResult, x: Int, width: Int) {
     var y = 4
     func line(_ what: String, _ a: ReplayResult.Answer?) {
         guard let a else { return }
-        canvas.put(x, y, String(format: "%@ %@: %@ (p = %.4f)", what, a.model, a.label, a.probability), .value, limit: width)
+        // A regression's answer is its value alone (no probability).
+        let answer = a.probability.isNaN ? "\(what) \(a.model): \(a.label)" : String(format: "%@ %@: %@ (p = %.4f)", what, a.model, a.label, a.probability)
+        canvas.put(x, y, answer, .value, limit: width)
         y += 1
     }
     line("logged", r.logged)

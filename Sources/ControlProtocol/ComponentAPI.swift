@@ -155,8 +155,9 @@ public final class ComponentAPI: Sendable {
 
     /// What serve's `POST /score` (Azure ML's form) answers for one record.
     public struct Score: Sendable, Equatable {
+        /// The label; a regression model's value as text.
         public var label: String
-        /// Class → probability, in the model's order.
+        /// Class → probability, in the model's order; a regression model's one entry, "value".
         public var probabilities: NamedNumbers
         /// The version that answered (`x-model-version`).
         public var modelVersion: String?
@@ -165,9 +166,12 @@ public final class ComponentAPI: Sendable {
     /// Scores `record` on a serve component.
     public func score(_ record: JSONValue) throws(ComponentError) -> Score {
         let (value, headers) = try send("POST", "/score", body: .object(JSONObject(["data": .array([record])])))
-        guard case .array(let answers) = value, let first = answers.first, case .object = first["probabilities"] ?? .null else {
-            throw malformed("/score", "no probabilities")
+        guard case .array(let answers) = value, let first = answers.first else { throw malformed("/score", "no answer") }
+        if case .number(let v)? = first["value"] {
+            // A regression model's answer: its value.
+            return Score(label: JSONWriter.numberText(v), probabilities: NamedNumbers([NamedNumber("value", v)]), modelVersion: headers["x-model-version"])
         }
+        guard case .object = first["probabilities"] ?? .null else { throw malformed("/score", "no probabilities and no value") }
         return Score(label: first["label"]?.stringValue ?? "", probabilities: NamedNumbers(json: first["probabilities"]),
                      modelVersion: headers["x-model-version"])
     }

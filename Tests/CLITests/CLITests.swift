@@ -106,6 +106,40 @@ func temporaryFolder() throws -> URL {
 }
 
 @Suite struct CLIWorkflowTests {
+    /// Regression from the command line (issue 20 item 1): train a ridge regression, predict and
+    /// explain a value, import an XGBoost regression, and show both.
+    @Test func aRegressionIsTrainedPredictedExplainedAndImported() throws {
+        let folder = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let home = folder.appendingPathComponent("home")
+        let csv = folder.appendingPathComponent("credit.csv").path
+        #expect(try switchyard(["fixtures", "credit", "--rows", "3000", "--seed", "7", "--out", csv], home: home).status == 0)
+        let train = try switchyard(
+            ["train", "--data", csv, "--label", "rate", "--task", "regression", "--ignore", "id", "--ignore", "label", "--name", "pricing",
+             "--promote", "production"], home: home)
+        #expect(train.status == 0, "\(train.stderr)")
+        #expect(train.stdout.contains("target: rate (a number)") && train.stdout.contains("fitted ridge regression (alpha 1.0)"), "\(train.stdout)")
+        #expect(train.stdout.contains("held out: R² 0.5"), "\(train.stdout)")
+        let record = #"{"amount":12042.41,"term":36,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#
+        let one = try switchyard(["predict", "pricing", "--json", record], home: home)
+        #expect(one.status == 0 && one.stdout.hasPrefix(#"{"value":"#) && one.stdout.contains(#""model":"pricing@1""#), "\(one.stdout)\(one.stderr)")
+        let explain = try switchyard(["explain", "pricing", "--json", record], home: home)
+        #expect(explain.status == 0 && explain.stdout.hasPrefix("pricing@1: rate = ") && explain.stdout.contains("\nrate: base "), "\(explain.stdout)")
+        let show = try switchyard(["models", "show", "pricing"], home: home)
+        #expect(show.stdout.contains("linear_regression, link identity, predicts rate (a number)") && show.stdout.contains("ridge, alpha=1.0"), "\(show.stdout)")
+        #expect(try switchyard(["train", "--data", csv, "--label", "region", "--task", "regression"], home: home).stderr
+            .contains("the label \"region\" is not a number column"))
+        #expect(try switchyard(["train", "--data", csv, "--label", "rate", "--task", "regresion"], home: home).stderr
+            .contains("--task is classification or regression"))
+
+        let imported = try switchyard(
+            ["models", "import", fixtures.appendingPathComponent("xgboost-rate-squarederror.json").path, "--format", "xgboost-json",
+             "--schema", fixtures.appendingPathComponent("xgboost-rate-squarederror-schema.json").path, "--name", "pricing"], home: home)
+        #expect(imported.status == 0 && imported.stdout.contains("predicts rate (a number)") && imported.stdout.contains("registered pricing@2"), "\(imported.stdout)\(imported.stderr)")
+        let two = try switchyard(["predict", "pricing@2", "--json", record], home: home)
+        #expect(two.status == 0 && two.stdout.hasPrefix(#"{"value":"#), "\(two.stdout)")
+    }
+
     @Test func fixturesTrainPromotePredictAuditRollback() throws {
         let folder = try temporaryFolder()
         defer { try? FileManager.default.removeItem(at: folder) }

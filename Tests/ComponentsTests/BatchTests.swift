@@ -574,7 +574,7 @@ private func number(_ value: JSONValue?) -> Double? {
 }
 
 /// A parsed CSV for checking outputs.
-private struct CSVTable {
+struct CSVTable {
     var header: [String]
     var rows: [[String]]
 

@@ -47,14 +47,16 @@ final class ServeFixture {
     var documents: [Int: ModelDocument] = [:]
     var adminKey = "", predictKey = "", readKey = "", operateKey = ""
 
-    /// `source` wraps the registry the component loads through (a test's gate).
+    /// `source` wraps the registry the component loads through (a test's gate); `prepare` registers
+    /// more models before the component starts.
     init(
         open: Bool = false, reference: String = "credit@production", threads: Int = 2, source: (ModelRegistry) -> any ModelSource = { $0 },
-        log: PredictionLog.Policy = .off, logKey: String? = nil
+        log: PredictionLog.Policy = .off, logKey: String? = nil, prepare: (ModelRegistry) throws -> Void = { _ in }
     ) throws {
         home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-serve-\(UUID().uuidString)"))
         registry = try ModelRegistry(home: home)
         documents = try registerCreditVersions(registry)
+        try prepare(registry)
         keys = try KeyStore(home: home)
         adminKey = try keys.create(scope: .admin, name: nil, who: "test").1
         predictKey = try keys.create(scope: .predict, name: nil, who: "test").1

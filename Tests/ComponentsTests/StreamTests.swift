@@ -25,7 +25,7 @@ private func eventLine(_ id: Int, seed: UInt64 = 1) -> String {
     return String(decoding: out, as: UTF8.self) + #","event_time":\#(Date().timeIntervalSince1970)}"# + "\n"
 }
 
-private func append(_ text: String, to url: URL) throws {
+func append(_ text: String, to url: URL) throws {
     if !FileManager.default.fileExists(atPath: url.path) { _ = FileManager.default.createFile(atPath: url.path, contents: nil) }
     let handle = try FileHandle(forWritingTo: url)
     try handle.seekToEnd()
@@ -34,7 +34,7 @@ private func append(_ text: String, to url: URL) throws {
 }
 
 /// Every JSON line of every part file in `folder`.
-private func lines(in folder: URL) throws -> [JSONValue] {
+func lines(in folder: URL) throws -> [JSONValue] {
     let names = try FileManager.default.contentsOfDirectory(atPath: folder.path).filter { $0.hasPrefix("part-") }.sorted()
     return try names.flatMap { name in
         try String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
@@ -69,12 +69,12 @@ final class StreamFixture: @unchecked Sendable {
     @discardableResult
     func start(
         name: String = "test", sink custom: (any StreamSink)? = nil, options: StreamComponent.Options = .init(), http: Bool = false,
-        log: PredictionLog? = nil
+        log: PredictionLog? = nil, reference: String = "credit@production"
     ) throws -> StreamComponent {
         let authenticator = Authenticator(store: batch.keys, loops: 1)
         let events = EventLog()
         let component = try StreamComponent(
-            registry: batch.registry, reference: "credit@production", name: name,
+            registry: batch.registry, reference: reference, name: name,
             source: try FolderSource(directory: source, stream: name, checkpoints: try StreamCheckpoints(home: batch.home)),
             sink: try custom ?? FolderSink(directory: sink), options: options, events: events, authenticator: authenticator, predictionLog: log)
         if http {

@@ -1130,4 +1130,57 @@ private final class FakeComponent: Sendable {
         #expect(text.contains("the replay on credit@1 matches what was logged"))
         #expect(text.contains("on production credit@2"))
     }
+
+    /// A regression model in the Predict view (issue 20 item 1): the service's value and the
+    /// embedded scorer's agree, the explanation is of the value, and a logged value replays.
+    @Test func aRegressionsValueIsComparedExplainedAndReplayed() throws {
+        let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-replay-\(UUID().uuidString)"))
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("fixtures")
+        let document = try ModelImport.convert(
+            try Data(contentsOf: fixtures.appendingPathComponent("lightgbm-rate-huber.txt")), format: .lightgbmText, file: "m.txt",
+            schema: try ImportSchema.decode(try Data(contentsOf: fixtures.appendingPathComponent("lightgbm-rate-huber-schema.json"))),
+            name: "pricing", created: "2026-11-30T00:00:00Z")
+        let registry = try ModelRegistry(home: home)
+        try registry.register(document, who: "test")
+        let keys = try KeyStore(home: home)
+        let operate = try keys.create(scope: .operate, name: "support", who: "test").1
+        let authenticator = Authenticator(store: keys, loops: 1)
+        let events = EventLog()
+        let log = try PredictionLog(.init(folder: home.url.appendingPathComponent("predictions"), prefix: "serve", policy: .all, key: nil), loops: 1)
+        defer { log.stop() }
+        let serve = try ServeComponent(registry: registry, reference: "pricing@1", loops: 1, open: true, events: events, authenticator: authenticator, predictionLog: log)
+        let host = ComponentHost(component: serve, observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
+        let port = try host.start()
+        defer { host.stop() }
+        let local = try EmbeddedRegistry(home: home, actor: "test")
+        defer { local.stop() }
+        let api = try RegistryAPI(url: local.url, key: local.sessionKey)
+        let form = PredictForm(componentURL: "http://127.0.0.1:\(port)", model: "pricing@1", document: document)
+        let record = try JSONValue.parse(#"{"amount":12042.41,"term":36,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}"#)
+        let value = try #require(try Scorer(document).predict(json: record).value)
+
+        let result = predictBoth(record: record, form: form, key: nil, registry: api)
+        #expect(result.error == nil && result.agrees, "\(result.verdict)")
+        #expect(result.regression && result.service.map(\.1) == [value] && result.embedded.map(\.1) == [value])
+        #expect(result.marginName == "rate" && !result.contributions.isEmpty)
+        var state = ConsoleState()
+        state.view = .predict
+        var shown = form
+        shown.result = result
+        state.predict = shown
+        let text = drawConsole(fleet(), state, width: 140, height: 40, unicode: true).text
+        #expect(text.contains("value = ") && !text.contains("p(value)"), "\(text)")
+        #expect(text.contains("why — rate: base"))
+
+        let answered = try HTTPClient(port: port).request("POST", "/score", headers: [("Content-Type", "application/json"), ("x-request-id", "quote-3")],
+                                                          body: Array(#"{"data": [\#(record.jsonText)]}"#.utf8))
+        #expect(answered.status == 200)
+        let folder = home.url.appendingPathComponent("predictions")
+        for _ in 0..<2000 where PredictionLog.find(in: folder, requestID: "quote-3").isEmpty { usleep(10_000) }
+        let replayed = replay(query: "quote-3", form: form, key: operate, registry: api)
+        #expect(replayed.error == nil && replayed.matches, "\(replayed.error ?? replayed.verdict)")
+        #expect(replayed.logged?.label == JSONWriter.numberText(value) && replayed.replayed?.probability.isNaN == true)
+    }
 }

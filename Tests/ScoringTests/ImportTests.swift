@@ -169,8 +169,8 @@ import Testing
             }
         }
         #expect(message(Data("{}".utf8), .xgboostJSON).contains("no \"learner\""))
-        let regression = String(decoding: stump(threshold: "0.5"), as: UTF8.self).replacingOccurrences(of: "binary:logistic", with: "reg:squarederror")
-        #expect(message(Data(regression.utf8), .xgboostJSON).contains("reg:squarederror"))
+        let poisson = String(decoding: stump(threshold: "0.5"), as: UTF8.self).replacingOccurrences(of: "binary:logistic", with: "count:poisson")
+        #expect(message(Data(poisson.utf8), .xgboostJSON).contains("objective \"count:poisson\" is not supported"))
         #expect(message(Data("tree\nversion=v4\n".utf8), .lightgbmText).contains("max_feature_idx"))
         let cut = String(decoding: try fixtureData("lightgbm-credit.txt"), as: UTF8.self).components(separatedBy: "end of trees")[0]
         #expect(message(Data(cut.utf8), .lightgbmText).contains("end of trees"))

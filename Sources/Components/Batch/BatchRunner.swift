@@ -407,9 +407,10 @@ private struct OutputLayout: Sendable {
     let idNames: [String]
     let outputHeader: [UInt8]
     let rejectsHeader: [UInt8]
-    /// Per class: `,label,model\n` (CSV) or `},"label":"…","model_version":"…"}\n` (JSON Lines).
+    /// Per class: `,label,model\n` (CSV) or `},"label":"…","model_version":"…"}\n` (JSON Lines);
+    /// a regression's one: `,model\n` or `,"model_version":"…"}\n`.
     let tails: [[UInt8]]
-    /// JSON Lines: `"probabilities":{"c0":` then `,"c1":` …
+    /// JSON Lines: `"probabilities":{"c0":` then `,"c1":` …; a regression's `"value":`.
     let probabilityKeys: [[UInt8]]
     /// `--explain top=K`: K; the tails then leave the row open for the explanation and its end.
     let explainTop: Int?
@@ -448,14 +449,16 @@ private struct OutputLayout: Sendable {
         self.idColumns = idColumns
         idNames = ids
         var header = (ids.isEmpty ? ["line"] : ids).map(csvField)
-        header += scorer.classes.map { csvField("probability_\($0)") }
-        header += ["label", "model_version"]
+        header += scorer.isRegression ? ["value"] : scorer.classes.map { csvField("probability_\($0)") } + ["label"]
+        header += ["model_version"]
         explainTop = runner.explainTop
         for k in 1...max(1, runner.explainTop ?? 0) where runner.explainTop != nil { header += ["explain_\(k)_field", "explain_\(k)_contribution"] }
         outputHeader = Array((header.joined(separator: ",") + "\n").utf8)
         rejectsHeader = Array("line,reason,record\n".utf8)
         let end = runner.explainTop == nil ? "\n" : ""
-        tails = scorer.classes.map { Array(",\(csvField($0)),\(csvField(runner.model))\(end)".utf8) }
+        tails = scorer.isRegression
+            ? [Array(",\(csvField(runner.model))\(end)".utf8)]
+            : scorer.classes.map { Array(",\(csvField($0)),\(csvField(runner.model))\(end)".utf8) }
         probabilityKeys = []
     }
 
@@ -472,11 +475,15 @@ private struct OutputLayout: Sendable {
         rejectsHeader = []
         explainTop = runner.explainTop
         let end: [UInt8] = runner.explainTop == nil ? [0x7D, 0x0A] : []
-        tails = scorer.classes.map {
-            Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(runner.model)))"#.utf8) + end
-        }
-        probabilityKeys = scorer.classes.enumerated().map { k, c in
-            Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8)
+        let version = #""model_version":\#(JSONWriter.text(.string(runner.model)))"#
+        if scorer.isRegression {
+            tails = [Array(("," + version).utf8) + end]
+            probabilityKeys = [Array(#""value":"#.utf8)]
+        } else {
+            tails = scorer.classes.map { Array(#"},"label":\#(JSONWriter.text(.string($0))),"#.utf8) + Array(version.utf8) + end }
+            probabilityKeys = scorer.classes.enumerated().map { k, c in
+                Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8)
+            }
         }
     }
 }
@@ -563,6 +570,12 @@ private func appendCSVField(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt
         out.append(b)
     }
     out.append(0x22)
+}
+
+/// A record's outcome number: a probability (`appendProbability`), or a regression's value in full.
+@inline(__always)
+func appendOutcome(_ v: Double, regression: Bool, to out: inout [UInt8]) {
+    if regression { out.append(contentsOf: JSONWriter.numberText(v).utf8) } else { appendProbability(v, to: &out) }
 }
 
 /// Appends a probability: 12 decimals, trailing zeros dropped, for values of at
@@ -752,7 +765,8 @@ private struct ChunkWork {
         self.reader = reader
         layout.scorer.score(batch, into: &scored)
         var errorIndex = 0
-        let classes = layout.scorer.classes.count
+        let classes = layout.scorer.outputCount
+        let regression = layout.scorer.isRegression
         var idStart = 0
         for i in 0..<batch.count {
             defer { idStart = idEnds[i] }
@@ -772,7 +786,7 @@ private struct ChunkWork {
             }
             for k in 0..<classes {
                 output.append(0x2C)
-                appendProbability(scored.probabilities[i * classes + k], to: &output)
+                appendOutcome(scored.probabilities[i * classes + k], regression: regression, to: &output)
             }
             output.append(contentsOf: layout.tails[label])
             if explaining { layout.appendExplanation(try? layout.scorer.explain(rowValues[i]), label: label, to: &output) }
@@ -804,7 +818,7 @@ private struct ChunkWork {
                 pending.append((line, failure.reason, text))
                 continue
             }
-            if let drift = layout.drift { records.observe(drift, loop: slot, probability: records.probabilities[scorer.classes.count - 1]) }
+            if let drift = layout.drift { records.observe(drift, loop: slot, probability: records.probabilities[scorer.outputCount - 1]) }
             let tape = records.tape
             rowsScored += 1
             output.append(0x7B)
@@ -835,9 +849,9 @@ private struct ChunkWork {
                 output.appendDecimal(line)
                 output.append(0x2C)
             }
-            for k in 0..<scorer.classes.count {
+            for k in 0..<scorer.outputCount {
                 output.append(contentsOf: layout.probabilityKeys[k])
-                appendProbability(records.probabilities[k], to: &output)
+                appendOutcome(records.probabilities[k], regression: scorer.isRegression, to: &output)
             }
             output.append(contentsOf: layout.tails[label])
             if layout.explainTop != nil { layout.appendExplanation(try? scorer.explain(json: tape.value(tape.root)), label: label, to: &output) }

@@ -446,10 +446,15 @@ private struct ScoringWork {
         if cachedModel != model {
             cachedModel = model
             identity = version.map(PredictionLog.identity) ?? []
-            tails = scorer.classes.map {
-                Array(#"},"label":\#(JSONWriter.text(.string($0))),"model_version":\#(JSONWriter.text(.string(model))),"event_time":"#.utf8)
+            let version = #""model_version":\#(JSONWriter.text(.string(model))),"event_time":"#
+            if scorer.isRegression {
+                // {"id":…,"value":x,"model_version":…,"event_time":…}
+                keys = [Array(#""value":"#.utf8)]
+                tails = [Array(("," + version).utf8)]
+            } else {
+                tails = scorer.classes.map { Array(#"},"label":\#(JSONWriter.text(.string($0))),"#.utf8) + Array(version.utf8) }
+                keys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8) }
             }
-            keys = scorer.classes.enumerated().map { k, c in Array(((k == 0 ? #""probabilities":{"# : ",") + JSONWriter.text(.string(c)) + ":").utf8) }
         }
         batch.bytes.withUnsafeBytes { all in
             for (i, range) in batch.events.enumerated() {
@@ -467,7 +472,7 @@ private struct ScoringWork {
                     dead(id ?? batch.sourceIDs[i], failure.reason, text, source: batch.sourceIDs[i])
                     continue
                 }
-                if let drift { records.observe(drift, probability: records.probabilities[scorer.classes.count - 1]) }
+                if let drift { records.observe(drift, probability: records.probabilities[scorer.outputCount - 1]) }
                 let tape = records.tape
                 let time = eventTime(tape) ?? batch.sourceTimes[i]
                 eventTimes.append(time)
@@ -484,9 +489,9 @@ private struct ScoringWork {
                     predictions.ids.append(batch.sourceIDs[i])
                 }
                 predictions.bytes.append(0x2C)
-                for k in 0..<scorer.classes.count {
+                for k in 0..<scorer.outputCount {
                     predictions.bytes.append(contentsOf: keys[k])
-                    appendProbability(records.probabilities[k], to: &predictions.bytes)
+                    appendOutcome(records.probabilities[k], regression: scorer.isRegression, to: &predictions.bytes)
                 }
                 predictions.bytes.append(contentsOf: tails[label])
                 if time.isFinite {
@@ -503,7 +508,7 @@ private struct ScoringWork {
                     records.probabilities.withUnsafeBufferPointer { p in
                         logLines.append(log.line(
                             requestID: id, row: 1, loop: 0, identity: identity, key: key, record: { $0.raw(text) },
-                            label: label, classes: scorer.classes, probabilities: p.baseAddress!))
+                            label: label, scorer: scorer, probabilities: p.baseAddress!))
                     }
                 }
             }

@@ -74,11 +74,17 @@ struct LightGBMModel {
             }
         case "multiclass", "softmax":
             link = .softmax
+        case "regression", "regression_l1", "huber", "fair", "quantile", "mape":
+            // The raw score is the prediction, unless the model was trained on √y (reg_sqrt).
+            guard !words.contains("sqrt") else {
+                throw ModelFormatError("objective \"\(objectiveLine)\": a model trained with reg_sqrt predicts the square root of its target; Switchyard does not import it")
+            }
+            link = .identity
         default:
-            throw ModelFormatError("objective \"\(objectiveLine)\" is not supported; Switchyard imports binary and multiclass (regression outputs are not in the model format yet)")
+            throw ModelFormatError("objective \"\(objectiveLine)\" is not supported; Switchyard imports binary, multiclass, and the regressions regression (l2), regression_l1, huber, fair, quantile and mape (not \(objective)'s transformed output)")
         }
-        let margins = link == .logistic ? 1 : perIteration
-        guard margins >= 1, link == .logistic ? perIteration == 1 : perIteration >= 2 else {
+        let margins = link == .softmax ? perIteration : 1
+        guard margins >= 1, link == .softmax ? perIteration >= 2 : perIteration == 1 else {
             throw ModelFormatError("num_tree_per_iteration \(perIteration) does not fit objective \"\(objective)\"")
         }
 
@@ -115,7 +121,7 @@ struct LightGBMModel {
 
         var trees: [ForeignEnsemble.Tree] = []
         for (t, block) in blocks.enumerated() {
-            trees.append(try Self.tree(block, index: t, margin: link == .logistic ? 0 : t % perIteration, scale: scale))
+            trees.append(try Self.tree(block, index: t, margin: link == .softmax ? t % perIteration : 0, scale: scale))
         }
         guard !trees.isEmpty else { throw ModelFormatError("the model has no trees") }
         ensemble = ForeignEnsemble(

@@ -24,8 +24,8 @@ public enum ModelImport {
         switch format {
         case .sklearnJSON:
             document = try ModelDocument.decode(data)
-            guard document.estimator.type == .logisticRegression else {
-                throw ModelFormatError("an sklearn-json export holds a logistic regression; this file has a \(document.estimator.type.rawValue)")
+            guard document.estimator.type != .treeEnsemble else {
+                throw ModelFormatError("an sklearn-json export holds a logistic or linear regression; this file has a \(document.estimator.type.rawValue)")
             }
             guard schema == nil else {
                 throw ModelFormatError("an sklearn-json export carries its own schema; leave out --schema")
@@ -53,6 +53,7 @@ public enum ModelImport {
 ///         "one_hot": ["product_auto", "product_card"]}],
 ///      "classes": ["no", "yes"]}
 ///
+/// A regression model names its `"target"` (the number it predicts) instead of `"classes"`.
 /// A number field reads the feature of its name (or `feature`). A category
 /// field is either one categorical feature (its code is the value's index in
 /// `values`) or, with `one_hot`, one 0/1 feature per value. `missing` and
@@ -82,11 +83,15 @@ public struct ImportSchema: Codable, Sendable, Equatable {
     }
 
     public var fields: [Field]
+    /// A classifier's class names, in the model's class order.
     public var classes: [String]?
+    /// A regression model's target: the name of the number it predicts ("prediction" when absent).
+    public var target: String?
 
-    public init(fields: [Field], classes: [String]? = nil) {
+    public init(fields: [Field], classes: [String]? = nil, target: String? = nil) {
         self.fields = fields
         self.classes = classes
+        self.target = target
     }
 
     public static func decode(_ data: Data) throws(ModelFormatError) -> ImportSchema {
@@ -140,16 +145,28 @@ struct ForeignEnsemble {
     func document(
         schema: ImportSchema?, source: ModelDocument.Imported, name: String, created: String
     ) throws(ModelFormatError) -> ModelDocument {
+        let marginCount = intercepts.count
+        let outputs: ModelDocument.Outputs
+        if link == .identity {
+            guard schema?.classes == nil else {
+                throw ModelFormatError("the schema names classes, but the model is a regression (\(objective)); name its \"target\" instead")
+            }
+            outputs = .init(target: schema?.target ?? "prediction")
+        } else {
+            guard schema?.target == nil else {
+                throw ModelFormatError("the schema names a regression \"target\", but the model is a classifier (\(objective)); name its \"classes\" instead")
+            }
+            let classes = schema?.classes ?? (0..<max(2, marginCount)).map { "\($0)" }
+            guard link == .logistic ? classes.count == 2 : classes.count == marginCount else {
+                throw ModelFormatError("the schema names \(classes.count) classes; the model has \(link == .logistic ? 2 : marginCount)")
+            }
+            outputs = .init(classes: classes)
+        }
         let layout = try FeatureLayout(ensemble: self, schema: schema)
         var out: [ModelDocument.Tree] = []
         out.reserveCapacity(trees.count)
         for (t, tree) in trees.enumerated() {
             out.append(try convert(tree, index: t, column: layout.column))
-        }
-        let marginCount = intercepts.count
-        let classes = schema?.classes ?? (0..<max(2, marginCount)).map { "\($0)" }
-        guard link == .logistic ? classes.count == 2 : classes.count == marginCount else {
-            throw ModelFormatError("the schema names \(classes.count) classes; the model has \(link == .logistic ? 2 : marginCount)")
         }
         var metadata = ModelDocument.Metadata(
             name: name, description: "\(library) \(objective), \(trees.count) trees, imported from \(source.file)", created: created)
@@ -162,7 +179,7 @@ struct ForeignEnsemble {
             estimator: ModelDocument.Estimator(
                 trees: ModelDocument.TreeEnsemble(split: split, precision: precision, average: average, trees: out),
                 intercepts: intercepts, link: link),
-            outputs: ModelDocument.Outputs(classes: classes))
+            outputs: outputs)
     }
 
     /// The reachable nodes of `tree` in depth-first order, features renumbered to design columns.

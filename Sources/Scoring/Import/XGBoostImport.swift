@@ -69,8 +69,15 @@ struct XGBoostModel {
             guard numClass >= 2 else { throw ModelFormatError("\(objective) with num_class \(numClass)") }
             link = .softmax
             intercepts = baseScore.count == numClass ? baseScore : [Double](repeating: baseScore.first ?? 0.5, count: numClass)
+        case "reg:squarederror", "reg:linear", "reg:pseudohubererror", "reg:absoluteerror", "reg:quantileerror":
+            // The prediction is the margin, which starts at base_score untransformed.
+            guard baseScore.count == 1 else {
+                throw ModelFormatError("\(objective) with \(baseScore.count) base scores (a multi-quantile or multi-target model) is not supported")
+            }
+            link = .identity
+            intercepts = baseScore
         default:
-            throw ModelFormatError("objective \"\(objective)\" is not supported; Switchyard imports binary:logistic, multi:softprob and multi:softmax (regression outputs are not in the model format yet)")
+            throw ModelFormatError("objective \"\(objective)\" is not supported; Switchyard imports binary:logistic, multi:softprob, multi:softmax and the regressions reg:squarederror, reg:pseudohubererror, reg:absoluteerror and reg:quantileerror (not transformed outputs such as reg:logistic, count:poisson, reg:gamma or reg:tweedie)")
         }
 
         var names = learner["feature_names"]?.arrayOfStrings ?? []
@@ -87,7 +94,7 @@ struct XGBoostModel {
         }
         var trees: [ForeignEnsemble.Tree] = []
         for (t, value) in treeValues.enumerated() {
-            let margin = link == .logistic ? 0 : (wholeNumber(info[t]) ?? -1)
+            let margin = link == .softmax ? (wholeNumber(info[t]) ?? -1) : 0
             guard (0..<intercepts.count).contains(margin) else { throw ModelFormatError("tree \(t): tree_info \(info[t]) is not a class") }
             trees.append(try Self.tree(value, index: t, margin: margin))
         }

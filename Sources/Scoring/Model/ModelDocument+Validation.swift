@@ -1,4 +1,7 @@
 extension ModelDocument {
+    /// Whether the model predicts a number (`outputs.target`, link `identity`) rather than classes.
+    public var isRegression: Bool { outputs.target != nil }
+
     /// The number of design-vector columns the preprocessing produces.
     public var designWidth: Int { designColumns.width }
 
@@ -98,10 +101,20 @@ extension ModelDocument {
 
         let width = designWidth
         let classes = outputs.classes
-        guard classes.count >= 2, Set(classes).count == classes.count else {
-            throw ModelFormatError("outputs.classes needs at least two distinct classes")
-        }
         let rows = estimator.marginCount
+        if let target = outputs.target {
+            guard !target.isEmpty, classes.isEmpty else {
+                throw ModelFormatError("outputs: a regression model names its \"target\" (non-empty) and lists no classes")
+            }
+            guard estimator.link == .identity, rows == 1 else {
+                throw ModelFormatError(
+                    "estimator: a regression model (outputs.target) takes link \"identity\" and 1 margin (got link \"\(estimator.link.rawValue)\", \(rows) margins)")
+            }
+        } else {
+            guard classes.count >= 2, Set(classes).count == classes.count else {
+                throw ModelFormatError("outputs.classes needs at least two distinct classes (or outputs.target, for a regression model)")
+            }
+        }
         switch estimator.link {
         case .logistic:
             guard classes.count == 2, rows == 1 else {
@@ -113,16 +126,25 @@ extension ModelDocument {
                 throw ModelFormatError(
                     "estimator: link \"softmax\" takes one margin per class (got \(rows) margins for \(classes.count) classes)")
             }
+        case .identity:
+            guard outputs.target != nil else {
+                throw ModelFormatError("estimator: link \"identity\" is a regression's; outputs needs a \"target\" instead of classes")
+            }
         }
         guard estimator.intercepts.count == rows else {
             throw ModelFormatError("estimator: \(estimator.intercepts.count) intercepts for \(rows) margins")
         }
         guard estimator.intercepts.allSatisfy(\.isFinite) else { throw ModelFormatError("estimator.intercepts has a non-finite value") }
         switch estimator.type {
-        case .logisticRegression:
-            guard estimator.trees == nil else { throw ModelFormatError("estimator: a logistic_regression has no \"trees\"") }
+        case .logisticRegression, .linearRegression:
+            let type = estimator.type.rawValue
+            guard (estimator.type == .linearRegression) == (estimator.link == .identity) else {
+                throw ModelFormatError(
+                    "estimator: a \(type) takes link \(estimator.type == .linearRegression ? "\"identity\"" : "\"logistic\" or \"softmax\""), not \"\(estimator.link.rawValue)\"")
+            }
+            guard estimator.trees == nil else { throw ModelFormatError("estimator: a \(type) has no \"trees\"") }
             guard let coefficients = estimator.coefficients else {
-                throw ModelFormatError("estimator: a logistic_regression needs \"coefficients\"")
+                throw ModelFormatError("estimator: a \(type) needs \"coefficients\"")
             }
             for (k, row) in coefficients.enumerated() {
                 guard row.count == width else {

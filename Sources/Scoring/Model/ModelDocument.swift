@@ -124,12 +124,13 @@ public struct ModelDocument: Codable, Sendable, Equatable {
 
     // MARK: - Estimator
 
-    /// The estimator over the design vector: a logistic regression
+    /// The estimator over the design vector: a logistic or linear regression
     /// (`coefficients`) or a tree ensemble (`trees`).
     public struct Estimator: Codable, Sendable, Equatable {
         public var type: EstimatorType
         /// Logistic regression: one row per margin: 1 row for a binary model (the
         /// positive class's log-odds, scikit-learn's `coef_` shape), one per class for softmax.
+        /// Linear regression: 1 row.
         public var coefficients: [[Double]]?
         /// One per margin: the margin before any coefficient or tree adds to it.
         public var intercepts: [Double]
@@ -150,7 +151,7 @@ public struct ModelDocument: Codable, Sendable, Equatable {
             self.link = link
         }
 
-        /// The number of margins the link takes: 1 for logistic, one per class for softmax.
+        /// The number of margins the link takes: 1 for logistic and identity, one per class for softmax.
         public var marginCount: Int {
             if let coefficients { return coefficients.count }
             return intercepts.count
@@ -159,6 +160,8 @@ public struct ModelDocument: Codable, Sendable, Equatable {
 
     public enum EstimatorType: String, Codable, Sendable {
         case logisticRegression = "logistic_regression"
+        /// Coefficients with the identity link: ordinary least squares or ridge.
+        case linearRegression = "linear_regression"
         case treeEnsemble = "tree_ensemble"
     }
 
@@ -247,14 +250,45 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         case logistic
         /// Multinomial: p(class k) = e^margin_k / sum_j e^margin_j.
         case softmax
+        /// Regression: the predicted value is the margin itself.
+        case identity
     }
 
     // MARK: - Outputs and metadata
 
-    /// The classes, in the order probabilities are given; the label is the most probable.
+    /// A classifier's classes, in the order probabilities are given (the label is
+    /// the most probable), or a regression model's `target`: the name of the number
+    /// it predicts (its training label). A file has one or the other; a classifier's
+    /// file is written exactly as before regression existed, so its sha256 is unchanged.
     public struct Outputs: Codable, Sendable, Equatable {
         public var classes: [String]
-        public init(classes: [String]) { self.classes = classes }
+        public var target: String?
+
+        public init(classes: [String]) {
+            self.classes = classes
+            self.target = nil
+        }
+
+        /// A regression model's outputs: one number named `target`.
+        public init(target: String) {
+            self.classes = []
+            self.target = target
+        }
+
+        enum CodingKeys: String, CodingKey { case classes, target }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            target = try c.decodeIfPresent(String.self, forKey: .target)
+            // A regression file has no classes; a classifier's must list them.
+            classes = try target == nil ? c.decode([String].self, forKey: .classes) : c.decodeIfPresent([String].self, forKey: .classes) ?? []
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            if target == nil || !classes.isEmpty { try c.encode(classes, forKey: .classes) }
+            try c.encodeIfPresent(target, forKey: .target)
+        }
     }
 
     public struct Metadata: Codable, Sendable, Equatable {
@@ -301,20 +335,23 @@ public struct ModelDocument: Codable, Sendable, Equatable {
         public var holdout: Double
         public var seed: UInt64
         public var algorithm: String
-        /// scikit-learn's C: the inverse of the L2 strength.
-        public var c: Double
+        /// A classifier's scikit-learn C: the inverse of the L2 strength.
+        public var c: Double?
+        /// A ridge regression's L2 strength, as scikit-learn's Ridge `alpha`.
+        public var alpha: Double?
         public var iterations: Int
-        /// Held-out metrics: `auc`, `accuracy`, `log_loss` (and row counts).
+        /// Held-out metrics: a classifier's `auc`, `accuracy`, `log_loss`; a regression's
+        /// `r2`, `rmse`, `mae` (and row counts).
         public var metrics: [String: Double]
 
         enum CodingKeys: String, CodingKey {
             case dataSHA256 = "data_sha256", dataRows = "data_rows", label, holdout, seed, algorithm
-            case c = "C", iterations, metrics
+            case c = "C", alpha, iterations, metrics
         }
 
         public init(
             dataSHA256: String, dataRows: Int, label: String, holdout: Double, seed: UInt64,
-            algorithm: String, c: Double, iterations: Int, metrics: [String: Double]
+            algorithm: String, c: Double? = nil, alpha: Double? = nil, iterations: Int, metrics: [String: Double]
         ) {
             self.dataSHA256 = dataSHA256
             self.dataRows = dataRows
@@ -323,6 +360,7 @@ public struct ModelDocument: Codable, Sendable, Equatable {
             self.seed = seed
             self.algorithm = algorithm
             self.c = c
+            self.alpha = alpha
             self.iterations = iterations
             self.metrics = metrics
         }

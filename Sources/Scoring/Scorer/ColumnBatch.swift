@@ -159,7 +159,7 @@ public struct ColumnBatch: Sendable {
 
 /// What `Scorer.score(_:into:)` gives for a batch.
 public struct BatchOutput: Sendable {
-    /// Row-major, `classes.count` per row; NaN for a rejected row.
+    /// Row-major, `outputCount` per row (a probability per class, or a regression's value); NaN for a rejected row.
     public var probabilities: [Double] = []
     /// The label's class index per row; -1 for a rejected row.
     public var labels: [Int32] = []

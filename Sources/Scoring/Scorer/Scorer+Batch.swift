@@ -112,7 +112,7 @@ extension Scorer {
     ) {
         let n = batch.count
         let m = marginCount
-        let c = classes.count
+        let c = outputCount
         output.probabilities.removeAll(keepingCapacity: true)
         output.labels.removeAll(keepingCapacity: true)
         output.probabilities.reserveCapacity(n * c)

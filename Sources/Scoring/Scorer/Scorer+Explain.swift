@@ -64,7 +64,7 @@ extension Scorer {
         if let trees, trees.cover.isEmpty {
             throw ScoringError(row: row, field: nil, message: "this model cannot be explained: its trees carry no node covers (it was imported before explanations existed; import it again)")
         }
-        var probabilities = [Double](repeating: 0, count: classes.count)
+        var probabilities = [Double](repeating: 0, count: outputCount)
         let label = try probabilities.withUnsafeMutableBufferPointer { p throws(ScoringError) in
             try scoreRecord(into: p.baseAddress!, row: row) { margins throws(ScoringError) in
                 for i in plans.indices { try add(i, margins) }
@@ -95,7 +95,7 @@ extension Scorer {
             }
         }
         return Explanation(
-            prediction: Prediction(probabilities: probabilities, labelIndex: label, label: classes[label]), base: base, contributions: contributions)
+            prediction: prediction(probabilities, label: label), base: base, contributions: contributions)
     }
 }
 
@@ -270,14 +270,15 @@ extension TreeProgram {
 
 extension Explanation {
     /// `[{"class", "base", "margin", "contributions": {field: value}}]`, one per margin: for a
-    /// binary model the log-odds of its second class; for a multiclass one each class's margin.
+    /// binary model the log-odds of its second class; for a multiclass one each class's margin;
+    /// for a regression model the value itself ("class" is the target's name).
     public func json(_ scorer: Scorer) -> JSONValue {
         let margins = margins
         return .array(base.indices.map { k in
             var contributions = JSONObject()
             for (f, name) in scorer.fieldNames.enumerated() { contributions.append(name, .number(self.contributions[k][f])) }
             return .object(JSONObject([
-                "class": .string(scorer.classes[base.count == 1 ? 1 : k]), "base": .number(base[k]), "margin": .number(margins[k]),
+                "class": .string(scorer.marginName(k)), "base": .number(base[k]), "margin": .number(margins[k]),
                 "contributions": .object(contributions),
             ]))
         })
@@ -285,6 +286,19 @@ extension Explanation {
 }
 
 extension Scorer {
+    /// What margin `k` is the margin of: a regression's target, a binary model's second class
+    /// (its log-odds), a multiclass model's class `k`.
+    public func marginName(_ k: Int) -> String {
+        if let target { return target }
+        return classes[marginCount == 1 ? 1 : k]
+    }
+
+    /// Margin `k` for a person: "rate" (a regression's value), "log-odds of 1", "margin of mid".
+    public func marginDescription(_ k: Int) -> String {
+        if let target { return target }
+        return marginCount == 1 ? "log-odds of \(classes[1])" : "margin of \(classes[k])"
+    }
+
     /// The typed values of a JSON record in the schema's order: an object's members by name, a
     /// list by position; anything but a number or a string is missing.
     public func fieldValues(json record: JSONValue) -> [FieldValue] {

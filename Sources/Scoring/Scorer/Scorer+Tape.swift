@@ -3,7 +3,7 @@ extension Scorer {
     /// Scores the record at `node` of `tape` — an object by field name (other
     /// members ignored) or an array in schema order — without building values:
     /// numbers are parsed and categories looked up straight from the request
-    /// bytes. Probabilities go to `out` (`classes.count` of them); returns the
+    /// bytes. Probabilities go to `out` (`outputCount` of them); returns the
     /// label index. Errors are the same as `predict(json:)`'s.
     package func predict(
         tape: JSONTape, record node: Int, row: Int?, fieldNodes: inout [Int32], into out: UnsafeMutablePointer<Double>

@@ -12,8 +12,14 @@ import JSON
 /// one multiply-add per number and one load per category.
 public final class Scorer: Sendable {
     public let document: ModelDocument
-    /// Output classes, in probability order.
+    /// Output classes, in probability order; empty for a regression model.
     public let classes: [String]
+    /// A regression model's target: the name of the number it predicts; nil for a classifier.
+    public let target: String?
+    /// How many numbers a record's outcome is: one per class, or 1 (the value) for a regression model.
+    public let outputCount: Int
+    /// Whether the model predicts a number rather than classes.
+    public var isRegression: Bool { target != nil }
     /// Input field names, in schema order.
     public let fieldNames: [String]
 
@@ -60,6 +66,8 @@ public final class Scorer: Sendable {
         self.document = document
         let fields = document.schema.fields
         classes = document.outputs.classes
+        target = document.outputs.target
+        outputCount = document.isRegression ? 1 : classes.count
         fieldNames = fields.map(\.name)
         fieldTable = CategoryTable(fieldNames)
         link = document.estimator.link
@@ -213,17 +221,23 @@ public final class Scorer: Sendable {
 
     /// Runs `body` on margins that start at the intercepts, then applies the link.
     private func withMargins(row: Int?, _ body: (UnsafeMutablePointer<Double>) throws(ScoringError) -> Void) throws(ScoringError) -> Prediction {
-        // classes.count ≥ marginCount: 2 classes for 1 logistic margin, one margin per class for softmax.
-        var out = [Double](repeating: 0, count: classes.count)
+        // outputCount ≥ marginCount: 2 classes for 1 logistic margin, one margin per class for softmax,
+        // 1 value for 1 identity margin.
+        var out = [Double](repeating: 0, count: outputCount)
         let result = out.withUnsafeMutableBufferPointer { buffer in
             Result { () throws(ScoringError) -> Int in try scoreRecord(into: buffer.baseAddress!, row: row, body) }
         }
-        let label = try result.get()
-        return Prediction(probabilities: out, labelIndex: label, label: classes[label])
+        return prediction(out, label: try result.get())
+    }
+
+    /// The prediction for outcome numbers `out` (`outputCount` of them) and label index `label`.
+    package func prediction(_ out: [Double], label: Int) -> Prediction {
+        guard isRegression else { return Prediction(probabilities: out, labelIndex: label, label: classes[label]) }
+        return Prediction(probabilities: out, labelIndex: 0, label: JSONWriter.numberText(out[0]), value: out[0])
     }
 
     /// Scores one record whose fields `fill` sets through the `add…` functions,
-    /// into `out` (`classes.count` values); the label index.
+    /// into `out` (`outputCount` values); the label index (0 for a regression model).
     /// A linear model adds its weights straight to the margins; a tree ensemble
     /// fills a design vector on the stack, then walks its trees.
     @inline(__always)
@@ -339,8 +353,9 @@ public final class Scorer: Sendable {
         return label
     }
 
-    /// Turns margins at `p[0..<marginCount]` into probabilities at `p[0..<classes.count]`;
-    /// returns the label index, or -1 when the margins are not numbers.
+    /// Turns margins at `p[0..<marginCount]` into probabilities at `p[0..<classes.count]`
+    /// (a regression's value is its margin); returns the label index (0 for a regression),
+    /// or -1 when the margins are not numbers.
     @inline(__always)
 
     func applyLink(_ p: UnsafeMutablePointer<Double>) -> Int {
@@ -375,6 +390,8 @@ public final class Scorer: Sendable {
             }
             for k in 0..<n { p[k] /= sum }
             return best
+        case .identity:
+            return p[0].isFinite ? 0 : -1
         }
     }
 

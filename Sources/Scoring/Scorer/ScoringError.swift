@@ -24,16 +24,22 @@ public struct ScoringError: Error, Sendable, Equatable, CustomStringConvertible 
     }
 }
 
-/// One record's answer: a probability per class (in `Scorer.classes` order) and the label.
+/// One record's answer: a probability per class (in `Scorer.classes` order) and the label,
+/// or a regression model's value.
 public struct Prediction: Sendable, Equatable {
+    /// A classifier's probabilities in class order; a regression model's one value.
     public var probabilities: [Double]
     public var labelIndex: Int
+    /// A classifier's most probable class; a regression model's value as text.
     public var label: String
+    /// A regression model's predicted value; nil for a classifier.
+    public var value: Double?
 
-    public init(probabilities: [Double], labelIndex: Int, label: String) {
+    public init(probabilities: [Double], labelIndex: Int, label: String, value: Double? = nil) {
         self.probabilities = probabilities
         self.labelIndex = labelIndex
         self.label = label
+        self.value = value
     }
 }
 

@@ -2,8 +2,22 @@
 import Glibc
 #endif
 
-/// Classification metrics for held-out evaluation.
+/// Classification and regression metrics for held-out evaluation.
 package enum Metrics {
+    /// `r2` (scikit-learn's r2_score: 1 − residual / total sum of squares about the
+    /// truth's mean), `rmse` and `mae` of `predicted` against `truth`.
+    package static func regression(predicted: [Double], truth: [Double]) -> [String: Double] {
+        let n = Double(truth.count)
+        let mean = truth.reduce(0, +) / n
+        var residual = 0.0, total = 0.0, absolute = 0.0
+        for (p, t) in zip(predicted, truth) {
+            residual += (t - p) * (t - p)
+            total += (t - mean) * (t - mean)
+            absolute += abs(t - p)
+        }
+        return ["r2": total > 0 ? 1 - residual / total : 0, "rmse": (residual / n).squareRoot(), "mae": absolute / n]
+    }
+
     /// Area under the ROC curve (the Mann–Whitney statistic, ties counted half).
     /// nil when one class is absent.
     package static func auc(scores: [Double], positives: [Bool]) -> Double? {

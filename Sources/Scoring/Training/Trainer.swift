@@ -3,15 +3,26 @@ import Glibc
 import JSON
 #endif
 
-/// Fits an L2-regularized logistic regression (binary, or multinomial for more
-/// than two classes) with L-BFGS on standardized numbers and one-hot
-/// categories, exactly scikit-learn's objective: `0.5‖W‖² + C·Σ log-loss`,
-/// intercepts unpenalized. Evaluates on a held-out split through the compiled
-/// `Scorer`, so the metrics are those of the model as it will be served.
+/// Fits, on standardized numbers and one-hot categories, either an L2-regularized
+/// logistic regression (binary, or multinomial for more than two classes) with
+/// L-BFGS — exactly scikit-learn's objective `0.5‖W‖² + C·Σ log-loss` — or a ridge
+/// regression in closed form — scikit-learn's Ridge, `‖y − Xw − b‖² + α‖w‖²`;
+/// intercepts are unpenalized in both. Evaluates on a held-out split through the
+/// compiled `Scorer`, so the metrics are those of the model as it will be served.
 public enum Trainer {
+    public enum Task: String, Sendable, CaseIterable {
+        /// The label's values are classes: logistic regression.
+        case classification
+        /// The label is a number: ridge regression.
+        case regression
+    }
+
     public struct Configuration: Sendable {
         public var name: String
         public var label: String
+        public var task: Task
+        /// Ridge's L2 strength (regression), as scikit-learn's `alpha`.
+        public var alpha: Double
         /// The share of rows held out for evaluation.
         public var holdout: Double
         public var seed: UInt64
@@ -24,11 +35,13 @@ public enum Trainer {
         public var created: String
 
         public init(
-            name: String, label: String, holdout: Double = 0.2, seed: UInt64 = 42, c: Double = 1.0,
-            ignore: [String] = ["id"], maximumIterations: Int = 1000, created: String
+            name: String, label: String, task: Task = .classification, holdout: Double = 0.2, seed: UInt64 = 42, c: Double = 1.0,
+            alpha: Double = 1.0, ignore: [String] = ["id"], maximumIterations: Int = 1000, created: String
         ) {
             self.name = name
             self.label = label
+            self.task = task
+            self.alpha = alpha
             self.holdout = holdout
             self.seed = seed
             self.c = c
@@ -68,11 +81,21 @@ public enum Trainer {
                 "no column \"\(configuration.label)\" in the header; columns are: \(table.names.joined(separator: ", "))")
         }
 
-        // MARK: Classes
-        let classes: [String]
+        // MARK: The label: classes, or a number to predict
+        var classes: [String] = []
         var truth = [Int](repeating: 0, count: table.rowCount)
-        switch table.columns[labelColumn] {
-        case .numbers(let values):
+        var targets: [Double] = []
+        switch (configuration.task, table.columns[labelColumn]) {
+        case (.regression, .numbers(let values)):
+            if let i = values.firstIndex(where: \.isNaN) {
+                throw TrainingError("data row \(i + 1): the label \"\(configuration.label)\" is empty")
+            }
+            targets = values
+        case (.regression, .categories(let codes, let values)):
+            let i = codes.firstIndex { $0 >= 0 } ?? 0
+            throw TrainingError(
+                "the label \"\(configuration.label)\" is not a number column (data row \(i + 1) has \"\(codes[i] >= 0 ? values[Int(codes[i])] : "")\"); a regression predicts a number")
+        case (.classification, .numbers(let values)):
             if let i = values.firstIndex(where: \.isNaN) {
                 throw TrainingError("data row \(i + 1): the label \"\(configuration.label)\" is empty")
             }
@@ -80,7 +103,7 @@ public enum Trainer {
             classes = distinct.map(JSONWriter.numberText)
             let index = Dictionary(uniqueKeysWithValues: distinct.enumerated().map { ($1, $0) })
             for i in values.indices { truth[i] = index[values[i]]! }
-        case .categories(let codes, let values):
+        case (.classification, .categories(let codes, let values)):
             if let i = codes.firstIndex(of: -1) {
                 throw TrainingError("data row \(i + 1): the label \"\(configuration.label)\" is empty")
             }
@@ -89,8 +112,12 @@ public enum Trainer {
             let index = Dictionary(uniqueKeysWithValues: used.enumerated().map { ($1, $0) })
             for i in codes.indices { truth[i] = index[codes[i]]! }
         }
-        guard classes.count >= 2 else {
+        if configuration.task == .classification && classes.count < 2 {
             throw TrainingError("the label \"\(configuration.label)\" has only one value (\(classes.first ?? "")); nothing to learn")
+        }
+        if configuration.task == .classification && classes.count > 100 {
+            throw TrainingError(
+                "the label \"\(configuration.label)\" has \(classes.count) distinct values; to predict the number itself, train with --task regression")
         }
 
         // MARK: Split
@@ -162,28 +189,42 @@ public enum Trainer {
                 j += column.width
             }
         }
-        let y = trainRows.map { truth[$0] }
 
         // MARK: Fit
-        let margins = classes.count == 2 ? 1 : classes.count
-        let stride = width + 1  // coefficients, then the intercept
-        var lbfgs = LBFGS.Configuration()
-        lbfgs.maximumIterations = configuration.maximumIterations
-        let l2 = 1 / (configuration.c * Double(n))
-        let result = design.withUnsafeBufferPointer { x in
-            LBFGS.minimize([Double](repeating: 0, count: margins * stride), configuration: lbfgs) { params, gradient in
-                logLoss(x, y, n: n, width: width, margins: margins, l2: l2, params, &gradient)
+        let estimator: ModelDocument.Estimator
+        let outputs: ModelDocument.Outputs
+        var iterations = 1, converged = true
+        if configuration.task == .regression {
+            let y = trainRows.map { targets[$0] }
+            guard let (w, b) = design.withUnsafeBufferPointer({ Self.ridge($0, y, n: n, width: width, alpha: configuration.alpha) }) else {
+                throw TrainingError("the features are collinear and --alpha 0 leaves the least-squares problem without one solution; use --alpha > 0")
             }
+            estimator = .init(type: .linearRegression, coefficients: [w], intercepts: [b], link: .identity)
+            outputs = .init(target: configuration.label)
+        } else {
+            let y = trainRows.map { truth[$0] }
+            let margins = classes.count == 2 ? 1 : classes.count
+            let stride = width + 1  // coefficients, then the intercept
+            var lbfgs = LBFGS.Configuration()
+            lbfgs.maximumIterations = configuration.maximumIterations
+            let l2 = 1 / (configuration.c * Double(n))
+            let result = design.withUnsafeBufferPointer { x in
+                LBFGS.minimize([Double](repeating: 0, count: margins * stride), configuration: lbfgs) { params, gradient in
+                    logLoss(x, y, n: n, width: width, margins: margins, l2: l2, params, &gradient)
+                }
+            }
+            let coefficients = (0..<margins).map { k in Array(result.x[(k * stride)..<(k * stride + width)]) }
+            let intercepts = (0..<margins).map { k in result.x[k * stride + width] }
+            estimator = .init(coefficients: coefficients, intercepts: intercepts, link: margins == 1 ? .logistic : .softmax)
+            outputs = .init(classes: classes)
+            (iterations, converged) = (result.iterations, result.converged)
         }
-
-        let coefficients = (0..<margins).map { k in Array(result.x[(k * stride)..<(k * stride + width)]) }
-        let intercepts = (0..<margins).map { k in result.x[k * stride + width] }
         var document = ModelDocument(
             metadata: .init(name: configuration.name, created: configuration.created),
             schema: .init(fields: fields),
             preprocessing: numberSteps + categorySteps,
-            estimator: .init(coefficients: coefficients, intercepts: intercepts, link: margins == 1 ? .logistic : .softmax),
-            outputs: .init(classes: classes))
+            estimator: estimator,
+            outputs: outputs)
 
         // MARK: Evaluate on the held-out rows with the compiled scorer
         let scorer: Scorer
@@ -208,28 +249,84 @@ public enum Trainer {
         if let first = output.errors.first {
             throw TrainingError("internal error: a held-out row could not be scored: \(first)")
         }
-        let heldTruth = holdoutRows.map { truth[$0] }
-        var correct = 0
-        for (r, t) in heldTruth.enumerated() where Int(output.labels[r]) == t { correct += 1 }
-        var metrics: [String: Double] = [
-            "accuracy": Double(correct) / Double(heldTruth.count),
-            "log_loss": Metrics.logLoss(probabilities: output.probabilities, classes: classes.count, truth: heldTruth),
-            "holdout_rows": Double(holdoutRows.count),
-            "train_rows": Double(n),
-        ]
-        if let auc = Metrics.macroAUC(probabilities: output.probabilities, classes: classes.count, truth: heldTruth) {
-            metrics["auc"] = auc
+        var metrics: [String: Double] = ["holdout_rows": Double(holdoutRows.count), "train_rows": Double(n)]
+        if configuration.task == .regression {
+            for (name, value) in Metrics.regression(predicted: output.probabilities, truth: holdoutRows.map { targets[$0] }) {
+                metrics[name] = value
+            }
+        } else {
+            let heldTruth = holdoutRows.map { truth[$0] }
+            var correct = 0
+            for (r, t) in heldTruth.enumerated() where Int(output.labels[r]) == t { correct += 1 }
+            metrics["accuracy"] = Double(correct) / Double(heldTruth.count)
+            metrics["log_loss"] = Metrics.logLoss(probabilities: output.probabilities, classes: classes.count, truth: heldTruth)
+            if let auc = Metrics.macroAUC(probabilities: output.probabilities, classes: classes.count, truth: heldTruth) {
+                metrics["auc"] = auc
+            }
         }
         var hasher = SHA256()
         hasher.update(csv)
         document.metadata.training = .init(
             dataSHA256: SHA256.hexString(hasher.finalize()), dataRows: table.rowCount, label: configuration.label,
-            holdout: configuration.holdout, seed: configuration.seed, algorithm: "lbfgs", c: configuration.c,
-            iterations: result.iterations, metrics: metrics)
+            holdout: configuration.holdout, seed: configuration.seed,
+            algorithm: configuration.task == .regression ? "ridge" : "lbfgs",
+            c: configuration.task == .regression ? nil : configuration.c,
+            alpha: configuration.task == .regression ? configuration.alpha : nil,
+            iterations: iterations, metrics: metrics)
         return Report(
-            document: document, trainRows: n, holdoutRows: holdoutRows.count, iterations: result.iterations,
-            converged: result.converged, numberFeatures: numberSteps.map(\.field),
+            document: document, trainRows: n, holdoutRows: holdoutRows.count, iterations: iterations,
+            converged: converged, numberFeatures: numberSteps.map(\.field),
             categoryFeatures: categorySteps.map(\.field), ignored: ignored)
+    }
+
+    /// Ridge regression in closed form: the coefficients and intercept minimizing
+    /// `‖y − Xw − b‖² + α‖w‖²` (the intercept unpenalized, as scikit-learn's Ridge), from the
+    /// normal equations of the design with a column of ones, solved by Cholesky. nil when the
+    /// system is singular (collinear columns with α = 0).
+    static func ridge(_ x: UnsafeBufferPointer<Double>, _ y: [Double], n: Int, width: Int, alpha: Double) -> (w: [Double], b: Double)? {
+        let d = width + 1
+        // The upper triangle of [X 1]ᵀ[X 1], row by row, and [X 1]ᵀy.
+        var a = [Double](repeating: 0, count: d * d)
+        var rhs = [Double](repeating: 0, count: d)
+        var row = [Double](repeating: 1, count: d)
+        a.withUnsafeMutableBufferPointer { a in
+            for r in 0..<n {
+                for j in 0..<width { row[j] = x[r * width + j] }
+                let target = y[r]
+                for i in 0..<d {
+                    let v = row[i]
+                    if v == 0 { continue }  // one-hot columns are mostly zero
+                    rhs[i] += v * target
+                    let base = i * d
+                    for j in i..<d { a[base + j] += v * row[j] }
+                }
+            }
+        }
+        for i in 0..<width { a[i * d + i] += alpha }
+        for i in 0..<d { for j in 0..<i { a[i * d + j] = a[j * d + i] } }
+        // Cholesky: a = L Lᵀ, L in the lower triangle.
+        for j in 0..<d {
+            var sum = a[j * d + j]
+            for k in 0..<j { sum -= a[j * d + k] * a[j * d + k] }
+            guard sum > 1e-12 * max(1, abs(a[j * d + j])) else { return nil }
+            let pivot = sum.squareRoot()
+            a[j * d + j] = pivot
+            for i in (j + 1)..<d {
+                var s = a[i * d + j]
+                for k in 0..<j { s -= a[i * d + k] * a[j * d + k] }
+                a[i * d + j] = s / pivot
+            }
+        }
+        var z = rhs
+        for i in 0..<d {
+            for k in 0..<i { z[i] -= a[i * d + k] * z[k] }
+            z[i] /= a[i * d + i]
+        }
+        for i in stride(from: d - 1, through: 0, by: -1) {
+            for k in (i + 1)..<d { z[i] -= a[k * d + i] * z[k] }
+            z[i] /= a[i * d + i]
+        }
+        return (Array(z[0..<width]), z[width])
     }
 
     /// The mean log-loss plus the L2 term, and its gradient, for `margins`

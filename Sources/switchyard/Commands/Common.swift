@@ -131,14 +131,19 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
     return ([line(header)] + rows.map(line)).joined(separator: "\n") + "\n"
 }
 
-/// The JSON of a prediction: label, probability per class, and which model answered.
-func predictionJSON(_ p: Prediction, classes: [String], model: String, row: Int?) -> JSONValue {
+/// The JSON of a prediction: label and probability per class (a regression's value), and which
+/// model answered.
+func predictionJSON(_ p: Prediction, _ scorer: Scorer, model: String, row: Int?) -> JSONValue {
     var object = JSONObject()
     if let row { object.append("row", .number(Double(row))) }
-    object.append("label", .string(p.label))
-    var probabilities = JSONObject()
-    for (k, c) in classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
-    object.append("probabilities", .object(probabilities))
+    if let value = p.value {
+        object.append("value", .number(value))
+    } else {
+        object.append("label", .string(p.label))
+        var probabilities = JSONObject()
+        for (k, c) in scorer.classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
+        object.append("probabilities", .object(probabilities))
+    }
     object.append("model", .string(model))
     return .object(object)
 }

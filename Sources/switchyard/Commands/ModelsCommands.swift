@@ -52,8 +52,8 @@ let modelsShowCommand = Command(
             }
         }
         if let t = document.metadata.training {
-            print("trained on \(t.dataRows) rows (sha256 \(t.dataSHA256.prefix(12))), label \"\(t.label)\", \(t.algorithm), C=\(t.c), \(t.iterations) iterations")
-            print("held out: AUC \(format4(t.metrics["auc"]))  accuracy \(format4(t.metrics["accuracy"]))  log-loss \(format4(t.metrics["log_loss"]))")
+            print("trained on \(t.dataRows) rows (sha256 \(t.dataSHA256.prefix(12))), label \"\(t.label)\", \(t.algorithm), \(t.alpha.map { "alpha=\($0), closed form" } ?? "C=\(t.c ?? 1), \(t.iterations) iterations")")
+            print(heldOutSummary(t.metrics))
         }
         if let source = document.metadata.imported {
             print("imported from \(source.file) (\(source.format)\(source.library.map { ", \($0)" } ?? ""), sha256 \(source.sha256.prefix(12)))")
@@ -62,7 +62,7 @@ let modelsShowCommand = Command(
         if let trees = document.estimator.trees {
             estimator += ", \(trees.trees.count) trees (\(trees.trees.reduce(0) { $0 + $1.feature.count }) nodes, \(trees.split.rawValue) in \(trees.precision.rawValue)\(trees.average ? ", averaged" : ""))"
         }
-        print("estimator: \(estimator), classes \(document.outputs.classes.joined(separator: ", "))")
+        print("estimator: \(estimator), " + (document.outputs.target.map { "predicts \($0) (a number)" } ?? "classes \(document.outputs.classes.joined(separator: ", "))"))
         print("\ninputs (schema order):")
         let steps = Dictionary(uniqueKeysWithValues: document.preprocessing.map { ($0.field, $0) })
         print(table(
@@ -120,10 +120,16 @@ let modelsImportCommand = Command(
     ] + registryOptions,
     details: """
         Formats:
-          xgboost-json   booster.save_model("model.json"); binary:logistic, multi:softprob, multi:softmax
-          lightgbm-text  booster.save_model("model.txt"); binary (with sigmoid:), multiclass, random forests
-          sklearn-json   a Pipeline exported by fixtures/sklearn_reference.py (Switchyard's own format)
-        Predictions match the library's within 1e-6 (fixtures/trees_reference.py makes the proof).
+          xgboost-json   booster.save_model("model.json"); binary:logistic, multi:softprob, multi:softmax,
+                         reg:squarederror, reg:pseudohubererror, reg:absoluteerror, reg:quantileerror
+          lightgbm-text  booster.save_model("model.txt"); binary (with sigmoid:), multiclass, random
+                         forests, regression (l2), regression_l1, huber, fair, quantile, mape
+          sklearn-json   a Pipeline exported by fixtures/sklearn_reference.py or regression_reference.py
+                         (Switchyard's own format: LogisticRegression, LinearRegression, Ridge)
+        Predictions match the library's within 1e-6 (fixtures/trees_reference.py and
+        regression_reference.py make the proof). Objectives whose output is transformed
+        (count:poisson, reg:gamma, reg:tweedie, reg:logistic, LightGBM's poisson, gamma,
+        tweedie, reg_sqrt) are refused, naming the objective.
 
         Without --schema every model feature becomes an input field of its own name;
         categorical features take their category names from the file (XGBoost 3, or
@@ -133,7 +139,8 @@ let modelsImportCommand = Command(
                       {"name": "product", "type": "category", "values": ["auto", "card"],
                        "one_hot": ["product_auto", "product_card"]}],
            "classes": ["no", "yes"]}
-        "feature" reads a differently named feature; "one_hot" maps one 0/1 feature per value.
+        A regression names its "target" (the number it predicts, default "prediction") instead
+        of "classes". "feature" reads a differently named feature; "one_hot" maps one 0/1 feature per value.
         A missing value goes its split's default way, as in the library; an unknown category
         counts as missing ("missing": "error" or "unknown": "error" refuse such records instead).
         """,
@@ -166,7 +173,8 @@ let modelsImportCommand = Command(
         }
         if let trees = document.estimator.trees {
             let nodes = trees.trees.reduce(0) { $0 + $1.feature.count }
-            print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, classes \(document.outputs.classes.joined(separator: ", "))")
+            let outputs = document.outputs.target.map { "predicts \($0) (a number)" } ?? "classes \(document.outputs.classes.joined(separator: ", "))"
+            print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, \(outputs)")
         }
         try registerAndReport(try openStore(args), document, promote: args.string("promote"),
                               baselineData: try baselineData(args))

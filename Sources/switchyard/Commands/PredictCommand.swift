@@ -30,14 +30,14 @@ let predictCommand = Command(
             do { record = try JSONValue.parse(text) } catch { throw CommandError("--json: \(error)", code: Exit.dataError) }
             do {
                 let prediction = try scorer.predict(json: record)
-                print(predictionJSON(prediction, classes: scorer.classes, model: version.reference, row: nil).jsonText)
+                print(predictionJSON(prediction, scorer, model: version.reference, row: nil).jsonText)
                 return Exit.ok
             } catch let error as ScoringError {
                 throw CommandError(error.description, code: Exit.dataError)
             }
         }
         return jsonLines(verb: "predict") { record, row in
-            predictionJSON(try scorer.predict(json: record, row: row), classes: scorer.classes, model: version.reference, row: row)
+            predictionJSON(try scorer.predict(json: record, row: row), scorer, model: version.reference, row: row)
         }
     })
 
@@ -102,7 +102,8 @@ let explainCommand = Command(
         margin for a multiclass model) is its intercept plus one term per field; a tree
         ensemble's is its expected value plus each field's exact TreeSHAP contribution (as
         XGBoost's pred_contribs and LightGBM's pred_contrib compute it). Base plus the
-        contributions is the margin; the probability follows from it.
+        contributions is the margin; the probability follows from it. A regression's margin
+        is its predicted value itself.
 
         Without --json, reads JSON Lines from standard input and writes one JSON line per
         record: the prediction with "explanation": [{"class", "base", "margin",
@@ -138,7 +139,7 @@ let explainCommand = Command(
     })
 
 func explanationJSON(_ e: Explanation, scorer: Scorer, model: String, row: Int?) -> JSONValue {
-    guard case .object(var object) = predictionJSON(e.prediction, classes: scorer.classes, model: model, row: row) else { return .null }
+    guard case .object(var object) = predictionJSON(e.prediction, scorer, model: model, row: row) else { return .null }
     object.append("explanation", e.json(scorer))
     return .object(object)
 }
@@ -146,10 +147,10 @@ func explanationJSON(_ e: Explanation, scorer: Scorer, model: String, row: Int?)
 /// The contributions as a table for a person: largest first, with a bar, per margin.
 func explanationTable(_ e: Explanation, scorer: Scorer, record: JSONValue, model: String) -> String {
     let p = e.prediction
-    var out = "\(model): \(p.label) (p = \(String(format: "%.4f", p.probabilities[p.labelIndex])))\n"
-    let binary = e.base.count == 1
+    var out = p.value.map { "\(model): \(scorer.target ?? "value") = \(JSONWriter.numberText($0))\n" }
+        ?? "\(model): \(p.label) (p = \(String(format: "%.4f", p.probabilities[p.labelIndex])))\n"
     for k in e.base.indices {
-        let what = binary ? "log-odds of \(scorer.classes[1])" : "margin of \(scorer.classes[k])"
+        let what = scorer.marginDescription(k)
         out += "\n\(what): base \(String(format: "%+.4f", e.base[k])), margin \(String(format: "%+.4f", e.margins[k]))\n"
         let order = e.contributions[k].indices.sorted { abs(e.contributions[k][$0]) > abs(e.contributions[k][$1]) }
         let largest = max(order.first.map { abs(e.contributions[k][$0]) } ?? 0, 1e-12)
