@@ -138,6 +138,15 @@ func temporaryFolder() throws -> URL {
         #expect(imported.status == 0 && imported.stdout.contains("predicts rate (a number)") && imported.stdout.contains("registered pricing@2"), "\(imported.stdout)\(imported.stderr)")
         let two = try switchyard(["predict", "pricing@2", "--json", record], home: home)
         #expect(two.status == 0 && two.stdout.hasPrefix(#"{"value":"#), "\(two.stdout)")
+        // ONNX (item 2): a [N, 11] input becomes fields input_0…; a record is then an array.
+        let onnx = try switchyard(["models", "import", fixtures.appendingPathComponent("onnx-linear-regressor.onnx").path, "--format", "onnx",
+                                   "--name", "pricing"], home: home)
+        #expect(onnx.status == 0 && onnx.stdout.contains("11 input fields, predicts prediction (a number)") && onnx.stdout.contains("registered pricing@3"),
+                "\(onnx.stdout)\(onnx.stderr)")
+        let three = try switchyard(["predict", "pricing@3", "--json", "[12042.41,36,14703.84,55,19.3,1.0,2,0,8,0.531,724]"], home: home)
+        #expect(three.status == 0 && three.stdout.hasPrefix(#"{"value":1"#), "\(three.stdout)\(three.stderr)")
+        let refused = try switchyard(["models", "import", fixtures.appendingPathComponent("credit-sample.csv").path, "--format", "onnx"], home: home)
+        #expect(refused.status == 65 && refused.stderr.contains("cannot import: not an ONNX model"), "\(refused.stderr)")
     }
 
     @Test func fixturesTrainPromotePredictAuditRollback() throws {

@@ -1,4 +1,4 @@
-// libFuzzer target: the XGBoost JSON and LightGBM text importers, then compiling and scoring.
+// libFuzzer target: the XGBoost JSON, LightGBM text and ONNX importers, then compiling and scoring.
 import Foundation
 import JSON
 import Scoring
@@ -8,7 +8,7 @@ import Scoring
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size > 0 else { return 0 }
-    let format: ModelImport.Format = data[0] & 1 == 0 ? .xgboostJSON : .lightgbmText
+    let format: ModelImport.Format = [.xgboostJSON, .lightgbmText, .onnx][Int(data[0] % 3)]
     let file = Data(bytes: data + 1, count: size - 1)
     guard let document = try? ModelImport.convert(file, format: format, file: "fuzz", schema: nil, name: "fuzz", created: "2026-01-01T00:00:00Z"),
           let scorer = try? Scorer(document) else { return 0 }

@@ -1,14 +1,16 @@
 import Foundation
 
 /// Models trained elsewhere, turned into Switchyard model documents:
-/// XGBoost's JSON model, LightGBM's text model, and the scikit-learn
-/// Pipeline export of fixtures/sklearn_reference.py (already in the
-/// Switchyard format). Pure conversions: bytes in, a validated document out.
+/// XGBoost's JSON model, LightGBM's text model, the scikit-learn Pipeline
+/// export of fixtures/sklearn_reference.py (already in the Switchyard format)
+/// and ONNX graphs of the supported kinds. Pure conversions: bytes in, a
+/// validated document out.
 public enum ModelImport {
     public enum Format: String, CaseIterable, Sendable {
         case xgboostJSON = "xgboost-json"
         case lightgbmText = "lightgbm-text"
         case sklearnJSON = "sklearn-json"
+        case onnx
     }
 
     /// Converts `data` (the file named `file`) to a model document named `name`.
@@ -37,6 +39,8 @@ public enum ModelImport {
         case .lightgbmText:
             let model = try LightGBMModel(data)
             document = try model.ensemble.document(schema: schema, source: source, name: name, created: created)
+        case .onnx:
+            document = try ONNXImport.convert(Array(data), schema: schema, source: source, name: name, created: created)
         }
         document.metadata.name = name
         try document.validate()

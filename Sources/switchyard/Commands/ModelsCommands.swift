@@ -109,10 +109,10 @@ let modelsRegisterCommand = Command(
 
 let modelsImportCommand = Command(
     words: ["models", "import"],
-    summary: "Import a model trained elsewhere (XGBoost JSON, LightGBM text, scikit-learn export) as a new version",
+    summary: "Import a model trained elsewhere (XGBoost JSON, LightGBM text, scikit-learn export, ONNX) as a new version",
     positionals: ["FILE"],
     options: [
-        Option(name: "format", value: "FORMAT", help: "xgboost-json, lightgbm-text or sklearn-json"),
+        Option(name: "format", value: "FORMAT", help: "xgboost-json, lightgbm-text, sklearn-json or onnx"),
         Option(name: "schema", value: "SCHEMA.json", help: "map model features to named input fields (see below)"),
         Option(name: "name", value: "NAME", help: "the model name (default: the file name without its extension)"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS at the new version"),
@@ -126,6 +126,10 @@ let modelsImportCommand = Command(
                          forests, regression (l2), regression_l1, huber, fair, quantile, mape
           sklearn-json   a Pipeline exported by fixtures/sklearn_reference.py or regression_reference.py
                          (Switchyard's own format: LogisticRegression, LinearRegression, Ridge)
+          onnx           an ONNX graph from skl2onnx or onnxmltools: Imputer, Scaler, OneHotEncoder,
+                         Concat, Cast, Reshape, Identity in front of one LinearClassifier,
+                         LinearRegressor, TreeEnsembleClassifier or TreeEnsembleRegressor (ZipMap,
+                         exact Normalizer behind it); graph inputs become input fields
         Predictions match the library's within 1e-6 (fixtures/trees_reference.py and
         regression_reference.py make the proof). Objectives whose output is transformed
         (count:poisson, reg:gamma, reg:tweedie, reg:logistic, LightGBM's poisson, gamma,
@@ -147,10 +151,10 @@ let modelsImportCommand = Command(
     run: { args in
         let path = args.positional(0)!
         guard let formatText = args.string("format") else {
-            throw UsageError("--format is required: xgboost-json, lightgbm-text or sklearn-json")
+            throw UsageError("--format is required: xgboost-json, lightgbm-text, sklearn-json or onnx")
         }
         guard let format = ModelImport.Format(rawValue: formatText) else {
-            throw UsageError("unknown --format \"\(formatText)\"; expected xgboost-json, lightgbm-text or sklearn-json")
+            throw UsageError("unknown --format \"\(formatText)\"; expected xgboost-json, lightgbm-text, sklearn-json or onnx")
         }
         let data = Data(try readFile(path))
         var schema: ImportSchema?
@@ -171,11 +175,9 @@ let modelsImportCommand = Command(
         } catch {
             throw CommandError("\(path): cannot import: \(error.message)", code: Exit.dataError)
         }
-        if let trees = document.estimator.trees {
-            let nodes = trees.trees.reduce(0) { $0 + $1.feature.count }
-            let outputs = document.outputs.target.map { "predicts \($0) (a number)" } ?? "classes \(document.outputs.classes.joined(separator: ", "))"
-            print("\(document.metadata.description ?? ""): \(nodes) nodes, \(document.schema.fields.count) input fields, \(outputs)")
-        }
+        let outputs = document.outputs.target.map { "predicts \($0) (a number)" } ?? "classes \(document.outputs.classes.joined(separator: ", "))"
+        let size = document.estimator.trees.map { "\($0.trees.reduce(0) { $0 + $1.feature.count }) nodes" } ?? "\(document.designWidth) coefficients per margin"
+        print("\(document.metadata.description ?? ""): \(size), \(document.schema.fields.count) input fields, \(outputs)")
         try registerAndReport(try openStore(args), document, promote: args.string("promote"),
                               baselineData: try baselineData(args))
         return Exit.ok
