@@ -91,6 +91,30 @@ import Testing
         try checkParity(linear, "onnx-linear-regressor")
     }
 
+    /// The ai.onnx.ml 3 attribute form: thresholds, weights and base values as double tensors,
+    /// over a double input (compared and summed in double).
+    @Test func theTensorAttributeFormOfAiOnnxMl3() throws {
+        let document = try importONNX("onnx-trees-tensor", schema: .init(fields: [], target: "rate"))
+        #expect(document.estimator.trees?.precision == .float64 && document.estimator.intercepts[0] > 10)
+        try checkParity(document, "onnx-trees-tensor")
+    }
+
+    /// OrdinalEncoder's LabelEncoder (keys_strings → values_int64s) becomes a category_code column
+    /// the trees read; an unknown category, which onnxruntime codes -1, is refused, not scored apart.
+    @Test func labelEncodedCategoriesForTrees() throws {
+        let document = try importONNX("onnx-ordinal-trees")
+        let region = try #require(document.schema.fields.first { $0.name == "region" })
+        #expect(region.values == ["central", "east", "islands", "north", "northeast", "south", "southwest", "west"])
+        #expect(region.unknown == .error && document.preprocessing.first { $0.field == "region" }?.transform == .categoryCode)
+        try checkParity(document, "onnx-ordinal-trees")
+        let scorer = try Scorer(document)
+        var record = JSONObject()
+        for field in document.schema.fields { record.append(field.name, field.type == .number ? .number(1) : .string(field.values![0])) }
+        _ = try scorer.predict(json: .object(record))
+        record["region"] = .string("atlantis")
+        #expect(throws: ScoringError.self) { try scorer.predict(json: .object(record)) }
+    }
+
     @Test func aSchemaNamesAVectorInputsColumns() throws {
         let names = ["amount", "term", "income", "age", "tenure", "utilization", "inquiries", "delinquencies", "open_accounts",
                      "debt_ratio", "credit_score"]

@@ -2,7 +2,8 @@
 /// (skl2onnx, onnxmltools) write the supported model kinds: preprocessing operators in front of
 /// one estimator, output plumbing behind it. Each tensor before the estimator is followed as a
 /// list of columns, each an affine function `a·x + b` of one input number or a 0/1 indicator of
-/// one input category, so Imputer, Scaler, OneHotEncoder, Concat, Cast, Reshape and Identity fold
+/// one input category (or its code), so Imputer, Scaler, OneHotEncoder, LabelEncoder, Concat, Cast,
+/// Reshape and Identity fold
 /// into the document's per-field preprocessing, and the estimator's coefficients or tree features
 /// land on its design columns. Graph inputs become schema fields: a `[N, 1]` input is a field of
 /// its name, a `[N, F]` numeric input F fields `NAME_0`… (or the --schema file's names).
@@ -19,7 +20,9 @@ struct ONNXImport {
     enum Column: Equatable {
         case number(field: Int, a: Double, b: Double)
         case indicator(field: Int, value: Int)
-        /// A category input's text: only a OneHotEncoder reads it.
+        /// A category's index in its field's values (a LabelEncoder's code).
+        case code(field: Int)
+        /// A category input's text: only a OneHotEncoder or a LabelEncoder reads it.
         case text(field: Int)
     }
 
@@ -30,6 +33,8 @@ struct ONNXImport {
         var impute: Double? = nil
         /// OneHotEncoder's `zeros`: an unknown category is all zeros (true) or an error.
         var unknownIsZeros = true
+        /// Label-encoded (one code column) rather than one-hot encoded.
+        var coded = false
         var inputType = 0
     }
 
@@ -162,7 +167,7 @@ struct ONNXImport {
         guard let output = node.outputs.first else { throw ModelFormatError("\(describe(node)): no output") }
         func numbers(_ columns: [Column]) throws(ModelFormatError) -> [Column] {
             if columns.contains(where: { if case .text = $0 { true } else { false } }) {
-                throw ModelFormatError("\(describe(node)): reads a string input, which only a OneHotEncoder may read")
+                throw ModelFormatError("\(describe(node)): reads a string input, which only a OneHotEncoder or LabelEncoder may read")
             }
             return columns
         }
@@ -217,7 +222,7 @@ struct ONNXImport {
             let scale = try perColumn(node, "scale", count: columns.count) ?? [Double](repeating: 1, count: columns.count)
             for (i, column) in columns.enumerated() {
                 guard case .number(let f, let a, let b) = column else {
-                    throw ModelFormatError("\(describe(node)): column \(i) is a category indicator; only numbers are scaled")
+                    throw ModelFormatError("\(describe(node)): column \(i) is a category; only numbers are scaled")
                 }
                 columns[i] = .number(field: f, a: a * scale[i], b: (b - offset[i]) * scale[i])
             }
@@ -231,15 +236,39 @@ struct ONNXImport {
             guard !values.isEmpty, Set(values).count == values.count else {
                 throw ModelFormatError("\(describe(node)): cats_strings must list distinct categories")
             }
-            if let known = fields[f].values, known != values {
-                throw ModelFormatError("\(describe(node)): input \"\(fields[f].name)\" is one-hot encoded twice with different categories")
+            if let known = fields[f].values, known != values || fields[f].coded {
+                throw ModelFormatError("\(describe(node)): input \"\(fields[f].name)\" is encoded twice, differently")
             }
             fields[f].values = values
             fields[f].unknownIsZeros = (node.attributes["zeros"]?.int ?? 1) != 0
             tensors[output] = values.indices.map { .indicator(field: f, value: $0) }
+        case "LabelEncoder":
+            // Strings to integer codes: classes_strings (ai.onnx.ml 1, code = index) or keys_strings
+            // with values_int64s (ai.onnx.ml 2), which must number the categories 0..<k.
+            let columns = try input(node)
+            guard columns.count == 1, case .text(let f) = columns[0] else {
+                throw ModelFormatError("\(describe(node)): it must read one string input ([N, 1])")
+            }
+            var values = node.attributes["classes_strings"]?.strings ?? []
+            if values.isEmpty, let keys = node.attributes["keys_strings"]?.strings, let codes = node.attributes["values_int64s"]?.ints,
+                keys.count == codes.count, Set(codes) == Set((0..<Int64(keys.count)))
+            {
+                values = [String](repeating: "", count: keys.count)
+                for (key, code) in zip(keys, codes) { values[Int(code)] = key }
+            }
+            guard !values.isEmpty, Set(values).count == values.count else {
+                throw ModelFormatError(
+                    "\(describe(node)): only a string-to-code encoder whose codes number distinct categories 0, 1, … is imported")
+            }
+            if let known = fields[f].values, known != values || !fields[f].coded {
+                throw ModelFormatError("\(describe(node)): input \"\(fields[f].name)\" is encoded twice, differently")
+            }
+            fields[f].values = values
+            fields[f].coded = true
+            tensors[output] = [.code(field: f)]
         default:
             throw ModelFormatError(
-                "\(describe(node)) is not supported; before the estimator Switchyard imports Identity, Cast, Concat, Reshape, Imputer, Scaler and OneHotEncoder")
+                "\(describe(node)) is not supported; before the estimator Switchyard imports Identity, Cast, Concat, Reshape, Imputer, Scaler, OneHotEncoder and LabelEncoder")
         }
     }
 
@@ -305,6 +334,9 @@ struct ONNXImport {
                 guard let values = f.values else {
                     throw ModelFormatError("string input \"\(f.name)\" is not one-hot encoded, so its categories are unknown")
                 }
+                // A code for an unknown category is onnxruntime's default (-1), compared as a number:
+                // Switchyard's codes cannot say that, so such a record is refused rather than scored apart.
+                if f.coded { return .init(name: f.name, type: .category, values: values, missing: .error, unknown: .error) }
                 let zeros = f.unknownIsZeros
                 return .init(name: f.name, type: .category, values: values, missing: zeros ? .allZeros : .error, unknown: zeros ? .allZeros : .error)
             }
@@ -362,6 +394,9 @@ struct ONNXImport {
         }
         var steps: [ModelDocument.PreprocessingStep] = []
         var design: [[Double]] = margins.map { _ in [] }
+        if let coded = fields.first(where: \.coded) {
+            throw ModelFormatError("\(describe(node)): input \"\(coded.name)\" is label-encoded; a linear model over category codes is not imported")
+        }
         for (f, field) in fields.enumerated() {
             if field.isCategory {
                 steps.append(.init(field: field.name, transform: .oneHot))
@@ -466,7 +501,7 @@ struct ONNXImport {
         var width = 0
         for field in fields {
             start.append(width)
-            width += field.isCategory ? field.values?.count ?? 0 : 1
+            width += field.isCategory && !field.coded ? field.values?.count ?? 0 : 1
         }
         var used = Set<Int>()
         for (j, column) in columns.enumerated() {
@@ -477,6 +512,7 @@ struct ONNXImport {
                 }
                 designOf.append(start[f])
             case .indicator(let f, let v): designOf.append(start[f] + v)
+            case .code(let f): designOf.append(start[f])
             default:
                 throw ModelFormatError("\(describe(node)): column \(j) is a scaled number; trees over scaled inputs are not imported")
             }
@@ -564,7 +600,8 @@ struct ONNXImport {
         guard !out.isEmpty else { throw ModelFormatError("\(describe(node)): no tree has a leaf weight") }
         var steps: [ModelDocument.PreprocessingStep] = []
         for field in fields {
-            steps.append(.init(field: field.name, transform: field.isCategory ? .oneHot : .identity, impute: field.impute))
+            let transform: ModelDocument.Transform = field.coded ? .categoryCode : field.isCategory ? .oneHot : .identity
+            steps.append(.init(field: field.name, transform: transform, impute: field.impute))
         }
         // onnxruntime compares and sums float inputs in float32.
         let doubles = fields.allSatisfy { $0.inputType == ONNXModel.ElementType.double.rawValue }
