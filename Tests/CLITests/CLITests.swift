@@ -145,6 +145,10 @@ func temporaryFolder() throws -> URL {
                 "\(onnx.stdout)\(onnx.stderr)")
         let three = try switchyard(["predict", "pricing@3", "--json", "[12042.41,36,14703.84,55,19.3,1.0,2,0,8,0.531,724]"], home: home)
         #expect(three.status == 0 && three.stdout.hasPrefix(#"{"value":1"#), "\(three.stdout)\(three.stderr)")
+        // bench train (item 3) runs without Python, saying what it left out.
+        let bench = try switchyard(["bench", "train", "--credit-rows", "3000", "--rounds", "1", "--python", "/nonexistent/python"], home: home)
+        #expect(bench.status == 0 && bench.stdout.contains("credit 3k rows") && bench.stdout.contains("scikit-learn comparison left out"),
+                "\(bench.stdout)\(bench.stderr)")
         let refused = try switchyard(["models", "import", fixtures.appendingPathComponent("credit-sample.csv").path, "--format", "onnx"], home: home)
         #expect(refused.status == 65 && refused.stderr.contains("cannot import: not an ONNX model"), "\(refused.stderr)")
     }

@@ -197,3 +197,32 @@ extension Array {
         stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
     }
 }
+
+@Suite struct LogisticObjectiveTests {
+    /// The SIMD, multi-threaded objective: its gradient matches finite differences, and splitting
+    /// the rows over threads changes nothing but the order of additions.
+    @Test(arguments: [1, 3])
+    func gradientMatchesFiniteDifferencesOnAnyNumberOfThreads(margins: Int) {
+        var random = SplitMix64(seed: 9)
+        let n = 12_000, width = 37  // enough work for two threads; not a multiple of the SIMD widths
+        let design = (0..<(n * width)).map { _ in random.normal() }
+        let labels = (0..<n).map { _ in Int32(random.next() % UInt64(max(2, margins))) }
+        let params = (0..<(margins * (width + 1))).map { _ in random.normal() * 0.1 }
+        design.withUnsafeBufferPointer { x in
+            let one = LogisticObjective(design: x, labels: labels, width: width, margins: margins, l2: 1e-3, threads: 1)
+            let two = LogisticObjective(design: x, labels: labels, width: width, margins: margins, l2: 1e-3, threads: 2)
+            #expect(two.threads == 2)
+            var g1 = [Double](repeating: 0, count: params.count), g2 = g1, scratch = g1
+            let f1 = one.evaluate(params, &g1), f2 = two.evaluate(params, &g2)
+            #expect(abs(f1 - f2) <= 1e-12 * abs(f1))
+            for i in g1.indices { #expect(abs(g1[i] - g2[i]) <= 1e-12) }
+            for i in Set([0, 5, width, params.count / 2, params.count - 1]).sorted() {
+                var up = params, down = params
+                up[i] += 1e-6
+                down[i] -= 1e-6
+                let numeric = (one.evaluate(up, &scratch) - one.evaluate(down, &scratch)) / 2e-6
+                #expect(abs(numeric - g1[i]) <= 1e-6, "parameter \(i): \(numeric) vs \(g1[i])")
+            }
+        }
+    }
+}

@@ -103,7 +103,8 @@ package struct LBFGS {
             swap(&g, &newG)
             fx = fNew
             if improvement <= configuration.functionTolerance * max(abs(fx), 1) {
-                return Result(x: x, value: fx, iterations: iteration + 1, converged: maxAbs(g) < 1e-6)
+                // Converged in value (scipy's REL_REDUCTION_OF_F), as scikit-learn counts it.
+                return Result(x: x, value: fx, iterations: iteration + 1, converged: true)
             }
         }
         return Result(x: x, value: fx, iterations: configuration.maximumIterations, converged: false)

@@ -31,13 +31,20 @@ public enum Trainer {
         /// Columns that are not features (identifiers); only those present are left out.
         public var ignore: [String]
         public var maximumIterations: Int
+        /// L-BFGS stops when the largest gradient component is below this (scikit-learn's `tol`).
+        public var tolerance: Double
+        /// Threads the logistic fit uses (the rows are split between them).
+        public var threads: Int
         /// ISO 8601 creation time, written into the metadata.
         public var created: String
 
         public init(
             name: String, label: String, task: Task = .classification, holdout: Double = 0.2, seed: UInt64 = 42, c: Double = 1.0,
-            alpha: Double = 1.0, ignore: [String] = ["id"], maximumIterations: Int = 1000, created: String
+            alpha: Double = 1.0, ignore: [String] = ["id"], maximumIterations: Int = 1000, tolerance: Double = 1e-4,
+            threads: Int = Trainer.defaultThreads, created: String
         ) {
+            self.tolerance = tolerance
+            self.threads = threads
             self.name = name
             self.label = label
             self.task = task
@@ -50,6 +57,9 @@ public enum Trainer {
             self.created = created
         }
     }
+
+    /// The cores this machine has.
+    public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
     public struct Report: Sendable {
         public var document: ModelDocument
@@ -202,16 +212,19 @@ public enum Trainer {
             estimator = .init(type: .linearRegression, coefficients: [w], intercepts: [b], link: .identity)
             outputs = .init(target: configuration.label)
         } else {
-            let y = trainRows.map { truth[$0] }
+            let y = trainRows.map { Int32(truth[$0]) }
             let margins = classes.count == 2 ? 1 : classes.count
             let stride = width + 1  // coefficients, then the intercept
+            // scikit-learn's stopping rule: the largest gradient component below tol, or a
+            // relative improvement below 64 machine epsilons.
             var lbfgs = LBFGS.Configuration()
             lbfgs.maximumIterations = configuration.maximumIterations
+            lbfgs.gradientTolerance = configuration.tolerance
+            lbfgs.functionTolerance = 64 * Double.ulpOfOne
             let l2 = 1 / (configuration.c * Double(n))
             let result = design.withUnsafeBufferPointer { x in
-                LBFGS.minimize([Double](repeating: 0, count: margins * stride), configuration: lbfgs) { params, gradient in
-                    logLoss(x, y, n: n, width: width, margins: margins, l2: l2, params, &gradient)
-                }
+                let objective = LogisticObjective(design: x, labels: y, width: width, margins: margins, l2: l2, threads: configuration.threads)
+                return LBFGS.minimize([Double](repeating: 0, count: margins * stride), configuration: lbfgs, objective.evaluate)
             }
             let coefficients = (0..<margins).map { k in Array(result.x[(k * stride)..<(k * stride + width)]) }
             let intercepts = (0..<margins).map { k in result.x[k * stride + width] }
@@ -327,59 +340,5 @@ public enum Trainer {
             z[i] /= a[i * d + i]
         }
         return (Array(z[0..<width]), z[width])
-    }
-
-    /// The mean log-loss plus the L2 term, and its gradient, for `margins`
-    /// coefficient rows of `width + 1` (the intercept last).
-    private static func logLoss(
-        _ x: UnsafeBufferPointer<Double>, _ y: [Int], n: Int, width: Int, margins: Int, l2: Double,
-        _ params: [Double], _ gradient: inout [Double]
-    ) -> Double {
-        let stride = width + 1
-        for i in gradient.indices { gradient[i] = 0 }
-        var loss = 0.0
-        var z = [Double](repeating: 0, count: margins)
-        var p = [Double](repeating: 0, count: max(margins, 2))
-        for r in 0..<n {
-            let row = x.baseAddress! + r * width
-            for k in 0..<margins {
-                var sum = params[k * stride + width]
-                let w = k * stride
-                for j in 0..<width { sum += params[w + j] * row[j] }
-                z[k] = sum
-            }
-            if margins == 1 {
-                let s = z[0]
-                // softplus(s) − y·s, written to stay finite for large |s|.
-                loss += (s > 0 ? s + log1p(exp(-s)) : log1p(exp(s))) - (y[r] == 1 ? s : 0)
-                p[0] = 1 / (1 + exp(-s)) - (y[r] == 1 ? 1 : 0)
-            } else {
-                let top = z.max()!
-                var total = 0.0
-                for k in 0..<margins {
-                    p[k] = exp(z[k] - top)
-                    total += p[k]
-                }
-                loss += log(total) + top - z[y[r]]
-                for k in 0..<margins { p[k] = p[k] / total - (k == y[r] ? 1 : 0) }
-            }
-            for k in 0..<margins {
-                let residual = p[k]
-                let w = k * stride
-                for j in 0..<width { gradient[w + j] += residual * row[j] }
-                gradient[w + width] += residual
-            }
-        }
-        let scale = 1 / Double(n)
-        var penalty = 0.0
-        for k in 0..<margins {
-            for j in 0..<width {
-                let i = k * stride + j
-                gradient[i] = gradient[i] * scale + l2 * params[i]
-                penalty += params[i] * params[i]
-            }
-            gradient[k * stride + width] *= scale
-        }
-        return loss * scale + 0.5 * l2 * penalty
     }
 }

@@ -13,5 +13,5 @@ let commands: [Command] = [
     modelsRollbackCommand, modelsRouteCommand, modelsBaselineCommand, modelsAuditCommand,
     keysCreateCommand, keysListCommand, keysRevokeCommand,
     imageBuildCommand, deployK8sCommand,
-    benchScoreCommand, benchExplainCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
+    benchScoreCommand, benchExplainCommand, benchTrainCommand, benchServeCommand, benchBatchCommand, benchStreamCommand, benchConsoleCommand, benchRegistryCommand,
 ]

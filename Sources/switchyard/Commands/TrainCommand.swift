@@ -17,6 +17,7 @@ let trainCommand = Command(
         Option(name: "alpha", value: "A", help: "regression: L2 strength, as scikit-learn's Ridge alpha", defaultValue: "1.0"),
         Option(name: "ignore", value: "COL", help: "a column that is not a feature (repeatable)", defaultValue: "id", repeatable: true),
         Option(name: "max-iterations", value: "N", help: "L-BFGS iteration limit", defaultValue: "1000"),
+        Option(name: "tol", value: "T", help: "classification: stop when the largest gradient component is below T (scikit-learn's tol)", defaultValue: "1e-4"),
         Option(name: "promote", value: "ALIAS", help: "also point ALIAS (e.g. production) at the new version"),
         Option(name: "out", value: "FILE.json", help: "also write the model file here"),
     ] + registryOptions,
@@ -46,6 +47,8 @@ let trainCommand = Command(
         }
         guard let seed = UInt64(args.string("seed") ?? "42") else { throw UsageError("--seed expects a whole number ≥ 0") }
         let iterations = try args.integer("max-iterations", range: 1...100_000) ?? 1000
+        let tolerance = try args.double("tol") ?? 1e-4
+        guard tolerance > 0, tolerance.isFinite else { throw UsageError("--tol must be a positive number, got \(tolerance)") }
         let name = args.string("name").flatMap { $0 == "the data file's name" ? nil : $0 }
             ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let ignore = args.strings("ignore").isEmpty ? ["id"] : args.strings("ignore")
@@ -58,7 +61,7 @@ let trainCommand = Command(
                 csv: bytes,
                 .init(
                     name: name, label: try args.require("label"), task: task, holdout: holdout, seed: seed, c: c, alpha: alpha, ignore: ignore,
-                    maximumIterations: iterations, created: isoTimestamp(Date())))
+                    maximumIterations: iterations, tolerance: tolerance, created: isoTimestamp(Date())))
         } catch let error as TrainingError {
             throw CommandError("\(path): \(error.message)", code: Exit.dataError)
         }
