@@ -115,6 +115,15 @@ import Testing
         #expect(throws: ScoringError.self) { try scorer.predict(json: .object(record)) }
     }
 
+    /// skl2onnx's multinomial logistic regression: SOFTMAX, then a Cast, an L1 Normalizer (exact:
+    /// the probabilities already sum to 1) and a ZipMap behind the estimator.
+    @Test func aMultinomialWithItsNormalizerAndZipMap() throws {
+        let document = try importONNX("onnx-multinomial")
+        #expect(document.estimator.link == .softmax && document.estimator.coefficients?.count == 3)
+        #expect(document.preprocessing.allSatisfy { $0.transform == .standardize })
+        try checkParity(document, "onnx-multinomial")
+    }
+
     @Test func aSchemaNamesAVectorInputsColumns() throws {
         let names = ["amount", "term", "income", "age", "tenure", "utilization", "inquiries", "delinquencies", "open_accounts",
                      "debt_ratio", "credit_score"]
