@@ -1,12 +1,45 @@
 import CSystem
 import ControlProtocol
 import Foundation
+import JSON
 import Registry
 import Scoring
 
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// The same job in pandas + scikit-learn: the pipeline is fitted on the training rows first
+/// (untimed), then read_csv, predict_proba and to_csv (fsynced, as the batch scorer's output is)
+/// are timed. Prints one JSON line.
+private let pandasScript = #"""
+import json, os, sys, time
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+train_path, input_path, output_path = sys.argv[1:4]
+cats = ["region", "product", "channel"]
+train = pd.read_csv(train_path)
+features = [c for c in train.columns if c not in ("id", "label")]
+numbers = [c for c in features if c not in cats]
+pipe = Pipeline([("pre", ColumnTransformer([("num", StandardScaler(), numbers), ("cat", OneHotEncoder(handle_unknown="ignore"), cats)])),
+                 ("clf", LogisticRegression(max_iter=1000))]).fit(train[features], train["label"])
+start = time.perf_counter()
+df = pd.read_csv(input_path)
+read = time.perf_counter()
+p = pipe.predict_proba(df[features])
+scored = time.perf_counter()
+out = pd.DataFrame({"id": df["id"], "probability_0": p[:, 0], "probability_1": p[:, 1],
+                    "label": pipe.classes_[p.argmax(1)], "model_version": "credit@1"})
+with open(output_path, "w") as f:
+    out.to_csv(f, index=False)
+    f.flush()
+    os.fsync(f.fileno())
+end = time.perf_counter()
+print(json.dumps({"seconds": end - start, "read_s": read - start, "score_s": scored - read, "write_s": end - scored}))
+"""#
 
 let benchBatchCommand = Command(
     words: ["bench", "batch"],
@@ -16,6 +49,7 @@ let benchBatchCommand = Command(
         Option(name: "repeat", value: "N", help: "runs; the median is reported", defaultValue: "5"),
         Option(name: "workers", value: "N", help: "parsing and scoring threads", defaultValue: "one per core"),
         Option(name: "dir", value: "DIR", help: "scratch folder (removed afterwards)", defaultValue: "a new folder in /tmp"),
+        Option(name: "python", value: "PATH", help: "the Python with pandas and scikit-learn for the comparison ('none' leaves it out)", defaultValue: "python3"),
     ],
     details: """
         Writes a credit fixture CSV, trains and registers a credit model in a scratch
@@ -24,8 +58,11 @@ let benchBatchCommand = Command(
         input, reading, parsing, scoring, writing and fsyncing the output included) and
         reading its peak RSS from the kernel (wait4).
 
-        For comparison (same machine class, issue 4): pandas + scikit-learn does the same
-        1 M-row job at 280,000-320,000 rows/s with a peak RSS near 1 GB.
+        Each round also runs the same job in pandas + scikit-learn in a child process,
+        alternating with Switchyard's: the same model kind fitted on the same training rows
+        (untimed), then read_csv, predict_proba and to_csv with an fsync, timed inside the
+        script. The ratio is pandas' median time over Switchyard's (whose time includes its
+        process start); both peak RSS figures come from the kernel.
         """,
     run: { args in
         let rows = try args.integer("rows", range: 1000...1_000_000_000) ?? 1_000_000
@@ -50,20 +87,26 @@ let benchBatchCommand = Command(
         let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? NSNumber)?.int64Value ?? 0
         writeError("training and registering the credit model …")
         let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(home: Home(homeURL)) }
-        let document = try trainBenchDocument()
+        let trainingRows = scratch.appendingPathComponent("train.csv")
+        let document = try trainBenchDocument(writing: trainingRows.path)
         let registration = try registryCall { () throws(RegistryError) in try registry.register(document, who: "bench") }
         _ = try registryCall { () throws(RegistryError) in
             try registry.promote(model: registration.version.model, version: registration.version.version, alias: "production", who: "bench")
         }
 
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var childArgs = ["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production"]
+        // The input is complete: no settle wait (--settle 0).
+        var childArgs = ["batch", "run", "--once", "--settle", "0", "--input", input.path, "--output", output.path, "--model", "credit@production"]
         if let workers { childArgs += ["--workers", "\(workers)"] }
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_HOME"] = homeURL.path
         print("input: \(rows) rows, \(String(format: "%.1f", Double(size) / 1e6)) MB CSV; \(ProcessInfo.processInfo.activeProcessorCount) cores; workers: \(workers.map(String.init) ?? "one per core")")
-        var rates: [Double] = []
-        var peaks: [Int] = []
+        let python = args.string("python") ?? "python3"
+        var pandasProblem: String? = python == "none" ? "--python none" : nil
+        let pythonPath = python.hasPrefix("/") ? python : (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+            .map { "\($0)/\(python)" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? python
+        var rates: [Double] = [], seconds: [Double] = [], peaks: [Int] = []
+        var pandasSeconds: [Double] = [], pandasPeaks: [Int] = []
         for r in 1...repeats {
             let measured = try spawnMeasured(executable, childArgs, environment: environment)
             guard measured.status == 0 else {
@@ -71,15 +114,38 @@ let benchBatchCommand = Command(
             }
             let rate = Double(rows) / measured.seconds
             rates.append(rate)
+            seconds.append(measured.seconds)
             peaks.append(measured.maxRSSKiB)
-            print(String(format: "  run %d: %.3f s  %@ rows/s  %.1f MB/s  peak RSS %.1f MiB", r, measured.seconds,
+            print(String(format: "  run %d: switchyard %.3f s  %@ rows/s  %.1f MB/s  peak RSS %.1f MiB", r, measured.seconds,
                          formatCount(rate), Double(size) / measured.seconds / 1e6, Double(measured.maxRSSKiB) / 1024))
+            guard pandasProblem == nil else { continue }
+            let pandasOutput = scratch.appendingPathComponent("pandas.csv").path
+            let theirs = try spawnMeasured(pythonPath, ["-c", pandasScript, trainingRows.path, file.path, pandasOutput], environment: environment)
+            unlink(pandasOutput)
+            guard theirs.status == 0, let line = theirs.output.split(separator: "\n").last, let json = try? JSONValue.parse(String(line)),
+                case .number(let t)? = json["seconds"]
+            else {
+                pandasProblem = "\(python) with pandas and scikit-learn failed: \(theirs.output.split(separator: "\n").last ?? "exit \(theirs.status)")"
+                continue
+            }
+            pandasSeconds.append(t)
+            pandasPeaks.append(theirs.maxRSSKiB)
+            let part = { (key: String) -> Double in if case .number(let x)? = json[key] { x } else { .nan } }
+            print(String(format: "  run %d: pandas     %.3f s  %@ rows/s (read %.2f, score %.2f, write %.2f)  peak RSS %.1f MiB", r, t,
+                         formatCount(Double(rows) / t), part("read_s"), part("score_s"), part("write_s"), Double(theirs.maxRSSKiB) / 1024))
         }
         let median = rates.sorted()[rates.count / 2]
         let spread = (rates.max()! - rates.min()!) / median * 100
         print(String(format: "median %@ rows/s (spread %.0f%% of the median, min %@, max %@); peak RSS max %.1f MiB",
                      formatCount(median), spread, formatCount(rates.min()!), formatCount(rates.max()!), Double(peaks.max()!) / 1024))
-        print(String(format: "vs pandas + scikit-learn (280k-320k rows/s): %.1fx-%.1fx", median / 320_000, median / 280_000))
+        if pandasSeconds.isEmpty {
+            print("pandas comparison left out: \(pandasProblem ?? "no run")")
+        } else {
+            let ours = seconds.sorted()[seconds.count / 2], theirs = pandasSeconds.sorted()[pandasSeconds.count / 2]
+            let ratios = zip(seconds, pandasSeconds).map { $1 / $0 }.sorted()
+            print(String(format: "pandas + scikit-learn: median %.3f s [%.3f–%.3f], peak RSS max %.0f MiB; switchyard is %.1f× faster (medians; per round %.1f×–%.1f×)",
+                         theirs, pandasSeconds.min()!, pandasSeconds.max()!, Double(pandasPeaks.max()!) / 1024, theirs / ours, ratios.first!, ratios.last!))
+        }
         // The output must hold every row: a header plus one line per row.
         let outputFile = output.appendingPathComponent("credit.csv")
         let lines = try countLines(outputFile.path)

@@ -205,10 +205,12 @@ private func trainBenchModel() throws -> Scorer {
     do { return try Scorer(try trainBenchDocument()) } catch { throw CommandError("could not compile the benchmark model: \(error)") }
 }
 
-func trainBenchDocument() throws -> ModelDocument {
+/// The benchmarks' credit model, trained on 20,000 generated rows (also written to `writing`, if given).
+func trainBenchDocument(writing path: String? = nil) throws -> ModelDocument {
     var generator = CreditFixture(seed: 7)
     var csv = Array(CreditFixture.csvHeader.utf8)
     for _ in 0..<20_000 { CreditFixture.appendCSV(generator.next(), to: &csv) }
+    if let path { try Data(csv).write(to: URL(fileURLWithPath: path)) }
     do {
         return try Trainer.train(csv: csv, .init(name: "credit", label: "label", created: isoTimestamp(Date()))).document
     } catch {
