@@ -89,6 +89,43 @@ public struct ColumnBatch: Sendable {
         count += 1
     }
 
+    /// Sets the last row's fields from CSV record `record`: column `c` goes to field `fields[c]`
+    /// (-1: not a model field); an empty cell is missing. The same as `setText` per cell, with the
+    /// column storage borrowed once for the row rather than once per cell.
+    package mutating func setCSVRecord(_ record: borrowing CSVReader, fields: UnsafeBufferPointer<Int>) {
+        let row = count - 1, stride = stride
+        var badNumbers: [(field: Int, column: Int)] = []
+        var unknown: [(slot: Int, column: Int)] = []
+        scorer.plans.withUnsafeBufferPointer { plans in
+            scorer.categoryTables.withUnsafeBufferPointer { tables in
+                numbers.withUnsafeMutableBufferPointer { numbers in
+                    codes.withUnsafeMutableBufferPointer { codes in
+                        record.withFields { cell in
+                            for column in fields.indices {
+                                let field = fields[column]
+                                guard field >= 0 else { continue }
+                                let bytes = cell(column)
+                                if bytes.isEmpty { continue }
+                                switch plans[field] {
+                                case .number(let slot):
+                                    if let x = DecimalParser.parse(bytes) { numbers[slot * stride + row] = x } else { badNumbers.append((field, column)) }
+                                case .category(let slot):
+                                    let code = tables[slot].code(of: bytes)
+                                    codes[slot * stride + row] = code
+                                    if code < 0 { unknown.append((slot, column)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (field, column) in badNumbers {
+            reject(row, field: field, "expected a number, got \"\(String(decoding: record.field(column).prefix(40), as: UTF8.self))\"")
+        }
+        for (slot, column) in unknown { unknownTexts.append((row, slot, record.string(column))) }
+    }
+
     /// Sets field `field` of the last row from a text cell (CSV). An empty cell is missing.
 
     public mutating func setText(field: Int, _ bytes: UnsafeRawBufferPointer) {

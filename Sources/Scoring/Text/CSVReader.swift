@@ -4,10 +4,12 @@ import JSON
 /// from a buffer and reports how many bytes it used, so a caller can stream a
 /// file chunk by chunk and carry the unfinished tail into the next chunk.
 /// Field storage is reused from record to record: nothing is allocated per row.
+/// A reader is used by one thread at a time; its copies share the field storage.
 package struct CSVReader {
     /// Fields of the current record: byte ranges into `buffer` or, for a quoted
-    /// field with doubled quotes, into `scratch` (one array, so a field costs one append).
-    private var spans: [Span] = []
+    /// field with doubled quotes, into `scratch`. Written in place (no array append per field).
+    private let spans = SpanStorage()
+    private var spanCount = 0
     private var scratch: [UInt8] = []
     private var buffer = UnsafeRawBufferPointer(start: nil, count: 0)
     /// 1-based line number where the next record starts.
@@ -25,15 +27,30 @@ package struct CSVReader {
     package mutating func reset(line: Int) { self.line = line }
 
     /// The current record's field count.
-    package var fieldCount: Int { spans.count }
+    package var fieldCount: Int { spanCount }
 
     /// The bytes of field `i` of the current record, valid until the next record.
     package func field(_ i: Int) -> UnsafeRawBufferPointer {
-        let span = spans[i]
+        precondition(i >= 0 && i < spanCount, "field \(i) of a record of \(spanCount)")
+        let span = spans.base[i]
         if span.inScratch {
             return scratch.withUnsafeBytes { UnsafeRawBufferPointer(rebasing: $0[span.start..<span.end]) }
         }
         return UnsafeRawBufferPointer(rebasing: buffer[span.start..<span.end])
+    }
+
+    /// Calls `body` with an accessor of the current record's fields: the same bytes as `field(_:)`,
+    /// with the field storage borrowed once for the record rather than once per field.
+    @inline(__always)
+    package func withFields<R>(_ body: ((Int) -> UnsafeRawBufferPointer) -> R) -> R {
+        let buffer = buffer
+        let spans = UnsafeBufferPointer(start: spans.base, count: spanCount)
+        return scratch.withUnsafeBytes { scratch in
+            body { i in
+                let span = spans[i]
+                return UnsafeRawBufferPointer(rebasing: (span.inScratch ? scratch : buffer)[span.start..<span.end])
+            }
+        }
     }
 
     /// Field `i` as a String.
@@ -49,7 +66,7 @@ package struct CSVReader {
         var position = 0
         let n = bytes.count
         while position < n {
-            spans.removeAll(keepingCapacity: true)
+            spanCount = 0
             if !scratch.isEmpty { scratch.removeAll(keepingCapacity: true) }
             let recordLine = line
             recordStart = position
@@ -90,9 +107,9 @@ package struct CSVReader {
                             scratch.append(bytes[j])
                             j += bytes[j] == UInt8(ascii: "\"") ? 2 : 1
                         }
-                        spans.append(Span(start: from, end: scratch.count, inScratch: true))
+                        append(Span(start: from, end: scratch.count, inScratch: true))
                     } else {
-                        spans.append(Span(start: start, end: i, inScratch: false))
+                        append(Span(start: start, end: i, inScratch: false))
                     }
                     i += 1  // closing quote
                     guard i < n else {
@@ -123,12 +140,12 @@ package struct CSVReader {
                     if i == n {
                         guard final else { break fieldLoop }
                         if end > start, bytes[end - 1] == 0x0D { end -= 1 }
-                        spans.append(Span(start: start, end: end, inScratch: false))
+                        append(Span(start: start, end: end, inScratch: false))
                         complete = true
                         break fieldLoop
                     }
                     if bytes[i] == 0x0A, end > start, bytes[end - 1] == 0x0D { end -= 1 }
-                    spans.append(Span(start: start, end: end, inScratch: false))
+                    append(Span(start: start, end: end, inScratch: false))
                     if bytes[i] == UInt8(ascii: ",") {
                         i += 1
                         continue fieldLoop
@@ -144,10 +161,17 @@ package struct CSVReader {
             recordEnd = i
             line = recordLine + newlines
             // A blank line is no record.
-            if spans.count == 1, spans[0].end == spans[0].start, !spans[0].inScratch { continue }
+            if spanCount == 1, spans.base[0].end == spans.base[0].start, !spans.base[0].inScratch { continue }
             if try !body(&self, recordLine) { return position }
         }
         return position
+    }
+
+    @inline(__always)
+    private mutating func append(_ span: Span) {
+        if spanCount == spans.capacity { spans.grow() }
+        spans.base[spanCount] = span
+        spanCount += 1
     }
 }
 
@@ -155,6 +179,24 @@ private struct Span {
     var start: Int
     var end: Int
     var inScratch: Bool
+}
+
+/// The field spans of a reader's current record, grown by doubling.
+private final class SpanStorage: @unchecked Sendable {
+    private(set) var base: UnsafeMutablePointer<Span>
+    private(set) var capacity = 64
+
+    init() { base = .allocate(capacity: capacity) }
+
+    func grow() {
+        let bigger = UnsafeMutablePointer<Span>.allocate(capacity: capacity * 2)
+        bigger.moveInitialize(from: base, count: capacity)
+        base.deallocate()
+        base = bigger
+        capacity *= 2
+    }
+
+    deinit { base.deallocate() }
 }
 
 /// A CSV syntax error with its line number.
