@@ -19,6 +19,11 @@ let package = Package(
             providers: [.apt(["libsqlite3-dev"])]
         ),
         .systemLibrary(
+            name: "CPostgres",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+        .systemLibrary(
             name: "CNcurses",
             pkgConfig: "ncursesw",
             providers: [.apt(["libncurses-dev"])]
@@ -31,7 +36,7 @@ let package = Package(
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "ControlProtocol", dependencies: ["JSON", "Scoring", "HTTP"], swiftSettings: strict),
-        .target(name: "Registry", dependencies: ["ControlProtocol", "JSON", "Scoring", "CSQLite"], swiftSettings: strict),
+        .target(name: "Registry", dependencies: ["ControlProtocol", "JSON", "Scoring", "CSQLite", "CPostgres"], swiftSettings: strict),
         .target(
             name: "Components",
             dependencies: ["ControlProtocol", "JSON", "Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],
@@ -57,7 +62,7 @@ let package = Package(
             dependencies: ["Components", "ControlProtocol", "HTTP", "JSON", "Registry", "Scoring", "Telemetry"],
             swiftSettings: strict
         ),
-        .testTarget(name: "RegistryTests", dependencies: ["ControlProtocol", "Registry", "Scoring"], swiftSettings: strict),
+        .testTarget(name: "RegistryTests", dependencies: ["ControlProtocol", "Registry", "Scoring", "CSystem"], swiftSettings: strict),
         .testTarget(
             name: "ConsoleTests",
             dependencies: ["Console", "Components", "ControlProtocol", "JSON", "Scoring", "HTTP", "Registry", "Telemetry"],
