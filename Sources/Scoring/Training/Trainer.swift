@@ -125,9 +125,10 @@ public enum Trainer {
         if configuration.task == .classification && classes.count < 2 {
             throw TrainingError("the label \"\(configuration.label)\" has only one value (\(classes.first ?? "")); nothing to learn")
         }
-        if configuration.task == .classification && classes.count > 100 {
+        // A number label with very many values is more likely a quantity than classes.
+        if configuration.task == .classification, classes.count > 100, case .numbers = table.columns[labelColumn] {
             throw TrainingError(
-                "the label \"\(configuration.label)\" has \(classes.count) distinct values; to predict the number itself, train with --task regression")
+                "the label \"\(configuration.label)\" has \(classes.count) distinct numbers; to predict the number itself, train with --task regression")
         }
 
         // MARK: Split
