@@ -47,6 +47,13 @@ func creditRecords(seed: UInt64, count: Int, incomeScale: Double = 1) -> [JSONVa
         let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 1, count: 5000).map { scorer.fieldValues(json: $0) })
         #expect(baseline.rows == 5000 && baseline.fields.count == 15)
         #expect(try DriftBaseline(json: try JSONValue.parse(baseline.json.jsonText)) == baseline, "its JSON reads back")
+        // A field reads only what its kind uses (the fuzz target found a category keeping stray edges,
+        // which its JSON does not write back).
+        let mixed = try DriftBaseline(json: try JSONValue.parse(
+            #"{"fields": [{"name": "region", "kind": "category", "edges": [1, 2], "values": ["east"], "expected": [0.5, 0.5, 0]}],"#
+                + #" "prediction": {"name": "prediction", "kind": "number", "edges": [0.5], "values": ["x"], "expected": [0.5, 0.5, 0]}}"#))
+        #expect(mixed.fields[0].edges.isEmpty && mixed.prediction.values.isEmpty)
+        #expect(try DriftBaseline(json: try JSONValue.parse(mixed.json.jsonText)) == mixed)
 
         // The same population, another sample: nothing drifts.
         let control = DriftMonitor(baseline: baseline, version: f.serve.model.current!.version, loops: 1)

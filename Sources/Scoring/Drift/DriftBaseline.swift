@@ -178,8 +178,9 @@ public struct DriftBaseline: Sendable, Equatable {
             }
             func numbers(_ items: [JSONValue]) -> [Double] { items.compactMap { if case .number(let x) = $0 { x } else { nil } } }
             var f = Field(name: name, kind: kind, edges: [], values: [], expected: numbers(expected))
-            if case .array(let edges)? = v["edges"] { f.edges = numbers(edges) }
-            if case .array(let values)? = v["values"] { f.values = values.compactMap(\.stringValue) }
+            // Only what the kind uses: a number's edges, a category's values (the other is not written back).
+            if kind == .number, case .array(let edges)? = v["edges"] { f.edges = numbers(edges) }
+            if kind == .category, case .array(let values)? = v["values"] { f.values = values.compactMap(\.stringValue) }
             guard f.expected.count == f.binCount, f.edges == f.edges.sorted(), f.expected.allSatisfy({ $0 >= 0 && $0.isFinite }) else {
                 throw ScoringError(row: nil, field: name, message: "drift baseline: \(at) has \(f.expected.count) shares for \(f.binCount) bins, or unsorted edges")
             }
