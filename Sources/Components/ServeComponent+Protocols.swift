@@ -609,7 +609,7 @@ extension ServeComponent {
                 let values = fieldNodes.withUnsafeBufferPointer { scorer.fieldValues(tape: tape, fieldNodes: $0) }
                 do {
                     let explanation = try scorer.explain(values, row: r + 1)
-                    guard case .object(var object) = predictionJSON(explanation.prediction, scorer) else { continue }
+                    var object = explanation.prediction.json(scorer)
                     object.append("explanation", explanation.json(scorer))
                     w.value(.object(object))
                 } catch {
@@ -858,11 +858,11 @@ extension ServeComponent {
                 guard explain else {
                     let prediction = try scorer.predict(json: record, row: i + 1)
                     // MLflow answers a regression with its plain numbers.
-                    out.append((prediction, prediction.value.map(JSONValue.number) ?? predictionJSON(prediction, scorer)))
+                    out.append((prediction, prediction.value.map(JSONValue.number) ?? .object(prediction.json(scorer))))
                     continue
                 }
                 let explanation = try scorer.explain(json: record, row: i + 1)
-                guard case .object(var object) = predictionJSON(explanation.prediction, scorer) else { continue }
+                var object = explanation.prediction.json(scorer)
                 object.append("explanation", explanation.json(scorer))
                 out.append((explanation.prediction, .object(object)))
             } catch {
@@ -909,10 +909,3 @@ func jsonBytes(_ status: Int, _ bytes: [UInt8]) -> HTTPResponse {
     return HTTPResponse(status: status, headers: headers, body: bytes)
 }
 
-/// `{"label": ..., "probabilities": {class: p, ...}}`, or a regression's `{"value": x}`.
-func predictionJSON(_ p: Prediction, _ scorer: Scorer) -> JSONValue {
-    if let value = p.value { return .object(JSONObject(["value": .number(value)])) }
-    var probabilities = JSONObject()
-    for (k, c) in scorer.classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
-    return .object(JSONObject(["label": .string(p.label), "probabilities": .object(probabilities)]))
-}

@@ -94,25 +94,16 @@ public struct ColumnBatch: Sendable {
     /// column storage borrowed once for the row rather than once per cell.
     package mutating func setCSVRecord(_ record: borrowing CSVReader, fields: UnsafeBufferPointer<Int>) {
         let row = count - 1, stride = stride
-        var badNumbers: [(field: Int, column: Int)] = []
-        var unknown: [(slot: Int, column: Int)] = []
+        var refused: [Int] = []  // columns whose cell `place` refused
         scorer.plans.withUnsafeBufferPointer { plans in
             scorer.categoryTables.withUnsafeBufferPointer { tables in
                 numbers.withUnsafeMutableBufferPointer { numbers in
                     codes.withUnsafeMutableBufferPointer { codes in
                         record.withFields { cell in
-                            for column in fields.indices {
-                                let field = fields[column]
-                                guard field >= 0 else { continue }
+                            for column in fields.indices where fields[column] >= 0 {
                                 let bytes = cell(column)
-                                if bytes.isEmpty { continue }
-                                switch plans[field] {
-                                case .number(let slot):
-                                    if let x = DecimalParser.parse(bytes) { numbers[slot * stride + row] = x } else { badNumbers.append((field, column)) }
-                                case .category(let slot):
-                                    let code = tables[slot].code(of: bytes)
-                                    codes[slot * stride + row] = code
-                                    if code < 0 { unknown.append((slot, column)) }
+                                if !bytes.isEmpty, !Self.place(bytes, plans[fields[column]], tables, numbers, codes, row: row, stride: stride) {
+                                    refused.append(column)
                                 }
                             }
                         }
@@ -120,28 +111,48 @@ public struct ColumnBatch: Sendable {
                 }
             }
         }
-        for (field, column) in badNumbers {
-            reject(row, field: field, "expected a number, got \"\(String(decoding: record.field(column).prefix(40), as: UTF8.self))\"")
-        }
-        for (slot, column) in unknown { unknownTexts.append((row, slot, record.string(column))) }
+        for column in refused { noteRefused(field: fields[column], record.field(column), row: row) }
     }
 
     /// Sets field `field` of the last row from a text cell (CSV). An empty cell is missing.
-
     public mutating func setText(field: Int, _ bytes: UnsafeRawBufferPointer) {
-        let r = count - 1
+        let row = count - 1, stride = stride
         if bytes.isEmpty { return }
-        switch scorer.plans[field] {
-        case .number(let slot):
-            if let x = DecimalParser.parse(bytes) {
-                numbers[slot * stride + r] = x
-            } else {
-                reject(r, field: field, "expected a number, got \"\(String(decoding: bytes.prefix(40), as: UTF8.self))\"")
+        let plan = scorer.plans[field]
+        let placed = scorer.categoryTables.withUnsafeBufferPointer { tables in
+            numbers.withUnsafeMutableBufferPointer { numbers in
+                codes.withUnsafeMutableBufferPointer { codes in Self.place(bytes, plan, tables, numbers, codes, row: row, stride: stride) }
             }
+        }
+        if !placed { noteRefused(field: field, bytes, row: row) }
+    }
+
+    /// Puts a non-empty text cell's value into `row` of its column: a number parsed, a category's
+    /// code. False when the cell is not a number a number field needs, or a category outside the
+    /// field's values (its code, -1, is stored all the same); `noteRefused` then says why.
+    @inline(__always)
+    private static func place(
+        _ bytes: UnsafeRawBufferPointer, _ plan: Scorer.Plan, _ tables: UnsafeBufferPointer<CategoryTable>,
+        _ numbers: UnsafeMutableBufferPointer<Double>, _ codes: UnsafeMutableBufferPointer<Int32>, row: Int, stride: Int
+    ) -> Bool {
+        switch plan {
+        case .number(let slot):
+            guard let x = DecimalParser.parse(bytes) else { return false }
+            numbers[slot * stride + row] = x
+            return true
         case .category(let slot):
-            let code = scorer.categoryTables[slot].code(of: bytes)
-            codes[slot * stride + r] = code
-            if code < 0 { unknownTexts.append((r, slot, String(decoding: bytes, as: UTF8.self))) }
+            let code = tables[slot].code(of: bytes)
+            codes[slot * stride + row] = code
+            return code >= 0
+        }
+    }
+
+    /// Records a cell `place` refused: a bad number rejects the row, naming the field; an unknown
+    /// category is kept for its field's policy, applied when the batch is scored.
+    private mutating func noteRefused(field: Int, _ bytes: UnsafeRawBufferPointer, row: Int) {
+        switch scorer.plans[field] {
+        case .number: reject(row, field: field, "expected a number, got \"\(String(decoding: bytes.prefix(40), as: UTF8.self))\"")
+        case .category(let slot): unknownTexts.append((row, slot, String(decoding: bytes, as: UTF8.self)))
         }
     }
 

@@ -268,6 +268,16 @@ extension TreeProgram {
     }
 }
 
+extension Prediction {
+    /// `{"label": ..., "probabilities": {class: p, ...}}`, or a regression's `{"value": x}`.
+    public func json(_ scorer: Scorer) -> JSONObject {
+        if let value { return JSONObject(["value": .number(value)]) }
+        var probabilities = JSONObject()
+        for (k, c) in scorer.classes.enumerated() { probabilities.append(c, .number(self.probabilities[k])) }
+        return JSONObject(["label": .string(label), "probabilities": .object(probabilities)])
+    }
+}
+
 extension Explanation {
     /// `[{"class", "base", "margin", "contributions": {field: value}}]`, one per margin: for a
     /// binary model the log-odds of its second class; for a multiclass one each class's margin;

@@ -1,3 +1,5 @@
+import Foundation
+
 #if canImport(Glibc)
 import Glibc
 import JSON
@@ -58,8 +60,8 @@ public enum Trainer {
         }
     }
 
-    /// The cores this machine has.
-    public static var defaultThreads: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    /// The cores this machine has, as everything else that sizes threads counts them.
+    public static var defaultThreads: Int { ProcessInfo.processInfo.activeProcessorCount }
 
     public struct Report: Sendable {
         public var document: ModelDocument

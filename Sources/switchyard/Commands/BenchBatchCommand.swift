@@ -103,8 +103,6 @@ let benchBatchCommand = Command(
         print("input: \(rows) rows, \(String(format: "%.1f", Double(size) / 1e6)) MB CSV; \(ProcessInfo.processInfo.activeProcessorCount) cores; workers: \(workers.map(String.init) ?? "one per core")")
         let python = args.string("python") ?? "python3"
         var pandasProblem: String? = python == "none" ? "--python none" : nil
-        let pythonPath = python.hasPrefix("/") ? python : (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
-            .map { "\($0)/\(python)" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? python
         var rates: [Double] = [], seconds: [Double] = [], peaks: [Int] = []
         var pandasSeconds: [Double] = [], pandasPeaks: [Int] = []
         for r in 1...repeats {
@@ -120,12 +118,10 @@ let benchBatchCommand = Command(
                          formatCount(rate), Double(size) / measured.seconds / 1e6, Double(measured.maxRSSKiB) / 1024))
             guard pandasProblem == nil else { continue }
             let pandasOutput = scratch.appendingPathComponent("pandas.csv").path
-            let theirs = try spawnMeasured(pythonPath, ["-c", pandasScript, trainingRows.path, file.path, pandasOutput], environment: environment)
+            let theirs = runPython(python, pandasScript, [trainingRows.path, file.path, pandasOutput])
             unlink(pandasOutput)
-            guard theirs.status == 0, let line = theirs.output.split(separator: "\n").last, let json = try? JSONValue.parse(String(line)),
-                case .number(let t)? = json["seconds"]
-            else {
-                pandasProblem = "\(python) with pandas and scikit-learn failed: \(theirs.output.split(separator: "\n").last ?? "exit \(theirs.status)")"
+            guard let json = theirs.json, case .number(let t)? = json["seconds"] else {
+                pandasProblem = "\(theirs.problem ?? "no seconds in its answer") (it needs pandas and scikit-learn)"
                 continue
             }
             pandasSeconds.append(t)
@@ -152,6 +148,21 @@ let benchBatchCommand = Command(
         guard lines == rows + 1 else { throw CommandError("the output has \(lines) lines, expected \(rows + 1)") }
         return Exit.ok
     })
+
+/// Runs `python -c script arguments…` (`python` looked up on PATH) to its end and reads the JSON
+/// line it prints last: that JSON and the child's peak RSS, or what went wrong, for the report.
+func runPython(_ python: String, _ script: String, _ arguments: [String]) -> (json: JSONValue?, maxRSSKiB: Int, problem: String?) {
+    let path = python.hasPrefix("/") ? python : (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+        .map { "\($0)/\(python)" }.first { FileManager.default.isExecutableFile(atPath: $0) } ?? python
+    let run: (status: Int32, seconds: Double, maxRSSKiB: Int, output: String)
+    do { run = try spawnMeasured(path, ["-c", script] + arguments, environment: ProcessInfo.processInfo.environment) } catch {
+        return (nil, 0, (error as? CommandError)?.message ?? "cannot start \(python): \(error)")
+    }
+    guard run.status == 0, let line = run.output.split(separator: "\n").last, let json = try? JSONValue.parse(String(line)) else {
+        return (nil, run.maxRSSKiB, "\(python) failed: \(run.output.split(separator: "\n").last ?? "exit \(run.status)")")
+    }
+    return (json, run.maxRSSKiB, nil)
+}
 
 /// Runs a program to its end: exit status, wall seconds, peak RSS (KiB) and its output.
 func spawnMeasured(_ path: String, _ arguments: [String], environment: [String: String]) throws -> (status: Int32, seconds: Double, maxRSSKiB: Int, output: String) {

@@ -88,27 +88,9 @@ let benchTrainCommand = Command(
         var pythonProblem: String?
         func scikitLearn(_ d: (name: String, path: String, label: String, ignore: [String])) -> JSONValue? {
             guard pythonProblem == nil else { return nil }
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [python, "-c", scikitLearnScript, d.path, d.label, d.ignore.joined(separator: ","), "42", "0.2", "1.0", "\(tolerance)", "1000"]
-            let out = Pipe(), err = Pipe()
-            process.standardOutput = out
-            process.standardError = err
-            do { try process.run() } catch {
-                pythonProblem = "cannot run \(python): \(error)"
-                return nil
-            }
-            let data = out.fileHandleForReading.readDataToEndOfFile()
-            let problem = err.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            guard process.terminationStatus == 0, let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last,
-                let json = try? JSONValue.parse(String(line))
-            else {
-                let last = String(decoding: problem, as: UTF8.self).split(separator: "\n").last.map(String.init) ?? "exit \(process.terminationStatus)"
-                pythonProblem = "\(python) with scikit-learn and pandas failed: \(last)"
-                return nil
-            }
-            return json
+            let run = runPython(python, scikitLearnScript, [d.path, d.label, d.ignore.joined(separator: ","), "42", "0.2", "1.0", "\(tolerance)", "1000"])
+            if let problem = run.problem { pythonProblem = "\(problem) (it needs scikit-learn and pandas)" }
+            return run.json
         }
 
         struct Runs {

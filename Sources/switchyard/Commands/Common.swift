@@ -136,14 +136,8 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 func predictionJSON(_ p: Prediction, _ scorer: Scorer, model: String, row: Int?) -> JSONValue {
     var object = JSONObject()
     if let row { object.append("row", .number(Double(row))) }
-    if let value = p.value {
-        object.append("value", .number(value))
-    } else {
-        object.append("label", .string(p.label))
-        var probabilities = JSONObject()
-        for (k, c) in scorer.classes.enumerated() { probabilities.append(c, .number(p.probabilities[k])) }
-        object.append("probabilities", .object(probabilities))
-    }
+    let outcome = p.json(scorer)
+    for (key, value) in zip(outcome.keys, outcome.values) { object.append(key, value) }
     object.append("model", .string(model))
     return .object(object)
 }
