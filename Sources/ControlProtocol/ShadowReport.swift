@@ -157,7 +157,8 @@ public struct ShadowReport: Sendable, Equatable {
                     requestID: id, row: wholeNumber(d["row"], from: 0) ?? 0, liveVersion: live, liveLabel: d["live_label"]?.stringValue ?? "",
                     shadowLabel: d["shadow_label"]?.stringValue, liveProbability: double(d["live_probability"]) ?? 0,
                     shadowProbability: double(d["shadow_probability"]), absDelta: double(d["abs_delta"]) ?? 0, shadowError: d["shadow_error"]?.stringValue,
-                    record: d["record"].flatMap { $0 == .null ? nil : $0 }))
+                    // As every other number here, only what JSON carries: a non-finite number is null.
+                    record: d["record"].map(\.asWritten).flatMap { $0 == .null ? nil : $0 }))
             }
         }
         self.init(model: model, shadow: shadow, comparedVersion: wholeNumber(value["compared_version"], from: 1), window: count("window"),

@@ -8,6 +8,19 @@ public enum JSONValue: Sendable, Equatable {
     case array([JSONValue])
     case object(JSONObject)
 
+    /// The value as JSON text carries it (what `JSONWriter` writes): a non-finite number, which a
+    /// parse can give for a literal such as `1e400`, is null; everything else is as it is.
+    public var asWritten: JSONValue {
+        switch self {
+        case .number(let x) where !x.isFinite: return .null
+        case .array(let items): return .array(items.map(\.asWritten))
+        case .object(var object):
+            object.values = object.values.map(\.asWritten)
+            return .object(object)
+        default: return self
+        }
+    }
+
     /// Parses one JSON document; whitespace may surround it, nothing else may follow it.
     public static func parse(_ bytes: some Collection<UInt8>) throws(JSONError) -> JSONValue {
         let copy = ContiguousArray(bytes)

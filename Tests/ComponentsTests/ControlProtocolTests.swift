@@ -60,6 +60,15 @@ import Telemetry
 
     /// Timestamps are written and read by arithmetic: the same text as Foundation's ISO 8601
     /// formatter, read back to the millisecond, and nonsense refused.
+    /// A shadow report's record is any JSON: a number too large for a Double (`1e400`) reads as
+    /// what JSON carries back, null, so the report reads back as written (the fuzz target found it).
+    @Test func aShadowRecordWithAnOverflowingNumberReadsBack() throws {
+        let text = #"{"model": "credit", "largest": [{"request_id": "r", "live_version": 1, "record": {"amount": 1e400, "term": [36, -1e400]}}]}"#
+        let report = try #require(ShadowReport(json: try JSONValue.parse(Array(text.utf8))))
+        #expect(report.largest.first?.record == .object(JSONObject(["amount": .null, "term": .array([.number(36), .null])])))
+        #expect(ShadowReport(json: try JSONValue.parse(Array(JSONWriter.text(report.json).utf8))) == report)
+    }
+
     @Test func timestampsMatchTheISO8601FormatterAndReadBack() {
         let reference = ISO8601DateFormatter()
         reference.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
