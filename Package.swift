@@ -62,7 +62,9 @@ let package = Package(
             dependencies: ["Components", "ControlProtocol", "HTTP", "JSON", "Registry", "Scoring", "Telemetry"],
             swiftSettings: strict
         ),
-        .testTarget(name: "RegistryTests", dependencies: ["ControlProtocol", "Registry", "Scoring", "CSystem"], swiftSettings: strict),
+        .testTarget(name: "RegistryTests", dependencies: ["ControlProtocol", "Registry", "Scoring", "CSystem", "TestSupport"], swiftSettings: strict),
+        // A PostgreSQL server of a test's own (RegistryTests, CLITests).
+        .target(name: "TestSupport", dependencies: ["ControlProtocol", "Registry"], path: "Tests/Support", swiftSettings: strict),
         .testTarget(
             name: "ConsoleTests",
             dependencies: ["Console", "Components", "ControlProtocol", "JSON", "Scoring", "HTTP", "Registry", "Telemetry"],
@@ -70,7 +72,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["switchyard", "ControlProtocol", "JSON", "Scoring", "HTTP", "CSystem"],
+            dependencies: ["switchyard", "ControlProtocol", "JSON", "Scoring", "HTTP", "CSystem", "TestSupport"],
             swiftSettings: strict
         ),
     ]

@@ -10,7 +10,8 @@ import Telemetry
 /// The registry as a service (`switchyard registry`): models, versions and their artifacts,
 /// aliases (read; moved with compare-and-set; rolled back), the audit log, API keys and the
 /// fleet, over the control API's HTTP, so components on other machines share nothing with it
-/// but its URL and a key. Its store is the SQLite registry in its own SWITCHYARD_HOME.
+/// but its URL and a key. Its store is the SQLite registry in its own SWITCHYARD_HOME, or a
+/// PostgreSQL database that other registry processes share (`--store`).
 ///
 /// Scopes: reading is `read`; registering a version, heartbeats and reading the key table
 /// (hashes, for components that check keys) are `operate`; moving aliases and managing keys are
@@ -29,7 +30,10 @@ package final class RegistryComponent: Component {
     /// Who acts with an embedded service's session key, for the audit log ("console:USER").
     private let localActor: String?
 
-    package init(registry: any RegistryStore, keys: any KeySource & KeyAdministration, fleet: any FleetStore, events: EventLog, authenticator: Authenticator, localActor: String? = nil) {
+    /// `storeHealth`: a PostgreSQL store's reachability, which this service follows on a LISTEN
+    /// connection of its own (`followChanges`).
+    package init(registry: any RegistryStore, keys: any KeySource & KeyAdministration, fleet: any FleetStore, events: EventLog, authenticator: Authenticator,
+                 localActor: String? = nil, storeHealth: DependencyHealth? = nil) {
         self.localActor = localActor
         self.registry = registry
         self.keys = keys
@@ -43,6 +47,35 @@ package final class RegistryComponent: Component {
                 return .error(500, "\(error)")
             }
         })
+        if let registry = registry as? ModelRegistry, case .postgres = registry.location, let storeHealth {
+            Self.followChanges(registry, health: storeHealth, watch: watch)
+        }
+    }
+
+    /// Wakes the held alias long polls whenever any registry process on the same PostgreSQL
+    /// database writes an audit entry (NOTIFY at its commit), so a move through another process
+    /// reaches this one's watchers at once. The LISTEN connection doubles as the store's health:
+    /// lost, it is an outage in status (reconnected with backoff); back, the watchers re-read the
+    /// revision in case they missed a move meanwhile. The thread ends with the service.
+    private static func followChanges(_ registry: ModelRegistry, health: DependencyHealth, watch: AliasWatch) {
+        let thread = Thread { [weak watch] in
+            var listener: ModelRegistry.ChangeListener?
+            while let current = watch {
+                do throws(RegistryError) {
+                    if listener == nil {
+                        listener = try registry.changeListener()
+                        health.succeeded()
+                        current.moved()
+                    }
+                    if try listener?.nextChange(timeout: 1) != nil { current.moved() }
+                } catch {
+                    listener = nil
+                    Thread.sleep(forTimeInterval: health.failed(error.message))
+                }
+            }
+        }
+        thread.name = "registry-store-changes"
+        thread.start()
     }
 
     // MARK: - Component

@@ -2,20 +2,59 @@ import CSQLite
 import ControlProtocol
 import Foundation
 
-/// One SQLite connection: WAL mode, a busy timeout, foreign keys on, and
-/// transactions that take the write lock up front (`BEGIN IMMEDIATE`) so two
-/// writers queue instead of failing halfway.
+/// Where the registry keeps its state: the SQLite file in a SWITCHYARD_HOME (one machine), or a
+/// PostgreSQL database that several registry processes, on several machines, share.
+public enum StoreLocation: Sendable, CustomStringConvertible {
+    case home(Home)
+    /// `postgres://USER@HOST:PORT/DB` (or `postgresql://…`).
+    case postgres(url: String)
+
+    /// `--store`: a PostgreSQL URL, or nothing for the SQLite file in `home`.
+    public static func parse(_ store: String?, home: Home) throws(RegistryError) -> StoreLocation {
+        guard let store, !store.isEmpty else { return .home(home) }
+        guard store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
+            throw RegistryError("--store takes postgres://USER@HOST:PORT/DB (leave it out for the SQLite file in SWITCHYARD_HOME), not \"\(store.prefix(80))\"", status: 400)
+        }
+        return .postgres(url: store)
+    }
+
+    public var description: String {
+        switch self {
+        case .home(let home): home.databasePath
+        case .postgres(let url): PostgresConnection.redact(url)
+        }
+    }
+}
+
+/// One connection to the registry's database, SQLite or PostgreSQL, with one SQL dialect for the
+/// stores above it: `?` placeholders (numbered for PostgreSQL here), `INSERT … ON CONFLICT`,
+/// `RETURNING`. Where the engines differ (schema steps, row locks) a store asks `dialect`.
 ///
-/// Safety: SQLite's "multi-thread" mode needs a connection used by one thread
-/// at a time; every entry point holds `lock` (recursive, so a transaction's
-/// body can run queries), so callers share a `Database` freely.
+/// SQLite: WAL mode, a busy timeout, foreign keys on, and transactions that take the write lock up
+/// front (`BEGIN IMMEDIATE`) so two writers queue instead of failing halfway. PostgreSQL: the same
+/// one-writer-at-a-time transactions through a transaction-scoped advisory lock, so the audit
+/// log's ids follow commit order as they do in SQLite; a lost server is a 503 that names it, and
+/// the connection comes back by itself (at most one attempt per backoff step) once the server does.
+///
+/// Safety: neither SQLite's "multi-thread" mode nor libpq allows a connection on two threads at
+/// once; every entry point holds `lock` (recursive, so a transaction's body can run queries), so
+/// callers share a `Database` freely.
 package final class Database: @unchecked Sendable {
-    private let handle: OpaquePointer
+    package enum Dialect: Sendable { case sqlite, postgres }
+
+    package let dialect: Dialect
+    private let sqlite: OpaquePointer?
+    private let postgres: PostgresConnection?
     private let lock = NSRecursiveLock()
+    private var transactionDepth = 0
+    private var reconnect = (at: 0.0, delay: 0.0)
 
     /// How long a writer waits for another process's transaction before giving up.
     package static let busyTimeoutMilliseconds: Int32 = 15_000
+    /// The advisory lock every PostgreSQL write transaction holds (any constant; ours).
+    private static let writeLock = 0x5357_5944  // "SWYD"
 
+    /// Opens (creating it) the SQLite file at `path`.
     package init(path: String) throws(RegistryError) {
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX
@@ -25,36 +64,60 @@ package final class Database: @unchecked Sendable {
             if let db { sqlite3_close_v2(db) }
             throw RegistryError("cannot open the registry database \(path): \(message)")
         }
-        handle = db
+        dialect = .sqlite
+        sqlite = db
+        postgres = nil
         sqlite3_busy_timeout(db, Self.busyTimeoutMilliseconds)
         try execute("PRAGMA journal_mode=WAL")
         try execute("PRAGMA synchronous=NORMAL")
         try execute("PRAGMA foreign_keys=ON")
     }
 
-    deinit { sqlite3_close_v2(handle) }
+    /// Connects to the PostgreSQL database at `url`.
+    package init(postgres url: String) throws(RegistryError) {
+        dialect = .postgres
+        sqlite = nil
+        do {
+            postgres = try PostgresConnection(url: url)
+        } catch {
+            throw RegistryError(error.message, status: 503)
+        }
+        try execute("SET client_min_messages = warning")
+    }
 
-    /// Runs SQL with no results (several statements allowed).
+    deinit { if let sqlite { sqlite3_close_v2(sqlite) } }
+
+    /// Runs SQL with no parameters and no results (several statements allowed).
     package func execute(_ sql: String) throws(RegistryError) {
         lock.lock()
         defer { lock.unlock() }
+        if let postgres {
+            try connected(postgres)
+            try retryingOnce(postgres) { () throws(RegistryError) in try postgres.execute(sql) }
+            return
+        }
         var error: UnsafeMutablePointer<CChar>?
-        let rc = sqlite3_exec(handle, sql, nil, nil, &error)
+        let rc = sqlite3_exec(sqlite, sql, nil, nil, &error)
         if rc != SQLITE_OK {
-            let message = error.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(handle))
+            let message = error.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(sqlite))
             sqlite3_free(error)
             throw RegistryError("database: \(message)")
         }
     }
 
-    /// Runs a query, returning every row as an array of column values.
+    /// Runs one statement with `?` parameters, returning every row as an array of column values.
     @discardableResult
     package func query(_ sql: String, _ arguments: [Value] = []) throws(RegistryError) -> [[Value]] {
         lock.lock()
         defer { lock.unlock() }
+        if let postgres {
+            try connected(postgres)
+            let numbered = Self.numberPlaceholders(sql)
+            return try retryingOnce(postgres) { () throws(RegistryError) in try postgres.query(numbered, arguments) }
+        }
         var statement: OpaquePointer?
-        guard sqlite3_prepare_v2(handle, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
-            throw RegistryError("database: \(String(cString: sqlite3_errmsg(handle))) in \(sql)")
+        guard sqlite3_prepare_v2(sqlite, sql, -1, &statement, nil) == SQLITE_OK, let statement else {
+            throw RegistryError("database: \(String(cString: sqlite3_errmsg(sqlite))) in \(sql)")
         }
         defer { sqlite3_finalize(statement) }
         for (i, argument) in arguments.enumerated() {
@@ -71,7 +134,7 @@ package final class Database: @unchecked Sendable {
             let rc = sqlite3_step(statement)
             if rc == SQLITE_DONE { break }
             guard rc == SQLITE_ROW else {
-                throw RegistryError("database: \(String(cString: sqlite3_errmsg(handle)))")
+                throw RegistryError("database: \(String(cString: sqlite3_errmsg(sqlite)))")
             }
             var row: [Value] = []
             for c in 0..<sqlite3_column_count(statement) {
@@ -87,11 +150,17 @@ package final class Database: @unchecked Sendable {
         return rows
     }
 
-    /// Runs `body` in one write transaction; any error rolls it back.
+    /// Runs `body` in one write transaction (one writer at a time, across processes); any error
+    /// rolls it back.
     package func transaction<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
         lock.lock()
         defer { lock.unlock() }
-        try execute("BEGIN IMMEDIATE")
+        switch dialect {
+        case .sqlite: try execute("BEGIN IMMEDIATE")
+        case .postgres: try execute("BEGIN; SELECT pg_advisory_xact_lock(\(Self.writeLock))")
+        }
+        transactionDepth += 1
+        defer { transactionDepth -= 1 }
         do {
             let result = try body()
             try execute("COMMIT")
@@ -109,19 +178,105 @@ package final class Database: @unchecked Sendable {
         return try body()
     }
 
-    /// Brings the schema up to `migrations.count`, each step once, recorded in `user_version`.
-    package func migrate(_ migrations: [String]) throws(RegistryError) {
+    /// Brings the schema up to the dialect's step count, each step once, recorded in SQLite's
+    /// `user_version` or PostgreSQL's `schema_version` table. Both lists have a step per schema
+    /// version, so a version number means the same tables in either engine.
+    package func migrate(sqlite: [String], postgres: [String]) throws(RegistryError) {
+        precondition(sqlite.count == postgres.count, "a schema step for each engine")
+        let steps = dialect == .sqlite ? sqlite : postgres
         try transaction { () throws(RegistryError) in
-            let current = try query("PRAGMA user_version").first?.first?.integer ?? 0
-            guard current <= Int64(migrations.count) else {
+            let current: Int64
+            switch dialect {
+            case .sqlite:
+                current = try query("PRAGMA user_version").first?.first?.integer ?? 0
+            case .postgres:
+                try execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                if let found = try query("SELECT version FROM schema_version").first?.first?.integer {
+                    current = found
+                } else {
+                    try query("INSERT INTO schema_version (version) VALUES (0)")
+                    current = 0
+                }
+            }
+            guard current <= Int64(steps.count) else {
                 throw RegistryError(
-                    "the registry was written by a newer switchyard (schema \(current), this one knows \(migrations.count)); upgrade switchyard")
+                    "the registry was written by a newer switchyard (schema \(current), this one knows \(steps.count)); upgrade switchyard")
             }
-            for step in Int(current)..<migrations.count {
-                try execute(migrations[step])
+            for step in Int(current)..<steps.count {
+                try execute(steps[step])
             }
-            try execute("PRAGMA user_version = \(migrations.count)")
+            switch dialect {
+            case .sqlite: try execute("PRAGMA user_version = \(steps.count)")
+            case .postgres: try query("UPDATE schema_version SET version = ?", [.integer(Int64(steps.count))])
+            }
         }
+    }
+
+    /// A connection of its own to the same PostgreSQL database, for LISTEN (nil for SQLite).
+    package func listener() throws(RegistryError) -> PostgresConnection? {
+        guard let postgres else { return nil }
+        return try PostgresConnection(url: postgres.url, timeout: 2)
+    }
+
+    // MARK: - PostgreSQL's connection
+
+    /// Reconnects a lost connection, at most once per backoff step (0.25 s doubling to 5 s); a
+    /// 503 naming the server otherwise.
+    private func connected(_ connection: PostgresConnection) throws(RegistryError) {
+        guard !connection.isConnected else { return }
+        guard transactionDepth == 0 else {
+            throw RegistryError("lost the PostgreSQL server at \(connection.redacted) in a transaction; nothing was changed", status: 503)
+        }
+        let now = Date().timeIntervalSince1970
+        guard now >= reconnect.at else {
+            throw RegistryError(
+                "the registry's PostgreSQL at \(connection.redacted) is unreachable; trying again in \(String(format: "%.1f", reconnect.at - now)) s",
+                status: 503)
+        }
+        do {
+            try connection.reconnect(timeout: 2)
+            reconnect = (0, 0)
+        } catch {
+            reconnect.delay = min(5, max(0.25, reconnect.delay * 2))
+            reconnect.at = now + reconnect.delay
+            throw RegistryError("the registry's PostgreSQL is unreachable: \(error.message)", status: 503)
+        }
+    }
+
+    /// Runs `statement`; when it finds the connection gone (the server restarted while this one
+    /// was idle) outside a transaction, connects again and runs it once more.
+    private func retryingOnce<T>(_ connection: PostgresConnection, _ statement: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        do {
+            return try statement()
+        } catch {
+            guard !connection.isConnected else { throw error }
+            guard transactionDepth == 0 else { throw RegistryError(error.message, status: 503) }
+            try connected(connection)
+            do { return try statement() } catch { throw connection.isConnected ? error : RegistryError(error.message, status: 503) }
+        }
+    }
+
+    /// `?` placeholders as PostgreSQL's `$1`, `$2`…; a `?` in a quoted literal or identifier stays.
+    package static func numberPlaceholders(_ sql: String) -> String {
+        var out = ""
+        out.reserveCapacity(sql.utf8.count + 8)
+        var n = 0
+        var quote: Character?
+        for c in sql {
+            if let q = quote {
+                if c == q { quote = nil }
+                out.append(c)
+            } else if c == "'" || c == "\"" {
+                quote = c
+                out.append(c)
+            } else if c == "?" {
+                n += 1
+                out += "$\(n)"
+            } else {
+                out.append(c)
+            }
+        }
+        return out
     }
 
     /// A column value.
@@ -140,9 +295,17 @@ package final class Database: @unchecked Sendable {
             if case .text(let v) = self { return v }
             return nil
         }
+
+        /// A number of either kind as a Double.
+        package var real: Double? {
+            switch self {
+            case .real(let v): v
+            case .integer(let v): Double(v)
+            default: nil
+            }
+        }
     }
 }
 
 // SQLITE_TRANSIENT is a macro (a cast of -1) that Swift cannot import.
 private let sqliteTransient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-

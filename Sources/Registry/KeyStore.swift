@@ -9,8 +9,12 @@ public final class KeyStore: Sendable {
 
     public typealias Key = APIKey
 
-    public init(home: Home) throws(RegistryError) {
-        database = try Database.open(home)
+    public convenience init(home: Home) throws(RegistryError) {
+        try self.init(location: .home(home))
+    }
+
+    public init(location: StoreLocation) throws(RegistryError) {
+        database = try Database.open(location)
     }
 
     /// Creates a key; returns its record and the key itself (never stored).
@@ -77,8 +81,12 @@ public final class FleetDirectory: Sendable {
     /// Records of members silent this long are deleted (a dead process never removes its own).
     public static let retention: Double = 24 * 3600
 
-    public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
-        database = try Database.open(home)
+    public convenience init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        try self.init(location: .home(home), now: now)
+    }
+
+    public init(location: StoreLocation, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        database = try Database.open(location)
         self.now = now
     }
 
@@ -113,7 +121,7 @@ public final class FleetDirectory: Sendable {
             "SELECT id, kind, url, pid, host, model, started_at, heartbeat_at FROM fleet WHERE heartbeat_at >= ? ORDER BY kind, id",
             [.real(cutoff)]
         ).map {
-            let heartbeat: Double = if case .real(let v) = $0[7] { v } else { Double($0[7].integer ?? 0) }
+            let heartbeat = $0[7].real ?? 0
             return Member(id: $0[0].text ?? "", kind: $0[1].text ?? "", url: $0[2].text ?? "", pid: Int($0[3].integer ?? 0),
                           host: $0[4].text ?? "", model: $0[5].text, startedAt: $0[6].text ?? "", heartbeat: heartbeat)
         }

@@ -12,27 +12,68 @@ import Scoring
 /// the log refuses updates and deletes (triggers), so it is append-only.
 public final class ModelRegistry: Sendable {
     private let database: Database
-    public let home: Home
+    /// Where it is: a SWITCHYARD_HOME (artifacts and baselines are files beside the SQLite file)
+    /// or a PostgreSQL database (they are rows of `artifacts`).
+    public let location: StoreLocation
     private let now: @Sendable () -> Date
 
     /// Opens (and creates or upgrades) the registry in `home`.
-    public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
-        self.home = home
+    public convenience init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        try self.init(location: .home(home), now: now)
+    }
+
+    /// Opens (and creates or upgrades) the registry at `location`.
+    public init(location: StoreLocation, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        self.location = location
         self.now = now
-        database = try Database.open(home)
+        database = try Database.open(location)
+    }
+
+    /// A LISTEN connection that hears of every audit entry (a change) made through any registry
+    /// process on the same PostgreSQL database, as `nextChange` returns; nil for SQLite (one
+    /// machine: read `revision()` instead).
+    public func changeListener() throws(RegistryError) -> ChangeListener? {
+        guard let connection = try database.listener() else { return nil }
+        try connection.listen(Self.changeChannel)
+        return ChangeListener(connection: connection)
+    }
+
+    static let changeChannel = "switchyard_audit"
+
+    /// Notifications of audit entries from the PostgreSQL store.
+    public final class ChangeListener: Sendable {
+        let connection: PostgresConnection
+        init(connection: PostgresConnection) { self.connection = connection }
+
+        /// The id of the next audit entry written, waiting up to `timeout` seconds; nil when none was.
+        public func nextChange(timeout: Double) throws(RegistryError) -> Int? {
+            try connection.nextNotification(timeout: timeout).flatMap { Int($0.payload) }
+        }
     }
 }
 
 extension Database {
     /// Opens the registry database in `home`, creating or upgrading its schema.
     package static func open(_ home: Home) throws(RegistryError) -> Database {
-        try home.prepare()
-        let database = try Database(path: home.databasePath)
-        try database.migrate(migrations)
+        try open(.home(home))
+    }
+
+    /// Opens the registry database at `location`, creating or upgrading its schema.
+    package static func open(_ location: StoreLocation) throws(RegistryError) -> Database {
+        let database: Database
+        switch location {
+        case .home(let home):
+            try home.prepare()
+            database = try Database(path: home.databasePath)
+        case .postgres(let url):
+            database = try Database(postgres: url)
+        }
+        try database.migrate(sqlite: migrations, postgres: postgresMigrations)
         return database
     }
 
-    /// Schema steps, applied once each, in order. Append new steps; never edit one.
+    /// SQLite's schema steps, applied once each, in order. Append new steps (and their PostgreSQL
+    /// twin below); never edit one.
     static let migrations: [String] = [
         """
         CREATE TABLE models (
@@ -157,6 +198,134 @@ extension Database {
     ]
 }
 
+extension Database {
+    /// PostgreSQL's schema steps, one for each of SQLite's: the same tables and constraints in its
+    /// types (BIGSERIAL, DOUBLE PRECISION), triggers through a function, model documents and
+    /// baselines in `artifacts` (SQLite's registry keeps them as files beside its database), and no
+    /// stream checkpoints (a stream's file offsets belong to the machine that reads the files).
+    static let postgresMigrations: [String] = [
+        """
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE versions (
+            model TEXT NOT NULL REFERENCES models(name),
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            metrics TEXT NOT NULL,
+            PRIMARY KEY (model, version),
+            UNIQUE (model, sha256)
+        );
+        CREATE TABLE aliases (
+            model TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL,
+            PRIMARY KEY (model, alias),
+            FOREIGN KEY (model, version) REFERENCES versions(model, version)
+        );
+        CREATE TABLE audit (
+            id BIGSERIAL PRIMARY KEY,
+            at TEXT NOT NULL,
+            who TEXT NOT NULL,
+            action TEXT NOT NULL,
+            model TEXT NOT NULL,
+            alias TEXT,
+            from_version INTEGER,
+            to_version INTEGER,
+            detail TEXT
+        );
+        CREATE TABLE artifacts (
+            sha256 TEXT PRIMARY KEY,
+            body TEXT NOT NULL
+        );
+        CREATE FUNCTION switchyard_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
+        CREATE TRIGGER versions_immutable BEFORE UPDATE ON versions
+            FOR EACH ROW EXECUTE FUNCTION switchyard_refuse('model versions are immutable');
+        CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+            FOR EACH ROW EXECUTE FUNCTION switchyard_refuse('the audit log is append-only');
+        CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+            FOR EACH ROW EXECUTE FUNCTION switchyard_refuse('the audit log is append-only');
+        CREATE TRIGGER artifacts_immutable BEFORE UPDATE OR DELETE ON artifacts
+            FOR EACH ROW EXECUTE FUNCTION switchyard_refuse('artifacts are immutable');
+        """,
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,
+            scope TEXT NOT NULL,
+            name TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE fleet (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            url TEXT NOT NULL,
+            pid BIGINT NOT NULL,
+            host TEXT NOT NULL,
+            model TEXT,
+            started_at TEXT NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        );
+        """,
+        """
+        CREATE TABLE batch_runs (
+            id BIGSERIAL PRIMARY KEY,
+            job TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            rerun_of BIGINT REFERENCES batch_runs(id),
+            who TEXT NOT NULL,
+            idempotency_key TEXT,
+            model TEXT,
+            model_sha256 TEXT,
+            inputs TEXT NOT NULL DEFAULT '[]',
+            rows_read BIGINT NOT NULL DEFAULT 0,
+            rows_scored BIGINT NOT NULL DEFAULT 0,
+            rows_rejected BIGINT NOT NULL DEFAULT 0,
+            bytes_total BIGINT NOT NULL DEFAULT 0,
+            bytes_done BIGINT NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,
+            queued_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT,
+            error TEXT,
+            scheduled_for DOUBLE PRECISION,
+            note TEXT,
+            UNIQUE (job, idempotency_key)
+        );
+        CREATE INDEX batch_runs_job_status ON batch_runs (job, status, id);
+        """,
+        "SELECT 1",  // SQLite's stream checkpoints: not kept here
+        """
+        CREATE TABLE routes (
+            model TEXT NOT NULL,
+            alias TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            PRIMARY KEY (model, alias)
+        );
+        """,
+        """
+        CREATE TABLE baselines (
+            model TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            PRIMARY KEY (model, version),
+            FOREIGN KEY (model, version) REFERENCES versions(model, version)
+        );
+        """,
+    ]
+}
+
+
 extension ModelRegistry {
 
     // MARK: - Types
@@ -185,10 +354,7 @@ extension ModelRegistry {
         do { try document.validate() } catch { throw RegistryError("\(error)") }
         let bytes = document.encoded()
         let sha = SHA256.hex([UInt8](bytes))
-        let artifact = home.artifacts.appendingPathComponent("\(sha).json")
-        if !FileManager.default.fileExists(atPath: artifact.path) {
-            try writeAtomically(bytes, to: artifact)
-        }
+        try storeContent(bytes, sha256: sha, folder: \.artifacts)
         let metrics = document.metadata.training?.metrics ?? [:]
         let metricsText = String(decoding: (try? JSONEncoder.sorted.encode(metrics)) ?? Data("{}".utf8), as: UTF8.self)
         let at = timestamp()
@@ -199,7 +365,7 @@ extension ModelRegistry {
                 ).first?.first?.integer {
                     return Registration(version: try version(name, Int(existing)), existed: true)
                 }
-                try database.query("INSERT OR IGNORE INTO models (name, created_at) VALUES (?, ?)", [.text(name), .text(at)])
+                try database.query("INSERT INTO models (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", [.text(name), .text(at)])
                 let next = (try database.query("SELECT MAX(version) FROM versions WHERE model = ?", [.text(name)])
                     .first?.first?.integer ?? 0) + 1
                 try database.query(
@@ -275,15 +441,7 @@ extension ModelRegistry {
         }
         let bytes = Data(baseline.json.jsonText.utf8)
         let sha = SHA256.hex([UInt8](bytes))
-        let file = home.baselines.appendingPathComponent("\(sha).json")
-        if !FileManager.default.fileExists(atPath: file.path) {
-            do {
-                try FileManager.default.createDirectory(at: home.baselines, withIntermediateDirectories: true)
-                try writeAtomically(bytes, to: file)
-            } catch {
-                throw RegistryError("cannot store the baseline in \(home.baselines.path): \(error)", status: 500)
-            }
-        }
+        try storeContent(bytes, sha256: sha, folder: \.baselines)
         try database.exclusive { () throws(RegistryError) in
             try database.transaction { () throws(RegistryError) in
                 _ = try self.version(model, version)
@@ -304,11 +462,10 @@ extension ModelRegistry {
             try database.query("SELECT sha256 FROM baselines WHERE model = ? AND version = ?", [.text(model), .integer(Int64(version))]).first?.first?.text
         }
         guard let sha else { return nil }
-        let file = home.baselines.appendingPathComponent("\(sha).json")
-        guard let data = FileManager.default.contents(atPath: file.path), SHA256.hex([UInt8](data)) == sha else {
-            throw RegistryError("the baseline of \(model)@\(version) is missing or damaged: \(file.path); store it again with 'switchyard models baseline'", status: 500)
+        let bytes: [UInt8]
+        do { bytes = try content(sha256: sha, folder: \.baselines) } catch {
+            throw RegistryError("the baseline of \(model)@\(version): \(error.message); store it again with 'switchyard models baseline'", status: 500)
         }
-        let bytes = [UInt8](data)
         do { return try DriftBaseline(json: try JSONValue.parse(bytes)) } catch { throw RegistryError("the baseline of \(model)@\(version): \(error)", status: 500) }
     }
 
@@ -396,11 +553,47 @@ extension ModelRegistry {
 
     /// The artifact stored under `sha256`, checked against it.
     public func artifact(sha256: String) throws(RegistryError) -> [UInt8] {
-        let url = home.artifacts.appendingPathComponent("\(sha256).json")
-        guard let data = FileManager.default.contents(atPath: url.path) else { throw RegistryError("the artifact \(sha256) is missing: \(url.path)", status: 404) }
-        let bytes = [UInt8](data)
+        try content(sha256: sha256, folder: \.artifacts)
+    }
+
+    /// Keeps `bytes` under their sha256: a file in the home's `folder` (written whole or not at
+    /// all), or a row of PostgreSQL's `artifacts`. Content already there is left as it is.
+    private func storeContent(_ bytes: Data, sha256: String, folder: KeyPath<Home, URL>) throws(RegistryError) {
+        switch location {
+        case .home(let home):
+            let url = home[keyPath: folder].appendingPathComponent("\(sha256).json")
+            guard !FileManager.default.fileExists(atPath: url.path) else { return }
+            do {
+                try FileManager.default.createDirectory(at: home[keyPath: folder], withIntermediateDirectories: true)
+            } catch {
+                throw RegistryError("cannot create \(home[keyPath: folder].path): \(error.localizedDescription)", status: 500)
+            }
+            try writeAtomically(bytes, to: url)
+        case .postgres:
+            try database.query("INSERT INTO artifacts (sha256, body) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                               [.text(sha256), .text(String(decoding: bytes, as: UTF8.self))])
+        }
+    }
+
+    /// What `storeContent` kept under `sha256`, checked against it: 404 when absent, 500 when it no
+    /// longer matches.
+    private func content(sha256: String, folder: KeyPath<Home, URL>) throws(RegistryError) -> [UInt8] {
+        let bytes: [UInt8], place: String
+        switch location {
+        case .home(let home):
+            let url = home[keyPath: folder].appendingPathComponent("\(sha256).json")
+            place = url.path
+            guard let data = FileManager.default.contents(atPath: url.path) else { throw RegistryError("the artifact \(sha256) is missing: \(place)", status: 404) }
+            bytes = [UInt8](data)
+        case .postgres:
+            place = "the artifacts table"
+            guard let body = try database.query("SELECT body FROM artifacts WHERE sha256 = ?", [.text(sha256)]).first?.first?.text else {
+                throw RegistryError("the artifact \(sha256) is missing from \(place)", status: 404)
+            }
+            bytes = Array(body.utf8)
+        }
         guard SHA256.hex(bytes) == sha256 else {
-            throw RegistryError("the artifact \(sha256) is corrupt: its sha256 no longer matches \(url.path)", status: 500)
+            throw RegistryError("the artifact \(sha256) is corrupt: its sha256 no longer matches \(place)", status: 500)
         }
         return bytes
     }
@@ -514,13 +707,17 @@ extension ModelRegistry {
     private func appendAudit(
         at: String, who: String, action: String, model: String, alias: String?, from: Int?, to: Int?, detail: String?
     ) throws(RegistryError) {
-        try database.query(
-            "INSERT INTO audit (at, who, action, model, alias, from_version, to_version, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        let id = try database.query(
+            "INSERT INTO audit (at, who, action, model, alias, from_version, to_version, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 .text(at), .text(who), .text(action), .text(model), alias.map(Database.Value.text) ?? .null,
                 from.map { .integer(Int64($0)) } ?? .null, to.map { .integer(Int64($0)) } ?? .null,
                 detail.map(Database.Value.text) ?? .null,
-            ])
+            ]).first?.first?.integer ?? 0
+        // Every registry process on the database hears of it at commit (`changeListener`).
+        if database.dialect == .postgres {
+            try database.query("SELECT pg_notify(?, ?)", [.text(Self.changeChannel), .text(String(id))])
+        }
     }
 
     private func timestamp() -> String { isoTimestamp(now()) }

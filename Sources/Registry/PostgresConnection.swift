@@ -40,11 +40,17 @@ package final class PostgresConnection: @unchecked Sendable {
             PQfinish(connection)
             throw RegistryError("cannot connect to PostgreSQL at \(redacted): \(message)")
         }
+        // Server notices (a WARNING as the server shuts down, say) are not the caller's errors;
+        // libpq would print them on stderr.
+        PQsetNoticeProcessor(connection, { _, _ in }, nil)
         handle = connection
     }
 
     /// The URL without a password, for messages.
-    package var redacted: String {
+    package var redacted: String { Self.redact(url) }
+
+    /// `url` without its password.
+    package static func redact(_ url: String) -> String {
         guard let at = url.range(of: "@"), let scheme = url.range(of: "://"), scheme.upperBound < at.lowerBound else { return url }
         let user = url[scheme.upperBound..<at.lowerBound].split(separator: ":", maxSplits: 1).first ?? ""
         return String(url[..<scheme.upperBound]) + user + String(url[at.lowerBound...])

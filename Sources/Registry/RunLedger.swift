@@ -85,15 +85,15 @@ public final class RunLedger: Sendable {
             ).first {
                 return (Self.decode(existing), true)
             }
-            try database.query(
+            let inserted = try database.query(
                 """
                 INSERT INTO batch_runs (job, trigger, rerun_of, who, idempotency_key, model, status, queued_at, scheduled_for, note)
-                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) RETURNING id
                 """,
                 [.text(job), .text(trigger.rawValue), rerunOf.map { .integer(Int64($0)) } ?? .null, .text(who),
                  idempotencyKey.map(Database.Value.text) ?? .null, model.map(Database.Value.text) ?? .null,
                  .text(isoTimestamp(now())), scheduledFor.map(Database.Value.real) ?? .null, note.map(Database.Value.text) ?? .null])
-            let id = Int(try database.query("SELECT last_insert_rowid()").first?.first?.integer ?? 0)
+            let id = Int(inserted.first?.first?.integer ?? 0)
             guard let run = try run(id) else { throw RegistryError("run \(id) vanished after it was queued") }
             return (run, false)
         }

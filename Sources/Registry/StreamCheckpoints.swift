@@ -34,7 +34,7 @@ public final class StreamCheckpoints: Sendable {
             for name in names {
                 seq += 1
                 try database.query(
-                    "INSERT OR IGNORE INTO stream_files (stream, file, seq, offset, line, updated_at) VALUES (?, ?, ?, 0, 0, ?)",
+                    "INSERT INTO stream_files (stream, file, seq, offset, line, updated_at) VALUES (?, ?, ?, 0, 0, ?) ON CONFLICT DO NOTHING",
                     [.text(stream), .text(name), .integer(Int64(seq)), .text(isoTimestamp(Date()))])
                 added.append(File(name: name, seq: seq, offset: 0, line: 0))
             }

@@ -11,7 +11,7 @@ import Telemetry
 
 /// Options of the commands that use the registry: the service's URL and the key to use it with.
 let registryOptions: [Option] = [
-    Option(name: "registry", value: "URL", help: "the registry service (switchyard registry) at http://HOST:PORT", defaultValue: "$SWITCHYARD_REGISTRY, else this machine's SWITCHYARD_HOME"),
+    Option(name: "registry", value: "URL", help: "the registry service (switchyard registry) at http://HOST:PORT, or its PostgreSQL store at postgres://USER@HOST:PORT/DB", defaultValue: "$SWITCHYARD_REGISTRY, else this machine's SWITCHYARD_HOME"),
     Option(name: "key", value: "KEY", help: "API key for the registry service (operate, for a component)", defaultValue: "$SWITCHYARD_KEY"),
 ]
 
@@ -54,17 +54,23 @@ func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAcces
     let environment = ProcessInfo.processInfo.environment
     let home = Home.fromEnvironment()
     let urlText = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 } ?? environment["SWITCHYARD_REGISTRY"]
+    if let url = urlText, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+        return try registryAccess(at: .postgres(url: url))
+    }
     if let url = urlText, !url.isEmpty {
         let key = args.string("key").flatMap { $0 == "$SWITCHYARD_KEY" ? nil : $0 } ?? environment["SWITCHYARD_KEY"]
         let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: key, home: home, events: events) }
         return RegistryAccess(store: client, keyAdministration: client, keys: client, fleet: client, client: client)
     }
-    let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
-    return RegistryAccess(
-        store: try openRegistry(),
-        keyAdministration: keys,
-        keys: keys,
-        fleet: try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) })
+    return try registryAccess(at: .home(home))
+}
+
+/// The registry's own store, used directly: this machine's SWITCHYARD_HOME, or PostgreSQL.
+private func registryAccess(at location: StoreLocation) throws -> RegistryAccess {
+    try registryCall { () throws(RegistryError) in
+        let keys = try KeyStore(location: location)
+        return RegistryAccess(store: try ModelRegistry(location: location), keyAdministration: keys, keys: keys, fleet: try FleetDirectory(location: location))
+    }
 }
 
 /// The registry an operator's command works on: the service at `--registry` (or

@@ -11,6 +11,7 @@ let registryCommand = Command(
     options: [
         Option(name: "port", value: "PORT", help: "port to listen on (0 picks a free one)", defaultValue: "8079"),
         Option(name: "host", value: "ADDRESS", help: "address to bind; anything but loopback needs API keys", defaultValue: "127.0.0.1"),
+        Option(name: "store", value: "URL", help: "postgres://USER@HOST:PORT/DB to keep the registry in PostgreSQL (default: the SQLite file in SWITCHYARD_HOME)"),
     ],
     details: """
         The registry in SWITCHYARD_HOME, over HTTP with API keys. Components elsewhere take
@@ -35,9 +36,10 @@ let registryCommand = Command(
         let port = try args.integer("port", range: 0...65535) ?? 8079
         let host = args.string("host") ?? "127.0.0.1"
         let home = Home.fromEnvironment()
-        let registry = try openRegistry()
-        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
-        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
+        let location = try registryCall { () throws(RegistryError) in try StoreLocation.parse(args.string("store"), home: home) }
+        let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(location: location) }
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(location: location) }
+        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(location: location) }
         let authenticator = Authenticator(store: keys, loops: 2)
         do {
             try ComponentHost.checkExposure(host: host, open: false, authenticator: authenticator)
@@ -45,13 +47,14 @@ let registryCommand = Command(
             throw CommandError(error.message)
         }
         let events = EventLog()
-        let component = RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator)
+        let storeHealth: DependencyHealth? = if case .postgres = location { DependencyHealth(name: "store", address: location.description, events: events) } else { nil }
+        let component = RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator, storeHealth: storeHealth)
         let runner = ComponentHost(
             component: component, observer: nil, configuration: HTTPServer.Configuration(host: host, port: port, threads: 2),
-            authenticator: authenticator, events: events, fleet: fleet)
+            authenticator: authenticator, events: events, fleet: fleet, dependencies: storeHealth.map { [$0] } ?? [])
         let termination = Termination()
         let bound = try startListening(runner, host: host, port: port)
-        logLine("registry \(home.url.path): control API on http://\(host):\(bound)")
+        logLine("registry \(location): control API on http://\(host):\(bound)")
         fflush(nil)
         termination.wait()
         logLine("stopping")
