@@ -230,7 +230,7 @@ package final class Database: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         guard now >= reconnect.at else {
             throw RegistryError(
-                "the registry's PostgreSQL at \(connection.redacted) is unreachable; trying again in \(String(format: "%.1f", reconnect.at - now)) s",
+                "PostgreSQL at \(connection.redacted) is unreachable; trying again in \(String(format: "%.1f", reconnect.at - now)) s",
                 status: 503)
         }
         do {
@@ -239,7 +239,7 @@ package final class Database: @unchecked Sendable {
         } catch {
             reconnect.delay = min(5, max(0.25, reconnect.delay * 2))
             reconnect.at = now + reconnect.delay
-            throw RegistryError("the registry's PostgreSQL is unreachable: \(error.message)", status: 503)
+            throw RegistryError(error.message, status: 503)
         }
     }
 

@@ -195,6 +195,29 @@ extension Database {
             FOREIGN KEY (model, version) REFERENCES versions(model, version)
         );
         """,
+        """
+        ALTER TABLE batch_runs ADD COLUMN spec TEXT;
+        CREATE TABLE batch_tasks (
+            run_id INTEGER NOT NULL REFERENCES batch_runs(id),
+            seq INTEGER NOT NULL,
+            file TEXT NOT NULL,
+            start_offset INTEGER NOT NULL,
+            end_offset INTEGER NOT NULL,
+            first_line INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            worker TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_until REAL,
+            rows_read INTEGER NOT NULL DEFAULT 0,
+            rows_scored INTEGER NOT NULL DEFAULT 0,
+            rows_rejected INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            started_at TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE INDEX batch_tasks_status ON batch_tasks (status, run_id, seq);
+        """,
     ]
 }
 
@@ -321,6 +344,29 @@ extension Database {
             PRIMARY KEY (model, version),
             FOREIGN KEY (model, version) REFERENCES versions(model, version)
         );
+        """,
+        """
+        ALTER TABLE batch_runs ADD COLUMN spec TEXT;
+        CREATE TABLE batch_tasks (
+            run_id BIGINT NOT NULL REFERENCES batch_runs(id),
+            seq INTEGER NOT NULL,
+            file TEXT NOT NULL,
+            start_offset BIGINT NOT NULL,
+            end_offset BIGINT NOT NULL,
+            first_line BIGINT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending',
+            worker TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            lease_until DOUBLE PRECISION,
+            rows_read BIGINT NOT NULL DEFAULT 0,
+            rows_scored BIGINT NOT NULL DEFAULT 0,
+            rows_rejected BIGINT NOT NULL DEFAULT 0,
+            error TEXT,
+            started_at TEXT,
+            finished_at TEXT,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE INDEX batch_tasks_status ON batch_tasks (status, run_id, seq);
         """,
     ]
 }

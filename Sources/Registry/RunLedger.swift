@@ -9,10 +9,13 @@ import Scoring
 /// survives a restart; a run still `running` when its process died is marked
 /// `interrupted` by the next process to open the job.
 public final class RunLedger: Sendable {
-    private let database: Database
-    private let now: @Sendable () -> Date
-    /// Where the ledger lives (job locks sit beside it).
+    let database: Database
+    let now: @Sendable () -> Date
+    /// This machine's SWITCHYARD_HOME: job locks live there (and the ledger too, unless it is in
+    /// PostgreSQL).
     public let home: Home
+    /// Where the ledger is.
+    public let location: StoreLocation
 
     public enum Status: String, Sendable, CaseIterable {
         case queued, running, succeeded, failed, cancelled, interrupted
@@ -62,8 +65,15 @@ public final class RunLedger: Sendable {
         public var note: String?
     }
 
-    public init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
-        database = try Database.open(home)
+    public convenience init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        try self.init(location: .home(home), home: home, now: now)
+    }
+
+    /// The ledger at `location` (SQLite in a home, or the registry's PostgreSQL, where workers on
+    /// other machines find a run's tasks); job locks in `home`.
+    public init(location: StoreLocation, home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
+        self.location = location
+        database = try Database.open(location)
         self.home = home
         self.now = now
     }

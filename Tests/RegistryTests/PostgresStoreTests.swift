@@ -34,7 +34,7 @@ import Glibc
         let again = try ModelRegistry(location: .postgres(url: server.url), now: { Date(timeIntervalSince1970: 1_800_000_000) })
         #expect(try again.versions(model: "m").count == 3)
         let db = try PostgresConnection(url: server.url)
-        #expect(try db.query("SELECT version FROM schema_version") == [[.integer(6)]])
+        #expect(try db.query("SELECT version FROM schema_version") == [[.integer(7)]])
         // Versions, artifacts and the audit log refuse rewriting there too.
         for sql in ["UPDATE versions SET sha256 = 'x'", "DELETE FROM audit", "UPDATE audit SET who = 'x'", "UPDATE artifacts SET body = '{}'"] {
             do throws(RegistryError) {

@@ -14,7 +14,7 @@ import Telemetry
 package final class BatchComponent: Component {
     package let kind = "batch"
     package let job: String
-    let ledger: RunLedger
+    package let ledger: RunLedger
     let registry: any ModelSource
     let events: EventLog
     package let inputDirectory: URL
@@ -35,6 +35,9 @@ package final class BatchComponent: Component {
         /// A file modified less than this long ago may still be being written: it waits for the
         /// next run (the ledger's note says so), so a cut-off last line is never scored as a record.
         package var settleSeconds: Double = 5
+        /// Cut each run into tasks of about this many bytes for `switchyard batch worker`
+        /// processes (`--split`); nil: this process scores every file itself.
+        package var taskBytes: Int?
         package init() {}
     }
 
@@ -342,20 +345,29 @@ package final class BatchComponent: Component {
                 reporterDone.signal()
             }.start()
         }
-        for (i, file) in files.enumerated() {
-            if progress.cancelled.load(ordering: .relaxed) { break }
-            progress.file.withLock { $0 = file.lastPathComponent }
-            let before = progress.bytesDone.load(ordering: .relaxed)
-            let result = runner.score(file, progress: progress)
-            // Progress counts bytes as chunks finish; settle this file at its size.
-            progress.bytesDone.store(before + sizes[i], ordering: .relaxed)
-            inputs[i] = result.input.sha256.isEmpty ? inputs[i] : result.input
-            read += result.rowsRead
-            scored += result.rowsScored
-            rejected += result.rowsRejected
-            bytesDone += sizes[i]
-            if let error = result.error, !progress.cancelled.load(ordering: .relaxed) { failures.append(error) }
-            try? ledger.progress(run.id, rowsRead: read, rowsScored: scored, rowsRejected: rejected, bytesDone: bytesDone, inputs: inputs)
+        var runError: String?
+        if let taskBytes = options.taskBytes {
+            let outcome = runSplit(run, files: files, runner: runner, model: model.version, taskBytes: taskBytes, progress: progress)
+            inputs = outcome.inputs
+            (read, scored, rejected, bytesDone) = (outcome.read, outcome.scored, outcome.rejected, outcome.bytesDone)
+            failures = outcome.failures
+            runError = outcome.runError
+        } else {
+            for (i, file) in files.enumerated() {
+                if progress.cancelled.load(ordering: .relaxed) { break }
+                progress.file.withLock { $0 = file.lastPathComponent }
+                let before = progress.bytesDone.load(ordering: .relaxed)
+                let result = runner.score(file, progress: progress)
+                // Progress counts bytes as chunks finish; settle this file at its size.
+                progress.bytesDone.store(before + sizes[i], ordering: .relaxed)
+                inputs[i] = result.input.sha256.isEmpty ? inputs[i] : result.input
+                read += result.rowsRead
+                scored += result.rowsScored
+                rejected += result.rowsRejected
+                bytesDone += sizes[i]
+                if let error = result.error, !progress.cancelled.load(ordering: .relaxed) { failures.append(error) }
+                try? ledger.progress(run.id, rowsRead: read, rowsScored: scored, rowsRejected: rejected, bytesDone: bytesDone, inputs: inputs)
+            }
         }
         reporting.store(false, ordering: .releasing)
         if let report {
@@ -366,6 +378,7 @@ package final class BatchComponent: Component {
             return finish(stopping.load(ordering: .relaxed) ? .interrupted : .cancelled,
                           stopping.load(ordering: .relaxed) ? "the component stopped during the run; rerun it" : "cancelled; outputs written before the cancel remain")
         }
+        if let runError { return finish(.failed, runError) }
         if !failures.isEmpty {
             return finish(.failed, "\(failures.count) of \(files.count) inputs failed: " + failures.joined(separator: "; "))
         }
@@ -376,7 +389,7 @@ package final class BatchComponent: Component {
     }
 
     /// 5 → "5", 0.5 → "0.5".
-    static func seconds(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? "\(Int(x))" : "\(x)" }
+    package static func seconds(_ x: Double) -> String { x == x.rounded() && abs(x) < 1e9 ? "\(Int(x))" : "\(x)" }
 
     /// Cancels a queued or running run.
     func cancel(_ id: Int, by who: String) throws(RegistryError) -> HTTPResponse {

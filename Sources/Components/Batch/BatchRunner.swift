@@ -89,20 +89,92 @@ package struct BatchRunner: Sendable {
         return outputDirectory.appendingPathComponent("\(base).\(format.rejectsExtension)")
     }
 
-    /// Scores one file. Progress counts go to `progress` as chunks are written.
-    package func score(_ input: URL, progress: BatchProgress) -> BatchFileResult {
+    /// Scores one file, or with `part` one task's byte range of it. Progress counts go to
+    /// `progress` as chunks are written.
+    package func score(_ input: URL, part: BatchPart? = nil, progress: BatchProgress) -> BatchFileResult {
         var result = BatchFileResult(input: .init(name: input.lastPathComponent, size: 0, sha256: ""))
         guard let format = BatchFormat(fileName: input.lastPathComponent) else {
             result.error = "\(input.lastPathComponent): unknown format; inputs are .csv (with a header) or .jsonl"
             return result
         }
         do {
-            try FileScoring(runner: self, input: input, format: format, progress: progress).run(&result)
+            try FileScoring(runner: self, input: input, format: format, part: part, progress: progress).run(&result)
         } catch {
             result.error = "\(input.lastPathComponent): \(error.message)"
         }
         return result
     }
+
+    /// Cuts `input` into tasks of about `taskBytes` for a run split across workers, reading it
+    /// once as a one-process run would (hashing it, finding record ends the same way): each cut
+    /// is where one of that run's chunks ends, with the line its next record starts on, so the
+    /// tasks' parts put together are that run's output byte for byte.
+    package func plan(_ input: URL, taskBytes: Int) -> BatchFilePlan {
+        var plan = BatchFilePlan(input: .init(name: input.lastPathComponent, size: 0, sha256: ""))
+        guard let format = BatchFormat(fileName: input.lastPathComponent) else {
+            plan.error = "\(input.lastPathComponent): unknown format; inputs are .csv (with a header) or .jsonl"
+            return plan
+        }
+        let fd = open(input.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            plan.error = "\(input.lastPathComponent): cannot open: \(String(cString: strerror(errno)))"
+            return plan
+        }
+        defer { close(fd) }
+        do throws(RegistryError) {
+            var source = ChunkSource(fd: fd, chunkBytes: chunkBytes, maxRecordBytes: maxRecordBytes, csv: format == .csv)
+            var line = 1
+            if format == .csv { line += try source.readHeader().newlines }
+            var cuts: [(offset: Int64, line: Int)] = [(0, 1)]
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(chunkBytes)
+            loop: while true {
+                switch try source.next(into: &chunk) {
+                case .records: line += newlineCount(chunk)
+                case .oversized: line += 1
+                case .end: break loop
+                }
+                if Int64(source.consumed) - cuts[cuts.count - 1].offset >= Int64(taskBytes) { cuts.append((Int64(source.consumed), line)) }
+            }
+            let size = Int64(source.consumed)
+            if cuts.count > 1, cuts[cuts.count - 1].offset == size { cuts.removeLast() }
+            plan.tasks = cuts.indices.map { i in
+                BatchPart(start: cuts[i].offset, end: i + 1 < cuts.count ? cuts[i + 1].offset : size, firstLine: cuts[i].line)
+            }
+            plan.input.size = size
+            plan.input.sha256 = source.digest()
+        } catch {
+            plan.error = "\(input.lastPathComponent): \(error.message)"
+        }
+        return plan
+    }
+}
+
+/// One task's part of an input file: the records in `start..<end` (a record boundary each), the
+/// first on line `firstLine`. Scored into `output` and `rejects` (part files), with the header
+/// rows only when it is the file's first part.
+package struct BatchPart: Sendable, Equatable {
+    package var start: Int64
+    package var end: Int64
+    package var firstLine: Int
+    package var output: URL?
+    package var rejects: URL?
+
+    package init(start: Int64, end: Int64, firstLine: Int, output: URL? = nil, rejects: URL? = nil) {
+        self.start = start
+        self.end = end
+        self.firstLine = firstLine
+        self.output = output
+        self.rejects = rejects
+    }
+}
+
+/// An input file as planned for a run cut into tasks.
+package struct BatchFilePlan: Sendable {
+    package var input: RunLedger.Input
+    package var tasks: [BatchPart] = []
+    /// Why it cannot be scored (unreadable, unknown format); nil when it can.
+    package var error: String?
 }
 
 // MARK: - One file
@@ -114,6 +186,8 @@ private struct FileScoring {
     let runner: BatchRunner
     let input: URL
     let format: BatchFormat
+    /// A task's range, scored into part files; nil: the whole file into its outputs.
+    let part: BatchPart?
     let progress: BatchProgress
 
     func run(_ result: inout BatchFileResult) throws(RegistryError) {
@@ -124,23 +198,40 @@ private struct FileScoring {
         fstat(fd, &info)
         result.input.size = Int64(info.st_size)
 
-        var source = ChunkSource(fd: fd, chunkBytes: runner.chunkBytes, maxRecordBytes: runner.maxRecordBytes, csv: format == .csv)
+        // A whole file is hashed as it is read; a part was hashed when the run was planned.
+        var source = ChunkSource(fd: fd, chunkBytes: runner.chunkBytes, maxRecordBytes: runner.maxRecordBytes, csv: format == .csv,
+                                 limit: part.map { $0.end - $0.start }, hashing: part == nil)
         let layout: OutputLayout
-        var nextLine = 1
+        let first = (part?.start ?? 0) == 0
+        var nextLine = part?.firstLine ?? 1
         switch format {
         case .csv:
-            let header = try source.readHeader()
-            nextLine += header.newlines
-            layout = try OutputLayout(csvHeader: header.fields, runner: runner)
+            if first {
+                let header = try source.readHeader()
+                nextLine += header.newlines
+                layout = try OutputLayout(csvHeader: header.fields, runner: runner)
+            } else {
+                // A later part: the columns from the file's header, then its own records.
+                var head = ChunkSource(fd: fd, chunkBytes: 1 << 16, maxRecordBytes: runner.maxRecordBytes, csv: true, limit: part!.start, hashing: false)
+                layout = try OutputLayout(csvHeader: try head.readHeader().fields, runner: runner)
+                guard lseek(fd, off_t(part!.start), SEEK_SET) == off_t(part!.start) else {
+                    throw RegistryError("cannot seek to byte \(part!.start): \(String(cString: strerror(errno)))")
+                }
+            }
         case .jsonLines:
             layout = OutputLayout(jsonIDs: runner.idColumns ?? ["id"], runner: runner)
+            if !first, lseek(fd, off_t(part!.start), SEEK_SET) != off_t(part!.start) {
+                throw RegistryError("cannot seek to byte \(part!.start): \(String(cString: strerror(errno)))")
+            }
         }
         progress.bytesDone.wrappingAdd(Int64(source.consumed), ordering: .relaxed)
 
-        let output = try AtomicFile(runner.outputURL(for: input))
-        let rejects = try AtomicFile(runner.rejectsURL(for: input))
-        try output.write(layout.outputHeader)
-        try rejects.write(layout.rejectsHeader)
+        let output = try AtomicFile(part?.output ?? runner.outputURL(for: input))
+        let rejects = try AtomicFile(part?.rejects ?? runner.rejectsURL(for: input))
+        if first {
+            try output.write(layout.outputHeader)
+            try rejects.write(layout.rejectsHeader)
+        }
 
         let window = runner.driftSlots
         // Each chunk counts drift in its own slot: a chunk is scored by one thread at a time.
@@ -209,7 +300,7 @@ private struct FileScoring {
             }
         }
         while !inFlight.isEmpty { try complete(inFlight.removeFirst()) }
-        result.input.sha256 = source.digest()
+        if part == nil { result.input.sha256 = source.digest() }
         try output.commit()
         try rejects.commit()
     }
@@ -231,7 +322,8 @@ private func newlineCount(_ bytes: [UInt8]) -> Int {
 
 // MARK: - Reading chunks
 
-/// Reads a file in chunks that end where a record ends, hashing every byte.
+/// Reads a file in chunks that end where a record ends, hashing every byte (with `hashing`), up
+/// to `limit` bytes from where the descriptor is (nil: to the end).
 private struct ChunkSource {
     let fd: Int32
     let chunkBytes: Int
@@ -241,14 +333,19 @@ private struct ChunkSource {
     private var carry: [UInt8] = []
     private var eof = false
     private var hasher = SHA256()
+    private let hashing: Bool
+    /// Bytes left to read (nil: no limit).
+    private var left: Int64?
     /// Bytes handed out so far.
     private(set) var consumed = 0
 
-    init(fd: Int32, chunkBytes: Int, maxRecordBytes: Int, csv: Bool) {
+    init(fd: Int32, chunkBytes: Int, maxRecordBytes: Int, csv: Bool, limit: Int64? = nil, hashing: Bool = true) {
         self.fd = fd
         self.chunkBytes = chunkBytes
         self.maxRecordBytes = maxRecordBytes
         self.csv = csv
+        self.hashing = hashing
+        left = limit
     }
 
     mutating func digest() -> String { SHA256.hexString(hasher.finalize()) }
@@ -257,7 +354,14 @@ private struct ChunkSource {
     private mutating func fill(_ want: Int) throws(RegistryError) {
         while carry.count < want && !eof {
             let old = carry.count
-            let room = max(want - old, 1 << 16)
+            var room = max(want - old, 1 << 16)
+            if let left {
+                guard left > 0 else {
+                    eof = true
+                    break
+                }
+                room = Int(min(Int64(room), left))
+            }
             carry.reserveCapacity(old + room)
             carry.append(contentsOf: repeatElement(0, count: room))
             let got = carry.withUnsafeMutableBytes { buffer -> Int in
@@ -271,7 +375,8 @@ private struct ChunkSource {
             }
             carry.removeLast(room - got)
             if got == 0 { eof = true }
-            carry.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[old..<(old + got)])) }
+            if let remaining = left { left = remaining - Int64(got) }
+            if hashing { carry.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[old..<(old + got)])) } }
         }
     }
 

@@ -6,7 +6,7 @@ let commands: [Command] = [
     predictCommand, explainCommand, predictionsShowCommand,
     registryCommand,
     serveCommand,
-    batchCommand, batchRunCommand,
+    batchCommand, batchRunCommand, batchWorkerCommand,
     streamCommand, streamProduceCommand,
     consoleCommand,
     modelsListCommand, modelsShowCommand, modelsRegisterCommand, modelsImportCommand, modelsPromoteCommand,

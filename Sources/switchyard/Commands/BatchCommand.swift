@@ -23,6 +23,7 @@ private let batchOptions: [Option] = [
     Option(name: "explain", value: "top=K", help: "add each row's K largest contributions to the label's margin (field and value) as columns"),
     Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
     Option(name: "settle", value: "SECONDS", help: "files modified more recently than this may still be being written: they wait for the next run", defaultValue: "5"),
+    Option(name: "split", value: "MB", help: "cut each run into tasks of about MB megabytes for 'switchyard batch worker' processes (on any machine) to do; this process plans, watches and publishes"),
 ] + registryOptions
 
 /// The pieces a batch component is built from, read from the arguments.
@@ -65,10 +66,13 @@ private func makeBatchComponent(
         guard settle >= 0, settle <= 86_400 else { throw UsageError("--settle must be between 0 and 86400 seconds, got \(settle)") }
         options.settleSeconds = settle
     }
+    if let megabytes = try args.double("split") {
+        guard megabytes >= 0.01, megabytes <= 1_000_000 else { throw UsageError("--split takes megabytes per task, from 0.01 to 1000000, got \(megabytes)") }
+        options.taskBytes = Int(megabytes * 1_048_576)
+    }
     let jobText = args.string("job")
     let job = jobText == nil || jobText == "the output folder's path" ? output.path : jobText!
-    let home = Home.fromEnvironment()
-    let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: home) }
+    let ledger = try openLedger(args)
     do {
         return try BatchComponent(
             registry: models, ledger: ledger, reference: try args.require("model"), job: job, input: input, pattern: pattern,
@@ -177,7 +181,7 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let events = EventLog()
     let access = try registryAccess(args, events: events)
     let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil, models: access.models)
-    let ledger = try registryCall { () throws(RegistryError) in try RunLedger(home: Home.fromEnvironment()) }
+    let ledger = batch.ledger
     var lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job) }
     if lock == nil {
         guard args.flag("wait") else {
@@ -247,3 +251,67 @@ func formatCount(_ x: Double) -> String {
     default: String(format: "%.0f", x)
     }
 }
+
+/// The run ledger a batch command works on (`ledgerLocation`), with job locks in SWITCHYARD_HOME.
+private func openLedger(_ args: Arguments) throws -> RunLedger {
+    let location = ledgerLocation(args)
+    return try registryCall { () throws(RegistryError) in try RunLedger(location: location, home: Home.fromEnvironment()) }
+}
+
+let batchWorkerCommand = Command(
+    words: ["batch", "worker"],
+    summary: "Do the tasks of a job's runs cut into tasks (batch --split), on this machine or any other",
+    options: [
+        Option(name: "job", value: "NAME", help: "the job whose tasks to do (its --job, or its output folder's path)", required: true),
+        Option(name: "threads", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
+        Option(name: "lease", value: "SECONDS", help: "how long a claimed task stays this worker's without a heartbeat (renewed every third of it); a dead worker's task is taken over after it", defaultValue: "30"),
+    ] + registryOptions,
+    details: """
+        Claims a task (whole records in a byte range of one input file), scores it into a part
+        in the job's output folder, and records it done; then the next. The batch component
+        (or 'batch run --once --split') that planned the run publishes every output once all
+        its tasks are done, byte for byte what one process would have written.
+
+        Inputs and outputs must be paths every worker reads and writes (a shared mount, or an
+        object-storage mount). Workers on other machines share the run ledger through the
+        registry's PostgreSQL: give every process the same --registry postgres://…; without
+        --registry, workers on this machine share SWITCHYARD_HOME's. Stop with SIGTERM or
+        Ctrl-C: the task in hand is finished first.
+
+        Example (two machines, /data shared):
+          switchyard batch --input /data/in --output /data/out --model credit@production --job nightly --split 16 --registry postgres://sy@db:5432/switchyard
+          switchyard batch worker --job nightly --registry postgres://sy@db:5432/switchyard     # on each machine
+        """,
+    run: { args in
+        let job = try args.require("job")
+        var threads = ProcessInfo.processInfo.activeProcessorCount
+        if let text = args.string("threads"), text != "one per core" { threads = try args.integer("threads", range: 1...256)! }
+        let lease = try args.double("lease") ?? 30
+        guard lease >= 0.5, lease <= 86_400 else { throw UsageError("--lease must be between 0.5 and 86400 seconds, got \(lease)") }
+        if case .home = ledgerLocation(args), let url = ProcessInfo.processInfo.environment["SWITCHYARD_REGISTRY"] ?? args.string("registry"),
+           url.hasPrefix("http") {
+            throw CommandError("a batch worker claims tasks from the run ledger itself: give --registry postgres://… (the database the registry service uses), or run it without --registry on the batch component's machine")
+        }
+        let events = EventLog()
+        let access = try registryAccess(args, events: events)
+        let worker = BatchWorker(ledger: try openLedger(args), registry: access.models, job: job, threads: threads, lease: lease, events: events)
+        let printer = Thread {
+            var seen = 0
+            while true {
+                for event in events.after(seen) {
+                    logLine(event.kind == "error" ? "error: \(event.message)" : event.message)
+                    seen = event.id
+                }
+                fflush(nil)
+                usleep(100_000)
+            }
+        }
+        printer.start()
+        onTermination(signals: [SIGINT, SIGTERM]) { worker.stop() }
+        logLine("batch worker \(worker.name) for job \(job): \(ledgerLocation(args)), \(threads) thread\(threads == 1 ? "" : "s"), lease \(BatchComponent.seconds(lease)) s")
+        fflush(nil)
+        worker.run()
+        usleep(150_000)  // the last events printed
+        logLine("stopped: \(worker.tasksDone.load(ordering: .relaxed)) tasks, \(worker.rowsDone.load(ordering: .relaxed)) rows")
+        return Exit.ok
+    })

@@ -50,10 +50,23 @@ struct RegistryAccess {
     }
 }
 
+/// `--registry`, else SWITCHYARD_REGISTRY; nil for the local SWITCHYARD_HOME.
+private func registryURL(_ args: Arguments) -> String? {
+    let text = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 } ?? ProcessInfo.processInfo.environment["SWITCHYARD_REGISTRY"]
+    return text?.isEmpty == false ? text : nil
+}
+
+/// Where a batch job's run ledger is: the registry's PostgreSQL when `--registry` names one (so
+/// batch workers on other machines find its tasks), else this machine's SWITCHYARD_HOME.
+func ledgerLocation(_ args: Arguments) -> StoreLocation {
+    if let url = registryURL(args), url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return .postgres(url: url) }
+    return .home(Home.fromEnvironment())
+}
+
 func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAccess {
     let environment = ProcessInfo.processInfo.environment
     let home = Home.fromEnvironment()
-    let urlText = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 } ?? environment["SWITCHYARD_REGISTRY"]
+    let urlText = registryURL(args)
     if let url = urlText, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
         return try registryAccess(at: .postgres(url: url))
     }

@@ -1,0 +1,210 @@
+import CSystem
+import ControlProtocol
+import Foundation
+import Registry
+import Scoring
+import Synchronization
+import Telemetry
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the parts of a run cut into tasks go: `OUTPUT/.switchyard-parts/run-ID/`, in the output
+/// folder that every worker writes (a shared mount across machines). A part is named by its task
+/// and attempt, so the attempt the ledger recorded as done is the one published.
+package enum BatchParts {
+    package static func folder(output: URL, run: Int) -> URL {
+        output.appendingPathComponent(".switchyard-parts").appendingPathComponent("run-\(run)")
+    }
+
+    package static func files(output: URL, run: Int, seq: Int, attempt: Int) -> (output: URL, rejects: URL) {
+        let base = folder(output: output, run: run).appendingPathComponent(String(format: "%06d-a%d", seq, attempt))
+        return (base.appendingPathExtension("out"), base.appendingPathExtension("rejects"))
+    }
+}
+
+/// The outcome of a run's scoring, however it was done.
+struct ScoredFiles {
+    var inputs: [RunLedger.Input]
+    var read = 0, scored = 0, rejected = 0
+    var bytesDone: Int64 = 0
+    /// Per file, as "NAME: why".
+    var failures: [String] = []
+    /// Why the run as a whole could not go on (nothing published).
+    var runError: String?
+}
+
+extension BatchComponent {
+    /// Tasks whose lease ran out this many times fail the run (the input kills its workers).
+    static let maxAttempts = 5
+
+    /// A run cut into tasks for `switchyard batch worker` processes (`--split`): this process
+    /// plans it (reads each input once, as a one-process run would, to hash it and find record
+    /// ends about every `taskBytes`), records the tasks, watches the workers' progress, and when
+    /// every task is done publishes each output and rejects file — its parts put together in
+    /// order, through an `AtomicFile` — exactly once. A failed task fails the run; a cancel or
+    /// stop ends the tasks (workers on them lose their lease at their next heartbeat).
+    func runSplit(
+        _ run: RunLedger.Run, files: [URL], runner: BatchRunner, model: ModelVersion, taskBytes: Int, progress: BatchProgress
+    ) -> ScoredFiles {
+        var outcome = ScoredFiles(inputs: files.map { .init(name: $0.lastPathComponent, size: 0, sha256: "") })
+        var planned: [RunLedger.PlannedTask] = []
+        var fileOfTask: [Int] = []
+        for (i, file) in files.enumerated() {
+            if progress.cancelled.load(ordering: .relaxed) { return outcome }
+            progress.file.withLock { $0 = "planning \(file.lastPathComponent)" }
+            let plan = runner.plan(file, taskBytes: taskBytes)
+            outcome.inputs[i] = plan.input
+            if let error = plan.error {
+                outcome.failures.append(error)
+                continue
+            }
+            for part in plan.tasks {
+                planned.append(.init(file: file.path, start: part.start, end: part.end, firstLine: part.firstLine))
+                fileOfTask.append(i)
+            }
+        }
+        let parts = BatchParts.folder(output: outputDirectory, run: run.id)
+        do {
+            try FileManager.default.createDirectory(at: parts, withIntermediateDirectories: true)
+        } catch {
+            outcome.runError = "cannot create \(parts.path) for the tasks' parts: \(error.localizedDescription)"
+            return outcome
+        }
+        defer {
+            try? FileManager.default.removeItem(at: parts)
+            rmdir(parts.deletingLastPathComponent().path)  // when no other run's parts are there
+        }
+        let spec = RunLedger.RunSpec(outputDirectory: outputDirectory.path, idColumns: options.idColumns, explainTop: options.explainTop,
+                                     chunkBytes: runner.chunkBytes, maxRecordBytes: runner.maxRecordBytes, rowsPerSecond: options.rowsPerSecond)
+        do {
+            try ledger.plan(run.id, spec: spec, tasks: planned)
+        } catch {
+            outcome.runError = "recording the run's tasks: \(error.message)"
+            return outcome
+        }
+        events.append("run", "run \(run.id): \(planned.count) task\(planned.count == 1 ? "" : "s") for workers (switchyard batch worker --job \(job))")
+
+        // Watch until every task is done, one failed, or the run is cancelled.
+        var tasks: [RunLedger.Task] = []
+        var lastRecorded = 0.0
+        var waitingSaid = false
+        var backoff = Backoff(initial: 0.05, cap: 2)
+        var outage = false
+        while true {
+            if progress.cancelled.load(ordering: .relaxed) {
+                try? ledger.cancelTasks(run.id)
+                return outcome
+            }
+            do {
+                tasks = try ledger.tasks(run.id)
+                if outage { events.append("recovered", "run \(run.id): its tasks can be read again") }
+                outage = false
+                backoff.reset()
+            } catch {
+                // The ledger's database is away: keep waiting (the run is not lost), say so once.
+                if !outage { events.append("error", "run \(run.id): reading its tasks: \(error.message); retrying with backoff") }
+                outage = true
+                _ = wake(after: backoff.next(), progress)
+                continue
+            }
+            let done = tasks.filter { $0.status == .done }
+            progress.rowsRead.store(done.reduce(0) { $0 + $1.rowsRead }, ordering: .relaxed)
+            progress.rowsScored.store(done.reduce(0) { $0 + $1.rowsScored }, ordering: .relaxed)
+            progress.rowsRejected.store(done.reduce(0) { $0 + $1.rowsRejected }, ordering: .relaxed)
+            progress.bytesDone.store(done.reduce(0) { $0 + $1.planned.end - $1.planned.start }, ordering: .relaxed)
+            let workers = Set(tasks.compactMap { $0.status == .running ? $0.worker : nil })
+            progress.file.withLock { $0 = "\(done.count)/\(tasks.count) tasks, \(workers.count) worker\(workers.count == 1 ? "" : "s")" }
+            // A task that lost its worker too often is given up: its file fails, like a file that
+            // cannot be read (the input may be what kills the workers).
+            for task in tasks where task.attempt >= Self.maxAttempts && task.status == .running {
+                if (try? ledger.expiredTasks(run.id))?.contains(task.seq) == true {
+                    _ = try? ledger.giveUp(task, error: "\(URL(fileURLWithPath: task.planned.file).lastPathComponent): task \(task.seq) (bytes \(task.planned.start)–\(task.planned.end)) lost its worker \(Self.maxAttempts) times; the records there may crash workers")
+                }
+            }
+            if tasks.allSatisfy({ $0.status == .done || $0.status == .failed || $0.status == .cancelled }) { break }
+            if !waitingSaid, workers.isEmpty, done.isEmpty {
+                waitingSaid = true
+                events.append("run", "run \(run.id) waits for workers: start 'switchyard batch worker --job \(job)' with the same registry")
+            }
+            let now = Date().timeIntervalSince1970
+            if now - lastRecorded >= 1 {
+                lastRecorded = now
+                try? ledger.progress(run.id, rowsRead: progress.rowsRead.load(ordering: .relaxed), rowsScored: progress.rowsScored.load(ordering: .relaxed),
+                                     rowsRejected: progress.rowsRejected.load(ordering: .relaxed), bytesDone: progress.bytesDone.load(ordering: .relaxed),
+                                     inputs: outcome.inputs)
+            }
+            _ = wake(after: 0.1, progress)
+        }
+        for task in tasks where task.status == .done {
+            outcome.read += task.rowsRead
+            outcome.scored += task.rowsScored
+            outcome.rejected += task.rowsRejected
+        }
+        // A file with a failed task fails, as a file that cannot be scored does in one process
+        // (its rows are not counted, its outputs not written); the other files are published.
+        var failedFiles = Set<Int>()
+        for (index, task) in tasks.enumerated() where task.status != .done {
+            let file = fileOfTask[index]
+            guard failedFiles.insert(file).inserted else { continue }
+            let name = files[file].lastPathComponent
+            let error = task.error ?? "task \(task.seq) was \(task.status.rawValue)"
+            outcome.failures.append(error.hasPrefix(name + ":") ? error : "\(name): \(error)")
+        }
+        for (index, task) in tasks.enumerated() where failedFiles.contains(fileOfTask[index]) && task.status == .done {
+            outcome.read -= task.rowsRead
+            outcome.scored -= task.rowsScored
+            outcome.rejected -= task.rowsRejected
+        }
+
+        // Publish: each file's parts, in order, into its output and rejects file.
+        progress.file.withLock { $0 = "publishing" }
+        for (i, file) in files.enumerated() where !failedFiles.contains(i) {
+            let mine = tasks.indices.filter { fileOfTask[$0] == i }.map { tasks[$0] }
+            guard !mine.isEmpty else { continue }
+            do throws(RegistryError) {
+                let output = try AtomicFile(runner.outputURL(for: file))
+                let rejects = try AtomicFile(runner.rejectsURL(for: file))
+                for task in mine {
+                    let part = BatchParts.files(output: outputDirectory, run: run.id, seq: task.seq, attempt: task.attempt)
+                    try Self.append(part.output, to: output)
+                    try Self.append(part.rejects, to: rejects)
+                }
+                try output.commit()
+                try rejects.commit()
+            } catch {
+                outcome.failures.append("\(file.lastPathComponent): publishing: \(error.message)")
+            }
+            outcome.bytesDone += outcome.inputs[i].size
+        }
+        return outcome
+    }
+
+    /// Waits `seconds`, or less when the run is cancelled.
+    private func wake(after seconds: Double, _ progress: BatchProgress) -> Bool {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end {
+            if progress.cancelled.load(ordering: .relaxed) { return true }
+            usleep(UInt32(min(20_000, max(1000, end.timeIntervalSinceNow * 1e6))))
+        }
+        return false
+    }
+
+    /// Copies `part` to the end of `file`, a megabyte at a time.
+    private static func append(_ part: URL, to file: AtomicFile) throws(RegistryError) {
+        let fd = open(part.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RegistryError("the part \(part.lastPathComponent) a worker reported done is missing: \(String(cString: strerror(errno)))", status: 500) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw RegistryError("reading the part \(part.lastPathComponent): \(String(cString: strerror(errno)))", status: 500)
+            }
+            if n == 0 { return }
+            try file.write(Array(buffer[..<n]))
+        }
+    }
+}
