@@ -137,6 +137,12 @@ private func runLine(_ run: RunSummary) -> String {
     return column(String(run.id), 6) + column(run.status, 12) + column(run.trigger, 9) + column(started, 15) + column(rows, 8) + column(rejected, 8) + (run.model ?? "")
 }
 
+/// "tasks 12/26 done, 3 running · 2 retried · 3 workers".
+private func taskLine(_ tasks: RunTasks) -> String {
+    "tasks \(tasks.done)/\(tasks.total) done" + (tasks.running > 0 ? ", \(tasks.running) running" : "") + (tasks.failed > 0 ? ", \(tasks.failed) failed" : "")
+        + (tasks.retried > 0 ? " · \(tasks.retried) taken over" : "") + " · \(tasks.workers.count) worker\(tasks.workers.count == 1 ? "" : "s")"
+}
+
 /// A run's whole record for the drill-down (Enter in the Batch view).
 func runDetail(_ run: RunSummary) -> (title: String, lines: [String]) {
     var lines = [
@@ -148,6 +154,10 @@ func runDetail(_ run: RunSummary) -> (title: String, lines: [String]) {
     if let p = run.progress {
         lines.append(String(format: "progress %.1f%% of %@, %@ rows/s, ETA %@, running %@", p.fraction * 100, p.file, short(p.rowsPerSecond),
                             p.etaSeconds.map(duration) ?? "–", duration(p.elapsedSeconds)))
+    }
+    if let tasks = run.tasks {
+        lines.append(taskLine(tasks))
+        lines += tasks.workers.map { "  \($0.name)  \($0.done) done\($0.running > 0 ? ", \($0.running) running" : "")  \($0.rows) rows" }
     }
     lines += ["queued \(run.queuedAt)", "started \(run.startedAt ?? "–")", "finished \(run.finishedAt ?? "–")"]
     if let slot = run.scheduledFor { lines.append("scheduled for \(slot)") }
@@ -201,6 +211,12 @@ func drawBatchView(_ canvas: inout Canvas, _ snapshot: FleetSnapshot, _ state: C
     line("rejected \(run.rowsRejected)", run.rowsRejected > 0 ? .warn : .value)
     if let progress = run.progress {
         line(String(format: "progress %.0f%%  %@ rows/s", progress.fraction * 100, short(progress.rowsPerSecond)), .accent)
+    }
+    if let tasks = run.tasks {
+        line(taskLine(tasks), tasks.failed > 0 ? .error : .value)
+        for worker in tasks.workers {
+            line("  \(worker.name)  \(worker.done) done\(worker.running > 0 ? " +1" : "")  \(short(Double(worker.rows))) rows", worker.running > 0 ? .accent : .dim)
+        }
     }
     line("queued \(run.queuedAt)", .dim)
     if let finished = run.finishedAt { line("finished \(finished)", .dim) }

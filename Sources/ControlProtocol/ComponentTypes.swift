@@ -492,6 +492,8 @@ public struct RunSummary: Sendable, Equatable {
     public var progress: RunProgress?
     /// The answer to a trigger that named an idempotency key already used: the run it started then.
     public var existing: Bool
+    /// A run cut into tasks (`--split`): how many, how far, and who did them.
+    public var tasks: RunTasks?
 
     /// A file the run read.
     public struct Input: Sendable, Equatable {
@@ -509,7 +511,7 @@ public struct RunSummary: Sendable, Equatable {
                 model: String? = nil, modelSHA256: String? = nil, inputs: [Input] = [], rowsRead: Int = 0, rowsScored: Int = 0,
                 rowsRejected: Int = 0, bytesTotal: Int64 = 0, bytesDone: Int64 = 0, queuedAt: String = "", startedAt: String? = nil,
                 finishedAt: String? = nil, error: String? = nil, scheduledFor: String? = nil, note: String? = nil, output: String = "",
-                progress: RunProgress? = nil, existing: Bool = false) {
+                progress: RunProgress? = nil, existing: Bool = false, tasks: RunTasks? = nil) {
         self.id = id
         self.status = status
         self.trigger = trigger
@@ -533,6 +535,7 @@ public struct RunSummary: Sendable, Equatable {
         self.output = output
         self.progress = progress
         self.existing = existing
+        self.tasks = tasks
     }
 
     public var json: JSONValue {
@@ -561,6 +564,7 @@ public struct RunSummary: Sendable, Equatable {
         o.append("scheduled_for", scheduledFor.map(JSONValue.string) ?? .null)
         o.append("note", note.map(JSONValue.string) ?? .null)
         o.append("output", .string(output))
+        if let tasks { o.append("tasks", tasks.json) }
         if existing { o.append("existing", .bool(true)) }
         return .object(o)
     }
@@ -584,11 +588,74 @@ public struct RunSummary: Sendable, Equatable {
                   queuedAt: value["queued_at"]?.stringValue ?? "", startedAt: value["started_at"]?.stringValue,
                   finishedAt: value["finished_at"]?.stringValue, error: value["error"]?.stringValue,
                   scheduledFor: value["scheduled_for"]?.stringValue, note: value["note"]?.stringValue, output: value["output"]?.stringValue ?? "",
-                  progress: value["progress"].flatMap(RunProgress.init(json:)), existing: value["existing"] == .bool(true))
+                  progress: value["progress"].flatMap(RunProgress.init(json:)), existing: value["existing"] == .bool(true),
+                  tasks: value["tasks"].flatMap(RunTasks.init(json:)))
     }
 
     /// Whether it has finished (and can be rerun, not cancelled).
     public var isFinished: Bool { status != "queued" && status != "running" }
+}
+
+/// The tasks of a run cut into tasks, and the workers that did them (a worker is `HOST:PID:ID`).
+public struct RunTasks: Sendable, Equatable {
+    public var total: Int
+    public var done: Int
+    public var running: Int
+    public var failed: Int
+    /// Tasks whose worker died and that another worker took over (or will).
+    public var retried: Int
+    public var workers: [Worker]
+
+    public struct Worker: Sendable, Equatable {
+        public var name: String
+        public var done: Int
+        public var running: Int
+        /// Rows read in its done tasks, and so far in its running one.
+        public var rows: Int
+        public init(name: String, done: Int, running: Int, rows: Int) {
+            self.name = name
+            self.done = done
+            self.running = running
+            self.rows = rows
+        }
+    }
+
+    public init(total: Int, done: Int, running: Int, failed: Int, retried: Int, workers: [Worker]) {
+        self.total = total
+        self.done = done
+        self.running = running
+        self.failed = failed
+        self.retried = retried
+        self.workers = workers
+    }
+
+    public var json: JSONValue {
+        var o = JSONObject()
+        o.append("total", .number(Double(total)))
+        o.append("done", .number(Double(done)))
+        o.append("running", .number(Double(running)))
+        o.append("failed", .number(Double(failed)))
+        o.append("retried", .number(Double(retried)))
+        o.append("workers", .array(workers.map {
+            .object(JSONObject(["name": .string($0.name), "done": .number(Double($0.done)), "running": .number(Double($0.running)),
+                                "rows": .number(Double($0.rows))]))
+        }))
+        return .object(o)
+    }
+
+    public init?(json value: JSONValue) {
+        guard case .object = value, let total = wholeNumber(value["total"], from: 0) else { return nil }
+        var workers: [Worker] = []
+        if case .array(let items)? = value["workers"] {
+            workers = items.compactMap { item in
+                guard let name = item["name"]?.stringValue else { return nil }
+                return Worker(name: name, done: wholeNumber(item["done"], from: 0) ?? 0, running: wholeNumber(item["running"], from: 0) ?? 0,
+                              rows: wholeNumber(item["rows"], from: 0) ?? 0)
+            }
+        }
+        self.init(total: total, done: wholeNumber(value["done"], from: 0) ?? 0, running: wholeNumber(value["running"], from: 0) ?? 0,
+                  failed: wholeNumber(value["failed"], from: 0) ?? 0, retried: wholeNumber(value["retried"], from: 0) ?? 0, workers: workers)
+    }
 }
 
 /// One page of `GET /v1/runs`, newest first; `nextBefore` asks for the page after it.

@@ -167,6 +167,30 @@ final class BatchFixture: @unchecked Sendable {
     }
 }
 
+/// 400 credit rows with quoted fields holding commas, doubled quotes and line ends, CRLF and LF
+/// line ends, and broken records (rejected).
+private func quotedCSV(rows: Int = 400) -> [UInt8] {
+    var csv = Array("id,amount,term,rate,income,age,tenure,utilization,inquiries,delinquencies,open_accounts,debt_ratio,credit_score,region,product,channel\r\n".utf8)
+    var generator = CreditFixture(seed: 9)
+    for i in 0..<rows {
+        var row: [UInt8] = []
+        CreditFixture.appendCSV(generator.next(), to: &row)
+        var text = String(decoding: row, as: UTF8.self)
+        text = String(text[..<text.lastIndex(of: ",")!])  // drop the label
+        var cells = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        switch i % 7 {
+        case 0: cells[0] = "\"id, with comma \(i)\""
+        case 1: cells[0] = "\"id \"\"quoted\"\"\n\(i)\""
+        case 2: cells[1] = "\"\(cells[1])\""
+        case 3 where i % 3 == 0: cells[2] = "3\"6"  // a stray quote: rejected
+        case 4 where i % 5 == 0: cells[3] = "\"17\"x"  // text after a closing quote: rejected
+        default: break
+        }
+        csv += Array((cells.joined(separator: ",") + (i % 2 == 0 ? "\r\n" : "\n")).utf8)
+    }
+    return csv
+}
+
 @Suite struct BatchRunnerTests {
     /// Every row is scored or rejected; outputs match the embedded scorer; rejects name line and reason.
     @Test func rowsAreScoredOrRejectedNeverLost() throws {
@@ -264,24 +288,7 @@ final class BatchFixture: @unchecked Sendable {
     @Test func outputsDoNotDependOnChunkBoundaries() throws {
         let f = try BatchFixture()
         defer { f.stop() }
-        var csv = Array("id,amount,term,rate,income,age,tenure,utilization,inquiries,delinquencies,open_accounts,debt_ratio,credit_score,region,product,channel\r\n".utf8)
-        var generator = CreditFixture(seed: 9)
-        for i in 0..<400 {
-            var row: [UInt8] = []
-            CreditFixture.appendCSV(generator.next(), to: &row)
-            var text = String(decoding: row, as: UTF8.self)
-            text = String(text[..<text.lastIndex(of: ",")!])  // drop the label
-            var cells = text.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-            switch i % 7 {
-            case 0: cells[0] = "\"id, with comma \(i)\""
-            case 1: cells[0] = "\"id \"\"quoted\"\"\n\(i)\""
-            case 2: cells[1] = "\"\(cells[1])\""
-            case 3 where i % 3 == 0: cells[2] = "3\"6"  // a stray quote: rejected
-            case 4 where i % 5 == 0: cells[3] = "\"17\"x"  // text after a closing quote: rejected
-            default: break
-            }
-            csv += Array((cells.joined(separator: ",") + (i % 2 == 0 ? "\r\n" : "\n")).utf8)
-        }
+        let csv = quotedCSV()
         try f.write("q.csv", csv)
         let scorer = try f.scorer(1)
         var outputs: [[UInt8]] = []
@@ -307,6 +314,55 @@ final class BatchFixture: @unchecked Sendable {
         // Rejected records keep their first line number: line 2 is the first record.
         let firstReject = String(decoding: rejects[0], as: UTF8.self).split(separator: "\n")[1]
         #expect(firstReject.hasPrefix("6,not valid CSV: a quote inside an unquoted field"))  // record 3 is on line 6: record 1 spans lines 3-4
+    }
+
+    /// A run split into tasks: each part scored on its own, put together in order, is the whole
+    /// file's output and rejects byte for byte, whatever the task and chunk sizes — quoted line
+    /// ends, CRLF, broken records, a line too long to hold, JSON Lines — with the same counts and
+    /// the same sha256 from planning.
+    @Test(arguments: [(97, 300), (4096, 2000), (1 << 20, 1)])
+    func partsPutTogetherAreTheWholeFilesOutput(chunk: Int, taskBytes: Int) throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        // Big enough for several chunks: a read takes at least 64 KiB, whatever the chunk size.
+        try f.write("q.csv", quotedCSV(rows: 3000))
+        var long = creditCSV(rows: 3000, seed: 5)
+        let cut = long.indices.filter { long[$0] == 0x0A }[12]
+        long.insert(contentsOf: Array(repeating: UInt8(ascii: "x"), count: 70_000) + [0x0A], at: cut + 1)
+        try f.write("long.csv", long)
+        let table = try CSVTable(creditCSV(rows: 2000, seed: 6))
+        try f.write("e.jsonl", Array((0..<2000).map { JSONWriter.text(table.json($0, fields: table.header.filter { $0 != "label" })) }.joined(separator: "\n").utf8))
+        let scorer = try f.scorer(1)
+        for name in ["q.csv", "long.csv", "e.jsonl"] {
+            let input = f.input.appendingPathComponent(name)
+            let whole = f.root.appendingPathComponent("whole-\(name)"), parts = f.root.appendingPathComponent("parts-\(name)")
+            for folder in [whole, parts] { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) }
+            var runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: whole, workers: 2)
+            runner.chunkBytes = chunk
+            runner.maxRecordBytes = 64 << 10
+            let one = runner.score(input, progress: BatchProgress())
+            #expect(one.error == nil)
+            let plan = runner.plan(input, taskBytes: taskBytes)
+            #expect(plan.error == nil && plan.input == one.input, "\(name)")
+            #expect(plan.tasks.count >= (chunk == 1 << 20 ? 1 : 3), "\(name): \(plan.tasks.count) tasks")
+            #expect(plan.tasks.first?.start == 0 && plan.tasks.last?.end == plan.input.size)
+            #expect(zip(plan.tasks, plan.tasks.dropFirst()).allSatisfy { $0.end == $1.start && $0.start < $0.end })
+            var output: [UInt8] = [], rejects: [UInt8] = []
+            var read = 0, scored = 0, rejected = 0
+            for (i, task) in plan.tasks.enumerated() {
+                var part = task
+                part.output = parts.appendingPathComponent("\(i).out")
+                part.rejects = parts.appendingPathComponent("\(i).rejects")
+                let result = runner.score(input, part: part, progress: BatchProgress())
+                #expect(result.error == nil)
+                (read, scored, rejected) = (read + result.rowsRead, scored + result.rowsScored, rejected + result.rowsRejected)
+                output += [UInt8](try Data(contentsOf: part.output!))
+                rejects += [UInt8](try Data(contentsOf: part.rejects!))
+            }
+            #expect((read, scored, rejected) == (one.rowsRead, one.rowsScored, one.rowsRejected), "\(name)")
+            #expect(output == [UInt8](try Data(contentsOf: runner.outputURL(for: input))), "\(name): the output")
+            #expect(rejects == [UInt8](try Data(contentsOf: runner.rejectsURL(for: input))), "\(name): the rejects")
+        }
     }
 
     @Test func jsonLinesInAndOut() throws {
@@ -547,6 +603,56 @@ final class BatchFixture: @unchecked Sendable {
         let run = try f.waitForRun(try batch.trigger(.manual, who: "test").run.id)
         #expect(run.status == .failed)
         #expect(run.error == "the input folder \(f.input.path) does not exist (any more); create it or point --input at the folder the files land in")
+    }
+
+    /// A run cut into tasks, done by two workers on this machine through the SQLite ledger (one of
+    /// them holding a task it never finishes, as a dead worker would): the task is taken over when
+    /// its lease runs out, the outputs equal a one-process run's byte for byte, and the run's
+    /// record shows the tasks by worker.
+    @Test func aSplitRunIsDoneByWorkersAndEqualsAOneProcessRun() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        try f.write("a.csv", creditCSV(rows: 20_000, seed: 21))
+        try f.write("q.csv", quotedCSV(rows: 2000))
+        // The one-process run, as the reference.
+        let reference = f.root.appendingPathComponent("reference")
+        try FileManager.default.createDirectory(at: reference, withIntermediateDirectories: true)
+        var runner = BatchRunner(scorer: try f.scorer(1), model: "credit@1", outputDirectory: reference, workers: 2)
+        runner.chunkBytes = 64 << 10
+        for name in ["a.csv", "q.csv"] { #expect(runner.score(f.input.appendingPathComponent(name), progress: BatchProgress()).error == nil) }
+
+        var options = BatchFixture.immediate
+        options.taskBytes = 128 << 10
+        options.chunkBytes = 64 << 10
+        let batch = try f.start(options: options)
+        let run = try batch.trigger(.manual, who: "test").run
+        // A worker that claims the first task and dies with it: its lease (0.3 s) runs out.
+        var claimed: RunLedger.Claim?
+        for _ in 0..<3000 where claimed == nil {
+            claimed = try f.ledger.claim(job: "test", worker: "dead:1:x", lease: 0.3)
+            if claimed == nil { usleep(2_000) }
+        }
+        #expect(claimed?.task.seq == 0)
+        let events = EventLog()
+        let workers = (0..<2).map { BatchWorker(ledger: f.ledger, registry: f.registry, job: "test", threads: 1, lease: 5, events: events, name: "w\($0)") }
+        let threads = workers.map { worker in Thread { worker.run() } }
+        for thread in threads { thread.start() }
+        defer { for worker in workers { worker.stop() } }
+        let finished = try f.waitForRun(run.id)
+        #expect(finished.status == .succeeded, "\(finished.error ?? "")")
+        for name in ["a.csv", "a.rejects.csv", "q.csv", "q.rejects.csv"] {
+            let same = try Data(contentsOf: reference.appendingPathComponent(name)) == Data(contentsOf: f.output.appendingPathComponent(name))
+            #expect(same, "\(name)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: f.output.path).sorted() == ["a.csv", "a.rejects.csv", "q.csv", "q.rejects.csv"])
+        #expect(finished.rowsRead == 22_000 && finished.rowsRead == finished.rowsScored + finished.rowsRejected && finished.rowsRejected > 0)
+        // The dead worker's completion is refused: the task was taken over.
+        if let claimed { #expect(try !f.ledger.complete(claimed.task, worker: "dead:1:x", rowsRead: 1, rowsScored: 1, rowsRejected: 0)) }
+        let summary = try f.api(f.readKey).run(run.id)
+        let tasks = try #require(summary.tasks)
+        #expect(tasks.total > 4 && tasks.done == tasks.total && tasks.failed == 0 && tasks.retried == 1)
+        #expect(Set(tasks.workers.map(\.name)).isSubset(of: ["w0", "w1"]) && tasks.workers.reduce(0) { $0 + $1.done } == tasks.total)
+        #expect(tasks.workers.reduce(0) { $0 + $1.rows } == 22_000)
     }
 
     @Test func missedSlotsWhileStoppedGiveOneCatchUpRun() throws {

@@ -603,7 +603,7 @@ private func detailedFleet() -> FleetSnapshot {
     var s = fleet()
     s.components[0].runs = [
         run(#"{"id":8,"status":"failed","trigger":"manual","who":"key:ops","model":"credit@1","inputs":[{"name":"bad.csv","size":2048,"sha256":"x"}],"rows_read":0,"rows_scored":0,"rows_rejected":0,"queued_at":"2026-11-25T01:10:00Z","started_at":"2026-11-25T01:10:01Z","finished_at":"2026-11-25T01:10:02Z","error":"bad.csv: the header lacks the required field \"amount\"","output":"/data/out"}"#),
-        run(#"{"id":7,"status":"succeeded","trigger":"schedule","who":"schedule","model":"credit@1","inputs":[{"name":"day.csv","size":4096000,"sha256":"y"}],"rows_read":50000,"rows_scored":49990,"rows_rejected":10,"queued_at":"2026-11-25T01:00:00Z","started_at":"2026-11-25T01:00:00Z","finished_at":"2026-11-25T01:00:03Z","output":"/data/out"}"#),
+        run(#"{"id":7,"status":"succeeded","trigger":"schedule","who":"schedule","model":"credit@1","inputs":[{"name":"day.csv","size":4096000,"sha256":"y"}],"rows_read":50000,"rows_scored":49990,"rows_rejected":10,"queued_at":"2026-11-25T01:00:00Z","started_at":"2026-11-25T01:00:00Z","finished_at":"2026-11-25T01:00:03Z","output":"/data/out","tasks":{"total":26,"done":26,"running":0,"failed":0,"retried":1,"workers":[{"name":"vm-a:4242:1f2e","done":14,"running":0,"rows":27000},{"name":"vm-b:77:aa01","done":12,"running":0,"rows":23000}]}}"#),
     ]
     s.components[1].status = status(#"{"kind":"serve","model":{"reference":"credit@2"},"following":"production","state":"serving","counters":{"swaps":1,"failed_swaps":0},"status_codes":{"200":9000,"400":12}}"#)
     s.versions = [
@@ -639,6 +639,12 @@ private func detailedFleet() -> FleetSnapshot {
         #expect(details.contains("read 50000  scored 49990"))
         #expect(details.contains("rejected 10"))
         #expect(details.contains("day.csv  4.1M B"))
+        // A split run: its tasks, and who did them.
+        #expect(details.contains("tasks 26/26 done ·"), "\(details)")
+        #expect(details.contains("vm-a:4242:1f2e  14 done") && details.contains("vm-b:77:aa01  12 done"), "\(details)")
+        let record = runDetail(detailedFleet().components[0].runs[1]).lines
+        #expect(record.contains("tasks 26/26 done · 1 taken over · 2 workers"))
+        #expect(record.contains("  vm-b:77:aa01  12 done  23000 rows"))
         // The filter narrows the table.
         let failed = draw(.batch) { $0.filter = "failed" }.joined(separator: "\n")
         #expect(failed.contains("runs matching \"failed\""))

@@ -627,7 +627,7 @@ package final class BatchComponent: Component {
             rowsRead: run.rowsRead, rowsScored: run.rowsScored, rowsRejected: run.rowsRejected, bytesTotal: run.bytesTotal, bytesDone: run.bytesDone,
             queuedAt: run.queuedAt, startedAt: run.startedAt, finishedAt: run.finishedAt, error: run.error,
             scheduledFor: run.scheduledFor.map { isoTimestamp(Date(timeIntervalSince1970: $0)) }, note: run.note, output: outputDirectory.path,
-            existing: existing)
+            existing: existing, tasks: Self.tasks(try? ledger.tasks(run.id)))
         if let live = state.withLock({ $0.active }), live.id == run.id {
             summary.rowsRead = live.progress.rowsRead.load(ordering: .relaxed)
             summary.rowsScored = live.progress.rowsScored.load(ordering: .relaxed)
@@ -639,6 +639,21 @@ package final class BatchComponent: Component {
     }
 
     // MARK: - Housekeeping
+
+    /// A split run's tasks by worker, in the order the workers first took one; nil for a run
+    /// done in one process.
+    static func tasks(_ tasks: [RunLedger.Task]?) -> RunTasks? {
+        guard let tasks, !tasks.isEmpty else { return nil }
+        var workers: [RunTasks.Worker] = []
+        for task in tasks.sorted(by: { ($0.startedAt ?? "~", $0.seq) < ($1.startedAt ?? "~", $1.seq) }) {
+            guard let name = task.worker, task.status == .done || task.status == .running else { continue }
+            let at = workers.firstIndex { $0.name == name } ?? { workers.append(.init(name: name, done: 0, running: 0, rows: 0)); return workers.count - 1 }()
+            if task.status == .done { workers[at].done += 1 } else { workers[at].running += 1 }
+            workers[at].rows += task.rowsRead
+        }
+        return RunTasks(total: tasks.count, done: tasks.count { $0.status == .done }, running: tasks.count { $0.status == .running },
+                        failed: tasks.count { $0.status == .failed }, retried: tasks.count { $0.attempt > 1 }, workers: workers)
+    }
 
     /// Removes temporary outputs left by a process that died mid-write
     /// (`.NAME.PID.RANDOM.tmp`, see `AtomicFile`) whose process is gone.

@@ -420,32 +420,52 @@ private struct ChunkSource {
     }
 
     /// Puts the next chunk (whole records) into `chunk`, or passes over a line too long to hold.
+    ///
+    /// A line of `maxRecordBytes` or more (without its line feed) is always passed over as one
+    /// reject, however the reads happened to fall: a chunk ends before it, and it is passed over
+    /// when it comes first. (Reads take at least 64 KiB, so a window can hold a whole long line;
+    /// without this, whether it was parsed would depend on where the reading started, and a
+    /// task's part would differ from the same records read in one pass.)
     mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Next {
         var want = chunkBytes
         while true {
             try fill(min(want, maxRecordBytes))
             if carry.isEmpty { return .end }
-            let boundary: Int? = eof ? carry.count : recordBoundary()
-            if let boundary, boundary > 0 {
-                chunk.removeAll(keepingCapacity: true)
-                chunk.append(contentsOf: carry[..<boundary])
-                carry.removeFirst(boundary)
-                consumed += boundary
-                return .records
-            }
-            if carry.count >= maxRecordBytes {
+            var end: Int? = eof ? carry.count : recordBoundary()
+            if (end ?? 0) == 0, carry.count >= maxRecordBytes {
                 // A quoted field that never closes: cut at the last line end and let the
                 // parser reject the broken record rather than holding the file in memory.
-                if let last = carry.lastIndex(of: 0x0A) {
-                    chunk.removeAll(keepingCapacity: true)
-                    chunk.append(contentsOf: carry[...last])
-                    carry.removeFirst(last + 1)
-                    consumed += last + 1
-                    return .records
-                }
-                return try passOverLongLine()
+                end = carry.lastIndex(of: 0x0A).map { $0 + 1 }
+                if end == nil { return try passOverLongLine() }
+            }
+            if let boundary = end, boundary > 0 {
+                let cut = carry.count >= maxRecordBytes ? firstLongLine(before: boundary) ?? boundary : boundary
+                if cut == 0 { return try passOverLongLine() }
+                chunk.removeAll(keepingCapacity: true)
+                chunk.append(contentsOf: carry[..<cut])
+                carry.removeFirst(cut)
+                consumed += cut
+                return .records
             }
             want = carry.count * 2
+        }
+    }
+
+    /// Where the first line of `maxRecordBytes` or more bytes in `carry[..<limit]` starts; nil when
+    /// there is none. (Only a window of at least that many bytes can hold one.)
+    private func firstLongLine(before limit: Int) -> Int? {
+        carry.withUnsafeBytes { bytes -> Int? in
+            guard let base = bytes.baseAddress else { return nil }
+            var start = 0
+            while start < limit {
+                guard let found = memchr(base + start, 0x0A, limit - start) else {
+                    return limit - start >= maxRecordBytes ? start : nil
+                }
+                let newline = UnsafeRawPointer(found) - base
+                if newline - start >= maxRecordBytes { return start }
+                start = newline + 1
+            }
+            return nil
         }
     }
 

@@ -19,7 +19,7 @@ private let batchOptions: [Option] = [
     Option(name: "model", value: "NAME@ALIAS", help: "the model; an alias is resolved at the start of each run, a version is pinned", required: true),
     Option(name: "job", value: "NAME", help: "the job's name in the run ledger", defaultValue: "the output folder's path"),
     Option(name: "id", value: "COLUMNS", help: "comma-separated columns copied to each output row", defaultValue: "id, when present; else the line number"),
-    Option(name: "workers", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
+    Option(name: "threads", value: "N", help: "threads parsing and scoring", defaultValue: "one per core"),
     Option(name: "explain", value: "top=K", help: "add each row's K largest contributions to the label's margin (field and value) as columns"),
     Option(name: "max-rows-per-second", value: "N", help: "slow runs down to about N rows/s (to share a busy machine)"),
     Option(name: "settle", value: "SECONDS", help: "files modified more recently than this may still be being written: they wait for the next run", defaultValue: "5"),
@@ -46,8 +46,8 @@ private func makeBatchComponent(
         throw CommandError("--output must differ from --input: outputs have the same names as their inputs")
     }
     var options = BatchComponent.Options()
-    if let workers = args.string("workers"), workers != "one per core" {
-        options.workers = try args.integer("workers", range: 1...256)!
+    if let threads = args.string("threads"), threads != "one per core" {
+        options.workers = try args.integer("threads", range: 1...256)!
     }
     if let ids = args.string("id"), !ids.hasPrefix("id, when") {
         options.idColumns = ids.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

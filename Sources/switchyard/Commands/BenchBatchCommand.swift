@@ -47,7 +47,9 @@ let benchBatchCommand = Command(
     options: [
         Option(name: "rows", value: "N", help: "rows in the generated credit file", defaultValue: "1000000"),
         Option(name: "repeat", value: "N", help: "runs; the median is reported", defaultValue: "5"),
-        Option(name: "workers", value: "N", help: "parsing and scoring threads", defaultValue: "one per core"),
+        Option(name: "threads", value: "N", help: "parsing and scoring threads of the one-process run", defaultValue: "one per core"),
+        Option(name: "workers", value: "N", help: "also run each round split into tasks for N 'batch worker' processes (one thread each, unless --threads), interleaved with the one-process run"),
+        Option(name: "split", value: "MB", help: "task size for --workers", defaultValue: "8"),
         Option(name: "dir", value: "DIR", help: "scratch folder (removed afterwards)", defaultValue: "a new folder in /tmp"),
         Option(name: "python", value: "PATH", help: "the Python with pandas and scikit-learn for the comparison ('none' leaves it out)", defaultValue: "python3"),
     ],
@@ -63,12 +65,20 @@ let benchBatchCommand = Command(
         (untimed), then read_csv, predict_proba and to_csv with an fsync, timed inside the
         script. The ratio is pandas' median time over Switchyard's (whose time includes its
         process start); both peak RSS figures come from the kernel.
+
+        With --workers N, each round also runs the job cut into tasks (batch run --once --split
+        MB) for N 'batch worker' processes started beforehand on the same SWITCHYARD_HOME, timed
+        from the planner's spawn to its exit (planning, the workers' claims and scoring, and
+        publishing included), and checks its output equals the one-process run's byte for byte.
         """,
     run: { args in
         let rows = try args.integer("rows", range: 1000...1_000_000_000) ?? 1_000_000
         let repeats = try args.integer("repeat", range: 1...50) ?? 5
-        let workersText = args.string("workers")
-        let workers = workersText == nil || workersText == "one per core" ? nil : try args.integer("workers", range: 1...256)
+        let threadsText = args.string("threads")
+        let workers = threadsText == nil || threadsText == "one per core" ? nil : try args.integer("threads", range: 1...256)
+        let workerProcesses = try args.integer("workers", range: 1...64)
+        let splitMB = try args.double("split") ?? 8
+        guard splitMB >= 0.1, splitMB <= 100_000 else { throw UsageError("--split takes megabytes per task, from 0.1, got \(splitMB)") }
         let dirText = args.string("dir")
         let scratch: URL
         if let dirText, dirText != "a new folder in /tmp" {
@@ -97,14 +107,17 @@ let benchBatchCommand = Command(
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         // The input is complete: no settle wait (--settle 0).
         var childArgs = ["batch", "run", "--once", "--settle", "0", "--input", input.path, "--output", output.path, "--model", "credit@production"]
-        if let workers { childArgs += ["--workers", "\(workers)"] }
+        if let workers { childArgs += ["--threads", "\(workers)"] }
         var environment = ProcessInfo.processInfo.environment
         environment["SWITCHYARD_HOME"] = homeURL.path
-        print("input: \(rows) rows, \(String(format: "%.1f", Double(size) / 1e6)) MB CSV; \(ProcessInfo.processInfo.activeProcessorCount) cores; workers: \(workers.map(String.init) ?? "one per core")")
+        print("input: \(rows) rows, \(String(format: "%.1f", Double(size) / 1e6)) MB CSV; \(ProcessInfo.processInfo.activeProcessorCount) cores; threads: \(workers.map(String.init) ?? "one per core")"
+              + (workerProcesses.map { "; split: \($0) worker processes, \(splitMB) MB tasks" } ?? ""))
         let python = args.string("python") ?? "python3"
         var pandasProblem: String? = python == "none" ? "--python none" : nil
         var rates: [Double] = [], seconds: [Double] = [], peaks: [Int] = []
         var pandasSeconds: [Double] = [], pandasPeaks: [Int] = []
+        var splitSeconds: [Double] = [], splitPeaks: [Int] = []
+        let splitOutput = scratch.appendingPathComponent("out-split")
         for r in 1...repeats {
             let measured = try spawnMeasured(executable, childArgs, environment: environment)
             guard measured.status == 0 else {
@@ -116,6 +129,16 @@ let benchBatchCommand = Command(
             peaks.append(measured.maxRSSKiB)
             print(String(format: "  run %d: switchyard %.3f s  %@ rows/s  %.1f MB/s  peak RSS %.1f MiB", r, measured.seconds,
                          formatCount(rate), Double(size) / measured.seconds / 1e6, Double(measured.maxRSSKiB) / 1024))
+            if let n = workerProcesses {
+                let split = try runSplit(executable, workers: n, threads: workers ?? 1, splitMB: splitMB, input: input, output: splitOutput,
+                                         environment: environment, scratch: scratch)
+                splitSeconds.append(split.seconds)
+                splitPeaks.append(split.maxRSSKiB)
+                print(String(format: "  run %d: split      %.3f s  %@ rows/s  over %d workers (tasks %@); peak RSS planner %.1f MiB, workers %.1f MiB", r, split.seconds,
+                             formatCount(Double(rows) / split.seconds), n, split.tasks, Double(split.plannerRSSKiB) / 1024, Double(split.maxRSSKiB) / 1024))
+                let same = FileManager.default.contentsEqual(atPath: output.appendingPathComponent("credit.csv").path, andPath: splitOutput.appendingPathComponent("credit.csv").path)
+                guard same else { throw CommandError("round \(r): the split run's output differs from the one-process run's") }
+            }
             guard pandasProblem == nil else { continue }
             let pandasOutput = scratch.appendingPathComponent("pandas.csv").path
             let theirs = runPython(python, pandasScript, [trainingRows.path, file.path, pandasOutput])
@@ -142,12 +165,60 @@ let benchBatchCommand = Command(
             print(String(format: "pandas + scikit-learn: median %.3f s [%.3f–%.3f], peak RSS max %.0f MiB; switchyard is %.1f× faster (medians; per round %.1f×–%.1f×)",
                          theirs, pandasSeconds.min()!, pandasSeconds.max()!, Double(pandasPeaks.max()!) / 1024, theirs / ours, ratios.first!, ratios.last!))
         }
+        if !splitSeconds.isEmpty, let n = workerProcesses {
+            let ours = seconds.sorted()[seconds.count / 2], split = splitSeconds.sorted()[splitSeconds.count / 2]
+            let ratios = zip(seconds, splitSeconds).map { $0 / $1 }.sorted()
+            print(String(format: "split over %d workers: median %.3f s [%.3f–%.3f], %@ rows/s, %.2f× the one-process rows/s (medians; per round %.2f×–%.2f×); outputs identical",
+                         n, split, splitSeconds.min()!, splitSeconds.max()!, formatCount(Double(rows) / split), ours / split, ratios.first!, ratios.last!))
+        }
         // The output must hold every row: a header plus one line per row.
         let outputFile = output.appendingPathComponent("credit.csv")
         let lines = try countLines(outputFile.path)
         guard lines == rows + 1 else { throw CommandError("the output has \(lines) lines, expected \(rows + 1)") }
         return Exit.ok
     })
+
+/// One round of the job split into tasks: `workers` worker processes started (and idle) first,
+/// then `batch run --once --split` timed from spawn to exit; the workers are stopped after it.
+private func runSplit(
+    _ executable: String, workers: Int, threads: Int, splitMB: Double, input: URL, output: URL, environment: [String: String], scratch: URL
+) throws -> (seconds: Double, maxRSSKiB: Int, plannerRSSKiB: Int, tasks: String) {
+    try? FileManager.default.removeItem(at: output)
+    let job = "bench-split"
+    var pids: [pid_t] = []
+    var logs: [String] = []
+    defer {
+        for pid in pids { kill(pid, SIGKILL) }
+        for log in logs { unlink(log) }
+    }
+    for i in 0..<workers {
+        let log = scratch.appendingPathComponent("worker-\(i).log").path
+        logs.append(log)
+        pids.append(try spawnLogged(executable, ["batch", "worker", "--job", job, "--threads", "\(threads)"], environment: environment, log: log, append: false))
+    }
+    // Every worker is up (it has printed its first line) before the clock starts.
+    for log in logs {
+        for _ in 0..<3000 where ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").isEmpty { usleep(2_000) }
+    }
+    let measured = try spawnMeasured(executable, ["batch", "run", "--once", "--settle", "0", "--input", input.path, "--output", output.path,
+                                                  "--model", "credit@production", "--job", job, "--split", "\(splitMB)"], environment: environment)
+    guard measured.status == 0 else { throw CommandError("the split run exited with status \(measured.status): \(measured.output)") }
+    var peak = 0
+    var done: [String] = []
+    for pid in pids {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        peak = max(peak, Int(usage.ru_maxrss))
+    }
+    for log in logs {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        done.append(String(text.split(separator: "\n").filter { $0.hasPrefix("done task") }.count))
+    }
+    pids = []
+    return (measured.seconds, peak, measured.maxRSSKiB, done.joined(separator: "+"))
+}
 
 /// Runs `python -c script arguments…` (`python` looked up on PATH) to its end and reads the JSON
 /// line it prints last: that JSON and the child's peak RSS, or what went wrong, for the report.
