@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Telemetry", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "HTTP", dependencies: ["CSystem"], swiftSettings: strict),
         .target(name: "ControlProtocol", dependencies: ["JSON", "Scoring", "HTTP"], swiftSettings: strict),
-        .target(name: "Registry", dependencies: ["ControlProtocol", "JSON", "Scoring", "CSQLite", "CPostgres"], swiftSettings: strict),
+        .target(name: "Registry", dependencies: ["ControlProtocol", "JSON", "Scoring", "CSQLite", "CPostgres", "CSystem"], swiftSettings: strict),
         .target(
             name: "Components",
             dependencies: ["ControlProtocol", "JSON", "Scoring", "Registry", "HTTP", "Telemetry", "CSystem"],

@@ -2,6 +2,7 @@
 #include <sys/socket.h>
 #include <spawn.h>
 #include <string.h>
+#include <unistd.h>
 #include "CSystem.h"
 
 int csystem_set_nonblocking(int fd) {
@@ -113,4 +114,8 @@ int csystem_catch_signal(int sig) {
     action.sa_flags = SA_RESTART;
     if (sigaction(sig, &action, NULL) != 0) return -1;
     return csystem_signal_fds[0];
+}
+
+long csystem_copy_file_range(int in, int out, unsigned long len) {
+    return (long)copy_file_range(in, NULL, out, NULL, len, 0);
 }

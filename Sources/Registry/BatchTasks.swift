@@ -39,6 +39,9 @@ extension RunLedger {
         public var rowsRead: Int
         public var rowsScored: Int
         public var rowsRejected: Int
+        /// The sizes of its parts, as the worker wrote them.
+        public var outputBytes: Int64
+        public var rejectsBytes: Int64
         public var error: String?
         public var startedAt: String?
         public var finishedAt: String?
@@ -107,7 +110,7 @@ extension RunLedger {
 
     private static let taskColumns = """
         run_id, seq, file, start_offset, end_offset, first_line, status, worker, attempts, rows_read, rows_scored, rows_rejected,
-        error, started_at, finished_at
+        output_bytes, rejects_bytes, error, started_at, finished_at
         """
 
     private static func decodeTask(_ row: [Database.Value]) -> Task {
@@ -116,22 +119,53 @@ extension RunLedger {
             run: int(0), seq: int(1),
             planned: PlannedTask(file: row[2].text ?? "", start: row[3].integer ?? 0, end: row[4].integer ?? 0, firstLine: int(5)),
             status: TaskStatus(rawValue: row[6].text ?? "") ?? .failed, worker: row[7].text, attempt: int(8),
-            rowsRead: int(9), rowsScored: int(10), rowsRejected: int(11), error: row[12].text, startedAt: row[13].text, finishedAt: row[14].text)
+            rowsRead: int(9), rowsScored: int(10), rowsRejected: int(11), outputBytes: row[12].integer ?? 0, rejectsBytes: row[13].integer ?? 0,
+            error: row[14].text, startedAt: row[15].text, finishedAt: row[16].text)
     }
 
-    /// Records a running run's tasks and settings (once: a run is planned by the process that runs it).
-    public func plan(_ run: Int, spec: RunSpec, tasks: [PlannedTask]) throws(RegistryError) {
+    /// Records a running run's settings for its workers (by the process that runs it), before its tasks.
+    public func plan(_ run: Int, spec: RunSpec) throws(RegistryError) {
         try database.transaction { () throws(RegistryError) in
             guard try database.query("SELECT status FROM batch_runs WHERE id = ?", [.integer(Int64(run))]).first?.first?.text == "running" else {
                 throw RegistryError("run \(run) is not running; only a running run gets tasks", status: 409)
             }
             try database.query("UPDATE batch_runs SET spec = ? WHERE id = ?", [.text(spec.json.jsonText), .integer(Int64(run))])
-            for (seq, task) in tasks.enumerated() {
+        }
+    }
+
+    /// Adds tasks to a planned run, numbered from `firstSeq`: workers may take them while the
+    /// rest of the run is still being planned. On PostgreSQL, idle workers hear of them at once
+    /// (`taskListener`).
+    public func addTasks(_ run: Int, firstSeq: Int, _ tasks: [PlannedTask]) throws(RegistryError) {
+        try database.transaction { () throws(RegistryError) in
+            for (i, task) in tasks.enumerated() {
                 try database.query(
                     "INSERT INTO batch_tasks (run_id, seq, file, start_offset, end_offset, first_line) VALUES (?, ?, ?, ?, ?, ?)",
-                    [.integer(Int64(run)), .integer(Int64(seq)), .text(task.file), .integer(task.start), .integer(task.end),
+                    [.integer(Int64(run)), .integer(Int64(firstSeq + i)), .text(task.file), .integer(task.start), .integer(task.end),
                      .integer(Int64(task.firstLine))])
             }
+            if database.dialect == .postgres { try database.query("SELECT pg_notify(?, ?)", [.text(Self.taskChannel), .text(String(run))]) }
+        }
+    }
+
+    static let taskChannel = "switchyard_tasks"
+
+    /// A LISTEN connection that hears of new tasks (PostgreSQL); nil for SQLite, where an idle
+    /// worker asks again every few tens of milliseconds instead.
+    public func taskListener() throws(RegistryError) -> TaskListener? {
+        guard let connection = try database.listener() else { return nil }
+        try connection.listen(Self.taskChannel)
+        return TaskListener(connection: connection)
+    }
+
+    /// Notifications of new tasks from the PostgreSQL ledger.
+    public final class TaskListener: Sendable {
+        let connection: PostgresConnection
+        init(connection: PostgresConnection) { self.connection = connection }
+
+        /// Waits up to `timeout` seconds for new tasks; whether some were added.
+        public func wait(timeout: Double) throws(RegistryError) -> Bool {
+            try connection.nextNotification(timeout: timeout) != nil
         }
     }
 
@@ -174,13 +208,17 @@ extension RunLedger {
 
     /// Records `worker`'s task as done with its counts (its part is written); false when the claim
     /// was no longer its, and then another worker's part counts.
-    public func complete(_ task: Task, worker: String, rowsRead: Int, rowsScored: Int, rowsRejected: Int) throws(RegistryError) -> Bool {
+    public func complete(
+        _ task: Task, worker: String, rowsRead: Int, rowsScored: Int, rowsRejected: Int, outputBytes: Int64, rejectsBytes: Int64
+    ) throws(RegistryError) -> Bool {
         !(try database.query(
             """
-            UPDATE batch_tasks SET status = 'done', lease_until = NULL, finished_at = ?, rows_read = ?, rows_scored = ?, rows_rejected = ?
+            UPDATE batch_tasks SET status = 'done', lease_until = NULL, finished_at = ?, rows_read = ?, rows_scored = ?, rows_rejected = ?,
+                output_bytes = ?, rejects_bytes = ?
             WHERE run_id = ? AND seq = ? AND worker = ? AND attempts = ? AND status = 'running' RETURNING seq
             """,
             [.text(isoTimestamp(now())), .integer(Int64(rowsRead)), .integer(Int64(rowsScored)), .integer(Int64(rowsRejected)),
+             .integer(outputBytes), .integer(rejectsBytes),
              .integer(Int64(task.run)), .integer(Int64(task.seq)), .text(worker), .integer(Int64(task.attempt))]).isEmpty)
     }
 

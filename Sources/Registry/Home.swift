@@ -1,3 +1,4 @@
+import CSystem
 import ControlProtocol
 import Foundation
 
@@ -37,15 +38,22 @@ public struct Home: Sendable {
 /// the same folder; `commit()` fsyncs it, renames it over the final name and
 /// fsyncs the folder. Dropped without a commit, the temporary file is removed,
 /// so a reader never sees a partial file under the final name.
+///
+/// Not `durable`, the commit only renames (no fsyncs): for intermediate files (a batch task's
+/// part) whose reader checks their size against what the writer recorded.
 public final class AtomicFile {
     public let url: URL
     private let temporary: URL
     private var fd: Int32
     private var buffer: [UInt8] = []
     private var done = false
+    private let durable: Bool
+    /// Bytes written so far (buffered ones included).
+    public private(set) var count: Int64 = 0
 
-    public init(_ url: URL) throws(RegistryError) {
+    public init(_ url: URL, durable: Bool = true) throws(RegistryError) {
         self.url = url
+        self.durable = durable
         temporary = url.deletingLastPathComponent()
             .appendingPathComponent(".\(url.lastPathComponent).\(getpid()).\(UInt32.random(in: 0...UInt32.max)).tmp")
         fd = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
@@ -58,7 +66,42 @@ public final class AtomicFile {
     /// Buffers `bytes`, writing out every megabyte.
     public func write(_ bytes: [UInt8]) throws(RegistryError) {
         buffer.append(contentsOf: bytes)
+        count += Int64(bytes.count)
         if buffer.count >= 1 << 20 { try flush() }
+    }
+
+    /// Appends the whole file at `path`, which must hold `expected` bytes (copied by the kernel,
+    /// `copy_file_range`, where it can).
+    public func append(contentsOf path: String, expected: Int64) throws(RegistryError) {
+        try flush()
+        let source = open(path, O_RDONLY | O_CLOEXEC)
+        guard source >= 0 else { throw RegistryError("cannot read \(path): \(String(cString: strerror(errno)))", status: 500) }
+        defer { close(source) }
+        var info = stat()
+        guard fstat(source, &info) == 0, Int64(info.st_size) == expected else {
+            throw RegistryError("\(path) holds \(info.st_size) bytes, not the \(expected) its writer recorded; it was lost or cut short", status: 500)
+        }
+        var left = expected
+        while left > 0 {
+            let n = csystem_copy_file_range(source, fd, UInt(min(left, 1 << 30)))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                // No kernel copy here (another filesystem, an old kernel): read and write.
+                guard lseek(source, off_t(expected - left), SEEK_SET) >= 0 else { break }
+                var chunk = [UInt8](repeating: 0, count: 1 << 20)
+                while left > 0 {
+                    let r = chunk.withUnsafeMutableBytes { read(source, $0.baseAddress!, $0.count) }
+                    if r < 0 && errno == EINTR { continue }
+                    guard r > 0 else { throw RegistryError("cannot read \(path): \(r == 0 ? "it ended early" : String(cString: strerror(errno)))", status: 500) }
+                    buffer.append(contentsOf: chunk[..<r])
+                    try flush()
+                    left -= Int64(r)
+                }
+                break
+            }
+            left -= Int64(n)
+        }
+        count += expected
     }
 
     public func write(_ data: Data) throws(RegistryError) {
@@ -84,15 +127,29 @@ public final class AtomicFile {
 
     /// Makes the file visible under its final name, complete and durable.
     public func commit() throws(RegistryError) {
+        try seal()
+        try publish()
+    }
+
+    /// Finishes writing (flushed, fsynced when durable, closed) without showing it yet: for a
+    /// file written long before it may appear (a split run's output, published with the run's
+    /// other outputs once every task is done).
+    public func seal() throws(RegistryError) {
+        guard fd >= 0 else { return }
         try flush()
-        guard fsync(fd) == 0 else { throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
+        guard !durable || fsync(fd) == 0 else { throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
         close(fd)
         fd = -1
+    }
+
+    /// Shows a sealed file under its final name.
+    public func publish() throws(RegistryError) {
+        precondition(fd < 0 && !done, "publish() follows seal()")
         guard rename(temporary.path, url.path) == 0 else {
             throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))")
         }
         done = true
-        let dir = open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY)
+        let dir = durable ? open(url.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY) : -1
         if dir >= 0 {
             fsync(dir)
             close(dir)

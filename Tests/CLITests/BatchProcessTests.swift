@@ -85,8 +85,9 @@ final class RunningSwitchyard: @unchecked Sendable {
         throw CLITestError("no control API address in the output of switchyard \(process.arguments?.first ?? "")\(ended): \(text)")
     }
 
+    /// Signals it, unless it has already ended (its pid may belong to another process by now).
     func kill(_ signal: Int32) {
-        Glibc.kill(process.processIdentifier, signal)
+        if process.isRunning { Glibc.kill(process.processIdentifier, signal) }
         process.waitUntilExit()
     }
 }

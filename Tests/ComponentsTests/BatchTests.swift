@@ -647,7 +647,7 @@ private func quotedCSV(rows: Int = 400) -> [UInt8] {
         #expect(try FileManager.default.contentsOfDirectory(atPath: f.output.path).sorted() == ["a.csv", "a.rejects.csv", "q.csv", "q.rejects.csv"])
         #expect(finished.rowsRead == 22_000 && finished.rowsRead == finished.rowsScored + finished.rowsRejected && finished.rowsRejected > 0)
         // The dead worker's completion is refused: the task was taken over.
-        if let claimed { #expect(try !f.ledger.complete(claimed.task, worker: "dead:1:x", rowsRead: 1, rowsScored: 1, rowsRejected: 0)) }
+        if let claimed { #expect(try !f.ledger.complete(claimed.task, worker: "dead:1:x", rowsRead: 1, rowsScored: 1, rowsRejected: 0, outputBytes: 0, rejectsBytes: 0)) }
         let summary = try f.api(f.readKey).run(run.id)
         let tasks = try #require(summary.tasks)
         #expect(tasks.total > 4 && tasks.done == tasks.total && tasks.failed == 0 && tasks.retried == 1)

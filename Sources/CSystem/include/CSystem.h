@@ -33,6 +33,10 @@ int csystem_set_nonblocking(int fd);
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); accept4 needs _GNU_SOURCE.
 int csystem_accept_nonblocking(int fd);
 
+/// copy_file_range(in, NULL, out, NULL, len, 0): the kernel copies between two files' current
+/// offsets (it needs _GNU_SOURCE). -1 with errno when it cannot (another filesystem, say).
+long csystem_copy_file_range(int in, int out, unsigned long len);
+
 /// The terminal's width in columns, or 0 when fd is not a terminal.
 int csystem_terminal_columns(int fd);
 

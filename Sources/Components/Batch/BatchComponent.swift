@@ -256,9 +256,13 @@ package final class BatchComponent: Component {
         var read = 0, scored = 0, rejected = 0
         var bytesDone: Int64 = 0
         func finish(_ status: RunLedger.Status, _ error: String?) -> RunLedger.Run? {
-            do {
-                try ledger.finish(run.id, status: status, rowsRead: read, rowsScored: scored, rowsRejected: rejected,
-                                  bytesDone: bytesDone, inputs: inputs, error: error)
+            // The end is recorded even if the ledger's database is away for a while (its outputs
+            // are out).
+            do throws(RegistryError) {
+                try throughOutages("run \(run.id): recording its end") { () throws(RegistryError) in
+                    try ledger.finish(run.id, status: status, rowsRead: read, rowsScored: scored, rowsRejected: rejected,
+                                      bytesDone: bytesDone, inputs: inputs, error: error)
+                }
             } catch {
                 events.append("error", "run \(run.id): recording its end: \(error.message)")
             }
@@ -386,6 +390,23 @@ package final class BatchComponent: Component {
             events.append("run", "run \(run.id) found no input files in \(inputDirectory.path)" + (pattern.map { " matching \($0)" } ?? ""))
         }
         return finish(.succeeded, nil)
+    }
+
+    /// Runs a ledger write, retrying it with backoff while the ledger's database is unreachable
+    /// (503), for up to ten minutes; the outage and its end are each one event.
+    func throughOutages<T>(_ what: String, _ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
+        var backoff = Backoff(initial: 0.1, cap: 5)
+        while true {
+            do {
+                let result = try body()
+                if backoff.attempts > 0 { events.append("recovered", "\(what): done after the ledger came back") }
+                return result
+            } catch {
+                guard error.status == 503, backoff.attempts < 150 else { throw error }
+                if backoff.attempts == 0 { events.append("error", "\(what): \(error.message); retrying with backoff") }
+                Thread.sleep(forTimeInterval: backoff.next())
+            }
+        }
     }
 
     /// 5 → "5", 0.5 → "0.5".

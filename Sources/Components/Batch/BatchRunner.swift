@@ -42,6 +42,9 @@ package struct BatchFileResult: Sendable {
     package var rowsRejected = 0
     /// Why the file could not be scored at all (unreadable, a header the model cannot use); nil when it was.
     package var error: String?
+    /// The sizes of what was written (a task's parts are checked against them when published).
+    package var outputBytes: Int64 = 0
+    package var rejectsBytes: Int64 = 0
 }
 
 /// Scores files: one output per input (id columns, a probability per class,
@@ -109,7 +112,7 @@ package struct BatchRunner: Sendable {
     /// once as a one-process run would (hashing it, finding record ends the same way): each cut
     /// is where one of that run's chunks ends, with the line its next record starts on, so the
     /// tasks' parts put together are that run's output byte for byte.
-    package func plan(_ input: URL, taskBytes: Int) -> BatchFilePlan {
+    package func plan(_ input: URL, taskBytes: Int, onTask: (BatchPart) -> Void = { _ in }) -> BatchFilePlan {
         var plan = BatchFilePlan(input: .init(name: input.lastPathComponent, size: 0, sha256: ""))
         guard let format = BatchFormat(fileName: input.lastPathComponent) else {
             plan.error = "\(input.lastPathComponent): unknown format; inputs are .csv (with a header) or .jsonl"
@@ -134,12 +137,22 @@ package struct BatchRunner: Sendable {
                 case .oversized: line += 1
                 case .end: break loop
                 }
-                if Int64(source.consumed) - cuts[cuts.count - 1].offset >= Int64(taskBytes) { cuts.append((Int64(source.consumed), line)) }
+                // A file's first tasks are smaller (a quarter, a half, three quarters of
+                // `taskBytes`), so workers start sooner.
+                let last = cuts[cuts.count - 1]
+                if Int64(source.consumed) - last.offset >= Int64(taskBytes) * Int64(min(cuts.count, 4)) / 4 {
+                    // A task is known as soon as its end is: workers can start on it now.
+                    let task = BatchPart(start: last.offset, end: Int64(source.consumed), firstLine: last.line)
+                    plan.tasks.append(task)
+                    onTask(task)
+                    cuts.append((Int64(source.consumed), line))
+                }
             }
             let size = Int64(source.consumed)
-            if cuts.count > 1, cuts[cuts.count - 1].offset == size { cuts.removeLast() }
-            plan.tasks = cuts.indices.map { i in
-                BatchPart(start: cuts[i].offset, end: i + 1 < cuts.count ? cuts[i + 1].offset : size, firstLine: cuts[i].line)
+            if let last = cuts.last, last.offset < size || plan.tasks.isEmpty {
+                let task = BatchPart(start: last.offset, end: size, firstLine: last.line)
+                plan.tasks.append(task)
+                onTask(task)
             }
             plan.input.size = size
             plan.input.sha256 = source.digest()
@@ -226,8 +239,9 @@ private struct FileScoring {
         }
         progress.bytesDone.wrappingAdd(Int64(source.consumed), ordering: .relaxed)
 
-        let output = try AtomicFile(part?.output ?? runner.outputURL(for: input))
-        let rejects = try AtomicFile(part?.rejects ?? runner.rejectsURL(for: input))
+        // A task's parts are not fsynced: the run's owner checks their sizes, and fsyncs the output.
+        let output = try AtomicFile(part?.output ?? runner.outputURL(for: input), durable: part == nil)
+        let rejects = try AtomicFile(part?.rejects ?? runner.rejectsURL(for: input), durable: part == nil)
         if first {
             try output.write(layout.outputHeader)
             try rejects.write(layout.rejectsHeader)
@@ -303,6 +317,8 @@ private struct FileScoring {
         if part == nil { result.input.sha256 = source.digest() }
         try output.commit()
         try rejects.commit()
+        result.outputBytes = output.count
+        result.rejectsBytes = rejects.count
     }
 }
 

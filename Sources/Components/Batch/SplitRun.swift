@@ -49,22 +49,6 @@ extension BatchComponent {
         _ run: RunLedger.Run, files: [URL], runner: BatchRunner, model: ModelVersion, taskBytes: Int, progress: BatchProgress
     ) -> ScoredFiles {
         var outcome = ScoredFiles(inputs: files.map { .init(name: $0.lastPathComponent, size: 0, sha256: "") })
-        var planned: [RunLedger.PlannedTask] = []
-        var fileOfTask: [Int] = []
-        for (i, file) in files.enumerated() {
-            if progress.cancelled.load(ordering: .relaxed) { return outcome }
-            progress.file.withLock { $0 = "planning \(file.lastPathComponent)" }
-            let plan = runner.plan(file, taskBytes: taskBytes)
-            outcome.inputs[i] = plan.input
-            if let error = plan.error {
-                outcome.failures.append(error)
-                continue
-            }
-            for part in plan.tasks {
-                planned.append(.init(file: file.path, start: part.start, end: part.end, firstLine: part.firstLine))
-                fileOfTask.append(i)
-            }
-        }
         let parts = BatchParts.folder(output: outputDirectory, run: run.id)
         do {
             try FileManager.default.createDirectory(at: parts, withIntermediateDirectories: true)
@@ -78,15 +62,54 @@ extension BatchComponent {
         }
         let spec = RunLedger.RunSpec(outputDirectory: outputDirectory.path, idColumns: options.idColumns, explainTop: options.explainTop,
                                      chunkBytes: runner.chunkBytes, maxRecordBytes: runner.maxRecordBytes, rowsPerSecond: options.rowsPerSecond)
-        do {
-            try ledger.plan(run.id, spec: spec, tasks: planned)
+        do throws(RegistryError) {
+            try throughOutages("run \(run.id): recording its task settings") { () throws(RegistryError) in try ledger.plan(run.id, spec: spec) }
         } catch {
-            outcome.runError = "recording the run's tasks: \(error.message)"
+            outcome.runError = "recording the run's task settings: \(error.message)"
             return outcome
         }
-        events.append("run", "run \(run.id): \(planned.count) task\(planned.count == 1 ? "" : "s") for workers (switchyard batch worker --job \(job))")
+        // Each task goes to the ledger as soon as it is cut, so workers start while the planning
+        // reads on.
+        var fileOfTask: [Int] = []
+        var unplanned = Set<Int>()
+        for (i, file) in files.enumerated() {
+            if progress.cancelled.load(ordering: .relaxed) {
+                try? ledger.cancelTasks(run.id)
+                return outcome
+            }
+            progress.file.withLock { $0 = "planning \(file.lastPathComponent)" }
+            var recordError: String?
+            let plan = runner.plan(file, taskBytes: taskBytes) { part in
+                guard recordError == nil else { return }
+                do throws(RegistryError) {
+                    let task = RunLedger.PlannedTask(file: file.path, start: part.start, end: part.end, firstLine: part.firstLine)
+                    let seq = fileOfTask.count
+                    try throughOutages("run \(run.id): recording task \(seq)") { () throws(RegistryError) in
+                        try ledger.addTasks(run.id, firstSeq: seq, [task])
+                    }
+                    fileOfTask.append(i)
+                } catch {
+                    recordError = error.message
+                }
+            }
+            outcome.inputs[i] = plan.input
+            if let recordError {
+                try? ledger.cancelTasks(run.id)
+                outcome.runError = "recording the run's tasks: \(recordError)"
+                return outcome
+            }
+            if let error = plan.error {
+                outcome.failures.append(error)
+                unplanned.insert(i)
+            }
+        }
+        events.append("run", "run \(run.id): \(fileOfTask.count) task\(fileOfTask.count == 1 ? "" : "s") for workers (switchyard batch worker --job \(job))")
 
-        // Watch until every task is done, one failed, or the run is cancelled.
+        // Watch until every task is done or failed, or the run is cancelled; meanwhile put the
+        // done parts together.
+        var assembly = Assembly(files: files, fileOfTask: fileOfTask, skipped: unplanned, runner: runner, parts: { task in
+            BatchParts.files(output: self.outputDirectory, run: run.id, seq: task.seq, attempt: task.attempt)
+        })
         var tasks: [RunLedger.Task] = []
         var lastRecorded = 0.0
         var waitingSaid = false
@@ -114,6 +137,7 @@ extension BatchComponent {
             progress.rowsScored.store(done.reduce(0) { $0 + $1.rowsScored }, ordering: .relaxed)
             progress.rowsRejected.store(done.reduce(0) { $0 + $1.rowsRejected }, ordering: .relaxed)
             progress.bytesDone.store(done.reduce(0) { $0 + $1.planned.end - $1.planned.start }, ordering: .relaxed)
+            assembly.advance(tasks)
             let workers = Set(tasks.compactMap { $0.status == .running ? $0.worker : nil })
             progress.file.withLock { $0 = "\(done.count)/\(tasks.count) tasks, \(workers.count) worker\(workers.count == 1 ? "" : "s")" }
             // A task that lost its worker too often is given up: its file fails, like a file that
@@ -135,7 +159,7 @@ extension BatchComponent {
                                      rowsRejected: progress.rowsRejected.load(ordering: .relaxed), bytesDone: progress.bytesDone.load(ordering: .relaxed),
                                      inputs: outcome.inputs)
             }
-            _ = wake(after: 0.1, progress)
+            _ = wake(after: 0.02, progress)
         }
         for task in tasks where task.status == .done {
             outcome.read += task.rowsRead
@@ -144,7 +168,7 @@ extension BatchComponent {
         }
         // A file with a failed task fails, as a file that cannot be scored does in one process
         // (its rows are not counted, its outputs not written); the other files are published.
-        var failedFiles = Set<Int>()
+        var failedFiles = unplanned
         for (index, task) in tasks.enumerated() where task.status != .done {
             let file = fileOfTask[index]
             guard failedFiles.insert(file).inserted else { continue }
@@ -158,21 +182,14 @@ extension BatchComponent {
             outcome.rejected -= task.rowsRejected
         }
 
-        // Publish: each file's parts, in order, into its output and rejects file.
+        // Publish: every file whose parts are all in, under its final name, in order.
         progress.file.withLock { $0 = "publishing" }
+        assembly.advance(tasks)
         for (i, file) in files.enumerated() where !failedFiles.contains(i) {
-            let mine = tasks.indices.filter { fileOfTask[$0] == i }.map { tasks[$0] }
-            guard !mine.isEmpty else { continue }
             do throws(RegistryError) {
-                let output = try AtomicFile(runner.outputURL(for: file))
-                let rejects = try AtomicFile(runner.rejectsURL(for: file))
-                for task in mine {
-                    let part = BatchParts.files(output: outputDirectory, run: run.id, seq: task.seq, attempt: task.attempt)
-                    try Self.append(part.output, to: output)
-                    try Self.append(part.rejects, to: rejects)
-                }
-                try output.commit()
-                try rejects.commit()
+                guard let sealed = try assembly.sealed(i) else { continue }
+                try sealed.output.publish()
+                try sealed.rejects.publish()
             } catch {
                 outcome.failures.append("\(file.lastPathComponent): publishing: \(error.message)")
             }
@@ -190,21 +207,86 @@ extension BatchComponent {
         }
         return false
     }
+}
 
-    /// Copies `part` to the end of `file`, a megabyte at a time.
-    private static func append(_ part: URL, to file: AtomicFile) throws(RegistryError) {
-        let fd = open(part.path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RegistryError("the part \(part.lastPathComponent) a worker reported done is missing: \(String(cString: strerror(errno)))", status: 500) }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw RegistryError("reading the part \(part.lastPathComponent): \(String(cString: strerror(errno)))", status: 500)
+/// A split run's outputs put together as the tasks finish: each file's parts are appended, in
+/// order, to its output and rejects (temporary files) as soon as the parts before them are in,
+/// and the file is sealed (fsynced, closed, not yet shown) with its last part. So when the last
+/// task ends, little is left to copy. Files are taken in order, one open at a time.
+private struct Assembly {
+    let files: [URL]
+    let seqsOfFile: [[Int]]
+    var skipped: Set<Int>
+    let runner: BatchRunner
+    let parts: (RunLedger.Task) -> (output: URL, rejects: URL)
+    /// The file being put together: its index, its two files, and the next of its parts to append.
+    private var open: (file: Int, output: AtomicFile, rejects: AtomicFile, next: Int)?
+    private var done: [Int: (output: AtomicFile, rejects: AtomicFile)] = [:]
+    private var errors: [Int: RegistryError] = [:]
+    /// Files before this one are sealed, failed or skipped.
+    private var current = 0
+
+    init(files: [URL], fileOfTask: [Int], skipped: Set<Int>, runner: BatchRunner, parts: @escaping (RunLedger.Task) -> (output: URL, rejects: URL)) {
+        self.files = files
+        var seqs = [[Int]](repeating: [], count: files.count)
+        for (seq, file) in fileOfTask.enumerated() { seqs[file].append(seq) }
+        seqsOfFile = seqs
+        self.skipped = skipped
+        self.runner = runner
+        self.parts = parts
+    }
+
+    /// Appends every part whose turn has come (`tasks` by seq).
+    mutating func advance(_ tasks: [RunLedger.Task]) {
+        while current < files.count {
+            let i = current
+            let seqs = seqsOfFile[i]
+            if skipped.contains(i) || seqs.isEmpty || seqs.contains(where: { $0 >= tasks.count || tasks[$0].status == .failed || tasks[$0].status == .cancelled }) {
+                if open?.file == i {
+                    open?.output.abandon()
+                    open?.rejects.abandon()
+                    open = nil
+                }
+                // Wait for a file's tasks to be planned, unless it is given up on.
+                if !skipped.contains(i), !seqs.isEmpty, seqs.contains(where: { $0 >= tasks.count }) { return }
+                skipped.insert(i)
+                current += 1
+                continue
             }
-            if n == 0 { return }
-            try file.write(Array(buffer[..<n]))
+            do throws(RegistryError) {
+                var state: (file: Int, output: AtomicFile, rejects: AtomicFile, next: Int)
+                if let open { state = open } else {
+                    state = (i, try AtomicFile(runner.outputURL(for: files[i])), try AtomicFile(runner.rejectsURL(for: files[i])), 0)
+                }
+                while state.next < seqs.count, tasks[seqs[state.next]].status == .done {
+                    let task = tasks[seqs[state.next]]
+                    let part = parts(task)
+                    try state.output.append(contentsOf: part.output.path, expected: task.outputBytes)
+                    try state.rejects.append(contentsOf: part.rejects.path, expected: task.rejectsBytes)
+                    state.next += 1
+                }
+                guard state.next == seqs.count else {
+                    open = state
+                    return
+                }
+                try state.output.seal()
+                try state.rejects.seal()
+                done[i] = (state.output, state.rejects)
+                open = nil
+            } catch {
+                open?.output.abandon()
+                open?.rejects.abandon()
+                open = nil
+                errors[i] = error
+            }
+            current += 1
         }
+    }
+
+    /// File `i`'s sealed output and rejects; nil when it has none (failed, or no tasks); the
+    /// error that stopped putting it together.
+    func sealed(_ i: Int) throws(RegistryError) -> (output: AtomicFile, rejects: AtomicFile)? {
+        if let error = errors[i] { throw error }
+        return done[i]
     }
 }
