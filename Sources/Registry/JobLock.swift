@@ -5,16 +5,19 @@ import Foundation
 import Glibc
 #endif
 
-/// One batch run at a time per job, across processes on this machine: an exclusive
-/// `flock` on `SWITCHYARD_HOME/locks/batch-JOB.lock`, held for the whole run. The kernel
-/// drops it when its holder dies (SIGKILL included), so a lock that can be taken means
-/// every run still marked `running` in the ledger lost its process. The holder writes
-/// `pid run` into the file so others can say who holds the job.
+/// One batch run at a time per job, across processes: for a ledger in SWITCHYARD_HOME (one
+/// machine), an exclusive `flock` on `SWITCHYARD_HOME/locks/batch-JOB.lock`; for a ledger in
+/// PostgreSQL (many machines), a session advisory lock on a connection of the lock's own. Either
+/// is held for the whole run and dropped when its holder dies (SIGKILL included: the kernel
+/// closes the file or the connection), so a lock that can be taken means every run still marked
+/// `running` in the ledger lost its process. The flock's holder writes `pid run` into the file so
+/// others can say who holds the job.
 ///
-/// Safety: the descriptor is only read or closed by the owner of the value.
+/// Safety: the descriptor and connection are only used or closed by the owner of the value.
 public final class JobLock: @unchecked Sendable {
     public let job: String
     private var fd: Int32
+    private var session: PostgresConnection?
 
     /// Who holds a job's lock, as its holder wrote it.
     public struct Holder: Sendable, Equatable {
@@ -22,9 +25,32 @@ public final class JobLock: @unchecked Sendable {
         public var run: Int?
     }
 
-    private init(job: String, fd: Int32) {
+    private init(job: String, fd: Int32, session: PostgresConnection? = nil) {
         self.job = job
         self.fd = fd
+        self.session = session
+    }
+
+    /// Takes the lock of `job` for the ledger's database (see the type), or nil when another
+    /// process holds it; with `wait`, waits until it is free.
+    public static func acquire(_ ledger: RunLedger, job: String, wait: Bool = false) throws(RegistryError) -> JobLock? {
+        guard case .postgres(let url) = ledger.location else { return try acquire(ledger.home, job: job, wait: wait) }
+        let session: PostgresConnection
+        do { session = try PostgresConnection(url: url) } catch { throw RegistryError(error.message, status: 503) }
+        let key: Database.Value = .text("switchyard batch job " + job)
+        while true {
+            let got = try session.query("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", [key]).first?.first == .integer(1)
+            if got { return JobLock(job: job, fd: -1, session: session) }
+            guard wait else { return nil }
+            usleep(200_000)
+        }
+    }
+
+    /// Who holds the job's lock, as far as one machine can tell (nil for a PostgreSQL ledger:
+    /// the running run in the ledger names it instead).
+    public static func holder(_ ledger: RunLedger, job: String) -> Holder? {
+        guard case .home = ledger.location else { return nil }
+        return holder(ledger.home, job: job)
     }
 
     deinit { release() }
@@ -79,6 +105,7 @@ public final class JobLock: @unchecked Sendable {
     }
 
     public func release() {
+        session = nil  // closing the connection ends the session and its lock
         guard fd >= 0 else { return }
         _ = ftruncate(fd, 0)
         close(fd)  // closing the last descriptor drops the flock

@@ -168,6 +168,29 @@ import Glibc
         }
     }
 
+    /// A job's lock with the ledger in PostgreSQL holds across processes (here, two ledgers'
+    /// connections) and machines, and goes with its holder.
+    @Test func aJobLockOnPostgreSQLHoldsAcrossLedgers() throws {
+        let server = try TestPostgres()
+        defer { server.stop() }
+        let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
+        let a = try RunLedger(location: .postgres(url: server.url), home: home)
+        let b = try RunLedger(location: .postgres(url: server.url), home: temporaryHome())
+        let held = try #require(try JobLock.acquire(a, job: "nightly"))
+        #expect(try JobLock.acquire(b, job: "nightly") == nil)
+        #expect(try JobLock.acquire(b, job: "hourly") != nil)
+        #expect(JobLock.holder(b, job: "nightly") == nil)
+        held.release()
+        let again = try #require(try JobLock.acquire(b, job: "nightly"))
+        #expect(try JobLock.acquire(a, job: "nightly") == nil)
+        // The holder's session ending (its process dying) frees the job.
+        let db = try PostgresConnection(url: server.url)
+        try db.query("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        #expect(try JobLock.acquire(a, job: "nightly") != nil)
+        _ = again
+    }
+
     @Test func placeholdersAreNumberedOutsideQuotes() {
         #expect(Database.numberPlaceholders("SELECT ? , '?' , \"a?\" , ?") == "SELECT $1 , '?' , \"a?\" , $2")
         #expect(Database.numberPlaceholders("UPDATE t SET note = CASE WHEN note = '' THEN ? ELSE note || '; ' || ? END WHERE id = ?")

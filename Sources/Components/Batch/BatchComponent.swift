@@ -96,7 +96,7 @@ package final class BatchComponent: Component {
     /// missed schedule slots, and starts the run thread.
     package func start() throws {
         // Runs of a live process (a `batch run --once` now) hold the job's lock and are left alone.
-        if let lock = try registryCall({ () throws(RegistryError) in try JobLock.acquire(ledger.home, job: job) }) {
+        if let lock = try registryCall({ () throws(RegistryError) in try JobLock.acquire(ledger, job: job) }) {
             try registryCall { () throws(RegistryError) in try recoverInterrupted() }
             lock.release()
         }
@@ -145,7 +145,7 @@ package final class BatchComponent: Component {
             }
             let lock: JobLock?
             do {
-                lock = try JobLock.acquire(ledger.home, job: job)
+                lock = try JobLock.acquire(ledger, job: job)
             } catch {
                 events.append("error", "run \(next.id): \(error.message)")
                 _ = wake.wait(timeout: .now() + 2)
@@ -183,7 +183,7 @@ package final class BatchComponent: Component {
 
     /// "run 7 (pid 4242, credit@1, started …) holds job demo": who is running the job now.
     package func busyMessage() -> String {
-        let holder = JobLock.holder(ledger.home, job: job)
+        let holder = JobLock.holder(ledger, job: job)
         let running = (try? ledger.list(job: job, limit: 20))?.first { $0.status == .running }
         var text = "job \(job) is busy: "
         if let running {

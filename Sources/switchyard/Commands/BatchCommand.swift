@@ -182,13 +182,13 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let access = try registryAccess(args, events: events)
     let batch = try makeBatchComponent(args, events: events, authenticator: Authenticator(store: nil, loops: 1), schedule: nil, models: access.models)
     let ledger = batch.ledger
-    var lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job) }
+    var lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger, job: batch.job) }
     if lock == nil {
         guard args.flag("wait") else {
             throw CommandError("\(batch.busyMessage()); try again when it finishes, or add --wait", code: Exit.busy)
         }
         writeError("\(batch.busyMessage()); waiting for it to finish")
-        lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger.home, job: batch.job, wait: true) }
+        lock = try registryCall { () throws(RegistryError) in try JobLock.acquire(ledger, job: batch.job, wait: true) }
     }
     guard let lock else { throw CommandError("could not lock job \(batch.job)") }
     defer { lock.release() }
