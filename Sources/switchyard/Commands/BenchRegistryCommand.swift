@@ -19,6 +19,7 @@ let benchRegistryCommand = Command(
         Option(name: "followers", value: "N", help: "serve components following the alias", defaultValue: "10"),
         Option(name: "moves", value: "N", help: "alias moves timed", defaultValue: "20"),
         Option(name: "seconds", value: "S", help: "length of the heartbeat load", defaultValue: "5"),
+        Option(name: "store", value: "URL", help: "an empty PostgreSQL database (postgres://…): two registry services on it, moves through one, followers on the other"),
     ],
     details: """
         Everything runs in this process over loopback HTTP: a registry service (one event loop)
@@ -30,6 +31,10 @@ let benchRegistryCommand = Command(
         on 16 connections (its own CPU is reported, so a saturated generator shows). Start: a
         `switchyard serve` process from spawn to its "serving … on" line, against the local
         registry and against the service with an empty cache, 7 of each, interleaved.
+
+        With --store postgres://…, two registry services keep the registry in that database; the
+        moves and split changes go through the first, the followers follow the second, so each
+        time includes PostgreSQL's LISTEN/NOTIFY between them.
         """,
     run: { args in
         let followers = try args.integer("followers", range: 1...100) ?? 10
@@ -38,32 +43,53 @@ let benchRegistryCommand = Command(
         let scratch = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-bench-registry-\(getpid())")
         defer { try? FileManager.default.removeItem(at: scratch) }
         let home = Home(scratch.appendingPathComponent("registry"))
-        let registry = try openRegistryAt(home)
+        let location = try registryCall { () throws(RegistryError) in try StoreLocation.parse(args.string("store"), home: home) }
+        let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(location: location) }
+        guard try registryCall({ () throws(RegistryError) in try registry.versions(model: nil) }).isEmpty else {
+            throw CommandError("\(location) already holds models; give an empty database")
+        }
         var document = try trainBenchDocument()
         document.metadata.name = "credit"
         _ = try registryCall { () throws(RegistryError) in try registry.register(document, who: "bench") }
         document.estimator.intercepts[0] += 0.5
         _ = try registryCall { () throws(RegistryError) in try registry.register(document, who: "bench") }
         _ = try registryCall { () throws(RegistryError) in try registry.promote(model: "credit", version: 1, alias: "production", who: "bench") }
-        let keys = try registryCall { () throws(RegistryError) in try KeyStore(home: home) }
+        let keys = try registryCall { () throws(RegistryError) in try KeyStore(location: location) }
         let admin = try registryCall { () throws(RegistryError) in try keys.create(scope: .admin, name: "bench", who: "bench") }.1
-        let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(home: home) }
-        let authenticator = Authenticator(store: keys, loops: 1)
-        let events = EventLog()
-        let service = ComponentHost(
-            component: RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator),
-            observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
-        let port = try service.start()
-        defer { service.stop() }
+        /// A registry service on the store (each with its own connections, as separate processes have).
+        func service() throws -> (host: ComponentHost, port: Int) {
+            let events = EventLog()
+            let registry = try registryCall { () throws(RegistryError) in try ModelRegistry(location: location) }
+            let keys = try registryCall { () throws(RegistryError) in try KeyStore(location: location) }
+            let fleet = try registryCall { () throws(RegistryError) in try FleetDirectory(location: location) }
+            let authenticator = Authenticator(store: keys, loops: 1)
+            let health: DependencyHealth? = if case .postgres = location { DependencyHealth(name: "store", address: location.description, events: events) } else { nil }
+            let host = ComponentHost(
+                component: RegistryComponent(registry: registry, keys: keys, fleet: fleet, events: events, authenticator: authenticator, storeHealth: health),
+                observer: nil, configuration: .init(port: 0, threads: 1), authenticator: authenticator, events: events, fleet: nil)
+            return (host, try host.start())
+        }
+        let (serviceHost, port) = try service()
+        defer { serviceHost.stop() }
         let url = "http://127.0.0.1:\(port)"
-        print("registry service on \(url) (one event loop)")
+        var followed = url
+        var second: ComponentHost?
+        if case .postgres = location {
+            let other = try service()
+            second = other.host
+            followed = "http://127.0.0.1:\(other.port)"
+            print("two registry services on \(location): moves through \(url), followers on \(followed) (one event loop each)")
+        } else {
+            print("registry service on \(url) (one event loop)")
+        }
+        defer { second?.stop() }
 
         // Followers.
         var serves: [ServeComponent] = []
         var hosts: [ComponentHost] = []
         for i in 0..<followers {
             let followerHome = Home(scratch.appendingPathComponent("follower-\(i)"))
-            let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: url, key: admin, home: followerHome, events: EventLog()) }
+            let client = try registryCall { () throws(RegistryError) in try RegistryClient(url: followed, key: admin, home: followerHome, events: EventLog()) }
             let serve = try ServeComponent(registry: client, reference: "credit@production", loops: 1, open: true, events: EventLog(),
                                            authenticator: Authenticator(store: nil, loops: 1))
             let host = ComponentHost(component: serve, observer: nil, configuration: .init(port: 0, threads: 1),
@@ -151,15 +177,14 @@ let benchRegistryCommand = Command(
         }
         var local: [Double] = [], remote: [Double] = []
         for i in 0..<7 {
-            local.append(try startMilliseconds([], home: home.url))
+            if case .home = location { local.append(try startMilliseconds([], home: home.url)) } else { local.append(try startMilliseconds(["--registry", args.string("store")!], home: scratch.appendingPathComponent("local-\(i)"))) }
             remote.append(try startMilliseconds(["--registry", url, "--key", admin], home: scratch.appendingPathComponent("start-\(i)")))
         }
         let l = local.sorted()[3], r = remote.sorted()[3]
-        print(String(format: "serve process start (spawn to serving): local %.1f ms, with --registry %.1f ms (empty cache) — %.2f× (goal ≤ 1.5×); ranges %.1f–%.1f and %.1f–%.1f ms",
-                     l, r, r / l, local.min() ?? 0, local.max() ?? 0, remote.min() ?? 0, remote.max() ?? 0))
+        let direct = if case .home = location { "local" } else { "straight from PostgreSQL" }
+        print(String(format: "serve process start (spawn to serving): %@ %.1f ms, with --registry %.1f ms (empty cache) — %.2f× (goal ≤ 1.5×); ranges %.1f–%.1f and %.1f–%.1f ms",
+                     direct, l, r, r / l, local.min() ?? 0, local.max() ?? 0, remote.min() ?? 0, remote.max() ?? 0))
         return Exit.ok
     })
 
-private func openRegistryAt(_ home: Home) throws -> ModelRegistry {
-    try registryCall { () throws(RegistryError) in try ModelRegistry(home: home) }
-}
+
