@@ -44,7 +44,7 @@ package final class TestPostgres: @unchecked Sendable {
     /// Starts the server and waits until it accepts a connection.
     package func start() throws {
         let arguments = asPostgres + ["\(bin)/postgres", "-D", data, "-p", "\(port)", "-k", folder.path,
-                                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=20"]
+                                      "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=100"]
         let log = folder.appendingPathComponent("server.log").path
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

@@ -293,8 +293,11 @@ let batchWorkerCommand = Command(
             throw CommandError("a batch worker claims tasks from the run ledger itself: give --registry postgres://… (the database the registry service uses), or run it without --registry on the batch component's machine")
         }
         let events = EventLog()
-        let access = try registryAccess(args, events: events)
-        let worker = BatchWorker(ledger: try openLedger(args), registry: access.models, job: job, threads: threads, lease: lease, events: events)
+        // Models from the same database as the ledger (one connection; a worker needs no keys or
+        // fleet), or from this machine's registry.
+        let location = ledgerLocation(args)
+        let models: any ModelSource = try registryCall { () throws(RegistryError) in try ModelRegistry(location: location) }
+        let worker = BatchWorker(ledger: try openLedger(args), registry: models, job: job, threads: threads, lease: lease, events: events)
         let printer = Thread {
             var seen = 0
             while true {
