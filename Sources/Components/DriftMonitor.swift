@@ -147,20 +147,38 @@ package final class DriftMonitor: @unchecked Sendable {
         countPrediction(loop: loop, probability)
     }
 
-    /// Counts one field of a row from a text cell (a CSV cell; empty is missing), from slot `loop`.
-    @inline(__always)
-    package func observe(loop: Int, field f: Int, text: UnsafeRawBufferPointer) {
-        guard f < plans.count - 1 else { return }
-        let plan = plans[f]
-        let bin = text.isEmpty ? plan.missing : plan.isNumber ? (DecimalParser.parse(text).map { numberBin(plan, $0) } ?? plan.missing) : categoryBin(plan, text)
-        counters.add(loop: loop, column: bin)
+    /// Per field of `scorer` (schema order): for a category, each of the model's value codes'
+    /// bin here (the baseline's values may differ from the model's); empty for a number.
+    package func categoryCodeBins(_ scorer: Scorer) -> [[Int]] {
+        scorer.document.schema.fields.enumerated().map { f, field in
+            guard f < plans.count - 1, !plans[f].isNumber, let values = field.values else { return [] }
+            return values.map { categoryBin(plans[f], $0) }
+        }
     }
 
-    /// Counts one field of a row as missing (a column the input does not have).
-    @inline(__always)
-    package func observeMissing(loop: Int, field f: Int) {
-        guard f < plans.count - 1 else { return }
-        counters.add(loop: loop, column: plans[f].missing)
+    /// Counts a chunk's rows from its column batch, field by field: numbers from their parsed
+    /// values (a CSV cell is parsed once, for scoring and for this), categories through
+    /// `codeBins` (`categoryCodeBins`), a value outside the model's by its text.
+    package func observe(loop: Int, batch: ColumnBatch, codeBins: [[Int]]) {
+        let fields = plans.count - 1
+        batch.forEachColumn(numbers: { f, values in
+            guard f < fields else { return }
+            let plan = plans[f]
+            for x in values { counters.add(loop: loop, column: numberBin(plan, x)) }
+        }, categories: { f, codes in
+            guard f < fields, f < codeBins.count else { return }
+            let plan = plans[f], bins = codeBins[f]
+            for code in codes {
+                if code >= 0 && Int(code) < bins.count {
+                    counters.add(loop: loop, column: bins[Int(code)])
+                } else if code == ColumnBatch.missingCode {
+                    counters.add(loop: loop, column: plan.missing)
+                }  // unknown: by its text, below
+            }
+        })
+        for unknown in batch.unknownCategories where unknown.field < fields {
+            counters.add(loop: loop, column: categoryBin(plans[unknown.field], unknown.text))
+        }
     }
 
     /// Counts a row's predicted probability (nil: the row was not scored).

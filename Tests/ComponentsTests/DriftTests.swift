@@ -37,6 +37,51 @@ func creditRecords(seed: UInt64, count: Int, incomeScale: Double = 1) -> [JSONVa
 }
 
 @Suite(.serialized) struct DriftTests {
+    /// A batch run counts drift from the columns it parsed for scoring: the same counts, field by
+    /// field, as binning each record's cells by the baseline's own rules — with empty cells, text in
+    /// a number field, a category outside the model's values, and a duplicated column.
+    @Test func batchDriftFromColumnsEqualsBinningEachRecord() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let scorer = try f.scorer(1)
+        let baseline = DriftBaseline.make(scorer: scorer, rows: creditRecords(seed: 1, count: 2000).map { scorer.fieldValues(json: $0) })
+        let names = scorer.fieldNames
+        var csv = (names + ["amount"]).joined(separator: ",") + "\n"
+        var reference: [[FieldValue]] = []
+        for (i, record) in creditRecords(seed: 8, count: 700, incomeScale: 2).enumerated() {
+            var cells: [String] = names.map { name in
+                switch record[name] { case .number(let x)?: JSONWriter.numberText(x); case .string(let t)?: t; default: "" }
+            }
+            if i % 7 == 0 { cells[names.firstIndex(of: "income")!] = "" }
+            if i % 11 == 0 { cells[names.firstIndex(of: "age")!] = "n/a" }
+            if i % 13 == 0 { cells[names.firstIndex(of: "region")!] = "atlantis" }
+            if i % 17 == 0 { cells[names.firstIndex(of: "channel")!] = "" }
+            csv += (cells + ["999"]).joined(separator: ",") + "\n"
+            reference.append(zip(names, cells).map { name, cell in
+                guard !cell.isEmpty else { return .missing }
+                if baseline.fields[names.firstIndex(of: name)!].kind == .number {
+                    return Array(cell.utf8).withUnsafeBytes { DecimalParser.parse($0) }.map(FieldValue.number) ?? .missing
+                }
+                return .text(cell)
+            })
+        }
+        try f.write("d.csv", Array(csv.utf8))
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let version = try f.registry.resolve("credit@1")
+        var runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: f.output, workers: 2)
+        runner.chunkBytes = 4096
+        let columns = DriftMonitor(baseline: baseline, version: version, loops: runner.driftSlots, window: 0)
+        runner.drift = columns
+        let result = runner.score(f.input.appendingPathComponent("d.csv"), progress: BatchProgress())
+        #expect(result.error == nil && result.rowsRead == 700 && result.rowsRejected > 0)
+        let records = DriftMonitor(baseline: baseline, version: version, loops: 1, window: 0)
+        for values in reference { records.observe(loop: 0, values, probability: nil) }
+        let a = columns.report(), b = records.report()
+        #expect(a.fields.count == names.count && a.fields.map(\.name) == b.fields.map(\.name))
+        for (x, y) in zip(a.fields, b.fields) { #expect(x.psi == y.psi, "\(x.name): \(x.psi ?? -1) against \(y.psi ?? -1)") }
+        #expect(a.fields.first { $0.name == "income" }?.psi ?? 0 >= DriftMonitor.alert)
+    }
+
     /// A baseline from 5,000 generated rows; live rows from another seed stay under the warning
     /// level on every field; the same rows with income tripled, scored through serve's protocols,
     /// flag income (PSI ≥ 0.25) and no other field — in /v1/drift, status and /metrics.

@@ -561,9 +561,9 @@ private struct OutputLayout: Sendable {
     let probabilityKeys: [[UInt8]]
     /// `--explain top=K`: K; the tails then leave the row open for the explanation and its end.
     let explainTop: Int?
-    /// The run's drift counters, and CSV: schema field → input column (-1: not in the input).
+    /// The run's drift counters, and for CSV, each category field's model codes → drift bins.
     let drift: DriftMonitor?
-    let fieldColumns: [Int]
+    let driftCodeBins: [[Int]]
 
     init(csvHeader: [String], runner: BatchRunner) throws(RegistryError) {
         format = .csv
@@ -581,10 +581,8 @@ private struct OutputLayout: Sendable {
                 "the header lacks \(absent.map { "\"\($0)\"" }.joined(separator: ", ")), which \(runner.model) needs; the header has: \(csvHeader.joined(separator: ","))")
         }
         columnFields = fields
-        var columns = [Int](repeating: -1, count: runner.scorer.fieldNames.count)
-        for (column, field) in fields.enumerated() where field >= 0 && columns[field] < 0 { columns[field] = column }
-        fieldColumns = columns
         drift = runner.drift
+        driftCodeBins = runner.drift?.categoryCodeBins(runner.scorer) ?? []
         let ids = runner.idColumns ?? (index["id"] != nil ? ["id"] : [])
         var idColumns: [Int] = []
         for name in ids {
@@ -613,8 +611,8 @@ private struct OutputLayout: Sendable {
         format = .jsonLines
         scorer = runner.scorer
         columnFields = []
-        fieldColumns = []
         drift = runner.drift
+        driftCodeBins = []
         columnCount = 0
         idColumns = []
         idNames = jsonIDs
@@ -861,11 +859,6 @@ private struct ChunkWork {
                     }
                     batch.appendRow()
                     columnFields.withUnsafeBufferPointer { batch.setCSVRecord(r, fields: $0) }
-                    if let drift = layout.drift {
-                        for (field, column) in layout.fieldColumns.enumerated() {
-                            if column >= 0 { drift.observe(loop: slot, field: field, text: r.field(column)) } else { drift.observeMissing(loop: slot, field: field) }
-                        }
-                    }
                     if explaining {
                         var values = [FieldValue](repeating: .missing, count: layout.scorer.fieldNames.count)
                         for column in 0..<columnCount where columnFields[column] >= 0 {
@@ -907,6 +900,7 @@ private struct ChunkWork {
             }
         }
         self.reader = reader
+        layout.drift?.observe(loop: slot, batch: batch, codeBins: layout.driftCodeBins)
         layout.scorer.score(batch, into: &scored)
         var errorIndex = 0
         let classes = layout.scorer.outputCount

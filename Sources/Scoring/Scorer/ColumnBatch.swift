@@ -65,6 +65,22 @@ public struct ColumnBatch: Sendable {
         codes.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[(slot * stride)..<(slot * stride + count)])) }
     }
 
+    /// The rows so far, column by column, for counting them (drift): each number field's values
+    /// (NaN: missing, or not a number) and each category field's codes into the model's values
+    /// (`missingCode`; `unknownCode` for a value outside them, whose text is in
+    /// `unknownCategories`).
+    package func forEachColumn(
+        numbers: (_ field: Int, UnsafeBufferPointer<Double>) -> Void, categories: (_ field: Int, UnsafeBufferPointer<Int32>) -> Void
+    ) {
+        for (slot, field) in scorer.numberFields.enumerated() { withNumbers(slot: slot) { numbers(field, $0) } }
+        for (slot, field) in scorer.categoryFields.enumerated() { withCodes(slot: slot) { categories(field, $0) } }
+    }
+
+    /// The category values outside their field's values, by row and field.
+    package var unknownCategories: [(row: Int, field: Int, text: String)] {
+        unknownTexts.map { ($0.0, scorer.categoryFields[$0.1], $0.2) }
+    }
+
     /// Empties the batch, keeping its storage, and sets the next first row.
     public mutating func removeAll(firstRow: Int) {
         self.firstRow = firstRow
