@@ -18,7 +18,7 @@ import Telemetry
 /// the last `window` seconds.
 ///
 /// The bins are compiled into flat buffers at load, so counting a row allocates nothing and
-/// touches no reference count: a number is binned by a binary search of its field's edges, a
+/// touches no reference count: a number is binned by counting its field's edges below it, a
 /// category by comparing its bytes with the schema's values (`observe(loop:tape:nodes:…)` reads
 /// both straight from the request's tape).
 package final class DriftMonitor: @unchecked Sendable {
@@ -35,14 +35,17 @@ package final class DriftMonitor: @unchecked Sendable {
         /// This field's first counter column, and its missing bin (the last of its bins).
         var base: Int
         var missing: Int
-        /// Edges (numbers) or values (categories) in the flat buffers.
+        /// A category's values in `spans`.
         var start: Int
         var count: Int
+        /// A number's edges, eight to a vector (padded with +∞) in `blocks`, for counting those below a value.
+        var blockStart = 0
+        var blockCount = 0
     }
 
     /// Safety: written once in init, read-only after; freed in deinit.
     private let plans: UnsafeMutableBufferPointer<Plan>
-    private let edges: UnsafeMutableBufferPointer<Double>
+    private let blocks: UnsafeMutableBufferPointer<SIMD8<Double>>
     private let spans: UnsafeMutableBufferPointer<(start: Int, count: Int)>
     private let bytes: UnsafeMutableBufferPointer<UInt8>
     private let width: Int
@@ -54,13 +57,21 @@ package final class DriftMonitor: @unchecked Sendable {
         self.version = version
         self.window = window
         let all = baseline.fields + [baseline.prediction]
-        var plans: [Plan] = [], edges: [Double] = [], spans: [(start: Int, count: Int)] = [], bytes: [UInt8] = []
+        var plans: [Plan] = [], spans: [(start: Int, count: Int)] = [], bytes: [UInt8] = []
+        var blocks: [SIMD8<Double>] = []
         var width = 0
         for field in all {
             let isNumber = field.kind == .number
             plans.append(Plan(isNumber: isNumber, base: width, missing: width + field.binCount - 1,
-                              start: isNumber ? edges.count : spans.count, count: isNumber ? field.edges.count : field.values.count))
-            if isNumber { edges += field.edges }
+                              start: spans.count, count: isNumber ? field.edges.count : field.values.count,
+                              blockStart: blocks.count, blockCount: isNumber ? (field.edges.count + 7) / 8 : 0))
+            if isNumber {
+                for b in stride(from: 0, to: field.edges.count, by: 8) {
+                    var block = SIMD8<Double>(repeating: .infinity)
+                    for i in b..<min(b + 8, field.edges.count) { block[i - b] = field.edges[i] }
+                    blocks.append(block)
+                }
+            }
             for value in field.values {
                 spans.append((bytes.count, value.utf8.count))
                 bytes += Array(value.utf8)
@@ -73,7 +84,7 @@ package final class DriftMonitor: @unchecked Sendable {
             return UnsafeMutableBufferPointer(rebasing: buffer[0..<array.count])
         }
         self.plans = copy(plans)
-        self.edges = copy(edges)
+        self.blocks = copy(blocks)
         self.spans = copy(spans)
         self.bytes = copy(bytes)
         self.width = width
@@ -82,20 +93,22 @@ package final class DriftMonitor: @unchecked Sendable {
 
     deinit {
         plans.baseAddress?.deallocate()
-        edges.baseAddress?.deallocate()
+        blocks.baseAddress?.deallocate()
         spans.baseAddress?.deallocate()
         bytes.baseAddress?.deallocate()
     }
 
+    /// The bin of `x`: the number of edges below it (bin i takes values ≤ edges[i]), counted
+    /// eight edges at a time without a branch (a binary search mispredicts about every other step).
     @inline(__always)
     private func numberBin(_ plan: Plan, _ x: Double) -> Int {
         guard x.isFinite else { return plan.missing }
-        var low = 0, high = plan.count  // the first edge ≥ x
-        while low < high {
-            let mid = (low + high) / 2
-            if edges[plan.start + mid] < x { low = mid + 1 } else { high = mid }
+        let value = SIMD8<Double>(repeating: x)
+        var below = SIMD8<Int64>()
+        for b in 0..<plan.blockCount {
+            below &+= SIMD8<Int64>(repeating: 0).replacing(with: 1, where: blocks[plan.blockStart + b] .< value)
         }
-        return plan.base + low
+        return plan.base + Int(below.wrappedSum())
     }
 
     @inline(__always)
