@@ -119,3 +119,7 @@ int csystem_catch_signal(int sig) {
 long csystem_copy_file_range(int in, int out, unsigned long len) {
     return (long)copy_file_range(in, NULL, out, NULL, len, 0);
 }
+
+int csystem_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+}

@@ -50,6 +50,12 @@ public final class AtomicFile {
     private let durable: Bool
     /// Bytes written so far (buffered ones included).
     public private(set) var count: Int64 = 0
+    /// Bytes written to the file, and how far its writeback was started.
+    private var written: Int64 = 0
+    private var writebackStarted: Int64 = 0
+    /// A durable file's bytes are sent to the disk every this many bytes as it is written, so
+    /// the fsync at commit waits for the tail only.
+    private static let writebackStep: Int64 = 8 << 20
 
     public init(_ url: URL, durable: Bool = true) throws(RegistryError) {
         self.url = url
@@ -100,6 +106,7 @@ public final class AtomicFile {
                 break
             }
             left -= Int64(n)
+            written += Int64(n)
         }
         count += expected
     }
@@ -122,7 +129,12 @@ public final class AtomicFile {
             return true
         }
         guard ok else { throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
+        written += Int64(buffer.count)
         buffer.removeAll(keepingCapacity: true)
+        if durable && written - writebackStarted >= Self.writebackStep {
+            _ = csystem_start_writeback(fd, writebackStarted, written - writebackStarted)
+            writebackStarted = written
+        }
     }
 
     /// Makes the file visible under its final name, complete and durable.

@@ -37,6 +37,10 @@ int csystem_accept_nonblocking(int fd);
 /// offsets (it needs _GNU_SOURCE). -1 with errno when it cannot (another filesystem, say).
 long csystem_copy_file_range(int in, int out, unsigned long len);
 
+/// sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): starts writing those bytes back
+/// without waiting (so a later fsync has less left to wait for); needs _GNU_SOURCE.
+int csystem_start_writeback(int fd, long long offset, long long length);
+
 /// The terminal's width in columns, or 0 when fd is not a terminal.
 int csystem_terminal_columns(int fd);
 

@@ -112,7 +112,7 @@ public struct ColumnBatch: Sendable {
         let row = count - 1, stride = stride
         var refused: [Int] = []  // columns whose cell `place` refused
         scorer.plans.withUnsafeBufferPointer { plans in
-            scorer.categoryTables.withUnsafeBufferPointer { tables in
+            scorer.categoryViews.withUnsafeBufferPointer { tables in
                 numbers.withUnsafeMutableBufferPointer { numbers in
                     codes.withUnsafeMutableBufferPointer { codes in
                         record.withFields { cell in
@@ -135,7 +135,7 @@ public struct ColumnBatch: Sendable {
         let row = count - 1, stride = stride
         if bytes.isEmpty { return }
         let plan = scorer.plans[field]
-        let placed = scorer.categoryTables.withUnsafeBufferPointer { tables in
+        let placed = scorer.categoryViews.withUnsafeBufferPointer { tables in
             numbers.withUnsafeMutableBufferPointer { numbers in
                 codes.withUnsafeMutableBufferPointer { codes in Self.place(bytes, plan, tables, numbers, codes, row: row, stride: stride) }
             }
@@ -148,7 +148,7 @@ public struct ColumnBatch: Sendable {
     /// field's values (its code, -1, is stored all the same); `noteRefused` then says why.
     @inline(__always)
     private static func place(
-        _ bytes: UnsafeRawBufferPointer, _ plan: Scorer.Plan, _ tables: UnsafeBufferPointer<CategoryTable>,
+        _ bytes: UnsafeRawBufferPointer, _ plan: Scorer.Plan, _ tables: UnsafeBufferPointer<CategoryTable.View>,
         _ numbers: UnsafeMutableBufferPointer<Double>, _ codes: UnsafeMutableBufferPointer<Int32>, row: Int, stride: Int
     ) -> Bool {
         switch plan {

@@ -36,6 +36,8 @@ public final class Scorer: Sendable {
 
     // Category slots.
     let categoryTables: [CategoryTable]
+    /// The same tables as plain pointers (valid while the tables live), for the per-cell loops.
+    let categoryViews: [CategoryTable.View]
     let categoryWeights: [[Double]]  // code * marginCount + k
     let categoryMissingIsError: [Bool]
     let categoryUnknownIsError: [Bool]
@@ -150,6 +152,7 @@ public final class Scorer: Sendable {
         self.numberColumns = numberColumns
         self.numberPassThrough = numberPassThrough
         self.categoryTables = categoryTables
+        categoryViews = categoryTables.map(\.view)
         self.categoryWeights = categoryWeights
         self.categoryMissingIsError = categoryMissingIsError
         self.categoryUnknownIsError = categoryUnknownIsError
