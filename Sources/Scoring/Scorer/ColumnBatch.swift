@@ -111,17 +111,14 @@ public struct ColumnBatch: Sendable {
     package mutating func setCSVRecord(_ record: borrowing CSVReader, fields: UnsafeBufferPointer<Int>) {
         let row = count - 1, stride = stride
         var refused: [Int] = []  // columns whose cell `place` refused
-        scorer.plans.withUnsafeBufferPointer { plans in
-            scorer.categoryViews.withUnsafeBufferPointer { tables in
-                numbers.withUnsafeMutableBufferPointer { numbers in
-                    codes.withUnsafeMutableBufferPointer { codes in
-                        record.withFields { cell in
-                            for column in fields.indices where fields[column] >= 0 {
-                                let bytes = cell(column)
-                                if !bytes.isEmpty, !Self.place(bytes, plans[fields[column]], tables, numbers, codes, row: row, stride: stride) {
-                                    refused.append(column)
-                                }
-                            }
+        let plans = scorer.cells.plans, tables = scorer.cells.views
+        numbers.withUnsafeMutableBufferPointer { numbers in
+            codes.withUnsafeMutableBufferPointer { codes in
+                record.withFields { cell in
+                    for column in fields.indices where fields[column] >= 0 {
+                        let bytes = cell(column)
+                        if !bytes.isEmpty, !Self.place(bytes, plans[fields[column]], tables, numbers, codes, row: row, stride: stride) {
+                            refused.append(column)
                         }
                     }
                 }
@@ -135,10 +132,9 @@ public struct ColumnBatch: Sendable {
         let row = count - 1, stride = stride
         if bytes.isEmpty { return }
         let plan = scorer.plans[field]
-        let placed = scorer.categoryViews.withUnsafeBufferPointer { tables in
-            numbers.withUnsafeMutableBufferPointer { numbers in
-                codes.withUnsafeMutableBufferPointer { codes in Self.place(bytes, plan, tables, numbers, codes, row: row, stride: stride) }
-            }
+        let tables = scorer.cells.views
+        let placed = numbers.withUnsafeMutableBufferPointer { numbers in
+            codes.withUnsafeMutableBufferPointer { codes in Self.place(bytes, plan, tables, numbers, codes, row: row, stride: stride) }
         }
         if !placed { noteRefused(field: field, bytes, row: row) }
     }

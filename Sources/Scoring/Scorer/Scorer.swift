@@ -36,8 +36,9 @@ public final class Scorer: Sendable {
 
     // Category slots.
     let categoryTables: [CategoryTable]
-    /// The same tables as plain pointers (valid while the tables live), for the per-cell loops.
-    let categoryViews: [CategoryTable.View]
+    /// `plans` and the category tables as plain pointers into memory this scorer owns, for the
+    /// per-cell loops (no reference counting per record).
+    let cells: CellTables
     let categoryWeights: [[Double]]  // code * marginCount + k
     let categoryMissingIsError: [Bool]
     let categoryUnknownIsError: [Bool]
@@ -152,7 +153,7 @@ public final class Scorer: Sendable {
         self.numberColumns = numberColumns
         self.numberPassThrough = numberPassThrough
         self.categoryTables = categoryTables
-        categoryViews = categoryTables.map(\.view)
+        cells = CellTables(plans: plans, views: categoryTables.map(\.view))
         self.categoryWeights = categoryWeights
         self.categoryMissingIsError = categoryMissingIsError
         self.categoryUnknownIsError = categoryUnknownIsError
@@ -442,4 +443,36 @@ package func editDistance(_ a: String, _ b: String) -> Int {
         swap(&previous, &current)
     }
     return previous[b.count]
+}
+
+/// What placing a cell needs, as memory allocated once per scorer and freed with it.
+///
+/// Safety: written once at init, read-only after; the views point into the scorer's tables.
+struct CellTables: @unchecked Sendable {
+    let plans: UnsafeBufferPointer<Scorer.Plan>
+    let views: UnsafeBufferPointer<CategoryTable.View>
+    private let owner: Owner
+
+    init(plans: [Scorer.Plan], views: [CategoryTable.View]) {
+        let p = UnsafeMutableBufferPointer<Scorer.Plan>.allocate(capacity: max(1, plans.count))
+        _ = p.initialize(from: plans)
+        let v = UnsafeMutableBufferPointer<CategoryTable.View>.allocate(capacity: max(1, views.count))
+        _ = v.initialize(from: views)
+        self.plans = UnsafeBufferPointer(rebasing: p[0..<plans.count])
+        self.views = UnsafeBufferPointer(rebasing: v[0..<views.count])
+        owner = Owner(p.baseAddress!, v.baseAddress!)
+    }
+
+    private final class Owner: @unchecked Sendable {
+        let plans: UnsafeMutablePointer<Scorer.Plan>
+        let views: UnsafeMutablePointer<CategoryTable.View>
+        init(_ plans: UnsafeMutablePointer<Scorer.Plan>, _ views: UnsafeMutablePointer<CategoryTable.View>) {
+            self.plans = plans
+            self.views = views
+        }
+        deinit {
+            plans.deallocate()
+            views.deallocate()
+        }
+    }
 }
