@@ -54,6 +54,14 @@ import Testing
                               home: root.appendingPathComponent("worker-\(i)"))
     }
 
+    /// `batch run --once` of the job split into tasks (1 MiB reads: about 12,000 rows a task),
+    /// its workers slowed to 20,000 rows/s each so a task lasts long enough to be caught in.
+    private func plan(_ server: TestPostgres, input: URL, output: URL, home: URL) throws -> RunningSwitchyard {
+        try RunningSwitchyard(["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production",
+                               "--settle", "0", "--job", "nightly", "--split", "0.2", "--max-rows-per-second", "20000", "--registry", server.url],
+                              home: home)
+    }
+
     @Test func aWorkerKilledMidTaskLosesNothing() throws {
         let server = try TestPostgres()
         defer { server.stop() }
@@ -62,11 +70,8 @@ import Testing
         let (input, reference, home) = try prepare(server, root)
         let workers = try (0..<3).map { try worker(server, root, $0) }
         defer { for w in workers { w.kill(SIGTERM) } }
-        // Slowed to 20,000 rows/s per worker so a task (about 2,300 rows) lasts long enough to be killed in.
         let output = root.appendingPathComponent("split")
-        let planner = try RunningSwitchyard(["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production",
-                                             "--settle", "0", "--job", "nightly", "--split", "0.2", "--max-rows-per-second", "20000",
-                                             "--registry", server.url], home: home)
+        let planner = try plan(server, input: input, output: output, home: home)
         defer { planner.kill(SIGKILL) }
         // A worker caught holding a task — still holding it after it is dead — was killed mid-task.
         let db = try PostgresConnection(url: server.url)
@@ -107,9 +112,7 @@ import Testing
         let workers = try (0..<2).map { try worker(server, root, $0) }
         defer { for w in workers { w.kill(SIGTERM) } }
         let output = root.appendingPathComponent("split")
-        let planner = try RunningSwitchyard(["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production",
-                                             "--settle", "0", "--job", "nightly", "--split", "0.2", "--max-rows-per-second", "20000",
-                                             "--registry", server.url], home: home)
+        let planner = try plan(server, input: input, output: output, home: home)
         defer { planner.kill(SIGKILL) }
         // Once a task is done and others are not (a task lasts about 0.6 s at 20,000 rows/s), the
         // database goes away until a worker says it lost the ledger, and comes back.

@@ -8,7 +8,7 @@ import Testing
 import Glibc
 #endif
 
-/// The libpq layer the PostgreSQL registry store will stand on (issue 21), against a real server.
+/// The libpq layer the PostgreSQL registry store stands on, against a real server.
 @Suite(.serialized) struct PostgresConnectionTests {
     @Test func parameterizedQueriesTransactionsAndTypes() throws {
         let server = try TestPostgres()

@@ -351,7 +351,7 @@ package final class BatchComponent: Component {
         }
         var runError: String?
         if let taskBytes = options.taskBytes {
-            let outcome = runSplit(run, files: files, runner: runner, model: model.version, taskBytes: taskBytes, progress: progress)
+            let outcome = runSplit(run, files: files, runner: runner, taskBytes: taskBytes, progress: progress)
             inputs = outcome.inputs
             (read, scored, rejected, bytesDone) = (outcome.read, outcome.scored, outcome.rejected, outcome.bytesDone)
             failures = outcome.failures

@@ -129,11 +129,10 @@ package struct BatchRunner: Sendable {
             var line = 1
             if format == .csv { line += try source.readHeader().newlines }
             var cuts: [(offset: Int64, line: Int)] = [(0, 1)]
-            var chunk: [UInt8] = []
-            chunk.reserveCapacity(chunkBytes)
+            var newlines = 0
             loop: while true {
-                switch try source.next(into: &chunk) {
-                case .records: line += newlineCount(chunk)
+                switch try source.next({ newlines = newlineCount($0) }) {
+                case .records: line += newlines
                 case .oversized: line += 1
                 case .end: break loop
                 }
@@ -324,16 +323,18 @@ private struct FileScoring {
 
 /// The line feeds in `bytes` (memchr from one to the next: the C library's vector search).
 private func newlineCount(_ bytes: [UInt8]) -> Int {
-    bytes.withUnsafeBytes { raw in
-        guard var p = raw.baseAddress else { return 0 }
-        let end = p + raw.count
-        var n = 0
-        while p < end, let found = memchr(p, 0x0A, end - p) {
-            n += 1
-            p = UnsafeRawPointer(found) + 1
-        }
-        return n
+    bytes.withUnsafeBytes(newlineCount)
+}
+
+private func newlineCount(_ raw: UnsafeRawBufferPointer) -> Int {
+    guard var p = raw.baseAddress else { return 0 }
+    let end = p + raw.count
+    var n = 0
+    while p < end, let found = memchr(p, 0x0A, end - p) {
+        n += 1
+        p = UnsafeRawPointer(found) + 1
     }
+    return n
 }
 
 // MARK: - Reading chunks
@@ -443,6 +444,15 @@ private struct ChunkSource {
     /// without this, whether it was parsed would depend on where the reading started, and a
     /// task's part would differ from the same records read in one pass.)
     mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Next {
+        try next { records in
+            chunk.removeAll(keepingCapacity: true)
+            chunk.append(contentsOf: records)
+        }
+    }
+
+    /// `next`, handing the chunk's records to `take` in place rather than copying them out (the
+    /// planner of a split run only counts their lines).
+    mutating func next(_ take: (UnsafeRawBufferPointer) -> Void) throws(RegistryError) -> Next {
         var want = chunkBytes
         while true {
             try fill(min(want, maxRecordBytes))
@@ -457,8 +467,7 @@ private struct ChunkSource {
             if let boundary = end, boundary > 0 {
                 let cut = carry.count >= maxRecordBytes ? firstLongLine(before: boundary) ?? boundary : boundary
                 if cut == 0 { return try passOverLongLine() }
-                chunk.removeAll(keepingCapacity: true)
-                chunk.append(contentsOf: carry[..<cut])
+                carry.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<cut])) }
                 carry.removeFirst(cut)
                 consumed += cut
                 return .records

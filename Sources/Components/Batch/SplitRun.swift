@@ -36,17 +36,18 @@ struct ScoredFiles {
 }
 
 extension BatchComponent {
-    /// Tasks whose lease ran out this many times fail the run (the input kills its workers).
+    /// A task whose lease ran out this many times fails its file (its records may kill workers).
     static let maxAttempts = 5
 
     /// A run cut into tasks for `switchyard batch worker` processes (`--split`): this process
     /// plans it (reads each input once, as a one-process run would, to hash it and find record
     /// ends about every `taskBytes`), records the tasks, watches the workers' progress, and when
     /// every task is done publishes each output and rejects file — its parts put together in
-    /// order, through an `AtomicFile` — exactly once. A failed task fails the run; a cancel or
-    /// stop ends the tasks (workers on them lose their lease at their next heartbeat).
+    /// order, through an `AtomicFile` — exactly once. A failed task fails its file, as a file that
+    /// cannot be scored does in one process (the run fails; the other files are published); a
+    /// cancel or stop ends the tasks (workers on them lose their lease at their next heartbeat).
     func runSplit(
-        _ run: RunLedger.Run, files: [URL], runner: BatchRunner, model: ModelVersion, taskBytes: Int, progress: BatchProgress
+        _ run: RunLedger.Run, files: [URL], runner: BatchRunner, taskBytes: Int, progress: BatchProgress
     ) -> ScoredFiles {
         var outcome = ScoredFiles(inputs: files.map { .init(name: $0.lastPathComponent, size: 0, sha256: "") })
         let parts = BatchParts.folder(output: outputDirectory, run: run.id)
@@ -159,7 +160,9 @@ extension BatchComponent {
                                      rowsRejected: progress.rowsRejected.load(ordering: .relaxed), bytesDone: progress.bytesDone.load(ordering: .relaxed),
                                      inputs: outcome.inputs)
             }
-            _ = wake(after: 0.02, progress)
+            // The tasks are read whole each time: every 5 ms while they are few (the last part is
+            // put together as soon as it is in), every 200 ms for a run of many.
+            _ = wake(after: tasks.count > 200 ? 0.2 : tasks.count > 50 ? 0.02 : 0.005, progress)
         }
         for task in tasks where task.status == .done {
             outcome.read += task.rowsRead
