@@ -97,7 +97,18 @@ package final class Database: @unchecked Sendable {
             return
         }
         var error: UnsafeMutablePointer<CChar>?
-        let rc = sqlite3_exec(sqlite, sql, nil, nil, &error)
+        var rc = sqlite3_exec(sqlite, sql, nil, nil, &error)
+        // Some lock waits skip the busy handler (another process opening a new database and
+        // switching it to WAL, or recovering one): outside a transaction the statement is tried
+        // again, for as long as the busy timeout.
+        var waited: Int32 = 0
+        while rc & 0xFF == SQLITE_BUSY || rc & 0xFF == SQLITE_LOCKED, transactionDepth == 0, waited < Self.busyTimeoutMilliseconds {
+            sqlite3_free(error)
+            error = nil
+            usleep(20_000)
+            waited += 20
+            rc = sqlite3_exec(sqlite, sql, nil, nil, &error)
+        }
         if rc != SQLITE_OK {
             let message = error.map { String(cString: $0) } ?? String(cString: sqlite3_errmsg(sqlite))
             sqlite3_free(error)
@@ -130,9 +141,18 @@ package final class Database: @unchecked Sendable {
             }
         }
         var rows: [[Value]] = []
+        var waited: Int32 = 0
         while true {
             let rc = sqlite3_step(statement)
             if rc == SQLITE_DONE { break }
+            // As in `execute`: a lock wait that skipped the busy handler, before any row, outside
+            // a transaction, is waited out (nothing was done yet).
+            if rc & 0xFF == SQLITE_BUSY || rc & 0xFF == SQLITE_LOCKED, rows.isEmpty, transactionDepth == 0, waited < Self.busyTimeoutMilliseconds {
+                sqlite3_reset(statement)
+                usleep(20_000)
+                waited += 20
+                continue
+            }
             guard rc == SQLITE_ROW else {
                 throw RegistryError("database: \(String(cString: sqlite3_errmsg(sqlite)))")
             }
