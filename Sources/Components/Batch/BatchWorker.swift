@@ -96,7 +96,8 @@ package final class BatchWorker: Sendable {
         }
         let output = URL(fileURLWithPath: claim.spec.outputDirectory)
         let part = BatchParts.files(output: output, run: task.run, seq: task.seq, attempt: task.attempt)
-        try? FileManager.default.createDirectory(at: part.output.deletingLastPathComponent(), withIntermediateDirectories: true)
+        // The planner made the parts' folder before the first task; gone, the run is over (a part
+        // cannot be written, and the task's end is refused).
         var runner = BatchRunner(scorer: loaded, model: claim.model, outputDirectory: output, idColumns: claim.spec.idColumns, workers: threads)
         runner.chunkBytes = claim.spec.chunkBytes
         runner.maxRecordBytes = claim.spec.maxRecordBytes
