@@ -103,6 +103,28 @@ import Testing
         #expect((runs[1][1].integer ?? 0) > 60_000)
     }
 
+    /// On one machine (the SQLite ledger in SWITCHYARD_HOME): a split run with no worker says it
+    /// waits for one and how to start it, and goes on when one comes.
+    @Test func aSplitRunSaysItWaitsForWorkersOnThisMachine() throws {
+        let root = try temporaryFolder()
+        defer { try? FileManager.default.removeItem(at: root) }
+        let home = root.appendingPathComponent("home")
+        try trainCredit(home)
+        let input = try inputs(root)
+        let output = root.appendingPathComponent("out")
+        let planner = try RunningSwitchyard(["batch", "run", "--once", "--input", input.path, "--output", output.path, "--model", "credit@production",
+                                             "--settle", "0", "--job", "local", "--split", "1"], home: home)
+        defer { planner.kill(SIGKILL) }
+        for _ in 0..<3000 where !planner.text.contains("waits for workers") && planner.process.isRunning { usleep(10_000) }
+        #expect(planner.text.contains("waits for workers: start 'switchyard batch worker --job local'"), "\(planner.text)")
+        let worker = try RunningSwitchyard(["batch", "worker", "--job", "local", "--threads", "1"], home: home)
+        defer { worker.kill(SIGTERM) }
+        let text = planner.finalText()
+        #expect(planner.process.terminationStatus == 0 && text.contains("succeeded"), "\(text)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: output.path).sorted()
+            == ["big.csv", "big.rejects.csv", "events.jsonl", "events.rejects.jsonl", "odd.csv", "odd.rejects.csv"])
+    }
+
     @Test func workersRideOutADatabaseRestart() throws {
         let server = try TestPostgres()
         defer { server.stop() }

@@ -213,7 +213,30 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     let started = csystem_monotonic_ns()
     var report: (@Sendable (BatchProgress) -> Void)?
     if terminal { report = { @Sendable p in drawProgress(p, started: started) } }
+    // What the run says on the way that whoever waits for it needs: a split run waiting for
+    // workers, an outage of the ledger and its end, a file's error.
+    let saying = Atomic<Bool>(true)
+    let said = Atomic<Int>(0)
+    @Sendable func say() {
+        for event in events.after(said.load(ordering: .acquiring)) {
+            said.store(event.id, ordering: .releasing)
+            guard event.kind != "run" || event.message.contains("waits for workers") else { continue }
+            // The run's end is the last line printed anyway.
+            if ["failed", "cancelled", "interrupted"].contains(where: { event.message.hasPrefix("run \(queued.run.id) \($0)") }) { continue }
+            writeError((terminal ? "\r\u{1B}[K" : "") + event.message)
+        }
+    }
+    let sayer = Thread {
+        while saying.load(ordering: .acquiring) {
+            say()
+            usleep(100_000)
+        }
+    }
+    sayer.start()
     let finished = batch.execute(queued.run, lock: lock, progress: progress, report: report)
+    saying.store(false, ordering: .releasing)
+    while !sayer.isFinished { usleep(10_000) }
+    say()
     if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
     let recorded: RunLedger.Run? = try? ledger.run(queued.run.id)
     guard let run = finished ?? recorded else { throw CommandError("run \(queued.run.id) vanished from the ledger") }
