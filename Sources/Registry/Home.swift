@@ -93,7 +93,9 @@ public final class AtomicFile {
             if n < 0 && errno == EINTR { continue }
             if n <= 0 {
                 // No kernel copy here (another filesystem, an old kernel): read and write.
-                guard lseek(source, off_t(expected - left), SEEK_SET) >= 0 else { break }
+                guard lseek(source, off_t(expected - left), SEEK_SET) >= 0 else {
+                    throw RegistryError("cannot read \(path): \(String(cString: strerror(errno)))", status: 500)
+                }
                 var chunk = [UInt8](repeating: 0, count: 1 << 20)
                 while left > 0 {
                     let r = chunk.withUnsafeMutableBytes { read(source, $0.baseAddress!, $0.count) }
@@ -147,7 +149,10 @@ public final class AtomicFile {
     /// file written long before it may appear (a split run's output, published with the run's
     /// other outputs once every task is done).
     public func seal() throws(RegistryError) {
-        guard fd >= 0 else { return }
+        guard fd >= 0 else {
+            if done { throw RegistryError("cannot write \(url.path): it was abandoned") }
+            return  // sealed already
+        }
         try flush()
         guard !durable || fsync(fd) == 0 else { throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
         close(fd)
@@ -156,7 +161,7 @@ public final class AtomicFile {
 
     /// Shows a sealed file under its final name.
     public func publish() throws(RegistryError) {
-        precondition(fd < 0 && !done, "publish() follows seal()")
+        guard fd < 0, !done else { throw RegistryError("cannot show \(url.path): it is not sealed, or was shown or abandoned already") }
         guard rename(temporary.path, url.path) == 0 else {
             throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))")
         }

@@ -163,3 +163,38 @@ final class Clock: @unchecked Sendable {
     var now: Date
     init(_ now: Date) { self.now = now }
 }
+
+/// A file that appears whole or not at all, put together from parts (a split run's output).
+@Suite struct AtomicFileTests {
+    @Test func partsAreAppendedCheckedSealedAndShownOnce() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-atomic-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let a = folder.appendingPathComponent("a.part"), b = folder.appendingPathComponent("b.part")
+        try Data("header\n".utf8).write(to: a)
+        let big = [UInt8](repeating: 0x41, count: 3 << 20)  // several megabytes: the kernel's copy, in pieces
+        try Data(big).write(to: b)
+        let target = folder.appendingPathComponent("out.csv")
+        let file = try AtomicFile(target)
+        try file.write(Array("first\n".utf8))
+        try file.append(contentsOf: a.path, expected: 7)
+        try file.append(contentsOf: b.path, expected: Int64(big.count))
+        // A part whose size is not what its writer recorded is refused, naming it.
+        do throws(RegistryError) {
+            try file.append(contentsOf: a.path, expected: 8)
+            Issue.record("a short part was appended")
+        } catch { #expect(error.message.contains("a.part holds 7 bytes, not the 8 its writer recorded"), "\(error.message)") }
+        #expect(file.count == 6 + 7 + Int64(big.count))
+        try file.seal()
+        #expect(!FileManager.default.fileExists(atPath: target.path), "sealed is not shown yet")
+        try file.publish()
+        #expect(try Data(contentsOf: target) == Data(Array("first\nheader\n".utf8) + big))
+        #expect(throws: RegistryError.self) { try file.publish() }
+        // Abandoned, it is never shown, and showing it is an error rather than a crash.
+        let dropped = try AtomicFile(folder.appendingPathComponent("dropped.csv"))
+        try dropped.write(Array("x".utf8))
+        dropped.abandon()
+        #expect(throws: RegistryError.self) { try dropped.commit() }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted() == ["a.part", "b.part", "out.csv"])
+    }
+}
