@@ -371,7 +371,9 @@ private struct ChunkSource {
     private mutating func fill(_ want: Int) throws(RegistryError) {
         while carry.count < want && !eof {
             let old = carry.count
-            var room = max(want - old, 1 << 16)
+            // At least 64 KiB a read (fewer system calls), or a chunk when chunks are smaller (tests
+            // and fuzzing cut files into many small chunks that way).
+            var room = max(want - old, min(1 << 16, chunkBytes))
             if let left {
                 guard left > 0 else {
                     eof = true
@@ -457,12 +459,15 @@ private struct ChunkSource {
         while true {
             try fill(min(want, maxRecordBytes))
             if carry.isEmpty { return .end }
-            var end: Int? = eof ? carry.count : recordBoundary()
-            if (end ?? 0) == 0, carry.count >= maxRecordBytes {
-                // A quoted field that never closes: cut at the last line end and let the
-                // parser reject the broken record rather than holding the file in memory.
-                end = carry.lastIndex(of: 0x0A).map { $0 + 1 }
-                if end == nil { return try passOverLongLine() }
+            var end = recordBoundary()
+            if (end ?? 0) == 0 {
+                if eof {
+                    end = carry.count  // the last record, without a line end
+                } else if carry.count >= maxRecordBytes {
+                    // No record ends within the limit and no line end either (`recordBoundary`
+                    // cuts an over-long quoted record at a line end): the first line is too long.
+                    return try passOverLongLine()
+                }
             }
             if let boundary = end, boundary > 0 {
                 let cut = carry.count >= maxRecordBytes ? firstLongLine(before: boundary) ?? boundary : boundary
@@ -514,6 +519,12 @@ private struct ChunkSource {
     }
 
     /// The offset after the last complete record in `carry`, or nil.
+    ///
+    /// A quoted field that stays open for `maxRecordBytes` from its record's start is broken: the
+    /// chunk ends at the record's last line end within that limit (the parser rejects the record
+    /// there), so the file is never held in memory for it. The cut depends only on where the record
+    /// starts, never on how much was read, so a split run's task cuts every record where one pass
+    /// would.
     private func recordBoundary() -> Int? {
         carry.withUnsafeBytes { bytes -> Int? in
             let n = bytes.count
@@ -528,20 +539,35 @@ private struct ChunkSource {
             // its start; a broken record is skipped to its line end, as the parser does).
             var state = 0  // 0 field start, 1 unquoted, 2 quoted, 3 quote in quoted, 4 skipping
             var boundary: Int?
-            for i in 0..<n {
+            var recordStart = 0
+            var lineEnd: Int?  // after the last line feed inside the current record
+            var i = 0
+            while i < n {
                 let b = bytes[i]
+                var ended = false
                 switch state {
                 case 0:
-                    if b == 0x22 { state = 2 } else if b == 0x0A { boundary = i + 1 } else if b != 0x2C { state = 1 }
+                    if b == 0x22 { state = 2 } else if b == 0x0A { ended = true } else if b != 0x2C { state = 1 }
                 case 1:
-                    if b == 0x2C { state = 0 } else if b == 0x0A { boundary = i + 1; state = 0 } else if b == 0x22 { state = 4 }
+                    if b == 0x2C { state = 0 } else if b == 0x0A { ended = true; state = 0 } else if b == 0x22 { state = 4 }
                 case 2:
-                    if b == 0x22 { state = 3 }
+                    if b == 0x22 { state = 3 } else if b == 0x0A { lineEnd = i + 1 }
                 case 3:
-                    if b == 0x22 { state = 2 } else if b == 0x2C { state = 0 } else if b == 0x0A { boundary = i + 1; state = 0 } else { state = 4 }
+                    if b == 0x22 { state = 2 } else if b == 0x2C { state = 0 } else if b == 0x0A { ended = true; state = 0 } else { state = 4 }
                 default:
-                    if b == 0x0A { boundary = i + 1; state = 0 }
+                    if b == 0x0A { ended = true; state = 0 }
                 }
+                if ended {
+                    boundary = i + 1
+                    recordStart = i + 1
+                    lineEnd = nil
+                } else if i + 1 - recordStart >= maxRecordBytes {
+                    // Open for the whole limit: the chunk ends at its last line end, so the parser
+                    // meets the cut too (it rejects the broken record there, whatever was read after
+                    // it); with none, its first line is too long (the caller passes it over).
+                    return lineEnd ?? boundary
+                }
+                i += 1
             }
             return boundary
         }
