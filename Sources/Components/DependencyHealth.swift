@@ -102,8 +102,12 @@ package final class DependencyHealth: Sendable {
     }
 }
 
-/// Sleeps `seconds` in short naps, returning early once `stopping` is set.
+/// Sleeps `seconds` in naps of at most 20 ms, returning early once `stopping` is set.
 package func nap(_ seconds: Double, unless stopping: borrowing Atomic<Bool>) {
     let end = Date().addingTimeInterval(seconds)
-    while Date() < end && !stopping.load(ordering: .acquiring) { usleep(20_000) }
+    while !stopping.load(ordering: .acquiring) {
+        let left = end.timeIntervalSinceNow
+        guard left > 0 else { return }
+        usleep(UInt32(max(1000, min(20_000, left * 1e6))))
+    }
 }

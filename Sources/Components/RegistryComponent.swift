@@ -59,7 +59,7 @@ package final class RegistryComponent: Component {
     /// revision in case they missed a move meanwhile. The thread ends with the service.
     private static func followChanges(_ registry: ModelRegistry, health: DependencyHealth, watch: AliasWatch) {
         let thread = Thread { [weak watch] in
-            var listener: ModelRegistry.ChangeListener?
+            var listener: StoreListener?
             while let current = watch {
                 do throws(RegistryError) {
                     if listener == nil {
@@ -67,7 +67,7 @@ package final class RegistryComponent: Component {
                         health.succeeded()
                         current.moved()
                     }
-                    if try listener?.nextChange(timeout: 1) != nil { current.moved() }
+                    if try listener?.next(timeout: 1) != nil { current.moved() }
                 } catch {
                     listener = nil
                     Thread.sleep(forTimeInterval: health.failed(error.message))

@@ -144,29 +144,16 @@ extension RunLedger {
                     [.integer(Int64(run)), .integer(Int64(firstSeq + i)), .text(task.file), .integer(task.start), .integer(task.end),
                      .integer(Int64(task.firstLine))])
             }
-            if database.dialect == .postgres { try database.query("SELECT pg_notify(?, ?)", [.text(Self.taskChannel), .text(String(run))]) }
+            try database.notify(Self.taskChannel, payload: String(run))
         }
     }
 
     static let taskChannel = "switchyard_tasks"
 
-    /// A LISTEN connection that hears of new tasks (PostgreSQL); nil for SQLite, where an idle
-    /// worker asks again every few tens of milliseconds instead.
-    public func taskListener() throws(RegistryError) -> TaskListener? {
-        guard let connection = try database.listener() else { return nil }
-        try connection.listen(Self.taskChannel)
-        return TaskListener(connection: connection)
-    }
-
-    /// Notifications of new tasks from the PostgreSQL ledger.
-    public final class TaskListener: Sendable {
-        let connection: PostgresConnection
-        init(connection: PostgresConnection) { self.connection = connection }
-
-        /// Waits up to `timeout` seconds for new tasks; whether some were added.
-        public func wait(timeout: Double) throws(RegistryError) -> Bool {
-            try connection.nextNotification(timeout: timeout) != nil
-        }
+    /// Hears of new tasks (PostgreSQL: the run's id); nil for SQLite, where an idle worker asks
+    /// again every few milliseconds instead.
+    public func taskListener() throws(RegistryError) -> StoreListener? {
+        try database.listen(Self.taskChannel)
     }
 
     /// Claims the next task of `job`'s running runs for `worker`, for `lease` seconds: one that is

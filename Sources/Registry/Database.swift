@@ -9,10 +9,13 @@ public enum StoreLocation: Sendable, CustomStringConvertible {
     /// `postgres://USER@HOST:PORT/DB` (or `postgresql://…`).
     case postgres(url: String)
 
+    /// Whether `url` names a PostgreSQL database (`postgres://…` or `postgresql://…`).
+    public static func isPostgres(_ url: String) -> Bool { url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") }
+
     /// `--store`: a PostgreSQL URL, or nothing for the SQLite file in `home`.
     public static func parse(_ store: String?, home: Home) throws(RegistryError) -> StoreLocation {
         guard let store, !store.isEmpty else { return .home(home) }
-        guard store.hasPrefix("postgres://") || store.hasPrefix("postgresql://") else {
+        guard isPostgres(store) else {
             throw RegistryError("--store takes postgres://USER@HOST:PORT/DB (leave it out for the SQLite file in SWITCHYARD_HOME), not \"\(store.prefix(80))\"", status: 400)
         }
         return .postgres(url: store)
@@ -232,10 +235,20 @@ package final class Database: @unchecked Sendable {
         }
     }
 
-    /// A connection of its own to the same PostgreSQL database, for LISTEN (nil for SQLite).
-    package func listener() throws(RegistryError) -> PostgresConnection? {
+    /// A connection of its own to the same PostgreSQL database that hears `channel` (nil for
+    /// SQLite: one machine, whose readers look at the tables instead).
+    package func listen(_ channel: String) throws(RegistryError) -> StoreListener? {
         guard let postgres else { return nil }
-        return try PostgresConnection(url: postgres.url, timeout: 2)
+        let connection = try PostgresConnection(url: postgres.url, timeout: 2)
+        try connection.listen(channel)
+        return StoreListener(connection: connection)
+    }
+
+    /// Tells every process listening on `channel` of `payload` when this transaction commits (at
+    /// once outside one); nothing on SQLite.
+    package func notify(_ channel: String, payload: String) throws(RegistryError) {
+        guard dialect == .postgres else { return }
+        try query("SELECT pg_notify(?, ?)", [.text(channel), .text(payload)])
     }
 
     // MARK: - PostgreSQL's connection
@@ -324,6 +337,18 @@ package final class Database: @unchecked Sendable {
             default: nil
             }
         }
+    }
+}
+
+/// What other processes on the same PostgreSQL database announce at their commits on one channel
+/// (`Database.notify`), heard on a connection of its own.
+public final class StoreListener: Sendable {
+    let connection: PostgresConnection
+    init(connection: PostgresConnection) { self.connection = connection }
+
+    /// The next announcement's payload, waiting up to `timeout` seconds; nil when none came.
+    public func next(timeout: Double) throws(RegistryError) -> String? {
+        try connection.nextNotification(timeout: timeout)?.payload
     }
 }
 

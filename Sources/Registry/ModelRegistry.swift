@@ -29,27 +29,13 @@ public final class ModelRegistry: Sendable {
         database = try Database.open(location)
     }
 
-    /// A LISTEN connection that hears of every audit entry (a change) made through any registry
-    /// process on the same PostgreSQL database, as `nextChange` returns; nil for SQLite (one
-    /// machine: read `revision()` instead).
-    public func changeListener() throws(RegistryError) -> ChangeListener? {
-        guard let connection = try database.listener() else { return nil }
-        try connection.listen(Self.changeChannel)
-        return ChangeListener(connection: connection)
+    /// Hears of every audit entry (a change) made through any registry process on the same
+    /// PostgreSQL database: its id, as text; nil for SQLite (one machine: read `revision()`).
+    public func changeListener() throws(RegistryError) -> StoreListener? {
+        try database.listen(Self.changeChannel)
     }
 
     static let changeChannel = "switchyard_audit"
-
-    /// Notifications of audit entries from the PostgreSQL store.
-    public final class ChangeListener: Sendable {
-        let connection: PostgresConnection
-        init(connection: PostgresConnection) { self.connection = connection }
-
-        /// The id of the next audit entry written, waiting up to `timeout` seconds; nil when none was.
-        public func nextChange(timeout: Double) throws(RegistryError) -> Int? {
-            try connection.nextNotification(timeout: timeout).flatMap { Int($0.payload) }
-        }
-    }
 }
 
 extension Database {
@@ -765,9 +751,7 @@ extension ModelRegistry {
                 detail.map(Database.Value.text) ?? .null,
             ]).first?.first?.integer ?? 0
         // Every registry process on the database hears of it at commit (`changeListener`).
-        if database.dialect == .postgres {
-            try database.query("SELECT pg_notify(?, ?)", [.text(Self.changeChannel), .text(String(id))])
-        }
+        try database.notify(Self.changeChannel, payload: String(id))
     }
 
     private func timestamp() -> String { isoTimestamp(now()) }

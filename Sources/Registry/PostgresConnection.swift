@@ -32,7 +32,7 @@ package final class PostgresConnection: @unchecked Sendable {
         handle = nil
         // The URL's own parameters, then a bounded connect timeout (a later keyword wins in libpq).
         let separator = url.contains("?") ? "&" : "?"
-        let info = url.hasPrefix("postgres://") || url.hasPrefix("postgresql://")
+        let info = StoreLocation.isPostgres(url)
             ? url + separator + "connect_timeout=\(max(2, timeout))" : url + " connect_timeout=\(max(2, timeout))"
         guard let connection = PQconnectdb(info) else { throw RegistryError("PostgreSQL: out of memory connecting to \(redacted)") }
         guard PQstatus(connection) == CONNECTION_OK else {
@@ -131,31 +131,11 @@ package final class PostgresConnection: @unchecked Sendable {
         return out
     }
 
-    /// Runs `body` in one transaction; any error rolls it back.
-    package func transaction<T>(_ body: () throws(RegistryError) -> T) throws(RegistryError) -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        try execute("BEGIN")
-        do {
-            let result = try body()
-            try execute("COMMIT")
-            return result
-        } catch {
-            try? execute("ROLLBACK")
-            throw error
-        }
-    }
-
     // MARK: - LISTEN / NOTIFY
 
     /// Subscribes this connection to `channel` (an identifier: letters, digits, underscores).
     package func listen(_ channel: String) throws(RegistryError) {
         try execute("LISTEN \(try Self.identifier(channel))")
-    }
-
-    /// Sends `payload` to every connection listening on `channel` (delivered at commit).
-    package func notify(_ channel: String, payload: String) throws(RegistryError) {
-        try query("SELECT pg_notify($1, $2)", [.text(try Self.identifier(channel)), .text(payload)])
     }
 
     /// The next notification, waiting up to `timeout` seconds for one; nil when none came.

@@ -63,6 +63,8 @@ public final class RunLedger: Sendable {
         /// Unix time of the schedule slot a scheduled run stands for.
         public var scheduledFor: Double?
         public var note: String?
+        /// Cut into tasks for batch workers (`RunLedger.tasks`).
+        public var isSplit = false
     }
 
     public convenience init(home: Home, now: @escaping @Sendable () -> Date = Date.init) throws(RegistryError) {
@@ -80,7 +82,8 @@ public final class RunLedger: Sendable {
 
     private static let columns = """
         id, job, trigger, rerun_of, who, idempotency_key, model, model_sha256, inputs, rows_read, rows_scored,
-        rows_rejected, bytes_total, bytes_done, status, queued_at, started_at, finished_at, error, scheduled_for, note
+        rows_rejected, bytes_total, bytes_done, status, queued_at, started_at, finished_at, error, scheduled_for, note,
+        CASE WHEN spec IS NULL THEN 0 ELSE 1 END
         """
 
     /// Queues a run. With an idempotency key already used by this job, returns
@@ -208,12 +211,7 @@ public final class RunLedger: Sendable {
 
     /// The latest schedule slot that has a run (queued or later), as Unix time.
     public func lastScheduledSlot(job: String) throws(RegistryError) -> Double? {
-        let value = try database.query("SELECT max(scheduled_for) FROM batch_runs WHERE job = ?", [.text(job)]).first?.first
-        switch value {
-        case .real(let v)?: return v
-        case .integer(let v)?: return Double(v)
-        default: return nil
-        }
+        try database.query("SELECT max(scheduled_for) FROM batch_runs WHERE job = ?", [.text(job)]).first?.first?.real
     }
 
     // MARK: - Encoding
@@ -226,13 +224,6 @@ public final class RunLedger: Sendable {
 
     private static func decode(_ row: [Database.Value]) -> Run {
         func int(_ i: Int) -> Int { Int(row[i].integer ?? 0) }
-        func real(_ i: Int) -> Double? {
-            switch row[i] {
-            case .real(let v): v
-            case .integer(let v): Double(v)
-            default: nil
-            }
-        }
         var inputs: [Input] = []
         if let text = row[8].text, case .array(let items)? = try? JSONValue.parse(Array(text.utf8)) {
             inputs = items.compactMap { item in
@@ -247,6 +238,6 @@ public final class RunLedger: Sendable {
             modelSHA256: row[7].text, inputs: inputs, rowsRead: int(9), rowsScored: int(10), rowsRejected: int(11),
             bytesTotal: row[12].integer ?? 0, bytesDone: row[13].integer ?? 0, status: Status(rawValue: row[14].text ?? "") ?? .failed,
             queuedAt: row[15].text ?? "", startedAt: row[16].text, finishedAt: row[17].text, error: row[18].text,
-            scheduledFor: real(19), note: row[20].text)
+            scheduledFor: row[19].real, note: row[20].text, isSplit: row[21].integer == 1)
     }
 }

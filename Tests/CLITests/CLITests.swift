@@ -1,4 +1,5 @@
 import Foundation
+import HTTP
 import JSON
 import Synchronization
 import Testing
@@ -54,6 +55,19 @@ func switchyard(_ arguments: [String], home: URL, input: String? = nil, in direc
 }
 
 /// Trains the credit fixture into `home` as credit@1, promoted to production.
+/// The version a serve process on loopback `port` scores a credit record with (its
+/// `x-model-version`); nil when it does not answer.
+func scoredVersion(port: Int) -> String? {
+    try? HTTPClient(port: port).request("POST", "/score", headers: [("Content-Type", "application/json")],
+                                        body: Array(#"{"data": [\#(creditRecord)]}"#.utf8)).headers["x-model-version"]
+}
+
+/// The first record of the JSON Lines credit sample.
+let creditRecord: String = {
+    guard let text = try? String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8) else { return "{}" }
+    return String(text.split(separator: "\n")[0])
+}()
+
 func trainCredit(_ home: URL) throws {
     let trained = try switchyard(["train", "--data", fixtures.appendingPathComponent("credit-sample.csv").path, "--label", "label",
                                   "--name", "credit", "--promote", "production"], home: home)

@@ -46,11 +46,7 @@ import Testing
                                            "--registry", urlB, "--key", operate], home: root.appendingPathComponent("serve"))
         defer { serve.kill(SIGTERM) }
         let servePort = try serve.servePort()
-        let record = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0]
-        func servedVersion() -> String? {
-            try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json")],
-                                                     body: Array(#"{"data": [\#(record)]}"#.utf8)).headers["x-model-version"]
-        }
+        func servedVersion() -> String? { scoredVersion(port: servePort) }
         #expect(servedVersion() == "1")
         let promoted = try switchyard(["models", "promote", "credit@2", "--registry", urlA, "--key", admin], home: cliHome)
         #expect(promoted.status == 0, "\(promoted.stderr)")

@@ -36,11 +36,7 @@ import Testing
                                            "--registry", url, "--key", serveKey], home: serveHome)
         defer { serve.kill(SIGTERM) }
         let servePort = try serve.servePort()
-        let record = try String(contentsOf: fixtures.appendingPathComponent("credit-sample.jsonl"), encoding: .utf8).split(separator: "\n")[0]
-        func servedVersion() -> String? {
-            try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json")],
-                                                     body: Array(#"{"data": [\#(record)]}"#.utf8)).headers["x-model-version"]
-        }
+        func servedVersion() -> String? { scoredVersion(port: servePort) }
         #expect(servedVersion() == "1")
         let promoted = try switchyard(["models", "promote", "credit@2"] + remote, home: cliHome)
         #expect(promoted.stdout.contains("credit@production: v1 → v2"), "\(promoted.stdout) \(promoted.stderr)")
@@ -56,7 +52,7 @@ import Testing
         func versions() -> Set<String> {
             Set((0..<40).compactMap { i in
                 try? HTTPClient(port: servePort).request("POST", "/score", headers: [("Content-Type", "application/json"), ("x-routing-key", "c\(i)")],
-                                                         body: Array(#"{"data": [\#(record)]}"#.utf8)).headers["x-model-version"]
+                                                         body: Array(#"{"data": [\#(creditRecord)]}"#.utf8)).headers["x-model-version"]
             })
         }
         var seen = Set<String>()

@@ -130,7 +130,7 @@ import Glibc
         #expect(try a.resolve("m@production").version == 7)
         // Every audit entry was announced, in order, with its id.
         var heard: [Int] = []
-        while heard.count < 41, let id = try listener.nextChange(timeout: 30) { heard.append(id) }
+        while heard.count < 41, let id = try listener.next(timeout: 30).flatMap({ Int($0) }) { heard.append(id) }
         #expect(heard == (try a.audit(model: nil, after: nil, limit: 100)).map(\.id))
         #expect(heard.count == 41)
     }

@@ -23,11 +23,13 @@ import Glibc
         let rows = try db.query("SELECT id, model, score, note FROM versions ORDER BY id")
         #expect(rows == [[.integer(1), .text("credit"), .real(0.25), .text(note)], [.integer(2), .text("credit"), .null, .null]])
 
-        // A failing transaction leaves nothing behind, and the error names what failed.
+        // A failing transaction (the store's, over this layer) leaves nothing behind, and the error
+        // names what failed.
+        let store = try Database(postgres: server.url)
         #expect(throws: RegistryError.self) {
-            try db.transaction { () throws(RegistryError) in
-                try db.query("INSERT INTO versions (model) VALUES ($1)", [.text("fraud")])
-                try db.query("INSERT INTO versions (model) VALUES ($1)", [.null])  // NOT NULL
+            try store.transaction { () throws(RegistryError) in
+                try store.query("INSERT INTO versions (model) VALUES ($1)", [.text("fraud")])
+                try store.query("INSERT INTO versions (model) VALUES ($1)", [.null])  // NOT NULL
             }
         }
         #expect(try db.query("SELECT count(*) FROM versions WHERE model = 'fraud'") == [[.integer(0)]])
@@ -41,7 +43,7 @@ import Glibc
         let server = try TestPostgres()
         defer { server.stop() }
         let listener = try PostgresConnection(url: server.url)
-        let sender = try PostgresConnection(url: server.url)
+        let sender = try Database(postgres: server.url)
         try listener.listen("aliases")
         // Nothing sent: the wait ends empty at its timeout.
         #expect(try listener.nextNotification(timeout: 0.05) == nil)

@@ -648,7 +648,7 @@ package final class BatchComponent: Component {
             rowsRead: run.rowsRead, rowsScored: run.rowsScored, rowsRejected: run.rowsRejected, bytesTotal: run.bytesTotal, bytesDone: run.bytesDone,
             queuedAt: run.queuedAt, startedAt: run.startedAt, finishedAt: run.finishedAt, error: run.error,
             scheduledFor: run.scheduledFor.map { isoTimestamp(Date(timeIntervalSince1970: $0)) }, note: run.note, output: outputDirectory.path,
-            existing: existing, tasks: Self.tasks(try? ledger.tasks(run.id)))
+            existing: existing, tasks: run.isSplit ? Self.tasks(try? ledger.tasks(run.id)) : nil)
         if let live = state.withLock({ $0.active }), live.id == run.id {
             summary.rowsRead = live.progress.rowsRead.load(ordering: .relaxed)
             summary.rowsScored = live.progress.rowsScored.load(ordering: .relaxed)

@@ -226,15 +226,12 @@ private struct FileScoring {
                 // A later part: the columns from the file's header, then its own records.
                 var head = ChunkSource(fd: fd, chunkBytes: 1 << 16, maxRecordBytes: runner.maxRecordBytes, csv: true, limit: part!.start, hashing: false)
                 layout = try OutputLayout(csvHeader: try head.readHeader().fields, runner: runner)
-                guard lseek(fd, off_t(part!.start), SEEK_SET) == off_t(part!.start) else {
-                    throw RegistryError("cannot seek to byte \(part!.start): \(String(cString: strerror(errno)))")
-                }
             }
         case .jsonLines:
             layout = OutputLayout(jsonIDs: runner.idColumns ?? ["id"], runner: runner)
-            if !first, lseek(fd, off_t(part!.start), SEEK_SET) != off_t(part!.start) {
-                throw RegistryError("cannot seek to byte \(part!.start): \(String(cString: strerror(errno)))")
-            }
+        }
+        if let part, !first, lseek(fd, off_t(part.start), SEEK_SET) != off_t(part.start) {
+            throw RegistryError("cannot seek to byte \(part.start): \(String(cString: strerror(errno)))")
         }
         progress.bytesDone.wrappingAdd(Int64(source.consumed), ordering: .relaxed)
 
@@ -442,9 +439,9 @@ private struct ChunkSource {
     ///
     /// A line of `maxRecordBytes` or more (without its line feed) is always passed over as one
     /// reject, however the reads happened to fall: a chunk ends before it, and it is passed over
-    /// when it comes first. (Reads take at least 64 KiB, so a window can hold a whole long line;
-    /// without this, whether it was parsed would depend on where the reading started, and a
-    /// task's part would differ from the same records read in one pass.)
+    /// when it comes first. (A read can hold a whole long line; without this, whether it was
+    /// parsed would depend on where the reading started, and a task's part would differ from the
+    /// same records read in one pass.)
     mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Next {
         try next { records in
             chunk.removeAll(keepingCapacity: true)

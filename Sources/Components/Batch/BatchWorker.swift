@@ -47,7 +47,7 @@ package final class BatchWorker: Sendable {
     /// one machine, it asks again after 5 ms doubling to 20 ms (an indexed read).
     package func run() {
         var idle = Backoff(initial: 0.005, cap: 0.02)
-        var listener: RunLedger.TaskListener?
+        var listener: StoreListener?
         var listening = false
         while !stopping.load(ordering: .acquiring) {
             do {
@@ -62,7 +62,7 @@ package final class BatchWorker: Sendable {
                 }
                 health.succeeded()
                 if let listener {
-                    _ = try listener.wait(timeout: stopping.load(ordering: .acquiring) ? 0 : 1)
+                    _ = try listener.next(timeout: stopping.load(ordering: .acquiring) ? 0 : 1)
                 } else {
                     nap(idle.next(), unless: stopping)
                 }

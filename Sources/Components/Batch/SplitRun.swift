@@ -130,7 +130,7 @@ extension BatchComponent {
                 // The ledger's database is away: keep waiting (the run is not lost), say so once.
                 if !outage { events.append("error", "run \(run.id): reading its tasks: \(error.message); retrying with backoff") }
                 outage = true
-                _ = wake(after: backoff.next(), progress)
+                nap(backoff.next(), unless: progress.cancelled)
                 continue
             }
             let done = tasks.filter { $0.status == .done }
@@ -162,7 +162,7 @@ extension BatchComponent {
             }
             // The tasks are read whole each time: every 5 ms while they are few (the last part is
             // put together as soon as it is in), every 200 ms for a run of many.
-            _ = wake(after: tasks.count > 200 ? 0.2 : tasks.count > 50 ? 0.02 : 0.005, progress)
+            nap(tasks.count > 200 ? 0.2 : tasks.count > 50 ? 0.02 : 0.005, unless: progress.cancelled)
         }
         for task in tasks where task.status == .done {
             outcome.read += task.rowsRead
@@ -199,16 +199,6 @@ extension BatchComponent {
             outcome.bytesDone += outcome.inputs[i].size
         }
         return outcome
-    }
-
-    /// Waits `seconds`, or less when the run is cancelled.
-    private func wake(after seconds: Double, _ progress: BatchProgress) -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if progress.cancelled.load(ordering: .relaxed) { return true }
-            usleep(UInt32(min(20_000, max(1000, end.timeIntervalSinceNow * 1e6))))
-        }
-        return false
     }
 }
 

@@ -215,28 +215,15 @@ private func runBatchOnce(_ args: Arguments) throws -> Int32 {
     if terminal { report = { @Sendable p in drawProgress(p, started: started) } }
     // What the run says on the way that whoever waits for it needs: a split run waiting for
     // workers, an outage of the ledger and its end, a file's error.
-    let saying = Atomic<Bool>(true)
-    let said = Atomic<Int>(0)
-    @Sendable func say() {
-        for event in events.after(said.load(ordering: .acquiring)) {
-            said.store(event.id, ordering: .releasing)
-            guard event.kind != "run" || event.message.contains("waits for workers") else { continue }
-            // The run's end is the last line printed anyway.
-            if ["failed", "cancelled", "interrupted"].contains(where: { event.message.hasPrefix("run \(queued.run.id) \($0)") }) { continue }
-            writeError((terminal ? "\r\u{1B}[K" : "") + event.message)
-        }
+    let id = queued.run.id
+    let stopSaying = followEvents(events) { event in
+        guard event.kind != "run" || event.message.contains("waits for workers") else { return }
+        // The run's end is the last line printed anyway.
+        if ["failed", "cancelled", "interrupted"].contains(where: { event.message.hasPrefix("run \(id) \($0)") }) { return }
+        writeError((terminal ? "\r\u{1B}[K" : "") + event.message)
     }
-    let sayer = Thread {
-        while saying.load(ordering: .acquiring) {
-            say()
-            usleep(100_000)
-        }
-    }
-    sayer.start()
     let finished = batch.execute(queued.run, lock: lock, progress: progress, report: report)
-    saying.store(false, ordering: .releasing)
-    while !sayer.isFinished { usleep(10_000) }
-    say()
+    stopSaying()
     if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
     let recorded: RunLedger.Run? = try? ledger.run(queued.run.id)
     guard let run = finished ?? recorded else { throw CommandError("run \(queued.run.id) vanished from the ledger") }
@@ -311,8 +298,7 @@ let batchWorkerCommand = Command(
         if let text = args.string("threads"), text != "one per core" { threads = try args.integer("threads", range: 1...256)! }
         let lease = try args.double("lease") ?? 30
         guard lease >= 0.5, lease <= 86_400 else { throw UsageError("--lease must be between 0.5 and 86400 seconds, got \(lease)") }
-        if case .home = ledgerLocation(args), let url = ProcessInfo.processInfo.environment["SWITCHYARD_REGISTRY"] ?? args.string("registry"),
-           url.hasPrefix("http") {
+        if case .home = ledgerLocation(args), let url = registryURL(args) {
             throw CommandError("a batch worker claims tasks from the run ledger itself: give --registry postgres://… (the database the registry service uses), or run it without --registry on the batch component's machine")
         }
         let events = EventLog()
@@ -321,23 +307,15 @@ let batchWorkerCommand = Command(
         let location = ledgerLocation(args)
         let models: any ModelSource = try registryCall { () throws(RegistryError) in try ModelRegistry(location: location) }
         let worker = BatchWorker(ledger: try openLedger(args), registry: models, job: job, threads: threads, lease: lease, events: events)
-        let printer = Thread {
-            var seen = 0
-            while true {
-                for event in events.after(seen) {
-                    logLine(event.kind == "error" ? "error: \(event.message)" : event.message)
-                    seen = event.id
-                }
-                fflush(nil)
-                usleep(100_000)
-            }
+        let stopPrinting = followEvents(events) { event in
+            logLine(event.kind == "error" ? "error: \(event.message)" : event.message)
+            fflush(nil)
         }
-        printer.start()
         onTermination(signals: [SIGINT, SIGTERM]) { worker.stop() }
         logLine("batch worker \(worker.name) for job \(job): \(ledgerLocation(args)), \(threads) thread\(threads == 1 ? "" : "s"), lease \(BatchComponent.seconds(lease)) s")
         fflush(nil)
         worker.run()
-        usleep(150_000)  // the last events printed
+        stopPrinting()
         logLine("stopped: \(worker.tasksDone.load(ordering: .relaxed)) tasks, \(worker.rowsDone.load(ordering: .relaxed)) rows")
         return Exit.ok
     })

@@ -51,7 +51,7 @@ struct RegistryAccess {
 }
 
 /// `--registry`, else SWITCHYARD_REGISTRY; nil for the local SWITCHYARD_HOME.
-private func registryURL(_ args: Arguments) -> String? {
+func registryURL(_ args: Arguments) -> String? {
     let text = args.string("registry").flatMap { $0.hasPrefix("$SWITCHYARD_REGISTRY") ? nil : $0 } ?? ProcessInfo.processInfo.environment["SWITCHYARD_REGISTRY"]
     return text?.isEmpty == false ? text : nil
 }
@@ -59,7 +59,7 @@ private func registryURL(_ args: Arguments) -> String? {
 /// Where a batch job's run ledger is: the registry's PostgreSQL when `--registry` names one (so
 /// batch workers on other machines find its tasks), else this machine's SWITCHYARD_HOME.
 func ledgerLocation(_ args: Arguments) -> StoreLocation {
-    if let url = registryURL(args), url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") { return .postgres(url: url) }
+    if let url = registryURL(args), StoreLocation.isPostgres(url) { return .postgres(url: url) }
     return .home(Home.fromEnvironment())
 }
 
@@ -67,7 +67,7 @@ func registryAccess(_ args: Arguments, events: EventLog) throws -> RegistryAcces
     let environment = ProcessInfo.processInfo.environment
     let home = Home.fromEnvironment()
     let urlText = registryURL(args)
-    if let url = urlText, url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+    if let url = urlText, StoreLocation.isPostgres(url) {
         return try registryAccess(at: .postgres(url: url))
     }
     if let url = urlText, !url.isEmpty {
@@ -90,6 +90,33 @@ private func registryAccess(at location: StoreLocation) throws -> RegistryAccess
 /// SWITCHYARD_REGISTRY) with `--key` (or SWITCHYARD_KEY), else the local SWITCHYARD_HOME.
 func openStore(_ args: Arguments) throws -> any RegistryStore {
     try registryAccess(args, events: EventLog()).store
+}
+
+/// Hands each event of `events` to `each` as it comes (looked at ten times a second) until the
+/// returned function is called, which hands over the rest first.
+func followEvents(_ events: EventLog, _ each: @escaping @Sendable (EventLog.Event) -> Void) -> () -> Void {
+    let following = Atomic<Bool>(true), stopped = Atomic<Bool>(false)
+    let seen = Mutex<Int>(0)
+    let drain: @Sendable () -> Void = {
+        seen.withLock { last in
+            for event in events.after(last) {
+                last = event.id
+                each(event)
+            }
+        }
+    }
+    Thread {
+        while following.load(ordering: .acquiring) {
+            drain()
+            usleep(100_000)
+        }
+        stopped.store(true, ordering: .releasing)
+    }.start()
+    return {
+        following.store(false, ordering: .releasing)
+        while !stopped.load(ordering: .acquiring) { usleep(10_000) }
+        drain()
+    }
 }
 
 /// The registry in SWITCHYARD_HOME, with the error turned into a command error.
