@@ -69,10 +69,16 @@ public final class AtomicFile {
 
     deinit { abandon() }
 
-    /// Buffers `bytes`, writing out every megabyte.
+    /// Buffers `bytes`, writing out every megabyte; a piece of 256 KiB or more is written as it
+    /// is (after what is buffered), not copied.
     public func write(_ bytes: [UInt8]) throws(RegistryError) {
-        buffer.append(contentsOf: bytes)
         count += Int64(bytes.count)
+        if bytes.count >= 1 << 18 {
+            try flush()
+            guard bytes.withUnsafeBytes(writeOut) else { throw writeError() }
+            return
+        }
+        buffer.append(contentsOf: bytes)
         if buffer.count >= 1 << 20 { try flush() }
     }
 
@@ -118,25 +124,32 @@ public final class AtomicFile {
     }
 
     private func flush() throws(RegistryError) {
-        let ok = buffer.withUnsafeBytes { bytes -> Bool in
-            var offset = 0
-            while offset < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    return false
-                }
-                offset += n
-            }
-            return true
-        }
-        guard ok else { throw RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))") }
-        written += Int64(buffer.count)
+        guard buffer.withUnsafeBytes(writeOut) else { throw writeError() }
         buffer.removeAll(keepingCapacity: true)
+    }
+
+    private func writeError() -> RegistryError {
+        RegistryError("cannot write \(url.path): \(String(cString: strerror(errno)))")
+    }
+
+    /// Writes `bytes` to the file (past what is buffered: flush first); false when the system
+    /// refuses (errno says why).
+    private func writeOut(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            offset += n
+        }
+        written += Int64(bytes.count)
         if durable && written - writebackStarted >= Self.writebackStep {
             _ = csystem_start_writeback(fd, writebackStarted, written - writebackStarted)
             writebackStarted = written
         }
+        return true
     }
 
     /// Makes the file visible under its final name, complete and durable.

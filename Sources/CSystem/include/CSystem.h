@@ -57,6 +57,11 @@ static inline uint64_t csystem_counter_load(const uint64_t *counter) {
 /// posix_spawn_file_actions_addclosefrom_np (a GNU extension): the child closes fds >= `fd`.
 int csystem_spawn_add_closefrom(posix_spawn_file_actions_t *actions, int fd);
 
+/// Makes the C library keep freed memory (blocks up to 32 MiB come from the heap, and up to
+/// 128 MiB free at its top stay mapped) for a process that frees and allocates the same large
+/// buffers over and over: the next allocation reuses pages instead of faulting in zeroed ones.
+void csystem_keep_freed_memory(void);
+
 /// Whether this CPU has the SHA extensions `csystem_sha256_blocks` needs.
 int csystem_sha256_accelerated(void);
 

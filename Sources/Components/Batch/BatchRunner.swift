@@ -130,6 +130,8 @@ package struct BatchRunner: Sendable {
             if format == .csv { line += try source.readHeader().newlines }
             var cuts: [(offset: Int64, line: Int)] = [(0, 1)]
             var newlines = 0
+            var status = stat()
+            let expected = fstat(fd, &status) == 0 ? Int64(status.st_size) : 0
             loop: while true {
                 switch try source.next({ newlines = newlineCount($0) }) {
                 case .records: line += newlines
@@ -137,9 +139,14 @@ package struct BatchRunner: Sendable {
                 case .end: break loop
                 }
                 // A file's first tasks are smaller (a quarter, a half, three quarters of
-                // `taskBytes`), so workers start sooner.
+                // `taskBytes`), so workers start sooner; so are its last (half of what is left,
+                // down to a quarter), so workers finish together rather than one of them
+                // scoring a whole task while the others wait.
                 let last = cuts[cuts.count - 1]
-                if Int64(source.consumed) - last.offset >= Int64(taskBytes) * Int64(min(cuts.count, 4)) / 4 {
+                let quarter = Int64(max(1, taskBytes / 4))
+                let ramp = quarter * Int64(min(cuts.count, 4))
+                let left = expected - last.offset
+                if Int64(source.consumed) - last.offset >= min(ramp, max(quarter, left / 2)) {
                     // A task is known as soon as its end is: workers can start on it now.
                     let task = BatchPart(start: last.offset, end: Int64(source.consumed), firstLine: last.line)
                     plan.tasks.append(task)
@@ -442,20 +449,49 @@ private struct ChunkSource {
     /// when it comes first. (A read can hold a whole long line; without this, whether it was
     /// parsed would depend on where the reading started, and a task's part would differ from the
     /// same records read in one pass.)
+    ///
+    /// The records are not copied: `chunk` takes the buffer they were read into, and the bytes
+    /// after them (the start of the next record) move to `chunk`'s old buffer, which reads on.
     mutating func next(into chunk: inout [UInt8]) throws(RegistryError) -> Next {
-        try next { records in
-            chunk.removeAll(keepingCapacity: true)
-            chunk.append(contentsOf: records)
+        let next = try nextCut()
+        guard case .records(let cut) = next else { return next.outcome }
+        chunk.removeAll(keepingCapacity: true)
+        chunk.append(contentsOf: carry[cut...])
+        swap(&chunk, &carry)
+        chunk.removeLast(chunk.count - cut)
+        consumed += cut
+        return .records
+    }
+
+    /// `next`, handing the chunk's records to `take` in place (the planner of a split run only
+    /// counts their lines).
+    mutating func next(_ take: (UnsafeRawBufferPointer) -> Void) throws(RegistryError) -> Next {
+        let next = try nextCut()
+        guard case .records(let cut) = next else { return next.outcome }
+        carry.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<cut])) }
+        carry.removeFirst(cut)
+        consumed += cut
+        return .records
+    }
+
+    /// What `next` finds: the records are `carry[..<cut]`, not yet taken.
+    private enum Cut {
+        case records(Int)
+        case other(Next)
+
+        var outcome: Next {
+            switch self {
+            case .records: .records
+            case .other(let next): next
+            }
         }
     }
 
-    /// `next`, handing the chunk's records to `take` in place rather than copying them out (the
-    /// planner of a split run only counts their lines).
-    mutating func next(_ take: (UnsafeRawBufferPointer) -> Void) throws(RegistryError) -> Next {
+    private mutating func nextCut() throws(RegistryError) -> Cut {
         var want = chunkBytes
         while true {
             try fill(min(want, maxRecordBytes))
-            if carry.isEmpty { return .end }
+            if carry.isEmpty { return .other(.end) }
             var end = recordBoundary()
             if (end ?? 0) == 0 {
                 if eof {
@@ -463,16 +499,13 @@ private struct ChunkSource {
                 } else if carry.count >= maxRecordBytes {
                     // No record ends within the limit and no line end either (`recordBoundary`
                     // cuts an over-long quoted record at a line end): the first line is too long.
-                    return try passOverLongLine()
+                    return .other(try passOverLongLine())
                 }
             }
             if let boundary = end, boundary > 0 {
                 let cut = carry.count >= maxRecordBytes ? firstLongLine(before: boundary) ?? boundary : boundary
-                if cut == 0 { return try passOverLongLine() }
-                carry.withUnsafeBytes { take(UnsafeRawBufferPointer(rebasing: $0[..<cut])) }
-                carry.removeFirst(cut)
-                consumed += cut
-                return .records
+                if cut == 0 { return .other(try passOverLongLine()) }
+                return .records(cut)
             }
             want = carry.count * 2
         }

@@ -46,6 +46,8 @@ package final class BatchWorker: Sendable {
     /// notification that tasks were added (asking again every second regardless); on SQLite,
     /// one machine, it asks again after 5 ms doubling to 20 ms (an indexed read).
     package func run() {
+        // Each task allocates its chunk buffers anew: keep the last task's pages for the next.
+        csystem_keep_freed_memory()
         var idle = Backoff(initial: 0.005, cap: 0.02)
         var listener: StoreListener?
         var listening = false

@@ -93,9 +93,11 @@ func openStore(_ args: Arguments) throws -> any RegistryStore {
 }
 
 /// Hands each event of `events` to `each` as it comes (looked at ten times a second) until the
-/// returned function is called, which hands over the rest first.
+/// returned function is called, which hands over the rest first. Stopping wakes the follower at
+/// once: a command's last line is not held back by its nap.
 func followEvents(_ events: EventLog, _ each: @escaping @Sendable (EventLog.Event) -> Void) -> () -> Void {
-    let following = Atomic<Bool>(true), stopped = Atomic<Bool>(false)
+    let following = Atomic<Bool>(true)
+    let wake = DispatchSemaphore(value: 0), stopped = DispatchSemaphore(value: 0)
     let seen = Mutex<Int>(0)
     let drain: @Sendable () -> Void = {
         seen.withLock { last in
@@ -108,13 +110,14 @@ func followEvents(_ events: EventLog, _ each: @escaping @Sendable (EventLog.Even
     Thread {
         while following.load(ordering: .acquiring) {
             drain()
-            usleep(100_000)
+            _ = wake.wait(timeout: .now() + .milliseconds(100))
         }
-        stopped.store(true, ordering: .releasing)
+        stopped.signal()
     }.start()
     return {
         following.store(false, ordering: .releasing)
-        while !stopped.load(ordering: .acquiring) { usleep(10_000) }
+        wake.signal()
+        stopped.wait()
         drain()
     }
 }
