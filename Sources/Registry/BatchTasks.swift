@@ -134,8 +134,7 @@ extension RunLedger {
     }
 
     /// Adds tasks to a planned run, numbered from `firstSeq`: workers may take them while the
-    /// rest of the run is still being planned. On PostgreSQL, idle workers hear of them at once
-    /// (`taskListener`).
+    /// rest of the run is still being planned. Idle workers hear of them at once (`taskListener`).
     public func addTasks(_ run: Int, firstSeq: Int, _ tasks: [PlannedTask]) throws(RegistryError) {
         try database.transaction { () throws(RegistryError) in
             for (i, task) in tasks.enumerated() {
@@ -150,9 +149,9 @@ extension RunLedger {
 
     static let taskChannel = "switchyard_tasks"
 
-    /// Hears of new tasks (PostgreSQL: the run's id); nil for SQLite, where an idle worker asks
-    /// again every few milliseconds instead.
-    public func taskListener() throws(RegistryError) -> StoreListener? {
+    /// Hears of tasks added or ended (on PostgreSQL with the run's id), so an idle worker claims
+    /// a new task, and a run's planner puts a finished part in place, without polling.
+    public func taskListener() throws(RegistryError) -> StoreListener {
         try database.listen(Self.taskChannel)
     }
 
@@ -198,7 +197,7 @@ extension RunLedger {
     public func complete(
         _ task: Task, worker: String, rowsRead: Int, rowsScored: Int, rowsRejected: Int, outputBytes: Int64, rejectsBytes: Int64
     ) throws(RegistryError) -> Bool {
-        !(try database.query(
+        try ended(task, try database.query(
             """
             UPDATE batch_tasks SET status = 'done', lease_until = NULL, finished_at = ?, rows_read = ?, rows_scored = ?, rows_rejected = ?,
                 output_bytes = ?, rejects_bytes = ?
@@ -206,19 +205,27 @@ extension RunLedger {
             """,
             [.text(isoTimestamp(now())), .integer(Int64(rowsRead)), .integer(Int64(rowsScored)), .integer(Int64(rowsRejected)),
              .integer(outputBytes), .integer(rejectsBytes),
-             .integer(Int64(task.run)), .integer(Int64(task.seq)), .text(worker), .integer(Int64(task.attempt))]).isEmpty)
+             .integer(Int64(task.run)), .integer(Int64(task.seq)), .text(worker), .integer(Int64(task.attempt))]))
     }
 
     /// Records that `worker` could not do its task (the input cannot be read, its header does
     /// not fit the model): the run fails with `error`, as a one-process run would.
     public func fail(_ task: Task, worker: String, error: String) throws(RegistryError) -> Bool {
-        !(try database.query(
+        try ended(task, try database.query(
             """
             UPDATE batch_tasks SET status = 'failed', lease_until = NULL, finished_at = ?, error = ?
             WHERE run_id = ? AND seq = ? AND worker = ? AND attempts = ? AND status = 'running' RETURNING seq
             """,
             [.text(isoTimestamp(now())), .text(error), .integer(Int64(task.run)), .integer(Int64(task.seq)), .text(worker),
-             .integer(Int64(task.attempt))]).isEmpty)
+             .integer(Int64(task.attempt))]))
+    }
+
+    /// Whether the update that ended `task` held (`rows` not empty); then the run's planner,
+    /// listening, hears of it at once.
+    private func ended(_ task: Task, _ rows: [[Database.Value]]) throws(RegistryError) -> Bool {
+        guard !rows.isEmpty else { return false }
+        try database.notify(Self.taskChannel, payload: String(task.run))
+        return true
     }
 
     /// Fails a task whatever worker holds it (its run's owner gives up on it).

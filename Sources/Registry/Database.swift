@@ -47,9 +47,13 @@ package final class Database: @unchecked Sendable {
 
     package let dialect: Dialect
     private let sqlite: OpaquePointer?
+    /// The SQLite file's path.
+    private let sqlitePath: String?
     private let postgres: PostgresConnection?
     private let lock = NSRecursiveLock()
     private var transactionDepth = 0
+    /// SQLite: the channels this transaction announces when it commits.
+    private var announcements: [String] = []
     private var reconnect = (at: 0.0, delay: 0.0)
 
     /// How long a writer waits for another process's transaction before giving up.
@@ -69,6 +73,7 @@ package final class Database: @unchecked Sendable {
         }
         dialect = .sqlite
         sqlite = db
+        sqlitePath = path
         postgres = nil
         sqlite3_busy_timeout(db, Self.busyTimeoutMilliseconds)
         try execute("PRAGMA journal_mode=WAL")
@@ -80,6 +85,7 @@ package final class Database: @unchecked Sendable {
     package init(postgres url: String) throws(RegistryError) {
         dialect = .postgres
         sqlite = nil
+        sqlitePath = nil
         do {
             postgres = try PostgresConnection(url: url)
         } catch {
@@ -187,9 +193,14 @@ package final class Database: @unchecked Sendable {
         do {
             let result = try body()
             try execute("COMMIT")
+            if let sqlitePath {
+                for channel in announcements { StoreListener.announce(channel, database: sqlitePath) }
+                announcements = []
+            }
             return result
         } catch {
             try? execute("ROLLBACK")
+            announcements = []
             throw error
         }
     }
@@ -235,20 +246,31 @@ package final class Database: @unchecked Sendable {
         }
     }
 
-    /// A connection of its own to the same PostgreSQL database that hears `channel` (nil for
-    /// SQLite: one machine, whose readers look at the tables instead).
-    package func listen(_ channel: String) throws(RegistryError) -> StoreListener? {
-        guard let postgres else { return nil }
+    /// Hears what other processes announce on `channel` (`notify`): on PostgreSQL a connection of
+    /// its own that LISTENs; on SQLite (one machine) a watch on the channel's file.
+    package func listen(_ channel: String) throws(RegistryError) -> StoreListener {
+        guard let postgres else { return try StoreListener(channel: channel, database: sqlitePath!) }
         let connection = try PostgresConnection(url: postgres.url, timeout: 2)
         try connection.listen(channel)
         return StoreListener(connection: connection)
     }
 
     /// Tells every process listening on `channel` of `payload` when this transaction commits (at
-    /// once outside one); nothing on SQLite.
+    /// once outside one). PostgreSQL's NOTIFY; on SQLite a write to the channel's file beside the
+    /// database after the commit (listeners hear the channel, not the payload), so whoever wakes
+    /// reads what was committed.
     package func notify(_ channel: String, payload: String) throws(RegistryError) {
-        guard dialect == .postgres else { return }
-        try query("SELECT pg_notify(?, ?)", [.text(channel), .text(payload)])
+        guard let sqlitePath else {
+            try query("SELECT pg_notify(?, ?)", [.text(channel), .text(payload)])
+            return
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        if transactionDepth > 0 {
+            if !announcements.contains(channel) { announcements.append(channel) }
+        } else {
+            StoreListener.announce(channel, database: sqlitePath)
+        }
     }
 
     // MARK: - PostgreSQL's connection
@@ -340,15 +362,92 @@ package final class Database: @unchecked Sendable {
     }
 }
 
-/// What other processes on the same PostgreSQL database announce at their commits on one channel
-/// (`Database.notify`), heard on a connection of its own.
+/// What other processes on the same database announce at their commits on one channel
+/// (`Database.notify`): on PostgreSQL heard on a connection of its own; on SQLite through the
+/// channel's file in the `notify` folder beside the database, which an announcement writes after
+/// its commit (inotify), so a listener woken by it reads what was committed.
 public final class StoreListener: Sendable {
-    let connection: PostgresConnection
-    init(connection: PostgresConnection) { self.connection = connection }
+    private enum Source {
+        case postgres(PostgresConnection)
+        /// An inotify descriptor watching the notify folder, and the channel's file name.
+        case file(fd: Int32, channel: String)
+    }
+
+    private let source: Source
+
+    init(connection: PostgresConnection) { source = .postgres(connection) }
+
+    init(channel: String, database: String) throws(RegistryError) {
+        let folder = Self.folder(database)
+        mkdir(folder, 0o755)
+        let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+        guard fd >= 0, inotify_add_watch(fd, folder, UInt32(IN_MODIFY | IN_CREATE | IN_MOVED_TO)) >= 0 else {
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            throw RegistryError("cannot watch \(folder) for announcements: \(reason)")
+        }
+        source = .file(fd: fd, channel: channel)
+    }
+
+    deinit {
+        if case .file(let fd, _) = source { close(fd) }
+    }
+
+    private static func folder(_ database: String) -> String {
+        URL(fileURLWithPath: database).deletingLastPathComponent().appendingPathComponent("notify").path
+    }
+
+    /// SQLite: wakes `channel`'s listeners (a byte written to its file; best effort, as they
+    /// read again on their own at least every second).
+    static func announce(_ channel: String, database: String) {
+        let folder = folder(database)
+        var fd = open(folder + "/" + channel, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        if fd < 0 {
+            mkdir(folder, 0o755)
+            fd = open(folder + "/" + channel, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        }
+        guard fd >= 0 else { return }
+        _ = pwrite(fd, "!", 1, 0)
+        close(fd)
+    }
 
     /// The next announcement's payload, waiting up to `timeout` seconds; nil when none came.
+    /// (On SQLite the payload is empty, and announcements made before the call since the last
+    /// one are heard as one.)
     public func next(timeout: Double) throws(RegistryError) -> String? {
-        try connection.nextNotification(timeout: timeout)?.payload
+        switch source {
+        case .postgres(let connection):
+            return try connection.nextNotification(timeout: timeout)?.payload
+        case .file(let fd, let channel):
+            let deadline = Date().addingTimeInterval(timeout)
+            while true {
+                if Self.drain(fd, channel: channel) { return "" }
+                let left = deadline.timeIntervalSinceNow
+                guard left > 0 else { return nil }
+                var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                _ = poll(&descriptor, 1, Int32(min(left, 3600) * 1000) + 1)
+            }
+        }
+    }
+
+    /// Reads every queued event; true when one was about `channel`'s file.
+    private static func drain(_ fd: Int32, channel: String) -> Bool {
+        var heard = false
+        withUnsafeTemporaryAllocation(byteCount: 4096, alignment: 8) { buffer in
+            while true {
+                let n = read(fd, buffer.baseAddress!, buffer.count)
+                guard n > 0 else { return }
+                var offset = 0
+                while offset + MemoryLayout<inotify_event>.size <= n {
+                    let event = (buffer.baseAddress! + offset).loadUnaligned(as: inotify_event.self)
+                    let nameStart = offset + MemoryLayout<inotify_event>.size
+                    let nameBytes = UnsafeRawBufferPointer(start: buffer.baseAddress! + nameStart, count: max(0, min(Int(event.len), n - nameStart)))
+                    if String(decoding: nameBytes.prefix { $0 != 0 }, as: UTF8.self) == channel { heard = true }
+                    offset = nameStart + Int(event.len)
+                }
+            }
+        }
+        return heard
     }
 }
 

@@ -30,8 +30,8 @@ public final class ModelRegistry: Sendable {
     }
 
     /// Hears of every audit entry (a change) made through any registry process on the same
-    /// PostgreSQL database: its id, as text; nil for SQLite (one machine: read `revision()`).
-    public func changeListener() throws(RegistryError) -> StoreListener? {
+    /// database: its id, as text (on SQLite, that there were entries, with no id).
+    public func changeListener() throws(RegistryError) -> StoreListener {
         try database.listen(Self.changeChannel)
     }
 

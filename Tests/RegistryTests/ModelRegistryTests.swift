@@ -20,6 +20,35 @@ func model(_ name: String, variant: Double = 0) -> ModelDocument {
 }
 
 @Suite struct ModelRegistryTests {
+    /// On SQLite a change listener hears another connection's announcements once they are
+    /// committed (without payload, no polling): what lets an idle batch worker on the same
+    /// machine claim a new task at once. A rolled-back change announces nothing.
+    @Test func aSQLiteListenerHearsAnotherConnectionsCommit() throws {
+        let home = temporaryHome()
+        let writer = try ModelRegistry(home: home)
+        let listener = try ModelRegistry(home: home).changeListener()
+        #expect(try listener.next(timeout: 0) == nil)  // nothing committed since it started
+        try writer.register(model("m"), who: "t")
+        #expect(try listener.next(timeout: 60) == "")
+        #expect(try listener.next(timeout: 0) == nil)  // heard once, however many writes the commit took
+        try writer.promote(model: "m", version: 1, alias: "production", who: "t")
+        #expect(try listener.next(timeout: 60) == "")
+        // A transaction announces at its commit, and not at all when it rolls back.
+        let database = try Database(path: home.databasePath)
+        #expect(throws: RegistryError.self) {
+            try database.transaction { () throws(RegistryError) in
+                try database.notify("switchyard_audit", payload: "1")
+                throw RegistryError("changed its mind")
+            }
+        }
+        #expect(try listener.next(timeout: 0) == nil)
+        try database.transaction { () throws(RegistryError) in try database.notify("switchyard_audit", payload: "2") }
+        #expect(try listener.next(timeout: 60) == "")
+        // Another channel's announcement is not this listener's.
+        try database.notify("switchyard_tasks", payload: "3")
+        #expect(try listener.next(timeout: 0) == nil)
+    }
+
     @Test func versionsAreContentAddressedAndImmutable() throws {
         let home = temporaryHome()
         defer { try? FileManager.default.removeItem(at: home.url) }

@@ -116,8 +116,7 @@ import Glibc
         defer { server.stop() }
         let a = try ModelRegistry(location: .postgres(url: server.url))
         let b = try ModelRegistry(location: .postgres(url: server.url))
-        let listener = try #require(try b.changeListener())
-        #expect(try ModelRegistry(home: temporaryHome()).changeListener() == nil)
+        let listener = try b.changeListener()
         // 2 × 20 registrations of distinct content, concurrently through both.
         DispatchQueue.concurrentPerform(iterations: 2) { side in
             let registry = side == 0 ? a : b

@@ -42,35 +42,24 @@ package final class BatchWorker: Sendable {
         health = DependencyHealth(name: "run ledger", address: ledger.location.description, events: events)
     }
 
-    /// Claims and does tasks until `stop()`. When there is none it waits: on PostgreSQL for the
-    /// notification that tasks were added (asking again every second regardless); on SQLite,
-    /// one machine, it asks again after 5 ms doubling to 20 ms (an indexed read).
+    /// Claims and does tasks until `stop()`. When there is none it waits to hear of new tasks
+    /// (`RunLedger.taskListener`), asking again every second regardless.
     package func run() {
         // Each task allocates its chunk buffers anew: keep the last task's pages for the next.
         csystem_keep_freed_memory()
-        var idle = Backoff(initial: 0.005, cap: 0.02)
         var listener: StoreListener?
-        var listening = false
         while !stopping.load(ordering: .acquiring) {
             do {
-                if !listening {
-                    listener = try ledger.taskListener()
-                    listening = true
-                }
+                // Listening starts before the claim: a task added in between is heard.
+                if listener == nil { listener = try ledger.taskListener() }
                 if try step() {
-                    idle.reset()
                     health.succeeded()
                     continue
                 }
                 health.succeeded()
-                if let listener {
-                    _ = try listener.next(timeout: stopping.load(ordering: .acquiring) ? 0 : 1)
-                } else {
-                    nap(idle.next(), unless: stopping)
-                }
+                _ = try listener?.next(timeout: stopping.load(ordering: .acquiring) ? 0 : 1)
             } catch {
                 listener = nil
-                listening = false
                 nap(health.failed(error.message), unless: stopping)
             }
         }
@@ -88,13 +77,21 @@ package final class BatchWorker: Sendable {
         let label = "task \(task.seq) of run \(task.run) (\(input.lastPathComponent) bytes \(task.planned.start)–\(task.planned.end), attempt \(task.attempt))"
         events.append("run", "claimed \(label)")
         let loaded: Scorer
-        do {
-            loaded = try load(claim.model, sha256: claim.modelSHA256)
-        } catch {
-            let message = (error as? RegistryError)?.message ?? "\(error)"
-            _ = try ledger.fail(task, worker: name, error: "loading \(claim.model): \(message)")
-            events.append("error", "\(label): loading \(claim.model): \(message)")
-            return true
+        while true {
+            do {
+                loaded = try load(claim.model, sha256: claim.modelSHA256)
+                break
+            } catch let error as RegistryError where error.status == 503 && !stopping.load(ordering: .acquiring) {
+                // The model's database is away for now: the task is not at fault (failing it would
+                // fail the run). Wait for it; if the lease runs out meanwhile, another worker's part
+                // counts.
+                nap(health.failed(error.message), unless: stopping)
+            } catch {
+                let message = (error as? RegistryError)?.message ?? "\(error)"
+                _ = try ledger.fail(task, worker: name, error: "loading \(claim.model): \(message)")
+                events.append("error", "\(label): loading \(claim.model): \(message)")
+                return true
+            }
         }
         let output = URL(fileURLWithPath: claim.spec.outputDirectory)
         let part = BatchParts.files(output: output, run: task.run, seq: task.seq, attempt: task.attempt)

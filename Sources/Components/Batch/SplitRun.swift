@@ -116,6 +116,8 @@ extension BatchComponent {
         var waitingSaid = false
         var backoff = Backoff(initial: 0.05, cap: 2)
         var outage = false
+        // Hears of each task's end (see the wait at the bottom).
+        var listener = try? ledger.taskListener()
         while true {
             if progress.cancelled.load(ordering: .relaxed) {
                 try? ledger.cancelTasks(run.id)
@@ -123,7 +125,10 @@ extension BatchComponent {
             }
             do {
                 tasks = try ledger.tasks(run.id)
-                if outage { events.append("recovered", "run \(run.id): its tasks can be read again") }
+                if outage {
+                    events.append("recovered", "run \(run.id): its tasks can be read again")
+                    if listener == nil { listener = try? ledger.taskListener() }
+                }
                 outage = false
                 backoff.reset()
             } catch {
@@ -160,9 +165,16 @@ extension BatchComponent {
                                      rowsRejected: progress.rowsRejected.load(ordering: .relaxed), bytesDone: progress.bytesDone.load(ordering: .relaxed),
                                      inputs: outcome.inputs)
             }
-            // The tasks are read whole each time: every 5 ms while they are few (the last part is
-            // put together as soon as it is in), every 200 ms for a run of many.
-            nap(tasks.count > 200 ? 0.2 : tasks.count > 50 ? 0.02 : 0.005, unless: progress.cancelled)
+            // The tasks are read again when one ends (its worker announces it), so a part is put together as soon as it is in, and at least every quarter
+            // second (a cancel, a lost worker, the progress); at most every 200 ms for a run of
+            // many. Without a listener (lost, or none could be made), every 5 ms.
+            if tasks.count > 200 { nap(0.2, unless: progress.cancelled) }
+            do {
+                _ = try listener?.next(timeout: 0.25)
+            } catch {
+                listener = nil
+            }
+            if listener == nil { nap(0.005, unless: progress.cancelled) }
         }
         for task in tasks where task.status == .done {
             outcome.read += task.rowsRead
