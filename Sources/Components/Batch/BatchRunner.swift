@@ -622,6 +622,8 @@ private struct OutputLayout: Sendable {
     /// Per class: `,label,model\n` (CSV) or `},"label":"…","model_version":"…"}\n` (JSON Lines);
     /// a regression's one: `,model\n` or `,"model_version":"…"}\n`.
     let tails: [[UInt8]]
+    /// The longest of `tails`.
+    var longestTail: Int { tails.map(\.count).max() ?? 0 }
     /// JSON Lines: `"probabilities":{"c0":` then `,"c1":` …; a regression's `"value":`.
     let probabilityKeys: [[UInt8]]
     /// `--explain top=K`: K; the tails then leave the row open for the explanation and its end.
@@ -819,6 +821,70 @@ func appendProbability(_ p: Double, to out: inout [UInt8]) {
     }
 }
 
+/// Writes bytes through a pointer, into room the caller made (no checks).
+private struct RowWriter {
+    private(set) var cursor: UnsafeMutablePointer<UInt8>
+
+    init(_ start: UnsafeMutablePointer<UInt8>) { cursor = start }
+
+    @inline(__always)
+    mutating func byte(_ b: UInt8) {
+        cursor.pointee = b
+        cursor += 1
+    }
+
+    @inline(__always)
+    mutating func bytes(_ source: UnsafeRawBufferPointer) {
+        guard let base = source.baseAddress, source.count > 0 else { return }
+        UnsafeMutableRawPointer(cursor).copyMemory(from: base, byteCount: source.count)
+        cursor += source.count
+    }
+
+    /// A non-negative decimal (a line number).
+    @inline(__always)
+    mutating func decimal(_ value: Int) {
+        var digits = 1, v = value
+        while v >= 10 {
+            v /= 10
+            digits += 1
+        }
+        v = value
+        for i in stride(from: digits - 1, through: 0, by: -1) {
+            cursor[i] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
+            v /= 10
+        }
+        cursor += digits
+    }
+
+    /// `appendOutcome`'s text: at most 32 bytes.
+    @inline(__always)
+    mutating func outcome(_ v: Double, regression: Bool) {
+        guard !regression, v >= 1e-4, v <= 1 else {
+            var text = regression ? JSONWriter.numberText(v) : (v == 0 ? "0" : JSONWriter.numberText(v))
+            text.withUTF8 { bytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0.prefix(32)))) }
+            return
+        }
+        let scaled = UInt64((v * 1e12).rounded())
+        if scaled >= 1_000_000_000_000 {
+            byte(0x31)
+            return
+        }
+        byte(0x30)
+        byte(0x2E)
+        var digits = scaled
+        var count = 12
+        while digits % 10 == 0 {
+            digits /= 10
+            count -= 1
+        }
+        for i in stride(from: count - 1, through: 0, by: -1) {
+            cursor[i] = UInt8(truncatingIfNeeded: 0x30 + digits % 10)
+            digits /= 10
+        }
+        cursor += count
+    }
+}
+
 // MARK: - A chunk
 
 /// One chunk's input and its scoring state and output. Touched by one thread
@@ -967,6 +1033,10 @@ private struct ChunkWork {
         self.reader = reader
         layout.drift?.observe(loop: slot, batch: batch, codeBins: layout.driftCodeBins)
         layout.scorer.score(batch, into: &scored)
+        if !explaining {
+            writeCSVRows(bytes)
+            return
+        }
         var errorIndex = 0
         let classes = layout.scorer.outputCount
         let regression = layout.scorer.isRegression
@@ -994,6 +1064,50 @@ private struct ChunkWork {
             output.append(contentsOf: layout.tails[label])
             if explaining { layout.appendExplanation(try? layout.scorer.explain(rowValues[i]), label: label, to: &output) }
         }
+    }
+
+    /// The scored rows' output lines (no explanations): written through a pointer into room
+    /// made for the chunk's largest possible output (no capacity or uniqueness check per byte),
+    /// and the rows that failed scoring put with the rejects.
+    private mutating func writeCSVRows(_ bytes: UnsafeRawBufferPointer) {
+        let classes = layout.scorer.outputCount
+        let regression = layout.scorer.isRegression
+        let idColumns = layout.idColumns
+        // Per row at most: its ids (or a line number), a comma and a number of at most 32
+        // characters per class, its tail.
+        let bound = (idColumns.isEmpty ? 20 * batch.count : ids.count) + batch.count * (classes * 33 + layout.longestTail)
+        let written = Array<UInt8>(unsafeUninitializedCapacity: bound) { buffer, count in
+            var w = RowWriter(buffer.baseAddress!)
+            var errorIndex = 0
+            var idStart = 0
+            ids.withUnsafeBytes { ids in
+                for i in 0..<batch.count {
+                    defer { idStart = idEnds[i] }
+                    let label = Int(scored.labels[i])
+                    layout.drift?.observePrediction(loop: slot, label >= 0 ? scored.probabilities[i * classes + classes - 1] : nil)
+                    guard label >= 0 else {
+                        let e = scored.errors[errorIndex]
+                        errorIndex += 1
+                        pending.append((rowLines[i], e.reason, record(bytes, rowRanges[i])))
+                        continue
+                    }
+                    rowsScored += 1
+                    if idColumns.isEmpty {
+                        w.decimal(rowLines[i])
+                    } else {
+                        w.bytes(UnsafeRawBufferPointer(rebasing: ids[idStart..<idEnds[i]]))
+                    }
+                    for k in 0..<classes {
+                        w.byte(0x2C)
+                        w.outcome(scored.probabilities[i * classes + k], regression: regression)
+                    }
+                    layout.tails[label].withUnsafeBytes { w.bytes($0) }
+                }
+            }
+            count = w.cursor - buffer.baseAddress!
+            precondition(count <= bound, "the output bound")
+        }
+        output = written
     }
 
     // MARK: JSON Lines
