@@ -18,6 +18,38 @@ private let utc: Calendar = {
 
 private func date(_ text: String) -> Date { ISO8601DateFormatter().date(from: text)! }
 
+/// The outcome numbers batch, stream and serve write: a probability of 1e-4 or more with 12
+/// decimals and no trailing zero, reading back within half a unit of the 12th decimal; anything
+/// else (smaller, a regression's value) in full, reading back exactly.
+@Suite struct OutcomeTextTests {
+    @Test func probabilitiesHaveTwelveDecimalsAtMostAndReadBack() throws {
+        var generator = SplitMix64(seed: 5)
+        for n in 0..<200_000 {
+            let p: Double = switch n % 4 {
+            case 0: Double(generator.next() >> 11) / Double(1 << 53)
+            case 1: 1e-4 + Double(generator.next() % 1_000_000) * 1e-12  // near the threshold
+            case 2: Double(generator.next() % 1_000_000_000_000) / 1e12  // exactly 12 decimals
+            default: 1 - Double(generator.next() % 1_000_000) * 1e-15   // near 1
+            }
+            var out: [UInt8] = []
+            appendOutcome(p, regression: false, to: &out)
+            let text = String(decoding: out, as: UTF8.self)
+            let back = try #require(Double(text), "\(p) → \(text)")
+            if p >= 1e-4 {
+                #expect(text == "1" || (text.hasPrefix("0.") && text.count <= 14 && !text.hasSuffix("0")), "\(p) → \(text)")
+                #expect(abs(back - p) <= 0.5e-12 + 1e-16, "\(p) → \(text)")
+            } else {
+                #expect(back == p, "\(p) → \(text)")
+            }
+        }
+        for v in [0.0, -0.0, 1e-300, -2.2250738585072014e-308, 123456.789, -1e22, .nan] {
+            var out: [UInt8] = []
+            appendOutcome(v, regression: true, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == JSONWriter.numberText(v))
+        }
+    }
+}
+
 @Suite struct ScheduleTests {
     @Test(arguments: [
         ("0 2 * * *", "2026-11-24T10:15:00Z", "2026-11-25T02:00:00Z"),

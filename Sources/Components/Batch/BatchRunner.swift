@@ -784,41 +784,52 @@ private func appendCSVField(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt
     out.append(0x22)
 }
 
-/// A record's outcome number: a probability (`appendProbability`), or a regression's value in full.
+/// A record's outcome number (`writeOutcome`), appended.
 @inline(__always)
 func appendOutcome(_ v: Double, regression: Bool, to out: inout [UInt8]) {
-    if regression { out.append(contentsOf: JSONWriter.numberText(v).utf8) } else { appendProbability(v, to: &out) }
-}
-
-/// Appends a probability: 12 decimals, trailing zeros dropped, for values of at
-/// least 1e-4 (8 or more significant digits); smaller ones in full.
-@inline(__always)
-func appendProbability(_ p: Double, to out: inout [UInt8]) {
-    guard p >= 1e-4, p <= 1 else {
-        if p == 0 { out.append(0x30) } else { out.append(contentsOf: JSONWriter.numberText(p).utf8) }
-        return
-    }
-    let scaled = UInt64((p * 1e12).rounded())
-    if scaled >= 1_000_000_000_000 {
-        out.append(0x31)
-        return
-    }
-    out.append(0x30)
-    out.append(0x2E)
-    var digits = scaled
-    var count = 12
-    while digits % 10 == 0 {
-        digits /= 10
-        count -= 1
-    }
-    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 12) { buffer in
-        var v = digits
-        for i in stride(from: count - 1, through: 0, by: -1) {
-            buffer[i] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
-            v /= 10
-        }
+    withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 32) { buffer in
+        let count = writeOutcome(v, regression: regression, to: buffer.baseAddress!)
         out.append(contentsOf: UnsafeBufferPointer(rebasing: buffer[0..<count]))
     }
+}
+
+/// Writes a record's outcome number at `cursor` and says how many bytes it took (at most 32): a
+/// regression's value in full; a probability of at least 1e-4 (8 or more significant digits)
+/// with 12 decimals, trailing zeros dropped; a smaller one in full.
+@inline(__always)
+func writeOutcome(_ v: Double, regression: Bool, to cursor: UnsafeMutablePointer<UInt8>) -> Int {
+    guard !regression, v >= 1e-4, v <= 1 else {
+        if !regression && v == 0 {
+            cursor.pointee = 0x30
+            return 1
+        }
+        var text = JSONWriter.numberText(v)  // 24 characters at most ("-2.2250738585072014e-308")
+        return text.withUTF8 { utf8 in
+            let count = min(utf8.count, 32)
+            cursor.update(from: utf8.baseAddress!, count: count)
+            return count
+        }
+    }
+    let scaled = UInt64((v * 1e12).rounded())
+    if scaled >= 1_000_000_000_000 {
+        cursor.pointee = 0x31
+        return 1
+    }
+    cursor[0] = 0x30
+    cursor[1] = 0x2E
+    // The 12 decimals, zero-padded, as two halves of six (two short chains of divisions the
+    // processor runs side by side, rather than one of twelve); then trailing zeros dropped (one
+    // digit at least is not zero: the value is 1e-4 or more).
+    var high = UInt32(truncatingIfNeeded: scaled / 1_000_000), low = UInt32(truncatingIfNeeded: scaled % 1_000_000)
+    for i in stride(from: 7, through: 2, by: -1) {
+        cursor[i] = UInt8(truncatingIfNeeded: 0x30 &+ high % 10)
+        cursor[i + 6] = UInt8(truncatingIfNeeded: 0x30 &+ low % 10)
+        high /= 10
+        low /= 10
+    }
+    var count = 14
+    while cursor[count - 1] == 0x30 { count -= 1 }
+    return count
 }
 
 /// Writes bytes through a pointer, into room the caller made (no checks).
@@ -856,32 +867,10 @@ private struct RowWriter {
         cursor += digits
     }
 
-    /// `appendOutcome`'s text: at most 32 bytes.
+    /// `writeOutcome`'s text.
     @inline(__always)
     mutating func outcome(_ v: Double, regression: Bool) {
-        guard !regression, v >= 1e-4, v <= 1 else {
-            var text = regression ? JSONWriter.numberText(v) : (v == 0 ? "0" : JSONWriter.numberText(v))
-            text.withUTF8 { bytes(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: $0.prefix(32)))) }
-            return
-        }
-        let scaled = UInt64((v * 1e12).rounded())
-        if scaled >= 1_000_000_000_000 {
-            byte(0x31)
-            return
-        }
-        byte(0x30)
-        byte(0x2E)
-        var digits = scaled
-        var count = 12
-        while digits % 10 == 0 {
-            digits /= 10
-            count -= 1
-        }
-        for i in stride(from: count - 1, through: 0, by: -1) {
-            cursor[i] = UInt8(truncatingIfNeeded: 0x30 + digits % 10)
-            digits /= 10
-        }
-        cursor += count
+        cursor += writeOutcome(v, regression: regression, to: cursor)
     }
 }
 
