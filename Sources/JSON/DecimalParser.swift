@@ -30,6 +30,33 @@ package enum DecimalParser {
             negative = text[0] == UInt8(ascii: "-")
             i = 1
         }
+        // The common case first: at most 19 characters of digits with perhaps a point, so at
+        // most 19 digits, which a UInt64 holds whole (no digit is dropped, no count is kept):
+        // the same mantissa and exponent as below, so the same value.
+        if n <= 19 {
+            var j = i
+            var mantissa: UInt64 = 0
+            while j < n, text[j] &- UInt8(ascii: "0") < 10 {
+                mantissa = mantissa &* 10 &+ UInt64(text[j] &- UInt8(ascii: "0"))
+                j += 1
+            }
+            var decimals = 0
+            var digits = j - i
+            if j < n, text[j] == UInt8(ascii: ".") {
+                j += 1
+                let start = j
+                while j < n, text[j] &- UInt8(ascii: "0") < 10 {
+                    mantissa = mantissa &* 10 &+ UInt64(text[j] &- UInt8(ascii: "0"))
+                    j += 1
+                }
+                decimals = j - start
+                digits += decimals
+            }
+            if j == n, digits > 0, mantissa <= 1 << 53 {
+                let value = decimals == 0 ? Double(mantissa) : Double(mantissa) / exactPowers[decimals]
+                return negative ? -value : value
+            }
+        }
         var mantissa: UInt64 = 0
         var digits = 0  // significant digits taken into the mantissa
         var sawDigit = false

@@ -88,6 +88,16 @@ import Glibc
             let exponent = Int.random(in: -330...310, using: &random)
             texts.append(Bool.random() ? "\(digits)e\(exponent)" : "\(digits.prefix(9)).\(digits.dropFirst(9))")
         }
+        // Short ones (19 characters or fewer, the fast path): integers, decimals, signs, leading
+        // and trailing zeros, points at either end, and past 2^53.
+        for _ in 0..<20_000 {
+            let length = Int.random(in: 1...18, using: &random)
+            var text = String((0..<length).map { _ in Character(String(random.next() % 10)) })
+            if Bool.random(using: &random) { text.insert(".", at: text.index(text.startIndex, offsetBy: Int.random(in: 0...length, using: &random))) }
+            if random.next() % 4 == 0 { text = (Bool.random(using: &random) ? "-" : "+") + text }
+            texts.append(text)
+        }
+        texts += ["9007199254740992", "9007199254740993", "18446744073709551615", "0.0000000000000000001", "-.5", "+0.", "1234567890.12345678"]
         for text in texts {
             let expected = strtod(text, nil)
             #expect(DecimalParser.parse(text) == expected, "\(text)")

@@ -810,7 +810,9 @@ func writeOutcome(_ v: Double, regression: Bool, to cursor: UnsafeMutablePointer
             return count
         }
     }
-    let scaled = UInt64((v * 1e12).rounded())
+    // Rounded half away from zero, as `rounded()` (a call into libm) would: for v·1e12 between
+    // 1e8 and 1e12 adding 0.5 is exact, and the conversion truncates.
+    let scaled = UInt64(v * 1e12 + 0.5)
     if scaled >= 1_000_000_000_000 {
         cursor.pointee = 0x31
         return 1
