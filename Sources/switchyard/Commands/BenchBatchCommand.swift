@@ -67,9 +67,12 @@ let benchBatchCommand = Command(
         process start); both peak RSS figures come from the kernel.
 
         With --workers N, each round also runs the job cut into tasks (batch run --once --split
-        MB) for N 'batch worker' processes started beforehand on the same SWITCHYARD_HOME, timed
-        from the planner's spawn to its exit (planning, the workers' claims and scoring, and
-        publishing included), and checks its output equals the one-process run's byte for byte.
+        MB) for N 'batch worker' processes on the same SWITCHYARD_HOME, timed from the planner's
+        spawn to its exit (planning, the workers' claims and scoring, and publishing included),
+        and checks its output equals the one-process run's byte for byte. The workers are started
+        once, before the first round, and run between rounds as they do in production (idle, they
+        wait on the ledger's announcements and use no CPU); the first round includes their
+        loading the model.
         """,
     run: { args in
         let rows = try args.integer("rows", range: 1000...1_000_000_000) ?? 1_000_000
@@ -118,6 +121,9 @@ let benchBatchCommand = Command(
         var pandasSeconds: [Double] = [], pandasPeaks: [Int] = []
         var splitSeconds: [Double] = [], splitPeaks: [Int] = []
         let splitOutput = scratch.appendingPathComponent("out-split")
+        let splitWorkers = try workerProcesses.map {
+            try SplitWorkers(executable, count: $0, threads: workers ?? 1, environment: environment, scratch: scratch)
+        }
         for r in 1...repeats {
             let measured = try spawnMeasured(executable, childArgs, environment: environment)
             guard measured.status == 0 else {
@@ -129,13 +135,12 @@ let benchBatchCommand = Command(
             peaks.append(measured.maxRSSKiB)
             print(String(format: "  run %d: switchyard %.3f s  %@ rows/s  %.1f MB/s  peak RSS %.1f MiB", r, measured.seconds,
                          formatCount(rate), Double(size) / measured.seconds / 1e6, Double(measured.maxRSSKiB) / 1024))
-            if let n = workerProcesses {
-                let split = try runSplit(executable, workers: n, threads: workers ?? 1, splitMB: splitMB, input: input, output: splitOutput,
-                                         environment: environment, scratch: scratch)
+            if let splitWorkers, let n = workerProcesses {
+                let split = try splitWorkers.round(executable, splitMB: splitMB, input: input, output: splitOutput, environment: environment)
                 splitSeconds.append(split.seconds)
-                splitPeaks.append(split.maxRSSKiB)
-                print(String(format: "  run %d: split      %.3f s  %@ rows/s  over %d workers (tasks %@); peak RSS planner %.1f MiB, workers %.1f MiB", r, split.seconds,
-                             formatCount(Double(rows) / split.seconds), n, split.tasks, Double(split.plannerRSSKiB) / 1024, Double(split.maxRSSKiB) / 1024))
+                splitPeaks.append(split.plannerRSSKiB)
+                print(String(format: "  run %d: split      %.3f s  %@ rows/s  over %d workers (tasks %@); peak RSS planner %.1f MiB", r, split.seconds,
+                             formatCount(Double(rows) / split.seconds), n, split.tasks, Double(split.plannerRSSKiB) / 1024))
                 let same = FileManager.default.contentsEqual(atPath: output.appendingPathComponent("credit.csv").path, andPath: splitOutput.appendingPathComponent("credit.csv").path)
                 guard same else { throw CommandError("round \(r): the split run's output differs from the one-process run's") }
             }
@@ -166,10 +171,12 @@ let benchBatchCommand = Command(
                          theirs, pandasSeconds.min()!, pandasSeconds.max()!, Double(pandasPeaks.max()!) / 1024, theirs / ours, ratios.first!, ratios.last!))
         }
         if !splitSeconds.isEmpty, let n = workerProcesses {
+            let workersPeak = splitWorkers?.stop() ?? 0
             let ours = seconds.sorted()[seconds.count / 2], split = splitSeconds.sorted()[splitSeconds.count / 2]
             let ratios = zip(seconds, splitSeconds).map { $0 / $1 }.sorted()
-            print(String(format: "split over %d workers: median %.3f s [%.3f–%.3f], %@ rows/s, %.2f× the one-process rows/s (medians; per round %.2f×–%.2f×); outputs identical",
-                         n, split, splitSeconds.min()!, splitSeconds.max()!, formatCount(Double(rows) / split), ours / split, ratios.first!, ratios.last!))
+            print(String(format: "split over %d workers: median %.3f s [%.3f–%.3f], %@ rows/s, %.2f× the one-process rows/s (medians; per round %.2f×–%.2f×); outputs identical; peak RSS planner %.1f MiB, workers %.1f MiB",
+                         n, split, splitSeconds.min()!, splitSeconds.max()!, formatCount(Double(rows) / split), ours / split, ratios.first!, ratios.last!,
+                         Double(splitPeaks.max()!) / 1024, Double(workersPeak) / 1024))
         }
         // The output must hold every row: a header plus one line per row.
         let outputFile = output.appendingPathComponent("credit.csv")
@@ -178,46 +185,66 @@ let benchBatchCommand = Command(
         return Exit.ok
     })
 
-/// One round of the job split into tasks: `workers` worker processes started (and idle) first,
-/// then `batch run --once --split` timed from spawn to exit; the workers are stopped after it.
-private func runSplit(
-    _ executable: String, workers: Int, threads: Int, splitMB: Double, input: URL, output: URL, environment: [String: String], scratch: URL
-) throws -> (seconds: Double, maxRSSKiB: Int, plannerRSSKiB: Int, tasks: String) {
-    try? FileManager.default.removeItem(at: output)
+/// The `batch worker` processes of the split rounds: started once, before the first round, and
+/// left running between rounds, as workers run in production (a long-lived service that keeps
+/// the model it scored with last); the first round includes their loading it.
+private final class SplitWorkers {
     let job = "bench-split"
-    var pids: [pid_t] = []
-    var logs: [String] = []
-    defer {
-        for pid in pids { kill(pid, SIGKILL) }
+    private var pids: [pid_t] = []
+    private var logs: [String] = []
+    private var done: [Int]
+
+    init(_ executable: String, count: Int, threads: Int, environment: [String: String], scratch: URL) throws {
+        done = Array(repeating: 0, count: count)
+        for i in 0..<count {
+            let log = scratch.appendingPathComponent("worker-\(i).log").path
+            logs.append(log)
+            pids.append(try spawnLogged(executable, ["batch", "worker", "--job", job, "--threads", "\(threads)"], environment: environment, log: log, append: false))
+        }
+        // Every worker is up (it has printed its first line) before a clock starts.
+        for log in logs {
+            for _ in 0..<3000 where ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").isEmpty { usleep(2_000) }
+        }
+    }
+
+    deinit { _ = stop() }
+
+    /// One round: `batch run --once --split` timed from spawn to exit; the tasks each worker did
+    /// in it.
+    func round(_ executable: String, splitMB: Double, input: URL, output: URL, environment: [String: String]) throws -> (seconds: Double, plannerRSSKiB: Int, tasks: String) {
+        try? FileManager.default.removeItem(at: output)
+        let measured = try spawnMeasured(executable, ["batch", "run", "--once", "--settle", "0", "--input", input.path, "--output", output.path,
+                                                      "--model", "credit@production", "--job", job, "--split", "\(splitMB)"], environment: environment)
+        guard measured.status == 0 else { throw CommandError("the split run exited with status \(measured.status): \(measured.output)") }
+        // A worker says "done task …" once the ledger has it, so the planner may exit before the
+        // last such line is out: wait until each claim has its line (2 s at most).
+        var totals = done
+        for _ in 0..<1000 {
+            let lines = logs.map { ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").split(separator: "\n") }
+            totals = lines.map { $0.filter { $0.hasPrefix("done task") }.count }
+            if zip(lines, totals).allSatisfy({ $0.filter { $0.hasPrefix("claimed task") }.count == $1 }) { break }
+            usleep(2_000)
+        }
+        let tasks = zip(totals, done).map { String($0 - $1) }
+        done = totals
+        return (measured.seconds, measured.maxRSSKiB, tasks.joined(separator: "+"))
+    }
+
+    /// Stops the workers (SIGTERM, waited for); their largest peak RSS.
+    func stop() -> Int {
+        var peak = 0
+        for pid in pids {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            var usage = rusage()
+            while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+            peak = max(peak, Int(usage.ru_maxrss))
+        }
         for log in logs { unlink(log) }
+        pids = []
+        logs = []
+        return peak
     }
-    for i in 0..<workers {
-        let log = scratch.appendingPathComponent("worker-\(i).log").path
-        logs.append(log)
-        pids.append(try spawnLogged(executable, ["batch", "worker", "--job", job, "--threads", "\(threads)"], environment: environment, log: log, append: false))
-    }
-    // Every worker is up (it has printed its first line) before the clock starts.
-    for log in logs {
-        for _ in 0..<3000 where ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").isEmpty { usleep(2_000) }
-    }
-    let measured = try spawnMeasured(executable, ["batch", "run", "--once", "--settle", "0", "--input", input.path, "--output", output.path,
-                                                  "--model", "credit@production", "--job", job, "--split", "\(splitMB)"], environment: environment)
-    guard measured.status == 0 else { throw CommandError("the split run exited with status \(measured.status): \(measured.output)") }
-    var peak = 0
-    var done: [String] = []
-    for pid in pids {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        var usage = rusage()
-        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
-        peak = max(peak, Int(usage.ru_maxrss))
-    }
-    for log in logs {
-        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-        done.append(String(text.split(separator: "\n").filter { $0.hasPrefix("done task") }.count))
-    }
-    pids = []
-    return (measured.seconds, peak, measured.maxRSSKiB, done.joined(separator: "+"))
 }
 
 /// Runs `python -c script arguments…` (`python` looked up on PATH) to its end and reads the JSON
