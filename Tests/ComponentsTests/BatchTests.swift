@@ -270,6 +270,44 @@ private func quotedCSV(rows: Int = 400) -> [UInt8] {
         }
     }
 
+    /// `--explain top=2`: each scored row ends with its two largest contributions to the label's
+    /// margin, as the embedded scorer explains the record, across chunk boundaries and past
+    /// rejected rows (whose explanations are never written).
+    @Test func explanationsFollowTheirRowsAcrossChunks() throws {
+        let f = try BatchFixture()
+        defer { f.stop() }
+        let good = creditCSV(rows: 200, seed: 8)
+        var csv = good
+        csv += Array("999,abc,36,5,50000,30,2,0.5,1,0,3,0.3,700,north,auto,online,0\n".utf8)
+        csv += Array("1000,100,36\n".utf8)
+        csv += creditCSV(rows: 40, seed: 9).drop { $0 != 0x0A }.dropFirst()  // more rows, no header
+        try f.write("a.csv", csv)
+        let scorer = try f.scorer(1)
+        var runner = BatchRunner(scorer: scorer, model: "credit@1", outputDirectory: f.output, workers: 2)
+        runner.explainTop = 2
+        runner.chunkBytes = 4 << 10  // many chunks
+        try FileManager.default.createDirectory(at: f.output, withIntermediateDirectories: true)
+        let result = runner.score(f.input.appendingPathComponent("a.csv"), progress: BatchProgress())
+        #expect(result.error == nil && result.rowsScored == 240 && result.rowsRejected == 2)
+        let output = try String(contentsOf: f.output.appendingPathComponent("a.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(output.count == 241)
+        let records = try CSVTable(good + creditCSV(rows: 40, seed: 9).drop { $0 != 0x0A }.dropFirst())
+        for (i, row) in output.dropFirst().enumerated() {
+            let cells = row.split(separator: ",", omittingEmptySubsequences: false)
+            let record = records.json(i, fields: scorer.fieldNames)
+            let label = try scorer.predict(json: record).labelIndex
+            let explanation = try scorer.explain(json: record)
+            let values = explanation.contributions[explanation.base.count == 1 ? 0 : label]
+            let order = values.indices.sorted { abs(values[$0]) > abs(values[$1]) }
+            #expect(cells.count == 9, "\(row)")
+            #expect(cells[0] == Substring(records.cell(i, "id")))
+            for k in 0..<2 {
+                #expect(cells[5 + 2 * k] == Substring(scorer.fieldNames[order[k]]), "row \(i): \(row)")
+                #expect(abs((Double(cells[6 + 2 * k]) ?? .nan) - values[order[k]]) < 1e-12, "row \(i): \(row)")
+            }
+        }
+    }
+
     /// One line longer than a record may be is one reject (its line and length), and every
     /// other row of the file is scored; it used to fail the whole file with no output.
     @Test(arguments: ["csv", "jsonl"])

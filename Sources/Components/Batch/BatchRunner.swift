@@ -1024,53 +1024,32 @@ private struct ChunkWork {
         self.reader = reader
         layout.drift?.observe(loop: slot, batch: batch, codeBins: layout.driftCodeBins)
         layout.scorer.score(batch, into: &scored)
-        if !explaining {
-            writeCSVRows(bytes)
-            return
-        }
-        var errorIndex = 0
-        let classes = layout.scorer.outputCount
-        let regression = layout.scorer.isRegression
-        var idStart = 0
-        for i in 0..<batch.count {
-            defer { idStart = idEnds[i] }
-            let label = Int(scored.labels[i])
-            layout.drift?.observePrediction(loop: slot, label >= 0 ? scored.probabilities[i * classes + classes - 1] : nil)
-            guard label >= 0 else {
-                let e = scored.errors[errorIndex]
-                errorIndex += 1
-                pending.append((rowLines[i], e.reason, record(bytes, rowRanges[i])))
-                continue
-            }
-            rowsScored += 1
-            if idColumns.isEmpty {
-                output.appendDecimal(rowLines[i])
-            } else {
-                output.append(contentsOf: ids[idStart..<idEnds[i]])
-            }
-            for k in 0..<classes {
-                output.append(0x2C)
-                appendOutcome(scored.probabilities[i * classes + k], regression: regression, to: &output)
-            }
-            output.append(contentsOf: layout.tails[label])
-            if explaining { layout.appendExplanation(try? layout.scorer.explain(rowValues[i]), label: label, to: &output) }
-        }
+        writeCSVRows(bytes)
     }
 
-    /// The scored rows' output lines (no explanations): written through a pointer into room
-    /// made for the chunk's largest possible output (no capacity or uniqueness check per byte),
-    /// and the rows that failed scoring put with the rejects.
+    /// The scored rows' output lines: written through a pointer into room made for the chunk's
+    /// largest possible output (no capacity or uniqueness check per byte), and the rows that
+    /// failed scoring put with the rejects. With `--explain`, each scored row's explanation is
+    /// written out first, to know its length.
     private mutating func writeCSVRows(_ bytes: UnsafeRawBufferPointer) {
         let classes = layout.scorer.outputCount
         let regression = layout.scorer.isRegression
         let idColumns = layout.idColumns
+        var explanations: [UInt8] = [], explanationEnds: [Int] = []
+        if layout.explainTop != nil {
+            for i in 0..<batch.count {
+                let label = Int(scored.labels[i])
+                if label >= 0 { layout.appendExplanation(try? layout.scorer.explain(rowValues[i]), label: label, to: &explanations) }
+                explanationEnds.append(explanations.count)
+            }
+        }
         // Per row at most: its ids (or a line number), a comma and a number of at most 32
-        // characters per class, its tail.
-        let bound = (idColumns.isEmpty ? 20 * batch.count : ids.count) + batch.count * (classes * 33 + layout.longestTail)
+        // characters per class, its tail; then the explanations.
+        let bound = (idColumns.isEmpty ? 20 * batch.count : ids.count) + batch.count * (classes * 33 + layout.longestTail) + explanations.count
         let written = Array<UInt8>(unsafeUninitializedCapacity: bound) { buffer, count in
             var w = RowWriter(buffer.baseAddress!)
             var errorIndex = 0
-            var idStart = 0
+            var idStart = 0, explanationStart = 0
             ids.withUnsafeBytes { ids in
                 for i in 0..<batch.count {
                     defer { idStart = idEnds[i] }
@@ -1093,6 +1072,10 @@ private struct ChunkWork {
                         w.outcome(scored.probabilities[i * classes + k], regression: regression)
                     }
                     layout.tails[label].withUnsafeBytes { w.bytes($0) }
+                    if !explanationEnds.isEmpty {
+                        explanations.withUnsafeBytes { w.bytes(UnsafeRawBufferPointer(rebasing: $0[explanationStart..<explanationEnds[i]])) }
+                        explanationStart = explanationEnds[i]
+                    }
                 }
             }
             count = w.cursor - buffer.baseAddress!
