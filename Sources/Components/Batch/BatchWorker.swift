@@ -81,10 +81,11 @@ package final class BatchWorker: Sendable {
             do {
                 loaded = try load(claim.model, sha256: claim.modelSHA256)
                 break
-            } catch let error as RegistryError where error.status == 503 && !stopping.load(ordering: .acquiring) {
+            } catch let error as RegistryError where error.status == 503 {
                 // The model's database is away for now: the task is not at fault (failing it would
-                // fail the run). Wait for it; if the lease runs out meanwhile, another worker's part
-                // counts.
+                // fail the run). Wait for it; if the lease runs out meanwhile, or this worker is
+                // stopping, the task goes to another worker when its lease ends.
+                if stopping.load(ordering: .acquiring) { throw error }
                 nap(health.failed(error.message), unless: stopping)
             } catch {
                 let message = (error as? RegistryError)?.message ?? "\(error)"

@@ -165,9 +165,10 @@ extension BatchComponent {
                                      rowsRejected: progress.rowsRejected.load(ordering: .relaxed), bytesDone: progress.bytesDone.load(ordering: .relaxed),
                                      inputs: outcome.inputs)
             }
-            // The tasks are read again when one ends (its worker announces it), so a part is put together as soon as it is in, and at least every quarter
-            // second (a cancel, a lost worker, the progress); at most every 200 ms for a run of
-            // many. Without a listener (lost, or none could be made), every 5 ms.
+            // The tasks are read again when one ends (its worker announces it), so a part is put
+            // together as soon as it is in, and at least every quarter second (a cancel, a lost
+            // worker, the progress); at most every 200 ms for a run of many. Without a listener
+            // (lost, or none could be made), every 5 ms.
             if tasks.count > 200 { nap(0.2, unless: progress.cancelled) }
             do {
                 _ = try listener?.next(timeout: 0.25)
