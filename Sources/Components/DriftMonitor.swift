@@ -63,7 +63,7 @@ package final class DriftMonitor: @unchecked Sendable {
         for field in all {
             let isNumber = field.kind == .number
             plans.append(Plan(isNumber: isNumber, base: width, missing: width + field.binCount - 1,
-                              start: spans.count, count: isNumber ? field.edges.count : field.values.count,
+                              start: spans.count, count: isNumber ? 0 : field.values.count,
                               blockStart: blocks.count, blockCount: isNumber ? (field.edges.count + 7) / 8 : 0))
             if isNumber {
                 for b in stride(from: 0, to: field.edges.count, by: 8) {

@@ -1167,26 +1167,13 @@ private struct ChunkWork {
 }
 
 extension [UInt8] {
+    /// A non-negative decimal (a line number), as `RowWriter.decimal` writes it.
     @inline(__always)
     mutating func appendDecimal(_ value: Int) {
-        if value < 0 {
-            append(0x2D)
-            appendDecimal(-value)
-            return
-        }
-        if value < 10 {
-            append(UInt8(truncatingIfNeeded: 0x30 + value))
-            return
-        }
         withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { buffer in
-            var v = value
-            var i = 20
-            while v > 0 {
-                i -= 1
-                buffer[i] = UInt8(truncatingIfNeeded: 0x30 + v % 10)
-                v /= 10
-            }
-            append(contentsOf: UnsafeBufferPointer(rebasing: buffer[i..<20]))
+            var w = RowWriter(buffer.baseAddress!)
+            w.decimal(value)
+            append(contentsOf: UnsafeBufferPointer(start: buffer.baseAddress!, count: w.cursor - buffer.baseAddress!))
         }
     }
 }
