@@ -7,12 +7,17 @@ import Glibc
 #endif
 
 /// One epoll loop on one thread. It shares the server's listening socket
-/// (EPOLLEXCLUSIVE) and owns the connections it accepted; other threads only call `requestStop()`, which
+/// (EPOLLEXCLUSIVE) and owns the connections it was given; other threads only call `requestStop()`, which
 /// writes the loop's eventfd.
 ///
+/// The loop that accepts a connection gives it to the loop with the fewest (itself on a tie):
+/// EPOLLEXCLUSIVE wakes one loop, which takes the whole burst a client opens at once, so without
+/// this one loop could serve every connection while the others idle.
+///
 /// Safety: every mutable field is touched only by the loop's own thread; the
-/// only cross-thread operations are the atomic stop flag, the mailbox of responses handlers give
-/// later (`HTTPResponse.later`), and the eventfd write that wakes the loop for either.
+/// only cross-thread operations are the atomic stop flag and connection count, the mailbox of
+/// responses handlers give later (`HTTPResponse.later`) and of connections other loops accepted,
+/// and the eventfd write that wakes the loop for either.
 final class EventLoop: @unchecked Sendable {
     let index: Int
     private let epfd: Int32
@@ -33,7 +38,17 @@ final class EventLoop: @unchecked Sendable {
     private var serial: UInt64 = 0
     /// Responses given later, from other threads: the connection's descriptor and serial, and the
     /// response. `closed` once the loop has ended (its eventfd is gone).
-    private let mailbox = Mutex<(closed: Bool, items: [(fd: Int32, serial: UInt64, response: HTTPResponse)])>((false, []))
+    private let mailbox = Mutex<Mailbox>(Mailbox())
+    private struct Mailbox {
+        var closed = false
+        var items: [(fd: Int32, serial: UInt64, response: HTTPResponse)] = []
+        /// Connections another loop accepted for this one.
+        var adopted: [Int32] = []
+    }
+    /// The connections this loop owns, and those on their way to it: what the accepting loop balances.
+    let load = Atomic<Int>(0)
+    /// Every loop of the server, this one included; set before the loops start, emptied when this one ends.
+    var peers: [EventLoop] = []
 
     /// Output beyond this stops reading from the connection until the client reads.
     private static let outputHighWater = 1 << 20
@@ -96,7 +111,16 @@ final class EventLoop: @unchecked Sendable {
 
     func closeAll() {
         for case let connection? in connections { closeConnection(connection.fd) }
-        mailbox.withLock { $0 = (true, []) }
+        let adopted = mailbox.withLock { box in
+            defer { box = Mailbox(closed: true) }
+            return box.adopted
+        }
+        for fd in adopted {  // given by another loop after this one's last look
+            close(fd)
+            load.wrappingSubtract(1, ordering: .relaxed)
+            server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
+        }
+        peers = []
         close(wakeFD)
         close(epfd)
     }
@@ -136,15 +160,50 @@ final class EventLoop: @unchecked Sendable {
             }
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-            serial &+= 1
-            let connection = Connection(fd: fd, serial: serial, limits: limits, now: csystem_coarse_ns())
-            if Int(fd) >= connections.count { connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count)) }
-            connections[Int(fd)] = connection
-            do {
-                try Epoll.control(epfd, Epoll.add, fd, events: Epoll.readable | UInt32(EPOLLRDHUP.rawValue))
-            } catch {
-                closeConnection(fd)
+            let target = leastLoaded()
+            target.load.wrappingAdd(1, ordering: .relaxed)
+            if target === self {
+                own(fd)
+            } else if !target.adopt(fd) {  // that loop has ended: the server is stopping
+                target.load.wrappingSubtract(1, ordering: .relaxed)
+                close(fd)
+                server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
             }
+        }
+    }
+
+    /// The loop with the fewest connections; this one when it has no more than that.
+    private func leastLoaded() -> EventLoop {
+        var best = self
+        var fewest = load.load(ordering: .relaxed)
+        for peer in peers where peer !== self {
+            let count = peer.load.load(ordering: .relaxed)
+            if count < fewest { (best, fewest) = (peer, count) }
+        }
+        return best
+    }
+
+    /// From the accepting loop's thread: hands this loop a connection; false when the loop has ended.
+    private func adopt(_ fd: Int32) -> Bool {
+        mailbox.withLock { box in
+            guard !box.closed else { return false }
+            box.adopted.append(fd)
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+            return true
+        }
+    }
+
+    /// Takes a connection (its `load` already counted) into this loop's epoll set.
+    private func own(_ fd: Int32) {
+        serial &+= 1
+        let connection = Connection(fd: fd, serial: serial, limits: limits, now: csystem_coarse_ns())
+        if Int(fd) >= connections.count { connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count)) }
+        connections[Int(fd)] = connection
+        do {
+            try Epoll.control(epfd, Epoll.add, fd, events: Epoll.readable | UInt32(EPOLLRDHUP.rawValue))
+        } catch {
+            closeConnection(fd)
         }
     }
 
@@ -243,10 +302,11 @@ final class EventLoop: @unchecked Sendable {
     }
 
     private func deliverLater() {
-        let items = mailbox.withLock { box in
-            defer { box.items.removeAll() }
-            return box.items
+        let (items, adopted) = mailbox.withLock { box in
+            defer { (box.items, box.adopted) = ([], []) }
+            return (box.items, box.adopted)
         }
+        for fd in adopted { own(fd) }
         for item in items {
             guard let connection = connection(item.fd), connection.serial == item.serial, connection.awaiting != nil else { continue }  // the client has gone
             resume(connection, with: item.response)
@@ -315,6 +375,7 @@ final class EventLoop: @unchecked Sendable {
         connections[Int(fd)] = nil
         _ = try? Epoll.control(epfd, Epoll.delete, fd, events: 0)
         close(fd)
+        load.wrappingSubtract(1, ordering: .relaxed)
         server.connectionCount.wrappingSubtract(1, ordering: .relaxed)
         resumeAccepting()
     }

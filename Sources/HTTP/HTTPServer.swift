@@ -7,8 +7,8 @@ import Glibc
 #endif
 
 /// An HTTP/1.1 server on epoll: one event loop per thread, all waiting on one
-/// listening socket with EPOLLEXCLUSIVE (one loop is woken per connection;
-/// no SO_REUSEPORT, so a second server on the same port fails), keep-alive,
+/// listening socket with EPOLLEXCLUSIVE (one loop is woken per connection, and gives it to the
+/// loop with the fewest; no SO_REUSEPORT, so a second server on the same port fails), keep-alive,
 /// pipelining, Content-Length and chunked bodies, and limits on every size and
 /// time a client controls. The handler runs on the loop thread that read the
 /// request, so it must be quick (scoring is microseconds) and thread-safe.
@@ -113,6 +113,7 @@ public final class HTTPServer: Sendable {
             close(listener)
             throw error
         }
+        for loop in loops { loop.peers = loops }
         var threads: [Thread] = []
         for loop in loops {
             finished.enter()

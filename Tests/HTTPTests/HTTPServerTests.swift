@@ -222,6 +222,35 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
         #expect(try HTTPClient(port: server.port).request("GET", "/").status == 200)
     }
 
+    /// Connections a client opens at once are spread over the loops: the loop that accepts them
+    /// gives each to the loop with the fewest, a connection stays on its loop, and a closed one
+    /// frees its place. (Loops accepting at the same moment may both pick the same one, so the
+    /// spread is checked within a margin, not exactly even.)
+    @Test func connectionsOpenedTogetherAreSpreadOverTheLoops() throws {
+        let server = HTTPServer(configuration: .init(threads: 3)) { _, context in
+            HTTPResponse(status: 200, contentType: "text/plain", body: "\(context.loop)")
+        }
+        try server.start()
+        defer { server.stop() }
+        func loop(_ client: HTTPClient) throws -> Int { Int(try client.request("GET", "/").text)! }
+        func counts(_ loops: [Int]) -> [Int] { (0..<3).map { l in loops.count { $0 == l } } }
+        // All 12 are connected (in the listener's backlog) before the first request is sent.
+        let clients = (0..<12).map { _ in HTTPClient(port: server.port) }
+        for c in clients { try c.connect() }
+        let placed = try clients.map(loop)
+        #expect(counts(placed).allSatisfy { (2...6).contains($0) }, "\(counts(placed))")
+        #expect(try clients.map(loop) == placed)
+        // Up to 4 on the busiest loop close; as many new ones keep the spread.
+        let busiest = counts(placed).indices.max { counts(placed)[$0] < counts(placed)[$1] }!
+        let closing = clients.indices.filter { placed[$0] == busiest }.prefix(4)
+        for i in closing { clients[i].close() }
+        #expect(waitUntil { server.connections == 12 - closing.count })
+        let more = (0..<closing.count).map { _ in HTTPClient(port: server.port) }
+        for c in more { try c.connect() }
+        let after = try clients.indices.filter { !closing.contains($0) }.map { placed[$0] } + more.map(loop)
+        #expect(counts(after).allSatisfy { (2...6).contains($0) }, "\(counts(after))")
+    }
+
     @Test func survivesFuzzingAndKeepsServingWithoutGrowing() throws {
         let server = try echoServer()
         defer { server.stop() }

@@ -383,15 +383,19 @@ let benchServeCommand = Command(
             if rounds > 1 { print("round \(round) of \(rounds)…") }
             for v in variants {
                 let r = requestBytes(v.route, keyed: v.keyed)
-                func load(_ port: Int) throws -> LoadSummary {
-                    if let wrk {
-                        return try runWrk(wrk, port: port, path: r.path, body: r.body, headers: r.headers, threads: v.generators, connections: v.connections, duration: duration)
-                    }
-                    return LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
+                /// One run against `port`; `serverCPU` reads the server's CPU seconds so far.
+                func load(_ port: Int, serverCPU: () -> Double) throws -> LoadSummary {
+                    let before = serverCPU()
+                    var summary = wrk != nil
+                        ? try runWrk(wrk!, port: port, path: r.path, body: r.body, headers: r.headers, threads: v.generators, connections: v.connections, duration: duration)
+                        : LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
+                    summary.serverCPU = serverCPU() - before
+                    return summary
                 }
                 let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort, "drift": driftPort][v.auth] ?? port
-                ours[v, default: []].append(try load(target))
-                if let nginx { theirs[v, default: []].append(try load(nginx.port)) }
+                // This process's CPU: the serves (the idle ones' share is nil) and, without wrk, the built-in generator too.
+                ours[v, default: []].append(try load(target, serverCPU: { processCPU(RUSAGE_SELF) }))
+                if let nginx { theirs[v, default: []].append(try load(nginx.port, serverCPU: { nginx.workersCPU() })) }
             }
         }
         func rate(_ runs: [LoadSummary]) -> String {
@@ -403,18 +407,22 @@ let benchServeCommand = Command(
             let share = LoadSummary.median(runs.map(\.generatorCPU)) / Double(v.generators)
             return String(format: "%3.0f%%", share * 100) + (share >= 0.9 ? " ←bound" : "")
         }
-        var table: [[String]] = [["route", "serve", "load", "conns", "switchyard req/s", "p50", "p99", "wrk CPU"]
-            + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
+        /// The server's CPU per request (user and kernel), median over the rounds.
+        func perRequest(_ runs: [LoadSummary]) -> String {
+            String(format: "%.1f µs", LoadSummary.median(runs.map { $0.serverCPU / max($0.rate * duration, 1) * 1e6 }))
+        }
+        var table: [[String]] = [["route", "serve", "load", "conns", "switchyard req/s", "p50", "p99", "CPU/req", "wrk CPU"]
+            + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "CPU/req", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
         for v in variants {
             let mine = ours[v]!
             let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow", "drift": "open+drift"][v.auth] ?? "open"
             var row: [String] = [v.route == "oip" ? "OIP" : "/score", serveLabel, wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
-                       rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), cpu(mine, v)]
+                       rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), perRequest(mine), cpu(mine, v)]
             if nginx != nil {
                 let ref = theirs[v]!
                 let ratio = LoadSummary.median(mine.map(\.rate)) / LoadSummary.median(ref.map(\.rate))
                 let pairs = zip(mine, ref).map { $0.rate / $1.rate }
-                row += [rate(ref), us(LoadSummary.median(ref.map(\.p50))), us(LoadSummary.median(ref.map(\.p99))), cpu(ref, v),
+                row += [rate(ref), us(LoadSummary.median(ref.map(\.p50))), us(LoadSummary.median(ref.map(\.p99))), perRequest(ref), cpu(ref, v),
                         String(format: "%.2f×", ratio) + (rounds > 1 ? String(format: " (%.2f–%.2f)", pairs.min()!, pairs.max()!) : "")]
             }
             row += ["\(mine.map(\.failed).reduce(0, +))", "\(mine.map(\.broken).reduce(0, +))"]
@@ -425,6 +433,8 @@ let benchServeCommand = Command(
             print("wrk CPU: the load generator's CPU over the run as a share of its threads (←bound: at 90% or more it, not the server, set the rate).")
             print("Latency percentiles are wrk's own (--latency).")
         }
+        print("CPU/req: the server's CPU (user and kernel, from its rusage" + (nginx == nil ? "" : "; nginx's workers' from /proc") + ") over the run, per request answered"
+            + (wrk == nil ? "; the built-in generator runs in this process, so its CPU is counted too." : "."))
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
         /// One line per configuration: `auth`'s runs beside the open serve's.
         func againstOpen(_ auth: String, _ line: (_ route: String, _ threads: Int, _ connections: Int, _ open: [LoadSummary], _ other: [LoadSummary]) -> String) {
@@ -562,12 +572,7 @@ private func runWrk(
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
-    func childrenCPU() -> Double {
-        var usage = rusage()
-        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
-        return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-    }
-    let cpuBefore = childrenCPU()
+    let cpuBefore = processCPU(RUSAGE_CHILDREN)
     let started = monotonicNanoseconds()
     try process.run()
     let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
@@ -590,8 +595,15 @@ private func runWrk(
         if line.contains("Socket errors") { result.broken = line.split(separator: ",").compactMap { $0.split(separator: " ").last.flatMap { Int($0) } }.reduce(0, +) }
     }
     guard result.rate > 0 else { throw CommandError("wrk gave no result:\n\(output)") }
-    result.generatorCPU = (childrenCPU() - cpuBefore) / max(wall, 1e-3)
+    result.generatorCPU = (processCPU(RUSAGE_CHILDREN) - cpuBefore) / max(wall, 1e-3)
     return result
+}
+
+/// User and system CPU seconds of this process (`RUSAGE_SELF`) or of its reaped children (`RUSAGE_CHILDREN`).
+private func processCPU(_ who: __rusage_who) -> Double {
+    var usage = rusage()
+    getrusage(who.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
 }
 
 /// Left-aligned columns, two spaces apart, the first row a header.
@@ -612,6 +624,8 @@ struct LoadSummary {
     var broken = 0
     /// The load generator's CPU over the run, in cores (wrk only).
     var generatorCPU = 0.0
+    /// The server's CPU seconds over the run.
+    var serverCPU = 0.0
 
     init() {}
 
@@ -685,6 +699,22 @@ final class NginxReference {
         }
         reference.stop()
         throw CommandError("nginx did not accept connections on 127.0.0.1:\(port) within 5 s")
+    }
+
+    /// The CPU seconds (user and system) nginx's workers have used: the processes whose parent is
+    /// the master, from /proc (clock ticks, 10 ms each, so a few seconds' run reads within 1%).
+    func workersCPU() -> Double {
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.allSatisfy(\.isNumber) {
+            guard let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // After the command's closing parenthesis: state, ppid, …; utime and stime are fields 14 and 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 13, Int32(fields[1]) == pid, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            total += (user + system) / ticks
+        }
+        return total
     }
 
     /// Stops the master (which stops its workers) and removes the temporary prefix.
