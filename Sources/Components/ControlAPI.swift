@@ -105,10 +105,11 @@ package final class Authenticator: Sendable {
             var start = 0, end = value.count
             while start < end && (value[start] == 0x20 || value[start] == 0x09) { start += 1 }
             while end > start && (value[end - 1] == 0x20 || value[end - 1] == 0x09) { end -= 1 }
-            let scheme: [UInt8] = Array("bearer".utf8)
-            guard end - start > scheme.count + 1, (0..<scheme.count).allSatisfy({ value[start + $0] | 0x20 == scheme[$0] }),
-                  value[start + scheme.count] == 0x20 else { return .malformed }
-            start += scheme.count
+            let scheme: StaticString = "bearer"
+            let count = scheme.utf8CodeUnitCount
+            guard end - start > count + 1, (0..<count).allSatisfy({ value[start + $0] | 0x20 == scheme.utf8Start[$0] }),
+                  value[start + count] == 0x20 else { return .malformed }
+            start += count
             while start < end && value[start] == 0x20 { start += 1 }
             let key = UnsafeBufferPointer(rebasing: value[start..<end])
             return recent.with(loop: loop) { cache -> Presented in

@@ -566,24 +566,28 @@ extension ServeComponent {
         let explain = wantsExplanation(request)
         let shadow = shadowing.with(loop: context.loop) { $0 }
         let drift = snapshot.drift.read(loop: context.loop)
-        var tape = JSONTape()
-        return try request.body.withUnsafeBytes { body in
-            do { try tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
+        // The loop's scratch (tape, cells, probabilities) is reused from request to request.
+        return try inferScratch.with(loop: context.loop) { s in try request.body.withUnsafeBytes { body in
+            do { try s.tape.parse(body) } catch { throw HTTPError(400, "the request body is not JSON: \(error)") }
+            let tape = s.tape
             guard let data = tape.member(tape.root, "data"), tape.kind(data) == .array || tape.kind(data) == .object else {
                 throw HTTPError(400, #"expected {"data": [[values in schema order], ...]} or {"data": [{"field": value, ...}, ...]}"#)
             }
-            let records = tape.kind(data) == .object ? [data] : tape.elements(data)
-            guard records.count <= maxRows else { throw tooMany("\(records.count) records") }
-            var probabilities = [Double](repeating: 0, count: scorer.outputCount)
-            var fieldNodes: [Int32] = []
+            let count = tape.kind(data) == .object ? 1 : tape.count(data)
+            guard count <= maxRows else { throw tooMany("\(count) records") }
+            s.probabilities.removeAll(keepingCapacity: true)
+            s.probabilities.append(contentsOf: repeatElement(0, count: scorer.outputCount))
             var w = JSONWriter()
+            w.reserveCapacity(16 + min(count, 256) * (48 + 32 * scorer.classes.count))
             w.raw("[")
-            for (r, record) in records.enumerated() {
+            var record = tape.kind(data) == .object ? data : tape.firstElement(data)
+            for r in 0..<count {
+                defer { record = tape.next(record) }
                 let label: Int
                 do {
-                    label = try probabilities.withUnsafeMutableBufferPointer { out in
+                    label = try s.probabilities.withUnsafeMutableBufferPointer { out in
                         Result { () throws(ScoringError) -> Int in
-                            try scorer.predict(tape: tape, record: record, row: r + 1, fieldNodes: &fieldNodes, into: out.baseAddress!)
+                            try scorer.predict(tape: tape, record: record, row: r + 1, fieldNodes: &s.cells, into: out.baseAddress!)
                         }
                     }.get()
                 } catch {
@@ -591,7 +595,7 @@ extension ServeComponent {
                 }
                 if let log = predictionLog, log.sample(loop: context.loop) {
                     let key = log.options.key.flatMap { PredictionLog.keyText(tape, record, $0) }
-                    probabilities.withUnsafeBufferPointer { p in
+                    s.probabilities.withUnsafeBufferPointer { p in
                         log.append(logLine(context, row: r + 1, snapshot, key: key, label: label, p.baseAddress!) { $0.raw(tape.text(record)) })
                     }
                 }
@@ -599,14 +603,14 @@ extension ServeComponent {
                     shadow.comparison.offer(loop: context.loop, live: snapshot, shadow: shadow.snapshot, requestID: context.requestID, row: r + 1) { $0.raw(tape.text(record)) }
                 }
                 if let drift {
-                    fieldNodes.withUnsafeBufferPointer { drift.observe(loop: context.loop, tape: tape, nodes: $0, probability: probabilities.last) }
+                    s.cells.withUnsafeBufferPointer { drift.observe(loop: context.loop, tape: tape, nodes: $0, probability: s.probabilities.last) }
                 }
                 if r > 0 { w.raw(",") }
                 guard explain else {
-                    writePrediction(&w, label: label, probabilities, scorer)
+                    writePrediction(&w, label: label, s.probabilities, scorer)
                     continue
                 }
-                let values = fieldNodes.withUnsafeBufferPointer { scorer.fieldValues(tape: tape, fieldNodes: $0) }
+                let values = s.cells.withUnsafeBufferPointer { scorer.fieldValues(tape: tape, fieldNodes: $0) }
                 do {
                     let explanation = try scorer.explain(values, row: r + 1)
                     var object = explanation.prediction.json(scorer)
@@ -618,7 +622,7 @@ extension ServeComponent {
             }
             w.raw("]")
             return jsonBytes(200, w.bytes)
-        }
+        } }
     }
 
     /// An OpenAPI 3 document for `/score`, generated from the schema.
@@ -843,7 +847,7 @@ extension ServeComponent {
 
     /// `?explain=true` (or `1`) on the URL.
     private func wantsExplanation(_ request: HTTPRequest) -> Bool {
-        guard let value = request.query["explain"] else { return false }
+        guard request.path.utf8.count < request.target.utf8.count, let value = request.query["explain"] else { return false }
         return value == "true" || value == "1"
     }
 

@@ -27,9 +27,9 @@ public struct HTTPRequest: Sendable {
 
     /// Query parameters (percent-decoding `%XX` and `+`).
     public var query: [String: String] {
-        guard let q = target.firstIndex(of: "?") else { return [:] }
+        guard let q = target.utf8.firstIndex(of: UInt8(ascii: "?")) else { return [:] }
         var out: [String: String] = [:]
-        for pair in target[target.index(after: q)...].split(separator: "&") {
+        for pair in target[target.utf8.index(after: q)...].split(separator: "&") {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             out[percentDecode(parts[0])] = parts.count > 1 ? percentDecode(parts[1]) : ""
         }

@@ -59,8 +59,22 @@ public struct JSONWriter {
         }
     }
 
+    /// `numberText(n)`, written in place: the shortest digits come from the standard library's
+    /// `write(to:)` as ASCII bytes, so no String is made (one was, per number, past 15 characters).
     public mutating func number(_ n: Double) {
-        raw(Self.numberText(n))
+        guard n.isFinite else { return raw("null") }
+        if n == n.rounded(), abs(n) < 1e15 { return integer(Int(n)) }
+        var sink = ASCIISink()
+        swap(&sink.bytes, &bytes)
+        n.write(to: &sink)
+        swap(&sink.bytes, &bytes)
+    }
+
+    /// Takes the digits `Double.write(to:)` hands over as ASCII (`_writeASCII`) without a String.
+    private struct ASCIISink: TextOutputStream {
+        var bytes: [UInt8] = []
+        mutating func write(_ string: String) { bytes.append(contentsOf: string.utf8) }
+        mutating func _writeASCII(_ buffer: UnsafeBufferPointer<UInt8>) { bytes.append(contentsOf: buffer) }
     }
 
     /// The JSON text of `value`.

@@ -76,6 +76,23 @@ import Glibc
             #expect(try JSONValue.parse(text) == .number(x), "\(x) → \(text)")
         }
     }
+
+    /// `number` writes in place what `numberText` returns: probabilities, whole numbers (no ".0"),
+    /// negative zero, the largest and smallest magnitudes, and non-finite values as null.
+    @Test func numbersWrittenInPlaceMatchTheirText() {
+        var random = SystemRandomNumberGenerator()
+        var values: [Double] = [0, -0.0, 1, -1, 0.1, 1e15, 1e15 - 1, -1e15, 1e16, 123456789012345678, .pi, .ulpOfOne,
+                                .leastNonzeroMagnitude, .greatestFiniteMagnitude, -.greatestFiniteMagnitude, .infinity, -.infinity, .nan]
+        for _ in 0..<20_000 { values.append(Double.random(in: 0...1, using: &random)) }
+        for _ in 0..<20_000 { values.append(Double(bitPattern: random.next()) ) }
+        for x in values {
+            var w = JSONWriter()
+            w.raw("[")
+            w.number(x)
+            w.raw("]")
+            #expect(w.string == "[" + JSONWriter.numberText(x) + "]", "\(x)")
+        }
+    }
 }
 
 @Suite struct DecimalParserTests {

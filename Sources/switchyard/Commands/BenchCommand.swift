@@ -345,10 +345,17 @@ let benchServeCommand = Command(
             return (path, text, headers, Array((head + "Content-Length: \(text.utf8.count)\r\n\r\n\(text)").utf8))
         }
         let request = requestBytes("oip", keyed: false).bytes
-        print("request: single-record POST /v2/models/credit/infer (\(request.count) bytes)")
+        print("requests: single-record POST /v2/models/credit/infer (\(request.count) bytes), POST /score (\(requestBytes("score", keyed: false).bytes.count) bytes)")
         // Before the loops start, so this thread is loop 0's only user.
-        let inProcess = try inProcessCost(host.server, request: request)
-        print("in-process, no sockets (parse, route, score, serialize on one thread): \(inProcess)\n")
+        print("in-process, no sockets (parse, route, score, serialize on one thread):")
+        for route in routes {
+            for auth in auths where auth == "open" || auth == "key" {
+                let server = auth == "key" ? secured!.server : host.server
+                let cost = try inProcessCost(server, request: requestBytes(route, keyed: auth == "key").bytes)
+                print("  \(route == "oip" ? "OIP" : "/score") \(auth): \(cost)")
+            }
+        }
+        print("")
 
         let port = try host.start()
         defer { host.stop() }
