@@ -77,13 +77,14 @@ package final class ShadowComparison: Sendable {
         let thread = Thread { [weak self] in
             _ = csystem_idle_priority()
             var windowStart = csystem_monotonic_ns(), busy: UInt64 = 0, idlePolls = 0, sinceYield: UInt64 = 0
+            var scratch = Scratch()
             while true {
                 var compared = false
                 do {  // holds the comparison only while draining, so it can be released while the thread waits
                     guard let comparison = self else { return }
                     while true {
                         let start = csystem_monotonic_ns()
-                        guard comparison.compareNext() else { break }
+                        guard comparison.compareNext(&scratch) else { break }
                         compared = true
                         let end = csystem_monotonic_ns()
                         busy += end - start
@@ -151,19 +152,44 @@ package final class ShadowComparison: Sendable {
         if sleeping.load(ordering: .sequentiallyConsistent), sleeping.exchange(false, ordering: .sequentiallyConsistent) { wake.signal() }
     }
 
+    /// The shadow thread's own reused buffers: the record's tape, its field nodes and each
+    /// version's outputs (so a compared row allocates little besides what the window keeps).
+    private struct Scratch {
+        var tape = JSONTape()
+        var fieldNodes: [Int32] = []
+        var live: [Double] = []
+        var shadow: [Double] = []
+    }
+
     /// Compares the next queued row of any loop; false with none.
-    private func compareNext() -> Bool {
-        for queue in queues where queue.pop(compare) { return true }
+    private func compareNext(_ scratch: inout Scratch) -> Bool {
+        for queue in queues where queue.pop({ compare($0, $1, row: $2, requestID: $3, recordBytes: $4, &scratch) }) { return true }
         return false
     }
 
-    private func compare(_ live: ModelSnapshot, _ shadowSnapshot: ModelSnapshot, row: Int, requestID: String, recordBytes: UnsafeRawBufferPointer) {
-        let record: JSONValue
-        do { record = try JSONValue.parse(recordBytes) } catch { return }  // written by the loop: always JSON
+    /// Scores `recordBytes` with `scorer` on the tape, as the loops do; the prediction, or the error.
+    private static func predict(
+        _ scorer: Scorer, _ tape: JSONTape, _ fieldNodes: inout [Int32], _ out: inout [Double]
+    ) -> Result<Prediction, ScoringError> {
+        out.removeAll(keepingCapacity: true)
+        out.append(contentsOf: repeatElement(0, count: scorer.outputCount))
+        let label = out.withUnsafeMutableBufferPointer { buffer in
+            Result { () throws(ScoringError) -> Int in
+                try scorer.predict(tape: tape, record: tape.root, row: nil, fieldNodes: &fieldNodes, into: buffer.baseAddress!)
+            }
+        }
+        return label.map { scorer.prediction(out, label: $0) }
+    }
+
+    private func compare(
+        _ live: ModelSnapshot, _ shadowSnapshot: ModelSnapshot, row: Int, requestID: String, recordBytes: UnsafeRawBufferPointer, _ scratch: inout Scratch
+    ) {
+        do { try scratch.tape.parse(recordBytes) } catch { return }  // written by the loop: always JSON
+        let tape = scratch.tape
         let t0 = csystem_monotonic_ns()
-        let prediction = try? live.scorer.predict(json: record)
+        let prediction = try? Self.predict(live.scorer, tape, &scratch.fieldNodes, &scratch.live).get()
         let t1 = csystem_monotonic_ns()
-        let shadow = Result { try shadowSnapshot.scorer.predict(json: record) }
+        let shadow = Self.predict(shadowSnapshot.scorer, tape, &scratch.fieldNodes, &scratch.shadow)
         let t2 = csystem_monotonic_ns()
         guard let prediction else { return }  // the live version answered this row, so it scores it
         var pair = Pair(requestID: requestID, row: row, liveVersion: live.version.version, liveLabel: prediction.label,
@@ -182,7 +208,7 @@ package final class ShadowComparison: Sendable {
                 pair.delta = max(pair.delta, abs(prediction.probabilities[k] - other))
             }
         case .failure(let error):
-            pair.shadowError = (error as? ScoringError)?.description ?? "\(error)"
+            pair.shadowError = error.description
             pair.delta = 1
         }
         let shadowVersion = shadowSnapshot.version.version
