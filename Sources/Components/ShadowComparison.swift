@@ -14,7 +14,7 @@ import Telemetry
 /// (the shadow thread polls every 2 ms while rows come, and sleeps on a semaphore only after
 /// 100 ms without any). A full ring drops the copy, counted, before any work. The shadow thread
 /// runs in the idle scheduling class, yields the CPU every 10 µs of work (a loop made runnable
-/// meanwhile would otherwise wait for a scheduler tick) and spends at most 5% of a core: under
+/// meanwhile would otherwise wait for a scheduler tick) and spends at most 1% of a core: under
 /// full load it compares a sample and says how many rows it dropped, rather than taking CPU
 /// from the requests it copies (`switchyard bench serve --auth open,shadow` measures the cost).
 ///
@@ -26,7 +26,7 @@ package final class ShadowComparison: Sendable {
     package static let queueLimit = 4096
     package static let defaultWindow = 10_000
     /// The shadow thread's CPU: at most `budget` nanoseconds in each `budgetWindow`.
-    static let budget: UInt64 = 500_000, budgetWindow: UInt64 = 10_000_000
+    static let budget: UInt64 = 100_000, budgetWindow: UInt64 = 10_000_000
 
     /// One compared row.
     struct Pair {

@@ -247,8 +247,10 @@ let benchServeCommand = Command(
         Each route (--routes) runs open and with a key (--auth): the keyed runs go to a
         second serve that requires a predict key, as a secured service runs.
 
-        First it feeds the same request through the server's parse, route, score and
-        serialize path on one thread, without sockets: the server's own CPU per request.
+        First it feeds each route's request (open, and keyed with --auth key) through the
+        server's parse, route, score and serialize path on one thread, without sockets: the
+        server's own CPU per request. Every run then reports the server's CPU per request
+        answered (user and kernel, from its rusage; nginx's workers' from /proc).
 
         --nginx starts nginx (from PATH or /usr/sbin) with a temporary configuration
         that answers every request with a fixed 200, one worker per core, on another
@@ -367,7 +369,7 @@ let benchServeCommand = Command(
         defer { shadowed?.host.stop() }
         let driftPort = try drifting?.host.start() ?? 0
         defer { drifting?.host.stop() }
-        print("server: \(threads) event loops on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
+        print("server: \(threads) event loop\(threads == 1 ? "" : "s") on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
             + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
             + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
