@@ -194,7 +194,9 @@ final class EventLoop: @unchecked Sendable {
         }
     }
 
-    /// Takes a connection (its `load` already counted) into this loop's epoll set.
+    /// Takes a connection (its `load` already counted) into this loop's epoll set. One handed over
+    /// after this loop began draining is treated as draining treats an idle one: a request already
+    /// sent on it is answered with `Connection: close`, else it closes.
     private func own(_ fd: Int32) {
         serial &+= 1
         let connection = Connection(fd: fd, serial: serial, limits: limits, now: csystem_coarse_ns())
@@ -204,7 +206,9 @@ final class EventLoop: @unchecked Sendable {
             try Epoll.control(epfd, Epoll.add, fd, events: Epoll.readable | UInt32(EPOLLRDHUP.rawValue))
         } catch {
             closeConnection(fd)
+            return
         }
+        if detached { readFrom(connection) }
     }
 
     private func pauseAccepting() {

@@ -230,6 +230,41 @@ struct SeededKeys {
         #expect(typed.largest.first?.record?["credit_score"] != nil, "the disagreeing record, for Predict")
     }
 
+    /// A row the live version scores and the shadow cannot (v3 refuses a region it does not know,
+    /// where v1 scores it with every region column 0) counts as a shadow error and a disagreement
+    /// with |Δp| 1, and the report names the field; the other rows agree exactly.
+    @Test func aRowTheShadowCannotScoreIsAnErrorNamingTheField() throws {
+        let f = try ServeFixture(open: true, prepare: { registry in
+            var strict = try ModelDocument.decode(try Data(contentsOf: fixtures.appendingPathComponent("sklearn-credit-model.json")))
+            strict.metadata.name = "credit"
+            let region = strict.schema.fields.firstIndex { $0.name == "region" }!
+            strict.schema.fields[region].unknown = .error
+            strict.estimator.intercepts[0] += 1e-9  // a version of its own
+            try registry.register(strict, who: "test")
+        })
+        defer { f.stop() }
+        try f.registry.setRoute(model: "credit", alias: "production",
+                                route: AliasRoute(words: ["1=100"], key: nil, shadow: .init(version: 3)), who: "test")
+        #expect(waitFor { f.serve.tick(); return f.serve.model.current?.route?.shadow?.version == 3 })
+        for i in 0..<10 {
+            let record = i % 4 == 1 ? creditRecord.replacingOccurrences(of: #""east""#, with: #""mars""#) : creditRecord
+            let r = try f.client().request("POST", "/score", headers: Self.json + [("x-request-id", "row-\(i)")], body: Array(#"{"data": [\#(record)]}"#.utf8))
+            #expect(r.status == 200, "\(String(decoding: r.body, as: UTF8.self))")
+        }
+        var report = JSONValue.null
+        #expect(waitFor {
+            report = (try? JSONValue.parse(f.get("/v1/compare", key: f.readKey).body)) ?? .null
+            return report["compared_total"] == .number(10)
+        })
+        #expect(report["shadow_errors"] == .number(3) && report["disagreements"] == .number(3), "\(report)")
+        #expect(report["max_abs_delta"] != nil && report["agreement"] == .number(0.7))
+        let largest: [JSONValue] = report["largest"].flatMap { if case .array(let a) = $0 { a } else { nil } } ?? []
+        #expect(Set(largest.prefix(3).compactMap { $0["request_id"]?.stringValue }) == ["row-1", "row-5", "row-9"])
+        #expect(largest.first?["abs_delta"] == .number(1))
+        let error = largest.first?["shadow_error"]?.stringValue ?? ""
+        #expect(error.contains("region"), "\(error)")
+    }
+
     /// The registry side: a split is checked, audited, ends with 1=100 or a promote, and batch and
     /// stream (bindings that do not split) run its main version and say so.
     @Test func theRegistryKeepsAndAuditsASplit() throws {
