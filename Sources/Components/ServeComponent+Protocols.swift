@@ -847,7 +847,7 @@ extension ServeComponent {
 
     /// `?explain=true` (or `1`) on the URL.
     private func wantsExplanation(_ request: HTTPRequest) -> Bool {
-        guard request.path.utf8.count < request.target.utf8.count, let value = request.query["explain"] else { return false }
+        guard let value = request.query["explain"] else { return false }
         return value == "true" || value == "1"
     }
 

@@ -395,9 +395,9 @@ let benchServeCommand = Command(
                 /// One run against `port`; `serverCPU` reads the server's CPU seconds so far.
                 func load(_ port: Int, serverCPU: () -> Double) throws -> LoadSummary {
                     let before = serverCPU()
-                    var summary = wrk != nil
-                        ? try runWrk(wrk!, port: port, path: r.path, body: r.body, headers: r.headers, threads: v.generators, connections: v.connections, duration: duration)
-                        : LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
+                    var summary = try wrk.map {
+                        try runWrk($0, port: port, path: r.path, body: r.body, headers: r.headers, threads: v.generators, connections: v.connections, duration: duration)
+                    } ?? LoadSummary(LoadGenerator.run(port: port, request: r.bytes, connections: v.connections, duration: duration))
                     summary.serverCPU = serverCPU() - before
                     return summary
                 }
@@ -418,7 +418,7 @@ let benchServeCommand = Command(
         }
         /// The server's CPU per request (user and kernel), median over the rounds.
         func perRequest(_ runs: [LoadSummary]) -> String {
-            String(format: "%.1f µs", LoadSummary.median(runs.map { $0.serverCPU / max($0.rate * duration, 1) * 1e6 }))
+            String(format: "%.1f µs", LoadSummary.median(runs.map { $0.serverCPU / max($0.rate * $0.seconds, 1) * 1e6 }))
         }
         var table: [[String]] = [["route", "serve", "load", "conns", "switchyard req/s", "p50", "p99", "CPU/req", "wrk CPU"]
             + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "CPU/req", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
@@ -577,7 +577,8 @@ private func runWrk(
         .write(to: script, atomically: true, encoding: .utf8)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: wrk)
-    process.arguments = ["-t\(threads)", "-c\(max(connections, threads))", "-d\(max(1, Int(duration)))s", "--latency", "-s", script.path, "http://127.0.0.1:\(port)\(path)"]
+    let seconds = max(1, Int(duration))
+    process.arguments = ["-t\(threads)", "-c\(max(connections, threads))", "-d\(seconds)s", "--latency", "-s", script.path, "http://127.0.0.1:\(port)\(path)"]
     let pipe = Pipe()
     process.standardOutput = pipe
     process.standardError = pipe
@@ -595,6 +596,7 @@ private func runWrk(
         return 0
     }
     var result = LoadSummary()
+    result.seconds = Double(seconds)
     for line in output.split(separator: "\n") {
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)
         if line.contains("Requests/sec:"), let v = fields.last.flatMap({ Double($0) }) { result.rate = v }
@@ -635,6 +637,8 @@ struct LoadSummary {
     var generatorCPU = 0.0
     /// The server's CPU seconds over the run.
     var serverCPU = 0.0
+    /// How long the load ran (wrk's whole seconds; the built-in generator's measured time).
+    var seconds = 0.0
 
     init() {}
 
@@ -645,6 +649,7 @@ struct LoadSummary {
 
     init(_ r: LoadGenerator.Result) {
         rate = r.rate
+        seconds = r.seconds
         p50 = r.quantile(0.5)
         p99 = r.quantile(0.99)
         failed = r.failed
