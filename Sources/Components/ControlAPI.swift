@@ -101,7 +101,7 @@ package final class Authenticator: Sendable {
     /// The key an `Authorization: Bearer KEY` header presents, read from its bytes: the scheme in
     /// any case, then spaces, the key, and spaces or tabs around it ignored.
     private func presented(_ request: HTTPRequest, loop: Int) -> Presented {
-        request.headers.withValue("Authorization") { value -> Presented in
+        request.headers.withValue(.authorization) { value -> Presented in
             var start = 0, end = value.count
             while start < end && (value[start] == 0x20 || value[start] == 0x09) { start += 1 }
             while end > start && (value[end - 1] == 0x20 || value[end - 1] == 0x09) { end -= 1 }
@@ -198,7 +198,7 @@ package final class ControlAPI: Sendable {
 
     /// The server's handler.
     package func handle(_ request: HTTPRequest, _ context: HTTPServer.Context) -> HTTPResponse {
-        let requestID = request.headers["x-request-id"].flatMap { $0.isEmpty || $0.utf8.count > 200 ? nil : $0 }
+        let requestID = request.headers[.requestID].flatMap { $0.isEmpty || $0.utf8.count > 200 ? nil : $0 }
             ?? newRequestID()
         var ctx = RequestContext(
             loop: context.loop, receivedNanoseconds: context.receivedNanoseconds, requestID: requestID, principal: .anonymous,
@@ -357,8 +357,8 @@ package func json(_ status: Int, _ value: JSONValue, headers: [(String, String)]
 
 /// 415 unless the request says it is JSON (a missing Content-Type is taken as JSON).
 package func requireJSON(_ request: HTTPRequest) -> HTTPResponse? {
-    if request.headers.value("Content-Type", hasPrefix: "application/json") { return nil }  // the common case, without allocating
-    guard let type = request.headers["Content-Type"] else { return nil }
+    if request.headers.value(.contentType, hasPrefix: "application/json") { return nil }  // the common case, without allocating
+    guard let type = request.headers[.contentType] else { return nil }
     let base = type.lowercased().split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
     if base == "application/json" || base.hasSuffix("+json") { return nil }
     return .error(415, "Content-Type \(base) is not accepted here; send Content-Type: application/json")

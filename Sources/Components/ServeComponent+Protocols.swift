@@ -44,8 +44,8 @@ extension ServeComponent {
     /// itself), or its column of `dataframe_split`. Nil when it has none (CSV bodies, binary
     /// tensors and a key that is not a string or number included): it is then spread evenly.
     func routingPoint(_ request: HTTPRequest, key field: String?, loop: Int) -> UInt64? {
-        if let header = request.headers["x-routing-key"] { return AliasRoute.point(key: header.utf8) }
-        guard let field, !request.body.isEmpty, !isCSV(request), request.headers["Inference-Header-Content-Length"] == nil else { return nil }
+        if let header = request.headers[.routingKey] { return AliasRoute.point(key: header.utf8) }
+        guard let field, !request.body.isEmpty, !isCSV(request), request.headers[.inferenceHeaderContentLength] == nil else { return nil }
         return inferScratch.with(loop: loop) { s -> UInt64? in
             guard (request.body.withUnsafeBytes { body in (try? s.tape.parse(body)) != nil }) else { return nil }
             let tape = s.tape
@@ -119,7 +119,7 @@ extension ServeComponent {
         // A binary-tensor request's JSON part is defined by its header, whatever its Content-Type says.
         if !(allowCSV && isCSV(request)), !binary, let wrongType = requireJSON(request) {
             return allowCSV
-                ? .error(415, "Content-Type \(request.headers["Content-Type"] ?? "") is not accepted here; send application/json or text/csv")
+                ? .error(415, "Content-Type \(request.headers[.contentType] ?? "") is not accepted here; send application/json or text/csv")
                 : wrongType
         }
         do {
@@ -166,7 +166,7 @@ extension ServeComponent {
         case ("GET", "ready"?):
             return json(context.draining ? 503 : 200, .object(JSONObject(["name": .string(snapshot.version.model), "ready": .bool(!context.draining)])))
         case ("POST", "infer"?):
-            let binaryHeader = request.headers["Inference-Header-Content-Length"]
+            let binaryHeader = request.headers[.inferenceHeaderContentLength]
             return guarded(request, context, binary: binaryHeader != nil) { try infer(request, binaryHeader: binaryHeader, snapshot, context) }
         default:
             return .error(404, "no route for \(request.method) \(request.path)")
@@ -838,7 +838,7 @@ extension ServeComponent {
     // MARK: - Shared
 
     private func isCSV(_ request: HTTPRequest) -> Bool {
-        request.headers["Content-Type"]?.lowercased().hasPrefix("text/csv") == true
+        request.headers.value(.contentType, hasPrefix: "text/csv")
     }
 
     private func parseBody(_ request: HTTPRequest) throws -> JSONValue {

@@ -42,9 +42,35 @@ public struct HTTPRequest: Sendable {
 /// They are kept in their wire form, `Name: value\r\n` per field, in one byte
 /// array: adding a field appends to it, a lookup scans it, and writing a
 /// response copies it whole, so no field costs an allocation of its own.
+/// The names a server looks up on every request (`Common`) are the exception:
+/// adding a field notes where the first value of each is, so finding one scans nothing.
 public struct HTTPHeaders: Sendable, Sequence {
     /// `Name: value\r\n` for each field. Names hold no `:`, CR or LF and values no CR or LF.
     package private(set) var wire: [UInt8] = []
+    /// Where in `wire` the first value of each `Common` name starts and ends (by its raw value); -1 without one.
+    private var commonStarts = SIMD8<Int32>(repeating: -1), commonEnds = SIMD8<Int32>(repeating: -1)
+
+    /// Names looked up on every request: the key, the body's type, the request id, the binary
+    /// tensor extension's header and the routing key.
+    public enum Common: Int, Sendable, CaseIterable {
+        case authorization, contentType, requestID, inferenceHeaderContentLength, routingKey
+
+        /// Which of them `name` is, ignoring ASCII case.
+        @inline(__always)
+        static func of(_ name: UnsafeBufferPointer<UInt8>) -> Common? {
+            switch name.count {
+            case 12: equalsLowercase(name, "content-type") ? .contentType : equalsLowercase(name, "x-request-id") ? .requestID : nil
+            case 13: equalsLowercase(name, "authorization") ? .authorization : equalsLowercase(name, "x-routing-key") ? .routingKey : nil
+            case 31: equalsLowercase(name, "inference-header-content-length") ? .inferenceHeaderContentLength : nil
+            default: nil
+            }
+        }
+
+        static func of(_ name: String) -> Common? {
+            var name = name
+            return name.withUTF8 { of($0) }
+        }
+    }
 
     public init() {}
 
@@ -57,12 +83,25 @@ public struct HTTPHeaders: Sendable, Sequence {
     public mutating func add(_ name: String, _ value: String) {
         if wire.capacity == 0 { wire.reserveCapacity(192) }
         var name = name, value = value
+        let nameStart = wire.count
         name.withUTF8 { append($0, dropping: 0x3A) }
+        let colon = wire.count
         wire.append(0x3A)
         wire.append(0x20)
         value.withUTF8 { append($0, dropping: 0x0A) }
+        note(name: nameStart..<colon, value: (colon + 2)..<wire.count)
         wire.append(0x0D)
         wire.append(0x0A)
+    }
+
+    /// Notes where a field just added is, when its name is a `Common` one seen for the first time.
+    @inline(__always)
+    private mutating func note(name: Range<Int>, value: Range<Int>) {
+        let common = wire.withUnsafeBufferPointer { Common.of(UnsafeBufferPointer(rebasing: $0[name])) }
+        guard let common, commonStarts[common.rawValue] < 0, let start = Int32(exactly: value.lowerBound), let end = Int32(exactly: value.upperBound)
+        else { return }
+        commonStarts[common.rawValue] = start
+        commonEnds[common.rawValue] = end
     }
 
     /// Appends `bytes` without CR, LF and `also`.
@@ -76,10 +115,17 @@ public struct HTTPHeaders: Sendable, Sequence {
 
     /// Adds a field whose bytes the request parser has already checked (a token name; a value without CR or LF).
     package mutating func addChecked(name: UnsafeBufferPointer<UInt8>, value: UnsafeBufferPointer<UInt8>) {
+        let nameStart = wire.count
         wire.append(contentsOf: name)
         wire.append(0x3A)
         wire.append(0x20)
         wire.append(contentsOf: value)
+        if let common = Common.of(name), commonStarts[common.rawValue] < 0,
+            let start = Int32(exactly: nameStart + name.count + 2), let end = Int32(exactly: wire.count)
+        {
+            commonStarts[common.rawValue] = start
+            commonEnds[common.rawValue] = end
+        }
         wire.append(0x0D)
         wire.append(0x0A)
     }
@@ -112,7 +158,7 @@ public struct HTTPHeaders: Sendable, Sequence {
     }
 
     /// Whether the first value of `name` starts with `prefix` (given in lowercase), ignoring ASCII case; no String is made.
-    package func value(_ name: String, hasPrefix prefix: StaticString) -> Bool {
+    package func value(_ name: Common, hasPrefix prefix: StaticString) -> Bool {
         guard let range = valueRange(name), range.count >= prefix.utf8CodeUnitCount else { return false }
         return wire.withUnsafeBufferPointer { w in
             let p = prefix.utf8Start
@@ -121,8 +167,30 @@ public struct HTTPHeaders: Sendable, Sequence {
         }
     }
 
+    /// The first value of a `Common` name.
+    public subscript(name: Common) -> String? {
+        guard let range = valueRange(name) else { return nil }
+        return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
+    }
+
+    /// Calls `body` with the bytes of the first value of a `Common` name, without making a String; nil when there is none.
+    @inline(__always)
+    package func withValue<R>(_ name: Common, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
+        guard let range = valueRange(name) else { return nil }
+        return wire.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
+    /// Where the first value of a `Common` name is in `wire`: noted as it was added.
+    @inline(__always)
+    private func valueRange(_ name: Common) -> Range<Int>? {
+        let start = commonStarts[name.rawValue]
+        guard start >= 0 else { return nil }
+        return Int(start)..<Int(commonEnds[name.rawValue])
+    }
+
     /// Where the first value of `name` is in `wire`.
     private func valueRange(_ name: String) -> Range<Int>? {
+        if let common = Common.of(name) { return valueRange(common) }
         var name = name
         var found: Range<Int>?
         name.withUTF8 { n in
@@ -164,6 +232,15 @@ public struct HTTPHeaders: Sendable, Sequence {
     }
 
     public func makeIterator() -> IndexingIterator<[(name: String, value: String)]> { fields.makeIterator() }
+}
+
+/// Whether `bytes` equal `lowercase` (given in lowercase), ignoring ASCII case.
+@inline(__always)
+func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
+    guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
+    let p = lowercase.utf8Start
+    for k in 0..<bytes.count where lowercaseASCII(bytes[k]) != p[k] { return false }
+    return true
 }
 
 @inline(__always)

@@ -424,15 +424,6 @@ private func isTokenByte(_ b: UInt8) -> Bool {
     }
 }
 
-/// Whether `bytes` equal `lowercase` (given in lowercase), ignoring ASCII case.
-@inline(__always)
-private func equalsLowercase(_ bytes: UnsafeBufferPointer<UInt8>, _ lowercase: StaticString) -> Bool {
-    guard bytes.count == lowercase.utf8CodeUnitCount else { return false }
-    let p = lowercase.utf8Start
-    for k in 0..<bytes.count where lowercaseASCII(bytes[k]) != p[k] { return false }
-    return true
-}
-
 /// Calls `body` with each item of a comma-separated list, without the blanks
 /// around it; empty items are skipped (RFC 9110 §5.6.1).
 @inline(__always)

@@ -186,8 +186,8 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         #expect(headers["X-TAG"] == "a")
         #expect(headers.values("x-tag") == ["a", "bInjected: yes"])
         #expect(headers["Injected"] == nil)
-        #expect(headers.value("Content-Type", hasPrefix: "application/json"))
-        #expect(!headers.value("Content-Type", hasPrefix: "text/csv"))
+        #expect(headers.value(.contentType, hasPrefix: "application/json"))
+        #expect(!headers.value(.contentType, hasPrefix: "text/csv"))
         headers.set("X-Tag", "c")
         #expect(headers.values("X-Tag") == ["c"])
         #expect(headers.fields.map(\.name) == ["Content-Type", "BadName", "X-Tag"])
@@ -195,5 +195,39 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         empty.add("X-Empty", "")
         #expect(empty["x-empty"] == "")
         #expect(empty["missing"] == nil)
+    }
+
+    /// The names looked up on every request are found through what adding a field noted, not a
+    /// scan: for random fields (those names in any case, repeated, look-alikes of the same length,
+    /// values with line breaks dropped), parsed or added, each gives what a scan of the fields gives.
+    @Test func commonNamesAreFoundAsAScanFindsThem() throws {
+        let names = ["Authorization", "AUTHORIZATION", "content-type", "Content-Typf", "X-Request-Id", "x-request-ie", "x-routing-key",
+                     "Inference-Header-Content-Length", "inference-header-content-lengtH", "X-Other", "x-routing-kez", "Host"]
+        let lowercase: [HTTPHeaders.Common: String] = [
+            .authorization: "authorization", .contentType: "content-type", .requestID: "x-request-id",
+            .inferenceHeaderContentLength: "inference-header-content-length", .routingKey: "x-routing-key",
+        ]
+        var random = SystemRandomNumberGenerator()
+        for round in 0..<300 {
+            let fields = (0..<Int.random(in: 0...9, using: &random)).map { k in
+                (names.randomElement(using: &random)!, "v\(round)-\(k)", Bool.random(using: &random) ? "\r\n" : "")
+            }
+            let added = HTTPHeaders(fields.map { ($0.0, $0.1 + $0.2) })  // the line break is dropped
+            var wire = "POST / HTTP/1.1\r\nHost: h\r\n"
+            for (name, value, _) in fields where name != "Host" { wire += "\(name): \(value)\r\n" }
+            let parsed = try #require(requests(parse(Array((wire + "\r\n").utf8))).first).headers
+            for headers in [added, parsed] {
+                for common in HTTPHeaders.Common.allCases {
+                    let name = lowercase[common]!
+                    let scanned = headers.fields.first { equalsIgnoringASCIICase($0.name, name) }?.value
+                    #expect(headers[common] == scanned, "\(name) in \(fields.map { ($0.0, $0.1) })")
+                    #expect(headers[name.uppercased()] == scanned)
+                    #expect(headers.withValue(common) { String(decoding: $0, as: UTF8.self) } == scanned)
+                }
+            }
+        }
+        var replaced = HTTPHeaders([("Authorization", "Bearer a"), ("authorization", "Bearer b")])
+        replaced.set("AUTHORIZATION", "Bearer c")
+        #expect(replaced[.authorization] == "Bearer c" && replaced.values("authorization") == ["Bearer c"])
     }
 }

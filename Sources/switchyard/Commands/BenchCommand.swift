@@ -229,7 +229,7 @@ let benchServeCommand = Command(
         Option(name: "rounds", value: "N", help: "runs per connection count; medians are reported", defaultValue: "1"),
         Option(name: "nginx", help: "also run nginx answering a fixed 200 to the same POST, interleaved, and report the ratio"),
         Option(name: "routes", value: "LIST", help: "oip (POST /v2/models/credit/infer) and/or score (POST /score)", defaultValue: "oip,score"),
-        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction), shadow (open, a shadow version scoring a copy), drift (open, every row counted for drift)", defaultValue: "open,key"),
+        Option(name: "auth", value: "LIST", help: "open (no key), key (a secured serve, Authorization: Bearer with a predict key), log (open, logging every prediction), shadow (open, a shadow version scoring a copy), drift (open, every row counted for drift), open2 (a second open serve, the same as open: how far two identical serves differ in one run, the noise of every comparison with open)", defaultValue: "open,key"),
         Option(name: "log-policy", value: "all|sample=SHARE", help: "what the open+log serve (--auth log) logs", defaultValue: "all"),
         Option(name: "shadow-sample", value: "PERCENT", help: "the rows the open+shadow serve (--auth shadow) copies to its shadow", defaultValue: "100"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
@@ -276,7 +276,7 @@ let benchServeCommand = Command(
             return values
         }
         let routes = try list("routes", "oip,score", ["oip", "score"])
-        let auths = try list("auth", "open,key", ["open", "key", "log", "shadow", "drift"])
+        let auths = try list("auth", "open,key", ["open", "key", "log", "shadow", "drift", "open2"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
@@ -302,6 +302,8 @@ let benchServeCommand = Command(
         // --auth key: the same model behind a serve that requires a predict key (a secured service);
         // --auth log: an open one logging predictions (what the log costs at full load).
         let secured = auths.contains("key") ? try makeHost(open: false) : nil
+        // --auth open2: a second open serve, the control for every comparison with open.
+        let control = auths.contains("open2") ? try makeHost(open: true) : nil
         guard let logPolicy = PredictionLog.Policy(args.string("log-policy") ?? "all"), logPolicy != .off else {
             throw UsageError("--log-policy is all or sample=SHARE")
         }
@@ -369,9 +371,12 @@ let benchServeCommand = Command(
         defer { shadowed?.host.stop() }
         let driftPort = try drifting?.host.start() ?? 0
         defer { drifting?.host.stop() }
+        let controlPort = try control?.start() ?? 0
+        defer { control?.stop() }
         print("server: \(threads) event loop\(threads == 1 ? "" : "s") on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
             + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
-            + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+            + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)")
+            + (control == nil ? "" : ", :\(controlPort) (open, a second one)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
@@ -401,7 +406,7 @@ let benchServeCommand = Command(
                     summary.serverCPU = serverCPU() - before
                     return summary
                 }
-                let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort, "drift": driftPort][v.auth] ?? port
+                let target: Int = ["key": securedPort, "log": loggingPort, "shadow": shadowPort, "drift": driftPort, "open2": controlPort][v.auth] ?? port
                 // This process's CPU: the serves (the idle ones' share is nil) and, without wrk, the built-in generator too.
                 ours[v, default: []].append(try load(target, serverCPU: { processCPU(RUSAGE_SELF) }))
                 if let nginx { theirs[v, default: []].append(try load(nginx.port, serverCPU: { nginx.workersCPU() })) }
@@ -424,7 +429,7 @@ let benchServeCommand = Command(
             + (nginx == nil ? [] : ["nginx req/s", "p50", "p99", "CPU/req", "wrk CPU", "ratio"]) + ["non-2xx", "broken"]]
         for v in variants {
             let mine = ours[v]!
-            let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow", "drift": "open+drift"][v.auth] ?? "open"
+            let serveLabel: String = ["key": "key", "log": "open+log", "shadow": "open+shadow", "drift": "open+drift", "open2": "open #2"][v.auth] ?? "open"
             var row: [String] = [v.route == "oip" ? "OIP" : "/score", serveLabel, wrk == nil ? "built-in" : "wrk -t\(v.generators)", "\(v.connections)",
                        rate(mine), us(LoadSummary.median(mine.map(\.p50))), us(LoadSummary.median(mine.map(\.p99))), perRequest(mine), cpu(mine, v)]
             if nginx != nil {
@@ -471,6 +476,13 @@ let benchServeCommand = Command(
             againstOpen("shadow") { route, g, c, open, shadow in
                 "  p99 with the shadow, \(route) wrk -t\(g) \(c) connections: \(us(medianP99(shadow))) vs \(us(medianP99(open))) without: "
                     + String(format: "%.2f× (goal ≤ 1.1×); requests/s %.2f×", medianP99(shadow) / max(medianP99(open), 1), medianRate(shadow) / medianRate(open))
+            }
+        }
+        if control != nil {
+            print("serve open #2: a second open serve, the same as open, run in the same rounds: how far two identical serves differ here.")
+            againstOpen("open2") { route, g, c, open, second in
+                "  open #2 against open, \(route) wrk -t\(g) \(c) connections: "
+                    + String(format: "p99 %.2f×, requests/s %.2f× (1.00× were the runs free of noise)", medianP99(second) / max(medianP99(open), 1), medianRate(second) / medianRate(open))
             }
         }
         if let drifting {
