@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// An incremental HTTP/1.1 request parser (RFC 9112): a pure state machine fed
 /// bytes in pieces of any size. It yields complete requests (pipelined ones one
 /// after another) and stops at the first error, which carries the status to
@@ -205,14 +209,20 @@ package struct HTTPRequestParser {
     /// searching from `from`.
     private static func headEnd(_ h: UnsafeRawBufferPointer, from: Int, start: Int, limit: Int) -> Int? {
         var i = from
-        while i < limit {
-            if h[i] == 0x0A {
-                if i - 1 >= start && h[i - 1] == 0x0A { return i }
-                if i - 2 >= start && h[i - 1] == 0x0D && h[i - 2] == 0x0A { return i }
-            }
+        while true {
+            i = firstLineFeed(h, from: i, to: limit)
+            guard i < limit else { return nil }
+            if i - 1 >= start && h[i - 1] == 0x0A { return i }
+            if i - 2 >= start && h[i - 1] == 0x0D && h[i - 2] == 0x0A { return i }
             i += 1
         }
-        return nil
+    }
+
+    /// The index of the first LF in `h[from..<to]` (memchr: a head is searched for line ends twice), or `to`.
+    @inline(__always)
+    private static func firstLineFeed(_ h: UnsafeRawBufferPointer, from: Int, to: Int) -> Int {
+        guard from < to, let base = h.baseAddress, let found = memchr(base + from, 0x0A, to - from) else { return max(from, to) }
+        return base.distance(to: UnsafeRawPointer(found))
     }
 
     /// Starts the request a parsed head describes (or fails); false once failed.
@@ -264,8 +274,7 @@ package struct HTTPRequestParser {
     private static func parseHead(_ h: UnsafeBufferPointer<UInt8>, limits: Limits) -> Result<ParsedHead, HeadFailure> {
         let n = h.count
         func lineEnd(from i: Int) -> (content: Int, next: Int) {
-            var j = i
-            while j < n && h[j] != 0x0A { j += 1 }
+            let j = firstLineFeed(UnsafeRawBufferPointer(h), from: i, to: n)
             let content = j > i && h[j - 1] == 0x0D ? j - 1 : j
             return (content, min(j + 1, n))
         }
