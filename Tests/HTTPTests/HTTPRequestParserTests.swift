@@ -24,6 +24,12 @@ func mutated(_ seed: [UInt8], edits: ClosedRange<Int>, _ random: inout SystemRan
     return bytes
 }
 
+/// Each name `HTTPHeaders` notes as fields are added, in lowercase.
+let commonNames: [HTTPHeaders.Common: String] = [
+    .authorization: "authorization", .contentType: "content-type", .requestID: "x-request-id",
+    .inferenceHeaderContentLength: "inference-header-content-length", .routingKey: "x-routing-key",
+]
+
 func requests(_ events: [HTTPRequestParser.Event]) -> [HTTPRequest] {
     events.compactMap { if case .request(let r) = $0 { r.request } else { nil } }
 }
@@ -163,14 +169,26 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
         #expect(parser.phase == .idle)
     }
 
+    /// A request with every `HTTPHeaders.Common` name.
+    static let keyed = Array((
+        "POST /v2/models/credit/infer HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer k\r\nx-request-id: r1\r\nX-Routing-Key: c\r\n"
+        + "Inference-Header-Content-Length: 2\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    ).utf8)
+
     @Test func survivesRandomMutations() {
         var random = SystemRandomNumberGenerator()
-        for _ in 0..<20_000 {
-            let bytes = mutated(Self.pipelined, edits: 1...6, &random)
+        for round in 0..<20_000 {
+            let bytes = mutated(round % 2 == 0 ? Self.pipelined : Self.keyed, edits: 1...6, &random)
             let split = Int.random(in: 0...bytes.count, using: &random)
             let events = parse(bytes, splitAt: split)
             // At most one error, and it is the last event.
             if let i = events.firstIndex(where: { if case .error = $0 { true } else { false } }) { #expect(i == events.count - 1) }
+            // What parsing noted of the common names is what a scan of the fields finds.
+            for request in requests(events) {
+                for (common, name) in commonNames {
+                    #expect(request.headers[common] == request.headers.fields.first { equalsIgnoringASCIICase($0.name, name) }?.value)
+                }
+            }
         }
     }
 
@@ -203,10 +221,6 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
     @Test func commonNamesAreFoundAsAScanFindsThem() throws {
         let names = ["Authorization", "AUTHORIZATION", "content-type", "Content-Typf", "X-Request-Id", "x-request-ie", "x-routing-key",
                      "Inference-Header-Content-Length", "inference-header-content-lengtH", "X-Other", "x-routing-kez", "Host"]
-        let lowercase: [HTTPHeaders.Common: String] = [
-            .authorization: "authorization", .contentType: "content-type", .requestID: "x-request-id",
-            .inferenceHeaderContentLength: "inference-header-content-length", .routingKey: "x-routing-key",
-        ]
         var random = SystemRandomNumberGenerator()
         for round in 0..<300 {
             let fields = (0..<Int.random(in: 0...9, using: &random)).map { k in
@@ -218,7 +232,7 @@ func errorStatus(_ events: [HTTPRequestParser.Event]) -> Int? {
             let parsed = try #require(requests(parse(Array((wire + "\r\n").utf8))).first).headers
             for headers in [added, parsed] {
                 for common in HTTPHeaders.Common.allCases {
-                    let name = lowercase[common]!
+                    let name = commonNames[common]!
                     let scanned = headers.fields.first { equalsIgnoringASCIICase($0.name, name) }?.value
                     #expect(headers[common] == scanned, "\(name) in \(fields.map { ($0.0, $0.1) })")
                     #expect(headers[name.uppercased()] == scanned)
