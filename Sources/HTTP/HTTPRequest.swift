@@ -49,6 +49,8 @@ public struct HTTPHeaders: Sendable, Sequence {
     package private(set) var wire: [UInt8] = []
     /// Where in `wire` the first value of each `Common` name starts and ends (by its raw value); -1 without one.
     private var commonStarts = SIMD8<Int32>(repeating: -1), commonEnds = SIMD8<Int32>(repeating: -1)
+    /// A `Common` field lay beyond what an Int32 offset reaches (more than 2 GiB of fields): lookups scan.
+    private var unnoted = false
 
     /// Names looked up on every request: the key, the body's type, the request id, the binary
     /// tensor extension's header and the routing key.
@@ -58,17 +60,30 @@ public struct HTTPHeaders: Sendable, Sequence {
         /// Which of them `name` is, ignoring ASCII case.
         @inline(__always)
         static func of(_ name: UnsafeBufferPointer<UInt8>) -> Common? {
-            switch name.count {
-            case 12: equalsLowercase(name, "content-type") ? .contentType : equalsLowercase(name, "x-request-id") ? .requestID : nil
-            case 13: equalsLowercase(name, "authorization") ? .authorization : equalsLowercase(name, "x-routing-key") ? .routingKey : nil
-            case 31: equalsLowercase(name, "inference-header-content-length") ? .inferenceHeaderContentLength : nil
-            default: nil
+            func named(_ a: Common, else b: Common? = nil) -> Common? {
+                equalsLowercase(name, a.lowercaseName) ? a : b.flatMap { equalsLowercase(name, $0.lowercaseName) ? $0 : nil }
+            }
+            switch name.count {  // one or two comparisons, by length
+            case 12: return named(.contentType, else: .requestID)
+            case 13: return named(.authorization, else: .routingKey)
+            case 31: return named(.inferenceHeaderContentLength)
+            default: return nil
             }
         }
 
         static func of(_ name: String) -> Common? {
             var name = name
             return name.withUTF8 { of($0) }
+        }
+
+        var lowercaseName: StaticString {
+            switch self {
+            case .authorization: "authorization"
+            case .contentType: "content-type"
+            case .requestID: "x-request-id"
+            case .inferenceHeaderContentLength: "inference-header-content-length"
+            case .routingKey: "x-routing-key"
+            }
         }
     }
 
@@ -98,8 +113,11 @@ public struct HTTPHeaders: Sendable, Sequence {
     @inline(__always)
     private mutating func note(name: Range<Int>, value: Range<Int>) {
         let common = wire.withUnsafeBufferPointer { Common.of(UnsafeBufferPointer(rebasing: $0[name])) }
-        guard let common, commonStarts[common.rawValue] < 0, let start = Int32(exactly: value.lowerBound), let end = Int32(exactly: value.upperBound)
-        else { return }
+        guard let common, commonStarts[common.rawValue] < 0 else { return }
+        guard let start = Int32(exactly: value.lowerBound), let end = Int32(exactly: value.upperBound) else {
+            unnoted = true
+            return
+        }
         commonStarts[common.rawValue] = start
         commonEnds[common.rawValue] = end
     }
@@ -120,12 +138,7 @@ public struct HTTPHeaders: Sendable, Sequence {
         wire.append(0x3A)
         wire.append(0x20)
         wire.append(contentsOf: value)
-        if let common = Common.of(name), commonStarts[common.rawValue] < 0,
-            let start = Int32(exactly: nameStart + name.count + 2), let end = Int32(exactly: wire.count)
-        {
-            commonStarts[common.rawValue] = start
-            commonEnds[common.rawValue] = end
-        }
+        note(name: nameStart..<(nameStart + name.count), value: (nameStart + name.count + 2)..<wire.count)
         wire.append(0x0D)
         wire.append(0x0A)
     }
@@ -141,16 +154,21 @@ public struct HTTPHeaders: Sendable, Sequence {
     }
 
     /// The first value of `name`.
-    public subscript(name: String) -> String? {
-        guard let range = valueRange(name) else { return nil }
-        return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
-    }
+    public subscript(name: String) -> String? { text(valueRange(name)) }
 
-    /// Calls `body` with the bytes of the first value of `name`, without making a String; nil when there is none.
+    /// The first value of a `Common` name.
+    public subscript(name: Common) -> String? { text(valueRange(name)) }
+
+    /// Calls `body` with the bytes of the first value of a `Common` name, without making a String; nil when there is none.
     @inline(__always)
-    package func withValue<R>(_ name: String, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
+    package func withValue<R>(_ name: Common, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
         guard let range = valueRange(name) else { return nil }
         return wire.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[range])) }
+    }
+
+    private func text(_ range: Range<Int>?) -> String? {
+        guard let range else { return nil }
+        return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
     }
 
     public func values(_ name: String) -> [String] {
@@ -167,24 +185,15 @@ public struct HTTPHeaders: Sendable, Sequence {
         }
     }
 
-    /// The first value of a `Common` name.
-    public subscript(name: Common) -> String? {
-        guard let range = valueRange(name) else { return nil }
-        return wire.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[range]), as: UTF8.self) }
-    }
-
-    /// Calls `body` with the bytes of the first value of a `Common` name, without making a String; nil when there is none.
-    @inline(__always)
-    package func withValue<R>(_ name: Common, _ body: (UnsafeBufferPointer<UInt8>) -> R) -> R? {
-        guard let range = valueRange(name) else { return nil }
-        return wire.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[range])) }
-    }
-
     /// Where the first value of a `Common` name is in `wire`: noted as it was added.
     @inline(__always)
     private func valueRange(_ name: Common) -> Range<Int>? {
         let start = commonStarts[name.rawValue]
-        guard start >= 0 else { return nil }
+        guard start >= 0 else {
+            guard unnoted else { return nil }
+            let lowercase = name.lowercaseName
+            return scan(UnsafeBufferPointer(start: lowercase.utf8Start, count: lowercase.utf8CodeUnitCount))
+        }
         return Int(start)..<Int(commonEnds[name.rawValue])
     }
 
@@ -192,14 +201,18 @@ public struct HTTPHeaders: Sendable, Sequence {
     private func valueRange(_ name: String) -> Range<Int>? {
         if let common = Common.of(name) { return valueRange(common) }
         var name = name
+        return name.withUTF8 { scan($0) }
+    }
+
+    /// Where the first value of the field named `name` (ASCII case ignored) is in `wire`, field by field.
+    private func scan(_ name: UnsafeBufferPointer<UInt8>) -> Range<Int>? {
         var found: Range<Int>?
-        name.withUTF8 { n in
-            forEachField { w, fieldName, value in
-                guard fieldName.count == n.count, (0..<n.count).allSatisfy({ lowercaseASCII(w[fieldName.lowerBound + $0]) == lowercaseASCII(n[$0]) })
-                else { return true }
-                found = value
-                return false
-            }
+        forEachField { w, fieldName, value in
+            guard fieldName.count == name.count,
+                (0..<name.count).allSatisfy({ lowercaseASCII(w[fieldName.lowerBound + $0]) == lowercaseASCII(name[$0]) })
+            else { return true }
+            found = value
+            return false
         }
         return found
     }
