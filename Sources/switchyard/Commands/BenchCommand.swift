@@ -450,20 +450,26 @@ let benchServeCommand = Command(
         print("CPU/req: the server's CPU (user and kernel, from its rusage" + (nginx == nil ? "" : "; nginx's workers' from /proc") + ") over the run, per request answered"
             + (wrk == nil ? "; the built-in generator runs in this process, so its CPU is counted too." : "."))
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
-        /// One line per configuration: `auth`'s runs beside the open serve's.
+        func medianRate(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.rate)) }
+        func medianP99(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.p99)) }
+        /// One line per configuration: `auth`'s runs beside the open serve's, and with --auth open2
+        /// the second open serve's beside them too (how far the same serve differs: the noise).
         func againstOpen(_ auth: String, _ line: (_ route: String, _ threads: Int, _ connections: Int, _ open: [LoadSummary], _ other: [LoadSummary]) -> String) {
             for route in routes {
                 for g in generators {
                     for c in counts {
                         guard let open = ours[Variant(route: route, auth: "open", generators: g, connections: max(c, g))],
                               let other = ours[Variant(route: route, auth: auth, generators: g, connections: max(c, g))] else { continue }
-                        print(line(route == "oip" ? "OIP" : "/score", g, max(c, g), open, other))
+                        var text = line(route == "oip" ? "OIP" : "/score", g, max(c, g), open, other)
+                        if auth != "open2", let second = ours[Variant(route: route, auth: "open2", generators: g, connections: max(c, g))] {
+                            text += String(format: " [noise: a second open serve gave p99 %.2f×, requests/s %.2f×]",
+                                           medianP99(second) / max(medianP99(open), 1), medianRate(second) / medianRate(open))
+                        }
+                        print(text)
                     }
                 }
             }
         }
-        func medianRate(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.rate)) }
-        func medianP99(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.p99)) }
         if let log {
             print("serve: open, key (a predict key required) or open+log (predictions logged, \(logPolicy.text): \(log.counts.written) lines written, \(log.counts.dropped) dropped).")
             againstOpen("log") { route, g, c, open, logged in
