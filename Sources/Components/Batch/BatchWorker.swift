@@ -30,10 +30,7 @@ package final class BatchWorker: Sendable {
     package let health: DependencyHealth
 
     package init(ledger: RunLedger, registry: any ModelSource, job: String, threads: Int, lease: Double, events: EventLog, name: String? = nil) {
-        var host = [UInt8](repeating: 0, count: 256)
-        _ = host.withUnsafeMutableBufferPointer { gethostname(UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), 255) }
-        let hostName = String(decoding: host.prefix { $0 != 0 }, as: UTF8.self)
-        self.name = name ?? "\(hostName):\(getpid()):\(KeyStore.randomHex(4))"
+        self.name = name ?? "\(ProcessInfo.processInfo.hostName):\(getpid()):\(KeyStore.randomHex(4))"
         self.ledger = ledger
         self.registry = registry
         self.job = job

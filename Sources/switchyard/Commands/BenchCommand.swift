@@ -452,6 +452,10 @@ let benchServeCommand = Command(
         if nginx != nil { print("ratio: switchyard's median requests/s over nginx's in the same configuration" + (rounds > 1 ? " (round by round in brackets)" : "") + ".") }
         func medianRate(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.rate)) }
         func medianP99(_ runs: [LoadSummary]) -> Double { LoadSummary.median(runs.map(\.p99)) }
+        /// `other`'s median p99 and requests/s over `open`'s: "p99 1.04×, requests/s 0.98×".
+        func versus(_ open: [LoadSummary], _ other: [LoadSummary]) -> String {
+            String(format: "p99 %.2f×, requests/s %.2f×", medianP99(other) / max(medianP99(open), 1), medianRate(other) / medianRate(open))
+        }
         /// One line per configuration: `auth`'s runs beside the open serve's, and with --auth open2
         /// the second open serve's beside them too (how far the same serve differs: the noise).
         func againstOpen(_ auth: String, _ line: (_ route: String, _ threads: Int, _ connections: Int, _ open: [LoadSummary], _ other: [LoadSummary]) -> String) {
@@ -462,8 +466,7 @@ let benchServeCommand = Command(
                               let other = ours[Variant(route: route, auth: auth, generators: g, connections: max(c, g))] else { continue }
                         var text = line(route == "oip" ? "OIP" : "/score", g, max(c, g), open, other)
                         if auth != "open2", let second = ours[Variant(route: route, auth: "open2", generators: g, connections: max(c, g))] {
-                            text += String(format: " [noise: a second open serve gave p99 %.2f×, requests/s %.2f×]",
-                                           medianP99(second) / max(medianP99(open), 1), medianRate(second) / medianRate(open))
+                            text += " [noise: a second open serve gave \(versus(open, second))]"
                         }
                         print(text)
                     }
@@ -487,8 +490,7 @@ let benchServeCommand = Command(
         if control != nil {
             print("serve open #2: a second open serve, the same as open, run in the same rounds: how far two identical serves differ here.")
             againstOpen("open2") { route, g, c, open, second in
-                "  open #2 against open, \(route) wrk -t\(g) \(c) connections: "
-                    + String(format: "p99 %.2f×, requests/s %.2f× (1.00× were the runs free of noise)", medianP99(second) / max(medianP99(open), 1), medianRate(second) / medianRate(open))
+                "  open #2 against open, \(route) wrk -t\(g) \(c) connections: \(versus(open, second)) (1.00× were the runs free of noise)"
             }
         }
         if let drifting {
