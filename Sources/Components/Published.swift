@@ -53,27 +53,40 @@ package final class Published<Value: Sendable>: @unchecked Sendable {
 }
 
 /// One value per event loop, for buffers a loop reuses from request to
-/// request.
+/// request. Each loop's value starts on a cache line of its own: values written on every request
+/// (a sampler's count, the version that answered) would otherwise share a line between two loops'
+/// cores, and each write would take it from the other.
 ///
 /// Safety: `with(loop:)` runs only on event loop `loop`'s thread (or, before
 /// the loops start, on the one thread standing in for it) and is not re-entered.
 package final class LoopLocal<Value>: @unchecked Sendable {
-    private let storage: UnsafeMutablePointer<Value>
+    private let storage: UnsafeMutableRawPointer
     private let loops: Int
+    /// Bytes from one loop's value to the next.
+    private let stride = CacheLine.roundUp(MemoryLayout<Value>.stride)
 
     package init(loops: Int, _ make: () -> Value) {
         self.loops = loops
-        storage = .allocate(capacity: loops)
-        for i in 0..<loops { (storage + i).initialize(to: make()) }
+        storage = .allocate(byteCount: loops * stride, alignment: max(CacheLine.bytes, MemoryLayout<Value>.alignment))
+        for i in 0..<loops { (storage + i * stride).initializeMemory(as: Value.self, to: make()) }
     }
 
     deinit {
-        storage.deinitialize(count: loops)
+        for i in 0..<loops { (storage + i * stride).assumingMemoryBound(to: Value.self).deinitialize(count: 1) }
         storage.deallocate()
     }
 
     @inline(__always)
     package func with<R>(loop: Int, _ body: (inout Value) throws -> R) rethrows -> R {
-        try body(&storage[loop])
+        try body(&(storage + loop * stride).assumingMemoryBound(to: Value.self).pointee)
     }
+}
+
+/// The size of a cache line, which per-loop values are aligned to (64 bytes on x86-64 and most arm64).
+package enum CacheLine {
+    package static let bytes = 64
+
+    /// `size` rounded up to whole lines (at least one).
+    @inline(__always)
+    package static func roundUp(_ size: Int) -> Int { max(1, (size + bytes - 1) / bytes) * bytes }
 }

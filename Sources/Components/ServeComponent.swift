@@ -109,32 +109,37 @@ package final class ServeModels: Sendable {
 
 /// Counters with one row per event loop: each loop adds only to its own row
 /// (relaxed single-writer stores, no locked instruction); readers sum the rows.
+/// Each row starts on a cache line of its own (`CacheLine`), so two loops counting at once do not
+/// take the same line from each other's core.
 ///
 /// Safety: row `loop` is written only by that loop's thread; readers use relaxed loads.
 package final class LoopCounters: @unchecked Sendable {
     private let loops: Int
     let width: Int
+    /// Counters from one row to the next: `width` rounded up to whole cache lines.
+    private let stride: Int
     private let storage: UnsafeMutablePointer<UInt64>
 
     init(loops: Int, width: Int) {
         self.loops = loops
         self.width = width
-        storage = .allocate(capacity: loops * width)
-        storage.initialize(repeating: 0, count: loops * width)
+        stride = CacheLine.roundUp(width * 8) / 8
+        storage = UnsafeMutableRawPointer.allocate(byteCount: loops * stride * 8, alignment: CacheLine.bytes)
+            .initializeMemory(as: UInt64.self, repeating: 0, count: loops * stride)
     }
 
-    deinit { storage.deallocate() }
+    deinit { UnsafeMutableRawPointer(storage).deallocate() }
 
     /// Adds `value` (wrapping, so `UInt64.max` subtracts one).
     @inline(__always)
     func add(loop: Int, column: Int = 0, _ value: UInt64 = 1) {
-        csystem_counter_add(storage + loop * width + column, value)
+        csystem_counter_add(storage + loop * stride + column, value)
     }
 
     /// This loop's count before adding one: a per-loop sequence number.
     @inline(__always)
     func next(loop: Int) -> UInt64 {
-        let slot = storage + loop * width
+        let slot = storage + loop * stride
         let value = csystem_counter_load(slot)
         csystem_counter_add(slot, 1)
         return value
@@ -142,7 +147,7 @@ package final class LoopCounters: @unchecked Sendable {
 
     func sum(column: Int = 0) -> UInt64 {
         var total: UInt64 = 0
-        for loop in 0..<loops { total &+= csystem_counter_load(storage + loop * width + column) }
+        for loop in 0..<loops { total &+= csystem_counter_load(storage + loop * stride + column) }
         return total
     }
 }

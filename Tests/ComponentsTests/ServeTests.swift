@@ -664,6 +664,40 @@ func numbers(_ value: JSONValue?) -> [Double] {
 }
 
 /// A model reference means the same in every component as in `predict` and the README.
+/// Per-loop state: each loop's value and counter row on a cache line of its own, so loops on
+/// different cores never write the same line.
+@Suite struct PerLoopStateTests {
+    @Test func loopLocalValuesAreIndependentAndALineApart() {
+        let local = LoopLocal<Int>(loops: 3) { 7 }
+        var addresses: [UInt] = []
+        for loop in 0..<3 {
+            local.with(loop: loop) { value in
+                value += loop
+                withUnsafeMutablePointer(to: &value) { addresses.append(UInt(bitPattern: $0)) }
+            }
+        }
+        #expect((0..<3).map { loop in local.with(loop: loop) { $0 } } == [7, 8, 9])
+        #expect(addresses.allSatisfy { $0 % UInt(CacheLine.bytes) == 0 })
+        #expect(zip(addresses, addresses.dropFirst()).allSatisfy { $1 - $0 >= UInt(CacheLine.bytes) })
+        // A value larger than a line takes whole lines.
+        let wide = LoopLocal<(Int, Int, Int, Int, Int, Int, Int, Int, Int)>(loops: 2) { (1, 2, 3, 4, 5, 6, 7, 8, 9) }
+        wide.with(loop: 1) { $0.8 = 90 }
+        #expect(wide.with(loop: 0) { $0.8 } == 9 && wide.with(loop: 1) { $0.8 } == 90)
+    }
+
+    @Test func loopCounterRowsDoNotOverlap() {
+        let counters = LoopCounters(loops: 3, width: 18)
+        for loop in 0..<3 {
+            for column in 0..<18 { counters.add(loop: loop, column: column, UInt64(loop * 100 + column)) }
+        }
+        for column in 0..<18 { #expect(counters.sum(column: column) == UInt64(300 + 3 * column)) }
+        counters.add(loop: 2, column: 17, UInt64.max)  // wraps: −1
+        #expect(counters.sum(column: 17) == 350)
+        let sequence = LoopCounters(loops: 2, width: 1)
+        #expect([sequence.next(loop: 1), sequence.next(loop: 1), sequence.next(loop: 0)] == [0, 1, 0])
+    }
+}
+
 @Suite struct ModelTargetTests {
     @Test func aBareNameFollowsProductionOrPinsTheLatest() throws {
         let home = Home(FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-target-\(UUID().uuidString)"))
