@@ -208,16 +208,18 @@ package final class ControlAPI: Sendable {
         return response
     }
 
-    /// `PREFIX-N`: this process's random prefix and a counter, both in hex, written straight into one string.
+    /// `PREFIX-N`: this process's random prefix and a counter, both in hex, written straight into one
+    /// string of exactly its length, so that up to 15 bytes (the first 16 million ids) it is a small
+    /// string, stored inline without an allocation.
     private func newRequestID() -> String {
         let n = requestCounter.wrappingAdd(1, ordering: .relaxed).newValue
+        var digits = 1
+        while digits < 16 && n >> (4 * UInt64(digits)) != 0 { digits += 1 }
         var prefix = requestPrefix
         return prefix.withUTF8 { p in
-            String(unsafeUninitializedCapacity: p.count + 17) { out in
+            String(unsafeUninitializedCapacity: p.count + 1 + digits) { out in
                 _ = out.initialize(fromContentsOf: p)
                 out[p.count] = UInt8(ascii: "-")
-                var digits = 1
-                while digits < 16 && n >> (4 * UInt64(digits)) != 0 { digits += 1 }
                 for k in 0..<digits {
                     let nibble = UInt8(truncatingIfNeeded: n >> (4 * UInt64(digits - 1 - k))) & 0xF
                     out[p.count + 1 + k] = nibble < 10 ? nibble + 0x30 : nibble + 0x57
