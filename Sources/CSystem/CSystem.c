@@ -27,6 +27,10 @@ int csystem_accept_nonblocking(int fd) {
     return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
+int csystem_thread_id(void) {
+    return gettid();
+}
+
 // MARK: - SHA-256 with the x86 SHA extensions
 
 #if defined(__x86_64__)

@@ -49,6 +49,8 @@ final class EventLoop: @unchecked Sendable {
     let load = Atomic<Int>(0)
     /// Every loop of the server, this one included; set before the loops start, emptied when this one ends.
     var peers: [EventLoop] = []
+    /// The loop's thread (its /proc/self/task entry) once it runs; 0 before.
+    let threadID = Atomic<Int32>(0)
 
     /// Output beyond this stops reading from the connection until the client reads.
     private static let outputHighWater = 1 << 20
@@ -92,12 +94,48 @@ final class EventLoop: @unchecked Sendable {
         answered.removeAll(keepingCapacity: true)
     }
 
+    /// How a loop waits: asleep until an event (or the next timeout sweep), or, within a busy-poll
+    /// window (`Configuration.busyPoll`) after it answered a batch of events, looking without sleeping.
+    struct Waiting {
+        /// The window's length, ns; 0 when busy polling is off.
+        let window: UInt64
+        /// The monotonic time the current window ends; 0 outside one.
+        private(set) var until: UInt64 = 0
+
+        init(busyPoll seconds: Double) {
+            window = UInt64(max(0, min(seconds, HTTPServer.Configuration.maxBusyPoll)) * 1e9)
+        }
+
+        /// epoll_wait's timeout at `now`: 0 (look and return) inside a window, else 100 ms.
+        func timeout(now: @autoclosure () -> UInt64) -> Int32 {
+            until != 0 && now() < until ? 0 : 100
+        }
+
+        /// A batch of events was handled at `now`: look for the next without sleeping until `now + window`.
+        mutating func handled(now: @autoclosure () -> UInt64) {
+            if window > 0 { until = now() + window }
+        }
+
+        /// A sleep found nothing: the loop is idle, and sleeps until work opens a window again.
+        mutating func sleptIdle() { until = 0 }
+    }
+
     func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         var lastSweep = csystem_coarse_ns()
+        var waiting = Waiting(busyPoll: server.configuration.busyPoll)
+        threadID.store(csystem_thread_id(), ordering: .relaxed)
         while !stopping.load(ordering: .acquiring) {
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 256, 100) }
+            let timeout = waiting.timeout(now: csystem_monotonic_ns())
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 256, timeout) }
             if n < 0 && errno != EINTR { break }
+            if n <= 0 {
+                if timeout == 0 {
+                    sched_yield()  // a look found nothing yet: whatever else is runnable on this core (a client) goes first
+                    continue
+                }
+                waiting.sleptIdle()
+            }
             for i in 0..<max(0, Int(n)) {
                 let fd = events[i].data.fd
                 let flags = events[i].events
@@ -114,6 +152,7 @@ final class EventLoop: @unchecked Sendable {
                 }
             }
             flushAnswered()
+            if n > 0 { waiting.handled(now: csystem_monotonic_ns()) }
             let now = csystem_coarse_ns()
             if now - lastSweep >= 100_000_000 {
                 sweepTimeouts(now)

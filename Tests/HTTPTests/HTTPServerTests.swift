@@ -36,6 +36,13 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
     return condition()
 }
 
+/// The scheduler state of one of this process's threads, from /proc: "S" asleep, "R" running or runnable.
+func threadState(_ tid: Int32) -> String? {
+    guard let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+          let close = stat.lastIndex(of: ")") else { return nil }
+    return stat[close...].split(separator: " ").dropFirst().first.map(String.init)
+}
+
 @Suite(.serialized) struct HTTPServerTests {
     @Test func keepAliveAndPipelining() throws {
         let server = try echoServer()
@@ -249,6 +256,61 @@ func waitUntil(deadline: Double = 20, _ condition: () -> Bool) -> Bool {
         for c in more { try c.connect() }
         let after = try clients.indices.filter { !closing.contains($0) }.map { placed[$0] } + more.map(loop)
         #expect(counts(after).allSatisfy { (2...6).contains($0) }, "\(counts(after))")
+    }
+
+    /// Busy polling (`Configuration.busyPoll`): answering a batch opens a window in which the loop
+    /// looks for events without sleeping, measured from the answer; a sleep that finds nothing
+    /// closes it. Times are injected (ns).
+    @Test func aBusyPollWindowOpensOnWorkAndClosesWhenTheLoopSleepsIdle() {
+        var off = EventLoop.Waiting(busyPoll: 0)
+        off.handled(now: 1_000)
+        #expect(off.timeout(now: 1_001) == 100)
+
+        var waiting = EventLoop.Waiting(busyPoll: 50e-6)
+        #expect(waiting.timeout(now: 0) == 100)  // no work yet: sleep
+        waiting.handled(now: 1_000)
+        #expect(waiting.timeout(now: 1_000) == 0)
+        #expect(waiting.timeout(now: 50_999) == 0)
+        #expect(waiting.timeout(now: 51_000) == 100)  // it has ended: sleep
+        waiting.handled(now: 40_000)  // more work extends it
+        #expect(waiting.timeout(now: 89_999) == 0)
+        #expect(waiting.timeout(now: 90_000) == 100)
+        waiting.sleptIdle()  // a sleep that found nothing closes it
+        #expect(waiting.timeout(now: 40_001) == 100)
+
+        #expect(EventLoop.Waiting(busyPoll: 5).window == 10_000_000)  // at most maxBusyPoll
+        #expect(EventLoop.Waiting(busyPoll: -1).window == 0)
+        #expect(EventLoop.Waiting(busyPoll: .nan).window == 0)
+    }
+
+    /// A busy-polling server answers as any other (keep-alive, pipelining, connections from
+    /// several threads at once), and once the traffic stops each loop's thread goes back to sleep
+    /// in epoll_wait: it does not spin while idle.
+    @Test func aBusyPollingServerAnswersAndSleepsOnceIdle() throws {
+        let server = try echoServer { $0.busyPoll = 0.0002 }
+        defer { server.stop() }
+        let client = HTTPClient(port: server.port)
+        for i in 0..<200 {
+            let r = try client.request("POST", "/p?i=\(i)", body: Array("b\(i)".utf8))
+            #expect(r.status == 200 && r.text == "POST /p?i=\(i) b\(i)")
+        }
+        let raw = HTTPClient(port: server.port)
+        try raw.sendRaw(Array("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n".utf8))
+        #expect(try raw.readResponse().text == "GET /1 ")
+        #expect(try raw.readResponse().text == "GET /2 ")
+        let wrong = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 6) { k in
+            let client = HTTPClient(port: server.port)
+            for i in 0..<50 {
+                let r = try? client.request("POST", "/c\(k)", body: Array("\(i)".utf8))
+                if r?.text != "POST /c\(k) \(i)" { wrong.add(1, ordering: .relaxed) }
+            }
+        }
+        #expect(wrong.load(ordering: .relaxed) == 0)
+
+        let threads = server.loopThreadIDs
+        #expect(threads.count == 2 && threads.allSatisfy { $0 > 0 })
+        #expect(waitUntil { threads.allSatisfy { threadState($0) == "S" } }, "an idle loop is still running: \(threads.map { threadState($0) ?? "?" })")
     }
 
     @Test func survivesFuzzingAndKeepsServingWithoutGrowing() throws {

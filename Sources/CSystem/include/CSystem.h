@@ -33,6 +33,9 @@ int csystem_set_nonblocking(int fd);
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); accept4 needs _GNU_SOURCE.
 int csystem_accept_nonblocking(int fd);
 
+/// The calling thread's id (gettid, which needs _GNU_SOURCE): its /proc/self/task entry.
+int csystem_thread_id(void);
+
 /// copy_file_range(in, NULL, out, NULL, len, 0): the kernel copies between two files' current
 /// offsets (it needs _GNU_SOURCE). -1 with errno when it cannot (another filesystem, say).
 long csystem_copy_file_range(int in, int out, unsigned long len);

@@ -233,6 +233,7 @@ let benchServeCommand = Command(
         Option(name: "log-policy", value: "all|sample=SHARE", help: "what the open+log serve (--auth log) logs", defaultValue: "all"),
         Option(name: "shadow-sample", value: "PERCENT", help: "the rows the open+shadow serve (--auth shadow) copies to its shadow", defaultValue: "100"),
         Option(name: "wrk-threads", value: "LIST", help: "wrk load threads (-t) to run with", defaultValue: "1,2"),
+        Option(name: "busy-poll", value: "MICROSECONDS", help: "the serves' --busy-poll (see 'switchyard serve --help'): CPU traded for latency at low concurrency", defaultValue: "0"),
     ],
     details: """
         Starts a serve component in this process on a free loopback port (a credit model
@@ -278,6 +279,7 @@ let benchServeCommand = Command(
         let routes = try list("routes", "oip,score", ["oip", "score"])
         let auths = try list("auth", "open,key", ["open", "key", "log", "shadow", "drift", "open2"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
+        let busyPoll = try args.integer("busy-poll", range: 0...Int(HTTPServer.Configuration.maxBusyPoll * 1e6)) ?? 0
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -296,7 +298,7 @@ let benchServeCommand = Command(
         let authenticator = Authenticator(store: keys, loops: threads)
         let events = EventLog()
         func makeHost(open: Bool, log: PredictionLog? = nil) throws -> ComponentHost {
-            try benchServeHost(registry, open: open, threads: threads, events: events, authenticator: authenticator, log: log).host
+            try benchServeHost(registry, open: open, threads: threads, busyPoll: busyPoll, events: events, authenticator: authenticator, log: log).host
         }
         let host = try makeHost(open: true)
         // --auth key: the same model behind a serve that requires a predict key (a secured service);
@@ -330,14 +332,14 @@ let benchServeCommand = Command(
                 try registry.setBaseline(model: "credit", version: v.version, baseline: baseline, who: "bench")
                 try registry.promote(model: "credit", version: v.version, alias: "drifting", who: "bench")
             }
-            drifting = try benchServeHost(registry, reference: "credit@drifting", open: true, threads: threads, events: events, authenticator: authenticator, log: nil)
+            drifting = try benchServeHost(registry, reference: "credit@drifting", open: true, threads: threads, busyPoll: busyPoll, events: events, authenticator: authenticator, log: nil)
             drifting?.serve.tick()  // finds the baseline now
         }
         var shadowed: (host: ComponentHost, serve: ServeComponent)?
         if auths.contains("shadow") {
             let route = try registryCall { () throws(RegistryError) in try AliasRoute(words: ["1=100"], key: nil, shadow: .init(version: 2, sample: shadowSample)) }
             _ = try registryCall { () throws(RegistryError) in try registry.setRoute(model: "credit", alias: "shadowed", route: route, who: "bench") }
-            shadowed = try benchServeHost(registry, reference: "credit@shadowed", open: true, threads: threads, events: events, authenticator: authenticator, log: nil)
+            shadowed = try benchServeHost(registry, reference: "credit@shadowed", open: true, threads: threads, busyPoll: busyPoll, events: events, authenticator: authenticator, log: nil)
         }
         let body = #"{"inputs":[{"name":"input","shape":[1,15],"datatype":"BYTES","data":[12042.41,36,18.19,14703.84,55,19.3,1.0,2,0,8,0.531,724,"east","student","branch"]}]}"#
         let scoreBody = #"{"data":[{"amount":12042.41,"term":36,"rate":18.19,"income":14703.84,"age":55,"tenure":19.3,"utilization":1.0,"inquiries":2,"delinquencies":0,"open_accounts":8,"debt_ratio":0.531,"credit_score":724,"region":"east","product":"student","channel":"branch"}]}"#
@@ -376,7 +378,8 @@ let benchServeCommand = Command(
         print("server: \(threads) event loop\(threads == 1 ? "" : "s") on 127.0.0.1:\(port) (open)" + (secured == nil ? "" : ", :\(securedPort) (a predict key required)")
             + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
             + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)")
-            + (control == nil ? "" : ", :\(controlPort) (open, a second one)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all")
+            + (control == nil ? "" : ", :\(controlPort) (open, a second one)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all"
+            + (busyPoll > 0 ? "; busy-poll \(busyPoll) µs" : ""))
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
@@ -535,7 +538,8 @@ let benchServeCommand = Command(
 
 /// A serve of credit@production on a free port for `bench serve`: open or requiring a predict key, logging or not.
 private func benchServeHost(
-    _ registry: ModelRegistry, reference: String = "credit@production", open: Bool, threads: Int, events: EventLog, authenticator: Authenticator, log: PredictionLog?
+    _ registry: ModelRegistry, reference: String = "credit@production", open: Bool, threads: Int, busyPoll: Int, events: EventLog, authenticator: Authenticator,
+    log: PredictionLog?
 ) throws -> (host: ComponentHost, serve: ServeComponent) {
     let serve: ServeComponent
     do {
@@ -547,7 +551,7 @@ private func benchServeHost(
     }
     return (ComponentHost(
         component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
-        configuration: .init(port: 0, threads: threads), authenticator: authenticator, events: events, fleet: nil), serve)
+        configuration: .init(port: 0, threads: threads, busyPoll: Double(busyPoll) / 1e6), authenticator: authenticator, events: events, fleet: nil), serve)
 }
 
 /// The server's own CPU per request without the kernel: `request` fed through
