@@ -25,6 +25,7 @@ func model(_ name: String, variant: Double = 0) -> ModelDocument {
     /// machine claim a new task at once. A rolled-back change announces nothing.
     @Test func aSQLiteListenerHearsAnotherConnectionsCommit() throws {
         let home = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: home.url) }
         let writer = try ModelRegistry(home: home)
         let listener = try ModelRegistry(home: home).changeListener()
         #expect(try listener.next(timeout: 0) == nil)  // nothing committed since it started

@@ -175,7 +175,9 @@ import Glibc
         let home = temporaryHome()
         defer { try? FileManager.default.removeItem(at: home.url) }
         let a = try RunLedger(location: .postgres(url: server.url), home: home)
-        let b = try RunLedger(location: .postgres(url: server.url), home: temporaryHome())
+        let otherHome = temporaryHome()
+        defer { try? FileManager.default.removeItem(at: otherHome.url) }
+        let b = try RunLedger(location: .postgres(url: server.url), home: otherHome)
         let held = try #require(try JobLock.acquire(a, job: "nightly"))
         #expect(try JobLock.acquire(b, job: "nightly") == nil)
         #expect(try JobLock.acquire(b, job: "hourly") != nil)
