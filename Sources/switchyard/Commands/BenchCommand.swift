@@ -279,7 +279,7 @@ let benchServeCommand = Command(
         let routes = try list("routes", "oip,score", ["oip", "score"])
         let auths = try list("auth", "open,key", ["open", "key", "log", "shadow", "drift", "open2"])
         let wrkThreads = try list("wrk-threads", "1,2", ["1", "2", "3", "4"]).map { Int($0)! }
-        let busyPoll = try args.integer("busy-poll", range: 0...Int(HTTPServer.Configuration.maxBusyPoll * 1e6)) ?? 0
+        let busyPoll = try args.busyPoll()
 
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(getpid())")
         defer { try? FileManager.default.removeItem(at: folder) }
@@ -379,7 +379,7 @@ let benchServeCommand = Command(
             + (logging == nil ? "" : ", :\(loggingPort) (open, logging \(logPolicy.text))")
             + (shadowed == nil ? "" : ", :\(shadowPort) (open, v2 shadowing \(JSONWriter.numberText(shadowSample))% of rows)")
             + (control == nil ? "" : ", :\(controlPort) (open, a second one)") + "; \(ProcessInfo.processInfo.activeProcessorCount) cores in all"
-            + (busyPoll > 0 ? "; busy-poll \(busyPoll) µs" : ""))
+            + (busyPoll > 0 ? "; busy-poll \(Int((busyPoll * 1e6).rounded())) µs" : ""))
         let nginx = args.flag("nginx") ? try NginxReference.start(workers: ProcessInfo.processInfo.activeProcessorCount) : nil
         defer { nginx?.stop() }
         if let nginx { print("reference: nginx (\(nginx.workers) workers) answering a fixed 200 to the same POST on 127.0.0.1:\(nginx.port)") }
@@ -538,7 +538,7 @@ let benchServeCommand = Command(
 
 /// A serve of credit@production on a free port for `bench serve`: open or requiring a predict key, logging or not.
 private func benchServeHost(
-    _ registry: ModelRegistry, reference: String = "credit@production", open: Bool, threads: Int, busyPoll: Int, events: EventLog, authenticator: Authenticator,
+    _ registry: ModelRegistry, reference: String = "credit@production", open: Bool, threads: Int, busyPoll: Double, events: EventLog, authenticator: Authenticator,
     log: PredictionLog?
 ) throws -> (host: ComponentHost, serve: ServeComponent) {
     let serve: ServeComponent
@@ -551,7 +551,7 @@ private func benchServeHost(
     }
     return (ComponentHost(
         component: serve, observer: { serve.observe(loop: $0, status: $1, nanoseconds: $2) },
-        configuration: .init(port: 0, threads: threads, busyPoll: Double(busyPoll) / 1e6), authenticator: authenticator, events: events, fleet: nil), serve)
+        configuration: .init(port: 0, threads: threads, busyPoll: busyPoll), authenticator: authenticator, events: events, fleet: nil), serve)
 }
 
 /// The server's own CPU per request without the kernel: `request` fed through

@@ -78,7 +78,7 @@ let serveCommand = Command(
         configuration.headerTimeout = try args.seconds("header-timeout") ?? configuration.headerTimeout
         configuration.bodyTimeout = try args.seconds("body-timeout") ?? configuration.bodyTimeout
         configuration.idleTimeout = try args.seconds("idle-timeout") ?? configuration.idleTimeout
-        configuration.busyPoll = Double(try args.integer("busy-poll", range: 0...Int(HTTPServer.Configuration.maxBusyPoll * 1e6)) ?? 0) / 1e6
+        configuration.busyPoll = try args.busyPoll()
         let maxRows = try args.integer("max-rows", range: 1...10_000_000) ?? ServeComponent.defaultMaxRows
         let open = args.flag("open")
         let drainDelay = try args.seconds("drain-delay", zeroAllowed: true) ?? 0
@@ -123,6 +123,13 @@ let serveCommand = Command(
         logLine(cutOff == 0 ? "stopped: every request finished" : "stopped: \(cutOff) connection(s) cut off with requests unfinished")
         return Exit.ok
     })
+
+extension Arguments {
+    /// `--busy-poll MICROSECONDS` (serve, bench serve), as the seconds `HTTPServer.Configuration.busyPoll` takes; 0 when not given.
+    func busyPoll() throws(UsageError) -> Double {
+        Double(try integer("busy-poll", range: 0...Int(HTTPServer.Configuration.maxBusyPoll * 1e6)) ?? 0) / 1e6
+    }
+}
 
 let keysCreateCommand = Command(
     words: ["keys", "create"],
